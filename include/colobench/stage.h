@@ -1,0 +1,209 @@
+/* colobench/stage.h - the stage plugin ABI (version 1).
+ *
+ * A stage transforms queries. The runtime owns threads, queues, timing and error reporting;
+ * a stage only sees one query at a time per instance. Built-in stages and plugins use the same
+ * ABI and the same registry.
+ *
+ * Writing a stage (the recipe; src/stages/util/noop.c and examples/plugins/example_plugin.c are
+ * compiling, tested templates):
+ *   1. Declare your parameters once in a cb_param_def table. The host validates every config key
+ *      against it (type, bounds, choices, unknown keys with a did-you-mean) before create, fills
+ *      defaults, and prints it for `colobench stages`. Your create() reads args->values[i], where
+ *      i is the index in your table, and never sees a bad value.
+ *   2. Declare state_size. The host allocates that many zeroed bytes for each instance (one per
+ *      worker) and frees them, so a failed create cannot leak the state itself; destroy() is
+ *      called after a create that returned an error too, to release what create acquired.
+ *   3. run() handles one query. Returning CB_OK without calling emit forwards the query to every
+ *      output of the stage. Call host->emit(ctx, i, q) to send it to output i only (or
+ *      CB_EMIT_ALL), possibly several times; return CB_RUN_DROP to end this path of the query.
+ *      Return a negative CB_E* code with a message in err to fail: the pipeline stops promptly
+ *      and the message is reported with the pipeline, stage and query.
+ *   4. A plugin .so exports one data symbol, `const cb_plugin cb_plugin_entry`, listing its
+ *      stages. The host checks abi_major and struct_size of the entry and of every ops table
+ *      before it calls any plugin function, and loads the object with RTLD_LOCAL: a plugin links
+ *      against nothing of colobench and reaches the host only through the cb_host table.
+ *
+ * Threading: one instance (state) per worker; run() of one instance is never called
+ * concurrently, but instances of the same stage run in parallel on different threads.
+ * Lifecycle, per instance: create -> prepare (untimed setup, duration recorded) -> run* ->
+ * finish (after its last query) -> destroy.
+ *
+ * ABI rules: every struct starts with (abi_major, struct_size) or is reached through one that
+ * does; structs grow only by appending; the host accepts struct_size >= the size it knows.
+ * History:
+ *   2026-11-23  abi 1: first version.
+ */
+#ifndef COLOBENCH_STAGE_H
+#define COLOBENCH_STAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "colobench/buffer.h"
+#include "colobench/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CB_STAGE_ABI_MAJOR 1u
+
+/* ---- Parameters ------------------------------------------------------------------------- */
+
+typedef enum cb_param_type {
+    CB_PARAM_INT = 0,      /* int64, bounds [min, max] */
+    CB_PARAM_FLOAT = 1,    /* double, bounds [min, max]; integers accepted */
+    CB_PARAM_BOOL = 2,     /* true/false */
+    CB_PARAM_STRING = 3,   /* any string; default may be NULL (unset) */
+    CB_PARAM_ENUM = 4,     /* one of choices, "a|b|c"; value.i is the index */
+    CB_PARAM_INT_LIST = 5, /* [1, 2, 3], each in [min, max] */
+    CB_PARAM_FLOAT_LIST = 6, /* [0.5, 0.25], each in [min, max] */
+    CB_PARAM_INT_MAP = 7,  /* {train: 100, val: 10}, values in [min, max], keys in config order */
+} cb_param_type;
+
+typedef struct cb_param_def {
+    const char *key;           /* config key, [a-z0-9_]+ */
+    cb_param_type type;
+    const char *default_value; /* in YAML syntax ("4096", "1.5", "true", "fixed", "[1, 2]");
+                                  NULL = no default (unset unless given) */
+    double min, max;           /* bounds for numbers (inclusive); min > max means unbounded */
+    const char *choices;       /* CB_PARAM_ENUM: "fixed|exponential|lognormal" */
+    const char *doc;           /* one line, with the unit */
+} cb_param_def;
+
+#define CB_PARAM_UNBOUNDED 1.0, 0.0
+
+/* Resolved value of one parameter, owned by the host, valid from create to destroy. */
+typedef struct cb_param_value {
+    int is_set;               /* 1 when the config gave it, 0 when the default (or nothing) applies */
+    int has_value;            /* 0 only for a parameter with no default that the config left out */
+    int64_t i;                /* INT, BOOL (0/1), ENUM (index into choices) */
+    double f;                 /* FLOAT; also INT as double */
+    const char *s;            /* STRING; ENUM choice name */
+    size_t n;                 /* number of entries of a list or map */
+    const int64_t *ints;      /* INT_LIST, INT_MAP values */
+    const double *floats;     /* FLOAT_LIST values */
+    const char *const *keys;  /* INT_MAP keys */
+} cb_param_value;
+
+/* ---- Queries ---------------------------------------------------------------------------- */
+
+#define CB_QUERY_MAX_PARTS 8
+#define CB_SPLIT_NAME_MAX 32
+#define CB_MAX_SPLITS 8
+
+/* A query as a stage sees it. The runtime owns the struct; a stage may change payload (keeping
+ * the ownership rule: the query owns one reference to each non-NULL payload/part), tag and
+ * value, and reads the rest. */
+typedef struct cb_query {
+    uint32_t abi_major, struct_size;
+    uint64_t id;              /* unique within the pipeline, from 0 in issue order */
+    int32_t split;            /* index into the dataset's splits, 0 without a dataset stage */
+    int32_t epoch;            /* 0-based */
+    int64_t batch;            /* 0-based within split and epoch; query index without dataset */
+    uint32_t hops;            /* stage runs so far on this path (routers bound loops with it) */
+    int32_t nparts;           /* >1 after a merge: parts[0..nparts) hold each input's payload */
+    int64_t tag;              /* free for stages (e.g. a class or route key) */
+    double value;             /* free for stages (e.g. a loss or score) */
+    cb_buffer *payload;       /* may be NULL; the query owns one reference */
+    cb_buffer *parts[CB_QUERY_MAX_PARTS]; /* merge inputs; parts[0] == payload after a merge */
+} cb_query;
+
+typedef struct cb_split_info {
+    char name[CB_SPLIT_NAME_MAX]; /* "train", "val", ... */
+    int64_t batches;              /* batches per epoch in this split (>= 1) */
+} cb_split_info;
+
+/* What a dataset stage reports: the load generator iterates, for each epoch, every split in
+ * order and every batch of it. */
+typedef struct cb_splits {
+    uint32_t abi_major, struct_size;
+    int32_t epochs;              /* >= 1 */
+    int32_t n;                   /* 1..CB_MAX_SPLITS */
+    cb_split_info split[CB_MAX_SPLITS];
+} cb_splits;
+
+/* ---- Host table ------------------------------------------------------------------------- */
+
+typedef struct cb_run_ctx cb_run_ctx;   /* opaque: one stage run in progress */
+
+#define CB_EMIT_ALL (-1)
+#define CB_RUN_DROP 1                   /* run() return value: the query ends on this path */
+
+enum { CB_LOG_ERROR = 0, CB_LOG_WARN = 1, CB_LOG_INFO = 2, CB_LOG_DEBUG = 3 };
+
+typedef struct cb_host {
+    uint32_t abi_major, struct_size;
+    /* Logging through the host's one sink; msg is a complete line without newline. */
+    void (*log)(int level, const char *stage_name, const char *msg);
+    /* Allocation funnel (fault injection in tests). */
+    void *(*alloc)(size_t size);
+    void (*free)(void *ptr);
+    /* Payload buffers. buffer_new returns a buffer with refcount 1 or NULL. */
+    cb_buffer *(*buffer_new)(size_t size_bytes);
+    void (*buffer_ref)(cb_buffer *buf);
+    void (*buffer_unref)(cb_buffer *buf);        /* NULL is a no-op */
+    /* Makes *buf private to the caller (copies if shared). 0 or CB_ENOMEM. */
+    int (*buffer_make_writable)(cb_buffer **buf);
+    /* The run's clock: CLOCK_MONOTONIC in ns. */
+    int64_t (*now_ns)(void);
+    /* Sends q (or a copy sharing its payload) to output `output` (index into the stage's
+     * outputs, or CB_EMIT_ALL). May be called several times per run. 0 or a CB_E* code. */
+    int (*emit)(cb_run_ctx *ctx, int output, const cb_query *q);
+    /* Number of outputs of the stage owning ctx. */
+    int (*n_outputs)(const cb_run_ctx *ctx);
+} cb_host;
+
+/* ---- Stage ops -------------------------------------------------------------------------- */
+
+/* Passed to create; borrowed for the duration of create except where stated. */
+typedef struct cb_stage_args {
+    uint32_t abi_major, struct_size;
+    const cb_host *host;           /* valid for the instance's lifetime */
+    const cb_param_value *values;  /* one per ops->params entry; valid for the lifetime */
+    const char *pipeline;          /* names, valid for the lifetime */
+    const char *stage;
+    int stage_id;
+    int worker;                    /* 0..workers-1 */
+    int workers;
+    int n_outputs;
+    uint64_t seed;                 /* per-instance seed derived from the pipeline's seed */
+} cb_stage_args;
+
+typedef struct cb_stage_ops {
+    uint32_t abi_major;            /* CB_STAGE_ABI_MAJOR */
+    uint32_t struct_size;          /* sizeof(cb_stage_ops) */
+    const char *name;              /* "family.name", e.g. "util.sleep" */
+    const char *summary;           /* one line */
+    const cb_param_def *params;
+    size_t n_params;
+    size_t state_size;             /* bytes of zeroed per-instance state the host allocates */
+    /* Required. Reads args, sets up state. */
+    int (*create)(void *state, const cb_stage_args *args, cb_error *err);
+    /* Optional. Untimed heavy setup before the start barrier. */
+    int (*prepare)(void *state, cb_error *err);
+    /* Required. One query. ctx is valid during the call only. */
+    int (*run)(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err);
+    /* Optional. After the instance's last query. */
+    void (*finish)(void *state);
+    /* Optional. Releases what create/prepare acquired (not the state itself). */
+    void (*destroy)(void *state);
+    /* Optional, dataset stages: fills out (abi fields preset by the host). */
+    int (*splits)(void *state, cb_splits *out, cb_error *err);
+} cb_stage_ops;
+
+/* The one symbol a plugin exports (a data symbol: no plugin code runs before the checks). */
+typedef struct cb_plugin {
+    uint32_t abi_major;            /* CB_STAGE_ABI_MAJOR */
+    uint32_t struct_size;          /* sizeof(cb_plugin) */
+    const char *name;
+    size_t n_stages;
+    const cb_stage_ops *const *stages;
+} cb_plugin;
+
+#define CB_PLUGIN_SYMBOL "cb_plugin_entry"
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,68 @@
+/* analysis/summary.h - summary.json and the end-of-run table, computed from the records.
+ *
+ * Definitions (also in docs/outputs.md):
+ * - Warm-up queries are the first loadgen.warmup_queries query ids of a pipeline; they and their
+ *   stage events are recorded but left out of every statistic.
+ * - queries: measured queries that completed with status ok.
+ * - latency = end_ns - scheduled_ns (scheduled == submit for closed and offline loads, so open
+ *   loads count queueing before submission too: no coordinated omission).
+ * - throughput_qps = queries / (last measured end - first measured scheduled).
+ * - per stage: runs, service_ns = end - start, queue_ns = start - enqueue, transition_ns_p50 =
+ *   median of start - prev_end (end of the upstream run that fed it) over its runs.
+ * - open loop: target_qps (config), achieved_qps (measured submissions over their span) and the
+ *   dispatch delay submit - scheduled (p50, p99, max).
+ * Pure functions over borrowed inputs; thread-safe.
+ */
+#ifndef CB_ANALYSIS_SUMMARY_H
+#define CB_ANALYSIS_SUMMARY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "analysis/stats.h"
+#include "core/spec.h"
+#include "record/event.h"
+
+typedef struct cb_pipeline_record {
+    const cb_query_event *queries; size_t n_queries;      /* every ended query, any order */
+    const cb_stage_event *stage_events; size_t n_stage_events; /* every recorded stage run */
+} cb_pipeline_record;
+
+typedef struct cb_summary_input {
+    const cb_spec *spec;
+    int64_t t0_ns;                 /* run start, monotonic */
+    int64_t end_ns;                /* run end, monotonic */
+    int64_t wall_start_ns;         /* CLOCK_REALTIME at t0 */
+    bool interrupted;              /* SIGINT/SIGTERM stopped the run */
+    bool timed_out;                /* a pipeline hit its timeout */
+    const char *const *errors; size_t n_errors; /* one line each */
+    const cb_pipeline_record *pipelines;        /* spec->n_pipelines entries */
+} cb_summary_input;
+
+typedef struct cb_stage_stats {
+    size_t runs;
+    cb_pcts service_ns, queue_ns;
+    int64_t transition_ns_p50;
+} cb_stage_stats;
+
+typedef struct cb_pipeline_stats {
+    size_t queries_total, warmup, ok, dropped, errors, cancelled;
+    size_t measured;               /* non-warm-up queries with status ok */
+    int64_t window_start_ns, window_end_ns; /* relative to t0 */
+    double throughput_qps;
+    cb_pcts latency_ns;
+    double target_qps;             /* open loop only, else 0 */
+    double achieved_qps;           /* open loop only, else 0 */
+    cb_pcts dispatch_delay_ns;     /* open loop only */
+    cb_stage_stats *stages;        /* n_stages entries, cb_malloc'd */
+} cb_pipeline_stats;
+
+/* Computes one pipeline's statistics; free with cb_pipeline_stats_fini. */
+int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pipeline_stats *out);
+void cb_pipeline_stats_fini(cb_pipeline_stats *s);
+
+int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err);
+void cb_summary_print_table(const cb_summary_input *in, FILE *out);
+
+#endif

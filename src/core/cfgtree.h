@@ -1,0 +1,63 @@
+/* core/cfgtree.h - a YAML document as a tree of nodes that remember where they came from.
+ *
+ * Loaded with libyaml (anchors and aliases resolved by copy, tags ignored). Every node keeps
+ * its file, line and column (1-based) so any later error can point at the text. The whole tree
+ * lives in one arena owned by the cb_doc. Not thread-safe; read-only after loading and
+ * overrides.
+ */
+#ifndef CB_CORE_CFGTREE_H
+#define CB_CORE_CFGTREE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "colobench/error.h"
+#include "core/alloc.h"
+
+typedef enum cb_node_kind {
+    CB_NODE_SCALAR = 0,
+    CB_NODE_SEQ = 1,
+    CB_NODE_MAP = 2,
+} cb_node_kind;
+
+typedef struct cb_node cb_node;
+struct cb_node {
+    cb_node_kind kind;
+    int line, col;           /* 1-based position of the node's first character */
+    const char *file;        /* file name as given (or "<--set>" for overrides) */
+    /* SCALAR */
+    const char *scalar;      /* text, NUL-terminated */
+    int quoted;              /* 1 when written with quotes (then "null", "true" stay strings) */
+    /* SEQ: items[0..n); MAP: keys[0..n) with values items[0..n), in document order */
+    size_t n;
+    cb_node **items;
+    cb_node **keys;          /* MAP only: the key nodes (scalars) */
+};
+
+typedef struct cb_doc {
+    cb_arena *arena;
+    cb_node *root;           /* NULL for an empty document */
+    const char *file;
+} cb_doc;
+
+/* Parses a file / a string. On error: CB_ECONFIG (syntax) or CB_EIO with file:line:col set. */
+int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err);
+int cb_doc_load_string(const char *text, size_t len, const char *name, cb_doc **out,
+                       cb_error *err);
+void cb_doc_destroy(cb_doc *doc);
+
+/* Map lookup by key; NULL when absent or when map is not a MAP. */
+cb_node *cb_node_get(const cb_node *map, const char *key);
+
+/* Scalar is YAML null (plain "null", "~", "" or "Null"/"NULL"). */
+int cb_node_is_null(const cb_node *n);
+
+/* Applies "a.b.0.c=value": walks maps by key and sequences by index (sequences of maps may also
+ * be indexed by an element's `name` or `id`), creating missing map keys; the value is parsed as
+ * YAML (so "[1, 2]" or "{a: 1}" work). Errors name the assignment. */
+int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err);
+
+/* Writes the subtree as block YAML (round-trips through cb_doc_load_string). */
+int cb_node_write_yaml(const cb_node *n, FILE *out);
+
+#endif

@@ -1,0 +1,46 @@
+/* core/registry.h - the stage registry: built-ins and plugins, one namespace.
+ *
+ * Built-ins come from src/stages/builtin.def. Plugins are shared objects exporting
+ * `cb_plugin_entry` (see colobench/stage.h); they are opened with RTLD_NOW|RTLD_LOCAL, and the
+ * entry and every ops table are checked (abi_major, struct_size, required functions, unique
+ * names, parameter tables) before anything of the plugin is called. A registry is not
+ * thread-safe while it is being filled; afterwards it is read-only and may be shared.
+ */
+#ifndef CB_CORE_REGISTRY_H
+#define CB_CORE_REGISTRY_H
+
+#include <stdio.h>
+
+#include "colobench/stage.h"
+
+typedef struct cb_registry cb_registry;
+
+/* A registry holding the built-in stages. */
+int cb_registry_create(cb_registry **out, cb_error *err);
+void cb_registry_destroy(cb_registry *reg); /* NULL is a no-op; dlcloses plugins */
+
+/* Adds one ops table after checking it; origin ("built-in" or the .so path) is copied. */
+int cb_registry_add(cb_registry *reg, const cb_stage_ops *ops, const char *origin, cb_error *err);
+
+/* Loads one plugin .so. Loading the same path twice is a no-op. */
+int cb_registry_load_plugin(cb_registry *reg, const char *path, cb_error *err);
+
+/* Loads a ':'-separated list of .so files and directories (every *.so inside, sorted). */
+int cb_registry_load_path(cb_registry *reg, const char *list, cb_error *err);
+
+const cb_stage_ops *cb_registry_find(const cb_registry *reg, const char *name);
+const char *cb_registry_origin(const cb_registry *reg, const char *name);
+size_t cb_registry_count(const cb_registry *reg);
+const cb_stage_ops *cb_registry_at(const cb_registry *reg, size_t i); /* sorted by name */
+
+/* Closest registered name, or NULL. */
+const char *cb_registry_suggest(const cb_registry *reg, const char *name);
+
+/* `colobench stages [NAME]`: every stage (or one) with summary and parameters: key, type,
+ * default, bounds/choices, doc. CB_ENOENT (with a did-you-mean) for an unknown NAME. */
+int cb_registry_print(const cb_registry *reg, const char *name, FILE *out, cb_error *err);
+
+/* Writes docs/stages.md content (Markdown) generated from the parameter tables. */
+int cb_registry_write_markdown(const cb_registry *reg, FILE *out);
+
+#endif

@@ -1,0 +1,136 @@
+/* core/spec.h - the typed, validated benchmark: what `colobench run` executes.
+ *
+ * Built from a cb_doc (after --set overrides) against a registry: every key is checked (unknown
+ * keys get a did-you-mean), every value typed and bounded, aliases of the reference framework and
+ * of MLPerf scenarios mapped to colobench names, stage parameters resolved against each ops'
+ * params[] table, and each pipeline's graph validated and resolved (graph.c). Every error reads
+ * FILE:LINE:COL: key: message. The spec and everything it points to live in one arena owned by
+ * the spec; the cb_doc must outlive it (nodes are referenced for positions). Read-only after
+ * loading; safe to share between threads.
+ */
+#ifndef CB_CORE_SPEC_H
+#define CB_CORE_SPEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "colobench/stage.h"
+#include "core/cfgtree.h"
+#include "core/registry.h"
+
+typedef enum cb_policy {
+    CB_POLICY_SINGLE = 0, /* FIFO in arrival order */
+    CB_POLICY_FIRST = 1,  /* oldest query (by submit time) first across inputs */
+    CB_POLICY_MERGE = 2,  /* join one arrival of the same query from each inbound edge */
+} cb_policy;
+
+typedef enum cb_loadgen_kind {
+    CB_LOADGEN_CLOSED = 0,
+    CB_LOADGEN_OFFLINE = 1,
+    CB_LOADGEN_POISSON = 2,
+    CB_LOADGEN_CONSTANT = 3,
+    CB_LOADGEN_GAMMA = 4,
+    CB_LOADGEN_REPLAY = 5,
+} cb_loadgen_kind;
+
+const char *cb_policy_name(cb_policy p);
+const char *cb_loadgen_kind_name(cb_loadgen_kind k);
+static inline bool cb_loadgen_is_open(cb_loadgen_kind k) {
+    return k == CB_LOADGEN_POISSON || k == CB_LOADGEN_CONSTANT || k == CB_LOADGEN_GAMMA ||
+           k == CB_LOADGEN_REPLAY;
+}
+
+typedef struct cb_loadgen_spec {
+    cb_loadgen_kind kind;
+    int64_t queue_depth;     /* admitted and unfinished queries, at most; default 10 (0 = no bound
+                                for open loop, except max_in_flight) */
+    int64_t max_queries;     /* 0 = unbounded (then timeout bounds the run); default 0 */
+    int64_t timeout_ns;      /* default 60 s */
+    int64_t warmup_queries;  /* default 0 */
+    /* loadgen.config */
+    int64_t concurrency;     /* closed: queries in flight; default 1 */
+    double rate_qps;         /* poisson/constant/gamma: > 0, required */
+    uint64_t seed;           /* default 1 */
+    double burstiness;       /* gamma shape; > 0; default 1 */
+    const char *file;        /* replay: CSV path, resolved relative to the config file */
+    int64_t max_in_flight;   /* open loop: 0 = no cap */
+    bool split_barrier;      /* wait for a split/epoch to finish before the next; default true */
+    const cb_node *node;     /* the loadgen map, for positions */
+} cb_loadgen_spec;
+
+typedef struct cb_stage_spec {
+    int id;
+    const char *name;
+    const char *component;       /* canonical name after aliasing */
+    const cb_stage_ops *ops;
+    int *outputs;                /* stage ids, as written */
+    size_t n_outputs;
+    int workers;                 /* >= 1, default 1 */
+    cb_policy policy;            /* default single */
+    int64_t max_input_queue_depth; /* 0 = unbounded */
+    bool disable_logs;           /* no stage events recorded for this stage */
+    cb_param_value *values;      /* one per ops->params entry */
+    const cb_node *node;         /* the stage map */
+    const cb_node *config_node;  /* its `config` map or NULL */
+    /* Filled by graph resolution: */
+    int *out_idx;                /* outputs as indices into pipeline stages[] */
+    bool *out_back;              /* edge closes a cycle (emits along it never block) */
+    int n_in_edges;              /* inbound edges from stages (merge joins this many) */
+    bool is_input, is_output;
+    bool is_router;              /* ops has a max_hops parameter (allowed to close cycles) */
+} cb_stage_spec;
+
+typedef struct cb_pipeline_spec {
+    const char *name;
+    int *inputs; size_t n_inputs;      /* stage ids */
+    int *outputs; size_t n_outputs;    /* stage ids */
+    int dataset_stage_id;              /* -1 when none */
+    bool serialize_queries;
+    cb_loadgen_spec loadgen;
+    cb_stage_spec *stages; size_t n_stages;
+    const cb_node *node;
+    /* Filled by graph resolution: */
+    int *input_idx;                    /* n_inputs entries */
+    int dataset_idx;                   /* -1 when none */
+} cb_pipeline_spec;
+
+typedef struct cb_spec {
+    cb_arena *arena;
+    const char *name;
+    const char *file;                  /* config path as given */
+    const char *const *plugin_paths; size_t n_plugin_paths;
+    cb_pipeline_spec *pipelines; size_t n_pipelines;
+    const cb_doc *doc;                 /* borrowed */
+} cb_spec;
+
+/* Loads plugin_paths of the document into reg, then builds and validates the spec. */
+int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *err);
+void cb_spec_destroy(cb_spec *spec);
+
+/* Convenience for the CLI and tests: load file, apply each "--set" assignment, build. On
+ * success *doc_out and *spec_out are owned by the caller. */
+int cb_spec_load(const char *path, const char *const *sets, size_t n_sets, cb_registry *reg,
+                 cb_doc **doc_out, cb_spec **spec_out, cb_error *err);
+
+/* Writes the resolved benchmark (canonical names, every default filled in) as YAML that
+ * cb_spec_load accepts again. */
+int cb_spec_write_yaml(const cb_spec *spec, FILE *out);
+
+/* Resolves a stage's `config` map against ops->params (types, bounds, choices, unknown keys
+ * with did-you-mean, defaults). keypath is the dotted prefix for messages
+ * ("pipelines[0].stages[1].config"). Values are allocated in arena. params.c. */
+int cb_params_resolve(const cb_stage_ops *ops, const cb_node *config, const char *keypath,
+                      cb_arena *arena, cb_param_value **out, cb_error *err);
+
+/* Graph checks and resolution for one pipeline (graph.c): duplicate and dangling ids, inputs
+ * and outputs that name no stage, stages unreachable from the inputs, cycles that pass through
+ * no router, merge stages with fewer than 2 or more than CB_QUERY_MAX_PARTS inbound edges.
+ * Fills the "graph resolution" fields above. */
+int cb_graph_resolve(cb_pipeline_spec *p, const char *keypath, cb_arena *arena, cb_error *err);
+
+/* `colobench graph`: Mermaid flowchart (default) or Graphviz DOT of every pipeline. */
+int cb_graph_write_mermaid(const cb_spec *spec, FILE *out);
+int cb_graph_write_dot(const cb_spec *spec, FILE *out);
+
+#endif

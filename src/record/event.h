@@ -1,0 +1,53 @@
+/* record/event.h - the fixed-size records the hot path writes.
+ *
+ * Times are absolute CLOCK_MONOTONIC nanoseconds; writers subtract the run's t0 when
+ * formatting. Pipeline and stage are indices into the spec. Plain data, no ownership.
+ */
+#ifndef CB_RECORD_EVENT_H
+#define CB_RECORD_EVENT_H
+
+#include <stdint.h>
+
+typedef enum cb_query_status {
+    CB_QUERY_OK = 0,        /* reached at least one output stage */
+    CB_QUERY_DROPPED = 1,   /* every path ended without reaching an output stage */
+    CB_QUERY_ERROR = 2,     /* a stage failed on it */
+    CB_QUERY_CANCELLED = 3, /* still in flight when the run stopped (interrupt, timeout, error) */
+} cb_query_status;
+
+const char *cb_query_status_name(int status);
+
+/* One stage run. 64 bytes. */
+typedef struct cb_stage_event {
+    int64_t enqueue_ns;   /* handed to the stage (submit time for input stages) */
+    int64_t start_ns;
+    int64_t end_ns;
+    int64_t prev_end_ns;  /* end of the upstream run that fed this one (submit for inputs) */
+    uint64_t query_id;
+    int64_t batch;
+    uint16_t pipeline;
+    uint16_t stage;
+    int16_t worker;
+    int16_t split;
+    int32_t epoch;
+} cb_stage_event;
+
+/* One query, written when it ends. 64 bytes. */
+typedef struct cb_query_event {
+    int64_t scheduled_ns; /* intended arrival (open loop); == submit_ns for closed/offline */
+    int64_t submit_ns;    /* handed to the input stages */
+    int64_t start_ns;     /* first stage run started (0 if none started) */
+    int64_t end_ns;       /* last stage run ended (or cancellation time) */
+    uint64_t query_id;
+    int64_t batch;
+    uint16_t pipeline;
+    int16_t split;
+    int32_t epoch;
+    int32_t status;       /* cb_query_status */
+    uint32_t warmup;      /* 1 for warm-up queries: recorded, left out of statistics */
+} cb_query_event;
+
+_Static_assert(sizeof(cb_stage_event) == 64, "cb_stage_event is one cache line");
+_Static_assert(sizeof(cb_query_event) == 64, "cb_query_event is one cache line");
+
+#endif

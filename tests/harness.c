@@ -1,0 +1,128 @@
+/* tests/harness.c - see harness.h. Single-threaded use only (test main thread). */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int g_failed_checks;
+static int g_failed_tests, g_passed_tests;
+static int g_current_failed;
+static char g_tmpdirs[16][256];
+static int g_ntmp;
+static char g_paths[64][512];
+static int g_npaths;
+
+void cb__test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stdout, "#   %s:%d: ", file, line);
+    vfprintf(stdout, fmt, ap);
+    fprintf(stdout, "\n");
+    va_end(ap);
+    fflush(stdout);
+    g_failed_checks++;
+    g_current_failed = 1;
+}
+
+void cb__test_run(const char *name, void (*fn)(void)) {
+    g_current_failed = 0;
+    fn();
+    if (g_current_failed) {
+        g_failed_tests++;
+        printf("not ok %d - %s\n", g_failed_tests + g_passed_tests, name);
+    } else {
+        g_passed_tests++;
+        printf("ok %d - %s\n", g_failed_tests + g_passed_tests, name);
+    }
+    fflush(stdout);
+}
+
+int cb_test_done(void) {
+    printf("1..%d\n%d passed, %d failed\n", g_passed_tests + g_failed_tests, g_passed_tests,
+           g_failed_tests);
+    if (g_failed_tests == 0) {
+        for (int i = 0; i < g_ntmp; i++) {
+            char cmd[300];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdirs[i]);
+            if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmpdirs[i]);
+        }
+    }
+    return g_failed_tests > 100 ? 100 : g_failed_tests;
+}
+
+const char *cb_test_tmpdir(void) {
+    if (g_ntmp >= 16) abort();
+    const char *base = getenv("TMPDIR");
+    snprintf(g_tmpdirs[g_ntmp], sizeof g_tmpdirs[0], "%s/cbtest-XXXXXX", base ? base : "/tmp");
+    if (!mkdtemp(g_tmpdirs[g_ntmp])) abort();
+    return g_tmpdirs[g_ntmp++];
+}
+
+const char *cb_test_write(const char *dir, const char *name, const char *text) {
+    if (g_npaths >= 64) g_npaths = 0; /* recycled: tests use few paths at once */
+    char *p = g_paths[g_npaths++];
+    snprintf(p, sizeof g_paths[0], "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) abort();
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+char *cb_test_read(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        size_t k = fread(buf + n, 1, 4096, f);
+        n += k;
+        if (k < 4096) break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+int cb_test_sh(const char *cmd, char **output) {
+    char full[8192];
+    snprintf(full, sizeof full, "(%s) 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t k;
+    while ((k = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += k;
+        if (cap - n < 2048) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    if (output) *output = buf;
+    else free(buf);
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return -WTERMSIG(st);
+    return -1;
+}
+
+size_t cb_test_count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = 0;
+    int c;
+    while ((c = getc(f)) != EOF)
+        if (c == '\n') n++;
+    fclose(f);
+    return n;
+}

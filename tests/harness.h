@@ -1,0 +1,92 @@
+/* tests/harness.h - a tiny TAP-style harness. One executable per tests/test_*.c, one process per
+ * test file (CTest adds the timeout). Checks print both sides and continue; the exit status is
+ * the number of failed checks (capped), so CTest marks the file failed.
+ *
+ *   static void test_queue_order(void) { CB_CHECK_EQ_INT(pop(), 1); }
+ *   int main(void) { CB_RUN(test_queue_order); return cb_test_done(); }
+ */
+#ifndef CB_TESTS_HARNESS_H
+#define CB_TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+void cb__test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void cb__test_run(const char *name, void (*fn)(void));
+int cb_test_done(void);
+
+#define CB_RUN(fn) cb__test_run(#fn, fn)
+
+#define CB_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) cb__test_fail(__FILE__, __LINE__, "check failed: %s", #cond);                 \
+    } while (0)
+
+#define CB_CHECK_EQ_INT(a, b)                                                                      \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) cb__test_fail(__FILE__, __LINE__, "%s == %s: got %lld, expected %lld", #a,  \
+                                    #b, a_, b_);                                                   \
+    } while (0)
+
+#define CB_CHECK_CMP_INT(a, op, b)                                                                 \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (!(a_ op b_)) cb__test_fail(__FILE__, __LINE__, "%s %s %s: %lld vs %lld", #a, #op, #b,  \
+                                       a_, b_);                                                    \
+    } while (0)
+
+#define CB_CHECK_NEAR(a, b, tol)                                                                   \
+    do {                                                                                           \
+        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);                             \
+        if (!(a_ - b_ <= t_ && b_ - a_ <= t_))                                                     \
+            cb__test_fail(__FILE__, __LINE__, "%s ~ %s: %.9g vs %.9g (tol %.3g)", #a, #b, a_, b_,  \
+                          t_);                                                                     \
+    } while (0)
+
+#define CB_CHECK_STR_EQ(a, b)                                                                      \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0)                                                     \
+            cb__test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" vs \"%s\"", #a, #b,                \
+                          a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                 \
+    } while (0)
+
+#define CB_CHECK_CONTAINS(hay, needle)                                                             \
+    do {                                                                                           \
+        const char *h_ = (hay), *n_ = (needle);                                                    \
+        if (!h_ || !strstr(h_, n_))                                                                \
+            cb__test_fail(__FILE__, __LINE__, "%s contains \"%s\": got \"%s\"", #hay, n_,          \
+                          h_ ? h_ : "(null)");                                                     \
+    } while (0)
+
+/* Source and build directories (from CMake). */
+#ifndef CB_TEST_SRCDIR
+#define CB_TEST_SRCDIR "."
+#endif
+#ifndef CB_TEST_BINDIR
+#define CB_TEST_BINDIR "build"
+#endif
+#define CB_TEST_COLOBENCH CB_TEST_BINDIR "/colobench"
+
+/* A fresh empty directory under $TMPDIR (or /tmp), removed by cb_test_done unless the test
+ * failed. Returns a static-lifetime string owned by the harness. */
+const char *cb_test_tmpdir(void);
+
+/* Writes text to dir/name; returns the full path (owned by the harness, valid until exit). */
+const char *cb_test_write(const char *dir, const char *name, const char *text);
+
+/* Reads a whole file (malloc'd, NUL-terminated; NULL when unreadable). */
+char *cb_test_read(const char *path, size_t *len);
+
+/* Runs a shell command, capturing stdout+stderr (malloc'd) and the exit status (-signal when
+ * killed by a signal). */
+int cb_test_sh(const char *cmd, char **output);
+
+/* Number of lines in a file (0 when unreadable). */
+size_t cb_test_count_lines(const char *path);
+
+#endif
