@@ -1,0 +1,102 @@
+/* stages/util/source.c - util.source: synthetic payloads and dataset splits (minimal version). */
+#include <string.h>
+
+#include "colobench/stage.h"
+#include "core/rng.h"
+#include "stages/util/util.h"
+
+enum { P_BYTES, P_FILL, P_SHARE, P_SPLITS, P_EPOCHS, P_COUNT };
+enum { FILL_ZERO, FILL_RANDOM };
+
+static const cb_param_def cb_source_params[P_COUNT] = {
+    [P_BYTES] = {"bytes", CB_PARAM_INT, "0", 0, 1073741824.0, NULL,
+                 "payload size per query in bytes (0 = no payload)"},
+    [P_FILL] = {"fill", CB_PARAM_ENUM, "zero", CB_PARAM_UNBOUNDED, "zero|random",
+                "payload contents: zeros, or random bytes drawn once from the seed"},
+    [P_SHARE] = {"share", CB_PARAM_BOOL, "false", CB_PARAM_UNBOUNDED, NULL,
+                 "true: every query references one shared buffer (zero copy)"},
+    [P_SPLITS] = {"splits", CB_PARAM_INT_MAP, "{train: 1}", 1, 9.2e18, NULL,
+                  "batches per epoch of each split, in order"},
+    [P_EPOCHS] = {"epochs", CB_PARAM_INT, "1", 1, 2147483647.0, NULL, "number of epochs"},
+};
+
+typedef struct cb_source_state {
+    const cb_host *host;
+    const cb_param_value *splits;
+    int32_t epochs;
+    int share;
+    cb_buffer *templ; /* owned reference; NULL when bytes == 0 */
+} cb_source_state;
+
+static int cb_source_create(void *state, const cb_stage_args *args, cb_error *err) {
+    cb_source_state *s = state;
+    const cb_param_value *v = args->values;
+    s->host = args->host;
+    s->splits = &v[P_SPLITS];
+    s->epochs = (int32_t)v[P_EPOCHS].i;
+    s->share = (int)v[P_SHARE].i;
+    if (s->splits->n < 1 || s->splits->n > CB_MAX_SPLITS)
+        return cb_util_error(err, CB_ECONFIG, "splits: expected 1 to %d splits, got %zu",
+                             CB_MAX_SPLITS, s->splits->n);
+    size_t bytes = (size_t)v[P_BYTES].i;
+    if (bytes == 0) return CB_OK;
+    s->templ = s->host->buffer_new(bytes);
+    if (!s->templ) return cb_util_error(err, CB_ENOMEM, "cannot allocate %zu bytes", bytes);
+    unsigned char *d = s->templ->data;
+    if (v[P_FILL].i == FILL_RANDOM) {
+        cb_rng rng;
+        cb_rng_seed(&rng, args->seed);
+        for (size_t i = 0; i < bytes; i++) d[i] = (unsigned char)(cb_rng_u64(&rng) >> 56);
+    } else {
+        memset(d, 0, bytes);
+    }
+    return CB_OK;
+}
+
+static int cb_source_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
+    cb_source_state *s = state;
+    if (!s->templ) return CB_OK;
+    cb_buffer *b;
+    if (s->share) {
+        s->host->buffer_ref(s->templ);
+        b = s->templ;
+    } else {
+        b = s->host->buffer_new(s->templ->size_bytes);
+        if (!b) return cb_util_error(err, CB_ENOMEM, "cannot allocate payload");
+        memcpy(b->data, s->templ->data, s->templ->size_bytes);
+    }
+    s->host->buffer_unref(q->payload);
+    q->payload = b;
+    return CB_OK;
+}
+
+static int cb_source_splits(void *state, cb_splits *out, cb_error *err) {
+    cb_source_state *s = state;
+    out->epochs = s->epochs;
+    out->n = (int32_t)s->splits->n;
+    for (size_t i = 0; i < s->splits->n; i++) {
+        snprintf(out->split[i].name, sizeof out->split[i].name, "%s", s->splits->keys[i]);
+        out->split[i].batches = s->splits->ints[i];
+    }
+    return CB_OK;
+}
+
+static void cb_source_destroy(void *state) {
+    cb_source_state *s = state;
+    if (s->host) s->host->buffer_unref(s->templ);
+    s->templ = NULL;
+}
+
+const cb_stage_ops cb_stage_util_source = {
+    .abi_major = CB_STAGE_ABI_MAJOR,
+    .struct_size = sizeof(cb_stage_ops),
+    .name = "util.source",
+    .summary = "synthetic payloads of a given size and dataset splits/epochs",
+    .params = cb_source_params,
+    .n_params = P_COUNT,
+    .state_size = sizeof(cb_source_state),
+    .create = cb_source_create,
+    .run = cb_source_run,
+    .destroy = cb_source_destroy,
+    .splits = cb_source_splits,
+};

@@ -1,0 +1,29 @@
+/* stages/util/util.h - helpers shared by the util.* stages, header-only and libc-only.
+ *
+ * Built-in stages reach the host only through the cb_host table so that the same source would
+ * work as a plugin; a plugin links against nothing of colobench, so it cannot call
+ * cb_error_set(). cb_util_error() fills a cb_error with vsnprintf only. Thread-safe (no state).
+ */
+#ifndef CB_STAGES_UTIL_UTIL_H
+#define CB_STAGES_UTIL_UTIL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "colobench/stage.h"
+
+/* Sets err->code and err->msg (err may be NULL); returns code. */
+static inline int cb_util_error(cb_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int cb_util_error(cb_error *err, int code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+#endif
