@@ -1,4 +1,17 @@
-/* stages/util/fail.c - util.fail: injects a stage failure (minimal version). */
+/* stages/util/fail.c - util.fail: injects a stage failure, to test error paths.
+ *
+ * What: fails (CB_ESTAGE, "injected failure on query N") when the query id equals `on_query`,
+ * and, independently, fails any query with probability `probability`; otherwise forwards the
+ * query unchanged. Defaults: on_query 0, so a bare util.fail fails the first query. When
+ * `probability` is given and `on_query` is not, only the random failure applies; -1 disables
+ * on_query explicitly.
+ *
+ * Design: random failures are drawn from a cb_rng seeded by the instance's seed, so the failing
+ * query is reproducible for a given seed and worker assignment. Failures are errors only: the
+ * stage never crashes the process (a crash tests nothing the runtime can report).
+ *
+ * Thread-safety: one instance per worker, rng private to it. Ownership: the query is borrowed.
+ */
 #include "colobench/stage.h"
 #include "core/rng.h"
 #include "stages/util/util.h"
@@ -6,8 +19,9 @@
 enum { P_ON_QUERY, P_PROBABILITY, P_COUNT };
 
 static const cb_param_def cb_fail_params[P_COUNT] = {
-    [P_ON_QUERY] = {"on_query", CB_PARAM_INT, "-1", -1, 9.2e18, NULL,
-                    "fail when the query id equals this (-1 = never)"},
+    [P_ON_QUERY] = {"on_query", CB_PARAM_INT, "0", -1, 9.2e18, NULL,
+                    "id of the query that fails (-1 = none; not applied when only probability "
+                    "is given)"},
     [P_PROBABILITY] = {"probability", CB_PARAM_FLOAT, "0", 0, 1, NULL,
                        "probability that any query fails (0..1)"},
 };
@@ -20,8 +34,10 @@ typedef struct cb_fail_state {
 
 static int cb_fail_create(void *state, const cb_stage_args *args, cb_error *err) {
     cb_fail_state *s = state;
-    s->on_query = args->values[P_ON_QUERY].i;
-    s->probability = args->values[P_PROBABILITY].f;
+    const cb_param_value *v = args->values;
+    s->on_query = v[P_ON_QUERY].i;
+    s->probability = v[P_PROBABILITY].f;
+    if (v[P_PROBABILITY].is_set && !v[P_ON_QUERY].is_set) s->on_query = -1;
     cb_rng_seed(&s->rng, args->seed);
     return CB_OK;
 }
@@ -32,8 +48,8 @@ static int cb_fail_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err)
         return cb_util_error(err, CB_ESTAGE, "injected failure on query %llu",
                              (unsigned long long)q->id);
     if (s->probability > 0 && cb_rng_uniform(&s->rng) < s->probability)
-        return cb_util_error(err, CB_ESTAGE, "injected random failure on query %llu",
-                             (unsigned long long)q->id);
+        return cb_util_error(err, CB_ESTAGE, "injected failure on query %llu (random, p=%g)",
+                             (unsigned long long)q->id, s->probability);
     return CB_OK;
 }
 

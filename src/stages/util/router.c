@@ -1,4 +1,23 @@
-/* stages/util/router.c - util.router: sends each query to one output (minimal). */
+/* stages/util/router.c - util.router: sends each query to exactly one of its outputs.
+ *
+ * What: in `probability` mode the output is drawn at random with the given relative `weights`
+ * (empty = uniform); in `field` mode it is the chosen query field modulo the number of outputs
+ * (a non-negative remainder, also for negative tags), which makes routing deterministic
+ * (e.g. `field: split` sends train and val batches to different branches). A router may sit on
+ * a cycle (retry loops, multi-pass models); a query whose hop count reached `max_hops` is not
+ * routed normally: it is dropped (`on_max_hops: drop`) or sent to the last output (`last`, the
+ * conventional "exit" edge), so no query can loop forever.
+ *
+ * Design: weights are normalised at create into a cumulative table (one allocation through the
+ * host, per instance); a draw is one uniform number and a linear scan (outputs are few). The
+ * draws come from a cb_rng seeded by the instance's seed: routing is reproducible per worker.
+ * Configuration errors the parameter table cannot express (no outputs, weights count differing
+ * from the outputs count, all-zero weights) fail create with a message naming the counts.
+ *
+ * Thread-safety: one instance per worker; the table and rng are private. Ownership: the query is
+ * borrowed; host->emit passes it on (the runtime copies what it needs); run returns CB_OK after
+ * emitting, so nothing else is forwarded, or CB_RUN_DROP when the query is dropped.
+ */
 #include "colobench/stage.h"
 #include "core/rng.h"
 #include "stages/util/util.h"
@@ -10,24 +29,22 @@ enum { ON_MAX_DROP, ON_MAX_LAST };
 
 static const cb_param_def cb_router_params[P_COUNT] = {
     [P_MODE] = {"mode", CB_PARAM_ENUM, "probability", CB_PARAM_UNBOUNDED, "probability|field",
-                "probability: random output by weight; field: output = field mod outputs"},
+                "probability: random output drawn by weight; field: output = field mod outputs"},
     [P_WEIGHTS] = {"weights", CB_PARAM_FLOAT_LIST, "[]", 0, 1e300, NULL,
-                   "relative weight of each output (empty = uniform)"},
+                   "relative weight of each output, one per output (empty = uniform)"},
     [P_FIELD] = {"field", CB_PARAM_ENUM, "tag", CB_PARAM_UNBOUNDED,
                  "id|split|epoch|batch|tag|hops", "query field used in field mode"},
     [P_MAX_HOPS] = {"max_hops", CB_PARAM_INT, "16", 1, 1e6, NULL,
-                    "queries with at least this many hops are not routed normally"},
+                    "a query with at least this many hops is not routed normally (hops)"},
     [P_ON_MAX_HOPS] = {"on_max_hops", CB_PARAM_ENUM, "drop", CB_PARAM_UNBOUNDED, "drop|last",
-                       "what happens at max_hops: drop the query or send it to the last output"},
+                       "at max_hops: drop the query, or send it to the last output"},
 };
-
-#define CB_ROUTER_MAX_OUTPUTS 64
 
 typedef struct cb_router_state {
     const cb_host *host;
     int mode, field, on_max, n_outputs;
     uint32_t max_hops;
-    double cum[CB_ROUTER_MAX_OUTPUTS];
+    double *cum; /* n_outputs cumulative probabilities, last == 1; host->alloc'd */
     cb_rng rng;
 } cb_router_state;
 
@@ -40,24 +57,36 @@ static int cb_router_create(void *state, const cb_stage_args *args, cb_error *er
     s->on_max = (int)v[P_ON_MAX_HOPS].i;
     s->max_hops = (uint32_t)v[P_MAX_HOPS].i;
     s->n_outputs = args->n_outputs;
+    cb_rng_seed(&s->rng, args->seed);
     if (s->n_outputs < 1)
-        return cb_util_error(err, CB_ECONFIG, "router needs at least one output, has none");
-    if (s->n_outputs > CB_ROUTER_MAX_OUTPUTS)
-        return cb_util_error(err, CB_ECONFIG, "router supports at most %d outputs, has %d",
-                             CB_ROUTER_MAX_OUTPUTS, s->n_outputs);
+        return cb_util_error(err, CB_ECONFIG, "router needs at least 1 output, has 0");
     size_t nw = v[P_WEIGHTS].n;
     if (nw != 0 && nw != (size_t)s->n_outputs)
-        return cb_util_error(err, CB_ECONFIG, "weights: %zu weights given for %d outputs", nw,
-                             s->n_outputs);
+        return cb_util_error(err, CB_ECONFIG, "weights: %zu weights for %d outputs (give one "
+                             "per output, or none for uniform)", nw, s->n_outputs);
+    s->cum = s->host->alloc(sizeof(double) * (size_t)s->n_outputs);
+    if (!s->cum) return cb_util_error(err, CB_ENOMEM, "out of memory");
     double total = 0;
     for (int i = 0; i < s->n_outputs; i++) {
         total += nw ? v[P_WEIGHTS].floats[i] : 1.0;
         s->cum[i] = total;
     }
-    if (!(total > 0)) return cb_util_error(err, CB_ECONFIG, "weights: sum must be > 0");
+    if (!(total > 0))
+        return cb_util_error(err, CB_ECONFIG, "weights: at least one weight must be > 0");
     for (int i = 0; i < s->n_outputs; i++) s->cum[i] /= total;
-    cb_rng_seed(&s->rng, args->seed);
+    s->cum[s->n_outputs - 1] = 1.0;
     return CB_OK;
+}
+
+static int64_t cb_router_field(const cb_router_state *s, const cb_query *q) {
+    switch (s->field) {
+    case FIELD_ID: return (int64_t)(q->id & INT64_MAX);
+    case FIELD_SPLIT: return q->split;
+    case FIELD_EPOCH: return q->epoch;
+    case FIELD_BATCH: return q->batch;
+    case FIELD_HOPS: return q->hops;
+    default: return q->tag;
+    }
 }
 
 static int cb_router_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
@@ -71,20 +100,18 @@ static int cb_router_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *er
         out = 0;
         while (out < s->n_outputs - 1 && u >= s->cum[out]) out++;
     } else {
-        uint64_t key;
-        switch (s->field) {
-        case FIELD_ID: key = q->id; break;
-        case FIELD_SPLIT: key = (uint64_t)q->split; break;
-        case FIELD_EPOCH: key = (uint64_t)q->epoch; break;
-        case FIELD_BATCH: key = (uint64_t)q->batch; break;
-        case FIELD_HOPS: key = q->hops; break;
-        default: key = (uint64_t)q->tag; break;
-        }
-        out = (int)(key % (uint64_t)s->n_outputs);
+        int64_t r = cb_router_field(s, q) % s->n_outputs;
+        out = (int)(r < 0 ? r + s->n_outputs : r);
     }
     int rc = s->host->emit(ctx, out, q);
     if (rc < 0) return cb_util_error(err, rc, "emit to output %d failed", out);
     return CB_OK; /* emitted: not forwarded again */
+}
+
+static void cb_router_destroy(void *state) {
+    cb_router_state *s = state;
+    if (s->host && s->cum) s->host->free(s->cum);
+    s->cum = NULL;
 }
 
 const cb_stage_ops cb_stage_util_router = {
@@ -97,4 +124,5 @@ const cb_stage_ops cb_stage_util_router = {
     .state_size = sizeof(cb_router_state),
     .create = cb_router_create,
     .run = cb_router_run,
+    .destroy = cb_router_destroy,
 };

@@ -1,4 +1,23 @@
-/* stages/util/source.c - util.source: synthetic payloads and dataset splits (minimal version). */
+/* stages/util/source.c - util.source: synthetic payloads and dataset splits.
+ *
+ * What: the first stage of a synthetic pipeline. It attaches a payload of `bytes` bytes to each
+ * query and, as a dataset stage, reports the splits and epochs the load generator iterates
+ * (ops->splits): for each epoch, every split in config order, `splits[name]` batches each.
+ *
+ * Design: the payload contents are made once, at create, into a template buffer (zeros, or
+ * random bytes from the instance's seed, so a run is reproducible). Per query, the default is a
+ * fresh private buffer memcpy'd from the template: every query costs one allocation and one
+ * copy of `bytes`, as a real loader does. With `share: true` every query instead gets one more
+ * reference to the template itself (zero copy): use that to measure the pipeline without the
+ * loader's memory traffic. A stage downstream that writes into a shared payload must call
+ * host->buffer_make_writable first (the buffer rule), which copies then.
+ *
+ * Thread-safety: one instance per worker; the template is private to the instance until shared
+ * by reference, and buffer refcounts are atomic. Ownership: the instance owns one reference to
+ * the template (released in destroy); each query owns one reference to its payload; run()
+ * releases any payload the query already had before attaching the new one.
+ */
+#include <stdio.h>
 #include <string.h>
 
 #include "colobench/stage.h"
@@ -38,6 +57,16 @@ static int cb_source_create(void *state, const cb_stage_args *args, cb_error *er
     if (s->splits->n < 1 || s->splits->n > CB_MAX_SPLITS)
         return cb_util_error(err, CB_ECONFIG, "splits: expected 1 to %d splits, got %zu",
                              CB_MAX_SPLITS, s->splits->n);
+    for (size_t i = 0; i < s->splits->n; i++) {
+        const char *name = s->splits->keys ? s->splits->keys[i] : NULL;
+        if (!name || !name[0] || strlen(name) >= CB_SPLIT_NAME_MAX)
+            return cb_util_error(err, CB_ECONFIG,
+                                 "splits: split %zu: name must have 1 to %d characters", i,
+                                 CB_SPLIT_NAME_MAX - 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(name, s->splits->keys[j]) == 0)
+                return cb_util_error(err, CB_ECONFIG, "splits: split \"%s\" given twice", name);
+    }
     size_t bytes = (size_t)v[P_BYTES].i;
     if (bytes == 0) return CB_OK;
     s->templ = s->host->buffer_new(bytes);
@@ -46,7 +75,16 @@ static int cb_source_create(void *state, const cb_stage_args *args, cb_error *er
     if (v[P_FILL].i == FILL_RANDOM) {
         cb_rng rng;
         cb_rng_seed(&rng, args->seed);
-        for (size_t i = 0; i < bytes; i++) d[i] = (unsigned char)(cb_rng_u64(&rng) >> 56);
+        /* 8 bytes per draw; memcpy keeps it alignment- and aliasing-safe. */
+        size_t i = 0;
+        for (; i + 8 <= bytes; i += 8) {
+            uint64_t x = cb_rng_u64(&rng);
+            memcpy(d + i, &x, 8);
+        }
+        if (i < bytes) {
+            uint64_t x = cb_rng_u64(&rng);
+            memcpy(d + i, &x, bytes - i);
+        }
     } else {
         memset(d, 0, bytes);
     }

@@ -26,4 +26,10 @@ static inline int cb_util_error(cb_error *err, int code, const char *fmt, ...) {
     return code;
 }
 
+/* Test hooks (internal, external linkage): state is the stage's own state after create.
+ * Draws the next util.sleep duration in ns exactly as run() would, without sleeping. */
+int64_t cb__util_sleep_draw_ns(void *state);
+/* util.spin in work mode: calibrated work iterations per microsecond (0 before prepare). */
+double cb__util_spin_iters_per_us(const void *state);
+
 #endif
