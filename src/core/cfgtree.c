@@ -1,0 +1,611 @@
+/* core/cfgtree.c - YAML documents as cb_node trees with positions (see cfgtree.h).
+ *
+ * Design: libyaml's event parser drives a recursive builder (depth bounded by CB_DOC_MAX_DEPTH)
+ * that allocates every node, string and array in the document's arena. Anchors are remembered
+ * once their node is complete and aliases are resolved by deep copy, counted against
+ * CB_DOC_MAX_NODES so an alias bomb fails cleanly instead of exhausting memory. Map keys must be
+ * scalars and may not repeat. Positions are libyaml's 0-based marks plus one. cb_doc_set parses
+ * the value of an override with the same builder into the same arena. cb_node_write_yaml prints
+ * block YAML by hand: quoted scalars stay double-quoted, plain scalars are written plain when
+ * that re-reads as the same text (else quoted), so a written tree loads back identical.
+ * Thread-safety: a cb_doc is not thread-safe while loaded or overridden; read-only afterwards.
+ * Ownership: the cb_doc owns its arena and every node; cb_doc_destroy frees all of it. The
+ * anchor table is a temporary heap array freed before the loader returns.
+ */
+#include "core/cfgtree.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#define CB_DOC_MAX_DEPTH 64
+#define CB_DOC_MAX_NODES 200000
+#define CB_DOC_MAX_BYTES (16u * 1024u * 1024u)
+#define CB_SET_SEGMENT_MAX 128
+
+typedef struct anchor {
+    const char *name;
+    const cb_node *node;
+} anchor;
+
+typedef struct loader {
+    yaml_parser_t parser;
+    cb_arena *arena;
+    const char *file; /* arena copy */
+    cb_error *err;
+    anchor *anchors;
+    size_t n_anchors, cap_anchors;
+    size_t n_nodes;
+    int fail; /* status of the last new_node failure */
+} loader;
+
+static int oom(cb_error *err) { return cb_error_set(err, CB_ENOMEM, "out of memory"); }
+
+static int pos_error(loader *L, int line, int col, const char *fmt, const char *arg) {
+    cb_error_set(L->err, CB_ECONFIG, fmt, arg);
+    cb_error_at(L->err, L->file, line, col);
+    return CB_ECONFIG;
+}
+
+static cb_node *new_node(loader *L, cb_node_kind kind, const yaml_mark_t *mark) {
+    if (++L->n_nodes > CB_DOC_MAX_NODES) {
+        L->fail = pos_error(L, (int)mark->line + 1, (int)mark->column + 1,
+                            "document too large (more than %s nodes after resolving aliases)",
+                            "200000");
+        return NULL;
+    }
+    cb_node *n = cb_arena_alloc(L->arena, sizeof *n);
+    if (!n) {
+        L->fail = oom(L->err);
+        return NULL;
+    }
+    n->kind = kind;
+    n->line = (int)mark->line + 1;
+    n->col = (int)mark->column + 1;
+    n->file = L->file;
+    return n;
+}
+
+static int next_event(loader *L, yaml_event_t *ev) {
+    if (yaml_parser_parse(&L->parser, ev)) return 0;
+    const yaml_parser_t *p = &L->parser;
+    const char *problem = p->problem ? p->problem : "syntax error";
+    if (p->error == YAML_MEMORY_ERROR) return oom(L->err);
+    if (p->context)
+        cb_error_set(L->err, CB_ECONFIG, "%s %s", p->context, problem);
+    else
+        cb_error_set(L->err, CB_ECONFIG, "%s", problem);
+    cb_error_at(L->err, L->file, (int)p->problem_mark.line + 1, (int)p->problem_mark.column + 1);
+    return CB_ECONFIG;
+}
+
+/* Appends item (and key) to a collection node, doubling the arena arrays. */
+static int append(loader *L, cb_node *coll, size_t *cap, cb_node *key, cb_node *item) {
+    if (coll->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        cb_node **items = cb_arena_alloc(L->arena, ncap * sizeof *items);
+        cb_node **keys = key ? cb_arena_alloc(L->arena, ncap * sizeof *keys) : NULL;
+        if (!items || (key && !keys)) return oom(L->err);
+        if (coll->n) memcpy(items, coll->items, coll->n * sizeof *items);
+        if (keys && coll->n) memcpy(keys, coll->keys, coll->n * sizeof *keys);
+        coll->items = items;
+        if (keys) coll->keys = keys;
+        *cap = ncap;
+    }
+    if (key) coll->keys[coll->n] = key;
+    coll->items[coll->n++] = item;
+    return 0;
+}
+
+static cb_node *copy_tree(loader *L, const cb_node *src, int *rc) {
+    yaml_mark_t mark = {0, (size_t)(src->line - 1), (size_t)(src->col - 1)};
+    cb_node *n = new_node(L, src->kind, &mark);
+    if (!n) {
+        *rc = L->fail;
+        return NULL;
+    }
+    n->file = src->file;
+    n->scalar = src->scalar; /* strings are immutable and share the arena */
+    n->quoted = src->quoted;
+    n->n = src->n;
+    if (src->n) {
+        n->items = cb_arena_alloc(L->arena, src->n * sizeof *n->items);
+        if (!n->items) goto nomem;
+        if (src->keys) {
+            n->keys = cb_arena_alloc(L->arena, src->n * sizeof *n->keys);
+            if (!n->keys) goto nomem;
+        }
+        for (size_t i = 0; i < src->n; i++) {
+            if (src->keys && !(n->keys[i] = copy_tree(L, src->keys[i], rc))) return NULL;
+            if (!(n->items[i] = copy_tree(L, src->items[i], rc))) return NULL;
+        }
+    }
+    return n;
+nomem:
+    *rc = oom(L->err);
+    return NULL;
+}
+
+static int remember_anchor(loader *L, const yaml_char_t *name, const cb_node *node) {
+    if (!name) return 0;
+    if (L->n_anchors == L->cap_anchors) {
+        size_t ncap = L->cap_anchors ? L->cap_anchors * 2 : 8;
+        anchor *a = cb_realloc(L->anchors, ncap * sizeof *a);
+        if (!a) return oom(L->err);
+        L->anchors = a;
+        L->cap_anchors = ncap;
+    }
+    const char *copy = cb_arena_strdup(L->arena, (const char *)name);
+    if (!copy) return oom(L->err);
+    L->anchors[L->n_anchors].name = copy;
+    L->anchors[L->n_anchors].node = node;
+    L->n_anchors++;
+    return 0;
+}
+
+static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out);
+
+/* Builds a sequence or map whose start event is ev (not yet deleted by the caller). */
+static int parse_collection(loader *L, cb_node *coll, int depth) {
+    size_t cap = 0;
+    for (;;) {
+        yaml_event_t ev;
+        int rc = next_event(L, &ev);
+        if (rc) return rc;
+        if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&ev);
+            return 0;
+        }
+        cb_node *key = NULL, *item = NULL;
+        rc = parse_node(L, &ev, depth + 1, coll->kind == CB_NODE_MAP ? &key : &item);
+        yaml_event_delete(&ev);
+        if (rc) return rc;
+        if (coll->kind == CB_NODE_MAP) {
+            if (key->kind != CB_NODE_SCALAR)
+                return pos_error(L, key->line, key->col, "map keys must be scalars%s", "");
+            for (size_t i = 0; i < coll->n; i++) {
+                if (strcmp(coll->keys[i]->scalar, key->scalar) == 0) {
+                    char msg[96];
+                    snprintf(msg, sizeof msg, " (first at line %d, column %d)",
+                             coll->keys[i]->line, coll->keys[i]->col);
+                    cb_error_set(L->err, CB_ECONFIG, "duplicate key '%s'%s", key->scalar, msg);
+                    cb_error_at(L->err, L->file, key->line, key->col);
+                    return CB_ECONFIG;
+                }
+            }
+            rc = next_event(L, &ev);
+            if (rc) return rc;
+            rc = parse_node(L, &ev, depth + 1, &item);
+            yaml_event_delete(&ev);
+            if (rc) return rc;
+        }
+        rc = append(L, coll, &cap, key, item);
+        if (rc) return rc;
+    }
+}
+
+static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out) {
+    if (depth > CB_DOC_MAX_DEPTH)
+        return pos_error(L, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                         "document nested deeper than %s levels", "64");
+    cb_node *n = NULL;
+    int rc = 0;
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT: {
+        if (!(n = new_node(L, CB_NODE_SCALAR, &ev->start_mark))) return L->fail;
+        n->scalar = cb_arena_strndup(L->arena, (const char *)ev->data.scalar.value,
+                                     ev->data.scalar.length);
+        if (!n->scalar) return oom(L->err);
+        n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+        rc = remember_anchor(L, ev->data.scalar.anchor, n);
+        break;
+    }
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT: {
+        int is_map = ev->type == YAML_MAPPING_START_EVENT;
+        if (!(n = new_node(L, is_map ? CB_NODE_MAP : CB_NODE_SEQ, &ev->start_mark)))
+            return L->fail;
+        rc = parse_collection(L, n, depth);
+        if (!rc)
+            rc = remember_anchor(L, is_map ? ev->data.mapping_start.anchor
+                                           : ev->data.sequence_start.anchor, n);
+        break;
+    }
+    case YAML_ALIAS_EVENT: {
+        const char *name = (const char *)ev->data.alias.anchor;
+        const cb_node *target = NULL;
+        for (size_t i = L->n_anchors; i-- > 0;) {
+            if (strcmp(L->anchors[i].name, name) == 0) {
+                target = L->anchors[i].node;
+                break;
+            }
+        }
+        if (!target)
+            return pos_error(L, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                             "unknown anchor '%s'", name);
+        n = copy_tree(L, target, &rc);
+        break;
+    }
+    default:
+        return pos_error(L, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                         "unexpected YAML event%s", "");
+    }
+    if (rc) return rc;
+    *out = n;
+    return 0;
+}
+
+/* Parses text into arena; *root is NULL for an empty stream. */
+static int parse_into(cb_arena *arena, const char *file, const char *text, size_t len,
+                      cb_node **root, cb_error *err) {
+    *root = NULL;
+    if (len > CB_DOC_MAX_BYTES) {
+        cb_error_set(err, CB_ECONFIG, "document larger than %u bytes", CB_DOC_MAX_BYTES);
+        cb_error_at(err, file, 0, 0);
+        return CB_ECONFIG;
+    }
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.arena = arena;
+    L.file = file;
+    L.err = err;
+    if (!yaml_parser_initialize(&L.parser)) return oom(err);
+    yaml_parser_set_input_string(&L.parser, (const unsigned char *)text, len);
+    int rc = 0, docs = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if ((rc = next_event(&L, &ev))) break;
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (t == YAML_DOCUMENT_START_EVENT && ++docs > 1) {
+            rc = pos_error(&L, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
+                           "only one YAML document per file is supported%s", "");
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (t == YAML_SCALAR_EVENT || t == YAML_SEQUENCE_START_EVENT ||
+            t == YAML_MAPPING_START_EVENT || t == YAML_ALIAS_EVENT)
+            rc = parse_node(&L, &ev, 0, root);
+        yaml_event_delete(&ev);
+        if (rc) break;
+    }
+    yaml_parser_delete(&L.parser);
+    cb_free(L.anchors);
+    if (rc) *root = NULL;
+    return rc;
+}
+
+int cb_doc_load_string(const char *text, size_t len, const char *name, cb_doc **out,
+                       cb_error *err) {
+    if (!out || (!text && len)) return cb_error_set(err, CB_EINVAL, "cb_doc_load_string: bad arguments");
+    *out = NULL;
+    cb_arena *arena = cb_arena_create();
+    if (!arena) return oom(err);
+    cb_doc *doc = cb_arena_alloc(arena, sizeof *doc);
+    const char *file = cb_arena_strdup(arena, name ? name : "<string>");
+    if (!doc || !file) {
+        cb_arena_destroy(arena);
+        return oom(err);
+    }
+    doc->arena = arena;
+    doc->file = file;
+    int rc = parse_into(arena, file, text ? text : "", len, &doc->root, err);
+    if (rc) {
+        cb_arena_destroy(arena);
+        return rc;
+    }
+    *out = doc;
+    return 0;
+}
+
+int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err) {
+    if (!path || !out) return cb_error_set(err, CB_EINVAL, "cb_doc_load_file: bad arguments");
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        cb_error_set(err, CB_EIO, "cannot open: %s", strerror(e));
+        cb_error_at(err, path, 0, 0);
+        return CB_EIO;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = cb_malloc(cap);
+    int rc = buf ? 0 : oom(err);
+    while (!rc) {
+        if (len == cap) {
+            if (cap >= CB_DOC_MAX_BYTES) {
+                cb_error_set(err, CB_ECONFIG, "file larger than %u bytes", CB_DOC_MAX_BYTES);
+                cb_error_at(err, path, 0, 0);
+                rc = CB_ECONFIG;
+                break;
+            }
+            char *nb = cb_realloc(buf, cap * 2);
+            if (!nb) {
+                rc = oom(err);
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t k = fread(buf + len, 1, cap - len, f);
+        len += k;
+        if (k == 0) {
+            if (ferror(f)) {
+                cb_error_set(err, CB_EIO, "read error");
+                cb_error_at(err, path, 0, 0);
+                rc = CB_EIO;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (!rc) rc = cb_doc_load_string(buf, len, path, out, err);
+    cb_free(buf);
+    return rc;
+}
+
+void cb_doc_destroy(cb_doc *doc) {
+    if (doc) cb_arena_destroy(doc->arena); /* the doc itself lives in its arena */
+}
+
+cb_node *cb_node_get(const cb_node *map, const char *key) {
+    if (!map || map->kind != CB_NODE_MAP || !key) return NULL;
+    for (size_t i = 0; i < map->n; i++)
+        if (strcmp(map->keys[i]->scalar, key) == 0) return map->items[i];
+    return NULL;
+}
+
+int cb_node_is_null(const cb_node *n) {
+    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
+    const char *s = n->scalar;
+    return s[0] == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
+           strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
+}
+
+/* ---- --set overrides ------------------------------------------------------------------- */
+
+static cb_node *set_new_node(cb_arena *a, cb_node_kind kind, const char *file) {
+    cb_node *n = cb_arena_alloc(a, sizeof *n);
+    if (!n) return NULL;
+    n->kind = kind;
+    n->line = 1;
+    n->col = 1;
+    n->file = file;
+    return n;
+}
+
+static int map_put(cb_arena *a, cb_node *map, cb_node *key, cb_node *value) {
+    for (size_t i = 0; i < map->n; i++) {
+        if (strcmp(map->keys[i]->scalar, key->scalar) == 0) {
+            map->items[i] = value;
+            return 0;
+        }
+    }
+    cb_node **keys = cb_arena_alloc(a, (map->n + 1) * sizeof *keys);
+    cb_node **items = cb_arena_alloc(a, (map->n + 1) * sizeof *items);
+    if (!keys || !items) return CB_ENOMEM;
+    if (map->n) {
+        memcpy(keys, map->keys, map->n * sizeof *keys);
+        memcpy(items, map->items, map->n * sizeof *items);
+    }
+    keys[map->n] = key;
+    items[map->n] = value;
+    map->keys = keys;
+    map->items = items;
+    map->n++;
+    return 0;
+}
+
+static int is_index(const char *s, size_t *out) {
+    if (!*s) return 0;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < 0) return 0;
+    *out = (size_t)v;
+    return 1;
+}
+
+static int set_error(cb_error *err, const char *assignment, const char *seg, const char *fmt,
+                     const char *a1) {
+    char what[256];
+    snprintf(what, sizeof what, fmt, a1);
+    if (seg)
+        cb_error_set(err, CB_ECONFIG, "--set '%s': segment '%s': %s", assignment, seg, what);
+    else
+        cb_error_set(err, CB_ECONFIG, "--set '%s': %s", assignment, what);
+    return CB_ECONFIG;
+}
+
+int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
+    if (!doc || !assignment) return cb_error_set(err, CB_EINVAL, "cb_doc_set: bad arguments");
+    const char *eq = strchr(assignment, '=');
+    if (!eq) return set_error(err, assignment, NULL, "expected KEY=VALUE%s", "");
+    if (eq == assignment) return set_error(err, assignment, NULL, "empty key%s", "");
+    cb_arena *a = doc->arena;
+    const char *file = cb_arena_strdup(a, "<--set>");
+    if (!file) return oom(err);
+
+    cb_node *value = NULL;
+    cb_error perr;
+    cb_error_clear(&perr);
+    int rc = parse_into(a, file, eq + 1, strlen(eq + 1), &value, &perr);
+    if (rc == CB_ENOMEM) return oom(err);
+    if (rc) {
+        char buf[CB_ERROR_MSG_MAX];
+        snprintf(buf, sizeof buf, "value is not valid YAML (column %d: %s)", perr.col, perr.msg);
+        return set_error(err, assignment, NULL, "%s", buf);
+    }
+    if (!value) {
+        if (!(value = set_new_node(a, CB_NODE_SCALAR, file))) return oom(err);
+        value->scalar = "";
+    }
+    if (!doc->root) {
+        if (!(doc->root = set_new_node(a, CB_NODE_MAP, file))) return oom(err);
+    }
+
+    cb_node *cur = doc->root;
+    const char *p = assignment;
+    for (;;) {
+        const char *dot = memchr(p, '.', (size_t)(eq - p));
+        const char *segend = dot ? dot : eq;
+        size_t seglen = (size_t)(segend - p);
+        char seg[CB_SET_SEGMENT_MAX];
+        snprintf(seg, sizeof seg, "%.*s", (int)(seglen < sizeof seg ? seglen : sizeof seg - 1), p);
+        if (seglen == 0) return set_error(err, assignment, "", "empty path segment%s", "");
+        if (seglen >= sizeof seg) return set_error(err, assignment, seg, "segment too long%s", "");
+        int last = dot == NULL;
+        size_t idx = 0;
+        if (cur->kind == CB_NODE_MAP) {
+            cb_node *child = cb_node_get(cur, seg);
+            if (last || !child) {
+                cb_node *key = set_new_node(a, CB_NODE_SCALAR, file);
+                if (!key || !(key->scalar = cb_arena_strdup(a, seg))) return oom(err);
+                if (!last && !(child = set_new_node(a, CB_NODE_MAP, file))) return oom(err);
+                if (map_put(a, cur, key, last ? value : child)) return oom(err);
+            }
+            if (last) return 0;
+            cur = child;
+        } else if (cur->kind == CB_NODE_SEQ) {
+            cb_node **slot = NULL;
+            if (is_index(seg, &idx)) {
+                if (idx >= cur->n) {
+                    char msg[96];
+                    snprintf(msg, sizeof msg, "index out of range (the sequence has %zu items)",
+                             cur->n);
+                    return set_error(err, assignment, seg, "%s", msg);
+                }
+                slot = &cur->items[idx];
+            } else {
+                for (size_t i = 0; i < cur->n && !slot; i++) {
+                    const cb_node *name = cb_node_get(cur->items[i], "name");
+                    const cb_node *id = cb_node_get(cur->items[i], "id");
+                    if ((name && name->kind == CB_NODE_SCALAR && strcmp(name->scalar, seg) == 0) ||
+                        (id && id->kind == CB_NODE_SCALAR && strcmp(id->scalar, seg) == 0))
+                        slot = &cur->items[i];
+                }
+                if (!slot)
+                    return set_error(err, assignment, seg,
+                                     "no element with name or id '%s' in the sequence", seg);
+            }
+            if (last) {
+                *slot = value;
+                return 0;
+            }
+            cur = *slot;
+        } else {
+            return set_error(err, assignment, seg, "cannot index into scalar '%s'", cur->scalar);
+        }
+        p = dot + 1;
+    }
+}
+
+/* ---- YAML writer ----------------------------------------------------------------------- */
+
+static int plain_is_safe(const char *s) {
+    size_t len = strlen(s);
+    if (len == 0) return 1; /* written as nothing: re-reads as the empty plain scalar */
+    if (strchr(",[]{}#&*!|>'\"%@`", s[0])) return 0;
+    if (strchr("-?:", s[0]) && (len == 1 || s[1] == ' ')) return 0;
+    if (strncmp(s, "---", 3) == 0 || strncmp(s, "...", 3) == 0) return 0;
+    if (s[0] == ' ' || s[len - 1] == ' ' || s[len - 1] == ':') return 0;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20 || c == 0x7f) return 0;
+        if (c == ':' && p[1] == ' ') return 0;
+        if (c == ' ' && p[1] == '#') return 0;
+    }
+    return 1;
+}
+
+static void write_quoted(const char *s, FILE *out) {
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\t': fputs("\\t", out); break;
+        case '\r': fputs("\\r", out); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                fprintf(out, "\\x%02x", *p);
+            else
+                fputc(*p, out);
+        }
+    }
+    fputc('"', out);
+}
+
+static void write_scalar(const cb_node *n, FILE *out) {
+    if (!n->quoted && plain_is_safe(n->scalar))
+        fputs(n->scalar, out);
+    else
+        write_quoted(n->scalar, out);
+}
+
+static void pad(int indent, FILE *out) {
+    for (int i = 0; i < indent; i++) fputc(' ', out);
+}
+
+static int is_inline(const cb_node *n) { return n->kind == CB_NODE_SCALAR || n->n == 0; }
+
+static void write_inline(const cb_node *n, FILE *out) {
+    if (n->kind == CB_NODE_SCALAR)
+        write_scalar(n, out);
+    else
+        fputs(n->kind == CB_NODE_MAP ? "{}" : "[]", out);
+}
+
+static void write_block(const cb_node *n, int indent, int first_inline, FILE *out);
+
+/* After "key:" or "-": the value on the same line or as a nested block. */
+static void write_value(const cb_node *v, int indent, int seq_item, FILE *out) {
+    if (is_inline(v)) {
+        if (!(v->kind == CB_NODE_SCALAR && !v->quoted && v->scalar[0] == '\0')) {
+            fputc(' ', out);
+            write_inline(v, out);
+        }
+        fputc('\n', out);
+    } else if (seq_item && v->kind == CB_NODE_MAP) {
+        fputc(' ', out);
+        write_block(v, indent + 2, 1, out);
+    } else {
+        fputc('\n', out);
+        write_block(v, indent + 2, 0, out);
+    }
+}
+
+static void write_block(const cb_node *n, int indent, int first_inline, FILE *out) {
+    for (size_t i = 0; i < n->n; i++) {
+        if (i > 0 || !first_inline) pad(indent, out);
+        if (n->kind == CB_NODE_MAP) {
+            write_scalar(n->keys[i], out);
+            fputc(':', out);
+            write_value(n->items[i], indent, 0, out);
+        } else {
+            fputc('-', out);
+            write_value(n->items[i], indent, 1, out);
+        }
+    }
+}
+
+int cb_node_write_yaml(const cb_node *n, FILE *out) {
+    if (!out) return CB_EINVAL;
+    if (!n) {
+        fputs("null\n", out);
+    } else if (is_inline(n)) {
+        write_inline(n, out);
+        fputc('\n', out);
+    } else {
+        write_block(n, 0, 0, out);
+    }
+    return ferror(out) ? CB_EIO : 0;
+}
