@@ -18,6 +18,7 @@
 #include "colobench/stage.h"
 #include "core/clock.h"
 #include "core/host.h"
+#include "core/spec.h"
 #include "harness.h"
 #include "stages/builtin.h"
 #include "stages/util/util.h"
@@ -226,6 +227,87 @@ static void test_tables(void) {
 #define CB_BUILTIN(sym) check_table(&sym);
 #include "stages/builtin.def"
 #undef CB_BUILTIN
+}
+
+/* Resolves a config (YAML text, or NULL for all defaults) with the real resolver (params.c)
+ * into x->v. Returns the resolver's status. */
+static int inst_resolve(inst *x, const char *yaml, cb_arena *arena) {
+    cb_doc *doc = NULL;
+    const cb_node *cfg = NULL;
+    if (yaml) {
+        CB_CHECK_EQ_INT(cb_doc_load_string(yaml, strlen(yaml), "test.yaml", &doc, &x->err), CB_OK);
+        cfg = doc ? doc->root : NULL;
+    }
+    cb_param_value *vals = NULL;
+    int rc = cb_params_resolve(x->ops, cfg, "config", arena, &vals, &x->err);
+    if (rc == CB_OK) memcpy(x->v, vals, sizeof(cb_param_value) * x->ops->n_params);
+    cb_doc_destroy(doc); /* values live in the arena */
+    return rc;
+}
+
+/* Every built-in resolves from its defaults alone and creates with them. */
+static void test_resolved_defaults(void) {
+    static const cb_stage_ops *const all[] = {
+#define CB_BUILTIN(sym) &sym,
+#include "stages/builtin.def"
+#undef CB_BUILTIN
+    };
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
+        cb_arena *arena = cb_arena_create();
+        inst x;
+        inst_init(&x, all[k]);
+        int rc = inst_resolve(&x, NULL, arena);
+        if (rc != CB_OK) printf("# %s: %s\n", all[k]->name, x.err.msg);
+        CB_CHECK_EQ_INT(rc, CB_OK);
+        CB_CHECK_EQ_INT(inst_create(&x, 1, 1), CB_OK);
+        if (all[k] == &cb_stage_util_source) {
+            cb_splits sp;
+            memset(&sp, 0, sizeof sp);
+            CB_CHECK_EQ_INT(x.ops->splits(x.state, &sp, &x.err), CB_OK);
+            CB_CHECK_EQ_INT(sp.epochs, 1);
+            CB_CHECK_EQ_INT(sp.n, 1);
+            CB_CHECK_STR_EQ(sp.split[0].name, "train");
+            CB_CHECK_EQ_INT(sp.split[0].batches, 1);
+        }
+        inst_destroy(&x);
+        cb_arena_destroy(arena);
+    }
+}
+
+/* Configs through the resolver reach create as documented. */
+static void test_resolved_configs(void) {
+    cb_arena *arena = cb_arena_create();
+    inst x;
+    inst_init(&x, &cb_stage_util_source);
+    CB_CHECK_EQ_INT(inst_resolve(&x, "bytes: 64\nfill: random\nsplits: {train: 3, val: 1}\n"
+                                     "epochs: 2\n", arena), CB_OK);
+    CB_CHECK_EQ_INT(inst_create(&x, 1, 1), CB_OK);
+    cb_splits sp;
+    memset(&sp, 0, sizeof sp);
+    CB_CHECK_EQ_INT(x.ops->splits(x.state, &sp, &x.err), CB_OK);
+    CB_CHECK_EQ_INT(sp.epochs, 2);
+    CB_CHECK_EQ_INT(sp.n, 2);
+    CB_CHECK_STR_EQ(sp.split[1].name, "val");
+    CB_CHECK_EQ_INT(sp.split[0].batches, 3);
+    cb_run_ctx ctx = {.n_outputs = 1};
+    cb_query q = new_query(0);
+    CB_CHECK_EQ_INT(run1(&x, &q, &ctx), CB_OK);
+    CB_CHECK(q.payload && q.payload->size_bytes == 64);
+    cb_buffer_unref(q.payload);
+    inst_destroy(&x);
+
+    inst_init(&x, &cb_stage_util_router);
+    CB_CHECK_EQ_INT(inst_resolve(&x, "weights: [1, 2]\n", arena), CB_OK);
+    CB_CHECK_EQ_INT(inst_create(&x, 3, 1), CB_ECONFIG);
+    CB_CHECK_CONTAINS(x.err.msg, "2 weights for 3 outputs");
+    inst_destroy(&x);
+
+    inst_init(&x, &cb_stage_util_sleep); /* the table rejects what create must never see */
+    CB_CHECK_EQ_INT(inst_resolve(&x, "distribution: gamma\n", arena), CB_ECONFIG);
+    CB_CHECK_EQ_INT(inst_resolve(&x, "duration_us: -1\n", arena), CB_ECONFIG);
+    inst_init(&x, &cb_stage_util_source);
+    CB_CHECK_EQ_INT(inst_resolve(&x, "splits: {train: 0}\n", arena), CB_ECONFIG);
+    cb_arena_destroy(arena);
 }
 
 /* ---- util.noop ------------------------------------------------------------------------- */
@@ -850,6 +932,8 @@ static void test_example_plugin(void) {
 
 int main(void) {
     CB_RUN(test_tables);
+    CB_RUN(test_resolved_defaults);
+    CB_RUN(test_resolved_configs);
     CB_RUN(test_noop);
     CB_RUN(test_source_payloads);
     CB_RUN(test_source_splits);
