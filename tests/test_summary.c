@@ -1,0 +1,413 @@
+/* Tests of analysis/summary.c, analysis/json.c and record/env.c: statistics over a hand-built
+ * spec and synthetic records with known values (warm-up excluded, statuses counted, transition
+ * medians, throughput window, open-loop dispatch delay), summary.json and env.json validated by
+ * Python's json module, JSON escaping, and the table layout. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "analysis/json.h"
+#include "analysis/summary.h"
+#include "core/alloc.h"
+#include "record/env.h"
+
+#define T0 1000000000LL
+#define MS 1000000LL
+
+typedef struct fixture {
+    cb_spec spec;
+    cb_pipeline_spec pipes[2];
+    cb_stage_spec stages0[2], stages1[1];
+    cb_query_event q0[12], q1[5];
+    cb_stage_event e0[32];
+    size_t n_e0;
+    cb_pipeline_record recs[2];
+    cb_summary_input in;
+    const char *errors[1];
+} fixture;
+
+static const char k_name0[] = "closed \"q\"\nx\\";
+
+/* Pipeline 0: closed loop, 2 warm-up queries, stages decode -> model.
+ * Queries 0-1 warm-up (huge latencies, must not count), 2-9 ok with latency (id-1) us,
+ * 10 dropped after decode, 11 cancelled. Pipeline 1: poisson at 100 q/s, 5 queries submitted
+ * id*100 ns late, one stage with disable_logs (no events). */
+static void fixture_init(fixture *f) {
+    memset(f, 0, sizeof *f);
+    f->stages0[0] = (cb_stage_spec){.id = 1, .name = "decode", .component = "noop"};
+    f->stages0[1] = (cb_stage_spec){.id = 2, .name = "model", .component = "spin"};
+    f->stages1[0] = (cb_stage_spec){.id = 5, .name = "silent", .component = "noop",
+                                    .disable_logs = true};
+    f->pipes[0].name = k_name0;
+    f->pipes[0].loadgen.kind = CB_LOADGEN_CLOSED;
+    f->pipes[0].loadgen.warmup_queries = 2;
+    f->pipes[0].stages = f->stages0;
+    f->pipes[0].n_stages = 2;
+    f->pipes[1].name = "open";
+    f->pipes[1].loadgen.kind = CB_LOADGEN_POISSON;
+    f->pipes[1].loadgen.rate_qps = 100.0;
+    f->pipes[1].stages = f->stages1;
+    f->pipes[1].n_stages = 1;
+    f->spec.name = "bench";
+    f->spec.pipelines = f->pipes;
+    f->spec.n_pipelines = 2;
+
+    /* Stored in reverse order: the records come in any order. */
+    for (int id = 0; id < 12; id++) {
+        cb_query_event *q = &f->q0[11 - id];
+        q->query_id = (uint64_t)id;
+        q->scheduled_ns = q->submit_ns = T0 + id * MS;
+        q->start_ns = q->submit_ns + 100;
+        int64_t lat = id < 2 ? 500 * MS : (id - 1) * 1000LL;
+        q->end_ns = q->scheduled_ns + lat;
+        q->status = id == 10 ? CB_QUERY_DROPPED : id == 11 ? CB_QUERY_CANCELLED : CB_QUERY_OK;
+        q->warmup = id < 2;
+        if (id == 11) continue;
+        /* decode: queue 100, service 300 (warm-up: service 1 s), fed by the submission. */
+        cb_stage_event *e = &f->e0[f->n_e0++];
+        e->query_id = (uint64_t)id;
+        e->stage = 0;
+        e->prev_end_ns = q->submit_ns;
+        e->enqueue_ns = q->submit_ns;
+        e->start_ns = e->enqueue_ns + 100;
+        e->end_ns = e->start_ns + (id < 2 ? 1000 * MS : 300);
+        if (id == 10) continue;
+        /* model: enqueued 10 ns after decode ended, queue 50, service 1000 + id. */
+        cb_stage_event *m = &f->e0[f->n_e0++];
+        m->query_id = (uint64_t)id;
+        m->stage = 1;
+        m->prev_end_ns = e->end_ns;
+        m->enqueue_ns = e->end_ns + 10;
+        m->start_ns = m->enqueue_ns + 50;
+        m->end_ns = m->start_ns + 1000 + id;
+    }
+    /* A stage index outside the spec is ignored. */
+    f->e0[f->n_e0++] = (cb_stage_event){.query_id = 5, .stage = 7, .start_ns = 1, .end_ns = 2};
+
+    for (int id = 0; id < 5; id++) {
+        cb_query_event *q = &f->q1[id];
+        q->query_id = (uint64_t)id;
+        q->pipeline = 1;
+        q->scheduled_ns = T0 + id * 10 * MS;
+        q->submit_ns = q->scheduled_ns + id * 100;
+        q->start_ns = q->submit_ns;
+        q->end_ns = q->submit_ns + 5000;
+        q->status = CB_QUERY_OK;
+    }
+    f->recs[0] = (cb_pipeline_record){f->q0, 12, f->e0, f->n_e0};
+    f->recs[1] = (cb_pipeline_record){f->q1, 5, NULL, 0};
+    f->errors[0] = "stage \"model\": failed once";
+    f->in = (cb_summary_input){.spec = &f->spec, .t0_ns = T0, .end_ns = T0 + 2000 * MS,
+                               .wall_start_ns = 1795428000123000000LL, .interrupted = false,
+                               .timed_out = true, .errors = f->errors, .n_errors = 1,
+                               .pipelines = f->recs};
+}
+
+static void test_pipeline_stats(void) {
+    fixture f;
+    fixture_init(&f);
+    cb_pipeline_stats st;
+    CB_CHECK_EQ_INT(cb_pipeline_stats_compute(&f.in, 0, &st), 0);
+    CB_CHECK_EQ_INT(st.queries_total, 12);
+    CB_CHECK_EQ_INT(st.warmup, 2);
+    CB_CHECK_EQ_INT(st.ok, 8);
+    CB_CHECK_EQ_INT(st.measured, 8);
+    CB_CHECK_EQ_INT(st.dropped, 1);
+    CB_CHECK_EQ_INT(st.cancelled, 1);
+    CB_CHECK_EQ_INT(st.errors, 0);
+    /* Latencies 1000 .. 8000 ns. */
+    CB_CHECK_EQ_INT(st.latency_ns.n, 8);
+    CB_CHECK_EQ_INT(st.latency_ns.min, 1000);
+    CB_CHECK_EQ_INT(st.latency_ns.p50, 4000);
+    CB_CHECK_EQ_INT(st.latency_ns.p90, 8000);
+    CB_CHECK_EQ_INT(st.latency_ns.max, 8000);
+    CB_CHECK_NEAR(st.latency_ns.mean, 4500.0, 1e-9);
+    /* Window: scheduled of query 2 to end of query 9, relative to t0. */
+    CB_CHECK_EQ_INT(st.window_start_ns, 2 * MS);
+    CB_CHECK_EQ_INT(st.window_end_ns, 9 * MS + 8000);
+    CB_CHECK_NEAR(st.throughput_qps, 8.0 / ((7 * MS + 8000) / 1e9), 1e-9);
+    CB_CHECK(st.target_qps == 0.0 && st.achieved_qps == 0.0);
+    CB_CHECK_EQ_INT(st.dispatch_delay_ns.n, 0);
+    /* decode: ids 2..10 (the dropped query ran it too). */
+    CB_CHECK_EQ_INT(st.stages[0].runs, 9);
+    CB_CHECK_EQ_INT(st.stages[0].service_ns.p50, 300);
+    CB_CHECK_EQ_INT(st.stages[0].service_ns.max, 300);
+    CB_CHECK_EQ_INT(st.stages[0].queue_ns.p50, 100);
+    CB_CHECK_EQ_INT(st.stages[0].transition_ns_p50, 100);
+    /* model: ids 2..9, service 1002 .. 1009. */
+    CB_CHECK_EQ_INT(st.stages[1].runs, 8);
+    CB_CHECK_EQ_INT(st.stages[1].service_ns.min, 1002);
+    CB_CHECK_EQ_INT(st.stages[1].service_ns.p50, 1005);
+    CB_CHECK_EQ_INT(st.stages[1].service_ns.max, 1009);
+    CB_CHECK_EQ_INT(st.stages[1].queue_ns.p50, 50);
+    CB_CHECK_EQ_INT(st.stages[1].transition_ns_p50, 60);
+    cb_pipeline_stats_fini(&st);
+    cb_pipeline_stats_fini(&st); /* idempotent */
+
+    CB_CHECK_EQ_INT(cb_pipeline_stats_compute(&f.in, 1, &st), 0);
+    CB_CHECK_EQ_INT(st.measured, 5);
+    CB_CHECK_EQ_INT(st.latency_ns.p50, 5000 + 200);
+    CB_CHECK_NEAR(st.target_qps, 100.0, 1e-12);
+    CB_CHECK_NEAR(st.achieved_qps, 4.0 / ((40 * MS + 400) / 1e9), 1e-9);
+    CB_CHECK_EQ_INT(st.dispatch_delay_ns.n, 5);
+    CB_CHECK_EQ_INT(st.dispatch_delay_ns.p50, 200);
+    CB_CHECK_EQ_INT(st.dispatch_delay_ns.p99, 400);
+    CB_CHECK_EQ_INT(st.dispatch_delay_ns.max, 400);
+    CB_CHECK_EQ_INT(st.stages[0].runs, 0);
+    cb_pipeline_stats_fini(&st);
+
+    CB_CHECK_EQ_INT(cb_pipeline_stats_compute(&f.in, 2, &st), CB_EINVAL);
+    /* Out of memory on any allocation: an error and nothing leaked (ASan checks). */
+    for (long k = 1; k <= 6; k++) {
+        cb__alloc_fail_after(k);
+        int rc = cb_pipeline_stats_compute(&f.in, 0, &st);
+        cb__alloc_fail_after(0);
+        CB_CHECK(rc == 0 || rc == CB_ENOMEM);
+        cb_pipeline_stats_fini(&st);
+    }
+}
+
+/* Python checks of summary.json: it parses, and the values are the known ones. */
+static const char k_check_summary[] =
+    "import json, sys\n"
+    "d = json.load(open(sys.argv[1], encoding='utf-8'))\n"
+    "p0, p1 = d['pipelines']\n"
+    "assert d['name'] == 'bench', d['name']\n"
+    "assert isinstance(d['colobench_version'], str)\n"
+    "assert d['duration_ns'] == 2000000000 and d['timed_out'] is True\n"
+    "assert d['interrupted'] is False\n"
+    "assert d['errors'] == ['stage \"model\": failed once'], d['errors']\n"
+    "assert p0['name'] == 'closed \"q\"\\nx\\\\', repr(p0['name'])\n"
+    "assert (p0['queries'], p0['queries_total'], p0['warmup']) == (8, 12, 2)\n"
+    "assert (p0['dropped'], p0['failed'], p0['cancelled']) == (1, 0, 1)\n"
+    "assert p0['window_ns'] == [2000000, 9008000], p0['window_ns']\n"
+    "assert abs(p0['throughput_qps'] - 8 / 0.007008) < 1e-6\n"
+    "l = p0['latency_ns']\n"
+    "assert (l['p50'], l['p90'], l['p99'], l['max'], l['min']) == (4000, 8000, 8000, 8000, 1000)\n"
+    "assert l['mean'] == 4500 and set(l) == {'p50','p90','p95','p99','p999','max','mean','min'}\n"
+    "assert p0['loadgen_stats'] is None\n"
+    "s0, s1 = p0['stages']\n"
+    "assert (s0['id'], s0['name'], s0['component'], s0['runs']) == (1, 'decode', 'noop', 9)\n"
+    "assert s0['service_ns']['p50'] == 300 and s0['queue_ns']['p50'] == 100\n"
+    "assert s0['transition_ns_p50'] == 100\n"
+    "assert s1['runs'] == 8 and s1['service_ns']['p50'] == 1005\n"
+    "assert s1['transition_ns_p50'] == 60\n"
+    "assert p1['loadgen_stats']['target_qps'] == 100\n"
+    "assert abs(p1['loadgen_stats']['achieved_qps'] - 4 / 0.0400004) < 1e-6\n"
+    "assert p1['loadgen_stats']['dispatch_delay_ns'] == {'p50': 200, 'p99': 400, 'max': 400}\n"
+    "st = p1['stages'][0]\n"
+    "assert st['runs'] == 0 and st['transition_ns_p50'] is None, st\n"
+    "assert st['service_ns']['p50'] is None\n"
+    "print('summary ok')\n";
+
+static void test_summary_json(void) {
+    fixture f;
+    fixture_init(&f);
+    const char *dir = cb_test_tmpdir();
+    char path[600], cmd[1500];
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    FILE *out = fopen(path, "w");
+    CB_CHECK(out != NULL);
+    if (!out) return;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_summary_write_json(&f.in, out, &err), 0);
+    fclose(out);
+    char *text = cb_test_read(path, NULL);
+    CB_CHECK_CONTAINS(text, "\"name\": \"closed \\\"q\\\"\\u000ax\\\\\"");
+    CB_CHECK_CONTAINS(text, "\"queries\": 8,");
+    CB_CHECK_CONTAINS(text, "\"dropped\": 1,");
+    CB_CHECK_CONTAINS(text, "\"loadgen_stats\": null");
+    CB_CHECK_CONTAINS(text, "\"colobench_version\": \"" CB_VERSION "\"");
+    free(text);
+
+    snprintf(cmd, sizeof cmd, "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' %s",
+             path);
+    char *o = NULL;
+    int rc = cb_test_sh(cmd, &o);
+    if (rc != 0) cb__test_fail(__FILE__, __LINE__, "json.load failed: %s", o ? o : "");
+    free(o);
+
+    const char *check = cb_test_write(dir, "check_summary.py", k_check_summary);
+    snprintf(cmd, sizeof cmd, "python3 %s %s", check, path);
+    o = NULL;
+    rc = cb_test_sh(cmd, &o);
+    if (rc != 0) cb__test_fail(__FILE__, __LINE__, "check_summary.py: %s", o ? o : "");
+    CB_CHECK_CONTAINS(o, "summary ok");
+    free(o);
+}
+
+static void test_table(void) {
+    fixture f;
+    fixture_init(&f);
+    f.pipes[0].name = "closed";
+    f.stages0[1].name = "a_stage_name_longer_than_the_column";
+    const char *dir = cb_test_tmpdir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/table.txt", dir);
+    FILE *out = fopen(path, "w");
+    if (!out) {
+        CB_CHECK(out != NULL);
+        return;
+    }
+    cb_summary_print_table(&f.in, out);
+    fclose(out);
+    char *text = cb_test_read(path, NULL);
+    CB_CHECK_CONTAINS(text, "pipeline closed");
+    CB_CHECK_CONTAINS(text, "8 queries");
+    CB_CHECK_CONTAINS(text, "p50 4.0");
+    CB_CHECK_CONTAINS(text, "decode");
+    CB_CHECK_CONTAINS(text, "target 100.0 q/s");
+    CB_CHECK_CONTAINS(text, "error: stage \"model\": failed once");
+    /* Every line fits 100 columns; stage rows align with their header. */
+    size_t header_len = 0;
+    for (char *line = text; line && *line;) {
+        char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        CB_CHECK_CMP_INT(len, <=, 100);
+        if (strncmp(line, "  stage ", 8) == 0) header_len = len;
+        if (strncmp(line, "  decode ", 9) == 0 || strncmp(line, "  a_stage", 9) == 0)
+            CB_CHECK_EQ_INT(len, header_len);
+        line = nl ? nl + 1 : NULL;
+    }
+    CB_CHECK(header_len > 0);
+    fputs(text, stdout);
+    free(text);
+}
+
+/* Writes with the JSON writer into a string (open_memstream). */
+typedef struct membuf {
+    char *data;
+    size_t size;
+    FILE *f;
+} membuf;
+
+static void mem_open(membuf *m) {
+    m->data = NULL;
+    m->size = 0;
+    m->f = open_memstream(&m->data, &m->size);
+}
+
+static char *mem_close(membuf *m) {
+    fclose(m->f);
+    return m->data;
+}
+
+static void test_json_writer(void) {
+    membuf m;
+    cb_json j;
+    mem_open(&m);
+    cb_json_init(&j, m.f, 0);
+    cb_json_object_begin(&j);
+    cb_json_key(&j, "a");
+    cb_json_array_begin(&j);
+    cb_json_int(&j, INT64_MIN);
+    cb_json_uint(&j, UINT64_MAX);
+    cb_json_double(&j, 0.1);
+    cb_json_double(&j, 1e300);
+    cb_json_double(&j, NAN);
+    cb_json_double(&j, -INFINITY);
+    cb_json_double(&j, 2.0 / 3.0);
+    cb_json_bool(&j, true);
+    cb_json_null(&j);
+    cb_json_string(&j, NULL);
+    cb_json_array_end(&j);
+    cb_json_key(&j, "e");
+    cb_json_object_begin(&j);
+    cb_json_object_end(&j);
+    cb_json_key(&j, "s\t");
+    cb_json_string(&j, "q\"b\\c\x01\x1f\x7f é \xff\xc3");
+    cb_json_object_end(&j);
+    CB_CHECK_EQ_INT(cb_json_finish(&j), 0);
+    char *s = mem_close(&m);
+    CB_CHECK_STR_EQ(s, "{\"a\":[-9223372036854775808,18446744073709551615,0.1,1e+300,null,null,"
+                       "0.6666666666666666,true,null,null],\"e\":{},"
+                       "\"s\\u0009\":\"q\\\"b\\\\c\\u0001\\u001f\\u007f é \\ufffd\\ufffd\"}\n");
+    free(s);
+
+    /* Indented output. */
+    mem_open(&m);
+    cb_json_init(&j, m.f, 2);
+    cb_json_object_begin(&j);
+    cb_json_key(&j, "x");
+    cb_json_array_begin(&j);
+    cb_json_int(&j, 1);
+    cb_json_int(&j, 2);
+    cb_json_array_end(&j);
+    cb_json_key(&j, "y");
+    cb_json_array_begin(&j);
+    cb_json_array_end(&j);
+    cb_json_object_end(&j);
+    CB_CHECK_EQ_INT(cb_json_finish(&j), 0);
+    s = mem_close(&m);
+    CB_CHECK_STR_EQ(s, "{\n  \"x\": [\n    1,\n    2\n  ],\n  \"y\": []\n}\n");
+    free(s);
+
+    /* Misuse is sticky and reported once. */
+    mem_open(&m);
+    cb_json_init(&j, m.f, 0);
+    cb_json_array_begin(&j);
+    cb_json_object_end(&j); /* wrong kind is not tracked, but an unbalanced end is: */
+    cb_json_array_end(&j);
+    CB_CHECK_EQ_INT(cb_json_finish(&j), CB_EINVAL);
+    free(mem_close(&m));
+    mem_open(&m);
+    cb_json_init(&j, m.f, 0);
+    for (int i = 0; i < CB_JSON_MAX_DEPTH + 1; i++) cb_json_array_begin(&j);
+    CB_CHECK_EQ_INT(cb_json_finish(&j), CB_EINVAL);
+    free(mem_close(&m));
+    mem_open(&m);
+    cb_json_init(&j, m.f, 0);
+    cb_json_object_begin(&j);
+    cb_json_key(&j, "k");
+    CB_CHECK_EQ_INT(cb_json_finish(&j), CB_EINVAL);
+    free(mem_close(&m));
+}
+
+static const char k_check_env[] =
+    "import json, sys\n"
+    "d = json.load(open(sys.argv[1], encoding='utf-8'))\n"
+    "keys = ['host','cpu_model','cores_online','kernel','machine','compiler',\n"
+    "        'colobench_version','wall_start_ns','wall_start_iso','argv']\n"
+    "assert list(d) == keys, list(d)\n"
+    "assert d['wall_start_iso'] == '2026-11-23T10:00:00.123Z', d['wall_start_iso']\n"
+    "assert d['wall_start_ns'] == 1795428000123000000\n"
+    "assert d['argv'] == ['colobench', 'run', 'a \"b\"\\n', '\\ufffd'], d['argv']\n"
+    "assert d['cores_online'] >= 1 and d['kernel'].startswith('Linux')\n"
+    "assert d['compiler'].startswith(('gcc', 'clang')), d['compiler']\n"
+    "print('env ok')\n";
+
+static void test_env_json(void) {
+    const char *dir = cb_test_tmpdir();
+    char path[600], cmd[1500];
+    snprintf(path, sizeof path, "%s/env.json", dir);
+    FILE *out = fopen(path, "w");
+    if (!out) {
+        CB_CHECK(out != NULL);
+        return;
+    }
+    char a0[] = "colobench", a1[] = "run", a2[] = "a \"b\"\n", a3[] = "\xfe";
+    char *const argv[] = {a0, a1, a2, a3, NULL};
+    cb_error err;
+    cb_error_clear(&err);
+    /* 2026-11-23T10:00:00.123Z */
+    CB_CHECK_EQ_INT(cb_env_write_json(out, 1795428000123000000LL, 4, argv, &err), 0);
+    fclose(out);
+    const char *check = cb_test_write(dir, "check_env.py", k_check_env);
+    snprintf(cmd, sizeof cmd, "python3 %s %s", check, path);
+    char *o = NULL;
+    int rc = cb_test_sh(cmd, &o);
+    if (rc != 0) cb__test_fail(__FILE__, __LINE__, "check_env.py: %s", o ? o : "");
+    CB_CHECK_CONTAINS(o, "env ok");
+    free(o);
+}
+
+int main(void) {
+    CB_RUN(test_pipeline_stats);
+    CB_RUN(test_summary_json);
+    CB_RUN(test_table);
+    CB_RUN(test_json_writer);
+    CB_RUN(test_env_json);
+    return cb_test_done();
+}
