@@ -266,7 +266,7 @@ static void test_table(void) {
         char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
         CB_CHECK_CMP_INT(len, <=, 100);
-        if (strncmp(line, "  stage ", 8) == 0) header_len = len;
+        if (strncmp(line, "  stage (", 9) == 0) header_len = len;
         if (strncmp(line, "  decode ", 9) == 0 || strncmp(line, "  a_stage", 9) == 0)
             CB_CHECK_EQ_INT(len, header_len);
         line = nl ? nl + 1 : NULL;

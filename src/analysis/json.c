@@ -7,7 +7,8 @@
  * (< 0x20, and DEL) as \u00XX. Bytes that are not valid UTF-8 become U+FFFD, so the output is
  * always valid UTF-8 JSON whatever a config or the command line contained. Doubles use the
  * shortest of %.15g / %.16g / %.17g that reads back to the same value; NaN and infinities are
- * written as null (JSON has no such numbers).
+ * written as null (JSON has no such numbers). Number formatting assumes the "C" numeric locale
+ * (the default of a C program; colobench never calls setlocale).
  * Errors are sticky: the first misuse (CB_EINVAL: too deep, unbalanced end, key where a value is
  * due) or write failure (CB_EIO) is kept and reported by cb_json_finish; later calls are no-ops.
  * Thread-safety: one writer per thread. Ownership: the FILE is borrowed and never closed.

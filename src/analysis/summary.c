@@ -386,16 +386,17 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
                 fmt_us(c, sizeof c, hl, st.latency_ns.max));
         if (cb_loadgen_is_open(ps->loadgen.kind)) {
             bool hd = st.dispatch_delay_ns.n > 0;
-            fprintf(out, "  open loop: target %.1f q/s, achieved %.1f q/s, dispatch delay us: "
-                         "p50 %s  p99 %s  max %s\n",
-                    st.target_qps, st.achieved_qps,
+            fprintf(out, "  open loop: target %.1f q/s, achieved %.1f q/s\n", st.target_qps,
+                    st.achieved_qps);
+            fprintf(out, "  dispatch delay us: p50 %s  p99 %s  max %s\n",
                     fmt_us(a, sizeof a, hd, st.dispatch_delay_ns.p50),
                     fmt_us(b, sizeof b, hd, st.dispatch_delay_ns.p99),
                     fmt_us(c, sizeof c, hd, st.dispatch_delay_ns.max));
         }
         if (ps->n_stages > 0) {
-            fprintf(out, "  %-18s %-14s %9s %12s %12s %12s %12s\n", "stage", "component", "runs",
-                    "svc p50 us", "svc p99 us", "queue p50 us", "trans p50 us");
+            fprintf(out, "  %-18s %-14s %9s %12s %12s %12s %12s\n", "stage (times: us)",
+                    "component", "runs", "service p50", "service p99", "queue p50",
+                    "transit p50");
         }
         for (size_t s = 0; s < ps->n_stages; s++) {
             const cb_stage_spec *ss = &ps->stages[s];
