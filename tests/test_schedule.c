@@ -218,7 +218,7 @@ static void test_limits_and_errors(void) {
     CB_CHECK_EQ_INT(cb_schedule_generate(&lg, &off, &n, &err), CB_ECONFIG);
     lg = make_lg(CB_LOADGEN_POISSON, 0.0, 10);
     CB_CHECK_EQ_INT(cb_schedule_generate(&lg, &off, &n, &err), CB_ECONFIG);
-    CB_CHECK_CONTAINS(err.msg, "rate_qps");
+    CB_CHECK_CONTAINS(err.msg, "loadgen.config.rate");
     lg = make_lg(CB_LOADGEN_GAMMA, 10.0, 10);
     lg.burstiness = 0.0;
     CB_CHECK_EQ_INT(cb_schedule_generate(&lg, &off, &n, &err), CB_ECONFIG);

@@ -61,7 +61,7 @@ static void error_at_loadgen(cb_error *err, const cb_loadgen_spec *lg) {
 static int too_many(const cb_loadgen_spec *lg, double count, cb_error *err) {
     cb_error_set(err, CB_ECONFIG,
                  "loadgen: the schedule would hold %.0f arrivals, more than the limit of %zu; "
-                 "lower rate_qps, timeout or max_queries",
+                 "lower rate, timeout or max_queries",
                  count, CB_SCHEDULE_MAX_ARRIVALS);
     error_at_loadgen(err, lg);
     return CB_ECONFIG;
@@ -78,7 +78,7 @@ static int generate_rate(const cb_loadgen_spec *lg, int64_t **offsets_ns, size_t
                          cb_error *err) {
     const double rate = lg->rate_qps;
     if (!(rate > 0.0) || !isfinite(rate)) {
-        cb_error_set(err, CB_ECONFIG, "loadgen.config.rate_qps: must be a finite number > 0, "
+        cb_error_set(err, CB_ECONFIG, "loadgen.config.rate: must be a finite number > 0, "
                                       "got %g", rate);
         error_at_loadgen(err, lg);
         return CB_ECONFIG;
