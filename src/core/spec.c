@@ -1,0 +1,812 @@
+/* core/spec.c - builds the typed benchmark (cb_spec) from a YAML document, and writes it back.
+ *
+ * Design: a small table-free reader per map (benchmark, pipeline, loadgen, loadgen.config,
+ * stage): each first rejects keys it does not know (with a did-you-mean among the keys it
+ * does), then reads each key with a typed getter that reports FILE:LINE:COL: key: message at
+ * the value (or, for a missing required key, at the parent map). Names of the reference Python
+ * framework and of MLPerf scenarios are mapped to colobench names here (alias tables below).
+ * Stage configs are resolved by params.c, graphs by graph.c. Relative paths (plugin_paths,
+ * loadgen.config.file) resolve against the config file's directory and are stored absolute, so
+ * cb_spec_write_yaml's output loads again from anywhere.
+ * Thread-safety: reentrant; the registry is only read, except that plugin_paths load plugins
+ * into it. Ownership: the spec and everything it points to live in its arena; the cb_doc is
+ * borrowed and must outlive the spec (nodes are kept for positions).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/spec.h"
+#include "core/suggest.h"
+
+#define CB_SPEC_MAX_PIPELINES 64
+#define CB_SPEC_MAX_STAGES 1024
+#define CB_SPEC_MAX_LIST 1024
+#define CB_SPEC_MAX_WORKERS 1024
+
+typedef struct bctx {
+    cb_arena *arena;
+    cb_error *err;
+    const char *dir; /* directory of the config file, "" for none */
+} bctx;
+
+static int oom(cb_error *err) { return cb_error_set(err, CB_ENOMEM, "out of memory"); }
+
+static int fail_at(bctx *b, const cb_node *n, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(bctx *b, const cb_node *n, const char *key, const char *fmt, ...) {
+    char msg[CB_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cb_error_set(b->err, CB_ECONFIG, "%s", msg);
+    if (n) cb_error_at(b->err, n->file, n->line, n->col);
+    cb_error_key(b->err, key);
+    return CB_ECONFIG;
+}
+
+static void join(char *buf, size_t size, const char *path, const char *key) {
+    if (path && path[0])
+        snprintf(buf, size, "%s.%s", path, key);
+    else
+        snprintf(buf, size, "%s", key);
+}
+
+static const char *got(const cb_node *n, char *buf, size_t size) {
+    if (n->kind == CB_NODE_MAP) return "a map";
+    if (n->kind == CB_NODE_SEQ) return "a sequence";
+    if (cb_node_is_null(n)) return "null";
+    snprintf(buf, size, "\"%.120s\"", n->scalar);
+    return buf;
+}
+
+/* Rejects keys not in known[], with a did-you-mean. */
+static int check_keys(bctx *b, const cb_node *map, const char *path, const char *const *known,
+                      size_t n_known) {
+    for (size_t i = 0; i < map->n; i++) {
+        const cb_node *k = map->keys[i];
+        size_t j = 0;
+        while (j < n_known && strcmp(known[j], k->scalar) != 0) j++;
+        if (j < n_known) continue;
+        char key[CB_ERROR_KEY_MAX];
+        join(key, sizeof key, path, k->scalar);
+        const char *best = cb_suggest(k->scalar, known, n_known);
+        if (best) return fail_at(b, k, key, "unknown key (did you mean '%s'?)", best);
+        char list[512];
+        size_t off = 0;
+        list[0] = '\0';
+        for (j = 0; j < n_known && off < sizeof list; j++) {
+            int w = snprintf(list + off, sizeof list - off, "%s%s", j ? ", " : "", known[j]);
+            if (w > 0) off += (size_t)w;
+        }
+        return fail_at(b, k, key, "unknown key (expected one of: %s)", list);
+    }
+    return 0;
+}
+
+static int expect_map(bctx *b, const cb_node *n, const char *path) {
+    if (n && n->kind == CB_NODE_MAP) return 0;
+    char g[160];
+    return fail_at(b, n, path, "expected a map, got %s", n ? got(n, g, sizeof g) : "nothing");
+}
+
+/* ---- typed getters: 0 = absent (default kept), 1 = read, negative = error ----------------- */
+
+static int scalar_int(const cb_node *n, int64_t *out) {
+    if (n->kind != CB_NODE_SCALAR || n->quoted) return 0;
+    const char *s = n->scalar;
+    const char *p = s + (*s == '-' || *s == '+');
+    if (*p < '0' || *p > '9') return 0;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+static int scalar_float(const cb_node *n, double *out) {
+    if (n->kind != CB_NODE_SCALAR || n->quoted) return 0;
+    const char *s = n->scalar;
+    const char *p = s + (*s == '-' || *s == '+');
+    if (!((*p >= '0' && *p <= '9') || (*p == '.' && p[1] >= '0' && p[1] <= '9'))) return 0;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) return 0;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (*end || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+static int get_int(bctx *b, const cb_node *map, const char *key, const char *path, int64_t min,
+                   int64_t max, int64_t *out) {
+    const cb_node *n = cb_node_get(map, key);
+    if (!n) return 0;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    join(k, sizeof k, path, key);
+    int64_t v;
+    if (!scalar_int(n, &v) || v < min || v > max) {
+        if (max == INT64_MAX)
+            return fail_at(b, n, k, "expected integer >= %lld, got %s", (long long)min, got(n, g, sizeof g));
+        return fail_at(b, n, k, "expected integer in [%lld, %lld], got %s", (long long)min,
+                       (long long)max, got(n, g, sizeof g));
+    }
+    *out = v;
+    return 1;
+}
+
+/* min_open: the bound is exclusive (> min). */
+static int get_float(bctx *b, const cb_node *map, const char *key, const char *path, double min,
+                     int min_open, double max, double *out) {
+    const cb_node *n = cb_node_get(map, key);
+    if (!n) return 0;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    join(k, sizeof k, path, key);
+    double v;
+    if (!scalar_float(n, &v) || (min_open ? v <= min : v < min) || v > max)
+        return fail_at(b, n, k, "expected number %s %g%s, got %s", min_open ? ">" : ">=", min,
+                       max < 1e300 ? " and <= limit" : "", got(n, g, sizeof g));
+    *out = v;
+    return 1;
+}
+
+static int get_bool(bctx *b, const cb_node *map, const char *key, const char *path, bool *out) {
+    const cb_node *n = cb_node_get(map, key);
+    if (!n) return 0;
+    if (n->kind == CB_NODE_SCALAR && !n->quoted) {
+        const char *s = n->scalar;
+        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")) return *out = true, 1;
+        if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")) return *out = false, 1;
+    }
+    char k[CB_ERROR_KEY_MAX], g[160];
+    join(k, sizeof k, path, key);
+    return fail_at(b, n, k, "expected true or false, got %s", got(n, g, sizeof g));
+}
+
+static int get_string(bctx *b, const cb_node *map, const char *key, const char *path,
+                      int nonempty, const char **out, const cb_node **node) {
+    const cb_node *n = cb_node_get(map, key);
+    if (!n) return 0;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    join(k, sizeof k, path, key);
+    if (n->kind != CB_NODE_SCALAR || cb_node_is_null(n) || (nonempty && !n->scalar[0]))
+        return fail_at(b, n, k, "expected a%s string, got %s", nonempty ? " non-empty" : "",
+                       got(n, g, sizeof g));
+    if (!(*out = cb_arena_strdup(b->arena, n->scalar))) return oom(b->err);
+    if (node) *node = n;
+    return 1;
+}
+
+/* A list of ints (a single int is accepted as a one-item list). */
+static int get_int_list(bctx *b, const cb_node *map, const char *key, const char *path,
+                        int64_t min, int64_t max, int **out, size_t *n_out) {
+    const cb_node *n = cb_node_get(map, key);
+    if (!n) return 0;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    join(k, sizeof k, path, key);
+    const cb_node *const *items = (const cb_node *const *)&n;
+    size_t count = 1;
+    if (n->kind == CB_NODE_SEQ) {
+        items = (const cb_node *const *)n->items;
+        count = n->n;
+    } else if (cb_node_is_null(n)) {
+        count = 0;
+    } else if (n->kind != CB_NODE_SCALAR) {
+        return fail_at(b, n, k, "expected a list of stage ids, got %s", got(n, g, sizeof g));
+    }
+    if (count > CB_SPEC_MAX_LIST) return fail_at(b, n, k, "more than %d items", CB_SPEC_MAX_LIST);
+    int *vals = cb_arena_alloc(b->arena, (count + 1) * sizeof *vals);
+    if (!vals) return oom(b->err);
+    for (size_t i = 0; i < count; i++) {
+        int64_t v;
+        if (!scalar_int(items[i], &v) || v < min || v > max) {
+            char ek[CB_ERROR_KEY_MAX];
+            snprintf(ek, sizeof ek, "%s[%zu]", k, i);
+            return fail_at(b, items[i], ek, "expected integer in [%lld, %lld], got %s",
+                           (long long)min, (long long)max, got(items[i], g, sizeof g));
+        }
+        vals[i] = (int)v;
+    }
+    *out = vals;
+    *n_out = count;
+    return 1;
+}
+
+/* Resolves a relative path against the config directory and makes it absolute when it exists. */
+static const char *resolve_path(bctx *b, const char *p) {
+    char joined[PATH_MAX], real[PATH_MAX];
+    if (p[0] != '/' && b->dir[0])
+        snprintf(joined, sizeof joined, "%s/%s", b->dir, p);
+    else
+        snprintf(joined, sizeof joined, "%s", p);
+    const char *use = realpath(joined, real) ? real : joined;
+    return cb_arena_strdup(b->arena, use);
+}
+
+/* ---- aliases --------------------------------------------------------------------------- */
+
+typedef struct alias {
+    const char *name;
+    int value;
+} alias;
+
+static const alias loadgen_aliases[] = {
+    {"closed", CB_LOADGEN_CLOSED},
+    {"offline", CB_LOADGEN_OFFLINE},
+    {"poisson", CB_LOADGEN_POISSON},
+    {"constant", CB_LOADGEN_CONSTANT},
+    {"gamma", CB_LOADGEN_GAMMA},
+    {"replay", CB_LOADGEN_REPLAY},
+    {"loadgen.OfflineLoadScheduler", CB_LOADGEN_CLOSED}, /* reference framework */
+    {"loadgen.PoissonLoadScheduler", CB_LOADGEN_POISSON},
+    {"single_stream", CB_LOADGEN_CLOSED}, /* MLPerf scenarios */
+    {"server", CB_LOADGEN_POISSON},
+};
+
+static const alias policy_aliases[] = {
+    {"single", CB_POLICY_SINGLE},
+    {"first", CB_POLICY_FIRST},
+    {"merge", CB_POLICY_MERGE},
+    {"utils.queues.polling.SingleQueuePolicy", CB_POLICY_SINGLE},
+    {"utils.queues.polling.FirstSubmittedPolicy", CB_POLICY_FIRST},
+    {"utils.queues.polling.MergePolicy", CB_POLICY_MERGE},
+};
+
+static const struct {
+    const char *alias, *name;
+} component_aliases[] = {
+    {"stages.stage.Stage", "util.noop"},
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static int lookup_alias(bctx *b, const cb_node *n, const char *key, const alias *tab, size_t count,
+                        const char *what, int *out) {
+    char g[160];
+    if (n->kind != CB_NODE_SCALAR || cb_node_is_null(n))
+        return fail_at(b, n, key, "expected a %s name, got %s", what, got(n, g, sizeof g));
+    const char *names[16];
+    for (size_t i = 0; i < count; i++) {
+        names[i] = tab[i].name;
+        if (strcmp(tab[i].name, n->scalar) == 0) {
+            *out = tab[i].value;
+            return 0;
+        }
+    }
+    const char *best = cb_suggest(n->scalar, names, count);
+    if (best) return fail_at(b, n, key, "unknown %s '%s' (did you mean '%s'?)", what, n->scalar, best);
+    char list[256];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < count && off < sizeof list; i++) {
+        if (strchr(names[i], '.')) continue; /* list canonical names only */
+        int w = snprintf(list + off, sizeof list - off, "%s%s", off ? ", " : "", names[i]);
+        if (w > 0) off += (size_t)w;
+    }
+    return fail_at(b, n, key, "unknown %s '%s' (expected one of: %s)", what, n->scalar, list);
+}
+
+const char *cb_policy_name(cb_policy p) {
+    switch (p) {
+    case CB_POLICY_SINGLE: return "single";
+    case CB_POLICY_FIRST: return "first";
+    case CB_POLICY_MERGE: return "merge";
+    }
+    return "?";
+}
+
+const char *cb_loadgen_kind_name(cb_loadgen_kind k) {
+    switch (k) {
+    case CB_LOADGEN_CLOSED: return "closed";
+    case CB_LOADGEN_OFFLINE: return "offline";
+    case CB_LOADGEN_POISSON: return "poisson";
+    case CB_LOADGEN_CONSTANT: return "constant";
+    case CB_LOADGEN_GAMMA: return "gamma";
+    case CB_LOADGEN_REPLAY: return "replay";
+    }
+    return "?";
+}
+
+/* ---- readers --------------------------------------------------------------------------- */
+
+static const char *const loadgen_keys[] = {"component", "queue_depth", "max_queries", "timeout",
+                                           "warmup_queries", "config"};
+static const char *const loadgen_config_keys[] = {"concurrency", "rate", "seed", "burstiness",
+                                                  "file", "max_in_flight", "split_barrier"};
+
+static int read_loadgen(bctx *b, const cb_node *pipe, const char *ppath, cb_loadgen_spec *lg) {
+    char path[CB_ERROR_KEY_MAX], cpath[CB_ERROR_KEY_MAX], k[CB_ERROR_KEY_MAX];
+    join(path, sizeof path, ppath, "loadgen");
+    join(cpath, sizeof cpath, path, "config");
+    lg->kind = CB_LOADGEN_CLOSED;
+    lg->queue_depth = 10;
+    lg->max_queries = 0;
+    lg->timeout_ns = 60 * (int64_t)1000000000;
+    lg->warmup_queries = 0;
+    lg->concurrency = 1;
+    lg->rate_qps = 0;
+    lg->seed = 1;
+    lg->burstiness = 1.0;
+    lg->file = NULL;
+    lg->max_in_flight = 0;
+    lg->split_barrier = true;
+    const cb_node *m = cb_node_get(pipe, "loadgen");
+    lg->node = m;
+    if (!m || cb_node_is_null(m)) return 0;
+    int rc;
+    if ((rc = expect_map(b, m, path)) || (rc = check_keys(b, m, path, loadgen_keys, COUNT(loadgen_keys))))
+        return rc;
+    const cb_node *comp = cb_node_get(m, "component");
+    if (comp) {
+        int kind;
+        join(k, sizeof k, path, "component");
+        if ((rc = lookup_alias(b, comp, k, loadgen_aliases, COUNT(loadgen_aliases),
+                               "load generator", &kind)))
+            return rc;
+        lg->kind = (cb_loadgen_kind)kind;
+    }
+    int open = cb_loadgen_is_open(lg->kind);
+    if ((rc = get_int(b, m, "queue_depth", path, open ? 0 : 1, INT32_MAX, &lg->queue_depth)) < 0 ||
+        (rc = get_int(b, m, "max_queries", path, 0, INT64_MAX, &lg->max_queries)) < 0 ||
+        (rc = get_int(b, m, "warmup_queries", path, 0, INT64_MAX, &lg->warmup_queries)) < 0)
+        return rc;
+    double timeout_s = 60.0;
+    if ((rc = get_float(b, m, "timeout", path, 0.0, 1, 1e9, &timeout_s)) < 0) return rc;
+    lg->timeout_ns = (int64_t)llround(timeout_s * 1e9);
+    if (lg->timeout_ns <= 0) lg->timeout_ns = 1;
+
+    const cb_node *c = cb_node_get(m, "config");
+    const cb_node *rate_node = NULL;
+    if (c && !cb_node_is_null(c)) {
+        if ((rc = expect_map(b, c, cpath)) ||
+            (rc = check_keys(b, c, cpath, loadgen_config_keys, COUNT(loadgen_config_keys))))
+            return rc;
+        int64_t seed = 1;
+        if ((rc = get_int(b, c, "concurrency", cpath, 1, 1 << 20, &lg->concurrency)) < 0 ||
+            (rc = get_int(b, c, "seed", cpath, 0, INT64_MAX, &seed)) < 0 ||
+            (rc = get_int(b, c, "max_in_flight", cpath, 0, INT32_MAX, &lg->max_in_flight)) < 0 ||
+            (rc = get_float(b, c, "burstiness", cpath, 0.0, 1, 1e300, &lg->burstiness)) < 0 ||
+            (rc = get_bool(b, c, "split_barrier", cpath, &lg->split_barrier)) < 0)
+            return rc;
+        lg->seed = (uint64_t)seed;
+        rate_node = cb_node_get(c, "rate");
+        if (rate_node) {
+            char g[160];
+            join(k, sizeof k, cpath, "rate");
+            if (!scalar_float(rate_node, &lg->rate_qps))
+                return fail_at(b, rate_node, k, "expected a rate in queries per second, got %s",
+                               got(rate_node, g, sizeof g));
+            if (lg->rate_qps <= 0 && lg->kind != CB_LOADGEN_CLOSED && lg->kind != CB_LOADGEN_OFFLINE &&
+                lg->kind != CB_LOADGEN_REPLAY)
+                return fail_at(b, rate_node, k, "rate must be > 0 queries per second for %s, got %s",
+                               cb_loadgen_kind_name(lg->kind), rate_node->scalar);
+            if (lg->rate_qps > 1e9)
+                return fail_at(b, rate_node, k, "rate %s is above 1e9 queries per second",
+                               rate_node->scalar);
+        }
+        if (lg->kind != CB_LOADGEN_POISSON && lg->kind != CB_LOADGEN_CONSTANT &&
+            lg->kind != CB_LOADGEN_GAMMA)
+            lg->rate_qps = 0; /* accepted, ignored: users switch kinds often */
+        const cb_node *fn = NULL;
+        const char *file = NULL;
+        if ((rc = get_string(b, c, "file", cpath, 1, &file, &fn)) < 0) return rc;
+        if (file && lg->kind == CB_LOADGEN_REPLAY) {
+            if (!(lg->file = resolve_path(b, file))) return oom(b->err);
+            if (access(lg->file, R_OK) != 0) {
+                int e = errno;
+                join(k, sizeof k, cpath, "file");
+                return fail_at(b, fn, k, "cannot read arrival file '%s': %s", lg->file, strerror(e));
+            }
+        }
+    }
+    if ((lg->kind == CB_LOADGEN_POISSON || lg->kind == CB_LOADGEN_CONSTANT ||
+         lg->kind == CB_LOADGEN_GAMMA) && !rate_node) {
+        join(k, sizeof k, cpath, "rate");
+        return fail_at(b, c && !cb_node_is_null(c) ? c : m, k,
+                       "the %s load generator needs config.rate (queries per second, > 0)",
+                       cb_loadgen_kind_name(lg->kind));
+    }
+    if (lg->kind == CB_LOADGEN_REPLAY && !lg->file) {
+        join(k, sizeof k, cpath, "file");
+        return fail_at(b, c && !cb_node_is_null(c) ? c : m, k,
+                       "the replay load generator needs config.file (a CSV of arrival times)");
+    }
+    return 0;
+}
+
+static const char *const stage_keys[] = {"id", "name", "component", "outputs", "workers",
+                                         "polling_policy", "max_input_queue_depth",
+                                         "disable_logs", "config"};
+
+static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *reg,
+                      cb_stage_spec *s) {
+    int rc;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    if ((rc = expect_map(b, m, path)) || (rc = check_keys(b, m, path, stage_keys, COUNT(stage_keys))))
+        return rc;
+    s->node = m;
+    int64_t id = -1;
+    if ((rc = get_int(b, m, "id", path, 0, INT32_MAX, &id)) < 0) return rc;
+    if (rc == 0) return fail_at(b, m, path, "missing required key 'id'");
+    s->id = (int)id;
+
+    const cb_node *comp = cb_node_get(m, "component");
+    join(k, sizeof k, path, "component");
+    if (!comp) return fail_at(b, m, path, "missing required key 'component'");
+    if (comp->kind != CB_NODE_SCALAR || cb_node_is_null(comp))
+        return fail_at(b, comp, k, "expected a stage component name, got %s", got(comp, g, sizeof g));
+    const char *cname = comp->scalar;
+    for (size_t i = 0; i < COUNT(component_aliases); i++)
+        if (strcmp(component_aliases[i].alias, cname) == 0) cname = component_aliases[i].name;
+    s->ops = cb_registry_find(reg, cname);
+    if (!s->ops) {
+        const char *best = cb_registry_suggest(reg, cname);
+        if (best)
+            return fail_at(b, comp, k, "unknown stage component '%s' (did you mean '%s'?)", cname, best);
+        return fail_at(b, comp, k, "unknown stage component '%s' (`colobench stages` lists them)", cname);
+    }
+    s->component = s->ops->name;
+
+    s->name = NULL;
+    if ((rc = get_string(b, m, "name", path, 1, &s->name, NULL)) < 0) return rc;
+    if (!s->name) s->name = s->component;
+
+    s->outputs = NULL;
+    s->n_outputs = 0;
+    if ((rc = get_int_list(b, m, "outputs", path, 0, INT32_MAX, &s->outputs, &s->n_outputs)) < 0)
+        return rc;
+    if (!s->outputs && !(s->outputs = cb_arena_alloc(b->arena, sizeof *s->outputs))) return oom(b->err);
+
+    int64_t workers = 1, depth = 0;
+    if ((rc = get_int(b, m, "workers", path, 1, CB_SPEC_MAX_WORKERS, &workers)) < 0 ||
+        (rc = get_int(b, m, "max_input_queue_depth", path, 0, INT32_MAX, &depth)) < 0)
+        return rc;
+    s->workers = (int)workers;
+    s->max_input_queue_depth = depth;
+    s->disable_logs = false;
+    if ((rc = get_bool(b, m, "disable_logs", path, &s->disable_logs)) < 0) return rc;
+    s->policy = CB_POLICY_SINGLE;
+    const cb_node *pol = cb_node_get(m, "polling_policy");
+    if (pol) {
+        int v;
+        join(k, sizeof k, path, "polling_policy");
+        if ((rc = lookup_alias(b, pol, k, policy_aliases, COUNT(policy_aliases), "polling policy", &v)))
+            return rc;
+        s->policy = (cb_policy)v;
+    }
+    s->config_node = cb_node_get(m, "config");
+    join(k, sizeof k, path, "config");
+    if ((rc = cb_params_resolve(s->ops, s->config_node, k, b->arena, &s->values, b->err))) {
+        if (rc == CB_EINVAL) /* a broken table, not a config mistake: still say where */
+            cb_error_at(b->err, comp->file, comp->line, comp->col);
+        return rc;
+    }
+    s->is_router = false;
+    for (size_t i = 0; i < s->ops->n_params; i++)
+        if (strcmp(s->ops->params[i].key, "max_hops") == 0) s->is_router = true;
+    return 0;
+}
+
+static const char *const pipeline_keys[] = {"name", "inputs", "outputs", "dataset_stage_id",
+                                            "serialize_queries", "loadgen", "stages"};
+
+static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registry *reg,
+                         cb_pipeline_spec *p) {
+    int rc;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    if ((rc = expect_map(b, m, path)) ||
+        (rc = check_keys(b, m, path, pipeline_keys, COUNT(pipeline_keys))))
+        return rc;
+    p->node = m;
+    if ((rc = get_string(b, m, "name", path, 1, &p->name, NULL)) < 0) return rc;
+    if (!p->name) return fail_at(b, m, path, "missing required key 'name'");
+    if ((rc = get_int_list(b, m, "inputs", path, 0, INT32_MAX, &p->inputs, &p->n_inputs)) < 0) return rc;
+    if (rc == 0) return fail_at(b, m, path, "missing required key 'inputs'");
+    p->dataset_stage_id = -1;
+    int64_t ds = -1;
+    if ((rc = get_int(b, m, "dataset_stage_id", path, 0, INT32_MAX, &ds)) < 0) return rc;
+    p->dataset_stage_id = (int)ds;
+    p->serialize_queries = false;
+    if ((rc = get_bool(b, m, "serialize_queries", path, &p->serialize_queries)) < 0) return rc;
+    if ((rc = read_loadgen(b, m, path, &p->loadgen))) return rc;
+
+    const cb_node *st = cb_node_get(m, "stages");
+    join(k, sizeof k, path, "stages");
+    if (!st) return fail_at(b, m, path, "missing required key 'stages'");
+    if (st->kind != CB_NODE_SEQ || st->n == 0)
+        return fail_at(b, st, k, "expected a non-empty list of stages, got %s",
+                       st->kind == CB_NODE_SEQ ? "an empty list" : got(st, g, sizeof g));
+    if (st->n > CB_SPEC_MAX_STAGES)
+        return fail_at(b, st, k, "more than %d stages", CB_SPEC_MAX_STAGES);
+    p->n_stages = st->n;
+    if (!(p->stages = cb_arena_alloc(b->arena, st->n * sizeof *p->stages))) return oom(b->err);
+    for (size_t i = 0; i < st->n; i++) {
+        char sp[CB_ERROR_KEY_MAX];
+        snprintf(sp, sizeof sp, "%s[%zu]", k, i);
+        if ((rc = read_stage(b, st->items[i], sp, reg, &p->stages[i]))) return rc;
+    }
+    /* outputs default to the sinks: stages without outputs. */
+    if ((rc = get_int_list(b, m, "outputs", path, 0, INT32_MAX, &p->outputs, &p->n_outputs)) < 0)
+        return rc;
+    if (rc == 0) {
+        if (!(p->outputs = cb_arena_alloc(b->arena, (p->n_stages + 1) * sizeof *p->outputs)))
+            return oom(b->err);
+        p->n_outputs = 0;
+        for (size_t i = 0; i < p->n_stages; i++)
+            if (p->stages[i].n_outputs == 0) p->outputs[p->n_outputs++] = p->stages[i].id;
+    }
+    return cb_graph_resolve(p, path, b->arena, b->err);
+}
+
+static const char *const top_keys[] = {"name", "plugin_paths", "pipelines"};
+
+static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
+    int rc;
+    char g[160];
+    const cb_node *root = doc->root;
+    if (!root) {
+        cb_error_set(b->err, CB_ECONFIG, "empty document: expected a map with 'pipelines'");
+        cb_error_at(b->err, doc->file, 1, 1);
+        return CB_ECONFIG;
+    }
+    if ((rc = expect_map(b, root, "")) || (rc = check_keys(b, root, "", top_keys, COUNT(top_keys))))
+        return rc;
+    spec->name = NULL;
+    if ((rc = get_string(b, root, "name", "", 1, &spec->name, NULL)) < 0) return rc;
+    if (!spec->name) spec->name = "benchmark";
+
+    const cb_node *pp = cb_node_get(root, "plugin_paths");
+    if (pp && !cb_node_is_null(pp)) {
+        const cb_node *const *items = (const cb_node *const *)&pp;
+        size_t count = 1;
+        if (pp->kind == CB_NODE_SEQ) {
+            items = (const cb_node *const *)pp->items;
+            count = pp->n;
+        } else if (pp->kind != CB_NODE_SCALAR) {
+            return fail_at(b, pp, "plugin_paths", "expected a list of paths, got %s", got(pp, g, sizeof g));
+        }
+        const char **paths = cb_arena_alloc(b->arena, (count + 1) * sizeof *paths);
+        if (!paths) return oom(b->err);
+        for (size_t i = 0; i < count; i++) {
+            char k[CB_ERROR_KEY_MAX];
+            snprintf(k, sizeof k, "plugin_paths[%zu]", i);
+            if (items[i]->kind != CB_NODE_SCALAR || cb_node_is_null(items[i]) || !items[i]->scalar[0])
+                return fail_at(b, items[i], k, "expected a path, got %s", got(items[i], g, sizeof g));
+            if (!(paths[i] = resolve_path(b, items[i]->scalar))) return oom(b->err);
+            cb_error perr;
+            cb_error_clear(&perr);
+            rc = cb_registry_load_path(reg, paths[i], &perr); /* a .so file or a directory */
+            if (rc) {
+                fail_at(b, items[i], k, "%s", perr.msg);
+                if (b->err) b->err->code = rc;
+                return rc;
+            }
+        }
+        spec->plugin_paths = paths;
+        spec->n_plugin_paths = count;
+    }
+
+    const cb_node *pl = cb_node_get(root, "pipelines");
+    if (!pl) return fail_at(b, root, "", "missing required key 'pipelines'");
+    if (pl->kind != CB_NODE_SEQ || pl->n == 0)
+        return fail_at(b, pl, "pipelines", "expected a non-empty list of pipelines, got %s",
+                       pl->kind == CB_NODE_SEQ ? "an empty list" : got(pl, g, sizeof g));
+    if (pl->n > CB_SPEC_MAX_PIPELINES)
+        return fail_at(b, pl, "pipelines", "more than %d pipelines", CB_SPEC_MAX_PIPELINES);
+    spec->n_pipelines = pl->n;
+    if (!(spec->pipelines = cb_arena_alloc(b->arena, pl->n * sizeof *spec->pipelines)))
+        return oom(b->err);
+    for (size_t i = 0; i < pl->n; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "pipelines[%zu]", i);
+        if ((rc = read_pipeline(b, pl->items[i], path, reg, &spec->pipelines[i]))) return rc;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(spec->pipelines[j].name, spec->pipelines[i].name) == 0) {
+                char k[80];
+                snprintf(k, sizeof k, "%s.name", path);
+                return fail_at(b, cb_node_get(pl->items[i], "name"), k,
+                               "duplicate pipeline name '%s' (also pipelines[%zu])",
+                               spec->pipelines[i].name, j);
+            }
+        }
+    }
+    return 0;
+}
+
+int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *err) {
+    if (!doc || !reg || !out) return cb_error_set(err, CB_EINVAL, "cb_spec_build: bad arguments");
+    *out = NULL;
+    cb_arena *arena = cb_arena_create();
+    if (!arena) return oom(err);
+    cb_spec *spec = cb_arena_alloc(arena, sizeof *spec);
+    if (!spec) {
+        cb_arena_destroy(arena);
+        return oom(err);
+    }
+    spec->arena = arena;
+    spec->doc = doc;
+    spec->file = cb_arena_strdup(arena, doc->file ? doc->file : "<string>");
+    char *dir = cb_arena_strdup(arena, doc->file ? doc->file : "");
+    if (!spec->file || !dir) {
+        cb_arena_destroy(arena);
+        return oom(err);
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash == dir ? (void)(dir[1] = '\0') : (void)(*slash = '\0');
+    else
+        dir[0] = '\0';
+    bctx b = {arena, err, dir};
+    int rc = build(&b, doc, reg, spec);
+    if (rc) {
+        cb_arena_destroy(arena);
+        return rc;
+    }
+    *out = spec;
+    return 0;
+}
+
+void cb_spec_destroy(cb_spec *spec) {
+    if (spec) cb_arena_destroy(spec->arena);
+}
+
+int cb_spec_load(const char *path, const char *const *sets, size_t n_sets, cb_registry *reg,
+                 cb_doc **doc_out, cb_spec **spec_out, cb_error *err) {
+    if (!doc_out || !spec_out) return cb_error_set(err, CB_EINVAL, "cb_spec_load: bad arguments");
+    *doc_out = NULL;
+    *spec_out = NULL;
+    cb_doc *doc = NULL;
+    int rc = cb_doc_load_file(path, &doc, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < n_sets; i++) {
+        if ((rc = cb_doc_set(doc, sets[i], err))) {
+            cb_doc_destroy(doc);
+            return rc;
+        }
+    }
+    cb_spec *spec = NULL;
+    if ((rc = cb_spec_build(doc, reg, &spec, err))) {
+        cb_doc_destroy(doc);
+        return rc;
+    }
+    *doc_out = doc;
+    *spec_out = spec;
+    return 0;
+}
+
+/* ---- writer ---------------------------------------------------------------------------- */
+
+static void yaml_str(const char *s, FILE *out) {
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", out);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(out, "\\x%02x", *p);
+        else fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+static void yaml_float(double v, FILE *out) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.17g", v);
+    fputs(buf, out);
+    if (!strpbrk(buf, ".eEn")) fputs(".0", out);
+}
+
+static void int_list(const int *v, size_t n, FILE *out) {
+    fputc('[', out);
+    for (size_t i = 0; i < n; i++) fprintf(out, "%s%d", i ? ", " : "", v[i]);
+    fputc(']', out);
+}
+
+static void write_value(const cb_param_def *d, const cb_param_value *v, FILE *out) {
+    switch (d->type) {
+    case CB_PARAM_INT: fprintf(out, "%lld", (long long)v->i); break;
+    case CB_PARAM_FLOAT: yaml_float(v->f, out); break;
+    case CB_PARAM_BOOL: fputs(v->i ? "true" : "false", out); break;
+    case CB_PARAM_STRING: yaml_str(v->s ? v->s : "", out); break;
+    case CB_PARAM_ENUM: yaml_str(v->s ? v->s : "", out); break;
+    case CB_PARAM_INT_LIST:
+    case CB_PARAM_FLOAT_LIST:
+        fputc('[', out);
+        for (size_t i = 0; i < v->n; i++) {
+            if (i) fputs(", ", out);
+            if (d->type == CB_PARAM_INT_LIST) fprintf(out, "%lld", (long long)v->ints[i]);
+            else yaml_float(v->floats[i], out);
+        }
+        fputc(']', out);
+        break;
+    case CB_PARAM_INT_MAP:
+        fputc('{', out);
+        for (size_t i = 0; i < v->n; i++) {
+            if (i) fputs(", ", out);
+            yaml_str(v->keys[i], out);
+            fprintf(out, ": %lld", (long long)v->ints[i]);
+        }
+        fputc('}', out);
+        break;
+    }
+}
+
+int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
+    if (!spec || !out) return CB_EINVAL;
+    fputs("# resolved by colobench: canonical names, every default filled in\nname: ", out);
+    yaml_str(spec->name, out);
+    fputc('\n', out);
+    if (spec->n_plugin_paths) {
+        fputs("plugin_paths:\n", out);
+        for (size_t i = 0; i < spec->n_plugin_paths; i++) {
+            fputs("  - ", out);
+            yaml_str(spec->plugin_paths[i], out);
+            fputc('\n', out);
+        }
+    }
+    fputs("pipelines:\n", out);
+    for (size_t pi = 0; pi < spec->n_pipelines; pi++) {
+        const cb_pipeline_spec *p = &spec->pipelines[pi];
+        const cb_loadgen_spec *lg = &p->loadgen;
+        fputs("  - name: ", out);
+        yaml_str(p->name, out);
+        fputs("\n    inputs: ", out);
+        int_list(p->inputs, p->n_inputs, out);
+        fputs("\n    outputs: ", out);
+        int_list(p->outputs, p->n_outputs, out);
+        fputc('\n', out);
+        if (p->dataset_stage_id >= 0) fprintf(out, "    dataset_stage_id: %d\n", p->dataset_stage_id);
+        fprintf(out, "    serialize_queries: %s\n", p->serialize_queries ? "true" : "false");
+        fprintf(out, "    loadgen:\n      component: %s\n", cb_loadgen_kind_name(lg->kind));
+        fprintf(out, "      queue_depth: %lld\n      max_queries: %lld\n      timeout: ",
+                (long long)lg->queue_depth, (long long)lg->max_queries);
+        yaml_float((double)lg->timeout_ns / 1e9, out);
+        fprintf(out, "\n      warmup_queries: %lld\n      config:\n", (long long)lg->warmup_queries);
+        fprintf(out, "        concurrency: %lld\n", (long long)lg->concurrency);
+        if (lg->rate_qps > 0) {
+            fputs("        rate: ", out);
+            yaml_float(lg->rate_qps, out);
+            fputc('\n', out);
+        }
+        fprintf(out, "        seed: %llu\n        burstiness: ", (unsigned long long)lg->seed);
+        yaml_float(lg->burstiness, out);
+        fputc('\n', out);
+        if (lg->file) {
+            fputs("        file: ", out);
+            yaml_str(lg->file, out);
+            fputc('\n', out);
+        }
+        fprintf(out, "        max_in_flight: %lld\n        split_barrier: %s\n",
+                (long long)lg->max_in_flight, lg->split_barrier ? "true" : "false");
+        fputs("    stages:\n", out);
+        for (size_t i = 0; i < p->n_stages; i++) {
+            const cb_stage_spec *s = &p->stages[i];
+            fprintf(out, "      - id: %d\n        name: ", s->id);
+            yaml_str(s->name, out);
+            fprintf(out, "\n        component: %s\n        outputs: ", s->component);
+            int_list(s->outputs, s->n_outputs, out);
+            fprintf(out, "\n        workers: %d\n        polling_policy: %s\n"
+                         "        max_input_queue_depth: %lld\n        disable_logs: %s\n",
+                    s->workers, cb_policy_name(s->policy), (long long)s->max_input_queue_depth,
+                    s->disable_logs ? "true" : "false");
+            size_t shown = 0;
+            for (size_t j = 0; j < s->ops->n_params; j++) shown += s->values[j].has_value != 0;
+            if (shown == 0) {
+                fputs("        config: {}\n", out);
+                continue;
+            }
+            fputs("        config:\n", out);
+            for (size_t j = 0; j < s->ops->n_params; j++) {
+                if (!s->values[j].has_value) continue;
+                fprintf(out, "          %s: ", s->ops->params[j].key);
+                write_value(&s->ops->params[j], &s->values[j], out);
+                fputc('\n', out);
+            }
+        }
+    }
+    return ferror(out) ? CB_EIO : 0;
+}

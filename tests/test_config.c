@@ -1,0 +1,294 @@
+/* Tests of core/cfgtree.c (YAML trees with positions, --set overrides, the YAML writer) and
+ * core/suggest.c. */
+#include "harness.h"
+
+#include <stdlib.h>
+
+#include "core/cfgtree.h"
+#include "core/suggest.h"
+
+static cb_doc *load(const char *text) {
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    int rc = cb_doc_load_string(text, strlen(text), "t.yaml", &doc, &err);
+    if (rc) cb__test_fail(__FILE__, __LINE__, "load failed: %s", err.msg);
+    return doc;
+}
+
+static void fmt_err(const cb_error *e, char *buf, size_t n) { cb_error_format(e, buf, n); }
+
+static void test_positions(void) {
+    cb_doc *doc = load("name: demo\npipelines:\n  - name: chain\n    stages: [1, 'two', \"3\"]\n");
+    CB_CHECK(doc && doc->root && doc->root->kind == CB_NODE_MAP);
+    if (!doc) return;
+    const cb_node *name = cb_node_get(doc->root, "name");
+    CB_CHECK_STR_EQ(name->scalar, "demo");
+    CB_CHECK_EQ_INT(name->line, 1);
+    CB_CHECK_EQ_INT(name->col, 7);
+    CB_CHECK_STR_EQ(name->file, "t.yaml");
+    const cb_node *pl = cb_node_get(doc->root, "pipelines");
+    CB_CHECK_EQ_INT(pl->kind, CB_NODE_SEQ);
+    CB_CHECK_EQ_INT(pl->line, 3);
+    CB_CHECK_EQ_INT(pl->col, 3);
+    const cb_node *st = cb_node_get(pl->items[0], "stages");
+    CB_CHECK_EQ_INT(st->n, 3);
+    CB_CHECK_EQ_INT(st->line, 4);
+    CB_CHECK_EQ_INT(st->col, 13);
+    CB_CHECK_EQ_INT(st->items[0]->quoted, 0);
+    CB_CHECK_EQ_INT(st->items[1]->quoted, 1);
+    CB_CHECK_EQ_INT(st->items[2]->quoted, 1);
+    CB_CHECK_EQ_INT(st->items[2]->col, 24);
+    CB_CHECK(cb_node_get(doc->root, "nope") == NULL);
+    CB_CHECK(cb_node_get(st, "x") == NULL);
+    cb_doc_destroy(doc);
+}
+
+static void test_nulls_and_empty(void) {
+    cb_doc *doc = load("a:\nb: ~\nc: null\nd: 'null'\ne: NULL\n");
+    if (!doc) return;
+    CB_CHECK(cb_node_is_null(cb_node_get(doc->root, "a")));
+    CB_CHECK(cb_node_is_null(cb_node_get(doc->root, "b")));
+    CB_CHECK(cb_node_is_null(cb_node_get(doc->root, "c")));
+    CB_CHECK(!cb_node_is_null(cb_node_get(doc->root, "d")));
+    CB_CHECK(cb_node_is_null(cb_node_get(doc->root, "e")));
+    cb_doc_destroy(doc);
+    doc = load("");
+    CB_CHECK(doc && doc->root == NULL);
+    cb_doc_destroy(doc);
+    doc = load("# only a comment\n");
+    CB_CHECK(doc && doc->root == NULL);
+    cb_doc_destroy(doc);
+}
+
+static void test_anchors(void) {
+    cb_doc *doc = load("base: &b {x: 1, y: [1, 2]}\nuse: *b\nuse2: *b\n");
+    if (!doc) return;
+    const cb_node *u = cb_node_get(doc->root, "use");
+    CB_CHECK(u && u->kind == CB_NODE_MAP && u->n == 2);
+    CB_CHECK(u != cb_node_get(doc->root, "base")); /* resolved by copy */
+    CB_CHECK_STR_EQ(cb_node_get(u, "x")->scalar, "1");
+    CB_CHECK_EQ_INT(cb_node_get(u, "y")->n, 2);
+    cb_doc_destroy(doc);
+
+    cb_doc *bad = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    const char *t = "a: *nope\n";
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "t.yaml", &bad, &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "unknown anchor 'nope'");
+    CB_CHECK_EQ_INT(err.line, 1);
+    CB_CHECK_EQ_INT(err.col, 4);
+}
+
+static void test_alias_bomb(void) {
+    const char *t = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "t.yaml", &doc, &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "document too large");
+    CB_CHECK(doc == NULL);
+}
+
+static void test_syntax_error(void) {
+    const char *t = "name: demo\npipelines:\n  - name: [unclosed\n    stages: 1\n";
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "bench.yaml", &doc, &err), CB_ECONFIG);
+    char buf[1024];
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_CONTAINS(buf, "bench.yaml:4:");
+    CB_CHECK(err.line > 0 && err.col > 0);
+    t = "a: 1\n b: 2\n";
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "bench.yaml", &doc, &err), CB_ECONFIG);
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_CONTAINS(buf, "bench.yaml:2:3: mapping values are not allowed in this context");
+}
+
+static void test_duplicate_key(void) {
+    const char *t = "a: 1\nb:\n  x: 1\n  x: 2\n";
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "d.yaml", &doc, &err), CB_ECONFIG);
+    char buf[1024];
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "d.yaml:4:3: duplicate key 'x' (first at line 3, column 3)");
+}
+
+static void test_multi_document(void) {
+    const char *t = "a: 1\n---\nb: 2\n";
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "m.yaml", &doc, &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "only one YAML document");
+    CB_CHECK_EQ_INT(err.line, 2);
+}
+
+static void test_load_file(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *p = cb_test_write(dir, "f.yaml", "x: [1, 2]\n");
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_file(p, &doc, &err), 0);
+    CB_CHECK(doc && cb_node_get(doc->root, "x")->n == 2);
+    CB_CHECK_STR_EQ(doc->root->file, p);
+    cb_doc_destroy(doc);
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/missing.yaml", dir);
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_file(missing, &doc, &err), CB_EIO);
+    CB_CHECK_STR_EQ(err.file, missing);
+    CB_CHECK_CONTAINS(err.msg, "No such file");
+}
+
+static const char *k_bench = "name: demo\n"
+                             "pipelines:\n"
+                             "  - name: chain\n"
+                             "    loadgen: {component: closed}\n"
+                             "    stages:\n"
+                             "      - id: 0\n"
+                             "        name: src\n"
+                             "        config: {bytes: 10}\n"
+                             "      - id: 7\n"
+                             "        name: sleeper\n"
+                             "        config: {duration_us: 5}\n";
+
+static void test_set(void) {
+    cb_doc *doc = load(k_bench);
+    if (!doc) return;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.0.stages.1.config.duration_us=50", &err), 0);
+    const cb_node *st = cb_node_get(cb_node_get(doc->root, "pipelines")->items[0], "stages");
+    CB_CHECK_STR_EQ(cb_node_get(cb_node_get(st->items[1], "config"), "duration_us")->scalar, "50");
+    CB_CHECK_STR_EQ(cb_node_get(st->items[1], "config")->items[0]->file, "<--set>");
+    /* by name and by id, new keys, flow values */
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.chain.stages.src.config.bytes=[1, 2]", &err), 0);
+    CB_CHECK_EQ_INT(cb_node_get(cb_node_get(st->items[0], "config"), "bytes")->kind, CB_NODE_SEQ);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.chain.stages.sleeper.workers=4", &err), 0);
+    CB_CHECK_STR_EQ(cb_node_get(st->items[1], "workers")->scalar, "4");
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.chain.loadgen.config={rate: 100, seed: 2}", &err), 0);
+    const cb_node *lg = cb_node_get(cb_node_get(doc->root, "pipelines")->items[0], "loadgen");
+    CB_CHECK_STR_EQ(cb_node_get(cb_node_get(lg, "config"), "rate")->scalar, "100");
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "name=\"50\"", &err), 0);
+    CB_CHECK_EQ_INT(cb_node_get(doc->root, "name")->quoted, 1);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "new.deep.key=x", &err), 0);
+    CB_CHECK_STR_EQ(cb_node_get(cb_node_get(cb_node_get(doc->root, "new"), "deep"), "key")->scalar, "x");
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "empty=", &err), 0);
+    CB_CHECK(cb_node_is_null(cb_node_get(doc->root, "empty")));
+
+    /* errors name the assignment and the segment */
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.3.name=x", &err), CB_ECONFIG);
+    CB_CHECK_STR_EQ(err.msg, "--set 'pipelines.3.name=x': segment '3': index out of range "
+                             "(the sequence has 1 items)");
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.nope.name=x", &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "segment 'nope': no element with name or id 'nope'");
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "name.x=1", &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "segment 'x': cannot index into scalar");
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "novalue", &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "expected KEY=VALUE");
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "a..b=1", &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "empty path segment");
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "name=[1, 2", &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "--set 'name=[1, 2': value is not valid YAML");
+    cb_doc_destroy(doc);
+
+    /* on an empty document */
+    doc = load("");
+    if (!doc) return;
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "a.b=1", &err), 0);
+    CB_CHECK_STR_EQ(cb_node_get(cb_node_get(doc->root, "a"), "b")->scalar, "1");
+    cb_doc_destroy(doc);
+}
+
+/* Structural equality: kinds, scalar text, quoting, order. */
+static int same_tree(const cb_node *a, const cb_node *b) {
+    if (!a || !b) return a == b;
+    if (a->kind != b->kind || a->n != b->n) return 0;
+    if (a->kind == CB_NODE_SCALAR) return strcmp(a->scalar, b->scalar) == 0 && a->quoted == b->quoted;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->kind == CB_NODE_MAP && !same_tree(a->keys[i], b->keys[i])) return 0;
+        if (!same_tree(a->items[i], b->items[i])) return 0;
+    }
+    return 1;
+}
+
+static void roundtrip(const char *text) {
+    cb_doc *doc = load(text);
+    if (!doc) return;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CB_CHECK_EQ_INT(cb_node_write_yaml(doc->root, f), 0);
+    fclose(f);
+    cb_doc *again = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    int rc = cb_doc_load_string(buf, len, "again.yaml", &again, &err);
+    CB_CHECK_EQ_INT(rc, 0);
+    if (rc) printf("# %s\n# --- written:\n%s\n", err.msg, buf);
+    if (!rc && !same_tree(doc->root, again->root)) {
+        cb__test_fail(__FILE__, __LINE__, "round trip differs; written:\n%s", buf);
+    }
+    cb_doc_destroy(again);
+    cb_doc_destroy(doc);
+    free(buf);
+}
+
+static void test_write_roundtrip(void) {
+    roundtrip(k_bench);
+    roundtrip("a: 'true'\nb: true\nc: \"1.5\"\nd: 1.5\ne: ''\nf:\ng: 'null'\nh: \"x: y\"\n"
+              "i: \"# not a comment\"\nj: \"line\\nbreak\\ttab \\\"q\\\" \\\\\"\nk: '-'\nl: -5\n"
+              "m: [[1, 2], [], {}, {a: [x]}]\nn: {'': 1, 'key with: colon': 2}\n"
+              "o: \"  padded  \"\np: |\n  literal\n  block\nq: '@at'\nr: ' '\ns: '---'\n");
+    roundtrip("- 1\n- [a, b]\n- {x: 1, y: {z: 2}}\n- - nested\n  - seq\n");
+    roundtrip("just a scalar\n");
+    roundtrip("[]\n");
+    roundtrip("\"quoted root\"\n");
+}
+
+static void test_suggest(void) {
+    CB_CHECK_EQ_INT(cb_edit_distance("workrs", "workers"), 1);
+    CB_CHECK_EQ_INT(cb_edit_distance("abc", "acb"), 1);
+    CB_CHECK_EQ_INT(cb_edit_distance("", "abc"), 3);
+    CB_CHECK_EQ_INT(cb_edit_distance("kitten", "sitting"), 3);
+    const char *keys[] = {"id", "name", "component", "outputs", "workers"};
+    CB_CHECK_STR_EQ(cb_suggest("workrs", keys, 5), "workers");
+    CB_CHECK_STR_EQ(cb_suggest("compnent", keys, 5), "component");
+    CB_CHECK(cb_suggest("zzzzzzzz", keys, 5) == NULL);
+    CB_CHECK(cb_suggest("x", keys, 5) == NULL);
+    const char *names[] = {"util.noop", "util.sleep"};
+    CB_CHECK_STR_EQ(cb_suggest("util.nop", names, 2), "util.noop");
+}
+
+int main(void) {
+    CB_RUN(test_positions);
+    CB_RUN(test_nulls_and_empty);
+    CB_RUN(test_anchors);
+    CB_RUN(test_alias_bomb);
+    CB_RUN(test_syntax_error);
+    CB_RUN(test_duplicate_key);
+    CB_RUN(test_multi_document);
+    CB_RUN(test_load_file);
+    CB_RUN(test_set);
+    CB_RUN(test_write_roundtrip);
+    CB_RUN(test_suggest);
+    return cb_test_done();
+}
