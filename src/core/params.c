@@ -49,7 +49,7 @@ static void expectation(const cb_param_def *d, int element, char *buf, size_t si
     else if (is_num && bounded(d) && is_int)
         snprintf(buf, size, "%s in [%.0f, %.0f]", what, d->min, d->max);
     else if (is_num && bounded(d))
-        snprintf(buf, size, "%s in [%g, %g]", what, d->min, d->max);
+        snprintf(buf, size, "%s in [%.15g, %.15g]", what, d->min, d->max);
     else
         snprintf(buf, size, "%s", what);
 }

@@ -398,7 +398,7 @@ static void param_range(const cb_param_def *d, char *buf, size_t size) {
         if (is_int)
             snprintf(buf, size, "[%.0f, %.0f]", d->min, d->max);
         else
-            snprintf(buf, size, "[%g, %g]", d->min, d->max);
+            snprintf(buf, size, "[%.15g, %.15g]", d->min, d->max);
     }
 }
 
