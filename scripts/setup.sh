@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what colobench needs on Debian 12 (as root or with sudo), when it is missing.
+#   build: cmake, a C compiler (gcc and clang), libyaml-dev
+#   tests: clang's sanitizer/fuzzer runtimes (libclang-rt-14-dev), python3 (JSON checks,
+#          the reference-architecture benchmark)
+# Idempotent: does nothing when everything is present. Set CB_SETUP_SKIP=1 to skip entirely.
+set -euo pipefail
+[ "${CB_SETUP_SKIP:-0}" = 1 ] && exit 0
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in cmake make gcc clang libyaml-dev libclang-rt-14-dev python3 pkg-config; do
+  have_pkg "$p" || need+=("$p")
+done
+if [ ${#need[@]} -eq 0 ]; then
+  echo "setup: all build and test dependencies present"
+  exit 0
+fi
+echo "setup: installing ${need[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command: builds and runs the whole suite.
+#   1. release build (gcc): every unit and integration test (ctest, label cpu)
+#   2. clang build with -Werror (compile check) 
+#   3. ASan+UBSan build: the whole suite
+#   4. TSan build: the runtime, recorder and CLI tests
+#   5. libFuzzer target for the config loader, run for a bounded time (CB_FUZZ_SECONDS, 30)
+# Usage: scripts/test.sh [--quick]   (--quick: step 1 only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+step() { printf '\n== %s\n' "$*"; }
+
+step "build (gcc, RelWithDebInfo) and test"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs")
+[ $quick = 1 ] && exit 0
+
+step "build with clang -Werror"
+cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-clang -j"$jobs"
+
+step "ASan+UBSan: whole suite"
+cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+   ctest --output-on-failure -j"$jobs")
+
+step "TSan: runtime, recorder and CLI tests"
+cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-tsan -j"$jobs"
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+   ctest --output-on-failure -R 'test_(runtime|cli|stages)$')
+
+step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
+cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_config
+mkdir -p build-fuzz/corpus
+./build-fuzz/fuzz_config -max_total_time="${CB_FUZZ_SECONDS:-30}" -max_len=4096 -timeout=10 \
+  build-fuzz/corpus tests/fuzz/corpus 2>&1 | tail -n 3
+echo "fuzz: no crash"

@@ -1,0 +1,1326 @@
+/* core/runtime.c - the scheduler: stages on worker threads, queues, routing, load generation.
+ *
+ * Design (docs/internals/runtime.md has the long form):
+ * - A stage has `workers` slots (one stage instance each) and one input queue. A query path is
+ *   an item; handing an item to a stage either claims a free slot at once (when the queue is
+ *   empty) or queues the item. Invariant: a non-empty queue implies every slot is claimed, and
+ *   whoever releases a slot pops the next queued item with it, so queued work never waits for a
+ *   dedicated thread.
+ * - Run to completion: a claimed (stage, slot, item) is a task. A thread keeps one task as its
+ *   private "next" and runs it right after the current one; any further task is published to the
+ *   pipeline's ready ring, waking an idle pool thread only then. A chain with one query in
+ *   flight therefore runs entirely on the thread that issued it: a hand-off is a mutex
+ *   acquire/release and two clock reads, never a wake-up.
+ * - Each pipeline has a driver thread (the load generator) and sum(workers) pool threads, enough
+ *   for every slot to run at once. Closed and offline drivers run tasks themselves while their
+ *   admission bound is reached; open-loop drivers only issue, on an absolute schedule, and
+ *   latency counts from the scheduled arrival.
+ * - A query carries a token count: one per live path. Fan-out adds tokens, merge folds them,
+ *   a path that ends (no emit, drop, error, cancel) returns its token; the last token ends the
+ *   query and writes its record.
+ * - Back-pressure: a bounded queue that is full blocks the emitting thread (which keeps its own
+ *   slot, as a blocked put would) except along edges that close a cycle, which never block.
+ *   Before blocking, the thread publishes its private task so no claimed slot waits on it.
+ * - Failure: the first failing run records a message naming pipeline, stage and query and sets
+ *   the pipeline's abort flag; every task picked afterwards is cancelled, which drains queues.
+ *
+ * Locks and order: stage.mu (queue, slots, merge table) may be held while taking pipe.mu (ready
+ * ring, idle count); never the reverse. Atomics: tokens and in_flight use acq_rel so the thread
+ * that ends a query sees all writes of the others; driver_sleeping/in_flight form a Dekker pair
+ * (seq_cst) so a completion never misses a sleeping driver.
+ */
+#include "core/runtime.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/host.h"
+#include "core/schedule.h"
+
+#define CB_MAX_EMITS 256
+#define CB_FREELIST_MAX 4096
+#define CB_QF_OUTPUT 1
+#define CB_QF_ERROR 2
+#define CB_QF_CANCEL 4
+
+typedef struct cb_runtime cb_runtime;
+typedef struct cb_pipe cb_pipe;
+typedef struct cb_stage_rt cb_stage_rt;
+
+typedef struct cb_qshared {
+    _Atomic int32_t tokens;
+    _Atomic int32_t flags;
+    _Atomic int64_t start_ns;
+    int64_t scheduled_ns, submit_ns;
+    uint64_t id;
+    int64_t batch;
+    int32_t split, epoch;
+    struct cb_qshared *next_free;
+} cb_qshared;
+
+typedef struct cb_item {
+    cb_query q;
+    cb_qshared *sh;
+    int64_t enqueue_ns, prev_end_ns;
+    int from_stage;            /* upstream stage index, -1 for the load generator */
+    struct cb_item *next;      /* queue link or free list */
+} cb_item;
+
+typedef struct cb_task {
+    cb_stage_rt *st;
+    cb_item *it;
+    int slot;
+} cb_task;
+
+typedef struct cb_merge_pending {
+    uint64_t qid;
+    int count;
+    cb_item *parts[CB_QUERY_MAX_PARTS];
+    struct cb_merge_pending *next;
+} cb_merge_pending;
+
+struct cb_stage_rt {
+    pthread_mutex_t mu;          /* protects the fields up to "end of mu" */
+    cb_item *qhead, *qtail;      /* single: FIFO */
+    cb_item **heap;              /* first: min-heap on (submit_ns, id) */
+    size_t qlen, heap_cap;
+    cb_merge_pending *pending;   /* merge: queries waiting for their other inputs */
+    int *free_slots;
+    int n_free;
+    int space_waiters;
+    pthread_cond_t space_cv;     /* a bounded queue got room */
+    /* end of mu */
+    const cb_stage_spec *spec;
+    cb_pipe *pipe;
+    int idx;
+    void **states;               /* one per worker */
+    int *created;                /* create() succeeded for worker i */
+    cb_stage_args *args;         /* one per worker */
+};
+
+typedef struct cb_emit_rec {
+    int target;                  /* output index */
+    cb_query q;
+} cb_emit_rec;
+
+typedef struct cb_worker {
+    cb_pipe *pipe;
+    cb_ring *ring;
+    cb_task next;
+    int has_next;
+    cb_item *free_items;
+    int n_free_items;
+    cb_qshared *free_sh;
+    int n_free_sh;
+    int n_emits;
+    cb_emit_rec emits[CB_MAX_EMITS];
+} cb_worker;
+
+struct cb_run_ctx {
+    cb_worker *w;
+    cb_stage_rt *st;
+    int explicit_emit;
+    int emit_error;
+};
+
+struct cb_pipe {
+    cb_runtime *rt;
+    const cb_pipeline_spec *spec;
+    uint16_t index;
+    cb_stage_rt *stages;
+    pthread_mutex_t mu;          /* protects ready ring, idle, shutdown */
+    pthread_cond_t cv;           /* pool threads: a task was published or shutdown */
+    pthread_cond_t driver_cv;    /* driver: a task was published or a query ended */
+    cb_task *ready;
+    size_t ready_cap, ready_head, ready_len;
+    int idle;
+    int shutdown;
+    _Atomic int driver_sleeping;
+    _Atomic int64_t in_flight;
+    _Atomic int abort;           /* cancel everything in flight */
+    _Atomic int stop_issue;      /* issue no more queries */
+    _Atomic int failed;
+    _Atomic int driver_done;
+    int timed_out;
+    int has_merge;
+    pthread_t driver;
+    int driver_started;
+    pthread_t *threads;
+    int n_threads, n_threads_started;
+    cb_worker *workers;          /* n_threads + 1 (the last is the driver's) */
+    cb_splits splits;
+    int has_splits;
+    int64_t *schedule;
+    size_t n_schedule;
+    char error[1024];
+};
+
+struct cb_runtime {
+    const cb_runtime_opts *opts;
+    cb_host host;
+    cb_pipe *pipes;
+    size_t n_pipes;
+    cb_recorder *rec;
+    pthread_mutex_t gate_mu;     /* start gate: protects gate_open */
+    pthread_cond_t gate_cv;
+    int gate_open;
+    int64_t t0_ns;
+    pthread_mutex_t err_mu;      /* protects res->errors */
+    cb_run_result *res;
+};
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static void cb__query_ref_payloads(cb_query *q) {
+    cb_buffer_ref(q->payload);
+    for (int i = 0; i < q->nparts; i++) cb_buffer_ref(q->parts[i]);
+}
+
+static void cb__query_unref_payloads(cb_query *q) {
+    cb_buffer_unref(q->payload);
+    q->payload = NULL;
+    for (int i = 0; i < q->nparts; i++) {
+        cb_buffer_unref(q->parts[i]);
+        q->parts[i] = NULL;
+    }
+    q->nparts = 0;
+}
+
+static cb_item *cb__item_alloc(cb_worker *w) {
+    cb_item *it = w->free_items;
+    if (it) {
+        w->free_items = it->next;
+        w->n_free_items--;
+        return it;
+    }
+    return cb_malloc(sizeof(cb_item));
+}
+
+static void cb__item_free(cb_worker *w, cb_item *it) {
+    if (w->n_free_items < CB_FREELIST_MAX) {
+        it->next = w->free_items;
+        w->free_items = it;
+        w->n_free_items++;
+    } else {
+        cb_free(it);
+    }
+}
+
+static cb_qshared *cb__sh_alloc(cb_worker *w) {
+    cb_qshared *sh = w->free_sh;
+    if (sh) {
+        w->free_sh = sh->next_free;
+        w->n_free_sh--;
+        return sh;
+    }
+    return cb_malloc(sizeof(cb_qshared));
+}
+
+static void cb__sh_free(cb_worker *w, cb_qshared *sh) {
+    if (w->n_free_sh < CB_FREELIST_MAX) {
+        sh->next_free = w->free_sh;
+        w->free_sh = sh;
+        w->n_free_sh++;
+    } else {
+        cb_free(sh);
+    }
+}
+
+static void cb__worker_fini(cb_worker *w) {
+    for (cb_item *it = w->free_items, *n; it; it = n) {
+        n = it->next;
+        cb_free(it);
+    }
+    for (cb_qshared *s = w->free_sh, *n; s; s = n) {
+        n = s->next_free;
+        cb_free(s);
+    }
+    w->free_items = NULL;
+    w->free_sh = NULL;
+}
+
+static void cb__add_error(cb_runtime *rt, const char *msg) {
+    pthread_mutex_lock(&rt->err_mu);
+    cb_run_result *res = rt->res;
+    if (res->n_errors < CB_RUN_MAX_ERRORS) {
+        snprintf(res->errors[res->n_errors], sizeof res->errors[0], "%s", msg);
+        res->error_ptrs[res->n_errors] = res->errors[res->n_errors];
+        res->n_errors++;
+    }
+    pthread_mutex_unlock(&rt->err_mu);
+}
+
+/* ---- ready ring and waking ---------------------------------------------------------------- */
+
+static void cb__publish(cb_pipe *p, cb_task t) {
+    pthread_mutex_lock(&p->mu);
+    /* Capacity is the total number of slots: every task holds one, so this cannot overflow. */
+    size_t pos = (p->ready_head + p->ready_len) % p->ready_cap;
+    p->ready[pos] = t;
+    p->ready_len++;
+    if (p->idle > 0)
+        pthread_cond_signal(&p->cv);
+    else if (atomic_load(&p->driver_sleeping))
+        pthread_cond_signal(&p->driver_cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Keeps the first task as the thread's next one; later ones go to the ready ring. */
+static void cb__offer(cb_worker *w, cb_task t) {
+    if (!w->has_next) {
+        w->next = t;
+        w->has_next = 1;
+    } else {
+        cb__publish(w->pipe, t);
+    }
+}
+
+static void cb__publish_next(cb_worker *w) {
+    if (w->has_next) {
+        w->has_next = 0;
+        cb__publish(w->pipe, w->next);
+    }
+}
+
+static void cb__wake_driver(cb_pipe *p) {
+    if (atomic_load(&p->driver_sleeping)) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_signal(&p->driver_cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* ---- query end ----------------------------------------------------------------------------- */
+
+static void cb__end_path(cb_worker *w, cb_qshared *sh, int64_t now_ns) {
+    if (atomic_fetch_sub_explicit(&sh->tokens, 1, memory_order_acq_rel) != 1) return;
+    cb_pipe *p = w->pipe;
+    int flags = atomic_load_explicit(&sh->flags, memory_order_relaxed);
+    cb_query_event e;
+    e.scheduled_ns = sh->scheduled_ns;
+    e.submit_ns = sh->submit_ns;
+    e.start_ns = atomic_load_explicit(&sh->start_ns, memory_order_relaxed);
+    e.end_ns = now_ns;
+    e.query_id = sh->id;
+    e.batch = sh->batch;
+    e.pipeline = p->index;
+    e.split = (int16_t)sh->split;
+    e.epoch = sh->epoch;
+    e.status = (flags & CB_QF_ERROR)    ? CB_QUERY_ERROR
+               : (flags & CB_QF_CANCEL) ? CB_QUERY_CANCELLED
+               : (flags & CB_QF_OUTPUT) ? CB_QUERY_OK
+                                        : CB_QUERY_DROPPED;
+    e.warmup = (int64_t)sh->id < p->spec->loadgen.warmup_queries;
+    cb_ring_query(w->ring, &e);
+    cb__sh_free(w, sh);
+    atomic_fetch_sub(&p->in_flight, 1); /* seq_cst: pairs with driver_sleeping */
+    cb__wake_driver(p);
+}
+
+static void cb__cancel_item(cb_worker *w, cb_item *it) {
+    atomic_fetch_or_explicit(&it->sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+    cb_qshared *sh = it->sh;
+    cb__query_unref_payloads(&it->q);
+    cb__item_free(w, it);
+    cb__end_path(w, sh, cb_clock_now_ns());
+}
+
+/* ---- stage queues ------------------------------------------------------------------------- */
+
+static int cb__heap_less(const cb_item *a, const cb_item *b) {
+    if (a->sh->submit_ns != b->sh->submit_ns) return a->sh->submit_ns < b->sh->submit_ns;
+    return a->sh->id < b->sh->id;
+}
+
+/* Called with st->mu held. 0 or CB_ENOMEM. */
+static int cb__enqueue(cb_stage_rt *st, cb_item *it) {
+    if (st->spec->policy == CB_POLICY_FIRST) {
+        if (st->qlen == st->heap_cap) {
+            size_t nc = st->heap_cap ? st->heap_cap * 2 : 64;
+            cb_item **nh = cb_realloc(st->heap, nc * sizeof *nh);
+            if (!nh) return CB_ENOMEM;
+            st->heap = nh;
+            st->heap_cap = nc;
+        }
+        size_t i = st->qlen++;
+        while (i > 0) {
+            size_t parent = (i - 1) / 2;
+            if (!cb__heap_less(it, st->heap[parent])) break;
+            st->heap[i] = st->heap[parent];
+            i = parent;
+        }
+        st->heap[i] = it;
+        return CB_OK;
+    }
+    it->next = NULL;
+    if (st->qtail)
+        st->qtail->next = it;
+    else
+        st->qhead = it;
+    st->qtail = it;
+    st->qlen++;
+    return CB_OK;
+}
+
+/* Called with st->mu held and qlen > 0. */
+static cb_item *cb__dequeue(cb_stage_rt *st) {
+    if (st->spec->policy == CB_POLICY_FIRST) {
+        cb_item *top = st->heap[0];
+        cb_item *last = st->heap[--st->qlen];
+        size_t i = 0, n = st->qlen;
+        for (;;) {
+            size_t c = 2 * i + 1;
+            if (c >= n) break;
+            if (c + 1 < n && cb__heap_less(st->heap[c + 1], st->heap[c])) c++;
+            if (!cb__heap_less(st->heap[c], last)) break;
+            st->heap[i] = st->heap[c];
+            i = c;
+        }
+        if (n) st->heap[i] = last;
+        return top;
+    }
+    cb_item *it = st->qhead;
+    st->qhead = it->next;
+    if (!st->qhead) st->qtail = NULL;
+    st->qlen--;
+    return it;
+}
+
+/* Merge policy: adds an arrival; returns the merged item when the query has arrived from every
+ * inbound edge, else NULL (the item is parked). Called with st->mu held. */
+static cb_item *cb__merge_arrival(cb_worker *w, cb_stage_rt *st, cb_item *it, int *err) {
+    cb_merge_pending **pp = &st->pending, *m;
+    for (m = *pp; m; pp = &m->next, m = m->next)
+        if (m->qid == it->sh->id) break;
+    if (!m) {
+        m = cb_calloc(1, sizeof *m);
+        if (!m) {
+            *err = CB_ENOMEM;
+            return NULL;
+        }
+        m->qid = it->sh->id;
+        m->next = st->pending;
+        st->pending = m;
+        pp = &st->pending;
+    }
+    /* Parts ordered by upstream stage index, so a merge sees its inputs in a stable order. */
+    int pos = m->count;
+    while (pos > 0 && m->parts[pos - 1]->from_stage > it->from_stage) {
+        m->parts[pos] = m->parts[pos - 1];
+        pos--;
+    }
+    m->parts[pos] = it;
+    m->count++;
+    if (m->count < st->spec->n_in_edges) return NULL;
+    *pp = m->next;
+    cb_item *out = m->parts[0];
+    cb_query merged = out->q;
+    merged.nparts = 0;
+    merged.payload = NULL;
+    for (int i = 0; i < m->count; i++) {
+        cb_query *pq = &m->parts[i]->q;
+        /* Each input's payload becomes a part; the input's own reference moves into it. */
+        merged.parts[merged.nparts++] = pq->payload;
+        pq->payload = NULL;
+        cb__query_unref_payloads(pq);
+        if (merged.hops < pq->hops) merged.hops = pq->hops;
+        if (out->prev_end_ns < m->parts[i]->prev_end_ns) out->prev_end_ns = m->parts[i]->prev_end_ns;
+    }
+    merged.payload = merged.parts[0];
+    cb_buffer_ref(merged.payload);
+    out->q = merged;
+    atomic_fetch_sub_explicit(&out->sh->tokens, m->count - 1, memory_order_acq_rel);
+    for (int i = 1; i < m->count; i++) cb__item_free(w, m->parts[i]);
+    cb_free(m);
+    return out;
+}
+
+/* Hands it to st. Returns 1 with *t filled when the caller claimed a slot and must run the
+ * task; 0 when the item was queued, parked for a merge, or cancelled. */
+static int cb__submit(cb_worker *w, cb_stage_rt *st, cb_item *it, int back_edge, cb_task *t) {
+    cb_pipe *p = w->pipe;
+    pthread_mutex_lock(&st->mu);
+    if (atomic_load_explicit(&p->abort, memory_order_relaxed)) {
+        pthread_mutex_unlock(&st->mu);
+        cb__cancel_item(w, it);
+        return 0;
+    }
+    if (st->spec->policy == CB_POLICY_MERGE) {
+        int err = 0;
+        it = cb__merge_arrival(w, st, it, &err);
+        if (!it) {
+            pthread_mutex_unlock(&st->mu);
+            return 0;
+        }
+    }
+    int64_t bound = st->spec->max_input_queue_depth;
+    for (;;) {
+        if (st->n_free > 0 && st->qlen == 0) {
+            t->slot = st->free_slots[--st->n_free];
+            t->st = st;
+            t->it = it;
+            pthread_mutex_unlock(&st->mu);
+            return 1;
+        }
+        if (bound <= 0 || back_edge || (int64_t)st->qlen < bound ||
+            atomic_load_explicit(&p->abort, memory_order_relaxed))
+            break;
+        /* Full: wait for room, keeping our own slot (a blocked put), but never a claimed task. */
+        if (w->has_next) {
+            pthread_mutex_unlock(&st->mu);
+            cb__publish_next(w);
+            pthread_mutex_lock(&st->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 10000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        st->space_waiters++;
+        pthread_cond_timedwait(&st->space_cv, &st->mu, &ts);
+        st->space_waiters--;
+    }
+    if (cb__enqueue(st, it) != CB_OK) {
+        pthread_mutex_unlock(&st->mu);
+        cb__cancel_item(w, it);
+        return 0;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return 0;
+}
+
+/* Releases slot of st: returns 1 with the next queued item as a task (slot kept), else 0. */
+static int cb__release(cb_stage_rt *st, int slot, cb_task *t) {
+    pthread_mutex_lock(&st->mu);
+    if (st->qlen > 0) {
+        t->it = cb__dequeue(st);
+        t->st = st;
+        t->slot = slot;
+        if (st->space_waiters) pthread_cond_signal(&st->space_cv);
+        pthread_mutex_unlock(&st->mu);
+        return 1;
+    }
+    st->free_slots[st->n_free++] = slot;
+    pthread_mutex_unlock(&st->mu);
+    return 0;
+}
+
+/* ---- running a task ------------------------------------------------------------------------ */
+
+static int cb__host_emit(cb_run_ctx *ctx, int output, const cb_query *q) {
+    cb_worker *w = ctx->w;
+    int n_out = (int)ctx->st->spec->n_outputs;
+    ctx->explicit_emit = 1;
+    if (!q || output < CB_EMIT_ALL || output >= n_out) {
+        ctx->emit_error = CB_EINVAL;
+        return CB_EINVAL;
+    }
+    int first = output == CB_EMIT_ALL ? 0 : output;
+    int last = output == CB_EMIT_ALL ? n_out - 1 : output;
+    for (int i = first; i <= last; i++) {
+        if (w->n_emits >= CB_MAX_EMITS) {
+            ctx->emit_error = CB_EFULL;
+            return CB_EFULL;
+        }
+        cb_emit_rec *e = &w->emits[w->n_emits++];
+        e->target = i;
+        e->q = *q;
+        cb__query_ref_payloads(&e->q);
+    }
+    return CB_OK;
+}
+
+static int cb__host_n_outputs(const cb_run_ctx *ctx) { return (int)ctx->st->spec->n_outputs; }
+
+static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error *e, int rc) {
+    cb_pipe *p = w->pipe;
+    atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&p->failed, &expected, 1)) {
+        snprintf(p->error, sizeof p->error,
+                 "pipeline '%s': stage '%s' (id %d, %s): query %llu: %s", p->spec->name,
+                 st->spec->name, st->spec->id, st->spec->component,
+                 (unsigned long long)it->sh->id, e->msg[0] ? e->msg : cb_strerror(rc));
+        cb__add_error(p->rt, p->error);
+    }
+    atomic_store(&p->abort, 1);
+    cb__wake_driver(p);
+}
+
+static void cb__run_task(cb_worker *w, cb_task t) {
+    cb_pipe *p = w->pipe;
+    cb_stage_rt *st = t.st;
+    cb_item *it = t.it;
+    const cb_stage_spec *ss = st->spec;
+    cb_qshared *sh = it->sh;
+    cb_task nt;
+
+    if (atomic_load_explicit(&p->abort, memory_order_relaxed)) {
+        cb__cancel_item(w, it);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        return;
+    }
+    cb_query *q = &it->q;
+    q->hops++;
+    int64_t start_ns = cb_clock_now_ns();
+    if (atomic_load_explicit(&sh->start_ns, memory_order_relaxed) == 0) {
+        int64_t zero = 0;
+        atomic_compare_exchange_strong_explicit(&sh->start_ns, &zero, start_ns,
+                                                memory_order_relaxed, memory_order_relaxed);
+    }
+    cb_run_ctx ctx = {w, st, 0, 0};
+    w->n_emits = 0;
+    cb_error e;
+    e.code = 0;
+    e.msg[0] = '\0';
+    int rc = ss->ops->run(st->states[t.slot], q, &ctx, &e);
+    int64_t end_ns = cb_clock_now_ns();
+    if (!ss->disable_logs) {
+        cb_stage_event ev;
+        ev.enqueue_ns = it->enqueue_ns;
+        ev.start_ns = start_ns;
+        ev.end_ns = end_ns;
+        ev.prev_end_ns = it->prev_end_ns;
+        ev.query_id = sh->id;
+        ev.batch = sh->batch;
+        ev.pipeline = p->index;
+        ev.stage = (uint16_t)st->idx;
+        ev.worker = (int16_t)t.slot;
+        ev.split = (int16_t)sh->split;
+        ev.epoch = sh->epoch;
+        cb_ring_stage(w->ring, &ev);
+    }
+    if (rc >= 0 && ctx.emit_error) {
+        rc = ctx.emit_error;
+        snprintf(e.msg, sizeof e.msg, "emit failed: %s", cb_strerror(rc));
+    }
+    if (rc < 0) {
+        cb__fail(w, st, it, &e, rc);
+        for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
+        w->n_emits = 0;
+        cb__query_unref_payloads(q);
+        cb__item_free(w, it);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        cb__end_path(w, sh, end_ns);
+        return;
+    }
+    if (ss->is_output && !(atomic_load_explicit(&sh->flags, memory_order_relaxed) & CB_QF_OUTPUT))
+        atomic_fetch_or_explicit(&sh->flags, CB_QF_OUTPUT, memory_order_relaxed);
+
+    cb_stage_rt *stages = p->stages;
+    if (!ctx.explicit_emit && rc != CB_RUN_DROP && ss->n_outputs > 0) {
+        /* Forward to every output: the item itself goes to the first, copies to the rest. */
+        int k = (int)ss->n_outputs;
+        if (k > 1) atomic_fetch_add_explicit(&sh->tokens, k - 1, memory_order_relaxed);
+        it->enqueue_ns = end_ns;
+        it->prev_end_ns = end_ns;
+        it->from_stage = st->idx;
+        for (int i = k - 1; i >= 0; i--) {
+            cb_item *x = it;
+            if (i > 0) {
+                x = cb__item_alloc(w);
+                if (!x) { /* out of memory: this path ends, cancelled */
+                    atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+                    cb__end_path(w, sh, end_ns);
+                    continue;
+                }
+                *x = *it;
+                cb__query_ref_payloads(&x->q);
+            }
+            if (cb__submit(w, &stages[ss->out_idx[i]], x, ss->out_back[i], &nt)) cb__offer(w, nt);
+        }
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        return;
+    }
+    /* Explicit emits (possibly none): new items carry the emitted copies. */
+    int k = w->n_emits;
+    if (k > 1) atomic_fetch_add_explicit(&sh->tokens, k - 1, memory_order_relaxed);
+    cb__query_unref_payloads(q);
+    if (k == 0) {
+        cb__item_free(w, it);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        cb__end_path(w, sh, end_ns);
+        return;
+    }
+    /* Copy the emit records out first: submitting may run nothing here, but keeps it simple to
+     * reason about (emits[] is reused by the next run on this thread). */
+    cb_emit_rec local[8];
+    cb_emit_rec *recs = k <= 8 ? local : cb_malloc((size_t)k * sizeof *recs);
+    if (!recs) {
+        for (int i = 0; i < k; i++) cb__query_unref_payloads(&w->emits[i].q);
+        atomic_fetch_sub_explicit(&sh->tokens, k - 1, memory_order_relaxed);
+        atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+        cb__item_free(w, it);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        cb__end_path(w, sh, end_ns);
+        return;
+    }
+    memcpy(recs, w->emits, (size_t)k * sizeof *recs);
+    w->n_emits = 0;
+    for (int i = 0; i < k; i++) {
+        cb_item *x = i == 0 ? it : cb__item_alloc(w);
+        if (!x) {
+            cb__query_unref_payloads(&recs[i].q);
+            atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+            cb__end_path(w, sh, end_ns);
+            continue;
+        }
+        x->q = recs[i].q;
+        x->sh = sh;
+        x->enqueue_ns = end_ns;
+        x->prev_end_ns = end_ns;
+        x->from_stage = st->idx;
+        int o = recs[i].target;
+        if (cb__submit(w, &stages[ss->out_idx[o]], x, ss->out_back[o], &nt)) cb__offer(w, nt);
+    }
+    if (recs != local) cb_free(recs);
+    if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+}
+
+/* Runs the private task and everything it leads to on this thread. */
+static void cb__run_chain(cb_worker *w) {
+    while (w->has_next) {
+        w->has_next = 0;
+        cb__run_task(w, w->next);
+    }
+}
+
+/* ---- pool threads -------------------------------------------------------------------------- */
+
+typedef struct cb_thread_arg {
+    cb_pipe *p;
+    int index;
+} cb_thread_arg;
+
+static void *cb__pool_main(void *arg) {
+    cb_worker *w = arg;
+    cb_pipe *p = w->pipe;
+    char name[16];
+    snprintf(name, sizeof name, "cb-w%d-%.8s", (int)(w - p->workers), p->spec->name);
+    pthread_setname_np(pthread_self(), name);
+    for (;;) {
+        cb__run_chain(w);
+        pthread_mutex_lock(&p->mu);
+        while (p->ready_len == 0 && !p->shutdown) {
+            p->idle++;
+            pthread_cond_wait(&p->cv, &p->mu);
+            p->idle--;
+        }
+        if (p->ready_len == 0) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        cb_task t = p->ready[p->ready_head];
+        p->ready_head = (p->ready_head + 1) % p->ready_cap;
+        p->ready_len--;
+        pthread_mutex_unlock(&p->mu);
+        cb__run_task(w, t);
+    }
+    return NULL;
+}
+
+/* ---- the driver (load generator) ------------------------------------------------------------ */
+
+typedef int (*cb_pred_fn)(cb_pipe *p, int64_t arg);
+
+static int cb__pred_below(cb_pipe *p, int64_t cap) {
+    return atomic_load(&p->in_flight) < cap;
+}
+
+static void cb__flush_merges(cb_worker *w) {
+    cb_pipe *p = w->pipe;
+    for (size_t s = 0; s < p->spec->n_stages; s++) {
+        cb_stage_rt *st = &p->stages[s];
+        if (st->spec->policy != CB_POLICY_MERGE) continue;
+        pthread_mutex_lock(&st->mu);
+        cb_merge_pending *m = st->pending;
+        st->pending = NULL;
+        pthread_mutex_unlock(&st->mu);
+        while (m) {
+            cb_merge_pending *n = m->next;
+            for (int i = 0; i < m->count; i++) cb__cancel_item(w, m->parts[i]);
+            cb_free(m);
+            m = n;
+        }
+    }
+}
+
+/* Waits until pred(p, arg) holds or until_ns passes, running tasks meanwhile if may_run. */
+static void cb__driver_wait(cb_worker *w, cb_pred_fn pred, int64_t arg, int64_t until_ns,
+                            int may_run) {
+    cb_pipe *p = w->pipe;
+    while (!pred(p, arg)) {
+        if (may_run && w->has_next) {
+            cb__run_chain(w);
+            continue;
+        }
+        int64_t now = cb_clock_now_ns();
+        if (now >= until_ns) return;
+        if (atomic_load(&p->abort) && p->has_merge) cb__flush_merges(w);
+        pthread_mutex_lock(&p->mu);
+        if (may_run && p->ready_len > 0) {
+            cb_task t = p->ready[p->ready_head];
+            p->ready_head = (p->ready_head + 1) % p->ready_cap;
+            p->ready_len--;
+            pthread_mutex_unlock(&p->mu);
+            cb__run_task(w, t);
+            continue;
+        }
+        atomic_store(&p->driver_sleeping, 1);
+        if (!pred(p, arg)) {
+            int64_t wake = until_ns < now + 10000000 ? until_ns : now + 10000000;
+            struct timespec ts = {wake / 1000000000LL, wake % 1000000000LL};
+            pthread_cond_timedwait(&p->driver_cv, &p->mu, &ts);
+        }
+        atomic_store(&p->driver_sleeping, 0);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static int cb__stopping(cb_pipe *p) {
+    return atomic_load_explicit(&p->stop_issue, memory_order_relaxed) ||
+           atomic_load_explicit(&p->abort, memory_order_relaxed);
+}
+
+/* Sleeps until t_ns in slices, returning early when the pipeline stops. */
+static void cb__sleep_until(cb_pipe *p, int64_t t_ns) {
+    for (;;) {
+        int64_t now = cb_clock_now_ns();
+        if (now >= t_ns || cb__stopping(p)) return;
+        int64_t slice = t_ns - now > 20000000 ? now + 20000000 : t_ns;
+        cb_clock_sleep_until_ns(slice);
+    }
+}
+
+static int cb__issue(cb_worker *w, uint64_t id, int32_t split, int32_t epoch, int64_t batch,
+                     int64_t scheduled_ns, int open) {
+    cb_pipe *p = w->pipe;
+    const cb_pipeline_spec *ps = p->spec;
+    cb_qshared *sh = cb__sh_alloc(w);
+    if (!sh) return CB_ENOMEM;
+    int64_t now = cb_clock_now_ns();
+    atomic_store_explicit(&sh->tokens, (int32_t)ps->n_inputs, memory_order_relaxed);
+    atomic_store_explicit(&sh->flags, 0, memory_order_relaxed);
+    atomic_store_explicit(&sh->start_ns, 0, memory_order_relaxed);
+    sh->submit_ns = now;
+    sh->scheduled_ns = open ? scheduled_ns : now;
+    sh->id = id;
+    sh->split = split;
+    sh->epoch = epoch;
+    sh->batch = batch;
+    atomic_fetch_add(&p->in_flight, 1);
+    for (size_t i = 0; i < ps->n_inputs; i++) {
+        cb_item *it = cb__item_alloc(w);
+        if (!it) {
+            atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+            cb__end_path(w, sh, now);
+            continue;
+        }
+        memset(&it->q, 0, sizeof it->q);
+        it->q.abi_major = CB_STAGE_ABI_MAJOR;
+        it->q.struct_size = sizeof(cb_query);
+        it->q.id = id;
+        it->q.split = split;
+        it->q.epoch = epoch;
+        it->q.batch = batch;
+        it->sh = sh;
+        it->enqueue_ns = now;
+        it->prev_end_ns = now;
+        it->from_stage = -1;
+        cb_task t;
+        if (cb__submit(w, &p->stages[ps->input_idx[i]], it, 0, &t)) {
+            if (open)
+                cb__publish(p, t);
+            else
+                cb__offer(w, t);
+        }
+    }
+    return CB_OK;
+}
+
+static void *cb__driver_main(void *arg) {
+    cb_worker *w = arg;
+    cb_pipe *p = w->pipe;
+    cb_runtime *rt = p->rt;
+    const cb_loadgen_spec *lg = &p->spec->loadgen;
+    char name[16];
+    snprintf(name, sizeof name, "cb-lg-%.9s", p->spec->name);
+    pthread_setname_np(pthread_self(), name);
+    int open = cb_loadgen_is_open(lg->kind);
+    if (open) prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake on time, not 50 us late */
+
+    pthread_mutex_lock(&rt->gate_mu); /* the common start gate */
+    while (!rt->gate_open) pthread_cond_wait(&rt->gate_cv, &rt->gate_mu);
+    pthread_mutex_unlock(&rt->gate_mu);
+    int64_t start = rt->t0_ns;
+    int64_t deadline = start + lg->timeout_ns;
+    int64_t cap = 0; /* 0 = no bound */
+    switch (lg->kind) {
+    case CB_LOADGEN_CLOSED: cap = lg->concurrency; break;
+    case CB_LOADGEN_OFFLINE: cap = lg->queue_depth; break;
+    default: cap = lg->max_in_flight; break;
+    }
+    if (p->spec->serialize_queries) cap = 1;
+    int64_t wait_cap = cap > 0 ? cap : INT64_MAX;
+
+    int32_t split = 0, epoch = 0;
+    int64_t batch = 0;
+    for (uint64_t i = 0;; i++) {
+        if (lg->max_queries > 0 && (int64_t)i >= lg->max_queries) break;
+        if (cb__stopping(p)) break;
+        if (p->has_splits) {
+            if (i > 0 && ++batch >= p->splits.split[split].batches) {
+                batch = 0;
+                if (++split >= p->splits.n) {
+                    split = 0;
+                    if (++epoch >= p->splits.epochs) break;
+                }
+                if (lg->split_barrier) cb__driver_wait(w, cb__pred_below, 1, deadline, !open);
+            }
+        } else {
+            batch = (int64_t)i;
+        }
+        int64_t scheduled = 0;
+        if (open) {
+            if (i >= p->n_schedule) break;
+            scheduled = start + p->schedule[i];
+            if (scheduled >= deadline) break;
+            cb__sleep_until(p, scheduled);
+            if (cb__stopping(p)) break;
+        }
+        if (atomic_load(&p->in_flight) >= wait_cap)
+            cb__driver_wait(w, cb__pred_below, wait_cap, deadline, !open);
+        if (cb_clock_now_ns() >= deadline) {
+            p->timed_out = 1;
+            break;
+        }
+        if (cb__stopping(p)) break;
+        if (cb__issue(w, i, split, epoch, batch, scheduled, open) != CB_OK) {
+            cb_error e;
+            cb_error_clear(&e);
+            cb_error_set(&e, CB_ENOMEM, "out of memory issuing a query");
+            cb__add_error(rt, "load generator: out of memory issuing a query");
+            atomic_store(&p->abort, 1);
+            break;
+        }
+    }
+    if (cb_clock_now_ns() >= deadline) p->timed_out = 1;
+    /* Drain: in-flight queries may finish for a bounded time after a stop or timeout. */
+    int64_t drain_until = INT64_MAX;
+    if (atomic_load(&p->stop_issue) || p->timed_out) {
+        int64_t d = rt->opts->drain_timeout_ns > 0 ? rt->opts->drain_timeout_ns : 2000000000LL;
+        drain_until = cb_clock_now_ns() + d;
+    }
+    for (;;) {
+        cb__driver_wait(w, cb__pred_below, 1, drain_until, 1);
+        if (atomic_load(&p->in_flight) < 1) break;
+        if (cb_clock_now_ns() >= drain_until) {
+            atomic_store(&p->abort, 1); /* cancel what is left */
+            drain_until = INT64_MAX;
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    p->shutdown = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->driver_done, 1);
+    return NULL;
+}
+
+/* ---- setup and teardown ------------------------------------------------------------------- */
+
+static uint64_t cb__mix(uint64_t a, uint64_t b) {
+    uint64_t x = a ^ (b + 0x9e3779b97f4a7c15ULL + (a << 6) + (a >> 2));
+    return cb__splitmix64(&x);
+}
+
+static int cb__stage_setup(cb_runtime *rt, cb_pipe *p, size_t s, cb_error *err) {
+    cb_stage_rt *st = &p->stages[s];
+    const cb_stage_spec *ss = &p->spec->stages[s];
+    st->spec = ss;
+    st->pipe = p;
+    st->idx = (int)s;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->space_cv, NULL);
+    int n = ss->workers;
+    st->free_slots = cb_calloc((size_t)n, sizeof(int));
+    st->states = cb_calloc((size_t)n, sizeof(void *));
+    st->created = cb_calloc((size_t)n, sizeof(int));
+    st->args = cb_calloc((size_t)n, sizeof(cb_stage_args));
+    if (!st->free_slots || !st->states || !st->created || !st->args)
+        return cb_error_set(err, CB_ENOMEM, "out of memory");
+    for (int i = n - 1; i >= 0; i--) st->free_slots[st->n_free++] = i;
+    for (int i = 0; i < n; i++) {
+        cb_stage_args *a = &st->args[i];
+        a->abi_major = CB_STAGE_ABI_MAJOR;
+        a->struct_size = sizeof *a;
+        a->host = &rt->host;
+        a->values = ss->values;
+        a->pipeline = p->spec->name;
+        a->stage = ss->name;
+        a->stage_id = ss->id;
+        a->worker = i;
+        a->workers = n;
+        a->n_outputs = (int)ss->n_outputs;
+        a->seed = cb__mix(cb__mix(p->spec->loadgen.seed, p->index), ((uint64_t)(uint32_t)ss->id << 20) | (uint64_t)i);
+        st->states[i] = cb_calloc(1, ss->ops->state_size ? ss->ops->state_size : 1);
+        if (!st->states[i]) return cb_error_set(err, CB_ENOMEM, "out of memory");
+        cb_error e;
+        cb_error_clear(&e);
+        int rc = ss->ops->create(st->states[i], a, &e);
+        if (rc < 0) {
+            if (ss->ops->destroy) ss->ops->destroy(st->states[i]);
+            cb_free(st->states[i]);
+            st->states[i] = NULL;
+            cb_error_clear(err);
+            cb_error_set(err, rc == CB_ENOMEM ? CB_ENOMEM : CB_ECONFIG,
+                         "pipeline '%s': stage '%s' (%s): %s", p->spec->name, ss->name,
+                         ss->component, e.msg[0] ? e.msg : cb_strerror(rc));
+            const cb_node *pos = ss->config_node ? ss->config_node : ss->node;
+            if (pos) cb_error_at(err, pos->file, pos->line, pos->col);
+            return err ? err->code : CB_ECONFIG;
+        }
+        st->created[i] = 1;
+    }
+    return CB_OK;
+}
+
+static void cb__stage_teardown(cb_stage_rt *st) {
+    if (!st->spec) return;
+    for (int i = 0; st->states && i < st->spec->workers; i++) {
+        if (st->states[i]) {
+            if (st->created[i] && st->spec->ops->destroy) st->spec->ops->destroy(st->states[i]);
+            cb_free(st->states[i]);
+        }
+    }
+    cb_free(st->states);
+    cb_free(st->created);
+    cb_free(st->args);
+    cb_free(st->free_slots);
+    cb_free(st->heap);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->space_cv);
+}
+
+static int cb__pipe_setup(cb_runtime *rt, size_t pi, cb_error *err) {
+    cb_pipe *p = &rt->pipes[pi];
+    const cb_pipeline_spec *ps = &rt->opts->spec->pipelines[pi];
+    p->rt = rt;
+    p->spec = ps;
+    p->index = (uint16_t)pi;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->driver_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    p->stages = cb_calloc(ps->n_stages ? ps->n_stages : 1, sizeof *p->stages);
+    if (!p->stages) return cb_error_set(err, CB_ENOMEM, "out of memory");
+    size_t slots = 0;
+    for (size_t s = 0; s < ps->n_stages; s++) {
+        int rc = cb__stage_setup(rt, p, s, err);
+        if (rc) return rc;
+        slots += (size_t)ps->stages[s].workers;
+        if (ps->stages[s].policy == CB_POLICY_MERGE) p->has_merge = 1;
+    }
+    p->ready_cap = slots + 1;
+    p->ready = cb_calloc(p->ready_cap, sizeof *p->ready);
+    p->n_threads = (int)slots;
+    p->workers = cb_calloc(slots + 1, sizeof *p->workers);
+    p->threads = cb_calloc(slots + 1, sizeof *p->threads);
+    if (!p->ready || !p->workers || !p->threads) return cb_error_set(err, CB_ENOMEM, "out of memory");
+    for (size_t i = 0; i <= slots; i++) p->workers[i].pipe = p;
+    if (ps->dataset_idx >= 0) {
+        cb_stage_rt *ds = &p->stages[ps->dataset_idx];
+        if (ds->spec->ops->splits) {
+            p->splits.abi_major = CB_STAGE_ABI_MAJOR;
+            p->splits.struct_size = sizeof p->splits;
+            cb_error e;
+            cb_error_clear(&e);
+            int rc = ds->spec->ops->splits(ds->states[0], &p->splits, &e);
+            if (rc < 0 || p->splits.n < 1 || p->splits.n > CB_MAX_SPLITS || p->splits.epochs < 1)
+                return cb_error_set(err, CB_ECONFIG, "pipeline '%s': dataset stage '%s' reported no usable splits%s%s",
+                                    ps->name, ds->spec->name, e.msg[0] ? ": " : "", e.msg);
+            for (int i = 0; i < p->splits.n; i++)
+                if (p->splits.split[i].batches < 1)
+                    return cb_error_set(err, CB_ECONFIG, "pipeline '%s': split '%s' has no batches",
+                                        ps->name, p->splits.split[i].name);
+            p->has_splits = 1;
+        }
+    }
+    if (cb_loadgen_is_open(ps->loadgen.kind)) {
+        int rc = cb_schedule_generate(&ps->loadgen, &p->schedule, &p->n_schedule, err);
+        if (rc) return rc;
+    }
+    return CB_OK;
+}
+
+static void cb__pipe_teardown(cb_pipe *p) {
+    if (!p->spec) return;
+    for (size_t s = 0; p->stages && s < p->spec->n_stages; s++) cb__stage_teardown(&p->stages[s]);
+    for (int i = 0; p->workers && i <= p->n_threads; i++) cb__worker_fini(&p->workers[i]);
+    cb_free(p->stages);
+    cb_free(p->ready);
+    cb_free(p->workers);
+    cb_free(p->threads);
+    cb_free(p->schedule);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->driver_cv);
+}
+
+static void cb__print_progress(cb_runtime *rt, FILE *out, int live, int64_t now) {
+    double el = (double)(now - rt->t0_ns) / 1e9;
+    char line[1024];
+    size_t off = 0;
+    for (size_t i = 0; i < rt->n_pipes && off < sizeof line - 200; i++) {
+        uint64_t ended;
+        int64_t p50, p99;
+        cb_recorder_progress(rt->rec, i, &ended, &p50, &p99);
+        int k = snprintf(line + off, sizeof line - off, "%s[%s] %llu q, %.0f q/s, p50 %.1f us, p99 %.1f us",
+                         i ? "  " : "", rt->pipes[i].spec->name, (unsigned long long)ended,
+                         el > 0 ? (double)ended / el : 0.0, (double)p50 / 1e3, (double)p99 / 1e3);
+        if (k > 0) off += (size_t)k;
+    }
+    if (live)
+        fprintf(out, "\r%.*s %6.1f s\033[K", (int)off, line, el);
+    else
+        fprintf(out, "%.*s (%.1f s)\n", (int)off, line, el);
+    fflush(out);
+}
+
+int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
+    memset(res, 0, sizeof *res);
+    const cb_spec *spec = opts->spec;
+    cb_runtime rt;
+    memset(&rt, 0, sizeof rt);
+    rt.opts = opts;
+    rt.res = res;
+    pthread_mutex_init(&rt.err_mu, NULL);
+    pthread_mutex_init(&rt.gate_mu, NULL);
+    pthread_cond_init(&rt.gate_cv, NULL);
+    cb_host_init_base(&rt.host);
+    rt.host.emit = cb__host_emit;
+    rt.host.n_outputs = cb__host_n_outputs;
+    rt.n_pipes = spec->n_pipelines;
+    int rc = CB_OK;
+    sigset_t sigs, oldsigs;
+    int sigs_blocked = 0;
+    rt.pipes = cb_calloc(rt.n_pipes ? rt.n_pipes : 1, sizeof *rt.pipes);
+    if (!rt.pipes) {
+        rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t nstages_total = 0;
+    for (size_t i = 0; i < rt.n_pipes; i++) nstages_total += spec->pipelines[i].n_stages;
+    res->prepare_ns = cb_calloc(nstages_total ? nstages_total : 1, sizeof(int64_t));
+    if (!res->prepare_ns) {
+        rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* Create every stage instance (configuration errors surface here, before any output). */
+    for (size_t i = 0; i < rt.n_pipes; i++) {
+        rc = cb__pipe_setup(&rt, i, err);
+        if (rc) goto out;
+    }
+    /* Prepare: untimed heavy setup, duration recorded. */
+    size_t flat = 0;
+    for (size_t i = 0; i < rt.n_pipes; i++) {
+        cb_pipe *p = &rt.pipes[i];
+        for (size_t s = 0; s < p->spec->n_stages; s++, flat++) {
+            cb_stage_rt *st = &p->stages[s];
+            if (!st->spec->ops->prepare) continue;
+            int64_t t = cb_clock_now_ns();
+            for (int k = 0; k < st->spec->workers; k++) {
+                cb_error e;
+                cb_error_clear(&e);
+                int prc = st->spec->ops->prepare(st->states[k], &e);
+                if (prc < 0) {
+                    rc = cb_error_set(err, CB_ESTAGE, "pipeline '%s': stage '%s' (%s): prepare: %s",
+                                      p->spec->name, st->spec->name, st->spec->component,
+                                      e.msg[0] ? e.msg : cb_strerror(prc));
+                    goto out;
+                }
+            }
+            res->prepare_ns[flat] = cb_clock_now_ns() - t;
+        }
+    }
+    if (opts->handle_signals) {
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGINT);
+        sigaddset(&sigs, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &sigs, &oldsigs);
+        sigs_blocked = 1;
+    }
+    if (opts->on_start) {
+        rc = opts->on_start(opts->on_start_arg, cb_clock_wall_ns(), err);
+        if (rc) goto out;
+    }
+    rt.t0_ns = cb_clock_now_ns();
+    res->wall_start_ns = cb_clock_wall_ns();
+    res->t0_ns = rt.t0_ns;
+    cb_recorder_opts ro = CB_RECORDER_OPTS_DEFAULT;
+    ro.spec = spec;
+    ro.out_dir = opts->out_dir;
+    ro.t0_ns = rt.t0_ns;
+    ro.flush_period_ns = opts->flush_period_ns;
+    rc = cb_recorder_create(&ro, &rt.rec, err);
+    if (rc) goto out;
+    for (size_t i = 0; i < rt.n_pipes; i++)
+        if (rt.pipes[i].has_splits) cb_recorder_set_splits(rt.rec, i, &rt.pipes[i].splits);
+    /* Threads: every pool thread and driver gets its ring before the barrier. */
+    for (size_t i = 0; i < rt.n_pipes; i++) {
+        cb_pipe *p = &rt.pipes[i];
+        for (int k = 0; k <= p->n_threads; k++) {
+            p->workers[k].ring = cb_recorder_ring(rt.rec);
+            if (!p->workers[k].ring) {
+                rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        for (int k = 0; !rc && k < p->n_threads; k++) {
+            if (pthread_create(&p->threads[k], NULL, cb__pool_main, &p->workers[k]) != 0) {
+                rc = cb_error_set(err, CB_EIO, "cannot create a worker thread: %s", strerror(errno));
+                break;
+            }
+            p->n_threads_started++;
+        }
+        if (!rc) {
+            if (pthread_create(&p->driver, NULL, cb__driver_main, &p->workers[p->n_threads]) != 0)
+                rc = cb_error_set(err, CB_EIO, "cannot create a load generator thread");
+            else
+                p->driver_started = 1;
+        }
+        if (rc) {
+            /* Unwind: drivers already started stop as soon as the gate opens. */
+            for (size_t j = 0; j <= i; j++) atomic_store(&rt.pipes[j].stop_issue, 1);
+            break;
+        }
+    }
+    /* Open the gate: every pipeline starts now (stopped at once if setup failed half-way). */
+    pthread_mutex_lock(&rt.gate_mu);
+    rt.gate_open = 1;
+    pthread_cond_broadcast(&rt.gate_cv);
+    pthread_mutex_unlock(&rt.gate_mu);
+    /* Supervise: signals, progress, completion. */
+    FILE *pout = opts->progress_out ? opts->progress_out : stderr;
+    int64_t next_progress = rt.t0_ns + (opts->progress == 2 ? 200000000LL : 2000000000LL);
+    int signals_seen = 0;
+    for (;;) {
+        int all_done = 1;
+        for (size_t i = 0; i < rt.n_pipes; i++)
+            if (rt.pipes[i].driver_started && !atomic_load(&rt.pipes[i].driver_done)) all_done = 0;
+        if (all_done) break;
+        if (sigs_blocked) {
+            struct timespec ts = {0, 50000000};
+            int sig = sigtimedwait(&sigs, NULL, &ts);
+            if (sig == SIGINT || sig == SIGTERM) {
+                signals_seen++;
+                res->interrupted = true;
+                for (size_t i = 0; i < rt.n_pipes; i++) {
+                    atomic_store(&rt.pipes[i].stop_issue, 1);
+                    if (signals_seen > 1) atomic_store(&rt.pipes[i].abort, 1);
+                    cb__wake_driver(&rt.pipes[i]);
+                }
+                if (opts->progress)
+                    fprintf(pout, "%scolobench: %s: stopping the load, draining in-flight queries%s\n",
+                            opts->progress == 2 ? "\n" : "", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                            signals_seen > 1 ? " (cancelling)" : "");
+            }
+        } else {
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+        }
+        int64_t now = cb_clock_now_ns();
+        if (opts->progress && now >= next_progress) {
+            cb__print_progress(&rt, pout, opts->progress == 2, now);
+            next_progress = now + (opts->progress == 2 ? 200000000LL : 5000000000LL);
+        }
+    }
+    for (size_t i = 0; i < rt.n_pipes; i++) {
+        cb_pipe *p = &rt.pipes[i];
+        if (p->driver_started) pthread_join(p->driver, NULL);
+        else {
+            pthread_mutex_lock(&p->mu);
+            p->shutdown = 1;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        for (int k = 0; k < p->n_threads_started; k++) pthread_join(p->threads[k], NULL);
+        if (p->timed_out) res->timed_out = true;
+    }
+    res->end_ns = cb_clock_now_ns();
+    if (opts->progress == 2) {
+        cb__print_progress(&rt, pout, 1, res->end_ns);
+        fputc('\n', pout);
+    }
+    /* finish() in stage order once nothing runs: every upstream has finished by then. */
+    for (size_t i = 0; i < rt.n_pipes; i++) {
+        cb_pipe *p = &rt.pipes[i];
+        for (size_t s = 0; s < p->spec->n_stages; s++) {
+            cb_stage_rt *st = &p->stages[s];
+            if (!st->spec->ops->finish) continue;
+            for (int k = 0; k < st->spec->workers; k++)
+                if (st->created[k]) st->spec->ops->finish(st->states[k]);
+        }
+    }
+    {
+        cb_error rerr;
+        cb_error_clear(&rerr);
+        if (cb_recorder_stop(rt.rec, &rerr) != CB_OK) {
+            char msg[1024];
+            cb_error_format(&rerr, msg, sizeof msg);
+            cb__add_error(&rt, msg);
+        }
+    }
+out:
+    if (sigs_blocked) {
+        /* Consume signals that arrived after the supervisor stopped looking, then restore. */
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&sigs, NULL, &zero) > 0) res->interrupted = true;
+        pthread_sigmask(SIG_SETMASK, &oldsigs, NULL);
+    }
+    for (size_t i = 0; rt.pipes && i < rt.n_pipes; i++) cb__pipe_teardown(&rt.pipes[i]);
+    cb_free(rt.pipes);
+    res->recorder = rt.rec;
+    pthread_mutex_destroy(&rt.err_mu);
+    pthread_mutex_destroy(&rt.gate_mu);
+    pthread_cond_destroy(&rt.gate_cv);
+    return rc;
+}
+
+void cb_run_result_fini(cb_run_result *res) {
+    if (!res) return;
+    cb_recorder_destroy(res->recorder);
+    res->recorder = NULL;
+    cb_free(res->prepare_ns);
+    res->prepare_ns = NULL;
+}
+
+void cb_run_summary_input(const cb_run_result *res, const cb_spec *spec,
+                          cb_pipeline_record *pipelines, cb_summary_input *in) {
+    memset(in, 0, sizeof *in);
+    in->spec = spec;
+    in->t0_ns = res->t0_ns;
+    in->end_ns = res->end_ns;
+    in->wall_start_ns = res->wall_start_ns;
+    in->interrupted = res->interrupted;
+    in->timed_out = res->timed_out;
+    in->errors = res->error_ptrs;
+    in->n_errors = res->n_errors;
+    for (size_t i = 0; i < spec->n_pipelines; i++)
+        pipelines[i] = res->recorder ? cb_recorder_records(res->recorder, i) : (cb_pipeline_record){0};
+    in->pipelines = pipelines;
+}

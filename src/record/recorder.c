@@ -1,0 +1,482 @@
+/* record/recorder.c - per-thread rings drained by one writer thread (see recorder.h).
+ *
+ * Memory orders: a producer fills a slot, then publishes it with a release store of head; the
+ * writer reads head with acquire, copies the slots out, then frees them with a release store of
+ * tail, which the producer reads with acquire before reusing a slot.
+ * Locks: rings_mu protects the ring list (taken when a thread registers and once per writer
+ * pass); progress_mu protects each pipeline's recent-latency window (writer appends, progress
+ * readers copy). Lock order: the writer takes every progress_mu in pipeline order for a batch; readers take one.
+ * Files are written with write(2) in whole lines from 64 KiB buffers; a write error is sticky
+ * and reported by cb_recorder_stop.
+ */
+#include "record/recorder.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+
+#define CB_RECENT 65536u
+#define CB_OUTBUF_BYTES (256u * 1024u)
+#define CB_OUTBUF_FLUSH (CB_OUTBUF_BYTES - 4096u)
+
+typedef struct cb_outfile {
+    int fd;
+    char *buf;
+    size_t len;
+} cb_outfile;
+
+typedef struct cb_pipe_rec {
+    char name[160];                   /* CSV-escaped */
+    char (*stage_prefix)[352];        /* "pipeline,stage,stage_id," per stage, CSV-escaped */
+    uint16_t *stage_prefix_len;
+    char splits[CB_MAX_SPLITS][48];   /* CSV-escaped split names; "" without a dataset */
+    int n_splits;
+    int64_t warmup;
+    cb_stage_event *sev; size_t nsev, capsev;
+    cb_query_event *qev; size_t nqev, capqev;
+    _Atomic uint64_t ended;
+    pthread_mutex_t progress_mu;      /* protects recent[], nrecent */
+    int64_t *recent; uint64_t nrecent;
+} cb_pipe_rec;
+
+struct cb_recorder {
+    const cb_spec *spec;
+    int64_t t0_ns;
+    int64_t flush_period_ns;
+    uint32_t ring_records;
+    pthread_mutex_t rings_mu;         /* protects rings */
+    cb_ring *rings;
+    pthread_t thread;
+    int thread_started;
+    _Atomic int stop;
+    int stopped;
+    cb_outfile events, queries;
+    int io_errno;
+    int oom;
+    cb_pipe_rec *pipes;
+    size_t n_pipes;
+};
+
+/* ---- formatting -------------------------------------------------------------------------- */
+
+static void cb__csv_escape(char *dst, size_t size, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        snprintf(dst, size, "%s", s);
+        return;
+    }
+    size_t o = 0;
+    if (o + 1 < size) dst[o++] = '"';
+    for (; *s && o + 3 < size; s++) {
+        if (*s == '"') dst[o++] = '"';
+        dst[o++] = *s;
+    }
+    dst[o++] = '"';
+    dst[o] = '\0';
+}
+
+static inline char *cb__put_str(char *p, const char *s) {
+    while (*s) *p++ = *s++;
+    return p;
+}
+
+static const char cb__digits2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Decimal formatting two digits per division (the hot part of the writer). */
+static inline char *cb__put_u64(char *p, uint64_t v) {
+    char tmp[24];
+    char *t = tmp + sizeof tmp;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100u) * 2u;
+        v /= 100u;
+        *--t = cb__digits2[d + 1];
+        *--t = cb__digits2[d];
+    }
+    if (v >= 10) {
+        unsigned d = (unsigned)v * 2u;
+        *--t = cb__digits2[d + 1];
+        *--t = cb__digits2[d];
+    } else {
+        *--t = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + sizeof tmp - t);
+    memcpy(p, t, n);
+    return p + n;
+}
+
+static inline char *cb__put_i64(char *p, int64_t v) {
+    if (v < 0) {
+        *p++ = '-';
+        return cb__put_u64(p, (uint64_t)0 - (uint64_t)v);
+    }
+    return cb__put_u64(p, (uint64_t)v);
+}
+
+static void cb__out_flush(cb_recorder *r, cb_outfile *f) {
+    size_t off = 0;
+    while (off < f->len && f->fd >= 0) {
+        ssize_t k = write(f->fd, f->buf + off, f->len - off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            if (!r->io_errno) r->io_errno = errno;
+            break;
+        }
+        off += (size_t)k;
+    }
+    f->len = 0;
+}
+
+static int cb__out_open(cb_recorder *r, cb_outfile *f, const char *dir, const char *name,
+                        const char *header, cb_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    f->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0) return cb_error_set(err, CB_EIO, "%s: cannot create: %s", path, strerror(errno));
+    f->buf = cb_malloc(CB_OUTBUF_BYTES);
+    if (!f->buf) return cb_error_set(err, CB_ENOMEM, "recorder: out of memory");
+    f->len = 0;
+    f->len = (size_t)(cb__put_str(f->buf, header) - f->buf);
+    cb__out_flush(r, f);
+    return CB_OK;
+}
+
+/* ---- writer ------------------------------------------------------------------------------ */
+
+static int cb__grow(void **arr, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap * 2 : 4096;
+    while (nc < need) nc *= 2;
+    void *p = cb_realloc(*arr, nc * elem);
+    if (!p) return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
+static void cb__write_stage(cb_recorder *r, const cb_stage_event *e) {
+    if (e->pipeline >= r->n_pipes) return;
+    cb_pipe_rec *pr = &r->pipes[e->pipeline];
+    if (cb__grow((void **)&pr->sev, &pr->capsev, pr->nsev + 1, sizeof *e) == 0)
+        pr->sev[pr->nsev++] = *e;
+    else
+        r->oom = 1;
+    cb_outfile *f = &r->events;
+    if (f->fd < 0) return;
+    if (f->len > CB_OUTBUF_FLUSH) cb__out_flush(r, f);
+    char *p = f->buf + f->len;
+    memcpy(p, pr->stage_prefix[e->stage], pr->stage_prefix_len[e->stage]);
+    p += pr->stage_prefix_len[e->stage];
+    p = cb__put_u64(p, e->query_id);
+    *p++ = ',';
+    if (e->split >= 0 && e->split < pr->n_splits) p = cb__put_str(p, pr->splits[e->split]);
+    *p++ = ',';
+    p = cb__put_i64(p, e->epoch);
+    *p++ = ',';
+    p = cb__put_i64(p, e->batch);
+    *p++ = ',';
+    p = cb__put_i64(p, e->worker);
+    *p++ = ',';
+    p = cb__put_i64(p, e->enqueue_ns - r->t0_ns);
+    *p++ = ',';
+    p = cb__put_i64(p, e->start_ns - r->t0_ns);
+    *p++ = ',';
+    p = cb__put_i64(p, e->end_ns - r->t0_ns);
+    *p++ = '\n';
+    f->len = (size_t)(p - f->buf);
+}
+
+static void cb__write_query(cb_recorder *r, const cb_query_event *e) {
+    if (e->pipeline >= r->n_pipes) return;
+    cb_pipe_rec *pr = &r->pipes[e->pipeline];
+    if (cb__grow((void **)&pr->qev, &pr->capqev, pr->nqev + 1, sizeof *e) == 0)
+        pr->qev[pr->nqev++] = *e;
+    else
+        r->oom = 1;
+    /* progress_mu is held by the caller (cb__drain_half) for the whole batch. */
+    if ((int64_t)e->query_id >= pr->warmup && e->status == CB_QUERY_OK)
+        pr->recent[pr->nrecent++ % CB_RECENT] = e->end_ns - e->scheduled_ns;
+    atomic_fetch_add_explicit(&pr->ended, 1, memory_order_relaxed);
+    cb_outfile *f = &r->queries;
+    if (f->fd < 0) return;
+    if (f->len > CB_OUTBUF_FLUSH) cb__out_flush(r, f);
+    char *p = f->buf + f->len;
+    p = cb__put_str(p, pr->name);
+    *p++ = ',';
+    p = cb__put_u64(p, e->query_id);
+    *p++ = ',';
+    if (e->split >= 0 && e->split < pr->n_splits) p = cb__put_str(p, pr->splits[e->split]);
+    *p++ = ',';
+    p = cb__put_i64(p, e->epoch);
+    *p++ = ',';
+    p = cb__put_i64(p, e->batch);
+    *p++ = ',';
+    p = cb__put_i64(p, e->scheduled_ns - r->t0_ns);
+    *p++ = ',';
+    p = cb__put_i64(p, e->submit_ns - r->t0_ns);
+    *p++ = ',';
+    if (e->start_ns) p = cb__put_i64(p, e->start_ns - r->t0_ns);
+    *p++ = ',';
+    p = cb__put_i64(p, e->end_ns - r->t0_ns);
+    *p++ = ',';
+    p = cb__put_str(p, cb_query_status_name(e->status));
+    *p++ = '\n';
+    f->len = (size_t)(p - f->buf);
+}
+
+static size_t cb__drain_half(cb_recorder *r, cb_ring_half *h, int is_stage) {
+    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
+    size_t n = 0;
+    if (tail == head) return 0;
+    /* Query records update the progress windows: take every pipeline's lock once per batch. */
+    if (!is_stage)
+        for (size_t i = 0; i < r->n_pipes; i++) pthread_mutex_lock(&r->pipes[i].progress_mu);
+    for (; tail != head; tail++, n++) {
+        const void *slot = (const char *)h->slots + (tail & h->mask) * 64u;
+        if (is_stage) {
+            cb_stage_event e;
+            memcpy(&e, slot, sizeof e);
+            cb__write_stage(r, &e);
+        } else {
+            cb_query_event e;
+            memcpy(&e, slot, sizeof e);
+            cb__write_query(r, &e);
+        }
+        if ((n & 1023u) == 1023u) atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
+    }
+    atomic_store_explicit(&h->tail, tail, memory_order_release);
+    if (!is_stage)
+        for (size_t i = r->n_pipes; i-- > 0;) pthread_mutex_unlock(&r->pipes[i].progress_mu);
+    return n;
+}
+
+static size_t cb__drain_all(cb_recorder *r) {
+    pthread_mutex_lock(&r->rings_mu);
+    cb_ring *list = r->rings;
+    pthread_mutex_unlock(&r->rings_mu);
+    /* Rings are only ever prepended, so the snapshot's nodes stay valid. */
+    size_t n = 0;
+    for (cb_ring *g = list; g; g = g->next) {
+        n += cb__drain_half(r, &g->stage, 1);
+        n += cb__drain_half(r, &g->query, 0);
+    }
+    return n;
+}
+
+static void *cb__writer_main(void *arg) {
+    cb_recorder *r = arg;
+    pthread_setname_np(pthread_self(), "cb-writer");
+    int64_t last_flush = cb_clock_now_ns();
+    for (;;) {
+        int stopping = atomic_load_explicit(&r->stop, memory_order_acquire);
+        size_t n = cb__drain_all(r);
+        int64_t now = cb_clock_now_ns();
+        if (now - last_flush >= r->flush_period_ns) {
+            cb__out_flush(r, &r->events);
+            cb__out_flush(r, &r->queries);
+            last_flush = now;
+        }
+        if (stopping) break; /* one full drain after stop was seen */
+        if (n == 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    cb__out_flush(r, &r->events);
+    cb__out_flush(r, &r->queries);
+    return NULL;
+}
+
+/* ---- public ------------------------------------------------------------------------------ */
+
+int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error *err) {
+    *out = NULL;
+    cb_recorder *r = cb_calloc(1, sizeof *r);
+    if (!r) return cb_error_set(err, CB_ENOMEM, "recorder: out of memory");
+    r->spec = opts->spec;
+    r->t0_ns = opts->t0_ns;
+    r->flush_period_ns = opts->flush_period_ns > 0 ? opts->flush_period_ns : 50000000LL;
+    uint32_t rr = opts->ring_records ? opts->ring_records : 65536u;
+    uint32_t p2 = 64;
+    while (p2 < rr) p2 <<= 1;
+    r->ring_records = p2;
+    r->events.fd = r->queries.fd = -1;
+    pthread_mutex_init(&r->rings_mu, NULL);
+    r->n_pipes = opts->spec->n_pipelines;
+    r->pipes = cb_calloc(r->n_pipes ? r->n_pipes : 1, sizeof *r->pipes);
+    if (!r->pipes) goto oom;
+    for (size_t i = 0; i < r->n_pipes; i++) {
+        const cb_pipeline_spec *ps = &opts->spec->pipelines[i];
+        cb_pipe_rec *pr = &r->pipes[i];
+        pthread_mutex_init(&pr->progress_mu, NULL);
+        cb__csv_escape(pr->name, sizeof pr->name, ps->name);
+        pr->warmup = ps->loadgen.warmup_queries;
+        pr->stage_prefix = cb_calloc(ps->n_stages ? ps->n_stages : 1, sizeof *pr->stage_prefix);
+        pr->stage_prefix_len = cb_calloc(ps->n_stages ? ps->n_stages : 1, sizeof(uint16_t));
+        pr->recent = cb_malloc(CB_RECENT * sizeof(int64_t));
+        if (!pr->stage_prefix || !pr->stage_prefix_len || !pr->recent) goto oom;
+        for (size_t s = 0; s < ps->n_stages; s++) {
+            char name[160];
+            cb__csv_escape(name, sizeof name, ps->stages[s].name);
+            int k = snprintf(pr->stage_prefix[s], sizeof pr->stage_prefix[s], "%s,%s,%d,", pr->name,
+                             name, ps->stages[s].id);
+            pr->stage_prefix_len[s] = (uint16_t)(k > 0 ? k : 0);
+        }
+    }
+    if (opts->out_dir) {
+        int rc = cb__out_open(r, &r->events, opts->out_dir, "events.csv",
+                              "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,"
+                              "enqueue_ns,start_ns,end_ns\n", err);
+        if (!rc)
+            rc = cb__out_open(r, &r->queries, opts->out_dir, "queries.csv",
+                              "pipeline,query_id,split,epoch,batch,scheduled_ns,submit_ns,"
+                              "start_ns,end_ns,status\n", err);
+        if (rc) {
+            cb_recorder_destroy(r);
+            return rc;
+        }
+    }
+    if (pthread_create(&r->thread, NULL, cb__writer_main, r) != 0) {
+        cb_recorder_destroy(r);
+        return cb_error_set(err, CB_EIO, "recorder: cannot start the writer thread");
+    }
+    r->thread_started = 1;
+    *out = r;
+    return CB_OK;
+oom:
+    cb_recorder_destroy(r);
+    return cb_error_set(err, CB_ENOMEM, "recorder: out of memory");
+}
+
+void cb_recorder_set_splits(cb_recorder *r, size_t pipeline, const cb_splits *splits) {
+    if (pipeline >= r->n_pipes || !splits) return;
+    cb_pipe_rec *pr = &r->pipes[pipeline];
+    pr->n_splits = splits->n < 0 ? 0 : splits->n > CB_MAX_SPLITS ? CB_MAX_SPLITS : splits->n;
+    for (int i = 0; i < pr->n_splits; i++)
+        cb__csv_escape(pr->splits[i], sizeof pr->splits[i], splits->split[i].name);
+}
+
+static int cb__half_init(cb_ring_half *h, uint32_t n) {
+    h->mask = n - 1u;
+    h->slots = cb_malloc((size_t)n * 64u);
+    atomic_store(&h->head, 0);
+    atomic_store(&h->tail, 0);
+    h->tail_cache = 0;
+    return h->slots ? 0 : -1;
+}
+
+cb_ring *cb_recorder_ring(cb_recorder *r) {
+    cb_ring *g = cb_calloc(1, sizeof *g);
+    if (!g) return NULL;
+    if (cb__half_init(&g->stage, r->ring_records) || cb__half_init(&g->query, r->ring_records)) {
+        cb_free(g->stage.slots);
+        cb_free(g->query.slots);
+        cb_free(g);
+        return NULL;
+    }
+    pthread_mutex_lock(&r->rings_mu);
+    g->next = r->rings;
+    r->rings = g;
+    pthread_mutex_unlock(&r->rings_mu);
+    return g;
+}
+
+int cb_recorder_stop(cb_recorder *r, cb_error *err) {
+    if (!r || r->stopped) return CB_OK;
+    r->stopped = 1;
+    atomic_store_explicit(&r->stop, 1, memory_order_release);
+    if (r->thread_started) pthread_join(r->thread, NULL);
+    r->thread_started = 0;
+    cb__drain_all(r); /* nothing should be left; harmless if so */
+    cb__out_flush(r, &r->events);
+    cb__out_flush(r, &r->queries);
+    int rc = CB_OK;
+    if (r->events.fd >= 0 && close(r->events.fd) != 0 && !r->io_errno) r->io_errno = errno;
+    if (r->queries.fd >= 0 && close(r->queries.fd) != 0 && !r->io_errno) r->io_errno = errno;
+    r->events.fd = r->queries.fd = -1;
+    if (r->io_errno)
+        rc = cb_error_set(err, CB_EIO, "recorder: writing results failed: %s", strerror(r->io_errno));
+    else if (r->oom)
+        rc = cb_error_set(err, CB_ENOMEM, "recorder: out of memory keeping records for the summary");
+    return rc;
+}
+
+cb_pipeline_record cb_recorder_records(const cb_recorder *r, size_t pipeline) {
+    cb_pipeline_record pr = {0};
+    if (pipeline < r->n_pipes) {
+        pr.queries = r->pipes[pipeline].qev;
+        pr.n_queries = r->pipes[pipeline].nqev;
+        pr.stage_events = r->pipes[pipeline].sev;
+        pr.n_stage_events = r->pipes[pipeline].nsev;
+    }
+    return pr;
+}
+
+static int cb__cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void cb_recorder_progress(cb_recorder *r, size_t pipeline, uint64_t *ended, int64_t *p50_ns,
+                          int64_t *p99_ns) {
+    *ended = 0;
+    *p50_ns = *p99_ns = 0;
+    if (pipeline >= r->n_pipes) return;
+    cb_pipe_rec *pr = &r->pipes[pipeline];
+    *ended = atomic_load_explicit(&pr->ended, memory_order_relaxed);
+    pthread_mutex_lock(&pr->progress_mu);
+    size_t n = pr->nrecent < CB_RECENT ? (size_t)pr->nrecent : CB_RECENT;
+    int64_t *copy = n ? cb_malloc(n * sizeof *copy) : NULL;
+    if (copy) memcpy(copy, pr->recent, n * sizeof *copy);
+    pthread_mutex_unlock(&pr->progress_mu);
+    if (!copy) return;
+    qsort(copy, n, sizeof *copy, cb__cmp_i64);
+    size_t r50 = (n * 50 + 99) / 100, r99 = (n * 99 + 99) / 100;
+    *p50_ns = copy[r50 ? r50 - 1 : 0];
+    *p99_ns = copy[r99 ? r99 - 1 : 0];
+    cb_free(copy);
+}
+
+void cb_recorder_destroy(cb_recorder *r) {
+    if (!r) return;
+    cb_recorder_stop(r, NULL);
+    for (cb_ring *g = r->rings, *n; g; g = n) {
+        n = g->next;
+        cb_free(g->stage.slots);
+        cb_free(g->query.slots);
+        cb_free(g);
+    }
+    for (size_t i = 0; r->pipes && i < r->n_pipes; i++) {
+        cb_pipe_rec *pr = &r->pipes[i];
+        cb_free(pr->stage_prefix);
+        cb_free(pr->stage_prefix_len);
+        cb_free(pr->recent);
+        cb_free(pr->sev);
+        cb_free(pr->qev);
+        pthread_mutex_destroy(&pr->progress_mu);
+    }
+    cb_free(r->pipes);
+    cb_free(r->events.buf);
+    cb_free(r->queries.buf);
+    pthread_mutex_destroy(&r->rings_mu);
+    cb_free(r);
+}
+
+const char *cb_query_status_name(int status) {
+    switch (status) {
+    case CB_QUERY_OK: return "ok";
+    case CB_QUERY_DROPPED: return "dropped";
+    case CB_QUERY_ERROR: return "error";
+    case CB_QUERY_CANCELLED: return "cancelled";
+    default: return "unknown";
+    }
+}

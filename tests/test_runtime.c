@@ -1,0 +1,540 @@
+/* Runtime tests: every query's events must be consistent with its path through the graph,
+ * bounds (workers, queue_depth, back-pressure) must hold, failures and timeouts must stop
+ * cleanly. Each test builds a benchmark from YAML text and runs it in memory. */
+#include "harness.h"
+
+#include <stdlib.h>
+
+#include "core/registry.h"
+#include "core/runtime.h"
+#include "core/spec.h"
+
+typedef struct run_fixture {
+    cb_registry *reg;
+    cb_doc *doc;
+    cb_spec *spec;
+    cb_run_result res;
+    int rc;
+    cb_error err;
+} run_fixture;
+
+static int run_yaml(run_fixture *f, const char *yaml, const char *out_dir) {
+    memset(f, 0, sizeof *f);
+    cb_error_clear(&f->err);
+    if (cb_registry_create(&f->reg, &f->err) != CB_OK) return -1;
+    const char *dir = cb_test_tmpdir();
+    const char *path = cb_test_write(dir, "bench.yaml", yaml);
+    if (cb_spec_load(path, NULL, 0, f->reg, &f->doc, &f->spec, &f->err) != CB_OK) {
+        char buf[2048];
+        cb_error_format(&f->err, buf, sizeof buf);
+        printf("# spec error: %s\n", buf);
+        return -1;
+    }
+    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
+    o.spec = f->spec;
+    o.out_dir = out_dir;
+    f->rc = cb_run(&o, &f->res, &f->err);
+    return 0;
+}
+
+static void fixture_fini(run_fixture *f) {
+    cb_run_result_fini(&f->res);
+    cb_spec_destroy(f->spec);
+    cb_doc_destroy(f->doc);
+    cb_registry_destroy(f->reg);
+}
+
+static cb_pipeline_record recs(run_fixture *f, size_t p) { return cb_recorder_records(f->res.recorder, p); }
+
+static int cmp_ev(const void *a, const void *b) {
+    const cb_stage_event *x = a, *y = b;
+    if (x->query_id != y->query_id) return x->query_id < y->query_id ? -1 : 1;
+    return (x->start_ns > y->start_ns) - (x->start_ns < y->start_ns);
+}
+
+static void test_chain_events_follow_path(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: chain\n"
+                      "pipelines:\n"
+                      "  - name: c\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [2]\n"
+                      "    loadgen: {component: closed, max_queries: 300, config: {concurrency: 3}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: a, component: util.source, outputs: [1], config: {bytes: 64}}\n"
+                      "      - {id: 1, name: b, component: util.noop, outputs: [2], workers: 2}\n"
+                      "      - {id: 2, name: c, component: util.copy, outputs: []}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.rc, CB_OK);
+    CB_CHECK_EQ_INT(f.res.n_errors, 0);
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 300);
+    CB_CHECK_EQ_INT(r.n_stage_events, 900);
+    cb_stage_event *ev = malloc(r.n_stage_events * sizeof *ev);
+    memcpy(ev, r.stage_events, r.n_stage_events * sizeof *ev);
+    qsort(ev, r.n_stage_events, sizeof *ev, cmp_ev);
+    int bad = 0;
+    for (size_t i = 0; i + 2 < r.n_stage_events; i += 3) {
+        for (int k = 0; k < 3; k++) {
+            const cb_stage_event *e = &ev[i + (size_t)k];
+            if (e->query_id != ev[i].query_id || e->stage != k) bad++;
+            if (!(e->enqueue_ns <= e->start_ns && e->start_ns <= e->end_ns)) bad++;
+            if (k > 0 && e->prev_end_ns != ev[i + (size_t)k - 1].end_ns) bad++;
+        }
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    /* Every query ok, ends at its last stage's end, starts at or after submission. */
+    for (size_t i = 0; i < r.n_queries; i++) {
+        const cb_query_event *q = &r.queries[i];
+        if (q->status != CB_QUERY_OK) bad++;
+        if (q->submit_ns > q->start_ns || q->start_ns > q->end_ns) bad++;
+        if (q->scheduled_ns != q->submit_ns) bad++;
+        const cb_stage_event *last = &ev[q->query_id * 3 + 2];
+        if (last->query_id != q->query_id || last->end_ns > q->end_ns) bad++;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    free(ev);
+    fixture_fini(&f);
+}
+
+/* Maximum number of overlapping [start, end) intervals among events of one stage. */
+static int max_overlap(const cb_pipeline_record *r, int stage) {
+    int best = 0;
+    for (size_t i = 0; i < r->n_stage_events; i++) {
+        const cb_stage_event *a = &r->stage_events[i];
+        if (a->stage != stage) continue;
+        int n = 0;
+        for (size_t j = 0; j < r->n_stage_events; j++) {
+            const cb_stage_event *b = &r->stage_events[j];
+            if (b->stage == stage && b->start_ns <= a->start_ns && a->start_ns < b->end_ns) n++;
+        }
+        if (n > best) best = n;
+    }
+    return best;
+}
+
+static void test_workers_bound_concurrency(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: w\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: closed, max_queries: 48, config: {concurrency: 8}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: s, component: util.sleep, outputs: [], workers: 4,\n"
+                      "         config: {duration_us: 3000}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_stage_events, 48);
+    int m = max_overlap(&r, 0);
+    CB_CHECK_EQ_INT(m, 4);
+    /* Distinct workers 0..3 all used, none beyond. */
+    int used[8] = {0};
+    for (size_t i = 0; i < r.n_stage_events; i++) {
+        int w = r.stage_events[i].worker;
+        if (w >= 0 && w < 8) used[w] = 1;
+    }
+    CB_CHECK(used[0] && used[1] && used[2] && used[3] && !used[4]);
+    fixture_fini(&f);
+}
+
+static void test_offline_queue_depth_bounds_in_flight(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: o\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [1]\n"
+                      "    loadgen: {component: offline, queue_depth: 5, max_queries: 200}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
+                      "      - {id: 1, name: s, component: util.spin, outputs: [], workers: 2, config: {duration_us: 50}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 200);
+    int worst = 0;
+    for (size_t i = 0; i < r.n_queries; i++) {
+        int64_t t = r.queries[i].submit_ns;
+        int n = 0;
+        for (size_t j = 0; j < r.n_queries; j++)
+            if (r.queries[j].submit_ns <= t && t < r.queries[j].end_ns) n++;
+        if (n > worst) worst = n;
+    }
+    CB_CHECK_CMP_INT(worst, <=, 5);
+    CB_CHECK_CMP_INT(worst, >=, 2);
+    fixture_fini(&f);
+}
+
+static void test_fanout_and_merge(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: fm\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [3]\n"
+                      "    loadgen: {component: closed, max_queries: 100, config: {concurrency: 4}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: src, component: util.source, outputs: [1, 2], config: {bytes: 16}}\n"
+                      "      - {id: 1, name: left, component: util.copy, outputs: [3], workers: 2}\n"
+                      "      - {id: 2, name: right, component: util.noop, outputs: [3], workers: 2}\n"
+                      "      - {id: 3, name: join, component: util.noop, outputs: [], polling_policy: merge}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.res.n_errors, 0);
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 100);
+    int per_stage[4] = {0};
+    for (size_t i = 0; i < r.n_stage_events; i++) per_stage[r.stage_events[i].stage]++;
+    CB_CHECK_EQ_INT(per_stage[0], 100);
+    CB_CHECK_EQ_INT(per_stage[1], 100);
+    CB_CHECK_EQ_INT(per_stage[2], 100);
+    CB_CHECK_EQ_INT(per_stage[3], 100); /* one joined run per query, not two */
+    /* The join starts after both branches ended. */
+    int bad = 0;
+    for (size_t i = 0; i < r.n_stage_events; i++) {
+        const cb_stage_event *j = &r.stage_events[i];
+        if (j->stage != 3) continue;
+        for (size_t k = 0; k < r.n_stage_events; k++) {
+            const cb_stage_event *b = &r.stage_events[k];
+            if (b->query_id == j->query_id && (b->stage == 1 || b->stage == 2) && b->end_ns > j->start_ns) bad++;
+        }
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    for (size_t i = 0; i < r.n_queries; i++) bad += r.queries[i].status != CB_QUERY_OK;
+    CB_CHECK_EQ_INT(bad, 0);
+    fixture_fini(&f);
+}
+
+static void test_router_loop_terminates(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: loop\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [2]\n"
+                      "    loadgen: {component: closed, max_queries: 200, config: {concurrency: 2}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: work, component: util.noop, outputs: [1]}\n"
+                      "      - {id: 1, name: route, component: util.router, outputs: [0, 2],\n"
+                      "         config: {weights: [0.7, 0.3], max_hops: 9, on_max_hops: last}}\n"
+                      "      - {id: 2, name: done, component: util.noop, outputs: []}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.res.n_errors, 0);
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 200);
+    int done = 0, loops = 0, bad = 0;
+    for (size_t i = 0; i < r.n_stage_events; i++) {
+        if (r.stage_events[i].stage == 2) done++;
+        if (r.stage_events[i].stage == 0) loops++;
+    }
+    CB_CHECK_EQ_INT(done, 200);
+    CB_CHECK_CMP_INT(loops, >, 300); /* 0.7 loop-back probability: ~2.2 visits per query */
+    /* hops bound: at most 9 stage runs on a path -> the work stage at most 5 times per query */
+    for (uint64_t q = 0; q < 200; q++) {
+        int n = 0;
+        for (size_t i = 0; i < r.n_stage_events; i++)
+            n += r.stage_events[i].query_id == q && r.stage_events[i].stage == 0;
+        if (n > 5) bad++;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    fixture_fini(&f);
+}
+
+static void test_failure_stops_pipeline(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: fail\n"
+                      "pipelines:\n"
+                      "  - name: broken\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [1]\n"
+                      "    loadgen: {component: closed, max_queries: 100000, config: {concurrency: 2}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
+                      "      - {id: 1, name: boom, component: util.fail, outputs: [], config: {on_query: 5}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.rc, CB_OK);
+    CB_CHECK_EQ_INT(f.res.n_errors, 1);
+    CB_CHECK_CONTAINS(f.res.errors[0], "pipeline 'broken'");
+    CB_CHECK_CONTAINS(f.res.errors[0], "stage 'boom'");
+    CB_CHECK_CONTAINS(f.res.errors[0], "query 5");
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_CMP_INT(r.n_queries, <, 100); /* stopped promptly */
+    int errs = 0, q5 = -1;
+    for (size_t i = 0; i < r.n_queries; i++) {
+        errs += r.queries[i].status == CB_QUERY_ERROR;
+        if (r.queries[i].query_id == 5) q5 = r.queries[i].status;
+    }
+    CB_CHECK_EQ_INT(errs, 1);
+    CB_CHECK_EQ_INT(q5, CB_QUERY_ERROR);
+    fixture_fini(&f);
+}
+
+static void test_dataset_splits_and_epochs(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: ds\n"
+                      "pipelines:\n"
+                      "  - name: train\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [1]\n"
+                      "    dataset_stage_id: 0\n"
+                      "    loadgen: {component: offline, queue_depth: 4}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: data, component: util.source, outputs: [1],\n"
+                      "         config: {splits: {train: 3, val: 2}, epochs: 2}}\n"
+                      "      - {id: 1, name: step, component: util.noop, outputs: []}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 10);
+    /* Sequence by id: epoch 0 train 0..2, val 0..1, epoch 1 train 0..2, val 0..1. */
+    int exp_split[10] = {0, 0, 0, 1, 1, 0, 0, 0, 1, 1};
+    int exp_batch[10] = {0, 1, 2, 0, 1, 0, 1, 2, 0, 1};
+    int bad = 0;
+    for (size_t i = 0; i < r.n_queries; i++) {
+        const cb_query_event *q = &r.queries[i];
+        if (q->query_id >= 10) { bad++; continue; }
+        if (q->split != exp_split[q->query_id] || q->batch != exp_batch[q->query_id] ||
+            q->epoch != (q->query_id >= 5)) bad++;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    /* split barrier: no val query was submitted before every train query of its epoch ended. */
+    for (size_t i = 0; i < r.n_queries; i++)
+        for (size_t j = 0; j < r.n_queries; j++)
+            if (r.queries[i].split == 1 && r.queries[j].split == 0 &&
+                r.queries[j].epoch == r.queries[i].epoch && r.queries[j].end_ns > r.queries[i].submit_ns)
+                bad++;
+    CB_CHECK_EQ_INT(bad, 0);
+    fixture_fini(&f);
+}
+
+static void test_poisson_open_loop_latency_from_schedule(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: open\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: poisson, max_queries: 300, config: {rate: 3000, seed: 7}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: s, component: util.spin, outputs: [], config: {duration_us: 20}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 300);
+    int bad = 0;
+    int64_t first = INT64_MAX, last = 0;
+    for (size_t i = 0; i < r.n_queries; i++) {
+        const cb_query_event *q = &r.queries[i];
+        if (q->scheduled_ns > q->submit_ns) bad++; /* never issued early */
+        if (q->scheduled_ns < first) first = q->scheduled_ns;
+        if (q->scheduled_ns > last) last = q->scheduled_ns;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    /* 300 arrivals at 3000/s span about 0.1 s. */
+    double span_s = (double)(last - first) / 1e9;
+    CB_CHECK(span_s > 0.06 && span_s < 0.15);
+    fixture_fini(&f);
+}
+
+static void test_backpressure_bounded_queue(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: bp\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [2]\n"
+                      "    loadgen: {component: offline, queue_depth: 64, max_queries: 200}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: fast, component: util.noop, outputs: [1], workers: 2}\n"
+                      "      - {id: 1, name: mid, component: util.noop, outputs: [2]}\n"
+                      "      - {id: 2, name: slow, component: util.spin, outputs: [], max_input_queue_depth: 2,\n"
+                      "         config: {duration_us: 100}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 200);
+    /* At any start of the slow stage, at most 2 items were waiting for it (enqueued, not started). */
+    int worst = 0;
+    for (size_t i = 0; i < r.n_stage_events; i++) {
+        const cb_stage_event *a = &r.stage_events[i];
+        if (a->stage != 2) continue;
+        int waiting = 0;
+        for (size_t j = 0; j < r.n_stage_events; j++) {
+            const cb_stage_event *b = &r.stage_events[j];
+            if (b->stage == 2 && b->enqueue_ns <= a->start_ns && b->start_ns > a->start_ns) waiting++;
+        }
+        if (waiting > worst) worst = waiting;
+    }
+    CB_CHECK_CMP_INT(worst, <=, 3); /* 2 queued + one blocked emitter counted at the boundary */
+    fixture_fini(&f);
+}
+
+static void test_timeout_stops_run(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: to\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: closed, timeout: 0.2}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 20000}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK(f.res.timed_out);
+    CB_CHECK_EQ_INT(f.res.n_errors, 0);
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_CMP_INT(r.n_queries, >=, 5);
+    CB_CHECK_CMP_INT(r.n_queries, <=, 11);
+    CB_CHECK_CMP_INT(f.res.end_ns - f.res.t0_ns, <, 1500000000);
+    fixture_fini(&f);
+}
+
+static void test_first_policy_orders_by_submission(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: first\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0, 1]\n"
+                      "    outputs: [2]\n"
+                      "    loadgen: {component: offline, queue_depth: 32, max_queries: 64}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: a, component: util.noop, outputs: [2]}\n"
+                      "      - {id: 1, name: b, component: util.noop, outputs: [2]}\n"
+                      "      - {id: 2, name: s, component: util.spin, outputs: [], polling_policy: first,\n"
+                      "         config: {duration_us: 30}}\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 64);
+    /* Each query reaches s twice; runs of s happen in non-decreasing query order (ids are
+     * issued in submission order), except that a run may start on a slot that was free. */
+    int inversions = 0;
+    uint64_t prev = 0;
+    cb_stage_event *ev = malloc(r.n_stage_events * sizeof *ev);
+    size_t n = 0;
+    for (size_t i = 0; i < r.n_stage_events; i++)
+        if (r.stage_events[i].stage == 2) ev[n++] = r.stage_events[i];
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (ev[j].start_ns < ev[i].start_ns) {
+                cb_stage_event t = ev[i];
+                ev[i] = ev[j];
+                ev[j] = t;
+            }
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].query_id + 1 < prev) inversions++;
+        if (ev[i].query_id > prev) prev = ev[i].query_id;
+    }
+    CB_CHECK_EQ_INT(n, 128);
+    CB_CHECK_EQ_INT(inversions, 0);
+    free(ev);
+    fixture_fini(&f);
+}
+
+static void test_csv_matches_records(void) {
+    const char *dir = cb_test_tmpdir();
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: csv\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [1]\n"
+                      "    loadgen: {component: offline, queue_depth: 8, max_queries: 5000}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
+                      "      - {id: 1, name: b, component: util.noop, outputs: [], disable_logs: true}\n",
+                      dir);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/events.csv", dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(path), 5001); /* header + stage a only */
+    snprintf(path, sizeof path, "%s/queries.csv", dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(path), 5001);
+    char *text = cb_test_read(path, NULL);
+    const char *hdr = "pipeline,query_id,split,epoch,batch,scheduled_ns,submit_ns,start_ns,end_ns,status\n";
+    CB_CHECK(text && !strncmp(text, hdr, strlen(hdr)));
+    CB_CHECK_CONTAINS(text, ",ok\n");
+    free(text);
+    fixture_fini(&f);
+}
+
+static void test_two_pipelines_run_together(void) {
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: two\n"
+                      "pipelines:\n"
+                      "  - name: a\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: closed, max_queries: 20}\n"
+                      "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 2000}}]\n"
+                      "  - name: b\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: closed, max_queries: 20}\n"
+                      "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 2000}}]\n",
+                      NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_pipeline_record a = recs(&f, 0), b = recs(&f, 1);
+    CB_CHECK_EQ_INT(a.n_queries, 20);
+    CB_CHECK_EQ_INT(b.n_queries, 20);
+    /* They overlap in time: each started before the other finished. */
+    int64_t a0 = INT64_MAX, a1 = 0, b0 = INT64_MAX, b1 = 0;
+    for (size_t i = 0; i < 20; i++) {
+        if (a.queries[i].submit_ns < a0) a0 = a.queries[i].submit_ns;
+        if (a.queries[i].end_ns > a1) a1 = a.queries[i].end_ns;
+        if (b.queries[i].submit_ns < b0) b0 = b.queries[i].submit_ns;
+        if (b.queries[i].end_ns > b1) b1 = b.queries[i].end_ns;
+    }
+    CB_CHECK(a0 < b1 && b0 < a1);
+    fixture_fini(&f);
+}
+
+int main(void) {
+    CB_RUN(test_chain_events_follow_path);
+    CB_RUN(test_workers_bound_concurrency);
+    CB_RUN(test_offline_queue_depth_bounds_in_flight);
+    CB_RUN(test_fanout_and_merge);
+    CB_RUN(test_router_loop_terminates);
+    CB_RUN(test_failure_stops_pipeline);
+    CB_RUN(test_dataset_splits_and_epochs);
+    CB_RUN(test_poisson_open_loop_latency_from_schedule);
+    CB_RUN(test_backpressure_bounded_queue);
+    CB_RUN(test_timeout_stops_run);
+    CB_RUN(test_first_policy_orders_by_submission);
+    CB_RUN(test_csv_matches_records);
+    CB_RUN(test_two_pipelines_run_together);
+    return cb_test_done();
+}
