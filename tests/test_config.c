@@ -259,6 +259,7 @@ static void test_write_roundtrip(void) {
               "m: [[1, 2], [], {}, {a: [x]}]\nn: {'': 1, 'key with: colon': 2}\n"
               "o: \"  padded  \"\np: |\n  literal\n  block\nq: '@at'\nr: ' '\ns: '---'\n");
     roundtrip("- 1\n- [a, b]\n- {x: 1, y: {z: 2}}\n- - nested\n  - seq\n");
+    roundtrip("?\n: empty plain key\nb: 1\n"); /* found by fuzz_config */
     roundtrip("just a scalar\n");
     roundtrip("[]\n");
     roundtrip("\"quoted root\"\n");

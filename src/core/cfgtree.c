@@ -587,7 +587,17 @@ static void write_block(const cb_node *n, int indent, int first_inline, FILE *ou
     for (size_t i = 0; i < n->n; i++) {
         if (i > 0 || !first_inline) pad(indent, out);
         if (n->kind == CB_NODE_MAP) {
-            write_scalar(n->keys[i], out);
+            const cb_node *k = n->keys[i];
+            size_t klen = strlen(k->scalar);
+            if ((klen == 0 && !k->quoted) || klen > 512) {
+                /* explicit key: an empty plain key, or one longer than a simple key may be */
+                fputs("? ", out);
+                write_scalar(k, out);
+                fputc('\n', out);
+                pad(indent, out);
+            } else {
+                write_scalar(k, out);
+            }
             fputc(':', out);
             write_value(n->items[i], indent, 0, out);
         } else {
