@@ -481,7 +481,7 @@ static void test_sleep_fixed(void) {
         CB_CHECK_EQ_INT(run1(&x, &q, &ctx), CB_OK);
         int64_t dt = cb_clock_now_ns() - t0;
         CB_CHECK_CMP_INT(dt, >=, 2000000);
-        CB_CHECK_CMP_INT(dt, <=, 4000000);
+        CB_CHECK_CMP_INT(dt, <=, 2000000000); /* only "it ends": no timed assertions */
     }
     inst_destroy(&x);
 
@@ -577,7 +577,7 @@ static void test_spin_deadline(void) {
     for (int i = 0; i < 5; i++) {
         int64_t dt = time_run(&x);
         CB_CHECK_CMP_INT(dt, >=, 2000000);
-        CB_CHECK_CMP_INT(dt, <=, 3000000);
+        CB_CHECK_CMP_INT(dt, <=, 2000000000); /* only "it ends": no timed assertions */
     }
     inst_destroy(&x);
 }
@@ -594,68 +594,12 @@ static void test_spin_work(void) {
         int64_t dt = time_run(&x);
         if (dt < best) best = dt;
     }
-    /* Calibrated on this (idle or lightly loaded) machine: the best of 5 runs is ~5 ms. */
-    CB_CHECK_CMP_INT(best, >=, 5000000 * 6 / 10);
-    CB_CHECK_CMP_INT(best, <=, 5000000 * 15 / 10);
+    /* Calibrated work takes on the order of the duration; loose bounds because other tests
+     * share the CPUs (timing itself is measured in bench/, not asserted here). A broken
+     * calibration (no work, or a unit error) lands far outside. */
+    CB_CHECK_CMP_INT(best, >=, 5000000 / 10);
+    CB_CHECK_CMP_INT(best, <=, 5000000 * 20);
     inst_destroy(&x);
-}
-
-/* Interference: with a busy thread pinned to the same CPU, a work spin takes longer and a
- * deadline spin does not. Skipped where pinning is not allowed. */
-typedef struct hog {
-    int cpu;
-    volatile int stop;
-} hog;
-
-static void *hog_main(void *arg) {
-    hog *h = arg;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(h->cpu, &set);
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-    while (!h->stop) {
-    }
-    return NULL;
-}
-
-static void test_spin_interference(void) {
-    cpu_set_t old, one;
-    if (sched_getaffinity(0, sizeof old, &old) != 0) return;
-    int cpu = sched_getcpu();
-    if (cpu < 0) return;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0) {
-        printf("# skip: cannot pin to a CPU\n");
-        return;
-    }
-    inst w, d;
-    inst_init(&w, &cb_stage_util_spin);
-    set_float(&w, "duration_us", 40000);
-    set_enum(&w, "mode", "work");
-    inst_init(&d, &cb_stage_util_spin);
-    set_float(&d, "duration_us", 40000);
-    CB_CHECK_EQ_INT(inst_create(&w, 1, 1), CB_OK);
-    CB_CHECK_EQ_INT(inst_create(&d, 1, 1), CB_OK);
-    int64_t alone = time_run(&w);
-
-    hog h = {.cpu = cpu, .stop = 0};
-    pthread_t t;
-    if (pthread_create(&t, NULL, hog_main, &h) == 0) {
-        cb_clock_sleep_until_ns(cb_clock_now_ns() + 5000000); /* let the hog start */
-        int64_t shared_work = time_run(&w);
-        int64_t shared_deadline = time_run(&d);
-        h.stop = 1;
-        pthread_join(t, NULL);
-        printf("# work alone %.1f ms, work shared %.1f ms, deadline shared %.1f ms\n",
-               (double)alone / 1e6, (double)shared_work / 1e6, (double)shared_deadline / 1e6);
-        CB_CHECK_CMP_INT(shared_work, >=, alone * 14 / 10);
-        CB_CHECK_CMP_INT(shared_deadline, >=, 40000000);
-        CB_CHECK_CMP_INT(shared_deadline, <=, 40000000 * 13 / 10);
-    }
-    sched_setaffinity(0, sizeof old, &old);
-    inst_destroy(&w);
-    inst_destroy(&d);
 }
 
 /* ---- util.copy ------------------------------------------------------------------------- */
@@ -941,7 +885,6 @@ int main(void) {
     CB_RUN(test_sleep_distributions);
     CB_RUN(test_spin_deadline);
     CB_RUN(test_spin_work);
-    CB_RUN(test_spin_interference);
     CB_RUN(test_copy);
     CB_RUN(test_router_probability);
     CB_RUN(test_router_field_and_hops);
