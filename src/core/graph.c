@@ -3,9 +3,10 @@
  * Design: stage ids are mapped to indices by a linear scan (pipelines have few stages; the spec
  * caps them), every id reference (stage outputs, pipeline inputs/outputs, dataset_stage_id) is
  * resolved or reported at the list item that names it, reachability is a BFS from the inputs,
- * and cycles are found by an iterative DFS from the inputs in order: an edge to a stage on the
- * DFS stack is a back edge (out_back) and closes a cycle, which must contain a router stage
- * (its max_hops bounds the loop). Merge stages need 2..CB_QUERY_MAX_PARTS inbound edges.
+ * and cycles by an iterative DFS from the inputs in order: an edge to a stage on the DFS stack
+ * is a back edge (out_back). Every cycle must contain a router stage (its max_hops bounds the
+ * loop); that holds exactly when the graph without routers is acyclic, which a second DFS that
+ * skips routers checks, reporting the router-free cycle it finds. Merge stages need 2..CB_QUERY_MAX_PARTS inbound edges.
  * Errors carry the position of the offending YAML node when the spec came from a document
  * (nodes may be NULL for hand-built specs; then only the key is set).
  * Thread-safety: reentrant; cb_graph_resolve writes only into p. Ownership: arrays are
