@@ -1,8 +1,9 @@
 /* record/recorder.c - per-thread rings drained by one writer thread (see recorder.h).
  *
- * Memory orders: a producer fills a slot, then publishes it with a release store of head; the
- * writer reads head with acquire, copies the slots out, then frees them with a release store of
- * tail, which the producer reads with acquire before reusing a slot.
+ * Memory orders: a producer fills a record, then publishes the chunk's count with a release
+ * store; the writer reads the count with acquire and formats the records in place. A new chunk
+ * is initialised, then linked with a release store of `next`, read by the writer with acquire.
+ * Spare chunks move writer -> producer through an atomic exchange (acq_rel).
  * Locks: rings_mu protects the ring list (taken when a thread registers and once per writer
  * pass); progress_mu protects each pipeline's recent-latency window (writer appends, progress
  * readers copy). Lock order: the writer takes every progress_mu in pipeline order for a batch; readers take one.
@@ -39,8 +40,8 @@ typedef struct cb_pipe_rec {
     char splits[CB_MAX_SPLITS][48];   /* CSV-escaped split names; "" without a dataset */
     int n_splits;
     int64_t warmup;
-    cb_stage_event *sev; size_t nsev, capsev;
-    cb_query_event *qev; size_t nqev, capqev;
+    cb_stage_event *sev; size_t nsev;     /* gathered at stop */
+    cb_query_event *qev; size_t nqev;
     _Atomic uint64_t ended;
     pthread_mutex_t progress_mu;      /* protects recent[], nrecent */
     int64_t *recent; uint64_t nrecent;
@@ -50,7 +51,6 @@ struct cb_recorder {
     const cb_spec *spec;
     int64_t t0_ns;
     int64_t flush_period_ns;
-    uint32_t ring_records;
     pthread_mutex_t rings_mu;         /* protects rings */
     cb_ring *rings;
     pthread_t thread;
@@ -151,24 +151,9 @@ static int cb__out_open(cb_recorder *r, cb_outfile *f, const char *dir, const ch
 
 /* ---- writer ------------------------------------------------------------------------------ */
 
-static int cb__grow(void **arr, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t nc = *cap ? *cap * 2 : 4096;
-    while (nc < need) nc *= 2;
-    void *p = cb_realloc(*arr, nc * elem);
-    if (!p) return -1;
-    *arr = p;
-    *cap = nc;
-    return 0;
-}
-
 static void cb__write_stage(cb_recorder *r, const cb_stage_event *e) {
     if (e->pipeline >= r->n_pipes) return;
     cb_pipe_rec *pr = &r->pipes[e->pipeline];
-    if (cb__grow((void **)&pr->sev, &pr->capsev, pr->nsev + 1, sizeof *e) == 0)
-        pr->sev[pr->nsev++] = *e;
-    else
-        r->oom = 1;
     cb_outfile *f = &r->events;
     if (f->fd < 0) return;
     if (f->len > CB_OUTBUF_FLUSH) cb__out_flush(r, f);
@@ -197,10 +182,6 @@ static void cb__write_stage(cb_recorder *r, const cb_stage_event *e) {
 static void cb__write_query(cb_recorder *r, const cb_query_event *e) {
     if (e->pipeline >= r->n_pipes) return;
     cb_pipe_rec *pr = &r->pipes[e->pipeline];
-    if (cb__grow((void **)&pr->qev, &pr->capqev, pr->nqev + 1, sizeof *e) == 0)
-        pr->qev[pr->nqev++] = *e;
-    else
-        r->oom = 1;
     /* progress_mu is held by the caller (cb__drain_half) for the whole batch. */
     if ((int64_t)e->query_id >= pr->warmup && e->status == CB_QUERY_OK)
         pr->recent[pr->nrecent++ % CB_RECENT] = e->end_ns - e->scheduled_ns;
@@ -232,30 +213,72 @@ static void cb__write_query(cb_recorder *r, const cb_query_event *e) {
     f->len = (size_t)(p - f->buf);
 }
 
-static size_t cb__drain_half(cb_recorder *r, cb_ring_half *h, int is_stage) {
-    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
-    size_t n = 0;
-    if (tail == head) return 0;
-    /* Query records update the progress windows: take every pipeline's lock once per batch. */
-    if (!is_stage)
-        for (size_t i = 0; i < r->n_pipes; i++) pthread_mutex_lock(&r->pipes[i].progress_mu);
-    for (; tail != head; tail++, n++) {
-        const void *slot = (const char *)h->slots + (tail & h->mask) * 64u;
-        if (is_stage) {
-            cb_stage_event e;
-            memcpy(&e, slot, sizeof e);
-            cb__write_stage(r, &e);
-        } else {
-            cb_query_event e;
-            memcpy(&e, slot, sizeof e);
-            cb__write_query(r, &e);
+static cb_log_chunk *cb__chunk_new(void) {
+    cb_log_chunk *c = cb_malloc(sizeof *c);
+    if (!c) return NULL;
+    memset(c, 0, sizeof *c); /* also faults every page in, off the hot path */
+    return c;
+}
+
+/* Producer slow path: the current chunk is full. Takes the writer's spare, else allocates; if
+ * even that fails, waits for the writer to provide one (never drops a record). */
+void cb__log_grow(cb_log *l) {
+    cb_log_chunk *c = atomic_exchange_explicit(&l->spare, NULL, memory_order_acq_rel);
+    while (!c) {
+        c = cb__chunk_new();
+        if (c) {
+            atomic_fetch_add_explicit(&l->self_alloc, 1, memory_order_relaxed);
+            break;
         }
-        if ((n & 1023u) == 1023u) atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
+        sched_yield();
+        c = atomic_exchange_explicit(&l->spare, NULL, memory_order_acq_rel);
     }
-    atomic_store_explicit(&h->tail, tail, memory_order_release);
-    if (!is_stage)
+    atomic_store_explicit(&c->n, 0, memory_order_relaxed);
+    atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+    atomic_store_explicit(&l->cur->next, c, memory_order_release);
+    l->cur = c;
+    l->cur_n = 0;
+}
+
+static size_t cb__drain_log(cb_recorder *r, cb_log *l, int is_stage) {
+    size_t n = 0;
+    int locked = 0;
+    for (;;) {
+        uint32_t avail = atomic_load_explicit(&l->wchunk->n, memory_order_acquire);
+        if (avail > l->wpos) {
+            if (!is_stage && !locked) {
+                /* Query records update the progress windows: every pipeline's lock, once. */
+                for (size_t i = 0; i < r->n_pipes; i++) pthread_mutex_lock(&r->pipes[i].progress_mu);
+                locked = 1;
+            }
+            for (uint32_t k = l->wpos; k < avail; k++) {
+                const void *rec = l->wchunk->recs + (size_t)k * 64u;
+                if (is_stage)
+                    cb__write_stage(r, (const cb_stage_event *)rec);
+                else
+                    cb__write_query(r, (const cb_query_event *)rec);
+            }
+            n += avail - l->wpos;
+            l->wpos = avail;
+        }
+        if (l->wpos < CB_LOG_CHUNK_RECORDS) break;
+        cb_log_chunk *next = atomic_load_explicit(&l->wchunk->next, memory_order_acquire);
+        if (!next) break;
+        l->wchunk = next;
+        l->wpos = 0;
+    }
+    if (locked)
         for (size_t i = r->n_pipes; i-- > 0;) pthread_mutex_unlock(&r->pipes[i].progress_mu);
+    /* Keep a pre-faulted spare ready for the producer. */
+    if (!atomic_load_explicit(&l->spare, memory_order_relaxed)) {
+        cb_log_chunk *c = cb__chunk_new();
+        if (c) {
+            cb_log_chunk *expected = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&l->spare, &expected, c, memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                cb_free(c);
+        }
+    }
     return n;
 }
 
@@ -266,8 +289,8 @@ static size_t cb__drain_all(cb_recorder *r) {
     /* Rings are only ever prepended, so the snapshot's nodes stay valid. */
     size_t n = 0;
     for (cb_ring *g = list; g; g = g->next) {
-        n += cb__drain_half(r, &g->stage, 1);
-        n += cb__drain_half(r, &g->query, 0);
+        n += cb__drain_log(r, &g->stage, 1);
+        n += cb__drain_log(r, &g->query, 0);
     }
     return n;
 }
@@ -305,10 +328,6 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
     r->spec = opts->spec;
     r->t0_ns = opts->t0_ns;
     r->flush_period_ns = opts->flush_period_ns > 0 ? opts->flush_period_ns : 50000000LL;
-    uint32_t rr = opts->ring_records ? opts->ring_records : 65536u;
-    uint32_t p2 = 64;
-    while (p2 < rr) p2 <<= 1;
-    r->ring_records = p2;
     r->events.fd = r->queries.fd = -1;
     pthread_mutex_init(&r->rings_mu, NULL);
     r->n_pipes = opts->spec->n_pipelines;
@@ -365,21 +384,27 @@ void cb_recorder_set_splits(cb_recorder *r, size_t pipeline, const cb_splits *sp
         cb__csv_escape(pr->splits[i], sizeof pr->splits[i], splits->split[i].name);
 }
 
-static int cb__half_init(cb_ring_half *h, uint32_t n) {
-    h->mask = n - 1u;
-    h->slots = cb_malloc((size_t)n * 64u);
-    atomic_store(&h->head, 0);
-    atomic_store(&h->tail, 0);
-    h->tail_cache = 0;
-    return h->slots ? 0 : -1;
+static int cb__log_init(cb_log *l) {
+    l->first = l->cur = l->wchunk = cb__chunk_new();
+    atomic_store(&l->spare, cb__chunk_new());
+    return l->first && atomic_load(&l->spare) ? 0 : -1;
+}
+
+static void cb__log_fini(cb_log *l) {
+    for (cb_log_chunk *c = l->first, *n; c; c = n) {
+        n = atomic_load_explicit(&c->next, memory_order_relaxed);
+        cb_free(c);
+    }
+    cb_free(atomic_load(&l->spare));
+    l->first = l->cur = l->wchunk = NULL;
 }
 
 cb_ring *cb_recorder_ring(cb_recorder *r) {
     cb_ring *g = cb_calloc(1, sizeof *g);
     if (!g) return NULL;
-    if (cb__half_init(&g->stage, r->ring_records) || cb__half_init(&g->query, r->ring_records)) {
-        cb_free(g->stage.slots);
-        cb_free(g->query.slots);
+    if (cb__log_init(&g->stage) || cb__log_init(&g->query)) {
+        cb__log_fini(&g->stage);
+        cb__log_fini(&g->query);
         cb_free(g);
         return NULL;
     }
@@ -390,6 +415,52 @@ cb_ring *cb_recorder_ring(cb_recorder *r) {
     return g;
 }
 
+/* Copies every log's records into contiguous per-pipeline arrays for the summary. */
+static int cb__gather(cb_recorder *r) {
+    size_t *ns = cb_calloc(r->n_pipes ? r->n_pipes : 1, sizeof *ns);
+    size_t *nq = cb_calloc(r->n_pipes ? r->n_pipes : 1, sizeof *nq);
+    int rc = 0;
+    if (!ns || !nq) rc = -1;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        for (cb_ring *g = r->rings; g; g = g->next) {
+            for (int half = 0; half < 2; half++) {
+                cb_log *l = half ? &g->query : &g->stage;
+                for (cb_log_chunk *c = l->first; c; c = atomic_load(&c->next)) {
+                    uint32_t n = atomic_load(&c->n);
+                    for (uint32_t k = 0; k < n; k++) {
+                        const unsigned char *rec = c->recs + (size_t)k * 64u;
+                        if (!half) {
+                            const cb_stage_event *e = (const cb_stage_event *)rec;
+                            if (e->pipeline >= r->n_pipes) continue;
+                            if (pass) r->pipes[e->pipeline].sev[ns[e->pipeline]++] = *e;
+                            else ns[e->pipeline]++;
+                        } else {
+                            const cb_query_event *e = (const cb_query_event *)rec;
+                            if (e->pipeline >= r->n_pipes) continue;
+                            if (pass) r->pipes[e->pipeline].qev[nq[e->pipeline]++] = *e;
+                            else nq[e->pipeline]++;
+                        }
+                    }
+                }
+            }
+        }
+        if (pass == 0) {
+            for (size_t i = 0; i < r->n_pipes; i++) {
+                cb_pipe_rec *pr = &r->pipes[i];
+                pr->sev = cb_malloc((ns[i] ? ns[i] : 1) * sizeof *pr->sev);
+                pr->qev = cb_malloc((nq[i] ? nq[i] : 1) * sizeof *pr->qev);
+                if (!pr->sev || !pr->qev) rc = -1;
+                pr->nsev = ns[i];
+                pr->nqev = nq[i];
+                ns[i] = nq[i] = 0;
+            }
+        }
+    }
+    cb_free(ns);
+    cb_free(nq);
+    return rc;
+}
+
 int cb_recorder_stop(cb_recorder *r, cb_error *err) {
     if (!r || r->stopped) return CB_OK;
     r->stopped = 1;
@@ -397,6 +468,7 @@ int cb_recorder_stop(cb_recorder *r, cb_error *err) {
     if (r->thread_started) pthread_join(r->thread, NULL);
     r->thread_started = 0;
     cb__drain_all(r); /* nothing should be left; harmless if so */
+    if (cb__gather(r) != 0) r->oom = 1;
     cb__out_flush(r, &r->events);
     cb__out_flush(r, &r->queries);
     int rc = CB_OK;
@@ -451,8 +523,8 @@ void cb_recorder_destroy(cb_recorder *r) {
     cb_recorder_stop(r, NULL);
     for (cb_ring *g = r->rings, *n; g; g = n) {
         n = g->next;
-        cb_free(g->stage.slots);
-        cb_free(g->query.slots);
+        cb__log_fini(&g->stage);
+        cb__log_fini(&g->query);
         cb_free(g);
     }
     for (size_t i = 0; r->pipes && i < r->n_pipes; i++) {

@@ -1,13 +1,12 @@
 /* record/recorder.h - per-thread event rings and the writer thread.
  *
- * Design: every thread that runs stages owns one cb_ring (single producer) obtained with
- * cb_recorder_ring(). The hot path copies a 64-byte record into the ring and publishes it with a
- * release store: no lock, no syscall, no formatting. One writer thread (`cb-writer`) drains
- * every ring, appends the records to in-memory arrays (for the summary) and formats CSV rows into
- * events.csv and queries.csv, writing whole lines and flushing at least every flush_period_ns, so
- * the files are valid CSV up to the last flush at every moment and a crash loses at most that
- * period. A full ring makes its producer wait (yielding) for the writer: records are never
- * dropped.
+ * Design: every thread that runs stages owns one cb_ring (two single-producer logs) obtained
+ * with cb_recorder_ring(). The hot path copies a 64-byte record into its log and publishes it
+ * with a release store: no lock, no syscall, no formatting, no waiting. One writer thread
+ * (`cb-writer`) follows every log, formats CSV rows into events.csv and queries.csv, writing
+ * whole lines and flushing at least every flush_period_ns, so the files are valid CSV up to the
+ * last flush at every moment and a crash loses at most that period. Records are never dropped;
+ * the logs are kept and gathered per pipeline for the summary when the run stops.
  * Thread-safety: cb_recorder_ring is thread-safe (mutex on the ring list). A ring is used by one
  * producer thread only. Records arrays are read only after cb_recorder_stop().
  */
@@ -24,18 +23,32 @@
 
 typedef struct cb_recorder cb_recorder;
 
-/* A single-producer single-consumer ring of 64-byte records. */
-typedef struct cb_ring_half {
-    _Alignas(64) _Atomic uint64_t head;   /* written by the producer (release) */
-    uint64_t tail_cache;                  /* producer's last view of tail */
-    _Alignas(64) _Atomic uint64_t tail;   /* written by the writer (release) */
-    uint64_t mask;
-    void *slots;                          /* (mask + 1) * 64 bytes */
-} cb_ring_half;
+/* A single-producer log of 64-byte records: a list of chunks that only grows. The producer
+ * appends and publishes the count with a release store; the writer formats behind it and keeps
+ * the chunks for the summary. The writer keeps one pre-faulted spare chunk per log so the
+ * producer never page-faults or allocates on the hot path while the writer keeps up; when the
+ * writer lags, the producer allocates a chunk itself (it never waits and never drops). */
+#define CB_LOG_CHUNK_RECORDS 16384u
+
+typedef struct cb_log_chunk {
+    _Atomic(struct cb_log_chunk *) next;  /* published with release by the producer */
+    _Atomic uint32_t n;                   /* records published in this chunk */
+    _Alignas(64) unsigned char recs[CB_LOG_CHUNK_RECORDS * 64u];
+} cb_log_chunk;
+
+typedef struct cb_log {
+    cb_log_chunk *first;                  /* for the writer and the summary */
+    cb_log_chunk *cur;                    /* producer's chunk */
+    uint32_t cur_n;                       /* producer's count in cur */
+    _Atomic(cb_log_chunk *) spare;        /* writer fills, producer takes */
+    cb_log_chunk *wchunk;                 /* writer's position */
+    uint32_t wpos;
+    _Atomic uint64_t self_alloc;          /* chunks the producer had to allocate itself */
+} cb_log;
 
 typedef struct cb_ring {
-    cb_ring_half stage;   /* cb_stage_event */
-    cb_ring_half query;   /* cb_query_event */
+    cb_log stage;   /* cb_stage_event */
+    cb_log query;   /* cb_query_event */
     struct cb_ring *next;
 } cb_ring;
 
@@ -43,11 +56,10 @@ typedef struct cb_recorder_opts {
     const cb_spec *spec;
     const char *out_dir;       /* NULL: keep records in memory only (tests, benchmarks) */
     int64_t t0_ns;             /* run start; CSV times are relative to it */
-    uint32_t ring_records;     /* per ring half, power of two; 0 = 65536 */
     int64_t flush_period_ns;   /* 0 = 50 ms */
 } cb_recorder_opts;
 
-#define CB_RECORDER_OPTS_DEFAULT {NULL, NULL, 0, 0, 0}
+#define CB_RECORDER_OPTS_DEFAULT {NULL, NULL, 0, 0}
 
 /* Opens the CSV files (writing their headers) and starts the writer thread. */
 int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error *err);
@@ -62,7 +74,7 @@ cb_ring *cb_recorder_ring(cb_recorder *rec);
  * have stopped. */
 int cb_recorder_stop(cb_recorder *rec, cb_error *err);
 
-/* In-memory records of pipeline i (valid after stop, until destroy). */
+/* In-memory records of pipeline i (gathered at stop; valid until destroy). */
 cb_pipeline_record cb_recorder_records(const cb_recorder *rec, size_t pipeline);
 
 /* Live figures for progress lines (any thread, any time): queries ended so far and the
@@ -74,21 +86,16 @@ void cb_recorder_destroy(cb_recorder *rec); /* NULL is a no-op; stops first */
 
 /* ---- hot path ---------------------------------------------------------------------------- */
 
-static inline void cb__ring_push(cb_ring_half *h, const void *rec64) {
-    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
-    if (head - h->tail_cache > h->mask) {
-        /* Looks full: refresh the view of tail; wait for the writer if it really is full. */
-        for (;;) {
-            h->tail_cache = atomic_load_explicit(&h->tail, memory_order_acquire);
-            if (head - h->tail_cache <= h->mask) break;
-            sched_yield();
-        }
-    }
-    __builtin_memcpy((char *)h->slots + (head & h->mask) * 64u, rec64, 64);
-    atomic_store_explicit(&h->head, head + 1, memory_order_release);
+void cb__log_grow(cb_log *l);
+
+static inline void cb__log_push(cb_log *l, const void *rec64) {
+    if (__builtin_expect(l->cur_n == CB_LOG_CHUNK_RECORDS, 0)) cb__log_grow(l);
+    __builtin_memcpy(l->cur->recs + (size_t)l->cur_n * 64u, rec64, 64);
+    l->cur_n++;
+    atomic_store_explicit(&l->cur->n, l->cur_n, memory_order_release);
 }
 
-static inline void cb_ring_stage(cb_ring *r, const cb_stage_event *e) { cb__ring_push(&r->stage, e); }
-static inline void cb_ring_query(cb_ring *r, const cb_query_event *e) { cb__ring_push(&r->query, e); }
+static inline void cb_ring_stage(cb_ring *r, const cb_stage_event *e) { cb__log_push(&r->stage, e); }
+static inline void cb_ring_query(cb_ring *r, const cb_query_event *e) { cb__log_push(&r->query, e); }
 
 #endif
