@@ -227,22 +227,45 @@ static int cb__on_start(void *arg, int64_t wall_start_ns, cb_error *err) {
     return rc ? rc : rc2;
 }
 
-static int cb__cmd_run(const cb_cli *cli) {
+typedef int (*cb_spec_action_fn)(const cb_cli *cli, const cb_spec *spec);
+
+/* Loads the registry and the benchmark, runs action on it, releases everything. */
+static int cb__with_spec(const cb_cli *cli, cb_spec_action_fn action) {
     cb_registry *reg = NULL;
     cb_doc *doc = NULL;
     cb_spec *spec = NULL;
     int code = cb__registry(&reg);
     if (code) return code;
     code = cb__load(cli, reg, &doc, &spec);
-    if (code) goto done;
+    if (!code) code = action(cli, spec);
+    cb_spec_destroy(spec);
+    cb_doc_destroy(doc);
+    cb_registry_destroy(reg);
+    return code;
+}
+
+static int cb__validate(const cb_cli *cli, const cb_spec *spec) {
+    size_t stages = 0;
+    for (size_t i = 0; i < spec->n_pipelines; i++) stages += spec->pipelines[i].n_stages;
+    printf("%s: ok: benchmark '%s', %zu pipeline%s, %zu stage%s\n", cli->config, spec->name,
+           spec->n_pipelines, spec->n_pipelines == 1 ? "" : "s", stages, stages == 1 ? "" : "s");
+    return CB_EXIT_OK;
+}
+
+static int cb__graph(const cb_cli *cli, const cb_spec *spec) {
+    int rc = cli->dot ? cb_graph_write_dot(spec, stdout) : cb_graph_write_mermaid(spec, stdout);
+    return rc == CB_OK ? CB_EXIT_OK : CB_EXIT_FAILED;
+}
+
+static int cb__run(const cb_cli *cli, const cb_spec *spec) {
     char default_dir[512];
     const char *out_dir = cli->out_dir;
     if (!out_dir) {
         snprintf(default_dir, sizeof default_dir, "out/%s", spec->name ? spec->name : "run");
         out_dir = default_dir;
     }
-    code = cb__prepare_out_dir(out_dir);
-    if (code) goto done;
+    int code = cb__prepare_out_dir(out_dir);
+    if (code) return code;
 
     cb_start_ctx sc = {cli, spec, out_dir};
     cb_logger log = {CB_LOG_WARN, NULL};
@@ -261,7 +284,7 @@ static int cb__cmd_run(const cb_cli *cli) {
     if (rc != CB_OK && !res.recorder) {
         code = cb__print_error(&e);
         cb_run_result_fini(&res);
-        goto done;
+        return code;
     }
     if (rc != CB_OK) cb__print_error(&e);
     cb_pipeline_record *recs = cb_calloc(spec->n_pipelines ? spec->n_pipelines : 1, sizeof *recs);
@@ -288,48 +311,6 @@ static int cb__cmd_run(const cb_cli *cli) {
     code = (rc != CB_OK || res.n_errors > 0 || res.interrupted) ? CB_EXIT_FAILED : CB_EXIT_OK;
     cb_free(recs);
     cb_run_result_fini(&res);
-done:
-    cb_spec_destroy(spec);
-    cb_doc_destroy(doc);
-    cb_registry_destroy(reg);
-    return code;
-}
-
-static int cb__cmd_validate(const cb_cli *cli) {
-    cb_registry *reg = NULL;
-    cb_doc *doc = NULL;
-    cb_spec *spec = NULL;
-    int code = cb__registry(&reg);
-    if (code) return code;
-    code = cb__load(cli, reg, &doc, &spec);
-    if (!code) {
-        size_t stages = 0;
-        for (size_t i = 0; i < spec->n_pipelines; i++) stages += spec->pipelines[i].n_stages;
-        printf("%s: ok: benchmark '%s', %zu pipeline%s, %zu stage%s\n", cli->config, spec->name,
-               spec->n_pipelines, spec->n_pipelines == 1 ? "" : "s", stages, stages == 1 ? "" : "s");
-    }
-    cb_spec_destroy(spec);
-    cb_doc_destroy(doc);
-    cb_registry_destroy(reg);
-    return code;
-}
-
-static int cb__cmd_graph(const cb_cli *cli) {
-    cb_registry *reg = NULL;
-    cb_doc *doc = NULL;
-    cb_spec *spec = NULL;
-    int code = cb__registry(&reg);
-    if (code) return code;
-    code = cb__load(cli, reg, &doc, &spec);
-    if (!code) {
-        if (cli->dot)
-            cb_graph_write_dot(spec, stdout);
-        else
-            cb_graph_write_mermaid(spec, stdout);
-    }
-    cb_spec_destroy(spec);
-    cb_doc_destroy(doc);
-    cb_registry_destroy(reg);
     return code;
 }
 
@@ -342,7 +323,7 @@ static int cb__cmd_stages(const cb_cli *cli) {
     if (cli->markdown)
         cb_registry_write_markdown(reg, stdout);
     else if (cb_registry_print(reg, cli->name, stdout, &e) != CB_OK)
-        code = cb__print_error(&e) ? CB_EXIT_USAGE : CB_EXIT_USAGE;
+        code = cb__print_error(&e) == CB_EXIT_FAILED ? CB_EXIT_FAILED : CB_EXIT_USAGE;
     cb_registry_destroy(reg);
     return code;
 }
@@ -350,9 +331,9 @@ static int cb__cmd_stages(const cb_cli *cli) {
 int main(int argc, char **argv) {
     cb_cli cli;
     if (cb__parse_args(argc, argv, &cli) != 0) return CB_EXIT_USAGE;
-    if (!strcmp(cli.cmd, "run")) return cb__cmd_run(&cli);
-    if (!strcmp(cli.cmd, "validate")) return cb__cmd_validate(&cli);
-    if (!strcmp(cli.cmd, "graph")) return cb__cmd_graph(&cli);
+    if (!strcmp(cli.cmd, "run")) return cb__with_spec(&cli, cb__run);
+    if (!strcmp(cli.cmd, "validate")) return cb__with_spec(&cli, cb__validate);
+    if (!strcmp(cli.cmd, "graph")) return cb__with_spec(&cli, cb__graph);
     if (!strcmp(cli.cmd, "stages")) return cb__cmd_stages(&cli);
     fprintf(stderr, "colobench: unknown command '%s' (run, validate, stages, graph; see --help)\n",
             cli.cmd);

@@ -15,6 +15,7 @@
 #include "core/cfgtree.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -618,4 +619,42 @@ int cb_node_write_yaml(const cb_node *n, FILE *out) {
         write_block(n, 0, 0, out);
     }
     return ferror(out) ? CB_EIO : 0;
+}
+
+/* ---- typed scalars: the one definition of YAML int/float/bool for colobench ---------- */
+
+int cb_node_scalar_int(const cb_node *n, int64_t *out) {
+    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
+    const char *s = n->scalar;
+    const char *p = s + (*s == '-' || *s == '+');
+    if (*p < '0' || *p > '9') return 0;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+int cb_node_scalar_float(const cb_node *n, double *out) {
+    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
+    const char *s = n->scalar;
+    const char *p = s + (*s == '-' || *s == '+');
+    if (!((*p >= '0' && *p <= '9') || (*p == '.' && p[1] >= '0' && p[1] <= '9'))) return 0;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) return 0;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (errno == ERANGE && fabs(v) > 1.0) return 0;
+    if (end == s || *end || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+int cb_node_scalar_bool(const cb_node *n, int64_t *out) {
+    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
+    const char *s = n->scalar;
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")) return *out = 1, 1;
+    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")) return *out = 0, 1;
+    return 0;
 }

@@ -9,6 +9,7 @@
 #define CB_CORE_CFGTREE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "colobench/error.h"
@@ -51,6 +52,13 @@ cb_node *cb_node_get(const cb_node *map, const char *key);
 
 /* Scalar is YAML null (plain "null", "~", "" or "Null"/"NULL"). */
 int cb_node_is_null(const cb_node *n);
+
+/* Typed scalars (plain, unquoted): 1 and *out set when n is one, else 0. Ints are decimal
+ * int64 ("64k", "1.5", "0x10" are not); floats are decimal, finite, no hex; bools are
+ * true/false (True/TRUE, False/FALSE), not yes/no. */
+int cb_node_scalar_int(const cb_node *n, int64_t *out);
+int cb_node_scalar_float(const cb_node *n, double *out);
+int cb_node_scalar_bool(const cb_node *n, int64_t *out);
 
 /* Applies "a.b.0.c=value": walks maps by key and sequences by index (sequences of maps may also
  * be indexed by an element's `name` or `id`), creating missing map keys; the value is parsed as

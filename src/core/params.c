@@ -87,41 +87,8 @@ static int value_error(ctx *c, const cb_param_def *d, const cb_node *at, const c
     return CB_ECONFIG;
 }
 
-static int parse_int(const cb_node *n, int64_t *out) {
-    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
-    const char *s = n->scalar;
-    const char *p = s + (*s == '-' || *s == '+');
-    if (*p < '0' || *p > '9') return 0;
-    errno = 0;
-    char *end = NULL;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end) return 0;
-    *out = v;
-    return 1;
-}
 
-static int parse_float(const cb_node *n, double *out) {
-    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
-    const char *s = n->scalar;
-    const char *p = s + (*s == '-' || *s == '+');
-    if (!((*p >= '0' && *p <= '9') || (*p == '.' && p[1] >= '0' && p[1] <= '9'))) return 0;
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) return 0;
-    errno = 0;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (errno == ERANGE && fabs(v) > 1.0) return 0;
-    if (end == s || *end || !isfinite(v)) return 0;
-    *out = v;
-    return 1;
-}
 
-static int parse_bool(const cb_node *n, int64_t *out) {
-    if (!n || n->kind != CB_NODE_SCALAR || n->quoted) return 0;
-    const char *s = n->scalar;
-    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")) return *out = 1, 1;
-    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")) return *out = 0, 1;
-    return 0;
-}
 
 static int in_bounds(const cb_param_def *d, double v) {
     return !bounded(d) || (v >= d->min && v <= d->max);
@@ -163,11 +130,11 @@ static void enum_suggest(const char *choices, const char *s, char *buf, size_t s
 static int convert_scalar_elem(ctx *c, const cb_param_def *d, const cb_node *n, const char *key,
                                int is_int, int64_t *iv, double *fv) {
     if (is_int) {
-        if (!parse_int(n, iv) || !in_bounds(d, (double)*iv))
+        if (!cb_node_scalar_int(n, iv) || !in_bounds(d, (double)*iv))
             return value_error(c, d, n, key, 1, NULL);
         *fv = (double)*iv;
     } else {
-        if (!parse_float(n, fv) || !in_bounds(d, *fv)) return value_error(c, d, n, key, 1, NULL);
+        if (!cb_node_scalar_float(n, fv) || !in_bounds(d, *fv)) return value_error(c, d, n, key, 1, NULL);
     }
     return 0;
 }
@@ -178,15 +145,15 @@ static int convert(ctx *c, const cb_param_def *d, const cb_node *n, const char *
     v->has_value = 1;
     switch (d->type) {
     case CB_PARAM_INT:
-        if (!parse_int(n, &v->i) || !in_bounds(d, (double)v->i))
+        if (!cb_node_scalar_int(n, &v->i) || !in_bounds(d, (double)v->i))
             return value_error(c, d, n, key, 0, NULL);
         v->f = (double)v->i;
         return 0;
     case CB_PARAM_FLOAT:
-        if (!parse_float(n, &v->f) || !in_bounds(d, v->f)) return value_error(c, d, n, key, 0, NULL);
+        if (!cb_node_scalar_float(n, &v->f) || !in_bounds(d, v->f)) return value_error(c, d, n, key, 0, NULL);
         return 0;
     case CB_PARAM_BOOL:
-        if (!parse_bool(n, &v->i)) return value_error(c, d, n, key, 0, NULL);
+        if (!cb_node_scalar_bool(n, &v->i)) return value_error(c, d, n, key, 0, NULL);
         v->f = (double)v->i;
         return 0;
     case CB_PARAM_STRING:

@@ -97,32 +97,7 @@ static int expect_map(bctx *b, const cb_node *n, const char *path) {
 
 /* ---- typed getters: 0 = absent (default kept), 1 = read, negative = error ----------------- */
 
-static int scalar_int(const cb_node *n, int64_t *out) {
-    if (n->kind != CB_NODE_SCALAR || n->quoted) return 0;
-    const char *s = n->scalar;
-    const char *p = s + (*s == '-' || *s == '+');
-    if (*p < '0' || *p > '9') return 0;
-    errno = 0;
-    char *end = NULL;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) return 0;
-    *out = v;
-    return 1;
-}
 
-static int scalar_float(const cb_node *n, double *out) {
-    if (n->kind != CB_NODE_SCALAR || n->quoted) return 0;
-    const char *s = n->scalar;
-    const char *p = s + (*s == '-' || *s == '+');
-    if (!((*p >= '0' && *p <= '9') || (*p == '.' && p[1] >= '0' && p[1] <= '9'))) return 0;
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) return 0;
-    errno = 0;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (*end || !isfinite(v)) return 0;
-    *out = v;
-    return 1;
-}
 
 static int get_int(bctx *b, const cb_node *map, const char *key, const char *path, int64_t min,
                    int64_t max, int64_t *out) {
@@ -131,7 +106,7 @@ static int get_int(bctx *b, const cb_node *map, const char *key, const char *pat
     char k[CB_ERROR_KEY_MAX], g[160];
     join(k, sizeof k, path, key);
     int64_t v;
-    if (!scalar_int(n, &v) || v < min || v > max) {
+    if (!cb_node_scalar_int(n, &v) || v < min || v > max) {
         if (max == INT64_MAX)
             return fail_at(b, n, k, "expected integer >= %lld, got %s", (long long)min, got(n, g, sizeof g));
         return fail_at(b, n, k, "expected integer in [%lld, %lld], got %s", (long long)min,
@@ -149,7 +124,7 @@ static int get_float(bctx *b, const cb_node *map, const char *key, const char *p
     char k[CB_ERROR_KEY_MAX], g[160];
     join(k, sizeof k, path, key);
     double v;
-    if (!scalar_float(n, &v) || (min_open ? v <= min : v < min) || v > max)
+    if (!cb_node_scalar_float(n, &v) || (min_open ? v <= min : v < min) || v > max)
         return fail_at(b, n, k, "expected number %s %g%s, got %s", min_open ? ">" : ">=", min,
                        max < 1e300 ? " and <= limit" : "", got(n, g, sizeof g));
     *out = v;
@@ -205,7 +180,7 @@ static int get_int_list(bctx *b, const cb_node *map, const char *key, const char
     if (!vals) return oom(b->err);
     for (size_t i = 0; i < count; i++) {
         int64_t v;
-        if (!scalar_int(items[i], &v) || v < min || v > max) {
+        if (!cb_node_scalar_int(items[i], &v) || v < min || v > max) {
             char ek[CB_ERROR_KEY_MAX];
             snprintf(ek, sizeof ek, "%s[%zu]", k, i);
             return fail_at(b, items[i], ek, "expected integer in [%lld, %lld], got %s",
@@ -379,7 +354,7 @@ static int read_loadgen(bctx *b, const cb_node *pipe, const char *ppath, cb_load
         if (rate_node) {
             char g[160];
             join(k, sizeof k, cpath, "rate");
-            if (!scalar_float(rate_node, &lg->rate_qps))
+            if (!cb_node_scalar_float(rate_node, &lg->rate_qps))
                 return fail_at(b, rate_node, k, "expected a rate in queries per second, got %s",
                                got(rate_node, g, sizeof g));
             if (lg->rate_qps <= 0 && lg->kind != CB_LOADGEN_CLOSED && lg->kind != CB_LOADGEN_OFFLINE &&
