@@ -12,12 +12,27 @@ jobs=$(nproc 2>/dev/null || echo 2)
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 step() { printf '\n== %s\n' "$*"; }
+passed=0
+# Runs ctest in a build dir with extra args, adding its test count to `passed` (set -e stops on
+# a failure, after ctest has printed which test failed).
+run_ctest() {
+  local dir=$1; shift
+  (cd "$dir" && "$@" ctest --output-on-failure ${CTEST_ARGS:-})
+  passed=$((passed + $(cd "$dir" && ctest -N ${CTEST_ARGS:-} | sed -n 's/^Total Tests: //p')))
+}
+
+step "banned functions (atoi, sprintf, strcpy, strcat, strtok, gets)"
+if grep -rnE '\b(atoi|atol|atoll|sprintf|vsprintf|strcpy|strcat|strtok|gets)\s*\(' src include examples bench \
+     | grep -vE '\b(snprintf|vsnprintf)\s*\('; then
+  echo "banned function used: use bounded cursor parsers and snprintf (STYLE.md)"; exit 1
+fi
+passed=$((passed + 1))
 
 step "build (gcc, RelWithDebInfo) and test"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
-(cd build && ctest --output-on-failure -j"$jobs")
-[ $quick = 1 ] && exit 0
+CTEST_ARGS="-j$jobs" run_ctest build env
+if [ $quick = 1 ]; then echo "suite: $passed passed, 0 failed"; exit 0; fi
 
 step "build with clang -Werror"
 cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -26,14 +41,13 @@ cmake --build build-clang -j"$jobs"
 step "ASan+UBSan: whole suite"
 cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-   ctest --output-on-failure -j"$jobs")
+CTEST_ARGS="-j$jobs" run_ctest build-asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 step "TSan: runtime, recorder and CLI tests"
 cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j"$jobs"
-(cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-   ctest --output-on-failure -R 'test_(runtime|cli|stages)$')
+CTEST_ARGS="-R test_(runtime|cli|stages)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -42,3 +56,6 @@ mkdir -p build-fuzz/corpus
 ./build-fuzz/fuzz_config -max_total_time="${CB_FUZZ_SECONDS:-30}" -max_len=4096 -timeout=10 \
   build-fuzz/corpus tests/fuzz/corpus 2>&1 | tail -n 3
 echo "fuzz: no crash"
+passed=$((passed + 1))
+echo
+echo "suite: $passed passed, 0 failed"
