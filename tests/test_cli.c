@@ -74,6 +74,10 @@ static void test_run_demo_writes_everything(void) {
     v = py_json(p, "[s[\"runs\"] for s in d[\"pipelines\"][0][\"stages\"]]");
     CB_CHECK_STR_EQ(v, "[250, 250, 250]");
     free(v);
+    /* Every stage reports its untimed prepare() duration (0 for stages without one). */
+    v = py_json(p, "all(\"prepare_ns\" in s and s[\"prepare_ns\"] >= 0 for q in d[\"pipelines\"] for s in q[\"stages\"])");
+    CB_CHECK_STR_EQ(v, "True");
+    free(v);
     /* The resolved config loads again and validates. */
     snprintf(cmd, sizeof cmd, CLI " validate %s/out/config.yaml", dir);
     CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
@@ -235,6 +239,37 @@ static void test_plugin_from_env_runs(void) {
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 101);
 }
 
+static void test_examples_validate_and_run(void) {
+    char *out = NULL;
+    /* Every example is a valid benchmark. */
+    CB_CHECK_EQ_INT(cb_test_sh("for f in " CB_TEST_SRCDIR "/examples/*.yaml; do " CLI
+                               " validate $f || exit 1; done", &out), 0);
+    CB_CHECK_CONTAINS(out, "router_loop.yaml: ok");
+    free(out);
+    const char *dir = cb_test_tmpdir();
+    char cmd[2048], p[1024];
+    /* Training epochs: 3 x (100 train + 10 val) batches, in order. */
+    snprintf(cmd, sizeof cmd, CLI " run " CB_TEST_SRCDIR "/examples/training_epochs.yaml -o %s/t -q"
+             " --set pipelines.0.stages.2.config.duration_us=10", dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    free(out);
+    snprintf(p, sizeof p, "%s/t/queries.csv", dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(p), 1 + 330);
+    snprintf(cmd, sizeof cmd, "awk -F, 'NR>1 {n[$3\",\"$4]++} END {for (k in n) print k, n[k]}' %s | sort", p);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    CB_CHECK_STR_EQ(out, "train,0 100\ntrain,1 100\ntrain,2 100\nval,0 10\nval,1 10\nval,2 10\n");
+    free(out);
+    /* Replay: exactly the trace's 500 arrivals, scheduled at the trace's offsets. */
+    snprintf(cmd, sizeof cmd, CLI " run " CB_TEST_SRCDIR "/examples/open_loop.yaml -o %s/o -q"
+             " --set pipelines.0.loadgen.max_queries=200 --set pipelines.1.loadgen.max_queries=200", dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "awk -F, '$1==\"replay\"' %s/o/queries.csv | wc -l", dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    CB_CHECK_EQ_INT(strtol(out, NULL, 10), 500);
+    free(out);
+}
+
 int main(void) {
     CB_RUN(test_version_and_help);
     CB_RUN(test_run_demo_writes_everything);
@@ -244,5 +279,6 @@ int main(void) {
     CB_RUN(test_sigterm_keeps_every_row);
     CB_RUN(test_graph_and_stages);
     CB_RUN(test_plugin_from_env_runs);
+    CB_RUN(test_examples_validate_and_run);
     return cb_test_done();
 }

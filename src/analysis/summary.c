@@ -228,7 +228,8 @@ static void json_pcts(cb_json *j, const char *key, const cb_pcts *p) {
     cb_json_object_end(j);
 }
 
-static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipeline_stats *st) {
+static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipeline_stats *st,
+                          const int64_t *prepare_ns) {
     cb_json_object_begin(j);
     cb_json_key(j, "name");
     cb_json_string(j, ps->name);
@@ -292,6 +293,11 @@ static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipel
         cb_json_string(j, ss->component);
         cb_json_key(j, "runs");
         cb_json_uint(j, t->runs);
+        cb_json_key(j, "prepare_ns");
+        if (prepare_ns)
+            cb_json_int(j, prepare_ns[s]);
+        else
+            cb_json_null(j);
         json_pcts(j, "service_ns", &t->service_ns);
         json_pcts(j, "queue_ns", &t->queue_ns);
         cb_json_key(j, "transition_ns_p50");
@@ -331,6 +337,7 @@ int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err) 
 
     cb_json_key(&j, "pipelines");
     cb_json_array_begin(&j);
+    size_t flat = 0; /* index of the pipeline's first stage in in->prepare_ns */
     for (size_t p = 0; p < spec->n_pipelines; p++) {
         cb_pipeline_stats st;
         int rc = cb_pipeline_stats_compute(in, p, &st);
@@ -338,7 +345,8 @@ int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err) 
             return cb_error_set(err, rc, "summary.json: pipeline %s: %s",
                                 spec->pipelines[p].name ? spec->pipelines[p].name : "?",
                                 cb_strerror(rc));
-        json_pipeline(&j, &spec->pipelines[p], &st);
+        json_pipeline(&j, &spec->pipelines[p], &st, in->prepare_ns ? in->prepare_ns + flat : NULL);
+        flat += spec->pipelines[p].n_stages;
         cb_pipeline_stats_fini(&st);
     }
     cb_json_array_end(&j);

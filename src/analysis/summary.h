@@ -38,6 +38,8 @@ typedef struct cb_summary_input {
     bool timed_out;                /* a pipeline hit its timeout */
     const char *const *errors; size_t n_errors; /* one line each */
     const cb_pipeline_record *pipelines;        /* spec->n_pipelines entries */
+    const int64_t *prepare_ns;     /* untimed prepare() per stage (summed over workers), flat in
+                                      pipeline then stage order; NULL when unknown */
 } cb_summary_input;
 
 typedef struct cb_stage_stats {

@@ -1168,13 +1168,9 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
         rc = opts->on_start(opts->on_start_arg, cb_clock_wall_ns(), err);
         if (rc) goto out;
     }
-    rt.t0_ns = cb_clock_now_ns();
-    res->wall_start_ns = cb_clock_wall_ns();
-    res->t0_ns = rt.t0_ns;
     cb_recorder_opts ro = CB_RECORDER_OPTS_DEFAULT;
     ro.spec = spec;
     ro.out_dir = opts->out_dir;
-    ro.t0_ns = rt.t0_ns;
     ro.flush_period_ns = opts->flush_period_ns;
     rc = cb_recorder_create(&ro, &rt.rec, err);
     if (rc) goto out;
@@ -1209,6 +1205,12 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
             break;
         }
     }
+    /* t0 after every thread and log exists, so start-up costs stay out of the measurements.
+     * Records made after the gate opens see t0 (gate mutex -> driver -> release of a record). */
+    rt.t0_ns = cb_clock_now_ns();
+    res->wall_start_ns = cb_clock_wall_ns();
+    res->t0_ns = rt.t0_ns;
+    cb_recorder_set_t0(rt.rec, rt.t0_ns);
     /* Open the gate: every pipeline starts now (stopped at once if setup failed half-way). */
     pthread_mutex_lock(&rt.gate_mu);
     rt.gate_open = 1;
@@ -1323,4 +1325,5 @@ void cb_run_summary_input(const cb_run_result *res, const cb_spec *spec,
     for (size_t i = 0; i < spec->n_pipelines; i++)
         pipelines[i] = res->recorder ? cb_recorder_records(res->recorder, i) : (cb_pipeline_record){0};
     in->pipelines = pipelines;
+    in->prepare_ns = res->prepare_ns;
 }

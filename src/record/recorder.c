@@ -376,6 +376,8 @@ oom:
     return cb_error_set(err, CB_ENOMEM, "recorder: out of memory");
 }
 
+void cb_recorder_set_t0(cb_recorder *r, int64_t t0_ns) { r->t0_ns = t0_ns; }
+
 void cb_recorder_set_splits(cb_recorder *r, size_t pipeline, const cb_splits *splits) {
     if (pipeline >= r->n_pipes || !splits) return;
     cb_pipe_rec *pr = &r->pipes[pipeline];

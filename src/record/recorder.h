@@ -55,7 +55,7 @@ typedef struct cb_ring {
 typedef struct cb_recorder_opts {
     const cb_spec *spec;
     const char *out_dir;       /* NULL: keep records in memory only (tests, benchmarks) */
-    int64_t t0_ns;             /* run start; CSV times are relative to it */
+    int64_t t0_ns;             /* run start (or set later with cb_recorder_set_t0) */
     int64_t flush_period_ns;   /* 0 = 50 ms */
 } cb_recorder_opts;
 
@@ -63,6 +63,9 @@ typedef struct cb_recorder_opts {
 
 /* Opens the CSV files (writing their headers) and starts the writer thread. */
 int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error *err);
+
+/* Sets the run's t0 (CSV times are relative to it) before any record is made. */
+void cb_recorder_set_t0(cb_recorder *rec, int64_t t0_ns);
 
 /* Sets the split names of a pipeline for the CSV `split` column (before records arrive). */
 void cb_recorder_set_splits(cb_recorder *rec, size_t pipeline, const cb_splits *splits);
