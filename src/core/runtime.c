@@ -698,11 +698,6 @@ static void cb__run_chain(cb_worker *w) {
 
 /* ---- pool threads -------------------------------------------------------------------------- */
 
-typedef struct cb_thread_arg {
-    cb_pipe *p;
-    int index;
-} cb_thread_arg;
-
 static void *cb__pool_main(void *arg) {
     cb_worker *w = arg;
     cb_pipe *p = w->pipe;
@@ -732,11 +727,7 @@ static void *cb__pool_main(void *arg) {
 
 /* ---- the driver (load generator) ------------------------------------------------------------ */
 
-typedef int (*cb_pred_fn)(cb_pipe *p, int64_t arg);
-
-static int cb__pred_below(cb_pipe *p, int64_t cap) {
-    return atomic_load(&p->in_flight) < cap;
-}
+static int cb__below(cb_pipe *p, int64_t cap) { return atomic_load(&p->in_flight) < cap; }
 
 static void cb__flush_merges(cb_worker *w) {
     cb_pipe *p = w->pipe;
@@ -756,11 +747,11 @@ static void cb__flush_merges(cb_worker *w) {
     }
 }
 
-/* Waits until pred(p, arg) holds or until_ns passes, running tasks meanwhile if may_run. */
-static void cb__driver_wait(cb_worker *w, cb_pred_fn pred, int64_t arg, int64_t until_ns,
-                            int may_run) {
+/* Waits until fewer than cap queries are in flight or until_ns passes, running tasks meanwhile
+ * if may_run. */
+static void cb__driver_wait(cb_worker *w, int64_t cap, int64_t until_ns, int may_run) {
     cb_pipe *p = w->pipe;
-    while (!pred(p, arg)) {
+    while (!cb__below(p, cap)) {
         if (may_run && w->has_next) {
             cb__run_chain(w);
             continue;
@@ -778,7 +769,7 @@ static void cb__driver_wait(cb_worker *w, cb_pred_fn pred, int64_t arg, int64_t 
             continue;
         }
         atomic_store(&p->driver_sleeping, 1);
-        if (!pred(p, arg)) {
+        if (!cb__below(p, cap)) {
             int64_t wake = until_ns < now + 10000000 ? until_ns : now + 10000000;
             struct timespec ts = {wake / 1000000000LL, wake % 1000000000LL};
             pthread_cond_timedwait(&p->driver_cv, &p->mu, &ts);
@@ -886,7 +877,7 @@ static void *cb__driver_main(void *arg) {
                     split = 0;
                     if (++epoch >= p->splits.epochs) break;
                 }
-                if (lg->split_barrier) cb__driver_wait(w, cb__pred_below, 1, deadline, !open);
+                if (lg->split_barrier) cb__driver_wait(w, 1, deadline, !open);
             }
         } else {
             batch = (int64_t)i;
@@ -900,16 +891,13 @@ static void *cb__driver_main(void *arg) {
             if (cb__stopping(p)) break;
         }
         if (atomic_load(&p->in_flight) >= wait_cap)
-            cb__driver_wait(w, cb__pred_below, wait_cap, deadline, !open);
+            cb__driver_wait(w, wait_cap, deadline, !open);
         if (cb_clock_now_ns() >= deadline) {
             p->timed_out = 1;
             break;
         }
         if (cb__stopping(p)) break;
         if (cb__issue(w, i, split, epoch, batch, scheduled, open) != CB_OK) {
-            cb_error e;
-            cb_error_clear(&e);
-            cb_error_set(&e, CB_ENOMEM, "out of memory issuing a query");
             cb__add_error(rt, "load generator: out of memory issuing a query");
             atomic_store(&p->abort, 1);
             break;
@@ -923,7 +911,7 @@ static void *cb__driver_main(void *arg) {
         drain_until = cb_clock_now_ns() + d;
     }
     for (;;) {
-        cb__driver_wait(w, cb__pred_below, 1, drain_until, 1);
+        cb__driver_wait(w, 1, drain_until, 1);
         if (atomic_load(&p->in_flight) < 1) break;
         if (cb_clock_now_ns() >= drain_until) {
             atomic_store(&p->abort, 1); /* cancel what is left */
