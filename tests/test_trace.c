@@ -1,0 +1,360 @@
+/* Tests of analysis/trace.c: a real two-pipeline benchmark runs in-process with events.csv
+ * written, its trace.json is checked against events.csv and a hand-written metrics.csv by
+ * tests/check_trace.py (every slice matches one row, flows chain every multi-slice query,
+ * counters match the metrics rows, thread names exist), and the checker is shown to fail on a
+ * corrupted trace. Also: query sampling under max_slices, shared pids, malformed and missing
+ * metrics.csv (errors name file and line, nothing written), and an empty run. */
+#include "harness.h"
+
+#include <stdlib.h>
+
+#include "analysis/trace.h"
+#include "core/registry.h"
+#include "core/runtime.h"
+#include "core/spec.h"
+
+/* Pipeline 0 has a name that needs JSON and CSV escaping; 5 warm-up queries. */
+static const char k_bench_yaml[] =
+    "name: trace-test\n"
+    "pipelines:\n"
+    "  - name: 'main \"p\" \\ x'\n"
+    "    inputs: [0]\n"
+    "    outputs: [2]\n"
+    "    loadgen: {component: closed, max_queries: 50, warmup_queries: 5,\n"
+    "              config: {concurrency: 4}}\n"
+    "    stages:\n"
+    "      - {id: 0, name: decode, component: util.noop, outputs: [1]}\n"
+    "      - {id: 1, name: model, component: util.spin, outputs: [2], workers: 2,\n"
+    "         config: {mode: deadline, duration_us: 20}}\n"
+    "      - {id: 2, name: post, component: util.copy, outputs: []}\n"
+    "  - name: side\n"
+    "    inputs: [0]\n"
+    "    outputs: [1]\n"
+    "    loadgen: {component: closed, max_queries: 20, config: {concurrency: 2}}\n"
+    "    stages:\n"
+    "      - {id: 0, name: src, component: util.source, outputs: [1], config: {bytes: 16}}\n"
+    "      - {id: 1, name: sink, component: util.noop, outputs: []}\n";
+
+static const char k_metrics_csv[] =
+    "t_ns,source,device,pid,metric,value\n"
+    "-1000,cpu,,,util_percent,12.5\n"
+    "0,cpu,cpu0,,util_percent,99\n"
+    "1500,memory,,,used_bytes,123456789\n"
+    "2500,process,,4242,rss_bytes,1048576\n"
+    "\n"
+    "3500,gpu,gpu0/mig1,,power_watts,1e2\n";
+
+typedef struct fixture {
+    const char *dir;
+    cb_registry *reg;
+    cb_doc *doc;
+    cb_spec *spec;
+    cb_run_result res;
+    cb_pipeline_record recs[4];
+    cb_summary_input sin;
+    char events[1024], metrics[1024], trace[1024];
+} fixture;
+
+static int fixture_run(fixture *f, const char *yaml, bool run) {
+    memset(f, 0, sizeof *f);
+    cb_error err;
+    cb_error_clear(&err);
+    f->dir = cb_test_tmpdir();
+    snprintf(f->events, sizeof f->events, "%s/events.csv", f->dir);
+    snprintf(f->trace, sizeof f->trace, "%s/trace.json", f->dir);
+    snprintf(f->metrics, sizeof f->metrics, "%s",
+             cb_test_write(f->dir, "metrics.csv", k_metrics_csv));
+    const char *path = cb_test_write(f->dir, "bench.yaml", yaml);
+    if (cb_registry_create(&f->reg, &err) != CB_OK ||
+        cb_spec_load(path, NULL, 0, f->reg, &f->doc, &f->spec, &err) != CB_OK) {
+        char buf[2048];
+        cb_error_format(&err, buf, sizeof buf);
+        printf("# spec error: %s\n", buf);
+        return -1;
+    }
+    if (!run) {
+        /* No run: an events.csv with the header only and empty records. */
+        cb_test_write(f->dir, "events.csv",
+                      "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,"
+                      "start_ns,end_ns\n");
+        return 0;
+    }
+    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
+    o.spec = f->spec;
+    o.out_dir = f->dir;
+    int rc = cb_run(&o, &f->res, &err);
+    if (rc != CB_OK || f->res.n_errors) {
+        printf("# run failed: %d %s\n", rc, err.msg);
+        return -1;
+    }
+    cb_run_summary_input(&f->res, f->spec, f->recs, &f->sin);
+    return 0;
+}
+
+static void fixture_fini(fixture *f) {
+    cb_run_result_fini(&f->res);
+    cb_spec_destroy(f->spec);
+    cb_doc_destroy(f->doc);
+    cb_registry_destroy(f->reg);
+}
+
+static cb_trace_input trace_input(fixture *f) {
+    cb_trace_input in = {.spec = f->spec, .t0_ns = f->res.t0_ns, .pipelines = f->recs,
+                         .metrics_csv = f->metrics};
+    return in;
+}
+
+static int write_trace(const cb_trace_input *in, const char *path, cb_error *err) {
+    FILE *out = fopen(path, "w");
+    if (!out) return -1;
+    int rc = cb_trace_write(in, out, err);
+    fclose(out);
+    if (rc != CB_OK) printf("# cb_trace_write: %d %s\n", rc, err->msg);
+    return rc;
+}
+
+/* Runs the checker; returns its exit status and prints its output when it is not `want`. */
+static int check(const fixture *f, const char *trace, const char *extra, int want) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "python3 '%s/tests/check_trace.py' '%s' '%s' '%s' %s",
+             CB_TEST_SRCDIR, trace, f->events, f->metrics, extra);
+    char *outp = NULL;
+    int st = cb_test_sh(cmd, &outp);
+    if ((st == 0) != (want == 0)) printf("# %s\n%s", cmd, outp ? outp : "");
+    free(outp);
+    return st;
+}
+
+static size_t count_str(const char *hay, const char *needle) {
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+/* Writes text with the line containing `needle` (the first one) removed or, with `replace`,
+ * `needle` replaced by it. */
+static const char *corrupt(const fixture *f, const char *text, const char *name,
+                           const char *needle, const char *replace) {
+    const char *hit = strstr(text, needle);
+    if (!hit) return NULL;
+    size_t len = strlen(text);
+    char *buf = malloc(len + (replace ? strlen(replace) : 0) + 1);
+    if (replace) {
+        size_t a = (size_t)(hit - text);
+        memcpy(buf, text, a);
+        memcpy(buf + a, replace, strlen(replace));
+        memcpy(buf + a + strlen(replace), hit + strlen(needle), len - a - strlen(needle) + 1);
+    } else {
+        const char *b = hit;
+        while (b > text && b[-1] != '\n') b--;
+        const char *e = strchr(hit, '\n');
+        e = e ? e + 1 : text + len;
+        memcpy(buf, text, (size_t)(b - text));
+        memcpy(buf + (b - text), e, (size_t)(text + len - e) + 1);
+    }
+    const char *path = cb_test_write(f->dir, name, buf);
+    free(buf);
+    return path;
+}
+
+static void test_trace_matches_events(void) {
+    fixture f;
+    int ok = fixture_run(&f, k_bench_yaml, true);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.recs[0].n_stage_events, 150);
+    CB_CHECK_EQ_INT(f.recs[1].n_stage_events, 40);
+    cb_trace_input in = trace_input(&f);
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
+    CB_CHECK_EQ_INT(check(&f, f.trace, "", 0), 0);
+
+    char *text = cb_test_read(f.trace, NULL);
+    CB_CHECK(text != NULL);
+    if (!text) goto out;
+    CB_CHECK_EQ_INT(count_str(text, "\"ph\":\"X\""), 190);
+    CB_CHECK_EQ_INT(count_str(text, "\"ph\":\"s\""), 70);
+    CB_CHECK_EQ_INT(count_str(text, "\"ph\":\"f\""), 70);
+    CB_CHECK_EQ_INT(count_str(text, "\"ph\":\"t\""), 50);
+    CB_CHECK_EQ_INT(count_str(text, "\"ph\":\"C\""), 5);
+    CB_CHECK_EQ_INT(count_str(text, "\"warmup\":true"), 15); /* 5 warm-up queries x 3 stages */
+    CB_CHECK_CONTAINS(text, "\"name\":\"pipeline main \\\"p\\\" \\\\ x\"");
+    CB_CHECK_CONTAINS(text, "\"args\":{\"name\":\"model #1\"}");
+    CB_CHECK_CONTAINS(text, "\"args\":{\"name\":\"monitors\"}");
+    CB_CHECK_CONTAINS(text, "\"name\":\"gpu/gpu0/mig1/power_watts\"");
+    CB_CHECK_CONTAINS(text, "\"sampled\":false");
+    CB_CHECK_CONTAINS(text, "\"benchmark\":\"trace-test\"");
+
+    /* The checker can fail: a slice deleted, a slice moved in time, a flow end removed. */
+    const char *bad = corrupt(&f, text, "del.json", "{\"ph\":\"X\"", NULL);
+    CB_CHECK(bad != NULL);
+    if (bad) CB_CHECK(check(&f, bad, "", 1) != 0);
+    bad = corrupt(&f, text, "ts.json", "\"dur\":", "\"dur\":1");
+    CB_CHECK(bad != NULL);
+    if (bad) CB_CHECK(check(&f, bad, "", 1) != 0);
+    bad = corrupt(&f, text, "flow.json", "{\"ph\":\"f\"", NULL);
+    CB_CHECK(bad != NULL);
+    if (bad) CB_CHECK(check(&f, bad, "", 1) != 0);
+    bad = corrupt(&f, text, "ctr.json", "\"value\":99", "\"value\":98");
+    CB_CHECK(bad != NULL);
+    if (bad) CB_CHECK(check(&f, bad, "", 1) != 0);
+    free(text);
+out:
+    fixture_fini(&f);
+}
+
+static void test_trace_sampling(void) {
+    fixture f;
+    int ok = fixture_run(&f, k_bench_yaml, true);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_trace_input in = trace_input(&f);
+    in.max_slices = 40; /* 190 slices: stride 5 keeps 10 x 3 + 4 x 2 = 38 */
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
+    CB_CHECK_EQ_INT(check(&f, f.trace, "--sampled", 0), 0);
+    char *text = cb_test_read(f.trace, NULL);
+    CB_CHECK(text != NULL);
+    if (text) {
+        CB_CHECK_CONTAINS(text, "\"sampled\":true");
+        CB_CHECK_CONTAINS(text, "\"slices_total\":190");
+        CB_CHECK_CONTAINS(text, "\"slices_written\":38");
+        CB_CHECK_CONTAINS(text, "\"query_sampling_stride\":5");
+        CB_CHECK_CONTAINS(text, "\"max_slices\":40");
+        CB_CHECK_EQ_INT(count_str(text, "\"ph\":\"X\""), 38);
+        /* The unsampled checker must notice the missing slices. */
+        CB_CHECK(check(&f, f.trace, "", 1) != 0);
+        free(text);
+    }
+    /* A cap that everything fits under: not sampled. */
+    in.max_slices = 190;
+    CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
+    CB_CHECK_EQ_INT(check(&f, f.trace, "", 0), 0);
+    fixture_fini(&f);
+}
+
+/* Both pipelines in one process: one process track, pipeline-qualified thread names. */
+static void test_trace_shared_pid(void) {
+    fixture f;
+    int ok = fixture_run(&f, k_bench_yaml, true);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    const int pids[2] = {4242, 4242};
+    cb_trace_input in = trace_input(&f);
+    in.pids = pids;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
+    CB_CHECK_EQ_INT(check(&f, f.trace, "", 0), 0);
+    char *text = cb_test_read(f.trace, NULL);
+    CB_CHECK(text != NULL);
+    if (text) {
+        CB_CHECK_EQ_INT(count_str(text, "\"name\":\"process_name\""), 2); /* 4242 + monitors */
+        CB_CHECK_CONTAINS(text, "\"args\":{\"name\":\"side: sink #0\"}");
+        CB_CHECK_CONTAINS(text, " + side\"");
+        free(text);
+    }
+    fixture_fini(&f);
+}
+
+static void test_trace_bad_metrics(void) {
+    fixture f;
+    int ok = fixture_run(&f, k_bench_yaml, true);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    cb_trace_input in = trace_input(&f);
+    cb_error err;
+    struct {
+        const char *text, *where, *what;
+    } cases[] = {
+        {"t_ns,source,device,pid,metric,value\n1,cpu,,,util_percent,1\n2,cpu,,,util_percent,abc\n",
+         ":3:", "value"},
+        {"t_ns,source,device,pid,metric,value\n1,cpu,,,util_percent\n", ":2:", "fields"},
+        {"t_ns,source,device,pid,metric,value\nx1,cpu,,,m,1\n", ":2:", "t_ns"},
+        {"t_ns,source,device,pid,metric,value\n1,cpu,,,m,nan\n", ":2:", "value"},
+        {"t_ns,source,device,pid,metric,value\n1,cpu,,,m,1,9\n", ":2:", "fields"},
+        {"t_ns,source,device,pid,metric,value\n1,\"cpu,,,m,1\n", ":2:", "quoted"},
+        {"time,source,device,pid,metric,value\n", ":1:", "header"},
+        {"", ":1:", "header"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = cb_test_write(f.dir, "bad_metrics.csv", cases[i].text);
+        in.metrics_csv = path;
+        cb_error_clear(&err);
+        FILE *out = tmpfile();
+        int rc = cb_trace_write(&in, out, &err);
+        CB_CHECK_EQ_INT(rc, CB_EINVAL);
+        CB_CHECK_CONTAINS(err.msg, "bad_metrics.csv");
+        CB_CHECK_CONTAINS(err.msg, cases[i].where);
+        CB_CHECK_CONTAINS(err.msg, cases[i].what);
+        CB_CHECK_EQ_INT(ftell(out), 0); /* validated before the first byte */
+        fclose(out);
+    }
+    /* A line over the 1024-byte bound. */
+    char *long_text = malloc(4096);
+    snprintf(long_text, 4096, "t_ns,source,device,pid,metric,value\n1,cpu,,,m,1\n1,cpu,,,%01500d,1\n",
+             7);
+    in.metrics_csv = cb_test_write(f.dir, "long_metrics.csv", long_text);
+    free(long_text);
+    cb_error_clear(&err);
+    FILE *out = tmpfile();
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "long_metrics.csv:3:");
+    CB_CHECK_CONTAINS(err.msg, "longer than 1024");
+    fclose(out);
+    /* Missing file: the error names it. */
+    char missing[1100];
+    snprintf(missing, sizeof missing, "%s/no_such_metrics.csv", f.dir);
+    in.metrics_csv = missing;
+    cb_error_clear(&err);
+    out = tmpfile();
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_ENOENT);
+    CB_CHECK_CONTAINS(err.msg, "no_such_metrics.csv");
+    fclose(out);
+    fixture_fini(&f);
+}
+
+static void test_trace_empty_run(void) {
+    fixture f;
+    int ok = fixture_run(&f, k_bench_yaml, false);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    /* Zero records, no metrics: still a valid file with the metadata. */
+    cb_trace_input in = {.spec = f.spec, .t0_ns = 0, .pipelines = f.recs};
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+             "m=d[\"metadata\"]; assert m[\"sampled\"] is False and m[\"slices_total\"]==0, m' '%s'",
+             f.trace);
+    char *outp = NULL;
+    int st = cb_test_sh(cmd, &outp);
+    CB_CHECK_EQ_INT(st, 0);
+    if (st) printf("# %s\n", outp ? outp : "");
+    free(outp);
+    /* The checker agrees (empty events.csv; metrics.csv rows as counters). */
+    in.metrics_csv = f.metrics;
+    CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
+    CB_CHECK_EQ_INT(check(&f, f.trace, "", 0), 0);
+    /* No pipelines at all. */
+    cb_spec empty = {.name = "none"};
+    cb_trace_input in0 = {.spec = &empty};
+    CB_CHECK_EQ_INT(write_trace(&in0, f.trace, &err), CB_OK);
+    snprintf(cmd, sizeof cmd, "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' '%s'",
+             f.trace);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, NULL), 0);
+    fixture_fini(&f);
+}
+
+int main(void) {
+    CB_RUN(test_trace_matches_events);
+    CB_RUN(test_trace_sampling);
+    CB_RUN(test_trace_shared_pid);
+    CB_RUN(test_trace_bad_metrics);
+    CB_RUN(test_trace_empty_run);
+    return cb_test_done();
+}
