@@ -1,8 +1,7 @@
-/* Tests of collocate/mps.c against tests/fake_mps/nvidia-cuda-mps-control, a
- * stand-in for the NVIDIA binary with the same CLI contract (no GPU or driver
- * needed). Each test gets a fresh TMPDIR and sets CUDA_MPS_PIPE_DIRECTORY
- * itself; every fake daemon a test sees is recorded and killed in teardown,
- * whatever the checks said. */
+/* Tests of collocate/mps.c against tests/fake_mps/nvidia-cuda-mps-control, a stand-in for the
+ * NVIDIA binary with the same CLI contract (no GPU or driver needed). Each test gets a fresh
+ * TMPDIR and sets CUDA_MPS_PIPE_DIRECTORY itself; every fake daemon a test sees is recorded and
+ * killed in teardown, whatever the checks said. */
 #include "harness.h"
 
 #include <dirent.h>
@@ -28,9 +27,7 @@ static pid_t g_pids[32];
 static int g_npids;
 static const cb_logger g_log = {CB_LOG_INFO, NULL};
 
-/* ---- helpers
- * ----------------------------------------------------------------------------
- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static void use_fake_path(void) {
     char p[sizeof g_orig_path + 256];
@@ -80,8 +77,7 @@ static pid_t read_pid(const char *dir, const char *name) {
     return (pid_t)v;
 }
 
-/* Alive and not a zombie (the double-forked daemon's parent is pid 1, which may
- * not reap). */
+/* Alive and not a zombie (the double-forked daemon's parent is pid 1, which may not reap). */
 static bool alive(pid_t pid) {
     if (pid <= 0 || kill(pid, 0) != 0) return false;
     char p[64];
@@ -133,8 +129,7 @@ static bool ends_with(const char *s, const char *suffix) {
     return s && a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* Every daemon recorded is killed; the environment goes back to a known state.
- */
+/* Every daemon recorded is killed; the environment goes back to a known state. */
 static void teardown(void) {
     for (int i = 0; i < g_npids; i++)
         if (alive(g_pids[i])) {
@@ -149,15 +144,12 @@ static void teardown(void) {
     use_fake_path();
 }
 
-/* ---- tests
- * ------------------------------------------------------------------------------
- */
+/* ---- tests ----------------------------------------------------------------------------------- */
 
 static void test_starts_private_daemon_and_stops_it(void) {
     const char *tmp = fresh_tmpdir();
     char none[1024], trace[1024];
-    /* The default pipe directory when nothing else answers there; otherwise one
-     * of our own. */
+    /* The default pipe directory when nothing else answers there; otherwise one of our own. */
     if (accepts("/tmp/nvidia-mps")) {
         snprintf(none, sizeof none, "%s/none", tmp);
         setenv("CUDA_MPS_PIPE_DIRECTORY", none, 1);
@@ -192,8 +184,7 @@ static void test_starts_private_daemon_and_stops_it(void) {
     track(pid);
     CB_CHECK(alive(pid));
     CB_CHECK_EQ_INT(read_pid(pipe, "nvidia-cuda-mps-control.pid"), pid);
-    /* The parent's environment is left alone; the child's names our directories.
-     */
+    /* The parent's environment is left alone; the child's names our directories. */
     CB_CHECK(getenv("CUDA_MPS_LOG_DIRECTORY") == NULL);
     char buf[2048], want[1200];
     const char *vars[8];
@@ -415,8 +406,7 @@ static void test_child_env_strings(void) {
     CB_CHECK_STR_EQ(vars[1], want);
     CB_CHECK_STR_EQ(vars[2], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50");
     CB_CHECK_STR_EQ(vars[3], "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=4096M");
-    /* Exactly the bytes needed fits; one less does not; too few slots does not.
-     */
+    /* Exactly the bytes needed fits; one less does not; too few slots does not. */
     size_t need = 0;
     for (int i = 0; i < 4; i++) need += strlen(vars[i]) + 1;
     char *exact = malloc(need);
@@ -426,8 +416,7 @@ static void test_child_env_strings(void) {
     CB_CHECK_EQ_INT(cb_mps_child_env(m, 50, 4LL << 30, 0, exact, need, vars, 3), -1);
     CB_CHECK_EQ_INT(cb_mps_child_env(m, 50, 4LL << 30, 0, buf, 16, vars, 8), -1);
     free(exact);
-    /* Other ordinals, sub-MiB remainders rounded down, percentages capped at 100.
-     */
+    /* Other ordinals, sub-MiB remainders rounded down, percentages capped at 100. */
     CB_CHECK_EQ_INT(cb_mps_child_env(m, 0, (3LL << 29) + 12345, 1, buf, sizeof buf, vars, 8), 3);
     CB_CHECK_STR_EQ(vars[2], "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=1=1536M");
     CB_CHECK_EQ_INT(cb_mps_child_env(m, 150, 0, 0, buf, sizeof buf, vars, 8), 3);

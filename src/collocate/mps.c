@@ -1,31 +1,25 @@
-/* collocate/mps.c - CUDA MPS control daemon: use the one that runs, or start a
- * private one and stop exactly what was started (see mps.h,
- * docs/internals/mps.md).
+/* collocate/mps.c - CUDA MPS control daemon: use the one that runs, or start a private one and
+ * stop exactly what was started (see mps.h, docs/internals/mps.md).
  *
- * Design. A daemon "runs" on a pipe directory when <dir>/control is a UNIX
- * socket and a non-blocking connect() to it succeeds (EAGAIN - a full backlog -
- * also means someone listens); a socket file nobody listens on (a crashed
- * daemon) is not running and is never touched. A private daemon lives in a
- * fresh $TMPDIR/colobench-mps-XXXXXX/{pipe,log}: the control binary is run as
- * `nvidia-cuda-mps-control -d` by fork + execve with an environment built in
- * the parent (the parent's own environment is never changed), the launcher is
- * reaped (it daemonizes and exits 0), then the socket is polled every 10 ms
- * until it accepts or start_timeout_ns passes. Release pipes "quit\n" into the
- * same binary with the same environment, waits (bounded) for the socket to stop
- * answering and the daemon's pid (from its pid file) to go, then removes the
- * private tree. Every child waited for has a deadline; one that overruns is
- * killed and reaped. Between fork and execve the child only calls
- * async-signal-safe functions (it resets the signal mask and the dispositions a
- * daemon must not inherit, redirects 0/1/2, closes other fds).
+ * Design. A daemon "runs" on a pipe directory when <dir>/control is a UNIX socket and a
+ * non-blocking connect() to it succeeds (EAGAIN - a full backlog - also means someone listens);
+ * a socket file nobody listens on (a crashed daemon) is not running and is never touched. A
+ * private daemon lives in a fresh $TMPDIR/colobench-mps-XXXXXX/{pipe,log}: the control binary is
+ * run as `nvidia-cuda-mps-control -d` by fork + execve with an environment built in the parent
+ * (the parent's own environment is never changed), the launcher is reaped (it daemonizes and
+ * exits 0), then the socket is polled every 10 ms until it accepts or start_timeout_ns passes.
+ * Release pipes "quit\n" into the same binary with the same environment, waits (bounded) for the
+ * socket to stop answering and the daemon's pid (from its pid file) to go, then removes the
+ * private tree. Every child waited for has a deadline; one that overruns is killed and reaped.
+ * Between fork and execve the child only calls async-signal-safe functions (it resets the signal
+ * mask and the dispositions a daemon must not inherit, redirects 0/1/2, closes other fds).
  *
- * Thread-safety: one controlling thread per handle; handles are independent.
- * acquire reads the environment (getenv), so nobody may setenv concurrently.
- * fork() is safe from a multi-threaded process here because everything the
- * child needs is allocated before the fork.
+ * Thread-safety: one controlling thread per handle; handles are independent. acquire reads the
+ * environment (getenv), so nobody may setenv concurrently. fork() is safe from a multi-threaded
+ * process here because everything the child needs is allocated before the fork.
  *
- * Ownership: the handle owns copies of its paths and frees them in release.
- * Only a handle that started its daemon ever removes anything, and only the
- * colobench-mps-XXXXXX tree it created.
+ * Ownership: the handle owns copies of its paths and frees them in release. Only a handle that
+ * started its daemon ever removes anything, and only the colobench-mps-XXXXXX tree it created.
  */
 #include "collocate/mps.h"
 
@@ -67,8 +61,7 @@ struct cb_mps {
     char *log_dir;
 };
 
-/* The environment of a control-binary child: the parent's, with our two
- * directories. */
+/* The environment of a control-binary child: the parent's, with our two directories. */
 typedef struct mps_env {
     char **envp;
     char *pipe_var, *log_var;
@@ -80,9 +73,7 @@ static bool mps_has_prefix(const char *s, const char *prefix) {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* ---- probing
- * ----------------------------------------------------------------------------
- */
+/* ---- probing --------------------------------------------------------------------------------- */
 
 static bool mps_sockaddr(const char *pipe_dir, struct sockaddr_un *sa) {
     memset(sa, 0, sizeof *sa);
@@ -108,8 +99,8 @@ static bool mps_accepts(const char *pipe_dir) {
     return ok;
 }
 
-/* A process that exists and is not a zombie (a double-forked daemon is
- * reparented to pid 1, which in containers does not always reap). */
+/* A process that exists and is not a zombie (a double-forked daemon is reparented to pid 1, which
+ * in containers does not always reap). */
 static bool mps_pid_alive(pid_t pid) {
     if (pid <= 0) return false;
     if (kill(pid, 0) != 0 && errno != EPERM) return false;
@@ -125,8 +116,7 @@ static bool mps_pid_alive(pid_t pid) {
     return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
 }
 
-/* The control daemon's pid from <pipe_dir>/nvidia-cuda-mps-control.pid; 0 when
- * unknown. */
+/* The control daemon's pid from <pipe_dir>/nvidia-cuda-mps-control.pid; 0 when unknown. */
 static pid_t mps_read_pid(const char *pipe_dir) {
     char path[MPS_PATH_MAX], buf[32];
     snprintf(path, sizeof path, "%s/%s", pipe_dir, MPS_PID_FILE);
@@ -143,8 +133,7 @@ static pid_t mps_read_pid(const char *pipe_dir) {
     return (pid_t)v;
 }
 
-/* The last lines of a log file, newlines shown as " | ", into out ("" when
- * unreadable). */
+/* The last lines of a log file, newlines shown as " | ", into out ("" when unreadable). */
 static void mps_log_tail(const char *path, char *out, size_t size) {
     out[0] = '\0';
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -175,16 +164,14 @@ static void mps_log_tail(const char *path, char *out, size_t size) {
     out[o] = '\0';
 }
 
-/* ---- the control binary
- * ----------------------------------------------------------------- */
+/* ---- the control binary ---------------------------------------------------------------------- */
 
 static bool mps_executable(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
-/* want: NULL (look up nvidia-cuda-mps-control on PATH), a name (looked up) or a
- * path (has '/'). */
+/* want: NULL (look up nvidia-cuda-mps-control on PATH), a name (looked up) or a path (has '/'). */
 static int mps_find_binary(const char *want, char **out, cb_error *err) {
     const char *name = want && *want ? want : MPS_BINARY;
     if (strchr(name, '/')) {
@@ -259,8 +246,8 @@ static int mps_env_build(mps_env *e, const char *pipe_dir, const char *log_dir) 
     return CB_OK;
 }
 
-/* fork + execve(binary, {binary, arg?}, envp) with stdin from in_fd and
- * stdout+stderr to out_fd. Returns the child's pid, or -1 with errno set. */
+/* fork + execve(binary, {binary, arg?}, envp) with stdin from in_fd and stdout+stderr to out_fd.
+ * Returns the child's pid, or -1 with errno set. */
 static pid_t mps_spawn(const char *binary, const char *arg, char *const envp[], int in_fd,
                        int out_fd) {
     char *argv[3] = {(char *)binary, (char *)arg, NULL};
@@ -284,9 +271,8 @@ static pid_t mps_spawn(const char *binary, const char *arg, char *const envp[], 
     _exit(127);
 }
 
-/* Waits for a child until deadline_ns; kills (SIGKILL) and reaps it when it
- * overruns. Returns 0 with *status set, 1 on timeout (killed), -1 when it
- * cannot be waited for. */
+/* Waits for a child until deadline_ns; kills (SIGKILL) and reaps it when it overruns. Returns 0
+ * with *status set, 1 on timeout (killed), -1 when it cannot be waited for. */
 static int mps_wait(pid_t pid, int64_t deadline_ns, int *status) {
     for (;;) {
         pid_t r = waitpid(pid, status, WNOHANG);
@@ -313,9 +299,9 @@ static void mps_describe_status(int status, char *buf, size_t size) {
         snprintf(buf, size, "ended with wait status %d", status);
 }
 
-/* Runs `binary [arg]` with stdin from in_fd and output to <log_dir>/<out_name>,
- * waiting until deadline_ns. Returns CB_OK when it exits 0; otherwise an error
- * naming what happened, with the tail of its output. */
+/* Runs `binary [arg]` with stdin from in_fd and output to <log_dir>/<out_name>, waiting until
+ * deadline_ns. Returns CB_OK when it exits 0; otherwise an error naming what happened, with the
+ * tail of its output. */
 static int mps_run(const char *binary, const char *arg, const mps_env *env, int in_fd,
                    const char *log_dir, const char *out_name, int64_t deadline_ns, cb_error *err) {
     char out_path[MPS_PATH_MAX];
@@ -341,8 +327,7 @@ static int mps_run(const char *binary, const char *arg, const mps_env *env, int 
                         what, *tail ? ": " : "", tail);
 }
 
-/* ---- private directories
- * ---------------------------------------------------------------- */
+/* ---- private directories --------------------------------------------------------------------- */
 
 static int mps_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -355,8 +340,7 @@ static int mps_rmtree(const char *root, cb_error *err) {
     return CB_OK;
 }
 
-/* Creates $TMPDIR/colobench-mps-XXXXXX/{pipe,log} and stores the three paths in
- * m. */
+/* Creates $TMPDIR/colobench-mps-XXXXXX/{pipe,log} and stores the three paths in m. */
 static int mps_make_dirs(cb_mps *m, cb_error *err) {
     const char *base = getenv("TMPDIR");
     if (!base || !*base) base = "/tmp";
@@ -390,8 +374,7 @@ static int mps_make_dirs(cb_mps *m, cb_error *err) {
     return CB_OK;
 }
 
-/* ---- acquire / release
- * ------------------------------------------------------------------ */
+/* ---- acquire / release ----------------------------------------------------------------------- */
 
 static void mps_free(cb_mps *m) {
     cb_free(m->binary);
@@ -401,8 +384,7 @@ static void mps_free(cb_mps *m) {
     cb_free(m);
 }
 
-/* Waits until the daemon on m's pipe directory stops answering and its pid is
- * gone. */
+/* Waits until the daemon on m's pipe directory stops answering and its pid is gone. */
 static bool mps_wait_gone(const cb_mps *m, int64_t deadline_ns) {
     for (;;) {
         bool up = mps_accepts(m->pipe_dir) || mps_pid_alive(m->daemon_pid);
@@ -412,9 +394,8 @@ static bool mps_wait_gone(const cb_mps *m, int64_t deadline_ns) {
     }
 }
 
-/* Cleans up after a failed start: stops a daemon that came up without
- * answering, removes the tree. The daemon is ours by construction (its pipe
- * directory is private). */
+/* Cleans up after a failed start: stops a daemon that came up without answering, removes the tree.
+ * The daemon is ours by construction (its pipe directory is private). */
 static void mps_abort_start(cb_mps *m) {
     pid_t pid = mps_read_pid(m->pipe_dir);
     if (mps_pid_alive(pid)) {
@@ -581,8 +562,7 @@ int cb_mps_release(cb_mps *m, cb_error *err) {
         if (pipe2(fds, O_CLOEXEC) != 0) {
             rc = cb_error_set(err, CB_EIO, "mps: pipe: %s", strerror(errno));
         } else {
-            /* 5 bytes fit any pipe buffer: write all, close, let the client read to
-             * EOF. */
+            /* 5 bytes fit any pipe buffer: write all, close, let the client read to EOF. */
             ssize_t w = write(fds[1], "quit\n", 5);
             close(fds[1]);
             if (w != 5) {
