@@ -3,7 +3,8 @@
  * tests/check_trace.py (every slice matches one row, flows chain every multi-slice query,
  * counters match the metrics rows, thread names exist), and the checker is shown to fail on a
  * corrupted trace. Also: query sampling under max_slices, shared pids, malformed and missing
- * metrics.csv (errors name file and line, nothing written), and an empty run. */
+ * metrics.csv (errors name file and line, nothing written), an empty run, and the stride
+ * search on sparse query ids and on a query 0 larger than the cap. */
 #include "harness.h"
 
 #include <stdlib.h>
@@ -350,11 +351,56 @@ static void test_trace_empty_run(void) {
     fixture_fini(&f);
 }
 
+/* Hand-built records: sparse query ids (the stride search's fallback) and a query 0 that
+ * alone exceeds the cap (written whole: every stride keeps it). */
+static void test_trace_stride_edges(void) {
+    cb_stage_spec st[1] = {{.name = "s", .workers = 1}};
+    cb_pipeline_spec ps = {.name = "p", .stages = st, .n_stages = 1};
+    cb_spec spec = {.name = "edges", .pipelines = &ps, .n_pipelines = 1};
+    cb_stage_event ev[8];
+    memset(ev, 0, sizeof ev);
+    for (int i = 0; i < 4; i++) {
+        ev[i].query_id = (uint64_t)i * 1000000000000ull; /* 0, 1e12, 2e12, 3e12 */
+        ev[i].start_ns = 1000 + i * 100;
+        ev[i].end_ns = ev[i].start_ns + 50;
+    }
+    cb_pipeline_record r = {.stage_events = ev, .n_stage_events = 4};
+    cb_trace_input in = {.spec = &spec, .pipelines = &r, .max_slices = 2};
+    cb_error err;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_OK);
+    fclose(out);
+    /* k = 2 keeps all four (even ids); k = 3 keeps 0 and 3e12. */
+    CB_CHECK_CONTAINS(buf, "\"query_sampling_stride\":3,");
+    CB_CHECK_CONTAINS(buf, "\"slices_written\":2,");
+    free(buf);
+
+    /* Query 0 with 5 slices, queries 1-3 with one each, cap 2. */
+    for (int i = 0; i < 8; i++) {
+        ev[i].query_id = i < 5 ? 0 : (uint64_t)i - 4;
+        ev[i].start_ns = 1000 + i * 100;
+        ev[i].end_ns = ev[i].start_ns + 50;
+    }
+    r.n_stage_events = 8;
+    buf = NULL;
+    out = open_memstream(&buf, &len);
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_OK);
+    fclose(out);
+    CB_CHECK_CONTAINS(buf, "\"query_sampling_stride\":4,");
+    CB_CHECK_CONTAINS(buf, "\"slices_written\":5,");
+    CB_CHECK_EQ_INT(count_str(buf, "\"ph\":\"X\""), 5);
+    CB_CHECK_EQ_INT(count_str(buf, "\"ph\":\"t\""), 3);
+    free(buf);
+}
+
 int main(void) {
     CB_RUN(test_trace_matches_events);
     CB_RUN(test_trace_sampling);
     CB_RUN(test_trace_shared_pid);
     CB_RUN(test_trace_bad_metrics);
     CB_RUN(test_trace_empty_run);
+    CB_RUN(test_trace_stride_edges);
     return cb_test_done();
 }
