@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -201,12 +202,13 @@ static void test_child_rss(void) {
     if (!m) return;
     pid_t pid = fork();
     if (pid == 0) {
+        /* mmap and touch every page: sanitizer allocators may not back a malloc'd block. */
         size_t n = 64u << 20;
-        char *p = malloc(n);
-        if (!p) _exit(1);
-        for (size_t i = 0; i < n; i += 4096) p[i] = (char)i;
+        volatile char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) _exit(1);
+        for (size_t i = 0; i < n; i += 4096) p[i] = 0x5a;
         sleep_ms(400);
-        _exit(p[4096] == 0 ? 0 : 0);
+        _exit(p[4096] == 0x5a ? 0 : 1);
     }
     CB_CHECK_EQ_INT(cb_monitor_add_process(m, pid, "alloc"), CB_OK);
     int st;
@@ -634,6 +636,20 @@ static void test_cli_monitor(void) {
     snprintf(path, sizeof path, "%s/k/summary.json", dir);
     v = py_json(path, "d[\"signal\"], \"exit_status\" in d");
     CB_CHECK_STR_EQ(v, "SIGKILL False");
+    free(v);
+
+    /* SIGTERM to colobench is forwarded to the command, whose death by it is the exit status. */
+    snprintf(cmd, sizeof cmd,
+             CB_TEST_COLOBENCH " monitor -o %s/t -- sleep 5 & p=$!; sleep 0.5; kill -TERM $p; "
+                               "wait $p",
+             dir);
+    int64_t t = cb_clock_now_ns();
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 128 + SIGTERM);
+    CB_CHECK(cb_clock_now_ns() - t < 4000 * MS);
+    free(out);
+    snprintf(path, sizeof path, "%s/t/summary.json", dir);
+    v = py_json(path, "d[\"signal\"]");
+    CB_CHECK_STR_EQ(v, "SIGTERM");
     free(v);
 
     snprintf(cmd, sizeof cmd, CB_TEST_COLOBENCH " monitor -o %s/n -- /nonexistent/command-xyz", dir);
