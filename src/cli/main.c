@@ -4,6 +4,7 @@
  *   colobench validate CONFIG [--set KEY=VALUE]...
  *   colobench stages [NAME] [--markdown]
  *   colobench graph CONFIG [--dot] [--set KEY=VALUE]...
+ *   colobench monitor [--period MS] [-o DIR] [--sources LIST] -- COMMAND [ARGS...]
  *   colobench --version | --help
  *
  * Exit status: 0 success, 1 the run failed (a stage error, a write error, an interrupt),
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "analysis/summary.h"
+#include "cli/cmd_monitor.h"
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/registry.h"
@@ -43,6 +45,9 @@ static const char cb__usage[] =
     "                        list stages with their parameters (plugins from\n"
     "                        COLOBENCH_PLUGIN_PATH included)\n"
     "  graph CONFIG [--dot]  print each pipeline's graph as Mermaid (or Graphviz DOT)\n"
+    "  monitor [--period MS] [-o DIR] [--sources LIST] -- COMMAND [ARGS...]\n"
+    "                        run COMMAND and sample CPU, memory, GPU and perf counters\n"
+    "                        into DIR (default out/monitor): metrics.csv, summary.json\n"
     "\n"
     "options:\n"
     "  --set KEY=VALUE       override a config key, e.g. pipelines.0.loadgen.max_queries=50\n"
@@ -330,6 +335,7 @@ static int cb__cmd_stages(const cb_cli *cli) {
 
 int main(int argc, char **argv) {
     cb_cli cli;
+    if (argc > 1 && !strcmp(argv[1], "monitor")) return cb_cli_monitor(argc - 1, argv + 1);
     if (cb__parse_args(argc, argv, &cli) != 0) return CB_EXIT_USAGE;
     if (!strcmp(cli.cmd, "run")) return cb__with_spec(&cli, cb__run);
     if (!strcmp(cli.cmd, "validate")) return cb__with_spec(&cli, cb__validate);
