@@ -126,3 +126,20 @@ size_t cb_test_count_lines(const char *path) {
     fclose(f);
     return n;
 }
+
+char *cb_test_py_json(const char *path, const char *expr) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(%s)' '%s'", expr,
+             path);
+    char *out = NULL;
+    int st = cb_test_sh(cmd, &out);
+    if (st != 0) {
+        printf("# python failed (%d): %s\n", st, out ? out : "");
+        free(out);
+        return NULL;
+    }
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n') out[--n] = '\0';
+    return out;
+}

@@ -89,4 +89,8 @@ int cb_test_sh(const char *cmd, char **output);
 /* Number of lines in a file (0 when unreadable). */
 size_t cb_test_count_lines(const char *path);
 
+/* Evaluates a Python expression over the JSON file at path (bound to `d`) and returns what it
+ * prints, without the trailing newline (malloc'd; NULL, with the error printed, on failure). */
+char *cb_test_py_json(const char *path, const char *expr);
+
 #endif

@@ -6,22 +6,7 @@
 
 #define CLI CB_TEST_COLOBENCH
 
-static char *py_json(const char *summary, const char *expr) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(%s)' '%s'", expr,
-             summary);
-    char *out = NULL;
-    int st = cb_test_sh(cmd, &out);
-    if (st != 0) {
-        printf("# python failed (%d): %s\n", st, out ? out : "");
-        free(out);
-        return NULL;
-    }
-    size_t n = strlen(out);
-    while (n && (out[n - 1] == '\n')) out[--n] = '\0';
-    return out;
-}
+#define py_json cb_test_py_json
 
 static void test_version_and_help(void) {
     char *out = NULL;

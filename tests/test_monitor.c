@@ -101,22 +101,7 @@ static void write_summary(const cb_monitor *m, const cb_monitor_window *w, size_
     fclose(f);
 }
 
-static char *py_json(const char *path, const char *expr) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(%s)' '%s'", expr,
-             path);
-    char *out = NULL;
-    int st = cb_test_sh(cmd, &out);
-    if (st != 0) {
-        printf("# python failed (%d): %s\n", st, out ? out : "");
-        free(out);
-        return NULL;
-    }
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n') out[--n] = '\0';
-    return out;
-}
+#define py_json cb_test_py_json
 
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

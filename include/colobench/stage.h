@@ -32,6 +32,7 @@
  * does; structs grow only by appending; the host accepts struct_size >= the size it knows.
  * History:
  *   2026-11-23  abi 1: first version.
+ *   2026-11-23  cb_stage_args.device appended (the pipeline's device: "cpu" or "cuda:N").
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -168,6 +169,9 @@ typedef struct cb_stage_args {
     int workers;
     int n_outputs;
     uint64_t seed;                 /* per-instance seed derived from the pipeline's seed */
+    /* Appended 2026-11-23 (check struct_size before reading): the device the pipeline runs on,
+     * "cpu" or "cuda:N" (a MIG instance is visible to its process as cuda:0). */
+    const char *device;
 } cb_stage_args;
 
 typedef struct cb_stage_ops {

@@ -350,6 +350,7 @@ int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err) 
         cb_pipeline_stats_fini(&st);
     }
     cb_json_array_end(&j);
+    if (in->extra_json) in->extra_json(in->extra_arg, &j);
     cb_json_object_end(&j);
     int rc = cb_json_finish(&j);
     if (rc != CB_OK) return cb_error_set(err, rc, "summary.json: %s", cb_strerror(rc));

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "analysis/json.h"
 #include "analysis/stats.h"
 #include "core/spec.h"
 #include "record/event.h"
@@ -40,6 +41,10 @@ typedef struct cb_summary_input {
     const cb_pipeline_record *pipelines;        /* spec->n_pipelines entries */
     const int64_t *prepare_ns;     /* untimed prepare() per stage (summed over workers), flat in
                                       pipeline then stage order; NULL when unknown */
+    /* Optional: writes further top-level members ("collocation", "monitors", ...) after
+     * "pipelines" (key and value each). NULL = none. */
+    void (*extra_json)(void *arg, cb_json *j);
+    void *extra_arg;
 } cb_summary_input;
 
 typedef struct cb_stage_stats {

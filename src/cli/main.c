@@ -12,19 +12,28 @@
  * Single-threaded except for what cb_run starts.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analysis/interference.h"
 #include "analysis/summary.h"
+#include "analysis/trace.h"
 #include "cli/cmd_monitor.h"
+#include "collocate/barrier.h"
+#include "collocate/launch.h"
+#include "collocate/mps.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/path.h"
 #include "core/registry.h"
 #include "core/runtime.h"
 #include "core/spec.h"
+#include "monitor/monitor.h"
+#include "monitor/nvml.h"
 #include "record/env.h"
 
 #define CB_EXIT_OK 0
@@ -66,6 +75,8 @@ typedef struct cb_cli {
     const char *sets[CB_MAX_SETS];
     size_t n_sets;
     int quiet, dot, markdown;
+    int child_index;         /* run --child I (internal: a collocated pipeline's process), -1 */
+    int child_fd;            /* --child-fd FD: its end of the start-barrier socket */
     int argc;
     char **argv;
 } cb_cli;
@@ -80,6 +91,7 @@ static int cb__print_error(const cb_error *e) {
 
 static int cb__parse_args(int argc, char **argv, cb_cli *cli) {
     memset(cli, 0, sizeof *cli);
+    cli->child_index = cli->child_fd = -1;
     cli->argc = argc;
     cli->argv = argv;
     for (int i = 1; i < argc; i++) {
@@ -107,6 +119,17 @@ static int cb__parse_args(int argc, char **argv, cb_cli *cli) {
                 return -1;
             }
             cli->out_dir = argv[++i];
+        } else if (!strcmp(a, "--child") || !strcmp(a, "--child-fd")) {
+            /* Internal: set by the collocation launcher when it re-executes colobench. */
+            char *end = NULL;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+            if (i + 1 >= argc || !end || *end || v < 0 || v > 1000000) {
+                fprintf(stderr, "colobench: %s needs a non-negative integer\n", a);
+                return -1;
+            }
+            i++;
+            if (a[7] == '\0') cli->child_index = (int)v;
+            else cli->child_fd = (int)v;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             cli->quiet = 1;
         } else if (!strcmp(a, "--dot")) {
@@ -164,19 +187,10 @@ static int cb__load(const cb_cli *cli, cb_registry *reg, cb_doc **doc, cb_spec *
 /* mkdir -p; then proves the directory is writable by creating and removing a file. */
 static int cb__prepare_out_dir(const char *dir) {
     char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    size_t len = strlen(path);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] == '/' || path[i] == '\0') {
-            char c = path[i];
-            path[i] = '\0';
-            if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-                fprintf(stderr, "colobench: %s: cannot create output directory: %s\n", path,
-                        strerror(errno));
-                return CB_EXIT_USAGE;
-            }
-            path[i] = c;
-        }
+    int e = cb_path_mkdir_p(dir, path, sizeof path);
+    if (e != 0) {
+        fprintf(stderr, "colobench: %s: cannot create output directory: %s\n", path, strerror(-e));
+        return CB_EXIT_USAGE;
     }
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
@@ -262,60 +276,372 @@ static int cb__graph(const cb_cli *cli, const cb_spec *spec) {
     return rc == CB_OK ? CB_EXIT_OK : CB_EXIT_FAILED;
 }
 
+/* Writes summary.json (with extra top-level members) into dir. */
+static int cb__write_summary(const char *dir, cb_summary_input *in) {
+    char tmp[4096];
+    FILE *f = cb__open_tmp(dir, "summary.json", tmp, sizeof tmp);
+    cb_error se;
+    cb_error_clear(&se);
+    if (!f || cb_summary_write_json(in, f, &se) != CB_OK ||
+        cb__close_tmp(f, dir, "summary.json", tmp, &se) != CB_OK) {
+        if (!f) cb_error_set(&se, CB_EIO, "%s: cannot write: %s", tmp, strerror(errno));
+        cb__print_error(&se);
+        return CB_EIO;
+    }
+    return CB_OK;
+}
+
+/* `run --child I --child-fd FD`: one pipeline of a collocated benchmark, in the process the
+ * parent started for it (collocate/launch.h). Waits for permission to prepare, prepares, meets
+ * the others at the start barrier, runs with the common t0, and leaves its records (CSV and raw),
+ * summary.json and result.txt in its directory. */
+static int cb__run_child(const cb_cli *cli, const cb_spec *spec) {
+    if ((size_t)cli->child_index >= spec->n_pipelines || cli->child_fd < 0 || !cli->out_dir) {
+        fprintf(stderr, "colobench: --child needs a pipeline index, --child-fd and -o\n");
+        return CB_EXIT_USAGE;
+    }
+    cb_spec view = cb_spec_single(spec, (size_t)cli->child_index);
+    cb_error e;
+    cb_error_clear(&e);
+    if (view.pipelines[0].n_cpus) { /* the whole process: its writer thread shares the cpus too */
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (size_t i = 0; i < view.pipelines[0].n_cpus; i++) CPU_SET(view.pipelines[0].cpus[i], &set);
+        if (sched_setaffinity(0, sizeof set, &set) != 0) {
+            fprintf(stderr, "colobench: pipeline '%s': cannot pin to its cpus: %s\n",
+                    view.pipelines[0].name, strerror(errno));
+            return CB_EXIT_FAILED;
+        }
+    }
+    if (cb_barrier_child_wait_prepare(cli->child_fd, &e) != CB_OK) return cb__print_error(&e);
+    cb_run_result res;
+    cb_launch_child lc = {cli->child_fd, &view, NULL, &res};
+    cb_start_ctx sc = {cli, &view, cli->out_dir};
+    cb_logger log = {CB_LOG_WARN, NULL};
+    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
+    o.spec = &view;
+    o.out_dir = cli->out_dir;
+    o.log = &log;
+    o.handle_signals = true;
+    o.on_start = cb__on_start;
+    o.on_start_arg = &sc;
+    o.on_ready = cb_launch_child_on_ready;
+    o.on_ready_arg = &lc;
+    o.raw_records = true;
+    int rc = cb_run(&o, &res, &e);
+    if (rc != CB_OK && !res.recorder) {
+        int code = cb__print_error(&e);
+        cb_run_result_fini(&res);
+        return code;
+    }
+    if (rc != CB_OK) cb__print_error(&e);
+    cb_pipeline_record rec;
+    cb_summary_input in;
+    cb_run_summary_input(&res, &view, &rec, &in);
+    if (cb__write_summary(cli->out_dir, &in) != CB_OK) rc = CB_EIO;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/result.txt", cli->out_dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "interrupted %d\ntimed_out %d\n", res.interrupted, res.timed_out);
+        for (size_t i = 0; i < res.n_errors; i++) fprintf(f, "error %s\n", res.errors[i]);
+        fclose(f);
+    }
+    for (size_t i = 0; i < res.n_errors; i++)
+        fprintf(stderr, "colobench: pipeline '%s': error: %s\n", view.pipelines[0].name, res.errors[i]);
+    int code = (rc != CB_OK || res.n_errors > 0 || res.interrupted) ? CB_EXIT_FAILED : CB_EXIT_OK;
+    cb_run_result_fini(&res);
+    return code;
+}
+
+/* The summary's extra members of a phase: collocation (when computed) and monitors. */
+typedef struct cb_extra {
+    const cb_interference *interference;
+    const cb_launch_result *phase;
+    const cb_spec *view;
+} cb_extra;
+
+static void cb__extra_json(void *arg, cb_json *j) {
+    cb_extra *x = arg;
+    if (x->interference) cb_interference_json(x->interference, j);
+    if (x->phase->monitor) {
+        /* Windows: the measurement window (first to last measured query of any pipeline),
+         * then each pipeline's own. */
+        cb_monitor_window w[1 + 64];
+        size_t nw = 1;
+        w[0].name = NULL;
+        w[0].start_ns = INT64_MAX;
+        w[0].end_ns = INT64_MIN;
+        for (size_t i = 0; i < x->view->n_pipelines && nw < 65; i++) {
+            const cb_pipeline_record *r = &x->phase->records[i];
+            int64_t warm = x->view->pipelines[i].loadgen.warmup_queries;
+            int64_t a = INT64_MAX, b = INT64_MIN;
+            for (size_t k = 0; k < r->n_queries; k++) {
+                const cb_query_event *q = &r->queries[k];
+                if (q->warmup || (warm > 0 && q->query_id < (uint64_t)warm)) continue;
+                if (q->scheduled_ns < a) a = q->scheduled_ns;
+                if (q->end_ns > b) b = q->end_ns;
+            }
+            if (a == INT64_MAX) continue;
+            w[nw].name = x->view->pipelines[i].name;
+            w[nw].start_ns = a;
+            w[nw].end_ns = b;
+            nw++;
+            if (a < w[0].start_ns) w[0].start_ns = a;
+            if (b > w[0].end_ns) w[0].end_ns = b;
+        }
+        if (w[0].start_ns == INT64_MAX) {
+            w[0].start_ns = x->phase->t0_ns;
+            w[0].end_ns = x->phase->end_ns;
+        }
+        cb_json_key(j, "monitors");
+        cb_monitor_summary_json(x->phase->monitor, w, nw, j);
+    }
+}
+
+static int cb__write_trace(const char *dir, const cb_launch_result *ph, bool in_process) {
+    char tmp[4096], metrics[4096];
+    snprintf(metrics, sizeof metrics, "%s/metrics.csv", dir);
+    FILE *f = cb__open_tmp(dir, "trace.json", tmp, sizeof tmp);
+    cb_error e;
+    cb_error_clear(&e);
+    cb_trace_input ti = {0};
+    ti.spec = &ph->view;
+    ti.t0_ns = ph->t0_ns;
+    ti.pipelines = ph->records;
+    ti.pids = in_process ? NULL : ph->pids;
+    ti.metrics_csv = ph->monitor ? metrics : NULL;
+    ti.max_slices = (size_t)ph->view.trace.max_slices;
+    if (!f || cb_trace_write(&ti, f, &e) != CB_OK || cb__close_tmp(f, dir, "trace.json", tmp, &e) != CB_OK) {
+        if (!f) cb_error_set(&e, CB_EIO, "%s: cannot write: %s", tmp, strerror(errno));
+        else remove(tmp);
+        cb__print_error(&e);
+        return CB_EIO;
+    }
+    return CB_OK;
+}
+
+/* Resolves GPU devices (cuda:N exists, MIG instances exist) before anything starts. */
+static int cb__check_devices(const cb_spec *spec, char (*mig)[96], const char **mig_ptrs) {
+    bool need = false;
+    for (size_t i = 0; i < spec->n_pipelines; i++) need |= spec->pipelines[i].gpu_index >= 0;
+    if (!need) return CB_EXIT_OK;
+    const char *lib = getenv("COLOBENCH_NVML_LIBRARY");
+    if (!lib || !*lib) lib = spec->monitors.nvml_library;
+    cb_nvml *nv = NULL;
+    cb_error e;
+    cb_error_clear(&e);
+    int rc = cb_nvml_open(lib, &nv, &e);
+    int code = CB_EXIT_OK;
+    for (size_t i = 0; i < spec->n_pipelines && code == CB_EXIT_OK; i++) {
+        const cb_pipeline_spec *p = &spec->pipelines[i];
+        if (p->gpu_index < 0) continue;
+        cb_error pe;
+        cb_error_clear(&pe);
+        if (rc != CB_OK) {
+            cb_error_set(&pe, CB_ECONFIG, "%s requested, but CUDA devices are unavailable here (%s)",
+                         p->device, e.msg);
+        } else if (p->device_is_mig) {
+            if (cb_nvml_resolve_mig(nv, p->device, mig[i], sizeof mig[i], &pe) == CB_OK) {
+                mig_ptrs[i] = mig[i];
+                continue;
+            }
+            pe.code = CB_ECONFIG;
+        } else if (cb_nvml_check_gpu(nv, p->gpu_index, &pe) == CB_OK) {
+            continue;
+        } else {
+            pe.code = CB_ECONFIG;
+        }
+        const cb_node *n = p->device_node;
+        if (n) cb_error_at(&pe, n->file, n->line, n->col);
+        char key[64];
+        snprintf(key, sizeof key, "pipelines[%zu].device", i);
+        cb_error_key(&pe, key);
+        code = cb__print_error(&pe);
+    }
+    cb_nvml_close(nv);
+    return code;
+}
+
+typedef struct cb_run_ctx {
+    const cb_cli *cli;
+    const cb_spec *spec;
+    cb_launch_opts lo;
+} cb_run_ctx;
+
+/* Runs one phase into dir, writes its summary.json (with extra members) and trace.json. */
+static int cb__phase(cb_run_ctx *rc, int only, const char *dir, cb_launch_result *ph,
+                     cb_start_ctx *sc) {
+    cb_launch_opts lo = rc->lo;
+    lo.only = only;
+    lo.out_dir = dir;
+    lo.on_start = cb__on_start;
+    lo.on_start_arg = sc;
+    cb_error e;
+    cb_error_clear(&e);
+    int r = cb_launch(&lo, ph, &e);
+    if (r != CB_OK) {
+        int code = cb__print_error(&e);
+        return code == CB_EXIT_OK ? CB_EXIT_FAILED : code;
+    }
+    return CB_EXIT_OK;
+}
+
 static int cb__run(const cb_cli *cli, const cb_spec *spec) {
+    if (cli->child_index >= 0) return cb__run_child(cli, spec);
     char default_dir[512];
     const char *out_dir = cli->out_dir;
     if (!out_dir) {
         snprintf(default_dir, sizeof default_dir, "out/%s", spec->name ? spec->name : "run");
         out_dir = default_dir;
     }
-    int code = cb__prepare_out_dir(out_dir);
-    if (code) return code;
-
-    cb_start_ctx sc = {cli, spec, out_dir};
+    size_t n = spec->n_pipelines;
+    char(*mig)[96] = cb_calloc(n, sizeof *mig);
+    const char **mig_ptrs = cb_calloc(n, sizeof *mig_ptrs);
+    cb_launch_result *iso = cb_calloc(n, sizeof *iso);
+    if (!mig || !mig_ptrs || !iso) {
+        cb_free(mig);
+        cb_free(mig_ptrs);
+        cb_free(iso);
+        fprintf(stderr, "colobench: out of memory\n");
+        return CB_EXIT_FAILED;
+    }
+    int code = cb__check_devices(spec, mig, mig_ptrs);
+    if (!code) code = cb__prepare_out_dir(out_dir);
+    cb_mps *mps = NULL;
+    bool any_mps = false;
+    for (size_t i = 0; i < n; i++) any_mps |= spec->pipelines[i].mode == CB_COLLOC_MPS;
     cb_logger log = {CB_LOG_WARN, NULL};
-    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
-    o.spec = spec;
-    o.out_dir = out_dir;
-    o.log = &log;
-    o.progress = cli->quiet ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
-    o.handle_signals = true;
-    o.on_start = cb__on_start;
-    o.on_start_arg = &sc;
-    cb_run_result res;
-    cb_error e;
-    cb_error_clear(&e);
-    int rc = cb_run(&o, &res, &e);
-    if (rc != CB_OK && !res.recorder) {
-        code = cb__print_error(&e);
-        cb_run_result_fini(&res);
-        return code;
-    }
-    if (rc != CB_OK) cb__print_error(&e);
-    cb_pipeline_record *recs = cb_calloc(spec->n_pipelines ? spec->n_pipelines : 1, sizeof *recs);
-    cb_summary_input in;
-    if (recs) {
-        cb_run_summary_input(&res, spec, recs, &in);
-        char tmp[4096];
-        FILE *f = cb__open_tmp(out_dir, "summary.json", tmp, sizeof tmp);
-        cb_error se;
-        cb_error_clear(&se);
-        if (!f || cb_summary_write_json(&in, f, &se) != CB_OK ||
-            cb__close_tmp(f, out_dir, "summary.json", tmp, &se) != CB_OK) {
-            if (!f) cb_error_set(&se, CB_EIO, "%s: cannot write: %s", tmp, strerror(errno));
-            cb__print_error(&se);
-            rc = CB_EIO;
+    if (!code && any_mps) {
+        cb_mps_opts mo = CB_MPS_OPTS_DEFAULT;
+        mo.log = &log;
+        cb_error e;
+        cb_error_clear(&e);
+        if (cb_mps_acquire(&mo, &mps, &e) != CB_OK) {
+            cb_error_key(&e, "collocation.mode");
+            const cb_node *cn = spec->collocation.node;
+            if (cn) cb_error_at(&e, cn->file, cn->line, cn->col);
+            e.code = CB_ECONFIG;
+            code = cb__print_error(&e);
+        } else if (!cli->quiet) {
+            fprintf(stderr, "colobench: mps: %s control daemon (pipe directory %s)\n",
+                    cb_mps_started_here(mps) ? "started a private" : "using the running",
+                    cb_mps_pipe_dir(mps));
         }
-        if (!cli->quiet) cb_summary_print_table(&in, stdout);
-    } else {
-        rc = CB_ENOMEM;
     }
-    for (size_t i = 0; i < res.n_errors; i++) fprintf(stderr, "colobench: error: %s\n", res.errors[i]);
-    if (res.interrupted) fprintf(stderr, "colobench: interrupted: results up to the stop are in %s\n", out_dir);
-    if (!cli->quiet) fprintf(stderr, "colobench: results in %s\n", out_dir);
-    code = (rc != CB_OK || res.n_errors > 0 || res.interrupted) ? CB_EXIT_FAILED : CB_EXIT_OK;
-    cb_free(recs);
-    cb_run_result_fini(&res);
+    bool in_process = spec->collocation.mode == CB_COLLOC_THREADS;
+    cb_run_ctx rc;
+    memset(&rc, 0, sizeof rc);
+    rc.cli = cli;
+    rc.spec = spec;
+    rc.lo.spec = spec;
+    rc.lo.in_process = in_process;
+    rc.lo.exe = "/proc/self/exe";
+    rc.lo.config = cli->config;
+    rc.lo.sets = cli->sets;
+    rc.lo.n_sets = cli->n_sets;
+    rc.lo.mps = mps;
+    rc.lo.mig_uuids = mig_ptrs;
+    rc.lo.log = &log;
+    rc.lo.progress = cli->quiet ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
+    rc.lo.handle_signals = true;
+    rc.lo.monitor = true;
+    const char *nvml_env = getenv("COLOBENCH_NVML_LIBRARY");
+    rc.lo.nvml_library = nvml_env && *nvml_env ? nvml_env : NULL;
+    bool stop = code != CB_EXIT_OK;
+    /* Isolated baselines: each pipeline alone, same load, same mode. */
+    if (!stop && spec->collocation.isolated_baseline) {
+        for (size_t i = 0; i < n && !stop; i++) {
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s/baseline/%s", out_dir, spec->pipelines[i].name);
+            if ((code = cb__prepare_out_dir(dir))) break;
+            if (!cli->quiet) fprintf(stderr, "colobench: baseline: pipeline '%s' alone\n", spec->pipelines[i].name);
+            cb_start_ctx sc = {cli, spec, dir};
+            if ((code = cb__phase(&rc, (int)i, dir, &iso[i], &sc))) break;
+            cb_summary_input in;
+            cb_launch_summary_input(&iso[i], &in);
+            cb_extra x = {NULL, &iso[i], &iso[i].view};
+            in.extra_json = cb__extra_json;
+            in.extra_arg = &x;
+            if (cb__write_summary(dir, &in) != CB_OK) code = CB_EXIT_FAILED;
+            for (size_t k = 0; k < iso[i].n_errors; k++)
+                fprintf(stderr, "colobench: baseline '%s': error: %s\n", spec->pipelines[i].name, iso[i].errors[k]);
+            if (iso[i].interrupted) {
+                fprintf(stderr, "colobench: interrupted during the baselines: results so far are in %s\n", out_dir);
+                code = CB_EXIT_FAILED;
+            }
+            stop = code != CB_EXIT_OK;
+        }
+    }
+    /* The collocated run. */
+    cb_launch_result colo;
+    memset(&colo, 0, sizeof colo);
+    if (!stop) {
+        if (!cli->quiet && (n > 1 || spec->collocation.isolated_baseline))
+            fprintf(stderr, "colobench: %zu pipeline%s collocated (%s)\n", n, n == 1 ? "" : "s",
+                    cb_colloc_mode_name(spec->collocation.mode));
+        cb_start_ctx sc = {cli, spec, out_dir};
+        code = cb__phase(&rc, -1, out_dir, &colo, &sc);
+        stop = code != CB_EXIT_OK;
+    }
+    if (!stop) {
+        cb_summary_input in;
+        cb_launch_summary_input(&colo, &in);
+        const cb_summary_input **isoin = NULL;
+        cb_summary_input *isobuf = NULL;
+        if (spec->collocation.isolated_baseline) {
+            isoin = cb_calloc(n, sizeof *isoin);
+            isobuf = cb_calloc(n, sizeof *isobuf);
+            for (size_t i = 0; isoin && isobuf && i < n; i++) {
+                cb_launch_summary_input(&iso[i], &isobuf[i]);
+                isoin[i] = &isobuf[i];
+            }
+        }
+        bool colloc_block = n > 1 || spec->collocation.isolated_baseline;
+        cb_interference_input ii = {cb_colloc_mode_name(spec->collocation.mode), &in,
+                                    isoin, in_process ? NULL : colo.status_ptrs,
+                                    in_process ? NULL : colo.pids, colo.barrier_skew_ns,
+                                    colo.barrier_max_delay_ns};
+        cb_interference inter;
+        memset(&inter, 0, sizeof inter);
+        bool have_inter = colloc_block && cb_interference_compute(&ii, &inter) == CB_OK;
+        cb_extra x = {have_inter ? &inter : NULL, &colo, &colo.view};
+        in.extra_json = cb__extra_json;
+        in.extra_arg = &x;
+        if (cb__write_summary(out_dir, &in) != CB_OK) code = CB_EXIT_FAILED;
+        if (spec->trace.enabled && cb__write_trace(out_dir, &colo, in_process) != CB_OK) code = CB_EXIT_FAILED;
+        if (!cli->quiet) {
+            cb_summary_print_table(&in, stdout);
+            if (have_inter) cb_interference_print_table(&inter, stdout);
+            if (colo.monitor) {
+                int64_t cpu_ns = 0, wall_ns = 0;
+                cb_monitor_overhead(colo.monitor, &cpu_ns, &wall_ns);
+                printf("monitors: %.3f%% of one core (%.1f ms CPU over %.1f s)\n",
+                       wall_ns > 0 ? 100.0 * (double)cpu_ns / (double)wall_ns : 0.0,
+                       (double)cpu_ns / 1e6, (double)wall_ns / 1e9);
+            }
+        }
+        for (size_t i = 0; i < colo.n_errors; i++) fprintf(stderr, "colobench: error: %s\n", colo.errors[i]);
+        if (colo.interrupted) fprintf(stderr, "colobench: interrupted: results up to the stop are in %s\n", out_dir);
+        if (!cli->quiet) fprintf(stderr, "colobench: results in %s\n", out_dir);
+        if (colo.n_errors > 0 || colo.interrupted) code = CB_EXIT_FAILED;
+        cb_interference_fini(&inter);
+        cb_free(isoin);
+        cb_free(isobuf);
+    }
+    cb_launch_result_fini(&colo);
+    for (size_t i = 0; i < n; i++) cb_launch_result_fini(&iso[i]);
+    if (mps) {
+        cb_error e;
+        cb_error_clear(&e);
+        if (cb_mps_release(mps, &e) != CB_OK) {
+            cb__print_error(&e);
+            if (!code) code = CB_EXIT_FAILED;
+        }
+    }
+    cb_free(iso);
+    cb_free(mig);
+    cb_free(mig_ptrs);
     return code;
 }
 

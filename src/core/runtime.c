@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -854,7 +855,8 @@ static void *cb__driver_main(void *arg) {
     pthread_mutex_lock(&rt->gate_mu); /* the common start gate */
     while (!rt->gate_open) pthread_cond_wait(&rt->gate_cv, &rt->gate_mu);
     pthread_mutex_unlock(&rt->gate_mu);
-    int64_t start = rt->t0_ns;
+    int64_t start = rt->t0_ns + p->spec->start_delay_ns;
+    if (p->spec->start_delay_ns > 0) cb__sleep_until(p, start);
     int64_t deadline = start + lg->timeout_ns;
     int64_t cap = 0; /* 0 = no bound */
     switch (lg->kind) {
@@ -928,6 +930,12 @@ static void *cb__driver_main(void *arg) {
 
 /* ---- setup and teardown ------------------------------------------------------------------- */
 
+static uint64_t cb__hash_name(const char *s) { /* FNV-1a */
+    uint64_t h = 1469598103934665603ULL;
+    for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
 static uint64_t cb__mix(uint64_t a, uint64_t b) {
     uint64_t x = a ^ (b + 0x9e3779b97f4a7c15ULL + (a << 6) + (a >> 2));
     return cb__splitmix64(&x);
@@ -961,7 +969,11 @@ static int cb__stage_setup(cb_runtime *rt, cb_pipe *p, size_t s, cb_error *err) 
         a->worker = i;
         a->workers = n;
         a->n_outputs = (int)ss->n_outputs;
-        a->seed = cb__mix(cb__mix(p->spec->loadgen.seed, p->index), ((uint64_t)(uint32_t)ss->id << 20) | (uint64_t)i);
+        /* Seeds mix the pipeline's name, not its index, so a pipeline run alone (isolated
+         * baseline, child process) draws exactly what it draws collocated. */
+        a->seed = cb__mix(cb__mix(p->spec->loadgen.seed, cb__hash_name(p->spec->name)),
+                          ((uint64_t)(uint32_t)ss->id << 20) | (uint64_t)i);
+        a->device = p->spec->device_is_mig ? "cuda:0" : p->spec->device ? p->spec->device : "cpu";
         st->states[i] = cb_calloc(1, ss->ops->state_size ? ss->ops->state_size : 1);
         if (!st->states[i]) return cb_error_set(err, CB_ENOMEM, "out of memory");
         cb_error e;
@@ -1089,6 +1101,21 @@ static void cb__print_progress(cb_runtime *rt, FILE *out, int live, int64_t now)
     fflush(out);
 }
 
+/* Pins the pipeline's pool threads and load generator to its cpus. */
+static int cb__pin_pipe(cb_pipe *p, cb_error *err) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (size_t i = 0; i < p->spec->n_cpus; i++) CPU_SET(p->spec->cpus[i], &set);
+    int e = 0;
+    for (int k = 0; !e && k < p->n_threads_started; k++)
+        e = pthread_setaffinity_np(p->threads[k], sizeof set, &set);
+    if (!e && p->driver_started) e = pthread_setaffinity_np(p->driver, sizeof set, &set);
+    if (e)
+        return cb_error_set(err, CB_EINVAL, "pipeline '%s': cannot pin to its cpus: %s",
+                            p->spec->name, strerror(e));
+    return CB_OK;
+}
+
 int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
     memset(res, 0, sizeof *res);
     const cb_spec *spec = opts->spec;
@@ -1160,6 +1187,7 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
     ro.spec = spec;
     ro.out_dir = opts->out_dir;
     ro.flush_period_ns = opts->flush_period_ns;
+    ro.raw = opts->raw_records;
     rc = cb_recorder_create(&ro, &rt.rec, err);
     if (rc) goto out;
     for (size_t i = 0; i < rt.n_pipes; i++)
@@ -1187,6 +1215,7 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
             else
                 p->driver_started = 1;
         }
+        if (!rc && p->spec->n_cpus) rc = cb__pin_pipe(p, err);
         if (rc) {
             /* Unwind: drivers already started stop as soon as the gate opens. */
             for (size_t j = 0; j <= i; j++) atomic_store(&rt.pipes[j].stop_issue, 1);
@@ -1196,7 +1225,14 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
     /* t0 after every thread and log exists, so start-up costs stay out of the measurements.
      * Records made after the gate opens see t0 (gate mutex -> driver -> release of a record). */
     rt.t0_ns = cb_clock_now_ns();
-    res->wall_start_ns = cb_clock_wall_ns();
+    if (!rc && opts->on_ready) {
+        /* The collocation barrier: blocks until every process is ready, and may move t0 to
+         * the common release time so all processes share one time origin. */
+        rc = opts->on_ready(opts->on_ready_arg, &rt.t0_ns, err);
+        if (rc)
+            for (size_t j = 0; j < rt.n_pipes; j++) atomic_store(&rt.pipes[j].stop_issue, 1);
+    }
+    res->wall_start_ns = cb_clock_wall_ns() - (cb_clock_now_ns() - rt.t0_ns);
     res->t0_ns = rt.t0_ns;
     cb_recorder_set_t0(rt.rec, rt.t0_ns);
     /* Open the gate: every pipeline starts now (stopped at once if setup failed half-way). */

@@ -31,9 +31,16 @@ typedef struct cb_runtime_opts {
      * A negative return stops the run with that status. NULL = none. */
     int (*on_start)(void *arg, int64_t wall_start_ns, cb_error *err);
     void *on_start_arg;
+    /* Called once every thread exists, just before the load starts: the start barrier of a
+     * collocated run. It may block, and may set *t0_ns (proposed: now) to the common release
+     * time shared by every process, which becomes the origin of every recorded time. A
+     * negative return stops the run before any query. NULL = none. */
+    int (*on_ready)(void *arg, int64_t *t0_ns, cb_error *err);
+    void *on_ready_arg;
+    bool raw_records;           /* also write events.bin/queries.bin (see recorder.h) */
 } cb_runtime_opts;
 
-#define CB_RUNTIME_OPTS_DEFAULT {NULL, NULL, NULL, 0, NULL, false, 0, 0, NULL, NULL}
+#define CB_RUNTIME_OPTS_DEFAULT {NULL, NULL, NULL, 0, NULL, false, 0, 0, NULL, NULL, NULL, NULL, false}
 
 #define CB_RUN_MAX_ERRORS 16
 

@@ -20,8 +20,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sched.h>
+
 #include "core/spec.h"
 #include "core/suggest.h"
+#include "monitor/monitor.h"
 
 #define CB_SPEC_MAX_PIPELINES 64
 #define CB_SPEC_MAX_STAGES 1024
@@ -468,8 +471,307 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
     return 0;
 }
 
-static const char *const pipeline_keys[] = {"name", "inputs", "outputs", "dataset_stage_id",
-                                            "serialize_queries", "loadgen", "stages"};
+static const char *const pipeline_keys[] = {
+    "name", "inputs", "outputs", "dataset_stage_id", "serialize_queries", "loadgen", "stages",
+    "collocation", "device", "cpus", "start_delay", "mps_active_thread_percentage",
+    "mps_memory_limit"};
+
+static const char *const colloc_mode_names[] = {"threads", "processes", "mps", "mig"};
+
+const char *cb_colloc_mode_name(cb_colloc_mode m) {
+    return (unsigned)m < COUNT(colloc_mode_names) ? colloc_mode_names[m] : "?";
+}
+
+/* One of names[] (did-you-mean otherwise); *out is its index. */
+static int get_choice(bctx *b, const cb_node *n, const char *key, const char *const *names,
+                      size_t count, const char *what, int *out) {
+    char g[160];
+    if (n->kind == CB_NODE_SCALAR && !cb_node_is_null(n))
+        for (size_t i = 0; i < count; i++)
+            if (!strcmp(n->scalar, names[i])) return *out = (int)i, 0;
+    char list[256];
+    size_t off = 0;
+    for (size_t i = 0; i < count && off < sizeof list; i++) {
+        int w = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", names[i]);
+        if (w > 0) off += (size_t)w;
+    }
+    const char *best = n->kind == CB_NODE_SCALAR ? cb_suggest(n->scalar, names, count) : NULL;
+    if (best)
+        return fail_at(b, n, key, "unknown %s %s (did you mean '%s'?)", what, got(n, g, sizeof g), best);
+    return fail_at(b, n, key, "unknown %s %s (expected one of: %s)", what, got(n, g, sizeof g), list);
+}
+
+/* "4G", "512M", "1024K" or a plain number of bytes. */
+static int parse_bytes(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0)) return -1;
+    double mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
+    else if (*end == 'T' || *end == 't') mul = 1024.0 * 1024 * 1024 * 1024, end++;
+    if (mul > 1 && (*end == 'i' || *end == 'B' || *end == 'b')) end += (*end == 'i') ? 1 : 0;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end) return -1;
+    if (v * mul > 9.2e18) return -1;
+    *out = (int64_t)(v * mul);
+    return 0;
+}
+
+/* device: cpu | cuda:N | MIG-<uuid> | mig:I | mig:G:I */
+static int parse_device(const char *s, int *gpu, bool *mig) {
+    *gpu = -1;
+    *mig = false;
+    if (!strcmp(s, "cpu")) return 0;
+    if (!strncmp(s, "MIG-", 4) && s[4]) return *mig = true, *gpu = 0, 0;
+    const char *p;
+    int vals[2], n = 0;
+    if (!strncmp(s, "cuda:", 5)) p = s + 5;
+    else if (!strncmp(s, "mig:", 4)) p = s + 4, *mig = true;
+    else return -1;
+    for (;;) {
+        if (*p < '0' || *p > '9' || n == 2) return -1;
+        long v = 0;
+        while (*p >= '0' && *p <= '9' && v < 100000) v = v * 10 + (*p++ - '0');
+        vals[n++] = (int)v;
+        if (*p == '\0') break;
+        if (*p != ':' || !*mig) return -1;
+        p++;
+    }
+    *gpu = *mig && n == 1 ? 0 : vals[0];
+    return 0;
+}
+
+/* The per-pipeline collocation keys; the mode itself is resolved against the benchmark's in
+ * resolve_collocation (it needs every pipeline). */
+static int read_pipeline_colloc(bctx *b, const cb_node *m, const char *path, cb_pipeline_spec *p) {
+    int rc;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    p->device = "cpu";
+    p->gpu_index = -1;
+    const cb_node *dn = NULL;
+    if ((rc = get_string(b, m, "device", path, 1, &p->device, &dn)) < 0) return rc;
+    p->device_node = dn;
+    if (dn && parse_device(p->device, &p->gpu_index, &p->device_is_mig) != 0) {
+        join(k, sizeof k, path, "device");
+        return fail_at(b, dn, k, "expected cpu, cuda:N, MIG-<uuid>, mig:I or mig:GPU:I, got %s",
+                       got(dn, g, sizeof g));
+    }
+    if ((rc = get_int_list(b, m, "cpus", path, 0, CPU_SETSIZE - 1, &p->cpus, &p->n_cpus)) < 0)
+        return rc;
+    p->cpus_node = cb_node_get(m, "cpus");
+    if (p->n_cpus) {
+        cpu_set_t allowed;
+        CPU_ZERO(&allowed);
+        if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+            for (size_t i = 0; i < p->n_cpus; i++) {
+                if (CPU_ISSET(p->cpus[i], &allowed)) continue;
+                char list[256];
+                size_t off = 0;
+                for (int c = 0; c < CPU_SETSIZE && off < sizeof list; c++) {
+                    if (!CPU_ISSET(c, &allowed)) continue;
+                    int w = snprintf(list + off, sizeof list - off, "%s%d", off ? "," : "", c);
+                    if (w > 0) off += (size_t)w;
+                }
+                snprintf(k, sizeof k, "%s.cpus[%zu]", path, i);
+                const cb_node *cn = p->cpus_node->kind == CB_NODE_SEQ ? p->cpus_node->items[i]
+                                                                      : p->cpus_node;
+                return fail_at(b, cn, k, "cpu %d is not available here (allowed cpus: %s)",
+                               p->cpus[i], list);
+            }
+        }
+    }
+    double delay_s = 0;
+    if ((rc = get_float(b, m, "start_delay", path, 0.0, 0, 1e6, &delay_s)) < 0) return rc;
+    p->start_delay_ns = (int64_t)llround(delay_s * 1e9);
+    int64_t pct = 0;
+    if ((rc = get_int(b, m, "mps_active_thread_percentage", path, 1, 100, &pct)) < 0) return rc;
+    p->mps_active_thread_percentage = (int)pct;
+    const cb_node *ml = cb_node_get(m, "mps_memory_limit");
+    if (ml) {
+        join(k, sizeof k, path, "mps_memory_limit");
+        if (ml->kind != CB_NODE_SCALAR || parse_bytes(ml->scalar, &p->mps_memory_limit_bytes) != 0)
+            return fail_at(b, ml, k, "expected a size in bytes such as 4G, 512M or 1073741824, got %s",
+                           got(ml, g, sizeof g));
+    }
+    return 0;
+}
+
+static const char *const colloc_keys[] = {"mode", "baseline", "prepare"};
+static const char *const pipe_colloc_keys[] = {"mode"};
+static const char *const baseline_names[] = {"none", "isolated"};
+static const char *const prepare_names[] = {"serial", "parallel"};
+
+/* Benchmark-level collocation, then each pipeline's mode and the rules between them. */
+static int resolve_collocation(bctx *b, const cb_node *root, cb_spec *spec) {
+    int rc, v;
+    char k[CB_ERROR_KEY_MAX];
+    cb_colloc_spec *c = &spec->collocation;
+    c->mode = spec->n_pipelines > 1 ? CB_COLLOC_PROCESSES : CB_COLLOC_THREADS;
+    c->isolated_baseline = false;
+    c->serial_prepare = true;
+    const cb_node *m = cb_node_get(root, "collocation");
+    c->node = m;
+    const cb_node *mode_node = NULL;
+    if (m && !cb_node_is_null(m)) {
+        if ((rc = expect_map(b, m, "collocation")) ||
+            (rc = check_keys(b, m, "collocation", colloc_keys, COUNT(colloc_keys))))
+            return rc;
+        if ((mode_node = cb_node_get(m, "mode"))) {
+            if ((rc = get_choice(b, mode_node, "collocation.mode", colloc_mode_names,
+                                 COUNT(colloc_mode_names), "collocation mode", &v)))
+                return rc;
+            c->mode = (cb_colloc_mode)v;
+        }
+        const cb_node *n;
+        if ((n = cb_node_get(m, "baseline"))) {
+            if ((rc = get_choice(b, n, "collocation.baseline", baseline_names,
+                                 COUNT(baseline_names), "baseline", &v)))
+                return rc;
+            c->isolated_baseline = v == 1;
+        }
+        if ((n = cb_node_get(m, "prepare"))) {
+            if ((rc = get_choice(b, n, "collocation.prepare", prepare_names, COUNT(prepare_names),
+                                 "prepare order", &v)))
+                return rc;
+            c->serial_prepare = v == 0;
+        }
+    }
+    const cb_node *pl = cb_node_get(root, "pipelines");
+    for (size_t i = 0; i < spec->n_pipelines; i++) {
+        cb_pipeline_spec *p = &spec->pipelines[i];
+        char path[64];
+        snprintf(path, sizeof path, "pipelines[%zu]", i);
+        p->mode = c->mode;
+        const cb_node *pm = cb_node_get(pl->items[i], "collocation");
+        const cb_node *pmode = NULL;
+        if (pm && !cb_node_is_null(pm)) {
+            join(k, sizeof k, path, "collocation");
+            if ((rc = expect_map(b, pm, k)) ||
+                (rc = check_keys(b, pm, k, pipe_colloc_keys, COUNT(pipe_colloc_keys))))
+                return rc;
+            if ((pmode = cb_node_get(pm, "mode"))) {
+                join(k, sizeof k, path, "collocation.mode");
+                if ((rc = get_choice(b, pmode, k, colloc_mode_names, COUNT(colloc_mode_names),
+                                     "collocation mode", &v)))
+                    return rc;
+                if ((c->mode == CB_COLLOC_THREADS) != (v == CB_COLLOC_THREADS))
+                    return fail_at(b, pmode, k,
+                                   "a pipeline can override the mode only among processes, mps "
+                                   "and mig (the benchmark's mode is %s)",
+                                   cb_colloc_mode_name(c->mode));
+                p->mode = (cb_colloc_mode)v;
+            }
+        }
+        /* A MIG device pins a process: it implies mode mig, and mode mig needs one. */
+        if (p->device_is_mig) {
+            if (p->mode == CB_COLLOC_THREADS) {
+                join(k, sizeof k, path, "device");
+                return fail_at(b, p->device_node, k,
+                               "a MIG instance needs its own process: set collocation.mode to mig "
+                               "(or processes)");
+            }
+            p->mode = CB_COLLOC_MIG;
+        } else if (p->mode == CB_COLLOC_MIG) {
+            join(k, sizeof k, path, "device");
+            return fail_at(b, p->device_node ? p->device_node : pl->items[i], k,
+                           "collocation mode mig needs device: MIG-<uuid>, mig:I or mig:GPU:I");
+        }
+        if (p->mode != CB_COLLOC_MPS) {
+            const char *mk = p->mps_active_thread_percentage ? "mps_active_thread_percentage"
+                             : p->mps_memory_limit_bytes     ? "mps_memory_limit"
+                                                             : NULL;
+            if (mk) {
+                join(k, sizeof k, path, mk);
+                return fail_at(b, cb_node_get(pl->items[i], mk), k,
+                               "applies only under collocation mode mps (this pipeline runs "
+                               "under %s)", cb_colloc_mode_name(p->mode));
+            }
+        }
+    }
+    return 0;
+}
+
+static const char *const monitor_keys[] = {"enabled", "period_ms", "sources", "nvml_library"};
+static const char *const monitor_source_names[] = {"cpu", "memory", "process", "gpu", "perf"};
+static const unsigned monitor_source_bits[] = {CB_MON_CPU, CB_MON_MEMORY, CB_MON_PROCESS,
+                                               CB_MON_GPU, CB_MON_PERF};
+
+static int read_monitors(bctx *b, const cb_node *root, cb_spec *spec) {
+    int rc;
+    char g[160];
+    cb_monitors_spec *ms = &spec->monitors;
+    ms->enabled = true;
+    ms->period_ns = 100000000LL;
+    ms->sources = CB_MON_CPU | CB_MON_MEMORY | CB_MON_PROCESS;
+    for (size_t i = 0; i < spec->n_pipelines; i++)
+        if (spec->pipelines[i].gpu_index >= 0) ms->sources |= CB_MON_GPU;
+    const cb_node *m = cb_node_get(root, "monitors");
+    ms->node = m;
+    if (!m || cb_node_is_null(m)) return 0;
+    if (m->kind == CB_NODE_SCALAR) {
+        bool on;
+        if ((rc = get_bool(b, root, "monitors", "", &on)) < 0) return rc;
+        ms->enabled = on;
+        return 0;
+    }
+    if ((rc = expect_map(b, m, "monitors")) ||
+        (rc = check_keys(b, m, "monitors", monitor_keys, COUNT(monitor_keys))))
+        return rc;
+    if ((rc = get_bool(b, m, "enabled", "monitors", &ms->enabled)) < 0) return rc;
+    double period_ms = 100;
+    if ((rc = get_float(b, m, "period_ms", "monitors", 1.0, 0, 3.6e6, &period_ms)) < 0) return rc;
+    ms->period_ns = (int64_t)llround(period_ms * 1e6);
+    if ((rc = get_string(b, m, "nvml_library", "monitors", 1, &ms->nvml_library, NULL)) < 0) return rc;
+    if (ms->nvml_library && !(ms->nvml_library = resolve_path(b, ms->nvml_library))) return oom(b->err);
+    const cb_node *src = cb_node_get(m, "sources");
+    if (src) {
+        if (src->kind != CB_NODE_SEQ)
+            return fail_at(b, src, "monitors.sources",
+                           "expected a list of sources (cpu, memory, process, gpu, perf), got %s",
+                           got(src, g, sizeof g));
+        ms->sources = 0;
+        for (size_t i = 0; i < src->n; i++) {
+            char k[CB_ERROR_KEY_MAX];
+            int v;
+            snprintf(k, sizeof k, "monitors.sources[%zu]", i);
+            if ((rc = get_choice(b, src->items[i], k, monitor_source_names,
+                                 COUNT(monitor_source_names), "monitor source", &v)))
+                return rc;
+            ms->sources |= monitor_source_bits[v];
+        }
+    }
+    return 0;
+}
+
+static const char *const trace_keys[] = {"enabled", "max_slices"};
+
+static int read_trace(bctx *b, const cb_node *root, cb_spec *spec) {
+    int rc;
+    spec->trace.enabled = true;
+    spec->trace.max_slices = 1000000;
+    const cb_node *m = cb_node_get(root, "trace");
+    if (!m || cb_node_is_null(m)) return 0;
+    if (m->kind == CB_NODE_SCALAR) {
+        if ((rc = get_bool(b, root, "trace", "", &spec->trace.enabled)) < 0) return rc;
+        return 0;
+    }
+    if ((rc = expect_map(b, m, "trace")) || (rc = check_keys(b, m, "trace", trace_keys, COUNT(trace_keys))))
+        return rc;
+    if ((rc = get_bool(b, m, "enabled", "trace", &spec->trace.enabled)) < 0 ||
+        (rc = get_int(b, m, "max_slices", "trace", 1, INT64_MAX, &spec->trace.max_slices)) < 0)
+        return rc;
+    return 0;
+}
+
+cb_spec cb_spec_single(const cb_spec *spec, size_t i) {
+    cb_spec one = *spec;
+    one.pipelines = &spec->pipelines[i];
+    one.n_pipelines = 1;
+    return one;
+}
 
 static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registry *reg,
                          cb_pipeline_spec *p) {
@@ -490,6 +792,7 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
     p->serialize_queries = false;
     if ((rc = get_bool(b, m, "serialize_queries", path, &p->serialize_queries)) < 0) return rc;
     if ((rc = read_loadgen(b, m, path, &p->loadgen))) return rc;
+    if ((rc = read_pipeline_colloc(b, m, path, p))) return rc;
 
     const cb_node *st = cb_node_get(m, "stages");
     join(k, sizeof k, path, "stages");
@@ -519,7 +822,8 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
     return cb_graph_resolve(p, path, b->arena, b->err);
 }
 
-static const char *const top_keys[] = {"name", "plugin_paths", "pipelines"};
+static const char *const top_keys[] = {"name", "plugin_paths", "pipelines", "collocation",
+                                       "monitors", "trace"};
 
 static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
     int rc;
@@ -591,6 +895,9 @@ static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
             }
         }
     }
+    if ((rc = resolve_collocation(b, root, spec)) || (rc = read_monitors(b, root, spec)) ||
+        (rc = read_trace(b, root, spec)))
+        return rc;
     return 0;
 }
 
@@ -723,6 +1030,25 @@ int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
             fputc('\n', out);
         }
     }
+    const cb_colloc_spec *c = &spec->collocation;
+    fprintf(out, "collocation:\n  mode: %s\n  baseline: %s\n  prepare: %s\n",
+            cb_colloc_mode_name(c->mode), c->isolated_baseline ? "isolated" : "none",
+            c->serial_prepare ? "serial" : "parallel");
+    const cb_monitors_spec *ms = &spec->monitors;
+    fprintf(out, "monitors:\n  enabled: %s\n  period_ms: ", ms->enabled ? "true" : "false");
+    yaml_float((double)ms->period_ns / 1e6, out);
+    fputs("\n  sources: [", out);
+    for (size_t i = 0, n = 0; i < COUNT(monitor_source_bits); i++)
+        if (ms->sources & monitor_source_bits[i])
+            fprintf(out, "%s%s", n++ ? ", " : "", monitor_source_names[i]);
+    fputs("]\n", out);
+    if (ms->nvml_library) {
+        fputs("  nvml_library: ", out);
+        yaml_str(ms->nvml_library, out);
+        fputc('\n', out);
+    }
+    fprintf(out, "trace:\n  enabled: %s\n  max_slices: %lld\n", spec->trace.enabled ? "true" : "false",
+            (long long)spec->trace.max_slices);
     fputs("pipelines:\n", out);
     for (size_t pi = 0; pi < spec->n_pipelines; pi++) {
         const cb_pipeline_spec *p = &spec->pipelines[pi];
@@ -736,6 +1062,18 @@ int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
         fputc('\n', out);
         if (p->dataset_stage_id >= 0) fprintf(out, "    dataset_stage_id: %d\n", p->dataset_stage_id);
         fprintf(out, "    serialize_queries: %s\n", p->serialize_queries ? "true" : "false");
+        if (p->mode != c->mode) fprintf(out, "    collocation: {mode: %s}\n", cb_colloc_mode_name(p->mode));
+        fputs("    device: ", out);
+        yaml_str(p->device, out);
+        fputs("\n    cpus: ", out);
+        int_list(p->cpus, p->n_cpus, out);
+        fputs("\n    start_delay: ", out);
+        yaml_float((double)p->start_delay_ns / 1e9, out);
+        fputc('\n', out);
+        if (p->mps_active_thread_percentage)
+            fprintf(out, "    mps_active_thread_percentage: %d\n", p->mps_active_thread_percentage);
+        if (p->mps_memory_limit_bytes)
+            fprintf(out, "    mps_memory_limit: %lld\n", (long long)p->mps_memory_limit_bytes);
         fprintf(out, "    loadgen:\n      component: %s\n", cb_loadgen_kind_name(lg->kind));
         fprintf(out, "      queue_depth: %lld\n      max_queries: %lld\n      timeout: ",
                 (long long)lg->queue_depth, (long long)lg->max_queries);

@@ -59,6 +59,38 @@ typedef struct cb_loadgen_spec {
     const cb_node *node;     /* the loadgen map, for positions */
 } cb_loadgen_spec;
 
+/* How the pipelines of a benchmark share the machine (benchmark `collocation.mode`, with
+ * per-pipeline overrides among the process modes). */
+typedef enum cb_colloc_mode {
+    CB_COLLOC_THREADS = 0,   /* every pipeline in this process */
+    CB_COLLOC_PROCESSES = 1, /* one child process per pipeline */
+    CB_COLLOC_MPS = 2,       /* child processes joined to a CUDA MPS control daemon */
+    CB_COLLOC_MIG = 3,       /* child processes each pinned to an existing MIG instance */
+} cb_colloc_mode;
+const char *cb_colloc_mode_name(cb_colloc_mode m);
+
+typedef struct cb_colloc_spec {
+    cb_colloc_mode mode;     /* default: processes with 2+ pipelines, threads with one */
+    bool isolated_baseline;  /* baseline: isolated (default none) */
+    bool serial_prepare;     /* prepare: serial (default) | parallel: children prepare one at
+                                a time, so preparation (and calibration) never overlaps */
+    const cb_node *node;
+} cb_colloc_spec;
+
+typedef struct cb_monitors_spec {
+    bool enabled;            /* default true; `monitors: false` disables */
+    int64_t period_ns;       /* period_ms, default 100 ms */
+    unsigned sources;        /* CB_MON_* bits (monitor/monitor.h); default cpu, memory, process
+                                (+ gpu when a pipeline names a GPU device) */
+    const char *nvml_library;/* NULL = libnvidia-ml.so.1 */
+    const cb_node *node;
+} cb_monitors_spec;
+
+typedef struct cb_trace_spec {
+    bool enabled;            /* trace.json; default true */
+    int64_t max_slices;      /* default 1,000,000; above it whole queries are sampled */
+} cb_trace_spec;
+
 typedef struct cb_stage_spec {
     int id;
     const char *name;
@@ -90,6 +122,17 @@ typedef struct cb_pipeline_spec {
     cb_loadgen_spec loadgen;
     cb_stage_spec *stages; size_t n_stages;
     const cb_node *node;
+    /* Collocation (per pipeline): */
+    cb_colloc_mode mode;               /* benchmark mode or this pipeline's override */
+    const char *device;                /* "cpu" (default), "cuda:N", "MIG-<uuid>", "mig:[G:]I" */
+    int gpu_index;                     /* N of cuda:N, G of mig:G:I (0 for mig:I), -1 otherwise */
+    bool device_is_mig;
+    const cb_node *device_node;
+    int *cpus; size_t n_cpus;          /* affinity of its threads (or process); 0 = unpinned */
+    const cb_node *cpus_node;
+    int64_t start_delay_ns;            /* load starts this long after the common start */
+    int mps_active_thread_percentage;  /* 1..100, 0 = unset */
+    int64_t mps_memory_limit_bytes;    /* 0 = unset */
     /* Filled by graph resolution: */
     int *input_idx;                    /* n_inputs entries */
     int dataset_idx;                   /* -1 when none */
@@ -101,8 +144,15 @@ typedef struct cb_spec {
     const char *file;                  /* config path as given */
     const char *const *plugin_paths; size_t n_plugin_paths;
     cb_pipeline_spec *pipelines; size_t n_pipelines;
+    cb_colloc_spec collocation;
+    cb_monitors_spec monitors;
+    cb_trace_spec trace;
     const cb_doc *doc;                 /* borrowed */
 } cb_spec;
+
+/* A spec holding only pipeline i of spec (shallow: shares the arena; never destroy it). Used to
+ * run one pipeline alone (isolated baselines, child processes). */
+cb_spec cb_spec_single(const cb_spec *spec, size_t i);
 
 /* Loads plugin_paths of the document into reg, then builds and validates the spec. */
 int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *err);

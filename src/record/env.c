@@ -10,6 +10,7 @@
 #include "record/env.h"
 
 #include <stdbool.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -82,6 +83,8 @@ static bool format_iso(int64_t wall_ns, char *buf, size_t size) {
     return true;
 }
 
+extern char **environ;
+
 int cb_env_write_json(FILE *out, int64_t wall_start_ns, int argc, char *const *argv,
                       cb_error *err) {
     if (!out) return cb_error_set(err, CB_EINVAL, "env.json: no output stream");
@@ -134,6 +137,29 @@ int cb_env_write_json(FILE *out, int64_t wall_start_ns, int argc, char *const *a
     for (int i = 0; argv && i < argc; i++) cb_json_string(&j, argv[i]);
     cb_json_array_end(&j);
 
+    /* The process's CPU affinity and the environment that decides where GPU work runs (CUDA_*,
+     * including MPS and MIG settings a collocation child received) and colobench's own. */
+    cb_json_key(&j, "cpu_affinity");
+    cb_json_array_begin(&j);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &set)) cb_json_int(&j, c);
+    cb_json_array_end(&j);
+    cb_json_key(&j, "environment");
+    cb_json_object_begin(&j);
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "CUDA_", 5) != 0 && strncmp(*e, "COLOBENCH_", 10) != 0) continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq - *e >= 128) continue;
+        char key[128];
+        memcpy(key, *e, (size_t)(eq - *e));
+        key[eq - *e] = '\0';
+        cb_json_key(&j, key);
+        cb_json_string(&j, eq + 1);
+    }
+    cb_json_object_end(&j);
     cb_json_object_end(&j);
     int rc = cb_json_finish(&j);
     if (rc != CB_OK) return cb_error_set(err, rc, "env.json: %s", cb_strerror(rc));

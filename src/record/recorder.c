@@ -58,6 +58,7 @@ struct cb_recorder {
     _Atomic int stop;
     int stopped;
     cb_outfile events, queries;
+    cb_outfile raw_events, raw_queries; /* raw 64-byte records (opts.raw), fd -1 when off */
     int io_errno;
     int oom;
     cb_pipe_rec *pipes;
@@ -133,6 +134,27 @@ static void cb__out_flush(cb_recorder *r, cb_outfile *f) {
         off += (size_t)k;
     }
     f->len = 0;
+}
+
+/* Appends bytes (raw records): through the buffer, or straight to the file when large. */
+static void cb__out_append(cb_recorder *r, cb_outfile *f, const void *data, size_t len) {
+    if (f->len + len > CB_OUTBUF_BYTES) cb__out_flush(r, f);
+    if (len > CB_OUTBUF_BYTES) {
+        const char *p = data;
+        size_t off = 0;
+        while (off < len) {
+            ssize_t k = write(f->fd, p + off, len - off);
+            if (k < 0) {
+                if (errno == EINTR) continue;
+                if (!r->io_errno) r->io_errno = errno;
+                return;
+            }
+            off += (size_t)k;
+        }
+        return;
+    }
+    memcpy(f->buf + f->len, data, len);
+    f->len += len;
 }
 
 static int cb__out_open(cb_recorder *r, cb_outfile *f, const char *dir, const char *name,
@@ -258,6 +280,10 @@ static size_t cb__drain_log(cb_recorder *r, cb_log *l, int is_stage) {
                 else
                     cb__write_query(r, (const cb_query_event *)rec);
             }
+            cb_outfile *raw = is_stage ? &r->raw_events : &r->raw_queries;
+            if (raw->fd >= 0)
+                cb__out_append(r, raw, l->wchunk->recs + (size_t)l->wpos * 64u,
+                               (size_t)(avail - l->wpos) * 64u);
             n += avail - l->wpos;
             l->wpos = avail;
         }
@@ -306,6 +332,8 @@ static void *cb__writer_main(void *arg) {
         if (now - last_flush >= r->flush_period_ns) {
             cb__out_flush(r, &r->events);
             cb__out_flush(r, &r->queries);
+            cb__out_flush(r, &r->raw_events);
+            cb__out_flush(r, &r->raw_queries);
             last_flush = now;
         }
         if (stopping) break; /* one full drain after stop was seen */
@@ -316,6 +344,8 @@ static void *cb__writer_main(void *arg) {
     }
     cb__out_flush(r, &r->events);
     cb__out_flush(r, &r->queries);
+    cb__out_flush(r, &r->raw_events);
+    cb__out_flush(r, &r->raw_queries);
     return NULL;
 }
 
@@ -328,7 +358,7 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
     r->spec = opts->spec;
     r->t0_ns = opts->t0_ns;
     r->flush_period_ns = opts->flush_period_ns > 0 ? opts->flush_period_ns : 50000000LL;
-    r->events.fd = r->queries.fd = -1;
+    r->events.fd = r->queries.fd = r->raw_events.fd = r->raw_queries.fd = -1;
     pthread_mutex_init(&r->rings_mu, NULL);
     r->n_pipes = opts->spec->n_pipelines;
     r->pipes = cb_calloc(r->n_pipes ? r->n_pipes : 1, sizeof *r->pipes);
@@ -359,6 +389,10 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
             rc = cb__out_open(r, &r->queries, opts->out_dir, "queries.csv",
                               "pipeline,query_id,split,epoch,batch,scheduled_ns,submit_ns,"
                               "start_ns,end_ns,status\n", err);
+        if (!rc && opts->raw)
+            rc = cb__out_open(r, &r->raw_events, opts->out_dir, "events.bin", "", err);
+        if (!rc && opts->raw)
+            rc = cb__out_open(r, &r->raw_queries, opts->out_dir, "queries.bin", "", err);
         if (rc) {
             cb_recorder_destroy(r);
             return rc;
@@ -473,10 +507,14 @@ int cb_recorder_stop(cb_recorder *r, cb_error *err) {
     if (cb__gather(r) != 0) r->oom = 1;
     cb__out_flush(r, &r->events);
     cb__out_flush(r, &r->queries);
+    cb__out_flush(r, &r->raw_events);
+    cb__out_flush(r, &r->raw_queries);
     int rc = CB_OK;
-    if (r->events.fd >= 0 && close(r->events.fd) != 0 && !r->io_errno) r->io_errno = errno;
-    if (r->queries.fd >= 0 && close(r->queries.fd) != 0 && !r->io_errno) r->io_errno = errno;
-    r->events.fd = r->queries.fd = -1;
+    cb_outfile *files[] = {&r->events, &r->queries, &r->raw_events, &r->raw_queries};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (files[i]->fd >= 0 && close(files[i]->fd) != 0 && !r->io_errno) r->io_errno = errno;
+        files[i]->fd = -1;
+    }
     if (r->io_errno)
         rc = cb_error_set(err, CB_EIO, "recorder: writing results failed: %s", strerror(r->io_errno));
     else if (r->oom)
@@ -541,6 +579,8 @@ void cb_recorder_destroy(cb_recorder *r) {
     cb_free(r->pipes);
     cb_free(r->events.buf);
     cb_free(r->queries.buf);
+    cb_free(r->raw_events.buf);
+    cb_free(r->raw_queries.buf);
     pthread_mutex_destroy(&r->rings_mu);
     cb_free(r);
 }

@@ -14,6 +14,7 @@
 #define CB_RECORD_RECORDER_H
 
 #include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -57,9 +58,14 @@ typedef struct cb_recorder_opts {
     const char *out_dir;       /* NULL: keep records in memory only (tests, benchmarks) */
     int64_t t0_ns;             /* run start (or set later with cb_recorder_set_t0) */
     int64_t flush_period_ns;   /* 0 = 50 ms */
+    /* Also stream every record as written in memory (64-byte cb_stage_event / cb_query_event,
+     * absolute CLOCK_MONOTONIC times, host byte order) to events.bin and queries.bin: how a
+     * collocation child hands its exact records to the parent. Whole records up to the last
+     * flush at every moment; a reader ignores a trailing partial record. */
+    bool raw;
 } cb_recorder_opts;
 
-#define CB_RECORDER_OPTS_DEFAULT {NULL, NULL, 0, 0}
+#define CB_RECORDER_OPTS_DEFAULT {NULL, NULL, 0, 0, false}
 
 /* Opens the CSV files (writing their headers) and starts the writer thread. */
 int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error *err);

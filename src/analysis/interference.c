@@ -1,0 +1,354 @@
+/* analysis/interference.c - collocated vs isolated figures, the common window, STP, ANTT,
+ * fairness, and the end-of-run table. Definitions in interference.h.
+ *
+ * Design: one pass over each pipeline's query records finds its warm-up end and finish; the
+ * common window follows; a second pass collects the latencies and stage service times inside
+ * it into scratch arrays for nearest-rank percentiles (stats.c). Isolated figures come from the
+ * ordinary summary statistics of the baseline runs (cb_pipeline_stats_compute), so "isolated"
+ * means exactly what summary.json of that run says.
+ * Thread-safety: pure over borrowed inputs. Ownership: the result owns its arrays and borrows
+ * the input until cb_interference_fini.
+ */
+#include "analysis/interference.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+static bool q_warmup(const cb_query_event *q, int64_t warmup) {
+    return q->warmup != 0 || (warmup > 0 && q->query_id < (uint64_t)warmup);
+}
+
+/* Percentiles of the measured ok queries of rec ending in [ws, we] (all if !window). */
+static size_t window_latency(const cb_pipeline_record *rec, int64_t warmup, bool window,
+                             int64_t ws, int64_t we, cb_pcts *out) {
+    memset(out, 0, sizeof *out);
+    int64_t *v = cb_malloc((rec->n_queries ? rec->n_queries : 1) * sizeof *v);
+    if (!v) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < rec->n_queries; i++) {
+        const cb_query_event *q = &rec->queries[i];
+        if (q_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
+        if (window && (q->end_ns < ws || q->end_ns > we)) continue;
+        v[n++] = q->end_ns - q->scheduled_ns;
+    }
+    cb_stats_pcts(v, n, out);
+    cb_free(v);
+    return n;
+}
+
+static int64_t window_service_p50(const cb_pipeline_record *rec, size_t stage, int64_t warmup,
+                                  bool window, int64_t ws, int64_t we, double *mean) {
+    int64_t *v = cb_malloc((rec->n_stage_events ? rec->n_stage_events : 1) * sizeof *v);
+    if (!v) return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < rec->n_stage_events; i++) {
+        const cb_stage_event *e = &rec->stage_events[i];
+        if (e->stage != stage || (warmup > 0 && e->query_id < (uint64_t)warmup)) continue;
+        if (window && (e->end_ns < ws || e->end_ns > we)) continue;
+        v[n++] = e->end_ns - e->start_ns;
+    }
+    int64_t r = -1;
+    *mean = -1;
+    if (n) {
+        double sum = 0;
+        for (size_t i = 0; i < n; i++) sum += (double)v[i];
+        *mean = sum / (double)n;
+        cb_stats_sort(v, n);
+        r = cb_stats_nearest_rank(v, n, 0.5);
+    }
+    cb_free(v);
+    return r;
+}
+
+int cb_interference_compute(const cb_interference_input *in, cb_interference *out) {
+    memset(out, 0, sizeof *out);
+    out->in = in;
+    out->stp = out->antt = out->fairness = NAN;
+    const cb_summary_input *c = in->collocated;
+    const cb_spec *spec = c->spec;
+    out->n_pipelines = spec->n_pipelines;
+    out->pipelines = cb_calloc(spec->n_pipelines ? spec->n_pipelines : 1, sizeof *out->pipelines);
+    if (!out->pipelines) return CB_ENOMEM;
+    /* Warm-up ends and finishes, then the common window. */
+    int64_t ws = INT64_MIN, we = INT64_MAX;
+    size_t active = 0;
+    for (size_t p = 0; p < spec->n_pipelines; p++) {
+        cb_interference_pipeline *r = &out->pipelines[p];
+        const cb_pipeline_record *rec = &c->pipelines[p];
+        int64_t warmup = spec->pipelines[p].loadgen.warmup_queries;
+        int64_t first = INT64_MAX, last = INT64_MIN;
+        for (size_t i = 0; i < rec->n_queries; i++) {
+            const cb_query_event *q = &rec->queries[i];
+            if (q_warmup(q, warmup)) continue;
+            if (q->scheduled_ns < first) first = q->scheduled_ns;
+            if (q->status == CB_QUERY_OK && q->end_ns > last) last = q->end_ns;
+        }
+        if (last == INT64_MIN) continue; /* measured nothing: not part of the window */
+        r->warmup_end_ns = first;
+        r->finish_ns = last;
+        if (first > ws) ws = first;
+        if (last < we) we = last;
+        active++;
+    }
+    out->window_overlap = active > 0 && we > ws;
+    out->window_start_ns = active ? ws : 0;
+    out->window_end_ns = active ? we : 0;
+    double len_s = out->window_overlap ? (double)(we - ws) / 1e9 : 0;
+    size_t total_in_window = 0;
+    out->have_baseline = in->isolated != NULL;
+    for (size_t p = 0; p < spec->n_pipelines; p++) {
+        cb_interference_pipeline *r = &out->pipelines[p];
+        const cb_pipeline_spec *ps = &spec->pipelines[p];
+        const cb_pipeline_record *rec = &c->pipelines[p];
+        int64_t warmup = ps->loadgen.warmup_queries;
+        cb_pcts lat;
+        r->queries_in_window = window_latency(rec, warmup, out->window_overlap, ws, we, &lat);
+        r->collocated_p50_ns = lat.n ? lat.p50 : -1;
+        r->collocated_p99_ns = lat.n ? lat.p99 : -1;
+        if (out->window_overlap) {
+            r->collocated_qps = (double)r->queries_in_window / len_s;
+            total_in_window += r->queries_in_window;
+        } else {
+            cb_pipeline_stats st;
+            if (cb_pipeline_stats_compute(c, p, &st) == CB_OK) r->collocated_qps = st.throughput_qps;
+            cb_pipeline_stats_fini(&st);
+        }
+        r->stages = cb_calloc(ps->n_stages ? ps->n_stages : 1, sizeof *r->stages);
+        if (!r->stages) return CB_ENOMEM;
+        for (size_t s = 0; s < ps->n_stages; s++) {
+            r->stages[s].collocated_service_p50_ns = window_service_p50(
+                rec, s, warmup, out->window_overlap, ws, we, &r->stages[s].collocated_service_mean_ns);
+            r->stages[s].isolated_service_p50_ns = -1;
+            r->stages[s].isolated_service_mean_ns = -1;
+        }
+        r->isolated_p50_ns = r->isolated_p99_ns = -1;
+        r->slowdown = NAN;
+        const cb_summary_input *iso = in->isolated ? in->isolated[p] : NULL;
+        if (!iso) {
+            out->have_baseline = false;
+            continue;
+        }
+        cb_pipeline_stats st;
+        if (cb_pipeline_stats_compute(iso, 0, &st) != CB_OK) {
+            cb_pipeline_stats_fini(&st);
+            out->have_baseline = false;
+            continue;
+        }
+        r->isolated_qps = st.throughput_qps;
+        if (st.measured) {
+            r->isolated_p50_ns = st.latency_ns.p50;
+            r->isolated_p99_ns = st.latency_ns.p99;
+        }
+        for (size_t s = 0; s < ps->n_stages && s < iso->spec->pipelines[0].n_stages; s++)
+            if (st.stages && st.stages[s].runs) {
+                r->stages[s].isolated_service_p50_ns = st.stages[s].service_ns.p50;
+                r->stages[s].isolated_service_mean_ns = st.stages[s].service_ns.mean;
+            }
+        cb_pipeline_stats_fini(&st);
+        if (r->isolated_qps > 0 && r->collocated_qps > 0) r->slowdown = r->isolated_qps / r->collocated_qps;
+    }
+    if (out->window_overlap) out->aggregate_qps = (double)total_in_window / len_s;
+    else
+        for (size_t p = 0; p < spec->n_pipelines; p++) out->aggregate_qps += out->pipelines[p].collocated_qps;
+    if (out->have_baseline && spec->n_pipelines > 0) {
+        double stp = 0, antt = 0, npmin = INFINITY, npmax = 0;
+        bool ok = true;
+        for (size_t p = 0; p < spec->n_pipelines; p++) {
+            const cb_interference_pipeline *r = &out->pipelines[p];
+            if (!(r->isolated_qps > 0)) {
+                ok = false;
+                break;
+            }
+            double np = r->collocated_qps / r->isolated_qps;
+            stp += np;
+            antt += np > 0 ? 1.0 / np : INFINITY;
+            if (np < npmin) npmin = np;
+            if (np > npmax) npmax = np;
+        }
+        if (ok) {
+            out->stp = stp;
+            out->antt = antt / (double)spec->n_pipelines;
+            out->fairness = npmax > 0 ? npmin / npmax : NAN;
+        }
+    }
+    return CB_OK;
+}
+
+void cb_interference_fini(cb_interference *r) {
+    if (!r) return;
+    for (size_t p = 0; r->pipelines && p < r->n_pipelines; p++) cb_free(r->pipelines[p].stages);
+    cb_free(r->pipelines);
+    r->pipelines = NULL;
+}
+
+static void json_ns_or_null(cb_json *j, const char *key, int64_t v) {
+    cb_json_key(j, key);
+    if (v < 0) cb_json_null(j);
+    else cb_json_int(j, v);
+}
+
+static void json_lat(cb_json *j, const char *key, int64_t p50, int64_t p99) {
+    cb_json_key(j, key);
+    cb_json_object_begin(j);
+    json_ns_or_null(j, "p50", p50);
+    json_ns_or_null(j, "p99", p99);
+    cb_json_object_end(j);
+}
+
+void cb_interference_json(const cb_interference *r, cb_json *j) {
+    const cb_interference_input *in = r->in;
+    const cb_spec *spec = in->collocated->spec;
+    int64_t t0 = in->collocated->t0_ns;
+    cb_json_key(j, "collocation");
+    cb_json_object_begin(j);
+    cb_json_key(j, "mode");
+    cb_json_string(j, in->mode);
+    cb_json_key(j, "baseline");
+    cb_json_string(j, in->isolated ? "isolated" : "none");
+    cb_json_key(j, "window_ns");
+    cb_json_array_begin(j);
+    cb_json_int(j, r->window_start_ns ? r->window_start_ns - t0 : 0);
+    cb_json_int(j, r->window_end_ns ? r->window_end_ns - t0 : 0);
+    cb_json_array_end(j);
+    cb_json_key(j, "window_overlap");
+    cb_json_bool(j, r->window_overlap);
+    cb_json_key(j, "stp");
+    cb_json_double(j, r->stp);
+    cb_json_key(j, "antt");
+    cb_json_double(j, r->antt);
+    cb_json_key(j, "fairness");
+    cb_json_double(j, r->fairness);
+    cb_json_key(j, "aggregate_qps");
+    cb_json_double(j, r->aggregate_qps);
+    cb_json_key(j, "barrier");
+    cb_json_object_begin(j);
+    json_ns_or_null(j, "skew_ns", in->barrier_skew_ns);
+    json_ns_or_null(j, "max_delay_ns", in->barrier_max_delay_ns);
+    cb_json_object_end(j);
+    cb_json_key(j, "pipelines");
+    cb_json_array_begin(j);
+    for (size_t p = 0; p < r->n_pipelines; p++) {
+        const cb_interference_pipeline *x = &r->pipelines[p];
+        const cb_pipeline_spec *ps = &spec->pipelines[p];
+        cb_json_object_begin(j);
+        cb_json_key(j, "name");
+        cb_json_string(j, ps->name);
+        cb_json_key(j, "mode");
+        cb_json_string(j, cb_colloc_mode_name(ps->mode));
+        cb_json_key(j, "device");
+        cb_json_string(j, ps->device);
+        if (in->pids) {
+            cb_json_key(j, "pid");
+            cb_json_int(j, in->pids[p]);
+        }
+        if (in->process_status) {
+            cb_json_key(j, "process");
+            cb_json_string(j, in->process_status[p]);
+        }
+        cb_json_key(j, "queries_in_window");
+        cb_json_uint(j, x->queries_in_window);
+        cb_json_key(j, "isolated_qps");
+        if (r->in->isolated && x->isolated_qps > 0) cb_json_double(j, x->isolated_qps);
+        else cb_json_null(j);
+        cb_json_key(j, "collocated_qps");
+        cb_json_double(j, x->collocated_qps);
+        cb_json_key(j, "slowdown");
+        cb_json_double(j, x->slowdown);
+        json_lat(j, "isolated_latency_ns", x->isolated_p50_ns, x->isolated_p99_ns);
+        json_lat(j, "collocated_latency_ns", x->collocated_p50_ns, x->collocated_p99_ns);
+        cb_json_key(j, "stages");
+        cb_json_array_begin(j);
+        for (size_t s = 0; s < ps->n_stages; s++) {
+            const cb_interference_stage *st = &x->stages[s];
+            cb_json_object_begin(j);
+            cb_json_key(j, "name");
+            cb_json_string(j, ps->stages[s].name);
+            json_ns_or_null(j, "isolated_service_p50_ns", st->isolated_service_p50_ns);
+            json_ns_or_null(j, "collocated_service_p50_ns", st->collocated_service_p50_ns);
+            cb_json_key(j, "isolated_service_mean_ns");
+            cb_json_double(j, st->isolated_service_mean_ns >= 0 ? st->isolated_service_mean_ns : NAN);
+            cb_json_key(j, "collocated_service_mean_ns");
+            cb_json_double(j, st->collocated_service_mean_ns >= 0 ? st->collocated_service_mean_ns : NAN);
+            cb_json_key(j, "service_slowdown"); /* of the median */
+            if (st->isolated_service_p50_ns > 0 && st->collocated_service_p50_ns >= 0)
+                cb_json_double(j, (double)st->collocated_service_p50_ns / (double)st->isolated_service_p50_ns);
+            else
+                cb_json_null(j);
+            cb_json_key(j, "service_mean_slowdown");
+            if (st->isolated_service_mean_ns > 0 && st->collocated_service_mean_ns >= 0)
+                cb_json_double(j, st->collocated_service_mean_ns / st->isolated_service_mean_ns);
+            else
+                cb_json_null(j);
+            cb_json_object_end(j);
+        }
+        cb_json_array_end(j);
+        cb_json_object_end(j);
+    }
+    cb_json_array_end(j);
+    cb_json_object_end(j);
+}
+
+static const char *us(char *b, size_t n, int64_t ns) {
+    if (ns < 0) snprintf(b, n, "-");
+    else snprintf(b, n, "%.1f", (double)ns / 1e3);
+    return b;
+}
+
+static const char *num(char *b, size_t n, double v, const char *fmt) {
+    if (!isfinite(v) || v <= 0) snprintf(b, n, "-");
+    else snprintf(b, n, fmt, v);
+    return b;
+}
+
+void cb_interference_print_table(const cb_interference *r, FILE *out) {
+    const cb_interference_input *in = r->in;
+    const cb_spec *spec = in->collocated->spec;
+    int64_t t0 = in->collocated->t0_ns;
+    char a[32], b[32], c[32], d[32], e[32], f[32], g[32];
+    fprintf(out, "\ncollocation: %s, %zu pipelines", in->mode, r->n_pipelines);
+    if (r->window_overlap)
+        fprintf(out, ", common window %.3f-%.3f s (%.3f s)", (double)(r->window_start_ns - t0) / 1e9,
+                (double)(r->window_end_ns - t0) / 1e9,
+                (double)(r->window_end_ns - r->window_start_ns) / 1e9);
+    else
+        fprintf(out, ", no common window (the pipelines never ran measured load together)");
+    if (in->barrier_skew_ns >= 0) fprintf(out, ", start skew %s us", us(a, sizeof a, in->barrier_skew_ns));
+    fputc('\n', out);
+    fprintf(out, "  %-16s %12s %12s %9s %21s %21s\n", "pipeline", "isolated q/s", "collocated", "slowdown",
+            "p50 iso/col (us)", "p99 iso/col (us)");
+    for (size_t p = 0; p < r->n_pipelines; p++) {
+        const cb_interference_pipeline *x = &r->pipelines[p];
+        char p50[48], p99[48];
+        snprintf(p50, sizeof p50, "%s / %s", us(a, sizeof a, x->isolated_p50_ns), us(b, sizeof b, x->collocated_p50_ns));
+        snprintf(p99, sizeof p99, "%s / %s", us(c, sizeof c, x->isolated_p99_ns), us(d, sizeof d, x->collocated_p99_ns));
+        fprintf(out, "  %-16.16s %12s %12s %9s %21s %21s%s%s\n", spec->pipelines[p].name,
+                num(e, sizeof e, x->isolated_qps, "%.1f"), num(f, sizeof f, x->collocated_qps, "%.1f"),
+                num(g, sizeof g, x->slowdown, "%.2fx"), p50, p99,
+                in->process_status && in->process_status[p] ? "  " : "",
+                in->process_status && in->process_status[p] && strcmp(in->process_status[p], "exited 0")
+                    ? in->process_status[p] : "");
+        for (size_t s = 0; s < spec->pipelines[p].n_stages; s++) {
+            const cb_interference_stage *st = &x->stages[s];
+            double ratio = st->isolated_service_p50_ns > 0 && st->collocated_service_p50_ns >= 0
+                               ? (double)st->collocated_service_p50_ns / (double)st->isolated_service_p50_ns
+                               : NAN;
+            double mratio = st->isolated_service_mean_ns > 0 && st->collocated_service_mean_ns >= 0
+                                ? st->collocated_service_mean_ns / st->isolated_service_mean_ns
+                                : NAN;
+            fprintf(out, "    stage %-16.16s service p50 %s -> %s us (%s), mean %s -> %s us (%s)\n",
+                    spec->pipelines[p].stages[s].name, us(a, sizeof a, st->isolated_service_p50_ns),
+                    us(b, sizeof b, st->collocated_service_p50_ns), num(c, sizeof c, ratio, "%.2fx"),
+                    us(d, sizeof d, (int64_t)st->isolated_service_mean_ns),
+                    us(e, sizeof e, (int64_t)st->collocated_service_mean_ns), num(f, sizeof f, mratio, "%.2fx"));
+        }
+    }
+    fprintf(out, "  aggregate %.1f q/s", r->aggregate_qps);
+    if (r->have_baseline)
+        fprintf(out, "   STP %s   ANTT %s   fairness %s", num(a, sizeof a, r->stp, "%.2f"),
+                num(b, sizeof b, r->antt, "%.2f"), num(c, sizeof c, r->fairness, "%.2f"));
+    else
+        fprintf(out, "   (STP, ANTT, slowdown: set collocation.baseline: isolated)");
+    fputc('\n', out);
+}

@@ -1,0 +1,80 @@
+/* analysis/interference.h - collocation interference: who slowed whom, against isolated
+ * baselines measured in the same invocation.
+ *
+ * Definitions (also in docs/outputs.md):
+ * - A pipeline has passed its warm-up at the scheduled time of its first measured query; it has
+ *   finished at the end of its last measured ok query. The common window runs from the moment
+ *   the LAST pipeline passed its warm-up to the moment the FIRST one finished: the only span in
+ *   which every pipeline was running measured load. Rates are never summed over windows that do
+ *   not overlap (a pipeline that ran partly alone would inflate the total).
+ * - collocated_qps: a pipeline's measured ok queries that ended inside the common window, over
+ *   its length; aggregate_qps: all pipelines' such queries over its length. Collocated latency
+ *   percentiles and per-stage service medians use the same queries / stage runs. If the window
+ *   is empty (the pipelines never overlapped), the whole-run figures are used and the block says
+ *   so ("window_overlap": false).
+ * - isolated_qps, isolated latency and stage medians: the pipeline's whole measured run alone.
+ * - normalized progress NP = collocated_qps / isolated_qps; slowdown = 1 / NP (2.0 = half
+ *   speed); STP = sum of NP (system throughput, in "isolated pipelines' worth"); ANTT = mean of
+ *   slowdowns (average normalized turnaround time, for fixed work); fairness = min NP / max NP.
+ * Pure functions over borrowed inputs; thread-safe.
+ */
+#ifndef CB_ANALYSIS_INTERFERENCE_H
+#define CB_ANALYSIS_INTERFERENCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "analysis/json.h"
+#include "analysis/summary.h"
+
+typedef struct cb_interference_input {
+    const char *mode;                        /* collocation mode name */
+    const cb_summary_input *collocated;      /* every pipeline, one time base */
+    /* Per pipeline of collocated->spec: its isolated run (a one-pipeline summary input), or
+     * NULL entries / NULL array without a baseline. */
+    const cb_summary_input *const *isolated;
+    /* Per pipeline: how its process ended ("exited 0", "killed by signal 9 (Killed)") or NULL
+     * (threads mode). */
+    const char *const *process_status;
+    const int *pids;                         /* per pipeline OS pid, or NULL */
+    int64_t barrier_skew_ns;                 /* spread of the processes' start times; -1 = n/a */
+    int64_t barrier_max_delay_ns;            /* latest start after the release; -1 = n/a */
+} cb_interference_input;
+
+/* Median and mean service time: under time-slicing most runs are untouched and a few absorb
+ * whole slices of the other pipeline, so the median can stay flat while the mean doubles;
+ * both are reported. */
+typedef struct cb_interference_stage {
+    int64_t isolated_service_p50_ns, collocated_service_p50_ns; /* -1 = no runs */
+    double isolated_service_mean_ns, collocated_service_mean_ns; /* -1 = no runs */
+} cb_interference_stage;
+
+typedef struct cb_interference_pipeline {
+    size_t queries_in_window;
+    double isolated_qps, collocated_qps;     /* isolated_qps 0 without a baseline */
+    double slowdown;                         /* NaN without a baseline */
+    int64_t isolated_p50_ns, isolated_p99_ns, collocated_p50_ns, collocated_p99_ns; /* -1 n/a */
+    int64_t warmup_end_ns, finish_ns;        /* absolute; 0 when it measured nothing */
+    cb_interference_stage *stages;           /* n_stages entries */
+} cb_interference_pipeline;
+
+typedef struct cb_interference {
+    const cb_interference_input *in;
+    bool have_baseline;
+    bool window_overlap;
+    int64_t window_start_ns, window_end_ns;  /* absolute; relative in the JSON */
+    double aggregate_qps;
+    double stp, antt, fairness;              /* NaN without a baseline */
+    cb_interference_pipeline *pipelines;
+    size_t n_pipelines;
+} cb_interference;
+
+int cb_interference_compute(const cb_interference_input *in, cb_interference *out);
+void cb_interference_fini(cb_interference *r);
+/* Writes the key "collocation" and its object. */
+void cb_interference_json(const cb_interference *r, cb_json *j);
+/* The side-by-side table printed at the end of a collocated run. */
+void cb_interference_print_table(const cb_interference *r, FILE *out);
+
+#endif

@@ -1,0 +1,362 @@
+/* Collocation end to end: pipelines sharing or not sharing a core, isolated baselines, the
+ * common window, STP/ANTT/fairness, a child killed mid-run, the start barrier, monitors and the
+ * trace of a multi-process run, MPS (through a fake control binary: no GPU here), MIG and CUDA
+ * device checks, start delays, Ctrl-C. Runs build/colobench in a shell and checks the files.
+ *
+ * The interference checks measure real CPU sharing on this machine, so their tolerances are
+ * wide (a noisy 2-core VM), and CMake runs this test alone (RUN_SERIAL): another test on the
+ * same cores would be interference too. */
+#include "harness.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#define CLI CB_TEST_COLOBENCH
+
+#define py cb_test_py_json
+
+static double py_num(const char *file, const char *expr) {
+    char *v = py(file, expr);
+    double d = v ? strtod(v, NULL) : -1e300;
+    free(v);
+    return d;
+}
+
+/* Two util.spin (work mode) pipelines on the given cpus, `mode`, isolated baseline. */
+static const char *two_spinners(const char *dir, const char *mode, int cpu_a, int cpu_b, int queries) {
+    char y[2048];
+    snprintf(y, sizeof y,
+             "name: two_spinners\n"
+             "collocation: {mode: %s, baseline: isolated}\n"
+             "monitors: {period_ms: 50, sources: [cpu, memory, process]}\n"
+             "pipelines:\n"
+             "  - name: a\n    cpus: [%d]\n    inputs: [0]\n    outputs: [0]\n"
+             "    loadgen: {component: closed, max_queries: %d, warmup_queries: 20, config: {concurrency: 1}}\n"
+             "    stages: [{id: 0, name: spin, component: util.spin, outputs: [], config: {duration_us: 500, mode: work}}]\n"
+             "  - name: b\n    cpus: [%d]\n    inputs: [0]\n    outputs: [0]\n"
+             "    loadgen: {component: closed, max_queries: %d, warmup_queries: 20, config: {concurrency: 1}}\n"
+             "    stages: [{id: 0, name: spin, component: util.spin, outputs: [], config: {duration_us: 500, mode: work}}]\n",
+             mode, cpu_a, queries, cpu_b, queries);
+    return cb_test_write(dir, "two.yaml", y);
+}
+
+static void run_ok(const char *cmd) {
+    char *out = NULL;
+    int st = cb_test_sh(cmd, &out);
+    if (st != 0) printf("# %s\n# exit %d: %s\n", cmd, st, out ? out : "");
+    CB_CHECK_EQ_INT(st, 0);
+    free(out);
+}
+
+static void check_interference(const char *summary, double slow_lo, double slow_hi, double stp_lo,
+                               double stp_hi) {
+    char *v = py(summary, "\" \".join(\"%.3f\" % p[\"slowdown\"] for p in d[\"collocation\"][\"pipelines\"]), "
+                          "\"%.3f %.3f %.3f\" % (d[\"collocation\"][\"stp\"], d[\"collocation\"][\"antt\"], "
+                          "d[\"collocation\"][\"fairness\"])");
+    printf("# slowdown a b, STP ANTT fairness: %s\n", v ? v : "?");
+    free(v);
+    for (int p = 0; p < 2; p++) {
+        char e[128];
+        snprintf(e, sizeof e, "d[\"collocation\"][\"pipelines\"][%d][\"slowdown\"]", p);
+        double s = py_num(summary, e);
+        CB_CHECK(s >= slow_lo && s <= slow_hi);
+        /* which stage suffered: the only stage, by about the same factor (its mean service
+         * time: time-slicing leaves most runs whole, so the median may not move) */
+        snprintf(e, sizeof e, "d[\"collocation\"][\"pipelines\"][%d][\"stages\"][0][\"service_mean_slowdown\"]", p);
+        double ss = py_num(summary, e);
+        CB_CHECK(ss >= slow_lo * 0.8 && ss <= slow_hi * 1.2);
+    }
+    double stp = py_num(summary, "d[\"collocation\"][\"stp\"]");
+    CB_CHECK(stp >= stp_lo && stp <= stp_hi);
+    double fair = py_num(summary, "d[\"collocation\"][\"fairness\"]");
+    CB_CHECK(fair > 0.5 && fair <= 1.0);
+}
+
+static void test_same_core_processes_halves_each(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = two_spinners(dir, "processes", 0, 0, 800);
+    char cmd[4096], p[1024];
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
+    run_ok(cmd);
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    check_interference(p, 1.4, 2.8, 0.7, 1.4);
+    /* The collocated run's pipelines started together: barrier skew bounded, no query before t0,
+     * and the common window is inside the run. */
+    double skew = py_num(p, "d[\"collocation\"][\"barrier\"][\"skew_ns\"]");
+    printf("# barrier skew %.1f us, latest start %.1f us after release\n", skew / 1e3,
+           py_num(p, "d[\"collocation\"][\"barrier\"][\"max_delay_ns\"]") / 1e3);
+    CB_CHECK(skew >= 0 && skew < 50e6);
+    snprintf(cmd, sizeof cmd, "awk -F, 'NR>1 && $7 < 0' %s/out/queries.csv | wc -l", dir);
+    char *out = NULL;
+    cb_test_sh(cmd, &out);
+    CB_CHECK_EQ_INT(strtol(out, NULL, 10), 0);
+    free(out);
+    double ws = py_num(p, "d[\"collocation\"][\"window_ns\"][0]");
+    double we = py_num(p, "d[\"collocation\"][\"window_ns\"][1]");
+    double dur = py_num(p, "d[\"duration_ns\"]");
+    CB_CHECK(ws > 0 && we > ws && we <= dur);
+    /* Every query of both pipelines is in the merged queries.csv, once. */
+    snprintf(p, sizeof p, "%s/out/queries.csv", dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(p), 1 + 2 * 800);
+    /* Each child ran in its own process, pinned to cpu 0. */
+    snprintf(p, sizeof p, "%s/out/pipelines/b/env.json", dir);
+    char *aff = py(p, "d[\"cpu_affinity\"]");
+    CB_CHECK_STR_EQ(aff, "[0]");
+    free(aff);
+    /* Monitors: process rows for both children at ~50 ms, and the trace matches events.csv. */
+    const char *script = cb_test_write(dir, "check_metrics.py",
+             "import csv,json,sys\n"
+             "d=sys.argv[1]; s=json.load(open(d+'/summary.json'))\n"
+             "pids={str(p['pid']) for p in s['collocation']['pipelines']}\n"
+             "rows=list(csv.DictReader(open(d+'/metrics.csv')))\n"
+             "for pid in pids:\n"
+             "  t=sorted({int(r['t_ns']) for r in rows if r['source']=='process' and r['pid']==pid and r['metric']=='cpu_percent'})\n"
+             "  assert len(t)>=5, (pid,len(t))\n"
+             "  gaps=sorted(b-a for a,b in zip(t,t[1:])); med=gaps[len(gaps)//2]\n"
+             "  assert 35e6<=med<=65e6, med\n"
+             "print('ok')\n");
+    snprintf(cmd, sizeof cmd, "python3 %s %s/out", script, dir);
+    run_ok(cmd);
+    snprintf(cmd, sizeof cmd, "python3 " CB_TEST_SRCDIR "/tests/check_trace.py %s/out/trace.json %s/out/events.csv %s/out/metrics.csv",
+             dir, dir, dir);
+    run_ok(cmd);
+}
+
+static void test_different_cores_processes_run_at_full_speed(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = two_spinners(dir, "processes", 0, 1, 800);
+    char cmd[4096], p[1024];
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
+    run_ok(cmd);
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    check_interference(p, 0.7, 1.4, 1.5, 2.4);
+}
+
+static void test_same_core_threads_halves_each(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = two_spinners(dir, "threads", 0, 0, 800);
+    char cmd[4096], p[1024];
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
+    run_ok(cmd);
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    check_interference(p, 1.4, 2.8, 0.7, 1.4);
+    char *mode = py(p, "d[\"collocation\"][\"mode\"]");
+    CB_CHECK_STR_EQ(mode, "threads");
+    free(mode);
+}
+
+static void test_killed_child_reported_others_complete(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "kill.yaml",
+        "name: crash\n"
+        "collocation: {mode: processes}\n"
+        "pipelines:\n"
+        "  - name: steady\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 1500, config: {concurrency: 1}}\n"
+        "    stages: [{id: 0, name: s, component: util.spin, outputs: [], config: {duration_us: 300}}]\n"
+        "  - name: doomed\n    inputs: [0]\n    outputs: [1]\n"
+        "    loadgen: {component: closed, max_queries: 5000, config: {concurrency: 1}}\n"
+        "    stages:\n"
+        "      - {id: 0, name: s, component: util.spin, outputs: [1], config: {duration_us: 300}}\n"
+        "      - {id: 1, name: oom, component: util.fail, outputs: [], config: {on_query: 300, action: kill}}\n");
+    char cmd[4096], p[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q; echo \"exit=$?\"", cfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "exit=1");
+    CB_CHECK_CONTAINS(out, "pipeline 'doomed': its process");
+    CB_CHECK_CONTAINS(out, "killed by signal 9");
+    free(out);
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    char *st = py(p, "[x[\"process\"] for x in d[\"collocation\"][\"pipelines\"]]");
+    CB_CHECK_STR_EQ(st, "['exited 0', 'killed by signal 9 (Killed)']");
+    free(st);
+    /* The survivor has every row; the dead one what it recorded up to its last flush. */
+    snprintf(cmd, sizeof cmd, "awk -F, '$1==\"steady\" && $10==\"ok\"' %s/out/queries.csv | wc -l", dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_EQ_INT(strtol(out, NULL, 10), 1500);
+    free(out);
+    snprintf(cmd, sizeof cmd, "awk -F, '$1==\"doomed\"' %s/out/queries.csv | wc -l", dir);
+    cb_test_sh(cmd, &out);
+    long doomed = strtol(out, NULL, 10);
+    free(out);
+    CB_CHECK(doomed <= 300);
+    double q = py_num(p, "d[\"pipelines\"][0][\"queries\"]");
+    CB_CHECK_EQ_INT((long)q, 1500);
+}
+
+static void test_same_load_in_baseline_and_collocated(void) {
+    /* An open-loop pipeline draws the same arrivals alone and collocated (seeds follow the
+     * pipeline's name, not its position), and a start delay shifts its load. */
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "open.yaml",
+        "name: same_load\n"
+        "collocation: {mode: processes, baseline: isolated, prepare: parallel}\n"
+        "monitors: false\n"
+        "pipelines:\n"
+        "  - name: closed\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 400, config: {concurrency: 1}}\n"
+        "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 1000}}]\n"
+        "  - name: poisson\n    start_delay: 0.2\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: poisson, max_queries: 150, config: {rate: 1000, seed: 7}}\n"
+        "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 100}}]\n");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
+    run_ok(cmd);
+    const char *script = cb_test_write(dir, "check_load.py",
+             "import csv,sys\n"
+             "d=sys.argv[1]\n"
+             "iso=[int(r['scheduled_ns']) for r in csv.DictReader(open(d+'/baseline/poisson/queries.csv'))]\n"
+             "col=[int(r['scheduled_ns']) for r in csv.DictReader(open(d+'/queries.csv')) if r['pipeline']=='poisson']\n"
+             "iso.sort(); col.sort()\n"
+             "assert len(iso)==150 and len(col)==150, (len(iso),len(col))\n"
+             "assert min(col)>=200000000 and min(iso)>=200000000, (min(col),min(iso))\n"
+             "assert iso==col, 'schedules differ'\n"
+             "print('ok')\n");
+    snprintf(cmd, sizeof cmd, "python3 %s %s/out", script, dir);
+    run_ok(cmd);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    double ws = py_num(p, "d[\"collocation\"][\"window_ns\"][0]");
+    CB_CHECK(ws >= 200e6); /* the window opens when the delayed pipeline starts */
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/out/metrics.csv", dir);
+    CB_CHECK(stat(p, &sb) != 0); /* monitors: false */
+}
+
+static void test_config_errors_before_anything_starts(void) {
+    const char *dir = cb_test_tmpdir();
+    struct {
+        const char *extra_top, *extra_pipe, *expect;
+    } cases[] = {
+        {"collocation: {mode: threads}\n", "    mps_active_thread_percentage: 50\n",
+         "bad.yaml:5:35: pipelines[0].mps_active_thread_percentage: applies only under collocation mode mps"},
+        {"collocation: {mode: threads}\n", "    device: MIG-abc\n",
+         "bad.yaml:5:13: pipelines[0].device: a MIG instance needs its own process"},
+        {"collocation: {mode: mig}\n", "", "pipelines[0].device: collocation mode mig needs device"},
+        {"", "    cpus: [99]\n", "bad.yaml:4:12: pipelines[0].cpus[0]: cpu 99 is not available here"},
+        {"", "    device: tpu:0\n", "pipelines[0].device: expected cpu, cuda:N, MIG-<uuid>, mig:I or mig:GPU:I"},
+        {"collocation: {mode: proceses}\n", "", "collocation.mode: unknown collocation mode \"proceses\" (did you mean 'processes'?)"},
+        {"monitors: {sources: [cpu, gpus]}\n", "", "monitors.sources[1]: unknown monitor source \"gpus\" (did you mean 'gpu'?)"},
+        {"", "    mps_memory_limit: lots\n", "pipelines[0].mps_memory_limit: expected a size in bytes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char y[2048], cmd[4096], *out = NULL;
+        snprintf(y, sizeof y,
+                 "name: bad\n%spipelines:\n  - name: p\n%s    inputs: [0]\n    outputs: [0]\n"
+                 "    stages: [{id: 0, component: util.noop, outputs: []}]\n",
+                 cases[i].extra_top, cases[i].extra_pipe);
+        const char *cfg = cb_test_write(dir, "bad.yaml", y);
+        snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out%zu -q; echo \"exit=$?\"", cfg, dir, i);
+        cb_test_sh(cmd, &out);
+        CB_CHECK_CONTAINS(out, cases[i].expect);
+        CB_CHECK_CONTAINS(out, "exit=2");
+        free(out);
+        struct stat sb;
+        snprintf(cmd, sizeof cmd, "%s/out%zu", dir, i);
+        CB_CHECK(stat(cmd, &sb) != 0); /* nothing was created */
+    }
+    /* A CUDA device on a machine without one (or without NVML): a clear error, exit 2. */
+    char y[1024], cmd[4096], *out = NULL;
+    snprintf(y, sizeof y, "name: gpu\npipelines:\n  - name: p\n    device: cuda:0\n    inputs: [0]\n"
+                          "    outputs: [0]\n    stages: [{id: 0, component: util.noop, outputs: []}]\n");
+    const char *cfg = cb_test_write(dir, "gpu.yaml", y);
+    snprintf(cmd, sizeof cmd, "COLOBENCH_NVML_LIBRARY=%s/nonexistent.so " CLI " run %s -o %s/g -q; echo \"exit=$?\"",
+             dir, cfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "gpu.yaml:4:13: pipelines[0].device: cuda:0 requested, but CUDA devices are unavailable here");
+    CB_CHECK_CONTAINS(out, "exit=2");
+    free(out);
+}
+
+static void test_mps_private_daemon_started_and_stopped(void) {
+    /* No GPU here: a faithful fake of nvidia-cuda-mps-control (tests/fake_mps) stands in for
+     * the driver's tool, so what is checked is colobench's side: a private daemon, its
+     * environment reaching each child with the per-pipeline limits, and a clean stop. */
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "mps.yaml",
+        "name: mps\n"
+        "collocation: {mode: mps}\n"
+        "monitors: false\n"
+        "pipelines:\n"
+        "  - name: a\n    mps_active_thread_percentage: 50\n    mps_memory_limit: 2G\n"
+        "    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 200}\n"
+        "    stages: [{id: 0, component: util.noop, outputs: []}]\n"
+        "  - name: b\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 200}\n"
+        "    stages: [{id: 0, component: util.noop, outputs: []}]\n");
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "env -u CUDA_MPS_PIPE_DIRECTORY TMPDIR=%s PATH=" CB_TEST_SRCDIR "/tests/fake_mps:$PATH "
+             CLI " run %s -o %s/out; echo \"exit=$?\"", dir, cfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "mps: started a private control daemon");
+    CB_CHECK_CONTAINS(out, "exit=0");
+    free(out);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/out/pipelines/a/env.json", dir);
+    char *v = py(p, "d[\"environment\"].get(\"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE\"), "
+                    "d[\"environment\"].get(\"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT\")");
+    CB_CHECK_STR_EQ(v, "50 0=2048M");
+    free(v);
+    char *pipe_a = py(p, "d[\"environment\"][\"CUDA_MPS_PIPE_DIRECTORY\"]");
+    snprintf(p, sizeof p, "%s/out/pipelines/b/env.json", dir);
+    char *pipe_b = py(p, "d[\"environment\"][\"CUDA_MPS_PIPE_DIRECTORY\"]");
+    char *lim_b = py(p, "d[\"environment\"].get(\"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE\")");
+    CB_CHECK_STR_EQ(lim_b, "None");
+    CB_CHECK(pipe_a && pipe_b && !strcmp(pipe_a, pipe_b));
+    CB_CHECK(pipe_a && !strncmp(pipe_a, dir, strlen(dir))); /* private, under TMPDIR */
+    struct stat sb;
+    CB_CHECK(pipe_a && stat(pipe_a, &sb) != 0); /* stopped and removed */
+    free(pipe_a);
+    free(pipe_b);
+    free(lim_b);
+    /* Without the control binary: a clear error before anything starts. */
+    snprintf(cmd, sizeof cmd, "env -u CUDA_MPS_PIPE_DIRECTORY PATH=/usr/bin:/bin " CLI " run %s -o %s/out2 -q; echo \"exit=$?\"",
+             cfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "collocation.mode: mps: nvidia-cuda-mps-control not found");
+    CB_CHECK_CONTAINS(out, "exit=2");
+    free(out);
+}
+
+static void test_sigint_stops_every_process_keeps_rows(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "long.yaml",
+        "name: long\n"
+        "collocation: {mode: processes}\n"
+        "pipelines:\n"
+        "  - name: a\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, timeout: 60}\n"
+        "    stages: [{id: 0, component: util.sleep, outputs: [], config: {duration_us: 500}}]\n"
+        "  - name: b\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, timeout: 60}\n"
+        "    stages: [{id: 0, component: util.sleep, outputs: [], config: {duration_us: 500}}]\n");
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             CLI " run %s -o %s/out -q & pid=$!; sleep 1.5; kill -INT $pid; wait $pid; echo \"exit=$?\"; "
+             "sleep 0.2; pgrep -f -- '--child-f[d]' | wc -l",
+             cfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "exit=1");
+    CB_CHECK_CONTAINS(out, "interrupted");
+    CB_CHECK(out && out[strlen(out) - 2] == '0'); /* no child left behind */
+    free(out);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    char *v = py(p, "d[\"interrupted\"], min(x[\"queries\"] for x in d[\"pipelines\"]) > 100");
+    CB_CHECK_STR_EQ(v, "True True");
+    free(v);
+}
+
+int main(void) {
+    CB_RUN(test_same_core_processes_halves_each);
+    CB_RUN(test_different_cores_processes_run_at_full_speed);
+    CB_RUN(test_same_core_threads_halves_each);
+    CB_RUN(test_killed_child_reported_others_complete);
+    CB_RUN(test_same_load_in_baseline_and_collocated);
+    CB_RUN(test_config_errors_before_anything_starts);
+    CB_RUN(test_mps_private_daemon_started_and_stopped);
+    CB_RUN(test_sigint_stops_every_process_keeps_rows);
+    return cb_test_done();
+}
