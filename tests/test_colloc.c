@@ -320,6 +320,80 @@ static void test_mps_private_daemon_started_and_stopped(void) {
     free(out);
 }
 
+static void test_mig_and_cuda_devices_checked_with_nvml(void) {
+    /* No GPU here: the NVML test double (tests/fake/fake_nvml.c, the real library's symbols and
+     * layouts) reports one H100-like GPU with MIG on and two MIG devices. Checked: instances
+     * resolved by index and by UUID, each child pinned through CUDA_VISIBLE_DEVICES, per-process
+     * GPU figures marked not attributable, and errors before anything starts. */
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "mig.yaml",
+        "name: mig\n"
+        "collocation: {mode: mig}\n"
+        "monitors: {period_ms: 50, sources: [cpu, gpu]}\n"
+        "pipelines:\n"
+        "  - name: a\n    device: mig:0\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 300}\n"
+        "    stages: [{id: 0, component: util.sleep, outputs: [], config: {duration_us: 500}}]\n"
+        "  - name: b\n    device: MIG-fa4e0000-0000-4000-8000-000000000001\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 300}\n"
+        "    stages: [{id: 0, component: util.sleep, outputs: [], config: {duration_us: 500}}]\n");
+    char cmd[4096], p[1024], *out = NULL;
+    const char *env = "COLOBENCH_NVML_LIBRARY=" CB_TEST_BINDIR "/tests/fake_nvml.so FAKE_NVML_MIG=1";
+    snprintf(cmd, sizeof cmd, "%s " CLI " run %s -o %s/out -q; echo \"exit=$?\"", env, cfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "exit=0");
+    free(out);
+    snprintf(p, sizeof p, "%s/out/pipelines/a/env.json", dir);
+    char *v = cb_test_py_json(p, "d[\"environment\"][\"CUDA_VISIBLE_DEVICES\"]");
+    CB_CHECK_STR_EQ(v, "MIG-fa4e0000-0000-4000-8000-000000000000");
+    free(v);
+    snprintf(p, sizeof p, "%s/out/pipelines/b/env.json", dir);
+    v = cb_test_py_json(p, "d[\"environment\"][\"CUDA_VISIBLE_DEVICES\"]");
+    CB_CHECK_STR_EQ(v, "MIG-fa4e0000-0000-4000-8000-000000000001");
+    free(v);
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    v = cb_test_py_json(p, "[x[\"mode\"] for x in d[\"collocation\"][\"pipelines\"]], "
+                           "d[\"monitors\"][\"gpu\"]");
+    CB_CHECK_STR_EQ(v, "['mig', 'mig'] available: 1 GPU");
+    free(v);
+    /* Errors before anything starts, at the device's position. */
+    struct {
+        const char *set, *fake, *expect;
+    } cases[] = {
+        {"pipelines.1.device=MIG-nope", "FAKE_NVML_MIG=1",
+         "pipelines[1].device: nvml: MIG-nope: no such MIG device; MIG devices: mig:0:0 = "
+         "MIG-fa4e0000-0000-4000-8000-000000000000"},
+        {"pipelines.0.device=mig:5", "FAKE_NVML_MIG=1", "pipelines[0].device:"},
+        {"pipelines.0.device=mig:0", "FAKE_NVML_MIG=0", "MIG mode is disabled"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "COLOBENCH_NVML_LIBRARY=" CB_TEST_BINDIR "/tests/fake_nvml.so %s " CLI
+                 " run %s --set %s -o %s/bad%zu -q; echo \"exit=$?\"",
+                 cases[i].fake, cfg, cases[i].set, dir, i);
+        cb_test_sh(cmd, &out);
+        CB_CHECK_CONTAINS(out, cases[i].expect);
+        CB_CHECK_CONTAINS(out, "exit=2");
+        free(out);
+        struct stat sb;
+        snprintf(cmd, sizeof cmd, "%s/bad%zu", dir, i);
+        CB_CHECK(stat(cmd, &sb) != 0);
+    }
+    /* cuda:N is checked against the GPUs NVML sees. */
+    const char *gcfg = cb_test_write(dir, "cuda.yaml",
+        "name: cuda\npipelines:\n  - name: p\n    device: cuda:3\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {max_queries: 10}\n    stages: [{id: 0, component: util.noop, outputs: []}]\n");
+    snprintf(cmd, sizeof cmd, "COLOBENCH_NVML_LIBRARY=" CB_TEST_BINDIR "/tests/fake_nvml.so " CLI
+             " run %s -o %s/c -q; echo \"exit=$?\"", gcfg, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "cuda.yaml:4:13: pipelines[0].device:");
+    CB_CHECK_CONTAINS(out, "exit=2");
+    free(out);
+    snprintf(cmd, sizeof cmd, "COLOBENCH_NVML_LIBRARY=" CB_TEST_BINDIR "/tests/fake_nvml.so " CLI
+             " run %s --set pipelines.0.device=cuda:0 -o %s/c0 -q", gcfg, dir);
+    run_ok(cmd);
+}
+
 static void test_sigint_stops_every_process_keeps_rows(void) {
     const char *dir = cb_test_tmpdir();
     const char *cfg = cb_test_write(dir, "long.yaml",
@@ -357,6 +431,7 @@ int main(void) {
     CB_RUN(test_same_load_in_baseline_and_collocated);
     CB_RUN(test_config_errors_before_anything_starts);
     CB_RUN(test_mps_private_daemon_started_and_stopped);
+    CB_RUN(test_mig_and_cuda_devices_checked_with_nvml);
     CB_RUN(test_sigint_stops_every_process_keeps_rows);
     return cb_test_done();
 }
