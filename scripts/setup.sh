@@ -8,7 +8,7 @@ set -euo pipefail
 [ "${CB_SETUP_SKIP:-0}" = 1 ] && exit 0
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in cmake make gcc clang libyaml-dev libclang-rt-14-dev python3 pkg-config; do
+for p in cmake make gcc clang libyaml-dev libclang-rt-14-dev python3 pkg-config procps; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -eq 0 ]; then
