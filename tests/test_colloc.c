@@ -320,6 +320,41 @@ static void test_mps_private_daemon_started_and_stopped(void) {
     free(out);
 }
 
+static void test_mps_daemon_stopped_after_crash_and_ctrl_c(void) {
+    /* One child is killed mid-run, then the parent gets SIGINT: the private daemon is still
+     * stopped and its directories removed. */
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "mps2.yaml",
+        "name: mps2\n"
+        "collocation: {mode: mps}\n"
+        "monitors: false\n"
+        "pipelines:\n"
+        "  - name: a\n    inputs: [0]\n    outputs: [0]\n"
+        "    loadgen: {component: closed, timeout: 60}\n"
+        "    stages: [{id: 0, component: util.sleep, outputs: [], config: {duration_us: 500}}]\n"
+        "  - name: b\n    inputs: [0]\n    outputs: [1]\n"
+        "    loadgen: {component: closed, timeout: 60}\n"
+        "    stages:\n"
+        "      - {id: 0, component: util.sleep, outputs: [1], config: {duration_us: 500}}\n"
+        "      - {id: 1, component: util.fail, outputs: [], config: {on_query: 200, action: kill}}\n");
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "env -u CUDA_MPS_PIPE_DIRECTORY TMPDIR=%s PATH=" CB_TEST_SRCDIR "/tests/fake_mps:$PATH "
+             CLI " run %s -o %s/out -q & pid=$!; sleep 2; kill -INT $pid; wait $pid; echo \"exit=$?\"; "
+             "ls -d %s/colobench-mps-* 2>/dev/null | wc -l",
+             dir, cfg, dir, dir);
+    cb_test_sh(cmd, &out);
+    CB_CHECK_CONTAINS(out, "exit=1");
+    CB_CHECK_CONTAINS(out, "killed by signal 9");
+    CB_CHECK(out && out[strlen(out) - 2] == '0'); /* private daemon directories removed */
+    free(out);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
+    char *v = py(p, "d[\"interrupted\"], [x[\"process\"] for x in d[\"collocation\"][\"pipelines\"]]");
+    CB_CHECK_STR_EQ(v, "True ['exited 1', 'killed by signal 9 (Killed)']");
+    free(v);
+}
+
 static void test_mig_and_cuda_devices_checked_with_nvml(void) {
     /* No GPU here: the NVML test double (tests/fake/fake_nvml.c, the real library's symbols and
      * layouts) reports one H100-like GPU with MIG on and two MIG devices. Checked: instances
@@ -431,6 +466,7 @@ int main(void) {
     CB_RUN(test_same_load_in_baseline_and_collocated);
     CB_RUN(test_config_errors_before_anything_starts);
     CB_RUN(test_mps_private_daemon_started_and_stopped);
+    CB_RUN(test_mps_daemon_stopped_after_crash_and_ctrl_c);
     CB_RUN(test_mig_and_cuda_devices_checked_with_nvml);
     CB_RUN(test_sigint_stops_every_process_keeps_rows);
     return cb_test_done();

@@ -12,6 +12,8 @@
  * Single-threaded except for what cb_run starts.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -506,6 +508,15 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
         fprintf(stderr, "colobench: out of memory\n");
         return CB_EXIT_FAILED;
     }
+    /* SIGINT/SIGTERM stay blocked for the whole command: each phase takes them with
+     * sigtimedwait (stop the load, drain, keep the results), and one that arrives between
+     * phases is seen by the next phase or below, never kills colobench before it has stopped
+     * what it started (a private MPS daemon). */
+    sigset_t sigs, oldsigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &oldsigs);
     int code = cb__check_devices(spec, mig, mig_ptrs);
     if (!code) code = cb__prepare_out_dir(out_dir);
     cb_mps *mps = NULL;
@@ -639,6 +650,12 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
             if (!code) code = CB_EXIT_FAILED;
         }
     }
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&sigs, NULL, &zero) > 0) {
+        fprintf(stderr, "colobench: interrupted\n");
+        code = CB_EXIT_FAILED;
+    }
+    pthread_sigmask(SIG_SETMASK, &oldsigs, NULL);
     cb_free(iso);
     cb_free(mig);
     cb_free(mig_ptrs);
