@@ -16,10 +16,6 @@
 
 #include "core/alloc.h"
 
-static bool q_warmup(const cb_query_event *q, int64_t warmup) {
-    return q->warmup != 0 || (warmup > 0 && q->query_id < (uint64_t)warmup);
-}
-
 /* Percentiles of the measured ok queries of rec ending in [ws, we] (all if !window). */
 static size_t window_latency(const cb_pipeline_record *rec, int64_t warmup, bool window,
                              int64_t ws, int64_t we, cb_pcts *out) {
@@ -29,7 +25,7 @@ static size_t window_latency(const cb_pipeline_record *rec, int64_t warmup, bool
     size_t n = 0;
     for (size_t i = 0; i < rec->n_queries; i++) {
         const cb_query_event *q = &rec->queries[i];
-        if (q_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
+        if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
         if (window && (q->end_ns < ws || q->end_ns > we)) continue;
         v[n++] = q->end_ns - q->scheduled_ns;
     }
@@ -45,7 +41,7 @@ static int64_t window_service_p50(const cb_pipeline_record *rec, size_t stage, i
     size_t n = 0;
     for (size_t i = 0; i < rec->n_stage_events; i++) {
         const cb_stage_event *e = &rec->stage_events[i];
-        if (e->stage != stage || (warmup > 0 && e->query_id < (uint64_t)warmup)) continue;
+        if (e->stage != stage || cb_stage_event_is_warmup(e, warmup)) continue;
         if (window && (e->end_ns < ws || e->end_ns > we)) continue;
         v[n++] = e->end_ns - e->start_ns;
     }
@@ -81,7 +77,7 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         int64_t first = INT64_MAX, last = INT64_MIN;
         for (size_t i = 0; i < rec->n_queries; i++) {
             const cb_query_event *q = &rec->queries[i];
-            if (q_warmup(q, warmup)) continue;
+            if (cb_query_is_warmup(q, warmup)) continue;
             if (q->scheduled_ns < first) first = q->scheduled_ns;
             if (q->status == CB_QUERY_OK && q->end_ns > last) last = q->end_ns;
         }

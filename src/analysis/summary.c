@@ -32,14 +32,6 @@
 #define CB_VERSION "unknown"
 #endif
 
-static bool query_is_warmup(const cb_query_event *q, int64_t warmup_queries) {
-    return q->warmup != 0 || (warmup_queries > 0 && q->query_id < (uint64_t)warmup_queries);
-}
-
-static bool event_is_warmup(const cb_stage_event *e, int64_t warmup_queries) {
-    return warmup_queries > 0 && e->query_id < (uint64_t)warmup_queries;
-}
-
 void cb_pipeline_stats_fini(cb_pipeline_stats *s) {
     if (!s) return;
     cb_free(s->stages);
@@ -53,7 +45,7 @@ static int compute_stages(const cb_pipeline_record *rec, size_t n_stages, int64_
     size_t total = 0, max_runs = 0;
     for (size_t i = 0; i < rec->n_stage_events; i++) {
         const cb_stage_event *e = &rec->stage_events[i];
-        if (e->stage >= n_stages || event_is_warmup(e, warmup)) continue;
+        if (e->stage >= n_stages || cb_stage_event_is_warmup(e, warmup)) continue;
         stages[e->stage].runs++;
         total++;
     }
@@ -78,7 +70,7 @@ static int compute_stages(const cb_pipeline_record *rec, size_t n_stages, int64_
     memcpy(fill, start, n_stages * sizeof *fill);
     for (size_t i = 0; i < rec->n_stage_events; i++) {
         const cb_stage_event *e = &rec->stage_events[i];
-        if (e->stage >= n_stages || event_is_warmup(e, warmup)) continue;
+        if (e->stage >= n_stages || cb_stage_event_is_warmup(e, warmup)) continue;
         idx[fill[e->stage]++] = i;
     }
     for (size_t s = 0; s < n_stages; s++) {
@@ -129,7 +121,7 @@ int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pi
     for (size_t i = 0; i < rec->n_queries; i++) {
         const cb_query_event *q = &rec->queries[i];
         out->queries_total++;
-        if (query_is_warmup(q, warmup)) {
+        if (cb_query_is_warmup(q, warmup)) {
             out->warmup++;
             continue;
         }
@@ -160,7 +152,7 @@ int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pi
     int64_t win_start = 0, win_end = 0;
     for (size_t i = 0; i < rec->n_queries; i++) {
         const cb_query_event *q = &rec->queries[i];
-        if (query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
+        if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
         if (k == 0 || q->scheduled_ns < win_start) win_start = q->scheduled_ns;
         if (k == 0 || q->end_ns > win_end) win_end = q->end_ns;
         scratch[k++] = q->end_ns - q->scheduled_ns;
@@ -181,7 +173,7 @@ int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pi
         k = 0;
         for (size_t i = 0; i < rec->n_queries; i++) {
             const cb_query_event *q = &rec->queries[i];
-            if (query_is_warmup(q, warmup) || q->submit_ns == 0) continue;
+            if (cb_query_is_warmup(q, warmup) || q->submit_ns == 0) continue;
             scratch[k++] = q->submit_ns - q->scheduled_ns;
         }
         cb_stats_pcts(scratch, k, &out->dispatch_delay_ns);

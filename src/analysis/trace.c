@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fmt.h"
 #include "core/alloc.h"
 
 #define CB_TRACE_BUF_BYTES (1u << 20)
@@ -86,39 +87,6 @@ static inline char *put_mem(char *p, const char *s, size_t n) {
 
 #define PUT_LIT(p, lit) put_mem((p), (lit), sizeof(lit) - 1)
 
-static const char k_digits2[201] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
-
-static inline char *put_u64(char *p, uint64_t v) {
-    char tmp[24];
-    char *t = tmp + sizeof tmp;
-    while (v >= 100) {
-        unsigned d = (unsigned)(v % 100u) * 2u;
-        v /= 100u;
-        *--t = k_digits2[d + 1];
-        *--t = k_digits2[d];
-    }
-    if (v >= 10) {
-        unsigned d = (unsigned)v * 2u;
-        *--t = k_digits2[d + 1];
-        *--t = k_digits2[d];
-    } else {
-        *--t = (char)('0' + v);
-    }
-    size_t n = (size_t)(tmp + sizeof tmp - t);
-    memcpy(p, t, n);
-    return p + n;
-}
-
-static inline char *put_i64(char *p, int64_t v) {
-    if (v < 0) {
-        *p++ = '-';
-        return put_u64(p, (uint64_t)0 - (uint64_t)v);
-    }
-    return put_u64(p, (uint64_t)v);
-}
 
 /* Nanoseconds as microseconds with exactly three decimals: 1234567 -> "1234.567". */
 static inline char *put_us(char *p, int64_t ns) {
@@ -127,12 +95,12 @@ static inline char *put_us(char *p, int64_t ns) {
         *p++ = '-';
         a = (uint64_t)0 - a;
     }
-    p = put_u64(p, a / 1000u);
+    p = cb_fmt_u64(p, a / 1000u);
     unsigned f = (unsigned)(a % 1000u);
     p[0] = '.';
     p[1] = (char)('0' + f / 100u);
-    p[2] = k_digits2[(f % 100u) * 2u];
-    p[3] = k_digits2[(f % 100u) * 2u + 1];
+    p[2] = cb_fmt_digits2[(f % 100u) * 2u];
+    p[3] = cb_fmt_digits2[(f % 100u) * 2u + 1];
     return p + 4;
 }
 
@@ -488,7 +456,7 @@ static int metrics_pass(const char *path, trace_writer *w, size_t *rows, cb_erro
         p = PUT_LIT(p, "{\"ph\":\"C\",\"name\":\"");
         p = put_mem(p, name, (size_t)(q - name));
         p = PUT_LIT(p, "\",\"pid\":");
-        p = put_i64(p, CB_TRACE_MONITOR_PID);
+        p = cb_fmt_i64(p, CB_TRACE_MONITOR_PID);
         p = PUT_LIT(p, ",\"tid\":0,\"ts\":");
         p = put_us(p, t_ns);
         p = PUT_LIT(p, ",\"args\":{\"value\":");
@@ -515,9 +483,9 @@ static void write_meta(trace_writer *w, const char *what, int pid, uint32_t tid,
     p = PUT_LIT(p, "{\"ph\":\"M\",\"name\":\"");
     p = put_mem(p, what, strlen(what));
     p = PUT_LIT(p, "\",\"pid\":");
-    p = put_i64(p, pid);
+    p = cb_fmt_i64(p, pid);
     p = PUT_LIT(p, ",\"tid\":");
-    p = put_u64(p, tid);
+    p = cb_fmt_u64(p, tid);
     if (str) {
         p = PUT_LIT(p, ",\"args\":{\"name\":\"");
         p = put_mem(p, str, str_n);
@@ -525,7 +493,7 @@ static void write_meta(trace_writer *w, const char *what, int pid, uint32_t tid,
         p = PUT_LIT(p, "\"}}");
     } else {
         p = PUT_LIT(p, ",\"args\":{\"sort_index\":");
-        p = put_i64(p, sort_index);
+        p = cb_fmt_i64(p, sort_index);
         p = PUT_LIT(p, "}}");
     }
     tw_commit(w, p);
@@ -559,7 +527,7 @@ static int write_process_meta(trace_ctx *c, trace_writer *w) {
             for (int k = 0; k < tp->n_slots[s]; k++) {
                 uint32_t tid = tid_of(c, p, (unsigned)s, (unsigned)k);
                 char suffix[16] = " #";
-                char *e = put_u64(suffix + 2, (uint64_t)k);
+                char *e = cb_fmt_u64(suffix + 2, (uint64_t)k);
                 write_meta(w, "thread_name", tp->pid, tid, tp->stages[s].s, tp->stages[s].n,
                            suffix, (size_t)(e - suffix), 0);
                 write_meta(w, "thread_sort_index", tp->pid, tid, NULL, 0, NULL, 0, tid);
@@ -578,24 +546,24 @@ static void write_slice(trace_ctx *c, trace_writer *w, size_t p, const trace_key
     o = PUT_LIT(o, "{\"ph\":\"X\",\"name\":\"");
     o = put_mem(o, nm->s, nm->n);
     o = PUT_LIT(o, "\",\"cat\":\"stage\",\"pid\":");
-    o = put_i64(o, tp->pid);
+    o = cb_fmt_i64(o, tp->pid);
     o = PUT_LIT(o, ",\"tid\":");
-    o = put_u64(o, tid_of(c, p, k->stage, k->slot));
+    o = cb_fmt_u64(o, tid_of(c, p, k->stage, k->slot));
     o = PUT_LIT(o, ",\"ts\":");
     o = put_us(o, e->start_ns - c->in->t0_ns);
     o = PUT_LIT(o, ",\"dur\":");
     o = put_us(o, e->end_ns - e->start_ns);
     o = PUT_LIT(o, ",\"args\":{\"query\":");
-    o = put_u64(o, e->query_id);
+    o = cb_fmt_u64(o, e->query_id);
     o = PUT_LIT(o, ",\"split\":");
-    o = put_i64(o, e->split);
+    o = cb_fmt_i64(o, e->split);
     o = PUT_LIT(o, ",\"epoch\":");
-    o = put_i64(o, e->epoch);
+    o = cb_fmt_i64(o, e->epoch);
     o = PUT_LIT(o, ",\"batch\":");
-    o = put_i64(o, e->batch);
+    o = cb_fmt_i64(o, e->batch);
     o = PUT_LIT(o, ",\"queue_us\":");
     o = put_us(o, e->start_ns - e->enqueue_ns);
-    if (warmup > 0 && e->query_id < (uint64_t)warmup)
+    if (cb_stage_event_is_warmup(e, warmup))
         o = PUT_LIT(o, ",\"warmup\":true}}");
     else
         o = PUT_LIT(o, ",\"warmup\":false}}");
@@ -613,11 +581,11 @@ static void write_flow(trace_ctx *c, trace_writer *w, size_t p, const trace_key 
     o = PUT_LIT(o, "{\"ph\":\"");
     *o++ = ph;
     o = PUT_LIT(o, "\",\"cat\":\"query\",\"name\":\"query\",\"id\":");
-    o = put_u64(o, id);
+    o = cb_fmt_u64(o, id);
     o = PUT_LIT(o, ",\"pid\":");
-    o = put_i64(o, tp->pid);
+    o = cb_fmt_i64(o, tp->pid);
     o = PUT_LIT(o, ",\"tid\":");
-    o = put_u64(o, tid_of(c, p, k->stage, k->slot));
+    o = cb_fmt_u64(o, tid_of(c, p, k->stage, k->slot));
     o = PUT_LIT(o, ",\"ts\":");
     o = put_us(o, mid_ns - c->in->t0_ns);
     if (ph == 'f') o = PUT_LIT(o, ",\"bp\":\"e\"");
@@ -651,15 +619,15 @@ static void write_tail(trace_ctx *c, trace_writer *w, const json_str *bench) {
     o = PUT_LIT(o, "\",\"sampled\":");
     o = c->stride > 1 ? PUT_LIT(o, "true") : PUT_LIT(o, "false");
     o = PUT_LIT(o, ",\"slices_total\":");
-    o = put_u64(o, c->total);
+    o = cb_fmt_u64(o, c->total);
     o = PUT_LIT(o, ",\"slices_written\":");
-    o = put_u64(o, c->written);
+    o = cb_fmt_u64(o, c->written);
     o = PUT_LIT(o, ",\"query_sampling_stride\":");
-    o = put_u64(o, c->stride);
+    o = cb_fmt_u64(o, c->stride);
     o = PUT_LIT(o, ",\"max_slices\":");
-    o = put_u64(o, c->cap);
+    o = cb_fmt_u64(o, c->cap);
     o = PUT_LIT(o, ",\"time_unit\":\"us\",\"t0_ns\":");
-    o = put_i64(o, c->in->t0_ns);
+    o = cb_fmt_i64(o, c->in->t0_ns);
     o = PUT_LIT(o, "}}\n");
     tw_commit(w, o);
 }

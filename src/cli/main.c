@@ -317,7 +317,7 @@ static int cb__run_child(const cb_cli *cli, const cb_spec *spec) {
     }
     if (cb_barrier_child_wait_prepare(cli->child_fd, &e) != CB_OK) return cb__print_error(&e);
     cb_run_result res;
-    cb_launch_child lc = {cli->child_fd, &view, NULL, &res};
+    cb_launch_child lc = {cli->child_fd, &view, &res};
     cb_start_ctx sc = {cli, &view, cli->out_dir};
     cb_logger log = {CB_LOG_WARN, NULL};
     cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
@@ -380,7 +380,7 @@ static void cb__extra_json(void *arg, cb_json *j) {
             int64_t a = INT64_MAX, b = INT64_MIN;
             for (size_t k = 0; k < r->n_queries; k++) {
                 const cb_query_event *q = &r->queries[k];
-                if (q->warmup || (warm > 0 && q->query_id < (uint64_t)warm)) continue;
+                if (cb_query_is_warmup(q, warm)) continue;
                 if (q->scheduled_ns < a) a = q->scheduled_ns;
                 if (q->end_ns > b) b = q->end_ns;
             }
@@ -465,16 +465,10 @@ static int cb__check_devices(const cb_spec *spec, char (*mig)[96], const char **
     return code;
 }
 
-typedef struct cb_run_ctx {
-    const cb_cli *cli;
-    const cb_spec *spec;
-    cb_launch_opts lo;
-} cb_run_ctx;
-
 /* Runs one phase into dir, writes its summary.json (with extra members) and trace.json. */
-static int cb__phase(cb_run_ctx *rc, int only, const char *dir, cb_launch_result *ph,
-                     cb_start_ctx *sc) {
-    cb_launch_opts lo = rc->lo;
+static int cb__phase(const cb_launch_opts *common, int only, const char *dir,
+                     cb_launch_result *ph, cb_start_ctx *sc) {
+    cb_launch_opts lo = *common;
     lo.only = only;
     lo.out_dir = dir;
     lo.on_start = cb__on_start;
@@ -541,24 +535,22 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
         }
     }
     bool in_process = spec->collocation.mode == CB_COLLOC_THREADS;
-    cb_run_ctx rc;
-    memset(&rc, 0, sizeof rc);
-    rc.cli = cli;
-    rc.spec = spec;
-    rc.lo.spec = spec;
-    rc.lo.in_process = in_process;
-    rc.lo.exe = "/proc/self/exe";
-    rc.lo.config = cli->config;
-    rc.lo.sets = cli->sets;
-    rc.lo.n_sets = cli->n_sets;
-    rc.lo.mps = mps;
-    rc.lo.mig_uuids = mig_ptrs;
-    rc.lo.log = &log;
-    rc.lo.progress = cli->quiet ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
-    rc.lo.handle_signals = true;
-    rc.lo.monitor = true;
+    cb_launch_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.spec = spec;
+    lo.in_process = in_process;
+    lo.exe = "/proc/self/exe";
+    lo.config = cli->config;
+    lo.sets = cli->sets;
+    lo.n_sets = cli->n_sets;
+    lo.mps = mps;
+    lo.mig_uuids = mig_ptrs;
+    lo.log = &log;
+    lo.progress = cli->quiet ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
+    lo.handle_signals = true;
+    lo.monitor = true;
     const char *nvml_env = getenv("COLOBENCH_NVML_LIBRARY");
-    rc.lo.nvml_library = nvml_env && *nvml_env ? nvml_env : NULL;
+    lo.nvml_library = nvml_env && *nvml_env ? nvml_env : NULL;
     bool stop = code != CB_EXIT_OK;
     /* Isolated baselines: each pipeline alone, same load, same mode. */
     if (!stop && spec->collocation.isolated_baseline) {
@@ -568,7 +560,7 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
             if ((code = cb__prepare_out_dir(dir))) break;
             if (!cli->quiet) fprintf(stderr, "colobench: baseline: pipeline '%s' alone\n", spec->pipelines[i].name);
             cb_start_ctx sc = {cli, spec, dir};
-            if ((code = cb__phase(&rc, (int)i, dir, &iso[i], &sc))) break;
+            if ((code = cb__phase(&lo, (int)i, dir, &iso[i], &sc))) break;
             cb_summary_input in;
             cb_launch_summary_input(&iso[i], &in);
             cb_extra x = {NULL, &iso[i], &iso[i].view};
@@ -592,7 +584,7 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
             fprintf(stderr, "colobench: %zu pipeline%s collocated (%s)\n", n, n == 1 ? "" : "s",
                     cb_colloc_mode_name(spec->collocation.mode));
         cb_start_ctx sc = {cli, spec, out_dir};
-        code = cb__phase(&rc, -1, out_dir, &colo, &sc);
+        code = cb__phase(&lo, -1, out_dir, &colo, &sc);
         stop = code != CB_EXIT_OK;
     }
     if (!stop) {

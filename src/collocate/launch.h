@@ -92,8 +92,7 @@ void cb_launch_result_fini(cb_launch_result *res);
 typedef struct cb_launch_child {
     int fd;
     const cb_spec *spec;            /* the child's one-pipeline view */
-    const int64_t *prepare_ns;      /* filled by the runtime: read through res at on_ready */
-    const cb_run_result *res;
+    const cb_run_result *res;       /* its prepare_ns is filled by the time on_ready runs */
 } cb_launch_child;
 int cb_launch_child_on_ready(void *arg, int64_t *t0_ns, cb_error *err);
 

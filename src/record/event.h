@@ -47,6 +47,16 @@ typedef struct cb_query_event {
     uint32_t warmup;      /* 1 for warm-up queries: recorded, left out of statistics */
 } cb_query_event;
 
+/* Warm-up records (the first loadgen.warmup_queries query ids of a pipeline, or a query whose
+ * own flag says so) are recorded but enter no statistic. The one definition, for every reader. */
+static inline int cb_query_is_warmup(const cb_query_event *q, int64_t warmup_queries) {
+    return q->warmup != 0 || (warmup_queries > 0 && q->query_id < (uint64_t)warmup_queries);
+}
+
+static inline int cb_stage_event_is_warmup(const cb_stage_event *e, int64_t warmup_queries) {
+    return warmup_queries > 0 && e->query_id < (uint64_t)warmup_queries;
+}
+
 _Static_assert(sizeof(cb_stage_event) == 64, "cb_stage_event is one cache line");
 _Static_assert(sizeof(cb_query_event) == 64, "cb_query_event is one cache line");
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fmt.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 
@@ -87,40 +88,6 @@ static inline char *cb__put_str(char *p, const char *s) {
     return p;
 }
 
-static const char cb__digits2[201] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
-
-/* Decimal formatting two digits per division (the hot part of the writer). */
-static inline char *cb__put_u64(char *p, uint64_t v) {
-    char tmp[24];
-    char *t = tmp + sizeof tmp;
-    while (v >= 100) {
-        unsigned d = (unsigned)(v % 100u) * 2u;
-        v /= 100u;
-        *--t = cb__digits2[d + 1];
-        *--t = cb__digits2[d];
-    }
-    if (v >= 10) {
-        unsigned d = (unsigned)v * 2u;
-        *--t = cb__digits2[d + 1];
-        *--t = cb__digits2[d];
-    } else {
-        *--t = (char)('0' + v);
-    }
-    size_t n = (size_t)(tmp + sizeof tmp - t);
-    memcpy(p, t, n);
-    return p + n;
-}
-
-static inline char *cb__put_i64(char *p, int64_t v) {
-    if (v < 0) {
-        *p++ = '-';
-        return cb__put_u64(p, (uint64_t)0 - (uint64_t)v);
-    }
-    return cb__put_u64(p, (uint64_t)v);
-}
 
 static void cb__out_flush(cb_recorder *r, cb_outfile *f) {
     size_t off = 0;
@@ -182,21 +149,21 @@ static void cb__write_stage(cb_recorder *r, const cb_stage_event *e) {
     char *p = f->buf + f->len;
     memcpy(p, pr->stage_prefix[e->stage], pr->stage_prefix_len[e->stage]);
     p += pr->stage_prefix_len[e->stage];
-    p = cb__put_u64(p, e->query_id);
+    p = cb_fmt_u64(p, e->query_id);
     *p++ = ',';
     if (e->split >= 0 && e->split < pr->n_splits) p = cb__put_str(p, pr->splits[e->split]);
     *p++ = ',';
-    p = cb__put_i64(p, e->epoch);
+    p = cb_fmt_i64(p, e->epoch);
     *p++ = ',';
-    p = cb__put_i64(p, e->batch);
+    p = cb_fmt_i64(p, e->batch);
     *p++ = ',';
-    p = cb__put_i64(p, e->worker);
+    p = cb_fmt_i64(p, e->worker);
     *p++ = ',';
-    p = cb__put_i64(p, e->enqueue_ns - r->t0_ns);
+    p = cb_fmt_i64(p, e->enqueue_ns - r->t0_ns);
     *p++ = ',';
-    p = cb__put_i64(p, e->start_ns - r->t0_ns);
+    p = cb_fmt_i64(p, e->start_ns - r->t0_ns);
     *p++ = ',';
-    p = cb__put_i64(p, e->end_ns - r->t0_ns);
+    p = cb_fmt_i64(p, e->end_ns - r->t0_ns);
     *p++ = '\n';
     f->len = (size_t)(p - f->buf);
 }
@@ -205,7 +172,7 @@ static void cb__write_query(cb_recorder *r, const cb_query_event *e) {
     if (e->pipeline >= r->n_pipes) return;
     cb_pipe_rec *pr = &r->pipes[e->pipeline];
     /* progress_mu is held by the caller (cb__drain_half) for the whole batch. */
-    if ((int64_t)e->query_id >= pr->warmup && e->status == CB_QUERY_OK)
+    if (!cb_query_is_warmup(e, pr->warmup) && e->status == CB_QUERY_OK)
         pr->recent[pr->nrecent++ % CB_RECENT] = e->end_ns - e->scheduled_ns;
     atomic_fetch_add_explicit(&pr->ended, 1, memory_order_relaxed);
     cb_outfile *f = &r->queries;
@@ -214,21 +181,21 @@ static void cb__write_query(cb_recorder *r, const cb_query_event *e) {
     char *p = f->buf + f->len;
     p = cb__put_str(p, pr->name);
     *p++ = ',';
-    p = cb__put_u64(p, e->query_id);
+    p = cb_fmt_u64(p, e->query_id);
     *p++ = ',';
     if (e->split >= 0 && e->split < pr->n_splits) p = cb__put_str(p, pr->splits[e->split]);
     *p++ = ',';
-    p = cb__put_i64(p, e->epoch);
+    p = cb_fmt_i64(p, e->epoch);
     *p++ = ',';
-    p = cb__put_i64(p, e->batch);
+    p = cb_fmt_i64(p, e->batch);
     *p++ = ',';
-    p = cb__put_i64(p, e->scheduled_ns - r->t0_ns);
+    p = cb_fmt_i64(p, e->scheduled_ns - r->t0_ns);
     *p++ = ',';
-    p = cb__put_i64(p, e->submit_ns - r->t0_ns);
+    p = cb_fmt_i64(p, e->submit_ns - r->t0_ns);
     *p++ = ',';
-    if (e->start_ns) p = cb__put_i64(p, e->start_ns - r->t0_ns);
+    if (e->start_ns) p = cb_fmt_i64(p, e->start_ns - r->t0_ns);
     *p++ = ',';
-    p = cb__put_i64(p, e->end_ns - r->t0_ns);
+    p = cb_fmt_i64(p, e->end_ns - r->t0_ns);
     *p++ = ',';
     p = cb__put_str(p, cb_query_status_name(e->status));
     *p++ = '\n';
