@@ -1,0 +1,228 @@
+/* nn/nn.h - colobench's neural-network layer: models as graphs, parameters by torchvision name,
+ * and executors that run a model on one backend (CPU through oneDNN now, CUDA next).
+ *
+ * Three pieces, each backend-independent except the last:
+ *   - cb_nn_model: a graph of nodes (conv, batch norm, ReLU, pooling, linear, add, flatten) in
+ *     topological order, and its parameters as host float32 tensors in PyTorch's own layout
+ *     (OIHW for conv weights, [out, in] for linear) under torchvision's state-dict names
+ *     ("layer1.0.conv1.weight", "bn1.running_var", "fc.bias"). The model is the single source
+ *     of truth for weights when nothing runs; safetensors files load into and save from it.
+ *   - builders: mlp, cnn, resnet18/34/50 (torchvision's exact topology) and torchvision's
+ *     random initialization.
+ *   - cb_nn_exec: a model compiled for one backend, batch size and mode (train or infer). It
+ *     owns its own copy of the weights in whatever layout the backend prefers (converted once
+ *     at create), its primitives and every buffer, all allocated once and reused by every step.
+ *     cb_nn_exec_sync writes weights and running statistics back into the model.
+ *
+ * Semantics follow PyTorch exactly, so results compare against it: batch norm in training uses
+ * batch statistics (biased variance to normalise, unbiased to update running_var, momentum 0.1,
+ * eps 1e-5) and increments num_batches_tracked; the loss is the mean softmax cross-entropy over
+ * the batch; SGD is torch.optim.SGD (momentum buffer starts as the first gradient, weight decay
+ * added to the gradient, optional nesterov) and Adam is torch.optim.Adam (L2 weight decay added
+ * to the gradient, bias-corrected moments). Weight decay applies to every trainable parameter,
+ * as in PyTorch's default param group.
+ *
+ * Errors: int CB_OK / negative CB_E* with a message in cb_error. Thread-safety: a model is not
+ * synchronised (build it, then hand it to one executor at a time); one executor is used by one
+ * thread at a time; separate executors are independent.
+ */
+#ifndef CB_NN_NN_H
+#define CB_NN_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "colobench/error.h"
+
+#define CB_NN_MAX_DIMS 4
+#define CB_NN_NAME_MAX 96
+
+/* ---- Parameters ------------------------------------------------------------------------- */
+
+typedef enum cb_nn_dtype { CB_NN_F32 = 0, CB_NN_I64 = 1 } cb_nn_dtype;
+
+typedef struct cb_nn_param {
+    char name[CB_NN_NAME_MAX];     /* torchvision state-dict key */
+    cb_nn_dtype dtype;             /* F32, or I64 for num_batches_tracked (a 0-d tensor) */
+    int ndim;                      /* 0 (scalar) to 4 */
+    int64_t dims[CB_NN_MAX_DIMS];
+    int64_t numel;                 /* product of dims (1 for a scalar) */
+    void *data;                    /* host, contiguous, PyTorch layout; owned by the model */
+    int trainable;                 /* 1: the optimizer updates it; 0: running stats, counters */
+} cb_nn_param;
+
+/* ---- Graph ------------------------------------------------------------------------------ */
+
+typedef enum cb_nn_op {
+    CB_NN_INPUT = 0,   /* node 0, the [N, C, H, W] image batch */
+    CB_NN_CONV,        /* 2-D convolution, groups 1, dilation 1; param[0] weight, [1] bias|-1 */
+    CB_NN_BN,          /* batch norm 2-D; param[0..4] weight, bias, running_mean, running_var,
+                          num_batches_tracked */
+    CB_NN_RELU,
+    CB_NN_MAXPOOL,     /* kernel/stride/pad; PyTorch's padding with -inf */
+    CB_NN_AVGPOOL,     /* kernel/stride/pad, count_include_pad = true (ResNet's adaptive 1x1
+                          pooling is the kernel = whole input case) */
+    CB_NN_ADD,         /* in[0] + in[1], same shape (residual) */
+    CB_NN_FLATTEN,     /* [N, C, H, W] -> [N, C*H*W, 1, 1] */
+    CB_NN_LINEAR,      /* param[0] weight [out, in], [1] bias|-1; input must be [N, F, 1, 1] */
+} cb_nn_op;
+
+typedef struct cb_nn_node {
+    cb_nn_op op;
+    int in[2];                     /* producer nodes (earlier indices), -1 when unused */
+    int c, h, w;                   /* output shape of one image ([F, 1, 1] after flatten/linear) */
+    int kh, kw, sh, sw, ph, pw;    /* CONV, MAXPOOL, AVGPOOL */
+    float eps, momentum;           /* BN: 1e-5, 0.1 */
+    int param[5];                  /* indices into model->params, -1 when unused */
+    char name[CB_NN_NAME_MAX];     /* module path ("layer1.0.conv1"), "" for unnamed nodes */
+} cb_nn_node;
+
+typedef struct cb_nn_model {
+    char arch[32];                 /* "resnet18", "mlp", ... or "custom" */
+    int in_c, in_h, in_w;          /* input image shape */
+    int classes;                   /* features of the output node */
+    cb_nn_node *nodes;
+    int n_nodes, cap_nodes;
+    cb_nn_param *params;           /* in state-dict order (torchvision's module order) */
+    int n_params, cap_params;
+    int output;                    /* node producing the logits [N, classes, 1, 1] */
+} cb_nn_model;
+
+/* An empty model with its input node (index 0) of shape [c, h, w]. */
+int cb_nn_model_new(const char *arch, int c, int h, int w, cb_nn_model **out, cb_error *err);
+void cb_nn_model_free(cb_nn_model *m);                 /* NULL is a no-op */
+
+/* Node builders: each appends one node fed by `in` and returns its index (>= 0), or a negative
+ * CB_E* code (bad shape, out of memory) with a message in err. Parameters are allocated and
+ * zeroed, named "<name>.weight" etc. in the order torchvision registers them. */
+int cb_nn_conv(cb_nn_model *m, int in, const char *name, int out_c, int k, int stride, int pad,
+               int bias, cb_error *err);
+int cb_nn_bn(cb_nn_model *m, int in, const char *name, cb_error *err);
+int cb_nn_relu(cb_nn_model *m, int in, cb_error *err);
+int cb_nn_maxpool(cb_nn_model *m, int in, int k, int stride, int pad, cb_error *err);
+int cb_nn_avgpool(cb_nn_model *m, int in, int k, int stride, int pad, cb_error *err);
+int cb_nn_add(cb_nn_model *m, int a, int b, cb_error *err);
+int cb_nn_flatten(cb_nn_model *m, int in, cb_error *err);
+int cb_nn_linear(cb_nn_model *m, int in, const char *name, int out_features, int bias,
+                 cb_error *err);
+
+/* Builds a named architecture: "mlp", "cnn", "resnet18", "resnet34", "resnet50", for images of
+ * [c, h, w] and `classes` outputs. Parameters are zero until cb_nn_model_init or a load. */
+int cb_nn_model_build(const char *arch, int classes, int c, int h, int w, cb_nn_model **out,
+                      cb_error *err);
+/* The architectures cb_nn_model_build knows, "mlp|cnn|resnet18|resnet34|resnet50". */
+const char *cb_nn_model_archs(void);
+
+/* torchvision's initialization, deterministic from seed: conv weights kaiming_normal_
+ * (fan_out, ReLU gain), batch norm weight 1 and bias 0, running stats 0/1, linear weight and
+ * bias uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's nn.Linear default). */
+void cb_nn_model_init(cb_nn_model *m, uint64_t seed);
+
+cb_nn_param *cb_nn_model_param(cb_nn_model *m, const char *name);   /* NULL when absent */
+int64_t cb_nn_model_n_trainable(const cb_nn_model *m);  /* sum of trainable numel (torchvision's
+                                                           parameter count) */
+double cb_nn_model_forward_flops(const cb_nn_model *m); /* per image: 2 x multiply-adds of conv
+                                                           and linear layers */
+
+/* ---- Weights files (safetensors) -------------------------------------------------------- */
+
+/* Loads every parameter of m from a safetensors file by name. Every name of the model must be
+ * present with the same shape; F32 (and I64 for num_batches_tracked; F32/F16/BF16 accepted for
+ * floats and converted) are read. Errors name the file and the tensor. Extra tensors in the file
+ * are an error unless allow_extra. */
+int cb_nn_model_load(cb_nn_model *m, const char *path, int allow_extra, cb_error *err);
+/* Writes every parameter of m (F32, num_batches_tracked as I64) to a safetensors file
+ * atomically (write to PATH.tmp, rename). */
+int cb_nn_model_save(const cb_nn_model *m, const char *path, cb_error *err);
+
+/* ---- Executors -------------------------------------------------------------------------- */
+
+typedef enum cb_nn_optim_kind { CB_NN_SGD = 0, CB_NN_ADAM = 1 } cb_nn_optim_kind;
+
+typedef struct cb_nn_optim {
+    cb_nn_optim_kind kind;
+    double lr;
+    double momentum;               /* SGD */
+    double weight_decay;
+    int nesterov;                  /* SGD */
+    double beta1, beta2, eps;      /* Adam: 0.9, 0.999, 1e-8 */
+} cb_nn_optim;
+
+typedef struct cb_nn_exec_opts {
+    int batch;                     /* largest n per call (calls with n < batch work too) */
+    int train;                     /* 1: training executor, 0: inference only */
+    int threads;                   /* compute threads for this executor's calls (0: library
+                                      default); set on the calling thread at each call */
+    const char *device;            /* "cpu" (default when NULL) or "cuda:N" */
+    cb_nn_optim optim;             /* train only */
+    int fuse;                      /* inference: 1 folds BN into conv and fuses ReLU/add
+                                      (default), 0 runs every node as written (tests) */
+    int profile;                   /* 1: time every primitive (cb_nn_exec_stats) */
+} cb_nn_exec_opts;
+
+typedef struct cb_nn_result {
+    double loss;                   /* mean cross-entropy over the batch */
+    int64_t correct;               /* argmax(logits) == label */
+    int64_t n;                     /* images */
+} cb_nn_result;
+
+typedef struct cb_nn_exec_stats {
+    int64_t calls;                 /* forward/train_step/eval calls */
+    int64_t total_ns;              /* wall time inside those calls */
+    int64_t primitive_ns;          /* of which inside backend primitives (profile = 1) */
+} cb_nn_exec_stats;
+
+typedef struct cb_nn_exec cb_nn_exec;
+
+/* Compiles m for opts->device. The executor reads m's parameters at create and keeps a pointer
+ * to m (which must outlive it) for cb_nn_exec_sync. Unknown devices are CB_EUNSUPPORTED. */
+int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out, cb_error *err);
+void cb_nn_exec_free(cb_nn_exec *e);                   /* NULL is a no-op */
+
+/* Inference forward of n <= batch images x (NCHW float32, host); writes n x classes logits
+ * when logits != NULL. On a training executor this runs in eval mode (running statistics). */
+int cb_nn_exec_forward(cb_nn_exec *e, const float *x, int n, float *logits, cb_error *err);
+/* Forward in eval mode plus loss and correct count against labels (int32 in [0, classes)). */
+int cb_nn_exec_eval(cb_nn_exec *e, const float *x, const int32_t *labels, int n,
+                    cb_nn_result *r, cb_error *err);
+/* One training step: forward (batch statistics), loss, backward, optimizer update. r->loss and
+ * r->correct are from this step's forward. Training executors only. */
+int cb_nn_exec_train_step(cb_nn_exec *e, const float *x, const int32_t *labels, int n,
+                          cb_nn_result *r, cb_error *err);
+/* Writes the executor's weights and running statistics back into the model (PyTorch layout). */
+int cb_nn_exec_sync(cb_nn_exec *e, cb_error *err);
+/* The gradient of the loss with respect to a parameter (by name) or the input (name NULL),
+ * from the last train step, before the update, in PyTorch layout. For tests and debugging. */
+int cb_nn_exec_grad(cb_nn_exec *e, const char *param, float *out, size_t count, cb_error *err);
+void cb_nn_exec_get_stats(const cb_nn_exec *e, cb_nn_exec_stats *out);
+
+/* ---- Backends --------------------------------------------------------------------------- */
+
+/* What a backend implements; cb_nn_exec_* dispatch to it. The CPU backend (nn/cpu/) is oneDNN;
+ * the CUDA backend (issue 6) plugs in here. */
+typedef struct cb_nn_backend {
+    const char *name;              /* "cpu", "cuda" */
+    int (*create)(cb_nn_exec *e, cb_error *err);
+    void (*destroy)(cb_nn_exec *e);
+    int (*forward)(cb_nn_exec *e, const float *x, int n, float *logits, cb_error *err);
+    int (*eval)(cb_nn_exec *e, const float *x, const int32_t *labels, int n, cb_nn_result *r,
+                cb_error *err);
+    int (*train_step)(cb_nn_exec *e, const float *x, const int32_t *labels, int n,
+                      cb_nn_result *r, cb_error *err);
+    int (*sync)(cb_nn_exec *e, cb_error *err);
+    int (*grad)(cb_nn_exec *e, const char *param, float *out, size_t count, cb_error *err);
+} cb_nn_backend;
+
+/* The executor's common part; a backend keeps its own state behind `impl`. */
+struct cb_nn_exec {
+    cb_nn_model *model;
+    cb_nn_exec_opts opts;
+    const cb_nn_backend *backend;
+    int device_index;              /* cuda ordinal, -1 for cpu */
+    cb_nn_exec_stats stats;
+    void *impl;
+};
+
+extern const cb_nn_backend cb_nn_backend_cpu;
+
+#endif

@@ -1,0 +1,108 @@
+/* stages/vision/batch.h - the image-batch payload that data.* and vision.* stages exchange.
+ *
+ * One cb_buffer (host memory) holds one batch:
+ *
+ *   [cb_image_batch header][int32 labels[n]][cb_image_desc desc[n]][pad to 64][pixel data]
+ *
+ * Three layouts:
+ *   CB_BATCH_ENCODED  each image is the bytes of a file (JPEG or PNG) as read from disk;
+ *                     desc[i].bytes is its size, h/w/c are 0 until decoded.
+ *   CB_BATCH_U8_HWC   decoded 8-bit images, interleaved channels (HWC), each its own size
+ *                     (desc[i].h/w/c); what a decoder produces.
+ *   CB_BATCH_F32_NCHW float32 NCHW, every image header.c x header.h x header.w, contiguous
+ *                     from data_offset (64-byte aligned): what a model consumes. desc[] still
+ *                     exists (each h/w/c equal to the header's, offset = i * image bytes).
+ * desc[i].offset is relative to data_offset. Labels are class indices in [0, classes) or -1 when
+ * unknown. The header is plain data written by the producer; consumers validate it with
+ * cb_image_batch_check before reading (a payload is input like any other).
+ *
+ * Thread-safety: a batch is immutable once emitted unless the holder makes the buffer writable
+ * (the buffer rule in colobench/buffer.h). Header-only, libc-only (usable from plugins).
+ */
+#ifndef CB_STAGES_VISION_BATCH_H
+#define CB_STAGES_VISION_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "colobench/buffer.h"
+
+#define CB_IMAGE_BATCH_MAGIC 0x42494243u /* "CBIB" little-endian */
+#define CB_IMAGE_BATCH_VERSION 1u
+
+typedef enum cb_batch_layout {
+    CB_BATCH_ENCODED = 0,
+    CB_BATCH_U8_HWC = 1,
+    CB_BATCH_F32_NCHW = 2,
+} cb_batch_layout;
+
+typedef struct cb_image_batch {
+    uint32_t magic;          /* CB_IMAGE_BATCH_MAGIC */
+    uint32_t version;        /* CB_IMAGE_BATCH_VERSION */
+    uint32_t layout;         /* cb_batch_layout */
+    uint32_t n;              /* images in the batch */
+    uint32_t c, h, w;        /* F32_NCHW: every image's shape; 0 for the other layouts */
+    uint32_t classes;        /* number of classes of the dataset (0 when unknown) */
+    uint64_t data_offset;    /* byte offset of the pixel data from the start of the buffer */
+    uint64_t data_bytes;     /* bytes of pixel data */
+    int64_t split, epoch, batch; /* where the batch comes from (copied from the query) */
+} cb_image_batch;
+
+typedef struct cb_image_desc {
+    uint32_t h, w, c;        /* decoded size (0 for ENCODED) */
+    uint32_t format;         /* ENCODED: 1 = JPEG, 2 = PNG, 0 = unknown; otherwise 0 */
+    uint64_t offset;         /* from data_offset */
+    uint64_t bytes;          /* size of this image's data */
+} cb_image_desc;
+
+enum { CB_IMAGE_FORMAT_UNKNOWN = 0, CB_IMAGE_FORMAT_JPEG = 1, CB_IMAGE_FORMAT_PNG = 2 };
+
+static inline int32_t *cb_image_batch_labels(cb_image_batch *b) {
+    return (int32_t *)(void *)((unsigned char *)b + sizeof *b);
+}
+static inline cb_image_desc *cb_image_batch_descs(cb_image_batch *b) {
+    return (cb_image_desc *)(void *)((unsigned char *)b + sizeof *b +
+                                     ((sizeof(int32_t) * (size_t)b->n + 7u) & ~(size_t)7u));
+}
+static inline unsigned char *cb_image_batch_data(cb_image_batch *b) {
+    return (unsigned char *)b + b->data_offset;
+}
+/* Bytes before the pixel data for n images (header, labels, descriptors, padding to 64). */
+static inline size_t cb_image_batch_data_offset(uint32_t n) {
+    size_t off = sizeof(cb_image_batch) + ((sizeof(int32_t) * (size_t)n + 7u) & ~(size_t)7u) +
+                 sizeof(cb_image_desc) * (size_t)n;
+    return (off + 63u) & ~(size_t)63u;
+}
+
+/* Validates a payload as an image batch: 0 when it is one, else -1 with a reason in why.
+ * Checks magic, version, layout, that labels/descs/data fit in the buffer, and that every
+ * descriptor's [offset, offset+bytes) lies inside the data. */
+static inline int cb_image_batch_check(const cb_buffer *buf, const char **why) {
+    const char *w = NULL;
+    const cb_image_batch *b = buf && buf->data ? (const cb_image_batch *)buf->data : NULL;
+    if (!b || buf->kind != CB_BUFFER_HOST) w = "no host payload";
+    else if (buf->size_bytes < sizeof *b) w = "payload smaller than a batch header";
+    else if (b->magic != CB_IMAGE_BATCH_MAGIC) w = "payload is not an image batch";
+    else if (b->version != CB_IMAGE_BATCH_VERSION) w = "unsupported image batch version";
+    else if (b->layout > CB_BATCH_F32_NCHW) w = "unknown image batch layout";
+    else if (b->data_offset != cb_image_batch_data_offset(b->n) ||
+             b->data_offset > buf->size_bytes || b->data_bytes > buf->size_bytes - b->data_offset)
+        w = "image batch sizes do not fit its buffer";
+    else if (b->layout == CB_BATCH_F32_NCHW &&
+             (uint64_t)b->n * b->c * b->h * b->w * sizeof(float) != b->data_bytes)
+        w = "float batch size does not match n x c x h x w";
+    else {
+        const cb_image_desc *d = cb_image_batch_descs((cb_image_batch *)(void *)(uintptr_t)b);
+        for (uint32_t i = 0; i < b->n && !w; i++)
+            if (d[i].offset > b->data_bytes || d[i].bytes > b->data_bytes - d[i].offset)
+                w = "image descriptor outside the batch data";
+            else if (b->layout == CB_BATCH_U8_HWC &&
+                     (uint64_t)d[i].h * d[i].w * d[i].c != d[i].bytes)
+                w = "decoded image size does not match h x w x c";
+    }
+    if (why) *why = w;
+    return w ? -1 : 0;
+}
+
+#endif
