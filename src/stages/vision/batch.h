@@ -12,7 +12,8 @@
  *   CB_BATCH_F32_NCHW float32 NCHW, every image header.c x header.h x header.w, contiguous
  *                     from data_offset (64-byte aligned): what a model consumes. desc[] still
  *                     exists (each h/w/c equal to the header's, offset = i * image bytes).
- * desc[i].offset is relative to data_offset. Labels are class indices in [0, classes) or -1 when
+ * desc[i].offset is relative to data_offset. Source paths (data.images) are stored inside the
+ * pixel data too, NUL-terminated, so a decoder downstream can name the file it fails on. Labels are class indices in [0, classes) or -1 when
  * unknown. The header is plain data written by the producer; consumers validate it with
  * cb_image_batch_check before reading (a payload is input like any other).
  *
@@ -47,6 +48,8 @@ typedef struct cb_image_batch {
     uint64_t data_offset;    /* byte offset of the pixel data from the start of the buffer */
     uint64_t data_bytes;     /* bytes of pixel data */
     int64_t split, epoch, batch; /* where the batch comes from (copied from the query) */
+    char split_name[32];     /* "train", "val", ... NUL-terminated: stages that behave
+                                differently in training (augmentation, weight updates) read it */
 } cb_image_batch;
 
 typedef struct cb_image_desc {
@@ -54,6 +57,8 @@ typedef struct cb_image_desc {
     uint32_t format;         /* ENCODED: 1 = JPEG, 2 = PNG, 0 = unknown; otherwise 0 */
     uint64_t offset;         /* from data_offset */
     uint64_t bytes;          /* size of this image's data */
+    uint64_t name_offset;    /* from data_offset: NUL-terminated source path (for error
+                                messages), or UINT64_MAX when the image has none */
 } cb_image_desc;
 
 enum { CB_IMAGE_FORMAT_UNKNOWN = 0, CB_IMAGE_FORMAT_JPEG = 1, CB_IMAGE_FORMAT_PNG = 2 };
@@ -86,6 +91,7 @@ static inline int cb_image_batch_check(const cb_buffer *buf, const char **why) {
     else if (b->magic != CB_IMAGE_BATCH_MAGIC) w = "payload is not an image batch";
     else if (b->version != CB_IMAGE_BATCH_VERSION) w = "unsupported image batch version";
     else if (b->layout > CB_BATCH_F32_NCHW) w = "unknown image batch layout";
+    else if (!memchr(b->split_name, 0, sizeof b->split_name)) w = "split name not terminated";
     else if (b->data_offset != cb_image_batch_data_offset(b->n) ||
              b->data_offset > buf->size_bytes || b->data_bytes > buf->size_bytes - b->data_offset)
         w = "image batch sizes do not fit its buffer";
@@ -97,6 +103,12 @@ static inline int cb_image_batch_check(const cb_buffer *buf, const char **why) {
         for (uint32_t i = 0; i < b->n && !w; i++)
             if (d[i].offset > b->data_bytes || d[i].bytes > b->data_bytes - d[i].offset)
                 w = "image descriptor outside the batch data";
+            else if (d[i].name_offset != UINT64_MAX &&
+                     (d[i].name_offset >= b->data_bytes ||
+                      !memchr(cb_image_batch_data((cb_image_batch *)(void *)(uintptr_t)b) +
+                                  d[i].name_offset,
+                              0, (size_t)(b->data_bytes - d[i].name_offset))))
+                w = "image name outside the batch data";
             else if (b->layout == CB_BATCH_U8_HWC &&
                      (uint64_t)d[i].h * d[i].w * d[i].c != d[i].bytes)
                 w = "decoded image size does not match h x w x c";
