@@ -145,7 +145,7 @@ typedef struct cb_nn_optim {
     double momentum;               /* SGD */
     double weight_decay;
     int nesterov;                  /* SGD */
-    double beta1, beta2, eps;      /* Adam: 0.9, 0.999, 1e-8 */
+    double beta1, beta2, eps;      /* Adam: 0.9, 0.999, 1e-8 (all three 0: these defaults) */
 } cb_nn_optim;
 
 typedef struct cb_nn_exec_opts {
@@ -158,7 +158,11 @@ typedef struct cb_nn_exec_opts {
     int fuse;                      /* inference: 1 folds BN into conv and fuses ReLU/add
                                       (default), 0 runs every node as written (tests) */
     int profile;                   /* 1: time every primitive (cb_nn_exec_stats) */
+    int input_grad;                /* train: 1 also computes dLoss/dx each step, so that
+                                      cb_nn_exec_grad(e, NULL, ...) works; 0 skips that work */
 } cb_nn_exec_opts;
+/* History of cb_nn_exec_opts (fields are only appended):
+ *   issue 5: input_grad. */
 
 typedef struct cb_nn_result {
     double loss;                   /* mean cross-entropy over the batch */
@@ -169,7 +173,11 @@ typedef struct cb_nn_result {
 typedef struct cb_nn_exec_stats {
     int64_t calls;                 /* forward/train_step/eval calls */
     int64_t total_ns;              /* wall time inside those calls */
-    int64_t primitive_ns;          /* of which inside backend primitives (profile = 1) */
+    int64_t primitive_ns;          /* of which inside backend primitives (profile = 1): compute
+                                      kernels (oneDNN's, and the backend's own loss, gradient
+                                      accumulation and optimizer loops), each timed to
+                                      completion; total_ns - primitive_ns is the framework's
+                                      overhead */
 } cb_nn_exec_stats;
 
 typedef struct cb_nn_exec cb_nn_exec;
@@ -189,10 +197,14 @@ int cb_nn_exec_eval(cb_nn_exec *e, const float *x, const int32_t *labels, int n,
  * r->correct are from this step's forward. Training executors only. */
 int cb_nn_exec_train_step(cb_nn_exec *e, const float *x, const int32_t *labels, int n,
                           cb_nn_result *r, cb_error *err);
-/* Writes the executor's weights and running statistics back into the model (PyTorch layout). */
+/* Writes the executor's weights and running statistics back into the model (PyTorch layout).
+ * An inference executor never changes what it read (a fused one holds BN folded into conv
+ * weights), so for it this writes nothing and returns CB_OK. */
 int cb_nn_exec_sync(cb_nn_exec *e, cb_error *err);
-/* The gradient of the loss with respect to a parameter (by name) or the input (name NULL),
- * from the last train step, before the update, in PyTorch layout. For tests and debugging. */
+/* The gradient of the loss with respect to a parameter (by name) or the input (name NULL, needs
+ * opts.input_grad), from the last train step, before the update, in PyTorch layout. count must
+ * be the parameter's numel (n x C x H x W of the last step for the input). For tests and
+ * debugging. */
 int cb_nn_exec_grad(cb_nn_exec *e, const char *param, float *out, size_t count, cb_error *err);
 void cb_nn_exec_get_stats(const cb_nn_exec *e, cb_nn_exec_stats *out);
 
