@@ -33,6 +33,9 @@
  * History:
  *   2026-11-23  abi 1: first version.
  *   2026-11-23  cb_stage_args.device appended (the pipeline's device: "cpu" or "cuda:N").
+ *   2026-11-23  stage metrics: cb_stage_ops.metrics/n_metrics and cb_host.report appended. A
+ *               stage declares the figures it reports per query (loss, accuracy, images) in a
+ *               cb_metric_def table and reports them by index from run().
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -86,6 +89,26 @@ typedef struct cb_param_value {
     const double *floats;     /* FLOAT_LIST values */
     const char *const *keys;  /* INT_MAP keys */
 } cb_param_value;
+
+/* ---- Stage metrics ---------------------------------------------------------------------- */
+
+/* How the summary aggregates a metric over a run. */
+typedef enum cb_metric_kind {
+    CB_METRIC_COUNT = 0,   /* an amount per query (images, tokens, bytes): the summary gives its
+                              sum and its rate per second over the pipeline's window */
+    CB_METRIC_GAUGE = 1,   /* a level per query (loss, accuracy, learning rate): the summary gives
+                              first, last, mean, min, max, and the means of the first and last
+                              tenth of the reports (the ends of a loss curve) */
+} cb_metric_kind;
+
+#define CB_STAGE_MAX_METRICS 16
+
+typedef struct cb_metric_def {
+    const char *name;      /* [a-z0-9_]+, unique within the stage: "loss", "images" */
+    cb_metric_kind kind;
+    const char *unit;      /* "images", "ratio", "" */
+    const char *doc;       /* one line */
+} cb_metric_def;
 
 /* ---- Queries ---------------------------------------------------------------------------- */
 
@@ -153,6 +176,11 @@ typedef struct cb_host {
     int (*emit)(cb_run_ctx *ctx, int output, const cb_query *q);
     /* Number of outputs of the stage owning ctx. */
     int (*n_outputs)(const cb_run_ctx *ctx);
+    /* Appended 2026-11-23 (check struct_size): records value for metric `metric` (an index into
+     * the stage's ops->metrics) against the query being run, time-stamped now. Lock-free and
+     * allocation-free (one 64-byte record into the worker's log); written to
+     * stage_metrics.csv and aggregated in summary.json. 0, or CB_EINVAL for a bad index. */
+    int (*report)(cb_run_ctx *ctx, int metric, double value);
 } cb_host;
 
 /* ---- Stage ops -------------------------------------------------------------------------- */
@@ -194,6 +222,10 @@ typedef struct cb_stage_ops {
     void (*destroy)(void *state);
     /* Optional, dataset stages: fills out (abi fields preset by the host). */
     int (*splits)(void *state, cb_splits *out, cb_error *err);
+    /* Appended 2026-11-23: the metrics run() may report (host->report), at most
+     * CB_STAGE_MAX_METRICS; NULL/0 for none. Checked by the registry like params. */
+    const cb_metric_def *metrics;
+    size_t n_metrics;
 } cb_stage_ops;
 
 /* The one symbol a plugin exports (a data symbol: no plugin code runs before the checks). */
