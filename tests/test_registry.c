@@ -72,7 +72,7 @@ static void test_add_checks(void) {
                                        {"n", CB_PARAM_INT, "1", 0, 10, NULL, "n"}};
     static const cb_param_def no_choices[] = {{"m", CB_PARAM_ENUM, "a", CB_PARAM_UNBOUNDED, NULL, "m"}};
     cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.ok", "ok", NULL, 0, 0,
-                        ok_create, NULL, ok_run, NULL, NULL, NULL};
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, NULL, 0};
     CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
     CB_CHECK(cb_registry_find(reg, "test.ok") == &ops);
 
