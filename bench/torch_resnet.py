@@ -2,7 +2,7 @@
 """bench/torch_resnet.py - PyTorch's images/s for one configuration (the baseline of
 bench/nn_vs_torch.py), tuned as a careful user would tune it:
 
-- torch.set_num_threads(N) (Debian's build defaults to one thread here);
+- torch.set_num_threads(N) (Debian's build defaults to one thread here), one inter-op thread;
 - channels_last model and input (oneDNN's preferred layout for convolutions on CPU);
 - training: SGD(lr 0.01, momentum 0.9, weight_decay 1e-4), zero_grad(set_to_none=True);
 - inference: model.eval() under torch.inference_mode();
@@ -16,7 +16,9 @@ Usage: /usr/bin/python3 bench/torch_resnet.py --model resnet18 --mode train --ba
 """
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -34,7 +36,15 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
+    for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        if var not in os.environ:
+            print("torch_resnet: %s is not set: glibc may unmap and re-fault the large buffers "
+                  "every step (bench/nn_vs_torch.py sets it)" % var, file=sys.stderr)
     torch.set_num_threads(a.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
     torch.manual_seed(1)
     model = getattr(torchvision.models, a.model)(num_classes=a.classes)
     model = model.to(memory_format=torch.channels_last)
