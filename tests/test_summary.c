@@ -95,8 +95,9 @@ static void fixture_init(fixture *f) {
         q->end_ns = q->submit_ns + 5000;
         q->status = CB_QUERY_OK;
     }
-    f->recs[0] = (cb_pipeline_record){f->q0, 12, f->e0, f->n_e0};
-    f->recs[1] = (cb_pipeline_record){f->q1, 5, NULL, 0};
+    f->recs[0] = (cb_pipeline_record){.queries = f->q0, .n_queries = 12, .stage_events = f->e0,
+                                      .n_stage_events = f->n_e0};
+    f->recs[1] = (cb_pipeline_record){.queries = f->q1, .n_queries = 5};
     f->errors[0] = "stage \"model\": failed once";
     f->in = (cb_summary_input){.spec = &f->spec, .t0_ns = T0, .end_ns = T0 + 2000 * MS,
                                .wall_start_ns = 1795428000123000000LL, .interrupted = false,

@@ -28,6 +28,8 @@
 typedef struct cb_pipeline_record {
     const cb_query_event *queries; size_t n_queries;      /* every ended query, any order */
     const cb_stage_event *stage_events; size_t n_stage_events; /* every recorded stage run */
+    const cb_metric_event *metrics; size_t n_metrics;     /* every stage metric report, any order */
+    const cb_splits *splits;       /* the dataset's splits (names for by_split); NULL: none */
 } cb_pipeline_record;
 
 typedef struct cb_summary_input {
