@@ -11,6 +11,8 @@
  *   median of start - prev_end (end of the upstream run that fed it) over its runs.
  * - open loop: target_qps (config), achieved_qps (measured submissions over their span) and the
  *   dispatch delay submit - scheduled (p50, p99, max).
+ * - per stage "metrics" and the pipeline's images_per_s: aggregates of the stage metric reports
+ *   over the throughput window (analysis/stage_metrics.h).
  * Pure functions over borrowed inputs; thread-safe.
  */
 #ifndef CB_ANALYSIS_SUMMARY_H
