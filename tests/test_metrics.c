@@ -420,6 +420,40 @@ static void test_no_metrics_header_only(void) {
     fixture_fini(&f);
 }
 
+/* Many reports from one thread cross the metric log's chunk boundaries (4096 records): none is
+ * lost or repeated, in memory or in the CSV. */
+static void test_many_reports_cross_chunks(void) {
+    const char *out_dir = cb_test_tmpdir();
+    run_fixture f;
+    int ok = run_yaml(&f,
+                      "name: many\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: offline, queue_depth: 4, max_queries: 20000}\n"
+                      "    stages: [{id: 0, name: src, component: util.source, outputs: [],\n"
+                      "              config: {bytes: 3, share: true}}]\n",
+                      out_dir);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.rc, CB_OK);
+    cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+    CB_CHECK_EQ_INT(r.n_metrics, 20000);
+    unsigned char *seen = calloc(20000, 1);
+    int bad = 0;
+    for (size_t i = 0; i < r.n_metrics; i++) {
+        const cb_metric_event *e = &r.metrics[i];
+        if (e->query_id >= 20000 || seen[e->query_id]++ || e->value != 3.0 || e->metric != 0) bad++;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    free(seen);
+    char path[512];
+    snprintf(path, sizeof path, "%s/stage_metrics.csv", out_dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(path), 20001);
+    fixture_fini(&f);
+}
+
 /* ---- collocation: two child processes --------------------------------------------------- */
 
 static const char k_plugin_src[] =
@@ -545,6 +579,7 @@ static void test_collocated_children(void) {
 int main(void) {
     CB_RUN(test_report_records_csv_summary);
     CB_RUN(test_no_metrics_header_only);
+    CB_RUN(test_many_reports_cross_chunks);
     CB_RUN(test_collocated_children);
     return cb_test_done();
 }

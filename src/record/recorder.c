@@ -244,10 +244,11 @@ static void cb__write_metric(cb_recorder *r, const cb_metric_event *e) {
     f->len = (size_t)(p - f->buf);
 }
 
-static cb_log_chunk *cb__chunk_new(void) {
-    cb_log_chunk *c = cb_malloc(sizeof *c);
+static cb_log_chunk *cb__chunk_new(uint32_t cap) {
+    size_t size = sizeof(cb_log_chunk) + (size_t)cap * 64u;
+    cb_log_chunk *c = cb_malloc(size);
     if (!c) return NULL;
-    memset(c, 0, sizeof *c); /* also faults every page in, off the hot path */
+    memset(c, 0, size); /* also faults every page in, off the hot path */
     return c;
 }
 
@@ -256,7 +257,7 @@ static cb_log_chunk *cb__chunk_new(void) {
 void cb__log_grow(cb_log *l) {
     cb_log_chunk *c = atomic_exchange_explicit(&l->spare, NULL, memory_order_acq_rel);
     while (!c) {
-        c = cb__chunk_new();
+        c = cb__chunk_new(l->cap);
         if (c) {
             atomic_fetch_add_explicit(&l->self_alloc, 1, memory_order_relaxed);
             break;
@@ -303,7 +304,7 @@ static size_t cb__drain_log(cb_recorder *r, cb_log *l, int kind) {
             n += avail - l->wpos;
             l->wpos = avail;
         }
-        if (l->wpos < CB_LOG_CHUNK_RECORDS) break;
+        if (l->wpos < l->cap) break;
         cb_log_chunk *next = atomic_load_explicit(&l->wchunk->next, memory_order_acquire);
         if (!next) break;
         l->wchunk = next;
@@ -313,7 +314,7 @@ static size_t cb__drain_log(cb_recorder *r, cb_log *l, int kind) {
         for (size_t i = r->n_pipes; i-- > 0;) pthread_mutex_unlock(&r->pipes[i].progress_mu);
     /* Keep a pre-faulted spare ready for the producer. */
     if (!atomic_load_explicit(&l->spare, memory_order_relaxed)) {
-        cb_log_chunk *c = cb__chunk_new();
+        cb_log_chunk *c = cb__chunk_new(l->cap);
         if (c) {
             cb_log_chunk *expected = NULL;
             if (!atomic_compare_exchange_strong_explicit(&l->spare, &expected, c, memory_order_acq_rel,
@@ -469,9 +470,10 @@ void cb_recorder_set_splits(cb_recorder *r, size_t pipeline, const cb_splits *sp
     }
 }
 
-static int cb__log_init(cb_log *l) {
-    l->first = l->cur = l->wchunk = cb__chunk_new();
-    atomic_store(&l->spare, cb__chunk_new());
+static int cb__log_init(cb_log *l, uint32_t cap) {
+    l->cap = cap;
+    l->first = l->cur = l->wchunk = cb__chunk_new(cap);
+    atomic_store(&l->spare, cb__chunk_new(cap));
     return l->first && atomic_load(&l->spare) ? 0 : -1;
 }
 
@@ -487,8 +489,9 @@ static void cb__log_fini(cb_log *l) {
 cb_ring *cb_recorder_ring(cb_recorder *r) {
     cb_ring *g = cb_calloc(1, sizeof *g);
     if (!g) return NULL;
-    if (cb__log_init(&g->stage) || cb__log_init(&g->query) ||
-        (r->has_metrics && cb__log_init(&g->metric))) {
+    if (cb__log_init(&g->stage, CB_LOG_CHUNK_RECORDS) ||
+        cb__log_init(&g->query, CB_LOG_CHUNK_RECORDS) ||
+        (r->has_metrics && cb__log_init(&g->metric, CB_LOG_METRIC_CHUNK_RECORDS))) {
         cb__log_fini(&g->stage);
         cb__log_fini(&g->query);
         cb__log_fini(&g->metric);

@@ -33,16 +33,21 @@ typedef struct cb_recorder cb_recorder;
  * appends and publishes the count with a release store; the writer formats behind it and keeps
  * the chunks for the summary. The writer keeps one pre-faulted spare chunk per log so the
  * producer never page-faults or allocates on the hot path while the writer keeps up; when the
- * writer lags, the producer allocates a chunk itself (it never waits and never drops). */
+ * writer lags, the producer allocates a chunk itself (it never waits and never drops). Chunks
+ * of stage and query logs hold CB_LOG_CHUNK_RECORDS records (1 MiB); the metric log, present
+ * whenever a stage merely declares metrics, holds CB_LOG_METRIC_CHUNK_RECORDS (256 KiB), so a
+ * run that never reports pays little for it. */
 #define CB_LOG_CHUNK_RECORDS 16384u
+#define CB_LOG_METRIC_CHUNK_RECORDS 4096u
 
 typedef struct cb_log_chunk {
     _Atomic(struct cb_log_chunk *) next;  /* published with release by the producer */
     _Atomic uint32_t n;                   /* records published in this chunk */
-    _Alignas(64) unsigned char recs[CB_LOG_CHUNK_RECORDS * 64u];
+    _Alignas(64) unsigned char recs[];    /* cap * 64 bytes (the log's cap) */
 } cb_log_chunk;
 
 typedef struct cb_log {
+    uint32_t cap;                         /* records per chunk; set at init, then read-only */
     cb_log_chunk *first;                  /* for the writer and the summary */
     cb_log_chunk *cur;                    /* producer's chunk */
     uint32_t cur_n;                       /* producer's count in cur */
@@ -109,7 +114,7 @@ void cb_recorder_destroy(cb_recorder *rec); /* NULL is a no-op; stops first */
 void cb__log_grow(cb_log *l);
 
 static inline void cb__log_push(cb_log *l, const void *rec64) {
-    if (__builtin_expect(l->cur_n == CB_LOG_CHUNK_RECORDS, 0)) cb__log_grow(l);
+    if (__builtin_expect(l->cur_n == l->cap, 0)) cb__log_grow(l);
     __builtin_memcpy(l->cur->recs + (size_t)l->cur_n * 64u, rec64, 64);
     l->cur_n++;
     atomic_store_explicit(&l->cur->n, l->cur_n, memory_order_release);
