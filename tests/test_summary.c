@@ -416,9 +416,10 @@ static const cb_metric_def k_mdefs[] = {{"loss", CB_METRIC_GAUGE, "", "loss"},
 
 /* Stage metrics over hand-made reports of pipeline 0 (warm-up: ids 0-1) in a scrambled order:
  * loss = 100 / (id + 1) for ids 0..25, the last query (25) reporting twice (the earlier report
- * comes first in query order, so "last" is the later one), query 7 a NaN, one report on a split outside the dataset; images = id; reports
- * naming no declared stage or metric ignored; stage 0's ops table predates metrics (its
- * garbage metric fields are not read). Expectations are built here in query order. */
+ * comes first in query order, so "last" is the later one), query 7 a NaN, one report on a split
+ * outside the dataset; images = id; reports naming no declared stage or metric ignored; stage
+ * 0's ops table predates metrics (its garbage metric fields are not read). Expectations are
+ * built here in query order. */
 static void test_stage_metrics(void) {
     fixture f;
     fixture_init(&f);

@@ -181,7 +181,8 @@ int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_
 
     for (size_t s = 0; s < ns && out->images_stage < 0; s++) {
         for (size_t f = out->first[s]; f < out->first[s + 1]; f++) {
-            if (out->stats[f].def->kind == CB_METRIC_COUNT && !strcmp(out->stats[f].def->name, "images")) {
+            const cb_metric_def *d = out->stats[f].def;
+            if (d->kind == CB_METRIC_COUNT && !strcmp(d->name, "images")) {
                 out->images_stage = (int)s;
                 out->images_per_s = out->stats[f].per_second;
                 break;
@@ -191,11 +192,13 @@ int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_
     return CB_OK;
 }
 
-void cb_stage_metrics_json(cb_json *j, const cb_stage_metrics *m, size_t s, const cb_splits *splits) {
+void cb_stage_metrics_json(cb_json *j, const cb_stage_metrics *m, size_t s,
+                           const cb_splits *splits) {
     cb_json_key(j, "metrics");
     cb_json_object_begin(j);
-    for (size_t f = m && s < m->n_stages ? m->first[s] : 0; m && s < m->n_stages && f < m->first[s + 1];
-         f++) {
+    size_t begin = m && s < m->n_stages ? m->first[s] : 0;
+    size_t end = m && s < m->n_stages ? m->first[s + 1] : 0;
+    for (size_t f = begin; f < end; f++) {
         const cb_metric_stats *st = &m->stats[f];
         if (st->n + st->non_finite == 0) continue;
         cb_json_key(j, st->def->name);

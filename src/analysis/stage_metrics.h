@@ -56,7 +56,8 @@ void cb_stage_metrics_fini(cb_stage_metrics *m);
 
 /* Writes `"metrics": {...}` for stage s: every declared metric with measured reports, in
  * declaration order. splits names the by_split keys (NULL: no by_split). */
-void cb_stage_metrics_json(cb_json *j, const cb_stage_metrics *m, size_t s, const cb_splits *splits);
+void cb_stage_metrics_json(cb_json *j, const cb_stage_metrics *m, size_t s,
+                           const cb_splits *splits);
 
 /* One table line for stage s, `  NAME: images 1600 (412.3/s)  loss 2.31 -> 0.41`; nothing when
  * the stage has no measured reports. */

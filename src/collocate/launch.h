@@ -16,8 +16,8 @@
  *               dataset's splits); the parent reads the raw records back (whole records up to
  *               the last flush, so a crashed child keeps what it recorded), and writes the
  *               phase's events.csv/queries.csv/stage_metrics.csv as the children's rows in
- *               pipeline order. A child that crashes is reported with its exit status or signal; the
- *               others finish and keep their results.
+ *               pipeline order. A child that crashes is reported with its exit status or
+ *               signal; the others finish and keep their results.
  * Monitors (when enabled) run in this process for the whole phase, watching this process
  * (threads) or every child, and stream DIR/metrics.csv.
  *

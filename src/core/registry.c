@@ -7,8 +7,8 @@
  * struct_size at least ABI 1's first layout, with appended fields read only when struct_size
  * covers them; name `family.name`, create/run present, the parameter table via
  * cb_params_resolve on an empty config, the metric table, names unique within the plugin and
- * against the registry). A plugin is added all or nothing; a rejected one is dlclosed at once. (dlopen runs
- * the object's ELF constructors; nothing in the ABI can prevent that.)
+ * against the registry). A plugin is added all or nothing; a rejected one is dlclosed at once.
+ * (dlopen runs the object's ELF constructors; nothing in the ABI can prevent that.)
  * Thread-safety: not thread-safe while being filled; read-only afterwards and then shareable.
  * Ownership: the registry owns its entry array, an arena with origin strings and paths, and the
  * dlopen handles it closes in cb_registry_destroy; ops tables are borrowed from the built-in
@@ -145,8 +145,9 @@ static int check_ops(const cb_stage_ops *ops, const char *origin, cb_error *err)
         return cb_error_set(err, CB_EABI, "%s: stage ABI %u, this colobench speaks ABI %u",
                             origin, (unsigned)ops->abi_major, (unsigned)CB_STAGE_ABI_MAJOR);
     if (ops->struct_size < CB_STAGE_OPS_MIN_SIZE)
-        return cb_error_set(err, CB_EABI, "%s: stage ops struct_size %u < %zu (not a stage ABI 1 table)",
-                            origin, (unsigned)ops->struct_size, (size_t)CB_STAGE_OPS_MIN_SIZE);
+        return cb_error_set(err, CB_EABI,
+                            "%s: stage ops struct_size %u < %zu (not a stage ABI 1 table)", origin,
+                            (unsigned)ops->struct_size, (size_t)CB_STAGE_OPS_MIN_SIZE);
     if (!valid_name(ops->name))
         return cb_error_set(err, CB_EINVAL, "%s: stage name '%s' is not of the form family.name "
                             "([a-z0-9_], e.g. util.sleep)", origin, ops->name ? ops->name : "(null)");

@@ -3,8 +3,8 @@
  * Built-ins come from src/stages/builtin.def. Plugins are shared objects exporting
  * `cb_plugin_entry` (see colobench/stage.h); they are opened with RTLD_NOW|RTLD_LOCAL, and the
  * entry and every ops table are checked (abi_major, struct_size, required functions, unique
- * names, parameter tables, metric tables) before anything of the plugin is called. A registry is not
- * thread-safe while it is being filled; afterwards it is read-only and may be shared.
+ * names, parameter tables, metric tables) before anything of the plugin is called. A registry
+ * is not thread-safe while it is being filled; afterwards it is read-only and may be shared.
  */
 #ifndef CB_CORE_REGISTRY_H
 #define CB_CORE_REGISTRY_H

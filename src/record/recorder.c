@@ -67,7 +67,7 @@ struct cb_recorder {
     _Atomic int stop;
     int stopped;
     cb_outfile events, queries, metrics;
-    cb_outfile raw_events, raw_queries, raw_metrics; /* raw 64-byte records (opts.raw), fd -1 when off */
+    cb_outfile raw_events, raw_queries, raw_metrics; /* opts.raw: 64-byte records; else fd -1 */
     int has_metrics;                  /* some stage of the spec declares metrics */
     char *raw_dir;                    /* out_dir in raw mode (splits.bin), else NULL */
     int io_errno;                     /* writer's; read after it is joined */
@@ -554,8 +554,8 @@ static int cb__gather(cb_recorder *r) {
             }
         }
     }
-    if (rc) /* keep no half-filled arrays */
-        for (size_t i = 0; i < r->n_pipes; i++) r->pipes[i].nsev = r->pipes[i].nqev = r->pipes[i].nmev = 0;
+    for (size_t i = 0; rc && i < r->n_pipes; i++) /* keep no half-filled arrays */
+        r->pipes[i].nsev = r->pipes[i].nqev = r->pipes[i].nmev = 0;
     for (int k = 0; k < 3; k++) cb_free(cnt[k]);
     return rc;
 }

@@ -124,6 +124,8 @@ static inline void cb_ring_stage(cb_ring *r, const cb_stage_event *e) { cb__log_
 static inline void cb_ring_query(cb_ring *r, const cb_query_event *e) { cb__log_push(&r->query, e); }
 /* Only for rings of a recorder whose spec declares metrics (the runtime bounds the index by the
  * stage's declared count first, so a stage without metrics never gets here). */
-static inline void cb_ring_metric(cb_ring *r, const cb_metric_event *e) { cb__log_push(&r->metric, e); }
+static inline void cb_ring_metric(cb_ring *r, const cb_metric_event *e) {
+    cb__log_push(&r->metric, e);
+}
 
 #endif
