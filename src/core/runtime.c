@@ -23,6 +23,9 @@
  *   Before blocking, the thread publishes its private task so no claimed slot waits on it.
  * - Failure: the first failing run records a message naming pipeline, stage and query and sets
  *   the pipeline's abort flag; every task picked afterwards is cancelled, which drains queues.
+ * - Stage metrics: host->report, called from run(), bounds-checks the index against the stage's
+ *   declared metrics and writes one cb_metric_event (the running query, stage worker, now) into
+ *   the running thread's ring, exactly as a stage event is written.
  *
  * Locks and order: stage.mu (queue, slots, merge table) may be held while taking pipe.mu (ready
  * ring, idle count); never the reverse. Atomics: tokens and in_flight use acq_rel so the thread
