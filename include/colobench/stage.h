@@ -22,6 +22,12 @@
  *      stages. The host checks abi_major and struct_size of the entry and of every ops table
  *      before it calls any plugin function, and loads the object with RTLD_LOCAL: a plugin links
  *      against nothing of colobench and reaches the host only through the cb_host table.
+ *   5. Metrics: to report a figure per query (loss, accuracy, images), declare it once in a
+ *      cb_metric_def table (ops->metrics/n_metrics: name [a-z0-9_]+, COUNT or GAUGE, unit, doc;
+ *      checked by the registry) and call host->report(ctx, i, value) from run(), i being its
+ *      index. It is cheap (one record into the worker's log); rows go to stage_metrics.csv and
+ *      aggregates (sums and rates of COUNTs, loss-curve ends of GAUGEs) to summary.json. Check
+ *      that host->struct_size covers report before calling it (util.source does).
  *
  * Threading: one instance (state) per worker; run() of one instance is never called
  * concurrently, but instances of the same stage run in parallel on different threads.
@@ -29,7 +35,9 @@
  * finish (after its last query) -> destroy.
  *
  * ABI rules: every struct starts with (abi_major, struct_size) or is reached through one that
- * does; structs grow only by appending; the host accepts struct_size >= the size it knows.
+ * does; structs grow only by appending; whoever reads a struct the other side filled reads an
+ * appended field only when struct_size covers it (the host refuses an ops table smaller than
+ * its first ABI 1 layout, and treats appended fields it does not cover as absent).
  * History:
  *   2026-11-23  abi 1: first version.
  *   2026-11-23  cb_stage_args.device appended (the pipeline's device: "cpu" or "cuda:N").
@@ -179,7 +187,8 @@ typedef struct cb_host {
     /* Appended 2026-11-23 (check struct_size): records value for metric `metric` (an index into
      * the stage's ops->metrics) against the query being run, time-stamped now. Lock-free and
      * allocation-free (one 64-byte record into the worker's log); written to
-     * stage_metrics.csv and aggregated in summary.json. 0, or CB_EINVAL for a bad index. */
+     * stage_metrics.csv and aggregated in summary.json. 0, or CB_EINVAL for a bad index (then
+     * nothing is recorded). Only from run(), with its ctx; any number of times per run. */
     int (*report)(cb_run_ctx *ctx, int metric, double value);
 } cb_host;
 
