@@ -36,8 +36,9 @@ static void test_run_demo_writes_everything(void) {
     if (st) printf("# %s\n", out);
     free(out);
     char p[1024];
-    const char *files[] = {"events.csv", "queries.csv", "summary.json", "config.yaml", "env.json"};
-    for (size_t i = 0; i < 5; i++) {
+    const char *files[] = {"events.csv", "queries.csv", "summary.json", "config.yaml", "env.json",
+                           "stage_metrics.csv"};
+    for (size_t i = 0; i < 6; i++) {
         snprintf(p, sizeof p, "%s/out/%s", dir, files[i]);
         CB_CHECK(cb_test_count_lines(p) > 0);
     }
@@ -59,6 +60,13 @@ static void test_run_demo_writes_everything(void) {
     v = py_json(p, "[s[\"runs\"] for s in d[\"pipelines\"][0][\"stages\"]]");
     CB_CHECK_STR_EQ(v, "[250, 250, 250]");
     free(v);
+    /* util.source reports its payload bytes per query: one row each, summed outside warm-up. */
+    v = py_json(p, "[q[\"stages\"][0][\"metrics\"][\"bytes\"][\"sum\"] for q in d[\"pipelines\"]]");
+    CB_CHECK_STR_EQ(v, "[1024000, 102400]"); /* 250 x 4096, 200 x 512 */
+    free(v);
+    snprintf(p, sizeof p, "%s/out/stage_metrics.csv", dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(p), 1 + 300 + 200);
+    snprintf(p, sizeof p, "%s/out/summary.json", dir);
     /* Every stage reports its untimed prepare() duration (0 for stages without one). */
     v = py_json(p, "all(\"prepare_ns\" in s and s[\"prepare_ns\"] >= 0 for q in d[\"pipelines\"] for s in q[\"stages\"])");
     CB_CHECK_STR_EQ(v, "True");

@@ -2,6 +2,7 @@
  * objects, compiled at test time where needed), printing and Markdown. */
 #include "harness.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "core/registry.h"
@@ -72,7 +73,7 @@ static void test_add_checks(void) {
                                        {"n", CB_PARAM_INT, "1", 0, 10, NULL, "n"}};
     static const cb_param_def no_choices[] = {{"m", CB_PARAM_ENUM, "a", CB_PARAM_UNBOUNDED, NULL, "m"}};
     cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.ok", "ok", NULL, 0, 0,
-                        ok_create, NULL, ok_run, NULL, NULL, NULL};
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, NULL, 0};
     CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
     CB_CHECK(cb_registry_find(reg, "test.ok") == &ops);
 
@@ -121,6 +122,91 @@ static void test_add_checks(void) {
     cb_registry_destroy(reg);
 }
 
+static void test_metric_checks(void) {
+    cb_registry *reg = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    if (!reg) return;
+    static const cb_metric_def good[] = {{"loss", CB_METRIC_GAUGE, "", "training loss"},
+                                         {"images", CB_METRIC_COUNT, "images", "images"}};
+    static const cb_metric_def upper[] = {{"Loss", CB_METRIC_GAUGE, "", "x"}};
+    static const cb_metric_def empty[] = {{"", CB_METRIC_GAUGE, "", "x"}};
+    static const cb_metric_def noname[] = {{NULL, CB_METRIC_GAUGE, "", "x"}};
+    static const cb_metric_def dotted[] = {{"a.b", CB_METRIC_COUNT, "", "x"}};
+    static const cb_metric_def badkind[] = {{"loss", (cb_metric_kind)7, "", "x"}};
+    static const cb_metric_def twice[] = {{"loss", CB_METRIC_GAUGE, "", "x"},
+                                          {"acc", CB_METRIC_GAUGE, "", "x"},
+                                          {"loss", CB_METRIC_COUNT, "", "x"}};
+    cb_metric_def many[CB_STAGE_MAX_METRICS + 1];
+    char names[CB_STAGE_MAX_METRICS + 1][8];
+    for (int i = 0; i <= CB_STAGE_MAX_METRICS; i++) {
+        snprintf(names[i], sizeof names[i], "m%d", i);
+        many[i] = (cb_metric_def){names[i], CB_METRIC_COUNT, "", "x"};
+    }
+    cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.metrics", "ok", NULL, 0, 0,
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, good, 2};
+    CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
+    size_t n = 0;
+    CB_CHECK(cb_registry_ops_metrics(&ops, &n) == good);
+    CB_CHECK_EQ_INT(n, 2);
+
+    /* exactly the maximum is fine, one more is not (the registry keeps pointers to the tables it
+     * accepts: each gets its own storage) */
+    cb_stage_ops max_ops = ops, none_ops = ops, old_ops = ops, o;
+    max_ops.name = "test.max";
+    max_ops.metrics = many;
+    max_ops.n_metrics = CB_STAGE_MAX_METRICS;
+    CB_CHECK_EQ_INT(cb_registry_add(reg, &max_ops, "t", &err), 0);
+    struct {
+        const cb_metric_def *defs;
+        size_t n;
+        const char *msg;
+    } bad[] = {
+        {upper, 1, "t: stage test.bad: metric 0: name 'Loss' is not [a-z0-9_] (1 to 64 characters, e.g. loss)"},
+        {empty, 1, "t: stage test.bad: metric 0: name '' is not [a-z0-9_]"},
+        {noname, 1, "t: stage test.bad: metric 0: name '(null)' is not [a-z0-9_]"},
+        {dotted, 1, "t: stage test.bad: metric 0: name 'a.b' is not [a-z0-9_]"},
+        {badkind, 1, "t: stage test.bad: metric 'loss': kind 7 is neither CB_METRIC_COUNT nor CB_METRIC_GAUGE"},
+        {twice, 3, "t: stage test.bad: metric 'loss' declared twice"},
+        {many, CB_STAGE_MAX_METRICS + 1, "t: stage test.bad declares 17 metrics, at most 16"},
+        {NULL, 2, "t: stage test.bad: n_metrics is 2 but metrics is NULL"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o = ops;
+        o.name = "test.bad";
+        o.metrics = bad[i].defs;
+        o.n_metrics = bad[i].n;
+        cb_error_clear(&err);
+        CB_CHECK_EQ_INT(cb_registry_add(reg, &o, "t", &err), CB_EINVAL);
+        CB_CHECK_CONTAINS(err.msg, bad[i].msg);
+        CB_CHECK(cb_registry_find(reg, "test.bad") == NULL);
+    }
+    /* NULL metrics with n 0 is "none" */
+    none_ops.name = "test.none";
+    none_ops.metrics = NULL;
+    none_ops.n_metrics = 0;
+    CB_CHECK_EQ_INT(cb_registry_add(reg, &none_ops, "t", &err), 0);
+    CB_CHECK(cb_registry_ops_metrics(&none_ops, &n) == NULL && n == 0);
+
+    /* An ops table built before the metric fields were appended: accepted, and the fields its
+     * struct_size does not cover are never read (here they hold garbage). */
+    old_ops.name = "test.old";
+    old_ops.struct_size = (uint32_t)offsetof(cb_stage_ops, metrics);
+    old_ops.metrics = (const cb_metric_def *)(uintptr_t)1;
+    old_ops.n_metrics = 99;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_registry_add(reg, &old_ops, "t", &err), 0);
+    CB_CHECK(cb_registry_ops_metrics(&old_ops, &n) == NULL && n == 0);
+    o = old_ops;
+    o.name = "test.tooold";
+    o.struct_size = (uint32_t)offsetof(cb_stage_ops, metrics) - 8;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_registry_add(reg, &o, "t", &err), CB_EABI);
+    CB_CHECK_CONTAINS(err.msg, "struct_size");
+    cb_registry_destroy(reg);
+}
+
 static void test_print(void) {
     cb_registry *reg = NULL;
     cb_error err;
@@ -135,6 +221,15 @@ static void test_print(void) {
     CB_CHECK_CONTAINS(out, "util.noop");
     CB_CHECK_CONTAINS(out, "util.sleep");
     CB_CHECK_CONTAINS(out, "params: distribution, duration_us");
+    CB_CHECK_CONTAINS(out, "metrics: bytes (count)");
+    free(out);
+
+    out = NULL;
+    f = open_memstream(&out, &len);
+    CB_CHECK_EQ_INT(cb_registry_print(reg, "util.source", f, &err), 0);
+    fclose(f);
+    CB_CHECK_CONTAINS(out, "metrics (reported per query):\n  name   kind   unit   description\n"
+                           "  bytes  count  bytes  payload bytes attached to the query\n");
     free(out);
 
     out = NULL;
@@ -143,6 +238,7 @@ static void test_print(void) {
     fclose(f);
     CB_CHECK_CONTAINS(out, "util.sleep - ");
     CB_CHECK_CONTAINS(out, "origin: built-in");
+    CB_CHECK_CONTAINS(out, "metrics: none");
     CB_CHECK_CONTAINS(out, "duration_us");
     CB_CHECK_CONTAINS(out, "float");
     CB_CHECK_CONTAINS(out, "[0, 3600000000]");
@@ -165,6 +261,8 @@ static void test_print(void) {
     CB_CHECK_CONTAINS(out, "## `util.router`");
     CB_CHECK_CONTAINS(out, "| `max_hops` | int | `16` | [1, 1000000] |");
     CB_CHECK_CONTAINS(out, "probability\\|field");
+    CB_CHECK_CONTAINS(out, "| metric | kind | unit | description |\n|---|---|---|---|\n"
+                           "| `bytes` | count | bytes | payload bytes attached to the query |\n");
     free(out);
     cb_registry_destroy(reg);
 }
@@ -252,6 +350,24 @@ static void test_bad_plugins(void) {
         CB_CHECK_CONTAINS(err.msg, "stage ops struct_size 24 <");
     }
 
+    /* a bad metric table: rejected before anything of the plugin runs */
+    snprintf(src, sizeof src,
+             "#include \"colobench/stage.h\"\n%s"
+             "static const cb_metric_def m[] = {{\"loss\", CB_METRIC_GAUGE, \"\", \"x\"}, "
+             "{\"Top-1\", CB_METRIC_GAUGE, \"ratio\", \"x\"}};\n"
+             "static const cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), \"bad.metric\", "
+             "\"x\", 0, 0, 0, c, 0, r, 0, 0, 0, m, 2};\n"
+             "static const cb_stage_ops *const list[] = {&ops};\n"
+             "const cb_plugin cb_plugin_entry = {CB_STAGE_ABI_MAJOR, sizeof(cb_plugin), \"bad\", 1, list};\n",
+             k_ops_tail);
+    const char *badmetric = compile_plugin(dir, "badmetric", src);
+    if (badmetric) {
+        cb_error_clear(&err);
+        CB_CHECK_EQ_INT(cb_registry_load_plugin(reg, badmetric, &err), CB_EINVAL);
+        CB_CHECK_CONTAINS(err.msg, "badmetric.so: stage bad.metric: metric 1: name 'Top-1' is not [a-z0-9_]");
+        CB_CHECK(cb_registry_find(reg, "bad.metric") == NULL);
+    }
+
     /* a plugin that redefines a built-in, listed after a good stage: nothing is added */
     snprintf(src, sizeof src,
              "#include \"colobench/stage.h\"\n%s"
@@ -277,6 +393,7 @@ static void test_bad_plugins(void) {
 int main(void) {
     CB_RUN(test_builtins);
     CB_RUN(test_add_checks);
+    CB_RUN(test_metric_checks);
     CB_RUN(test_print);
     CB_RUN(test_example_plugin);
     CB_RUN(test_bad_plugins);

@@ -31,6 +31,9 @@ struct cb_run_ctx {
     long counts[MAX_OUT];
     long calls;
     int last;
+    long reports;          /* host->report calls */
+    int last_metric;
+    double last_value;
 };
 
 static int rec_emit(cb_run_ctx *ctx, int output, const cb_query *q) {
@@ -43,11 +46,19 @@ static int rec_emit(cb_run_ctx *ctx, int output, const cb_query *q) {
 
 static int rec_n_outputs(const cb_run_ctx *ctx) { return ctx->n_outputs; }
 
+static int rec_report(cb_run_ctx *ctx, int metric, double value) {
+    ctx->reports++;
+    ctx->last_metric = metric;
+    ctx->last_value = value;
+    return CB_OK;
+}
+
 static cb_host test_host(void) {
     cb_host h;
     cb_host_init_base(&h);
     h.emit = rec_emit;
     h.n_outputs = rec_n_outputs;
+    h.report = rec_report;
     return h;
 }
 
@@ -213,6 +224,15 @@ static void check_table(const cb_stage_ops *ops) {
         if (d->type == CB_PARAM_ENUM) CB_CHECK(d->choices && *d->choices);
         for (size_t j = 0; j < i; j++) CB_CHECK(strcmp(d->key, ops->params[j].key) != 0);
     }
+    CB_CHECK_CMP_INT(ops->n_metrics, <=, CB_STAGE_MAX_METRICS);
+    CB_CHECK(ops->n_metrics == 0 || ops->metrics != NULL);
+    for (size_t i = 0; i < ops->n_metrics; i++) {
+        const cb_metric_def *m = &ops->metrics[i];
+        CB_CHECK(key_ok(m->name));
+        CB_CHECK(m->kind == CB_METRIC_COUNT || m->kind == CB_METRIC_GAUGE);
+        CB_CHECK(m->unit != NULL && m->doc && *m->doc);
+        for (size_t j = 0; j < i; j++) CB_CHECK(strcmp(m->name, ops->metrics[j].name) != 0);
+    }
     cb_param_value v[MAX_PARAMS];
     defaults(ops, v); /* checks every scalar default parses and lies in choices */
     for (size_t i = 0; i < ops->n_params; i++) {
@@ -359,6 +379,7 @@ static void test_source_payloads(void) {
     cb_query q = new_query(0);
     CB_CHECK_EQ_INT(run1(&x, &q, &ctx), CB_OK);
     CB_CHECK(q.payload == NULL);
+    CB_CHECK_EQ_INT(ctx.reports, 0); /* no payload, no `bytes` report */
     inst_destroy(&x);
 
     /* zero fill, private buffers; an existing payload is released. */
@@ -380,8 +401,26 @@ static void test_source_payloads(void) {
     cb_query q2 = new_query(1);
     CB_CHECK_EQ_INT(run1(&x, &q2, &ctx), CB_OK);
     CB_CHECK(q2.payload != q.payload);
+    /* metric `bytes` (index 0): the payload size, once per query */
+    CB_CHECK_EQ_INT(ctx.reports, 2);
+    CB_CHECK_EQ_INT(ctx.last_metric, 0);
+    CB_CHECK_STR_EQ(cb_stage_util_source.metrics[0].name, "bytes");
+    CB_CHECK(ctx.last_value == 1000.0);
     cb_buffer_unref(q.payload);
     cb_buffer_unref(q2.payload);
+    inst_destroy(&x);
+
+    /* A host table from before report was appended: the stage does not call it. */
+    inst_init(&x, &cb_stage_util_source);
+    x.host.struct_size = (uint32_t)offsetof(cb_host, report);
+    set_splits(&x, k_train, k_one, 1);
+    set_int(&x, "bytes", 8);
+    CB_CHECK_EQ_INT(inst_create(&x, 1, 1), CB_OK);
+    ctx.reports = 0;
+    q = new_query(2);
+    CB_CHECK_EQ_INT(run1(&x, &q, &ctx), CB_OK);
+    CB_CHECK_EQ_INT(ctx.reports, 0);
+    cb_buffer_unref(q.payload);
     inst_destroy(&x);
 
     /* random fill: reproducible from the seed, different across seeds. */
@@ -862,6 +901,12 @@ static void test_example_plugin(void) {
         CB_CHECK_EQ_INT(p[2], 9);
         CB_CHECK_EQ_INT(p[3], 44); /* 300 mod 256 */
         CB_CHECK_EQ_INT(q.tag, 3 + 6 + 9 + 44);
+        /* metric mean_byte, once per query */
+        CB_CHECK_EQ_INT(ops->n_metrics, 1);
+        CB_CHECK_STR_EQ(ops->metrics[0].name, "mean_byte");
+        CB_CHECK_EQ_INT(ctx.reports, 1);
+        CB_CHECK_EQ_INT(ctx.last_metric, 0);
+        CB_CHECK_NEAR(ctx.last_value, (3 + 6 + 9 + 44) / 4.0, 0);
         /* A private payload is changed in place. */
         cb_buffer *priv = q.payload;
         CB_CHECK_EQ_INT(run1(&x, &q, &ctx), CB_OK);

@@ -5,9 +5,11 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "analysis/json.h"
+#include "analysis/stage_metrics.h"
 #include "analysis/summary.h"
 #include "core/alloc.h"
 #include "record/env.h"
@@ -95,8 +97,9 @@ static void fixture_init(fixture *f) {
         q->end_ns = q->submit_ns + 5000;
         q->status = CB_QUERY_OK;
     }
-    f->recs[0] = (cb_pipeline_record){f->q0, 12, f->e0, f->n_e0};
-    f->recs[1] = (cb_pipeline_record){f->q1, 5, NULL, 0};
+    f->recs[0] = (cb_pipeline_record){.queries = f->q0, .n_queries = 12, .stage_events = f->e0,
+                                      .n_stage_events = f->n_e0};
+    f->recs[1] = (cb_pipeline_record){.queries = f->q1, .n_queries = 5};
     f->errors[0] = "stage \"model\": failed once";
     f->in = (cb_summary_input){.spec = &f->spec, .t0_ns = T0, .end_ns = T0 + 2000 * MS,
                                .wall_start_ns = 1795428000123000000LL, .interrupted = false,
@@ -406,8 +409,173 @@ static void test_env_json(void) {
     free(o);
 }
 
+/* ---- stage metrics ---------------------------------------------------------------------- */
+
+static const cb_metric_def k_mdefs[] = {{"loss", CB_METRIC_GAUGE, "", "loss"},
+                                        {"images", CB_METRIC_COUNT, "images", "images"}};
+
+/* Stage metrics over hand-made reports of pipeline 0 (warm-up: ids 0-1) in a scrambled order:
+ * loss = 100 / (id + 1) for ids 0..25, the last query (25) reporting twice (the earlier report
+ * comes first in query order, so "last" is the later one), query 7 a NaN, one report on a split
+ * outside the dataset; images = id; reports naming no declared stage or metric ignored; stage
+ * 0's ops table predates metrics (its garbage metric fields are not read). Expectations are
+ * built here in query order. */
+static void test_stage_metrics(void) {
+    fixture f;
+    fixture_init(&f);
+    cb_stage_ops model = {.abi_major = CB_STAGE_ABI_MAJOR, .struct_size = sizeof(cb_stage_ops),
+                          .name = "t.model", .metrics = k_mdefs, .n_metrics = 2};
+    cb_stage_ops old = {.abi_major = CB_STAGE_ABI_MAJOR,
+                        .struct_size = (uint32_t)offsetof(cb_stage_ops, metrics),
+                        .name = "t.old", .metrics = (const cb_metric_def *)(uintptr_t)8,
+                        .n_metrics = 5};
+    f.stages0[0].ops = &old;
+    f.stages0[1].ops = &model;
+    cb_splits splits = {.abi_major = CB_STAGE_ABI_MAJOR, .struct_size = sizeof(cb_splits),
+                        .epochs = 1, .n = 3,
+                        .split = {{"train", 1}, {"val", 1}, {"test", 1}}};
+    f.recs[0].splits = &splits;
+
+    enum { NID = 26, NREC = 2 * NID + 1 + 3 };
+    cb_metric_event ordered[NREC];
+    size_t n = 0;
+    double loss[NID + 1];           /* expected finite measured losses, query order */
+    int loss_split[NID + 1];
+    size_t nl = 0;
+    double images = 0;
+    for (int id = 0; id < NID; id++) {
+        int split = id == 17 ? 5 : id % 3;
+        double v = id == 7 ? NAN : 100.0 / (id + 1);
+        if (id == NID - 1) {
+            ordered[n++] = (cb_metric_event){.t_ns = T0 + 50, .query_id = (uint64_t)id,
+                                             .stage = 1, .metric = 0, .value = 7.0,
+                                             .split = (int16_t)split};
+            loss[nl] = 7.0;
+            loss_split[nl++] = split;
+        }
+        ordered[n++] = (cb_metric_event){.t_ns = T0 + 100, .query_id = (uint64_t)id, .stage = 1,
+                                         .metric = 0, .value = v, .split = (int16_t)split};
+        ordered[n++] = (cb_metric_event){.t_ns = T0 + 100, .query_id = (uint64_t)id, .stage = 1,
+                                         .metric = 1, .value = id, .split = (int16_t)split};
+        if (id < 2) continue; /* warm-up */
+        images += id;
+        if (id == 7) continue;
+        loss[nl] = v;
+        loss_split[nl++] = split;
+    }
+    ordered[n++] = (cb_metric_event){.query_id = 3, .stage = 9, .metric = 0, .value = 1e9};
+    ordered[n++] = (cb_metric_event){.query_id = 3, .stage = 1, .metric = 2, .value = 1e9};
+    ordered[n++] = (cb_metric_event){.query_id = 3, .stage = 0, .metric = 0, .value = 1e9};
+    CB_CHECK_EQ_INT(n, NREC);
+    cb_metric_event recs[NREC]; /* scrambled: 5 is coprime to NREC = 56 */
+    for (size_t i = 0; i < NREC; i++) recs[i] = ordered[(i * 5) % NREC];
+    /* and the later of query 25's two losses stored first */
+    size_t early = NREC, late = NREC;
+    for (size_t i = 0; i < NREC; i++) {
+        if (recs[i].query_id == NID - 1 && recs[i].stage == 1 && recs[i].metric == 0) {
+            if (recs[i].t_ns == T0 + 50) early = i;
+            else late = i;
+        }
+    }
+    CB_CHECK(early < NREC && late < NREC);
+    if (early < late) {
+        cb_metric_event tmp = recs[early];
+        recs[early] = recs[late];
+        recs[late] = tmp;
+    }
+    f.recs[0].metrics = recs;
+    f.recs[0].n_metrics = NREC;
+
+    size_t tenth = (nl + 9) / 10; /* 24 finite measured -> 3 */
+    double sum = 0, head = 0, tail = 0, mn = INFINITY, mx = -INFINITY, ssum[3] = {0};
+    size_t sn[3] = {0};
+    double slast[3] = {0};
+    for (size_t i = 0; i < nl; i++) {
+        sum += loss[i];
+        if (i < tenth) head += loss[i];
+        if (i >= nl - tenth) tail += loss[i];
+        mn = loss[i] < mn ? loss[i] : mn;
+        mx = loss[i] > mx ? loss[i] : mx;
+        if (loss_split[i] < 3) {
+            ssum[loss_split[i]] += loss[i];
+            sn[loss_split[i]]++;
+            slast[loss_split[i]] = loss[i];
+        }
+    }
+    const int64_t window = 9008000 - 2000000; /* pipeline 0's throughput window */
+    cb_stage_metrics m;
+    CB_CHECK_EQ_INT(cb_stage_metrics_compute(&f.in, 0, window, &m), CB_OK);
+    CB_CHECK_EQ_INT(m.n_stages, 2);
+    CB_CHECK_EQ_INT(m.first[1] - m.first[0], 0); /* the old table declares nothing */
+    CB_CHECK_EQ_INT(m.first[2] - m.first[1], 2);
+    if (m.first[2] - m.first[1] == 2) {
+        const cb_metric_stats *l = &m.stats[m.first[1]], *im = &m.stats[m.first[1] + 1];
+        CB_CHECK_EQ_INT(nl, 24);
+        CB_CHECK_EQ_INT(l->n, nl);
+        CB_CHECK_EQ_INT(l->non_finite, 1);
+        CB_CHECK_NEAR(l->first, 100.0 / 3, 0);
+        CB_CHECK_NEAR(l->last, 100.0 / 26, 0);
+        CB_CHECK_NEAR(l->mean, sum / (double)nl, 1e-12);
+        CB_CHECK_NEAR(l->min, mn, 0);
+        CB_CHECK_NEAR(l->max, mx, 0);
+        CB_CHECK_NEAR(l->first_tenth_mean, head / (double)tenth, 1e-12);
+        CB_CHECK_NEAR(l->first_tenth_mean, (100.0 / 3 + 25 + 20) / 3, 1e-12);
+        CB_CHECK_NEAR(l->last_tenth_mean, (100.0 / 25 + 7.0 + 100.0 / 26) / 3, 1e-12);
+        CB_CHECK_NEAR(l->last_tenth_mean, tail / (double)tenth, 1e-12);
+        CB_CHECK_EQ_INT(l->n_splits, 3);
+        for (int k = 0; k < 3; k++) {
+            CB_CHECK_EQ_INT(l->by_split[k].n, sn[k]);
+            CB_CHECK_NEAR(l->by_split[k].mean, ssum[k] / (double)sn[k], 1e-12);
+            CB_CHECK_NEAR(l->by_split[k].last, slast[k], 0);
+        }
+        CB_CHECK(isnan(l->per_second)); /* a gauge has no rate */
+        CB_CHECK_EQ_INT(im->n, NID - 2);
+        CB_CHECK_NEAR(im->sum, images, 0);
+        CB_CHECK_NEAR(im->mean, images / (NID - 2), 1e-12);
+        CB_CHECK_NEAR(im->per_second, images / (window / 1e9), 1e-9);
+        CB_CHECK_EQ_INT(im->n_splits, 0);
+    }
+    CB_CHECK_EQ_INT(m.images_stage, 1);
+    CB_CHECK_NEAR(m.images_per_s, images / (window / 1e9), 1e-9);
+    cb_stage_metrics_fini(&m);
+    /* No window: rates are undefined. */
+    CB_CHECK_EQ_INT(cb_stage_metrics_compute(&f.in, 0, 0, &m), CB_OK);
+    CB_CHECK(isnan(m.images_per_s));
+    cb_stage_metrics_fini(&m);
+
+    /* JSON: the same figures, splits by name; the table line. */
+    const char *dir = cb_test_tmpdir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    FILE *out = fopen(path, "w");
+    CB_CHECK_EQ_INT(cb_summary_write_json(&f.in, out, NULL), CB_OK);
+    fclose(out);
+    char *v = cb_test_py_json(path, "d[\"pipelines\"][0][\"stages\"][0][\"metrics\"], "
+                                    "sorted(d[\"pipelines\"][0][\"stages\"][1][\"metrics\"][\"loss\"][\"by_split\"]), "
+                                    "d[\"pipelines\"][0][\"stages\"][1][\"metrics\"][\"loss\"][\"by_split\"][\"val\"][\"n\"], "
+                                    "\"images_per_s\" in d[\"pipelines\"][1]");
+    char want[128];
+    snprintf(want, sizeof want, "{} ['test', 'train', 'val'] %zu False", sn[1]);
+    CB_CHECK_STR_EQ(v, want);
+    free(v);
+    v = cb_test_py_json(path, "d[\"pipelines\"][0][\"images_per_s\"]");
+    CB_CHECK_NEAR(v ? strtod(v, NULL) : -1, images / (window / 1e9), 1e-6);
+    free(v);
+    char *tab = NULL;
+    size_t tlen = 0;
+    FILE *t = open_memstream(&tab, &tlen);
+    cb_summary_print_table(&f.in, t);
+    fclose(t);
+    char line[200];
+    snprintf(line, sizeof line, "  model: loss %.4g -> %.4g  images %.0f (%.1f/s)\n",
+             head / (double)tenth, tail / (double)tenth, images, images / (window / 1e9));
+    CB_CHECK_CONTAINS(tab, line);
+    free(tab);
+}
+
 int main(void) {
     CB_RUN(test_pipeline_stats);
+    CB_RUN(test_stage_metrics);
     CB_RUN(test_summary_json);
     CB_RUN(test_table);
     CB_RUN(test_json_writer);

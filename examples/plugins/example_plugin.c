@@ -1,8 +1,9 @@
 /* examples/plugins/example_plugin.c - a colobench plugin with one stage, `example.scale`.
  *
  * What: example.scale multiplies every byte of the query's payload by `factor` (modulo 256) and
- * sets the query's tag to the sum of the resulting bytes. It is a template for plugin authors:
- * copy it, rename the stage, and change run().
+ * sets the query's tag to the sum of the resulting bytes. It reports one metric per query, the
+ * mean byte after scaling (a GAUGE; stage_metrics.csv and summary.json show it). It is a
+ * template for plugin authors: copy it, rename the stage, and change run().
  *
  * Build: a plugin is a shared object that includes only <colobench/stage.h> and libc and links
  * against nothing of colobench:
@@ -24,6 +25,7 @@
  *     host->buffer_make_writable(&q->payload) before writing into it; it copies only if needed.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -51,9 +53,17 @@ static const cb_param_def scale_params[P_COUNT] = {
                   "multiplier applied to every payload byte, modulo 256 (dimensionless)"},
 };
 
-/* 2. Per-instance state (zeroed by the host). */
+/* 2. Metrics: what run() reports per query with host->report(ctx, index, value). */
+enum { M_MEAN_BYTE, M_COUNT };
+
+static const cb_metric_def scale_metrics[M_COUNT] = {
+    [M_MEAN_BYTE] = {"mean_byte", CB_METRIC_GAUGE, "", "mean payload byte after scaling (0-255)"},
+};
+
+/* Per-instance state (zeroed by the host). */
 typedef struct scale_state {
     const cb_host *host;
+    int can_report;  /* the host's table is new enough to have report() */
     uint8_t factor;
 } scale_state;
 
@@ -61,6 +71,9 @@ typedef struct scale_state {
 static int scale_create(void *state, const cb_stage_args *args, cb_error *err) {
     scale_state *s = state;
     s->host = args->host;
+    /* A field appended to the ABI exists only if the host's struct_size covers it. */
+    s->can_report = s->host->struct_size >= offsetof(cb_host, report) + sizeof s->host->report &&
+                    s->host->report != NULL;
     s->factor = (uint8_t)args->values[P_FACTOR].i;
     return 0;
 }
@@ -83,6 +96,8 @@ static int scale_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
         sum += p[i];
     }
     q->tag = sum;
+    if (s->can_report && q->payload->size_bytes > 0)
+        s->host->report(ctx, M_MEAN_BYTE, (double)sum / (double)q->payload->size_bytes);
     return 0;
 }
 
@@ -97,6 +112,8 @@ static const cb_stage_ops scale_ops = {
     .state_size = sizeof(scale_state),
     .create = scale_create,
     .run = scale_run,
+    .metrics = scale_metrics,
+    .n_metrics = M_COUNT,
 };
 
 /* 6. The one exported symbol. */

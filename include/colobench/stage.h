@@ -22,6 +22,12 @@
  *      stages. The host checks abi_major and struct_size of the entry and of every ops table
  *      before it calls any plugin function, and loads the object with RTLD_LOCAL: a plugin links
  *      against nothing of colobench and reaches the host only through the cb_host table.
+ *   5. Metrics: to report a figure per query (loss, accuracy, images), declare it once in a
+ *      cb_metric_def table (ops->metrics/n_metrics: name [a-z0-9_]+, COUNT or GAUGE, unit, doc;
+ *      checked by the registry) and call host->report(ctx, i, value) from run(), i being its
+ *      index. It is cheap (one record into the worker's log); rows go to stage_metrics.csv and
+ *      aggregates (sums and rates of COUNTs, loss-curve ends of GAUGEs) to summary.json. Check
+ *      that host->struct_size covers report before calling it (util.source does).
  *
  * Threading: one instance (state) per worker; run() of one instance is never called
  * concurrently, but instances of the same stage run in parallel on different threads.
@@ -29,10 +35,15 @@
  * finish (after its last query) -> destroy.
  *
  * ABI rules: every struct starts with (abi_major, struct_size) or is reached through one that
- * does; structs grow only by appending; the host accepts struct_size >= the size it knows.
+ * does; structs grow only by appending; whoever reads a struct the other side filled reads an
+ * appended field only when struct_size covers it (the host refuses an ops table smaller than
+ * its first ABI 1 layout, and treats appended fields it does not cover as absent).
  * History:
  *   2026-11-23  abi 1: first version.
  *   2026-11-23  cb_stage_args.device appended (the pipeline's device: "cpu" or "cuda:N").
+ *   2026-11-23  stage metrics: cb_stage_ops.metrics/n_metrics and cb_host.report appended. A
+ *               stage declares the figures it reports per query (loss, accuracy, images) in a
+ *               cb_metric_def table and reports them by index from run().
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -86,6 +97,26 @@ typedef struct cb_param_value {
     const double *floats;     /* FLOAT_LIST values */
     const char *const *keys;  /* INT_MAP keys */
 } cb_param_value;
+
+/* ---- Stage metrics ---------------------------------------------------------------------- */
+
+/* How the summary aggregates a metric over a run. */
+typedef enum cb_metric_kind {
+    CB_METRIC_COUNT = 0,   /* an amount per query (images, tokens, bytes): the summary gives its
+                              sum and its rate per second over the pipeline's window */
+    CB_METRIC_GAUGE = 1,   /* a level per query (loss, accuracy, learning rate): the summary gives
+                              first, last, mean, min, max, and the means of the first and last
+                              tenth of the reports (the ends of a loss curve) */
+} cb_metric_kind;
+
+#define CB_STAGE_MAX_METRICS 16
+
+typedef struct cb_metric_def {
+    const char *name;      /* [a-z0-9_]+, unique within the stage: "loss", "images" */
+    cb_metric_kind kind;
+    const char *unit;      /* "images", "ratio", "" */
+    const char *doc;       /* one line */
+} cb_metric_def;
 
 /* ---- Queries ---------------------------------------------------------------------------- */
 
@@ -153,6 +184,12 @@ typedef struct cb_host {
     int (*emit)(cb_run_ctx *ctx, int output, const cb_query *q);
     /* Number of outputs of the stage owning ctx. */
     int (*n_outputs)(const cb_run_ctx *ctx);
+    /* Appended 2026-11-23 (check struct_size): records value for metric `metric` (an index into
+     * the stage's ops->metrics) against the query being run, time-stamped now. Lock-free and
+     * allocation-free (one 64-byte record into the worker's log); written to
+     * stage_metrics.csv and aggregated in summary.json. 0, or CB_EINVAL for a bad index (then
+     * nothing is recorded). Only from run(), with its ctx; any number of times per run. */
+    int (*report)(cb_run_ctx *ctx, int metric, double value);
 } cb_host;
 
 /* ---- Stage ops -------------------------------------------------------------------------- */
@@ -194,6 +231,10 @@ typedef struct cb_stage_ops {
     void (*destroy)(void *state);
     /* Optional, dataset stages: fills out (abi fields preset by the host). */
     int (*splits)(void *state, cb_splits *out, cb_error *err);
+    /* Appended 2026-11-23: the metrics run() may report (host->report), at most
+     * CB_STAGE_MAX_METRICS; NULL/0 for none. Checked by the registry like params. */
+    const cb_metric_def *metrics;
+    size_t n_metrics;
 } cb_stage_ops;
 
 /* The one symbol a plugin exports (a data symbol: no plugin code runs before the checks). */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "colobench/error.h"
+#include "core/fmt.h"
 
 static void put_str(cb_json *j, const char *s) {
     if (j->error) return;
@@ -182,10 +183,7 @@ void cb_json_double(cb_json *j, double v) {
         return;
     }
     char buf[40];
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) break;
-    }
+    *cb_fmt_double(buf, v) = '\0';
     put_str(j, buf);
 }
 

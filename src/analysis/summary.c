@@ -23,9 +23,11 @@
  */
 #include "analysis/summary.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "analysis/json.h"
+#include "analysis/stage_metrics.h"
 #include "core/alloc.h"
 
 #ifndef CB_VERSION
@@ -220,7 +222,13 @@ static void json_pcts(cb_json *j, const char *key, const cb_pcts *p) {
     cb_json_object_end(j);
 }
 
+/* The pipeline's throughput window in ns (0 when it has none): what rates are taken over. */
+static int64_t window_len(const cb_pipeline_stats *st) {
+    return st->measured > 0 ? st->window_end_ns - st->window_start_ns : 0;
+}
+
 static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipeline_stats *st,
+                          const cb_stage_metrics *sm, const cb_splits *splits,
                           const int64_t *prepare_ns) {
     cb_json_object_begin(j);
     cb_json_key(j, "name");
@@ -250,6 +258,10 @@ static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipel
     }
     cb_json_key(j, "throughput_qps");
     cb_json_double(j, st->throughput_qps);
+    if (sm->images_stage >= 0) {
+        cb_json_key(j, "images_per_s");
+        cb_json_double(j, sm->images_per_s);
+    }
     json_pcts(j, "latency_ns", &st->latency_ns);
 
     cb_json_key(j, "loadgen_stats");
@@ -297,6 +309,7 @@ static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipel
             cb_json_null(j);
         else
             cb_json_int(j, t->transition_ns_p50);
+        cb_stage_metrics_json(j, sm, s, splits);
         cb_json_object_end(j);
     }
     cb_json_array_end(j);
@@ -337,8 +350,19 @@ int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err) 
             return cb_error_set(err, rc, "summary.json: pipeline %s: %s",
                                 spec->pipelines[p].name ? spec->pipelines[p].name : "?",
                                 cb_strerror(rc));
-        json_pipeline(&j, &spec->pipelines[p], &st, in->prepare_ns ? in->prepare_ns + flat : NULL);
+        cb_stage_metrics sm;
+        rc = cb_stage_metrics_compute(in, p, window_len(&st), &sm);
+        if (rc != CB_OK) {
+            cb_stage_metrics_fini(&sm);
+            cb_pipeline_stats_fini(&st);
+            return cb_error_set(err, rc, "summary.json: pipeline %s: stage metrics: %s",
+                                spec->pipelines[p].name ? spec->pipelines[p].name : "?",
+                                cb_strerror(rc));
+        }
+        json_pipeline(&j, &spec->pipelines[p], &st, &sm, in->pipelines[p].splits,
+                      in->prepare_ns ? in->prepare_ns + flat : NULL);
         flat += spec->pipelines[p].n_stages;
+        cb_stage_metrics_fini(&sm);
         cb_pipeline_stats_fini(&st);
     }
     cb_json_array_end(&j);
@@ -376,8 +400,13 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
                     ps->name ? ps->name : "?", kind ? kind : "?");
             continue;
         }
-        fprintf(out, "\npipeline %s (%s): %zu queries, %.1f q/s\n", ps->name ? ps->name : "?",
+        cb_stage_metrics sm;
+        int smrc = cb_stage_metrics_compute(in, p, window_len(&st), &sm);
+        fprintf(out, "\npipeline %s (%s): %zu queries, %.1f q/s", ps->name ? ps->name : "?",
                 kind ? kind : "?", st.measured, st.throughput_qps);
+        if (smrc == CB_OK && sm.images_stage >= 0 && isfinite(sm.images_per_s))
+            fprintf(out, ", %.1f images/s", sm.images_per_s);
+        fputc('\n', out);
         fprintf(out, "  warm-up %zu, dropped %zu, failed %zu, cancelled %zu\n", st.warmup,
                 st.dropped, st.errors, st.cancelled);
         bool hl = st.latency_ns.n > 0;
@@ -410,6 +439,13 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
                     fmt_us(c, sizeof c, h, t->queue_ns.p50),
                     fmt_us(d, sizeof d, h, t->transition_ns_p50));
         }
+        if (smrc == CB_OK) {
+            for (size_t s = 0; s < ps->n_stages; s++)
+                cb_stage_metrics_print(out, &sm, s, ps->stages[s].name);
+        } else {
+            fprintf(out, "  stage metrics unavailable (out of memory)\n");
+        }
+        cb_stage_metrics_fini(&sm);
         cb_pipeline_stats_fini(&st);
     }
     for (size_t i = 0; in->errors && i < in->n_errors; i++)

@@ -11,6 +11,8 @@
  *   median of start - prev_end (end of the upstream run that fed it) over its runs.
  * - open loop: target_qps (config), achieved_qps (measured submissions over their span) and the
  *   dispatch delay submit - scheduled (p50, p99, max).
+ * - per stage "metrics" and the pipeline's images_per_s: aggregates of the stage metric reports
+ *   over the throughput window (analysis/stage_metrics.h).
  * Pure functions over borrowed inputs; thread-safe.
  */
 #ifndef CB_ANALYSIS_SUMMARY_H
@@ -28,6 +30,8 @@
 typedef struct cb_pipeline_record {
     const cb_query_event *queries; size_t n_queries;      /* every ended query, any order */
     const cb_stage_event *stage_events; size_t n_stage_events; /* every recorded stage run */
+    const cb_metric_event *metrics; size_t n_metrics;     /* every stage metric report, any order */
+    const cb_splits *splits;       /* the dataset's splits (names for by_split); NULL: none */
 } cb_pipeline_record;
 
 typedef struct cb_summary_input {

@@ -98,6 +98,25 @@ static int read_raw(const char *path, void **out, size_t *n) {
     return CB_OK;
 }
 
+/* Reads a child's splits.bin (one cb_splits, host byte order): 1 read, 0 none (no dataset stage,
+ * or the child stopped before writing it), negative on an unreadable or malformed file. */
+static int read_splits(const char *path, cb_splits *out) {
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : CB_EIO;
+    ssize_t k;
+    do k = read(fd, out, sizeof *out);
+    while (k < 0 && errno == EINTR);
+    close(fd);
+    if (k == 0) return 0;
+    if (k != (ssize_t)sizeof *out || out->n < 0 || out->n > CB_MAX_SPLITS) {
+        memset(out, 0, sizeof *out);
+        return CB_EIO;
+    }
+    for (int i = 0; i < out->n; i++) out->split[i].name[CB_SPLIT_NAME_MAX - 1] = '\0';
+    return 1;
+}
+
 /* Appends src (minus its header line) to dst; writes the header first when dst is new. */
 static int append_csv(FILE *dst, const char *src, bool with_header) {
     FILE *f = fopen(src, "r");
@@ -514,12 +533,17 @@ static int run_children(const cb_launch_opts *o, cb_launch_result *res, cb_error
     }
     /* Gather: raw records, child results, merged CSV. */
     char path[4200];
-    FILE *ev = NULL, *qu = NULL;
+    FILE *ev = NULL, *qu = NULL, *me = NULL;
     snprintf(path, sizeof path, "%s/events.csv", o->out_dir);
     ev = fopen(path, "w");
     snprintf(path, sizeof path, "%s/queries.csv", o->out_dir);
     qu = fopen(path, "w");
-    if (!ev || !qu) add_error(res, "%s: cannot write merged events.csv/queries.csv: %s", o->out_dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/stage_metrics.csv", o->out_dir);
+    me = fopen(path, "w");
+    if (!ev || !qu || !me)
+        add_error(res, "%s: cannot write merged events.csv/queries.csv/stage_metrics.csv: %s",
+                  o->out_dir, strerror(errno));
+    if (me) fputs(CB_STAGE_METRICS_CSV_HEADER, me);
     for (size_t i = 0; i < n; i++) {
         const char *name = v->pipelines[i].name;
         describe_status(ch[i].wstatus, res->status[i], sizeof res->status[0]);
@@ -527,21 +551,31 @@ static int run_children(const cb_launch_opts *o, cb_launch_result *res, cb_error
         if (!WIFEXITED(ch[i].wstatus) || WEXITSTATUS(ch[i].wstatus) != 0)
             add_error(res, "pipeline '%s': its process (pid %d) %s", name, (int)ch[i].pid, res->status[i]);
         read_child_result(res, &ch[i], name);
-        void *q = NULL, *e = NULL;
-        size_t nq = 0, ne = 0;
+        void *q = NULL, *e = NULL, *m = NULL;
+        size_t nq = 0, ne = 0, nm = 0;
         snprintf(path, sizeof path, "%s/queries.bin", ch[i].dir);
         int r1 = read_raw(path, &q, &nq);
         snprintf(path, sizeof path, "%s/events.bin", ch[i].dir);
         int r2 = read_raw(path, &e, &ne);
-        if (r1 || r2) add_error(res, "pipeline '%s': cannot read its records in %s", name, ch[i].dir);
+        snprintf(path, sizeof path, "%s/metrics.bin", ch[i].dir);
+        int r3 = read_raw(path, &m, &nm);
+        snprintf(path, sizeof path, "%s/splits.bin", ch[i].dir);
+        int r4 = read_splits(path, &res->child_splits[i]);
+        if (r1 || r2 || r3 || r4 < 0)
+            add_error(res, "pipeline '%s': cannot read its records in %s", name, ch[i].dir);
         res->child_queries[i] = q;
         res->child_events[i] = e;
+        res->child_metrics[i] = m;
         for (size_t k = 0; k < nq; k++) res->child_queries[i][k].pipeline = (uint16_t)i;
         for (size_t k = 0; k < ne; k++) res->child_events[i][k].pipeline = (uint16_t)i;
+        for (size_t k = 0; k < nm; k++) res->child_metrics[i][k].pipeline = (uint16_t)i;
         res->records[i].queries = res->child_queries[i];
         res->records[i].n_queries = nq;
         res->records[i].stage_events = res->child_events[i];
         res->records[i].n_stage_events = ne;
+        res->records[i].metrics = res->child_metrics[i];
+        res->records[i].n_metrics = nm;
+        res->records[i].splits = r4 == 1 ? &res->child_splits[i] : NULL;
         if (ev && qu) {
             char src[4200];
             snprintf(src, sizeof src, "%s/events.csv", ch[i].dir);
@@ -549,9 +583,15 @@ static int run_children(const cb_launch_opts *o, cb_launch_result *res, cb_error
             snprintf(src, sizeof src, "%s/queries.csv", ch[i].dir);
             append_csv(qu, src, i == 0);
         }
+        if (me) {
+            char src[4200];
+            snprintf(src, sizeof src, "%s/stage_metrics.csv", ch[i].dir);
+            append_csv(me, src, false);
+        }
     }
     if (ev && fclose(ev) != 0) add_error(res, "%s/events.csv: write failed", o->out_dir);
     if (qu && fclose(qu) != 0) add_error(res, "%s/queries.csv: write failed", o->out_dir);
+    if (me && fclose(me) != 0) add_error(res, "%s/stage_metrics.csv: write failed", o->out_dir);
 out:
     for (size_t i = 0; i < n; i++) {
         if (ch[i].fd >= 0) close(ch[i].fd);
@@ -581,11 +621,14 @@ int cb_launch(const cb_launch_opts *o, cb_launch_result *res, cb_error *err) {
     res->records = cb_calloc(n, sizeof *res->records);
     res->child_queries = cb_calloc(n, sizeof *res->child_queries);
     res->child_events = cb_calloc(n, sizeof *res->child_events);
+    res->child_metrics = cb_calloc(n, sizeof *res->child_metrics);
+    res->child_splits = cb_calloc(n, sizeof *res->child_splits);
     res->prepare_ns = cb_calloc(stages ? stages : 1, sizeof *res->prepare_ns);
     res->pids = cb_calloc(n, sizeof *res->pids);
     res->status = cb_calloc(n, sizeof *res->status);
     res->status_ptrs = cb_calloc(n, sizeof *res->status_ptrs);
-    if (!res->records || !res->child_queries || !res->child_events || !res->prepare_ns ||
+    if (!res->records || !res->child_queries || !res->child_events || !res->child_metrics ||
+        !res->child_splits || !res->prepare_ns ||
         !res->pids || !res->status || !res->status_ptrs)
         return cb_error_set(err, CB_ENOMEM, "out of memory");
     if (o->monitor && spec->monitors.enabled) {
@@ -635,9 +678,12 @@ void cb_launch_result_fini(cb_launch_result *res) {
     for (size_t i = 0; res->child_queries && i < res->view.n_pipelines; i++) {
         cb_free(res->child_queries[i]);
         cb_free(res->child_events[i]);
+        cb_free(res->child_metrics[i]);
     }
     cb_free(res->child_queries);
     cb_free(res->child_events);
+    cb_free(res->child_metrics);
+    cb_free(res->child_splits);
     cb_free(res->records);
     cb_free(res->prepare_ns);
     cb_free(res->pids);

@@ -12,11 +12,12 @@
  *               PR_SET_PDEATHSIG so it stops if the parent dies. Children prepare (serially or in
  *               parallel), then wait at the start barrier (barrier.h); the parent releases them
  *               together with one common t0. Each child streams its records as CSV and as raw
- *               64-byte records (events.bin, queries.bin); the parent reads the raw records back
- *               (whole records up to the last flush, so a crashed child keeps what it recorded),
- *               and writes the phase's events.csv/queries.csv as the children's rows in pipeline
- *               order. A child that crashes is reported with its exit status or signal; the
- *               others finish and keep their results.
+ *               64-byte records (events.bin, queries.bin, metrics.bin; splits.bin holds its
+ *               dataset's splits); the parent reads the raw records back (whole records up to
+ *               the last flush, so a crashed child keeps what it recorded), and writes the
+ *               phase's events.csv/queries.csv/stage_metrics.csv as the children's rows in
+ *               pipeline order. A child that crashes is reported with its exit status or
+ *               signal; the others finish and keep their results.
  * Monitors (when enabled) run in this process for the whole phase, watching this process
  * (threads) or every child, and stream DIR/metrics.csv.
  *
@@ -67,6 +68,8 @@ typedef struct cb_launch_result {
     cb_pipeline_record *records;    /* per phase pipeline */
     cb_query_event **child_queries; /* children: owned record arrays per pipeline */
     cb_stage_event **child_events;
+    cb_metric_event **child_metrics;
+    cb_splits *child_splits;        /* children: each one's dataset splits (zeroed when none) */
     int64_t t0_ns, end_ns, wall_start_ns;
     bool interrupted, timed_out;
     size_t n_errors;

@@ -157,6 +157,12 @@ static int convert(ctx *c, const cb_param_def *d, const cb_node *n, const char *
         v->f = (double)v->i;
         return 0;
     case CB_PARAM_STRING:
+        /* `key: null` means "none" for a string with no default (e.g. weights: null). */
+        if (n && n->kind == CB_NODE_SCALAR && cb_node_is_null(n) && !d->default_value) {
+            v->has_value = 0;
+            v->s = NULL;
+            return 0;
+        }
         if (!n || n->kind != CB_NODE_SCALAR || cb_node_is_null(n))
             return value_error(c, d, n, key, 0, NULL);
         if (!(v->s = cb_arena_strdup(c->arena, n->scalar))) goto nomem;

@@ -4,10 +4,11 @@
  * Plugins are dlopen'ed with RTLD_NOW|RTLD_LOCAL and reached only through the data symbol
  * cb_plugin_entry. Everything is checked before any plugin function could run (ggml checks too
  * late; we do not): the entry's abi_major and struct_size, then every ops table (abi_major,
- * struct_size >= what we know, name `family.name`, create/run present, the parameter table via
- * cb_params_resolve on an empty config, names unique within the plugin and against the
- * registry). A plugin is added all or nothing; a rejected one is dlclosed at once. (dlopen runs
- * the object's ELF constructors; nothing in the ABI can prevent that.)
+ * struct_size at least ABI 1's first layout, with appended fields read only when struct_size
+ * covers them; name `family.name`, create/run present, the parameter table via
+ * cb_params_resolve on an empty config, the metric table, names unique within the plugin and
+ * against the registry). A plugin is added all or nothing; a rejected one is dlclosed at once.
+ * (dlopen runs the object's ELF constructors; nothing in the ABI can prevent that.)
  * Thread-safety: not thread-safe while being filled; read-only afterwards and then shareable.
  * Ownership: the registry owns its entry array, an arena with origin strings and paths, and the
  * dlopen handles it closes in cb_registry_destroy; ops tables are borrowed from the built-in
@@ -91,15 +92,62 @@ static int valid_name(const char *name) {
     return dots >= 1 && prev != '.';
 }
 
+const char *cb_metric_kind_name(cb_metric_kind kind) {
+    switch (kind) {
+    case CB_METRIC_COUNT: return "count";
+    case CB_METRIC_GAUGE: return "gauge";
+    }
+    return "?";
+}
+
+/* [a-z0-9_]{1,64} */
+static int valid_metric_name(const char *name) {
+    if (!name || !name[0] || strlen(name) > 64) return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) return 0;
+    return 1;
+}
+
+/* The metric table (read only when struct_size covers it): at most CB_STAGE_MAX_METRICS, names
+ * [a-z0-9_]+ and unique, kinds known. */
+static int check_metrics(const cb_stage_ops *ops, const char *origin, cb_error *err) {
+    if (ops->struct_size < offsetof(cb_stage_ops, n_metrics) + sizeof ops->n_metrics) return 0;
+    size_t n = ops->n_metrics;
+    if (n == 0) return 0;
+    if (n > CB_STAGE_MAX_METRICS)
+        return cb_error_set(err, CB_EINVAL, "%s: stage %s declares %zu metrics, at most %d", origin,
+                            ops->name, n, CB_STAGE_MAX_METRICS);
+    if (!ops->metrics)
+        return cb_error_set(err, CB_EINVAL, "%s: stage %s: n_metrics is %zu but metrics is NULL",
+                            origin, ops->name, n);
+    for (size_t i = 0; i < n; i++) {
+        const cb_metric_def *m = &ops->metrics[i];
+        if (!valid_metric_name(m->name))
+            return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric %zu: name '%s' is not "
+                                "[a-z0-9_] (1 to 64 characters, e.g. loss)", origin, ops->name, i,
+                                m->name ? m->name : "(null)");
+        if (m->kind != CB_METRIC_COUNT && m->kind != CB_METRIC_GAUGE)
+            return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric '%s': kind %d is neither "
+                                "CB_METRIC_COUNT nor CB_METRIC_GAUGE", origin, ops->name, m->name,
+                                (int)m->kind);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(ops->metrics[j].name, m->name) == 0)
+                return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric '%s' declared twice",
+                                    origin, ops->name, m->name);
+    }
+    return 0;
+}
+
 /* Checks one ops table without calling into it. */
 static int check_ops(const cb_stage_ops *ops, const char *origin, cb_error *err) {
     if (!ops) return cb_error_set(err, CB_EABI, "%s: NULL stage ops table", origin);
     if (ops->abi_major != CB_STAGE_ABI_MAJOR)
         return cb_error_set(err, CB_EABI, "%s: stage ABI %u, this colobench speaks ABI %u",
                             origin, (unsigned)ops->abi_major, (unsigned)CB_STAGE_ABI_MAJOR);
-    if (ops->struct_size < sizeof(cb_stage_ops))
-        return cb_error_set(err, CB_EABI, "%s: stage ops struct_size %u < %zu (built for an older ABI)",
-                            origin, (unsigned)ops->struct_size, sizeof(cb_stage_ops));
+    if (ops->struct_size < CB_STAGE_OPS_MIN_SIZE)
+        return cb_error_set(err, CB_EABI,
+                            "%s: stage ops struct_size %u < %zu (not a stage ABI 1 table)", origin,
+                            (unsigned)ops->struct_size, (size_t)CB_STAGE_OPS_MIN_SIZE);
     if (!valid_name(ops->name))
         return cb_error_set(err, CB_EINVAL, "%s: stage name '%s' is not of the form family.name "
                             "([a-z0-9_], e.g. util.sleep)", origin, ops->name ? ops->name : "(null)");
@@ -109,6 +157,8 @@ static int check_ops(const cb_stage_ops *ops, const char *origin, cb_error *err)
     if (ops->state_size > ((size_t)1 << 30))
         return cb_error_set(err, CB_EINVAL, "%s: stage %s: state_size %zu is implausible", origin,
                             ops->name, ops->state_size);
+    int mrc = check_metrics(ops, origin, err);
+    if (mrc) return mrc;
     cb_arena *tmp = cb_arena_create();
     if (!tmp) return oom(err);
     cb_param_value *vals = NULL;
@@ -402,6 +452,27 @@ static void param_range(const cb_param_def *d, char *buf, size_t size) {
     }
 }
 
+static void print_metrics(const cb_stage_ops *ops, FILE *out) {
+    size_t n;
+    const cb_metric_def *m = cb_registry_ops_metrics(ops, &n);
+    if (n == 0) {
+        fprintf(out, "metrics: none\n");
+        return;
+    }
+    int wn = 4, wu = 4;
+    for (size_t i = 0; i < n; i++) {
+        int l = (int)strlen(m[i].name);
+        if (l > wn) wn = l;
+        l = (int)strlen(m[i].unit ? m[i].unit : "");
+        if (l > wu) wu = l;
+    }
+    fprintf(out, "metrics (reported per query):\n");
+    fprintf(out, "  %-*s  %-5s  %-*s  %s\n", wn, "name", "kind", wu, "unit", "description");
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "  %-*s  %-5s  %-*s  %s\n", wn, m[i].name, cb_metric_kind_name(m[i].kind), wu,
+                m[i].unit ? m[i].unit : "", m[i].doc ? m[i].doc : "");
+}
+
 static void print_params(const cb_stage_ops *ops, FILE *out) {
     int wk = 3, wt = 4, wd = 7, wr = 6;
     char range[160];
@@ -446,6 +517,7 @@ int cb_registry_print(const cb_registry *reg, const char *name, FILE *out, cb_er
             fprintf(out, "parameters:\n");
             print_params(e->ops, out);
         }
+        print_metrics(e->ops, out);
         return ferror(out) ? cb_error_set(err, CB_EIO, "write error") : 0;
     }
     int w = 4;
@@ -464,6 +536,15 @@ int cb_registry_print(const cb_registry *reg, const char *name, FILE *out, cb_er
                 fprintf(out, " %s%s", e->ops->params[j].key, j + 1 < e->ops->n_params ? "," : "");
             fputc('\n', out);
         }
+        size_t nm;
+        const cb_metric_def *m = cb_registry_ops_metrics(e->ops, &nm);
+        if (nm) {
+            fprintf(out, "%-*s  metrics:", w, "");
+            for (size_t j = 0; j < nm; j++)
+                fprintf(out, " %s (%s)%s", m[j].name, cb_metric_kind_name(m[j].kind),
+                        j + 1 < nm ? "," : "");
+            fputc('\n', out);
+        }
     }
     return ferror(out) ? cb_error_set(err, CB_EIO, "write error") : 0;
 }
@@ -473,6 +554,23 @@ static void md_cell(const char *s, FILE *out) {
         if (*s == '|') fputs("\\|", out);
         else if (*s == '\n') fputc(' ', out);
         else fputc(*s, out);
+    }
+}
+
+/* The stage's metric table, when it declares any. */
+static void md_metrics(const cb_stage_ops *ops, FILE *out) {
+    size_t n;
+    const cb_metric_def *m = cb_registry_ops_metrics(ops, &n);
+    if (n == 0) return;
+    fputs("\nMetrics, reported per query (`stage_metrics.csv`, `summary.json`; see "
+          "[outputs](outputs.md#stage_metricscsv)):\n\n"
+          "| metric | kind | unit | description |\n|---|---|---|---|\n", out);
+    for (size_t i = 0; i < n; i++) {
+        fprintf(out, "| `%s` | %s | ", m[i].name, cb_metric_kind_name(m[i].kind));
+        md_cell(m[i].unit, out);
+        fputs(" | ", out);
+        md_cell(m[i].doc, out);
+        fputs(" |\n", out);
     }
 }
 
@@ -499,6 +597,7 @@ int cb_registry_write_markdown(const cb_registry *reg, FILE *out) {
                 e->ops->splits ? " Dataset stage (reports splits)." : "");
         if (e->ops->n_params == 0) {
             fputs("No parameters.\n", out);
+            md_metrics(e->ops, out);
             continue;
         }
         fputs("| key | type | default | range | description |\n|---|---|---|---|---|\n", out);
@@ -519,6 +618,7 @@ int cb_registry_write_markdown(const cb_registry *reg, FILE *out) {
             md_cell(d->doc, out);
             fputs(" |\n", out);
         }
+        md_metrics(e->ops, out);
     }
     return ferror(out) ? CB_EIO : 0;
 }

@@ -3,17 +3,35 @@
  * Built-ins come from src/stages/builtin.def. Plugins are shared objects exporting
  * `cb_plugin_entry` (see colobench/stage.h); they are opened with RTLD_NOW|RTLD_LOCAL, and the
  * entry and every ops table are checked (abi_major, struct_size, required functions, unique
- * names, parameter tables) before anything of the plugin is called. A registry is not
- * thread-safe while it is being filled; afterwards it is read-only and may be shared.
+ * names, parameter tables, metric tables) before anything of the plugin is called. A registry
+ * is not thread-safe while it is being filled; afterwards it is read-only and may be shared.
  */
 #ifndef CB_CORE_REGISTRY_H
 #define CB_CORE_REGISTRY_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 #include "colobench/stage.h"
 
 typedef struct cb_registry cb_registry;
+
+/* The smallest ops table the registry accepts: ABI 1 before metrics were appended. */
+#define CB_STAGE_OPS_MIN_SIZE offsetof(cb_stage_ops, metrics)
+
+/* The metrics an ops table declares (*n of them): ops->metrics when its struct_size covers the
+ * field, else none (a table built before the field was appended). NULL ops declares none. The
+ * one place that reads the field, so every reader honours struct_size. */
+static inline const cb_metric_def *cb_registry_ops_metrics(const cb_stage_ops *ops, size_t *n) {
+    *n = 0;
+    if (!ops || ops->struct_size < offsetof(cb_stage_ops, n_metrics) + sizeof ops->n_metrics ||
+        !ops->metrics)
+        return NULL;
+    *n = ops->n_metrics;
+    return ops->metrics;
+}
+
+const char *cb_metric_kind_name(cb_metric_kind kind); /* "count", "gauge", "?" */
 
 /* A registry holding the built-in stages. */
 int cb_registry_create(cb_registry **out, cb_error *err);

@@ -23,6 +23,9 @@
  *   Before blocking, the thread publishes its private task so no claimed slot waits on it.
  * - Failure: the first failing run records a message naming pipeline, stage and query and sets
  *   the pipeline's abort flag; every task picked afterwards is cancelled, which drains queues.
+ * - Stage metrics: host->report, called from run(), bounds-checks the index against the stage's
+ *   declared metrics and writes one cb_metric_event (the running query, stage worker, now) into
+ *   the running thread's ring, exactly as a stage event is written.
  *
  * Locks and order: stage.mu (queue, slots, merge table) may be held while taking pipe.mu (ready
  * ring, idle count); never the reverse. Atomics: tokens and in_flight use acq_rel so the thread
@@ -102,6 +105,7 @@ struct cb_stage_rt {
     const cb_stage_spec *spec;
     cb_pipe *pipe;
     int idx;
+    int n_metrics;               /* metrics the stage's ops declare (host->report bound) */
     void **states;               /* one per worker */
     int *created;                /* create() succeeded for worker i */
     cb_stage_args *args;         /* one per worker */
@@ -128,6 +132,8 @@ typedef struct cb_worker {
 struct cb_run_ctx {
     cb_worker *w;
     cb_stage_rt *st;
+    const cb_qshared *sh;        /* the query being run (id, split, epoch, batch) */
+    int slot;                    /* the stage worker running it */
     int explicit_emit;
     int emit_error;
 };
@@ -544,6 +550,28 @@ static int cb__host_emit(cb_run_ctx *ctx, int output, const cb_query *q) {
 
 static int cb__host_n_outputs(const cb_run_ctx *ctx) { return (int)ctx->st->spec->n_outputs; }
 
+/* host->report: one 64-byte record into this thread's ring, like a stage event: no lock, no
+ * allocation while the writer keeps a spare chunk, no formatting. */
+static int cb__host_report(cb_run_ctx *ctx, int metric, double value) {
+    const cb_stage_rt *st = ctx->st;
+    if (metric < 0 || metric >= st->n_metrics) return CB_EINVAL;
+    const cb_qshared *sh = ctx->sh;
+    cb_metric_event m = {
+        .t_ns = cb_clock_now_ns(),
+        .query_id = sh->id,
+        .batch = sh->batch,
+        .value = value,
+        .pipeline = ctx->w->pipe->index,
+        .stage = (uint16_t)st->idx,
+        .split = (int16_t)sh->split,
+        .metric = (int16_t)metric,
+        .epoch = sh->epoch,
+        .worker = (int16_t)ctx->slot,
+    };
+    cb_ring_metric(ctx->w->ring, &m);
+    return CB_OK;
+}
+
 static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error *e, int rc) {
     cb_pipe *p = w->pipe;
     atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
@@ -580,7 +608,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         atomic_compare_exchange_strong_explicit(&sh->start_ns, &zero, start_ns,
                                                 memory_order_relaxed, memory_order_relaxed);
     }
-    cb_run_ctx ctx = {w, st, 0, 0};
+    cb_run_ctx ctx = {w, st, sh, t.slot, 0, 0};
     w->n_emits = 0;
     cb_error e;
     e.code = 0;
@@ -947,6 +975,9 @@ static int cb__stage_setup(cb_runtime *rt, cb_pipe *p, size_t s, cb_error *err) 
     st->spec = ss;
     st->pipe = p;
     st->idx = (int)s;
+    size_t n_metrics;
+    cb_registry_ops_metrics(ss->ops, &n_metrics);
+    st->n_metrics = (int)n_metrics; /* <= CB_STAGE_MAX_METRICS: checked by the registry */
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->space_cv, NULL);
     int n = ss->workers;
@@ -1129,6 +1160,7 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
     cb_host_init_base(&rt.host);
     rt.host.emit = cb__host_emit;
     rt.host.n_outputs = cb__host_n_outputs;
+    rt.host.report = cb__host_report;
     rt.n_pipes = spec->n_pipelines;
     int rc = CB_OK;
     sigset_t sigs, oldsigs;

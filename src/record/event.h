@@ -47,6 +47,23 @@ typedef struct cb_query_event {
     uint32_t warmup;      /* 1 for warm-up queries: recorded, left out of statistics */
 } cb_query_event;
 
+/* One report of a stage metric (host->report from run()). 64 bytes. metric indexes the stage's
+ * ops->metrics; the reserved fields are zero (the record is streamed raw to metrics.bin). */
+typedef struct cb_metric_event {
+    int64_t t_ns;         /* when it was reported */
+    uint64_t query_id;    /* the query being run */
+    int64_t batch;
+    double value;
+    uint16_t pipeline;
+    uint16_t stage;       /* index into the pipeline's stages */
+    int16_t split;
+    int16_t metric;       /* index into the stage's ops->metrics */
+    int32_t epoch;
+    int16_t worker;       /* the stage's worker (instance) that reported it */
+    uint16_t reserved0;
+    uint32_t reserved[4];
+} cb_metric_event;
+
 /* Warm-up records (the first loadgen.warmup_queries query ids of a pipeline, or a query whose
  * own flag says so) are recorded but enter no statistic. The one definition, for every reader. */
 static inline int cb_query_is_warmup(const cb_query_event *q, int64_t warmup_queries) {
@@ -57,7 +74,12 @@ static inline int cb_stage_event_is_warmup(const cb_stage_event *e, int64_t warm
     return warmup_queries > 0 && e->query_id < (uint64_t)warmup_queries;
 }
 
+static inline int cb_metric_event_is_warmup(const cb_metric_event *e, int64_t warmup_queries) {
+    return warmup_queries > 0 && e->query_id < (uint64_t)warmup_queries;
+}
+
 _Static_assert(sizeof(cb_stage_event) == 64, "cb_stage_event is one cache line");
 _Static_assert(sizeof(cb_query_event) == 64, "cb_query_event is one cache line");
+_Static_assert(sizeof(cb_metric_event) == 64, "cb_metric_event is one cache line");
 
 #endif

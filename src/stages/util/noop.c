@@ -27,6 +27,8 @@
  *      a message to fail the pipeline. If you replace q->payload, unref the old one first: the
  *      query owns exactly one reference. If you write into a payload you did not create, call
  *      host->buffer_make_writable(&q->payload) first (it copies only when it is shared).
+ *      To report a figure per query (loss, images), declare it in a cb_metric_def table
+ *      (ops->metrics) and call host->report(ctx, index, value) here (util.source does).
  *   6. finish(state), optional: after the instance's last query (flush, log a summary).
  *   7. destroy(state), optional: release what create/prepare acquired; must be safe on a state
  *      whose create failed half-way (it is zeroed before create).

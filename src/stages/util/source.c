@@ -12,11 +12,16 @@
  * loader's memory traffic. A stage downstream that writes into a shared payload must call
  * host->buffer_make_writable first (the buffer rule), which copies then.
  *
+ * Metric: `bytes` (COUNT), the payload bytes attached to each query, reported once per query
+ * when bytes > 0 (so the summary gives the loader's bytes per second); nothing is reported
+ * without a payload, so the default pipeline records no metric at all.
+ *
  * Thread-safety: one instance per worker; the template is private to the instance until shared
  * by reference, and buffer refcounts are atomic. Ownership: the instance owns one reference to
  * the template (released in destroy); each query owns one reference to its payload; run()
  * releases any payload the query already had before attaching the new one.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,8 +44,15 @@ static const cb_param_def cb_source_params[P_COUNT] = {
     [P_EPOCHS] = {"epochs", CB_PARAM_INT, "1", 1, 2147483647.0, NULL, "number of epochs"},
 };
 
+enum { M_BYTES, M_COUNT };
+
+static const cb_metric_def cb_source_metrics[M_COUNT] = {
+    [M_BYTES] = {"bytes", CB_METRIC_COUNT, "bytes", "payload bytes attached to the query"},
+};
+
 typedef struct cb_source_state {
     const cb_host *host;
+    int can_report;   /* the host table has report() (struct_size covers it) */
     const cb_param_value *splits;
     int32_t epochs;
     int share;
@@ -51,6 +63,8 @@ static int cb_source_create(void *state, const cb_stage_args *args, cb_error *er
     cb_source_state *s = state;
     const cb_param_value *v = args->values;
     s->host = args->host;
+    s->can_report = s->host->struct_size >= offsetof(cb_host, report) + sizeof s->host->report &&
+                    s->host->report != NULL;
     s->splits = &v[P_SPLITS];
     s->epochs = (int32_t)v[P_EPOCHS].i;
     s->share = (int)v[P_SHARE].i;
@@ -105,6 +119,7 @@ static int cb_source_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *er
     }
     s->host->buffer_unref(q->payload);
     q->payload = b;
+    if (s->can_report) s->host->report(ctx, M_BYTES, (double)b->size_bytes);
     return CB_OK;
 }
 
@@ -137,4 +152,6 @@ const cb_stage_ops cb_stage_util_source = {
     .run = cb_source_run,
     .destroy = cb_source_destroy,
     .splits = cb_source_splits,
+    .metrics = cb_source_metrics,
+    .n_metrics = M_COUNT,
 };

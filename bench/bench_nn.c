@@ -1,0 +1,134 @@
+/* bench/bench_nn.c - images/s of colobench's neural-network layer for one configuration.
+ *
+ * One configuration per process (so each starts with a cold allocator and a fresh oneDNN
+ * primitive cache, as the PyTorch side does): a model, training or inference, batch, threads,
+ * image size. Input and labels are generated once (no data loading: this measures the model
+ * step alone, as bench/torch_resnet.py does for PyTorch). Warm-up steps are excluded; the
+ * figure is images / median step time, and the mean is printed too. With --profile the executor
+ * times every primitive, and the framework's own overhead (time in a step outside oneDNN
+ * primitives) is printed as a share of the step. bench/nn_vs_torch.py runs this program and the
+ * PyTorch script for every configuration of the issue and prints the ratios.
+ *
+ * Usage: bench_nn [--model resnet18] [--mode train|infer] [--batch 32] [--threads 2]
+ *                 [--size 224] [--classes 1000] [--steps 10] [--warmup 3] [--fuse 0|1]
+ *                 [--profile]
+ * Output: one JSON line on stdout.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/rng.h"
+#include "nn/nn.h"
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    const char *model = "resnet18", *mode = "train";
+    int batch = 32, threads = 2, size = 224, classes = 1000, steps = 10, warmup = 3, fuse = 1;
+    int profile = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--profile") == 0) { profile = 1; continue; }
+        if (!v) { fprintf(stderr, "bench_nn: %s needs a value\n", a); return 2; }
+        if (strcmp(a, "--model") == 0) model = v;
+        else if (strcmp(a, "--mode") == 0) mode = v;
+        else if (strcmp(a, "--batch") == 0) batch = atoi(v);
+        else if (strcmp(a, "--threads") == 0) threads = atoi(v);
+        else if (strcmp(a, "--size") == 0) size = atoi(v);
+        else if (strcmp(a, "--classes") == 0) classes = atoi(v);
+        else if (strcmp(a, "--steps") == 0) steps = atoi(v);
+        else if (strcmp(a, "--warmup") == 0) warmup = atoi(v);
+        else if (strcmp(a, "--fuse") == 0) fuse = atoi(v);
+        else { fprintf(stderr, "bench_nn: unknown option %s\n", a); return 2; }
+        i++;
+    }
+    int train = strcmp(mode, "train") == 0;
+    if (!train && strcmp(mode, "infer") != 0) { fprintf(stderr, "bench_nn: mode train|infer\n"); return 2; }
+    if (batch < 1 || steps < 1 || warmup < 0 || size < 1) { fprintf(stderr, "bench_nn: bad numbers\n"); return 2; }
+
+    cb_error err;
+    cb_error_clear(&err);
+    cb_nn_model *m = NULL;
+    if (cb_nn_model_build(model, classes, 3, size, size, &m, &err)) {
+        fprintf(stderr, "bench_nn: %s\n", err.msg);
+        return 1;
+    }
+    cb_nn_model_init(m, 1);
+    cb_nn_exec_opts o = {0};
+    o.batch = batch;
+    o.train = train;
+    o.threads = threads;
+    o.device = "cpu";
+    o.fuse = fuse;
+    o.profile = profile;
+    o.optim.kind = CB_NN_SGD;
+    o.optim.lr = 0.01;
+    o.optim.momentum = 0.9;
+    o.optim.weight_decay = 1e-4;
+    cb_nn_exec *e = NULL;
+    int64_t t_create = cb_clock_now_ns();
+    if (cb_nn_exec_new(m, &o, &e, &err)) {
+        fprintf(stderr, "bench_nn: %s\n", err.msg);
+        cb_nn_model_free(m);
+        return 1;
+    }
+    t_create = cb_clock_now_ns() - t_create;
+    size_t n_in = (size_t)batch * 3 * (size_t)size * (size_t)size;
+    float *x = cb_malloc(n_in * sizeof *x);
+    int32_t *labels = cb_malloc((size_t)batch * sizeof *labels);
+    float *logits = cb_malloc((size_t)batch * (size_t)classes * sizeof *logits);
+    int64_t *step_ns = cb_calloc((size_t)steps, sizeof *step_ns);
+    if (!x || !labels || !logits || !step_ns) { fprintf(stderr, "bench_nn: out of memory\n"); return 1; }
+    cb_rng rng;
+    cb_rng_seed(&rng, 7);
+    for (size_t i = 0; i < n_in; i++) x[i] = (float)(cb_rng_u64(&rng) >> 40) / (float)(1 << 24) - 0.5f;
+    for (int i = 0; i < batch; i++) labels[i] = (int32_t)(cb_rng_u64(&rng) % (uint64_t)classes);
+
+    double loss = 0;
+    cb_nn_exec_stats s0 = {0}, s1;
+    for (int i = 0; i < warmup + steps; i++) {
+        if (i == warmup) cb_nn_exec_get_stats(e, &s0);
+        int64_t t0 = cb_clock_now_ns();
+        int rc;
+        if (train) {
+            cb_nn_result r;
+            rc = cb_nn_exec_train_step(e, x, labels, batch, &r, &err);
+            loss = r.loss;
+        } else {
+            rc = cb_nn_exec_forward(e, x, batch, logits, &err);
+        }
+        if (rc) { fprintf(stderr, "bench_nn: step %d: %s\n", i, err.msg); return 1; }
+        if (i >= warmup) step_ns[i - warmup] = cb_clock_now_ns() - t0;
+    }
+    cb_nn_exec_get_stats(e, &s1);
+    qsort(step_ns, (size_t)steps, sizeof *step_ns, cmp_i64);
+    double med = (double)step_ns[steps / 2];
+    if (steps % 2 == 0) med = 0.5 * ((double)step_ns[steps / 2 - 1] + (double)step_ns[steps / 2]);
+    double sum = 0;
+    for (int i = 0; i < steps; i++) sum += (double)step_ns[i];
+    double total = (double)(s1.total_ns - s0.total_ns), prim = (double)(s1.primitive_ns - s0.primitive_ns);
+    printf("{\"impl\": \"colobench\", \"model\": \"%s\", \"mode\": \"%s\", \"batch\": %d, "
+           "\"threads\": %d, \"size\": %d, \"images_per_s\": %.3f, \"images_per_s_mean\": %.3f, "
+           "\"step_ms_median\": %.3f, \"create_ms\": %.1f, \"gflops\": %.1f",
+           model, mode, batch, threads, size, batch * 1e9 / med, batch * 1e9 * steps / sum,
+           med / 1e6, (double)t_create / 1e6,
+           cb_nn_model_forward_flops(m) * (train ? 3.0 : 1.0) * batch / med);
+    if (profile && total > 0)
+        printf(", \"overhead_pct\": %.2f, \"primitive_ms_per_step\": %.3f", 100.0 * (total - prim) / total,
+               prim / steps / 1e6);
+    if (train) printf(", \"loss\": %.4f", loss);
+    printf("}\n");
+    cb_free(x);
+    cb_free(labels);
+    cb_free(logits);
+    cb_free(step_ns);
+    cb_nn_exec_free(e);
+    cb_nn_model_free(m);
+    return 0;
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+"""bench/torch_resnet.py - PyTorch's images/s for one configuration (the baseline of
+bench/nn_vs_torch.py), tuned as a careful user would tune it:
+
+- torch.set_num_threads(N) (Debian's build defaults to one thread here), one inter-op thread;
+- channels_last model and input (oneDNN's preferred layout for convolutions on CPU);
+- training: SGD(lr 0.01, momentum 0.9, weight_decay 1e-4), zero_grad(set_to_none=True);
+- inference: model.eval() under torch.inference_mode();
+- the caller sets MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ so glibc keeps freed memory
+  between steps instead of returning and re-faulting the large buffers;
+- warm-up steps excluded; images / median step time, as bench_nn reports.
+Run one configuration per process. Prints one JSON line.
+
+Usage: /usr/bin/python3 bench/torch_resnet.py --model resnet18 --mode train --batch 32
+       --threads 2 --size 224 --steps 10 --warmup 3 [--classes 1000]
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torchvision
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--mode", default="train", choices=["train", "infer"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args()
+    for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        if var not in os.environ:
+            print("torch_resnet: %s is not set: glibc may unmap and re-fault the large buffers "
+                  "every step (bench/nn_vs_torch.py sets it)" % var, file=sys.stderr)
+    torch.set_num_threads(a.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    torch.manual_seed(1)
+    model = getattr(torchvision.models, a.model)(num_classes=a.classes)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(a.batch, 3, a.size, a.size).to(memory_format=torch.channels_last)
+    y = torch.randint(0, a.classes, (a.batch,))
+    times = []
+    loss_v = None
+    if a.mode == "train":
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        lossf = torch.nn.CrossEntropyLoss()
+        for i in range(a.warmup + a.steps):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(model(x), y)
+            loss.backward()
+            opt.step()
+            loss_v = loss.item()
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t0)
+    else:
+        model.eval()
+        with torch.inference_mode():
+            for i in range(a.warmup + a.steps):
+                t0 = time.perf_counter()
+                out = model(x)
+                out.sum().item()
+                if i >= a.warmup:
+                    times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    r = {"impl": "pytorch", "torch": torch.__version__, "model": a.model, "mode": a.mode,
+         "batch": a.batch, "threads": a.threads, "size": a.size,
+         "images_per_s": a.batch / med, "images_per_s_mean": a.batch * len(times) / sum(times),
+         "step_ms_median": med * 1e3}
+    if loss_v is not None:
+        r["loss"] = loss_v
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
