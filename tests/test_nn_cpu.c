@@ -144,7 +144,7 @@ static cb_nn_exec_opts train_opts(int batch) {
     return o;
 }
 
-__attribute__((unused)) static cb_nn_exec_opts infer_opts(int batch, int fuse) {
+static cb_nn_exec_opts infer_opts(int batch, int fuse) {
     cb_nn_exec_opts o;
     memset(&o, 0, sizeof o);
     o.batch = batch;
@@ -154,7 +154,7 @@ __attribute__((unused)) static cb_nn_exec_opts infer_opts(int batch, int fuse) {
 }
 
 /* max |a - b| / max |b|: one number for a whole tensor. */
-__attribute__((unused)) static double rel_err(const float *a, const float *b, size_t n) {
+static double rel_err(const float *a, const float *b, size_t n) {
     double e = 0, s = 1e-30;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
@@ -466,6 +466,334 @@ static void test_loss(void) {
     free(y);
 }
 
+/* ---- Optimizers ------------------------------------------------------------------------- */
+
+/* Three steps of opt on a small conv-BN-ReLU-linear model; after each, the executor's weights
+ * (synced) must equal torch.optim's update written out here from the gradients the executor
+ * reports for that step. Both sides do the same float arithmetic, so the tolerance is tight
+ * (1e-5 of the weight scale; the worst seen is printed). */
+static void check_optim(const char *what, cb_nn_optim opt) {
+    cb_nn_model *m = new_model(3, 6, 6);
+    int x = cb_nn_conv(m, 0, "conv", 16, 3, 1, 1, 1, &g_err);
+    x = cb_nn_bn(m, x, "bn", &g_err);
+    x = cb_nn_relu(m, x, &g_err);
+    x = cb_nn_avgpool(m, x, 2, 2, 0, &g_err);
+    head(m, x, 5);
+    randomize(m, 80);
+    const int n = 4, np = m->n_params;
+    float *xin = rand_input(m, n, 81);
+    int32_t *y = rand_labels(m, n, 82);
+    float **ref = calloc((size_t)np, sizeof *ref), **m1 = calloc((size_t)np, sizeof *m1);
+    float **m2 = calloc((size_t)np, sizeof *m2);
+    for (int i = 0; i < np; i++) {
+        cb_nn_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        ref[i] = malloc((size_t)p->numel * sizeof(float));
+        memcpy(ref[i], p->data, (size_t)p->numel * sizeof(float));
+        m1[i] = calloc((size_t)p->numel, sizeof(float));
+        m2[i] = calloc((size_t)p->numel, sizeof(float));
+    }
+    cb_nn_exec_opts o = train_opts(n);
+    o.optim = opt;
+    cb_nn_exec *e;
+    cb_nn_result r;
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    if (g_rc) return;
+    double worst = 0;
+    for (int t = 1; t <= 3; t++) {
+        OK(cb_nn_exec_train_step(e, xin, y, n, &r, &g_err));
+        for (int i = 0; i < np; i++) {
+            cb_nn_param *p = &m->params[i];
+            if (!p->trainable) continue;
+            float *g = malloc((size_t)p->numel * sizeof(float)), *w = ref[i];
+            OK(cb_nn_exec_grad(e, p->name, g, (size_t)p->numel, &g_err));
+            for (int64_t k = 0; k < p->numel; k++) {
+                float d = g[k] + (float)opt.weight_decay * w[k];
+                if (opt.kind == CB_NN_ADAM) { /* torch.optim.Adam, L2 weight decay */
+                    m1[i][k] = (float)opt.beta1 * m1[i][k] + (float)(1 - opt.beta1) * d;
+                    m2[i][k] = (float)opt.beta2 * m2[i][k] + (float)(1 - opt.beta2) * d * d;
+                    double bc1 = 1 - pow(opt.beta1, t), bc2 = 1 - pow(opt.beta2, t);
+                    w[k] -= (float)(opt.lr / bc1 * m1[i][k] / (sqrt(m2[i][k]) / sqrt(bc2) + opt.eps));
+                } else if (opt.momentum != 0) { /* torch.optim.SGD: buffer starts as d */
+                    m1[i][k] = t == 1 ? d : (float)opt.momentum * m1[i][k] + d;
+                    float step = opt.nesterov ? d + (float)opt.momentum * m1[i][k] : m1[i][k];
+                    w[k] -= (float)opt.lr * step;
+                } else {
+                    w[k] -= (float)opt.lr * d;
+                }
+            }
+            free(g);
+        }
+        OK(cb_nn_exec_sync(e, &g_err));
+        for (int i = 0; i < np; i++) {
+            cb_nn_param *p = &m->params[i];
+            if (!p->trainable) continue;
+            double err = rel_err(p->data, ref[i], (size_t)p->numel);
+            if (err > worst) worst = err;
+            if (err > 1e-5)
+                cb__test_fail(__FILE__, __LINE__, "%s step %d: %s differs from the reference "
+                              "update by %.3g (relative to its largest value)", what, t, p->name,
+                              err);
+        }
+    }
+    printf("# %s: 3 steps, weights within %.1e of the reference update\n", what, worst);
+    CB_CHECK(r.loss > 0 && isfinite(r.loss));
+    cb_nn_exec_free(e);
+    for (int i = 0; i < np; i++) {
+        free(ref[i]);
+        free(m1[i]);
+        free(m2[i]);
+    }
+    free(ref);
+    free(m1);
+    free(m2);
+    free(xin);
+    free(y);
+    cb_nn_model_free(m);
+}
+
+static void test_optim(void) {
+    cb_nn_optim o;
+    memset(&o, 0, sizeof o);
+    o.kind = CB_NN_SGD;
+    o.lr = 0.1;
+    check_optim("SGD", o);
+    o.momentum = 0.9;
+    o.weight_decay = 1e-2;
+    check_optim("SGD momentum 0.9, weight decay 1e-2", o);
+    o.nesterov = 1;
+    check_optim("SGD nesterov", o);
+    memset(&o, 0, sizeof o);
+    o.kind = CB_NN_ADAM;
+    o.lr = 1e-2;
+    o.beta1 = 0.9;
+    o.beta2 = 0.999;
+    o.eps = 1e-8;
+    o.weight_decay = 1e-2;
+    check_optim("Adam, weight decay 1e-2", o);
+}
+
+/* ---- Batch norm statistics ---------------------------------------------------------------- */
+
+/* A 1x1 conv (a matrix product, written out here) then BN, on 16 channels (the blocked layout):
+ * after two steps the running statistics and num_batches_tracked follow PyTorch (momentum 0.1,
+ * unbiased variance), and eval mode then normalizes with them. */
+static void test_bn_stats(void) {
+    cb_nn_model *m = new_model(3, 5, 5);
+    int x = cb_nn_conv(m, 0, "conv", 16, 1, 1, 0, 0, &g_err);
+    x = cb_nn_bn(m, x, "bn", &g_err);
+    head(m, x, 4);
+    randomize(m, 90);
+    const int n = 3, hw = 25, C = 16;
+    float *xin = rand_input(m, n, 91);
+    int32_t *y = rand_labels(m, n, 92);
+    cb_nn_param *w = cb_nn_model_param(m, "conv.weight"), *rm = cb_nn_model_param(m, "bn.running_mean");
+    cb_nn_param *rv = cb_nn_model_param(m, "bn.running_var");
+    cb_nn_param *nbt = cb_nn_model_param(m, "bn.num_batches_tracked");
+    float conv[3 * 16 * 25];
+    const float *wd = w->data;
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < C; o++)
+            for (int p = 0; p < hw; p++) {
+                double acc = 0;
+                for (int c = 0; c < 3; c++) acc += (double)wd[o * 3 + c] * xin[(i * 3 + c) * hw + p];
+                conv[(i * C + o) * hw + p] = (float)acc;
+            }
+    double erm[16], erv[16];
+    for (int o = 0; o < C; o++) {
+        double sum = 0, sq = 0;
+        for (int i = 0; i < n; i++)
+            for (int p = 0; p < hw; p++) sum += conv[(i * C + o) * hw + p];
+        double mean = sum / (n * hw);
+        for (int i = 0; i < n; i++)
+            for (int p = 0; p < hw; p++) {
+                double d = conv[(i * C + o) * hw + p] - mean;
+                sq += d * d;
+            }
+        double var = sq / (n * hw - 1);
+        erm[o] = ((const float *)rm->data)[o];
+        erv[o] = ((const float *)rv->data)[o];
+        for (int s = 0; s < 2; s++) { /* the same batch twice; lr 0 keeps the conv as it is */
+            erm[o] = 0.9 * erm[o] + 0.1 * mean;
+            erv[o] = 0.9 * erv[o] + 0.1 * var;
+        }
+    }
+    int64_t nbt0 = *(int64_t *)nbt->data;
+    cb_nn_exec_opts o = train_opts(n);
+    cb_nn_exec *e;
+    cb_nn_result r;
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    if (g_rc) return;
+    OK(cb_nn_exec_train_step(e, xin, y, n, &r, &g_err));
+    OK(cb_nn_exec_train_step(e, xin, y, n, &r, &g_err));
+    OK(cb_nn_exec_sync(e, &g_err));
+    double worst = 0;
+    for (int c = 0; c < C; c++) {
+        double a = fabs(((float *)rm->data)[c] - erm[c]), b = fabs(((float *)rv->data)[c] - erv[c]);
+        if (a > worst) worst = a;
+        if (b / erv[c] > worst) worst = b / erv[c];
+        CB_CHECK_NEAR(((float *)rm->data)[c], erm[c], 1e-5);
+        CB_CHECK_NEAR(((float *)rv->data)[c], erv[c], 1e-5 * erv[c]);
+    }
+    CB_CHECK_EQ_INT(*(int64_t *)nbt->data, nbt0 + 2);
+    printf("# running statistics within %.1e of PyTorch's update\n", worst);
+    /* Eval mode: logits from running statistics, written out here from the synced model. */
+    float logits[3 * 4], want[3 * 4];
+    OK(cb_nn_exec_forward(e, xin, n, logits, &g_err));
+    const float *gm = cb_nn_model_param(m, "bn.weight")->data, *bt = cb_nn_model_param(m, "bn.bias")->data;
+    const float *fw = cb_nn_model_param(m, "fc.weight")->data, *fb = cb_nn_model_param(m, "fc.bias")->data;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++) {
+            double acc = fb[k];
+            for (int c = 0; c < C; c++)
+                for (int p = 0; p < hw; p++) {
+                    double z = (conv[(i * C + c) * hw + p] - ((float *)rm->data)[c]) /
+                                   sqrt(((float *)rv->data)[c] + 1e-5) * gm[c] + bt[c];
+                    acc += fw[k * C * hw + c * hw + p] * z;
+                }
+            want[i * 4 + k] = (float)acc;
+        }
+    double err = rel_err(logits, want, 12);
+    printf("# eval after training: logits within %.1e (relative) of the running-statistics "
+           "reference\n", err);
+    CB_CHECK(err < 1e-5);
+    cb_nn_exec_free(e);
+    cb_nn_model_free(m);
+    free(xin);
+    free(y);
+}
+
+/* ---- Fused inference ------------------------------------------------------------------------ */
+
+/* BN with statistics far from identity, so a wrong fold shows. */
+static void test_fuse(void) {
+    cb_nn_model *m = small_resnet(3, 16, 10);
+    randomize(m, 100);
+    const int n = 4;
+    float *xin = rand_input(m, n, 101);
+    float l_fused[40], l_plain[40], l_train[40];
+    cb_nn_exec *e;
+    cb_nn_exec_opts o = infer_opts(n, 1);
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    OK(cb_nn_exec_forward(e, xin, n, l_fused, &g_err));
+    OK(cb_nn_exec_sync(e, &g_err)); /* inference: writes nothing */
+    cb_nn_exec_free(e);
+    o = infer_opts(n, 0);
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    OK(cb_nn_exec_forward(e, xin, n, l_plain, &g_err));
+    cb_nn_exec_free(e);
+    o = train_opts(n);
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    OK(cb_nn_exec_forward(e, xin, n, l_train, &g_err));
+    cb_nn_exec_free(e);
+    double a = rel_err(l_fused, l_plain, 40), b = rel_err(l_train, l_plain, 40);
+    printf("# fused vs unfused inference %.1e, training executor's eval vs unfused %.1e\n", a, b);
+    CB_CHECK(a < 1e-4);
+    CB_CHECK(b < 1e-4);
+    double spread = 0;
+    for (int i = 0; i < 40; i++) spread += fabs(l_plain[i] - l_plain[i % 10]);
+    CB_CHECK(spread > 1e-2); /* the images give different logits: the comparison means something */
+    free(xin);
+    cb_nn_model_free(m);
+}
+
+/* ---- n < batch -------------------------------------------------------------------------------- */
+
+static void test_partial(void) {
+    cb_nn_model *m = small_resnet(3, 16, 10);
+    randomize(m, 110);
+    const int batch = 8, n = 3;
+    float *xin = rand_input(m, batch, 111);
+    int32_t *y = rand_labels(m, batch, 112);
+    float full[80], part[30];
+    for (int fuse = 0; fuse < 2; fuse++) {
+        cb_nn_exec *e;
+        cb_nn_exec_opts o = infer_opts(batch, fuse);
+        OK(cb_nn_exec_new(m, &o, &e, &g_err));
+        OK(cb_nn_exec_forward(e, xin, batch, full, &g_err));
+        OK(cb_nn_exec_forward(e, xin, n, part, &g_err));
+        double err = rel_err(part, full, 30);
+        printf("# inference (fuse %d): %d of a batch of %d within %.1e of the full batch\n", fuse,
+               n, batch, err);
+        CB_CHECK(err < 1e-5);
+        OK(cb_nn_exec_forward(e, xin, batch, part + 0, &g_err) < 0 ? -1 : 0); /* back to full */
+        cb_nn_exec_free(e);
+    }
+    /* Training: a partial step equals a step of an executor of that batch size. */
+    cb_nn_exec *e, *f;
+    cb_nn_exec_opts o = train_opts(batch);
+    cb_nn_result r1, r2;
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    o.batch = n;
+    OK(cb_nn_exec_new(m, &o, &f, &g_err));
+    OK(cb_nn_exec_train_step(e, xin, y, n, &r1, &g_err));
+    OK(cb_nn_exec_train_step(f, xin, y, n, &r2, &g_err));
+    CB_CHECK_EQ_INT(r1.n, n);
+    CB_CHECK_NEAR(r1.loss, r2.loss, 1e-6 * r2.loss);
+    cb_nn_param *p = cb_nn_model_param(m, "layer1.0.conv1.weight");
+    float *g1 = malloc((size_t)p->numel * sizeof(float)), *g2 = malloc((size_t)p->numel * sizeof(float));
+    OK(cb_nn_exec_grad(e, p->name, g1, (size_t)p->numel, &g_err));
+    OK(cb_nn_exec_grad(f, p->name, g2, (size_t)p->numel, &g_err));
+    CB_CHECK(rel_err(g1, g2, (size_t)p->numel) < 1e-5);
+    OK(cb_nn_exec_train_step(e, xin, y, batch, &r1, &g_err)); /* and back to the full batch */
+    CB_CHECK_EQ_INT(r1.n, batch);
+    free(g1);
+    free(g2);
+    cb_nn_exec_free(e);
+    cb_nn_exec_free(f);
+    free(xin);
+    free(y);
+    cb_nn_model_free(m);
+}
+
+/* ---- Errors ------------------------------------------------------------------------------------ */
+
+static void test_errors(void) {
+    cb_nn_model *m = small_resnet(3, 8, 10);
+    randomize(m, 120);
+    float *xin = rand_input(m, 4, 121);
+    int32_t *y = rand_labels(m, 4, 122);
+    cb_nn_exec *e;
+    cb_nn_result r;
+    cb_nn_exec_opts o = infer_opts(4, 1);
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    CB_CHECK_EQ_INT(cb_nn_exec_train_step(e, xin, y, 4, &r, &g_err), CB_EINVAL);
+    CB_CHECK_CONTAINS(g_err.msg, "inference executor");
+    float g[16];
+    CB_CHECK_EQ_INT(cb_nn_exec_grad(e, "fc.bias", g, 10, &g_err), CB_EINVAL);
+    CB_CHECK_EQ_INT(cb_nn_exec_forward(e, xin, 5, NULL, &g_err), CB_EINVAL);
+    cb_nn_exec_free(e);
+    o = train_opts(4);
+    OK(cb_nn_exec_new(m, &o, &e, &g_err));
+    y[2] = 10;
+    CB_CHECK_EQ_INT(cb_nn_exec_train_step(e, xin, y, 4, &r, &g_err), CB_EINVAL);
+    CB_CHECK_CONTAINS(g_err.msg, "label 10 of image 2");
+    y[2] = -1;
+    CB_CHECK_EQ_INT(cb_nn_exec_eval(e, xin, y, 4, &r, &g_err), CB_EINVAL);
+    y[2] = 1;
+    OK(cb_nn_exec_train_step(e, xin, y, 4, &r, &g_err));
+    CB_CHECK_EQ_INT(cb_nn_exec_grad(e, "nope.weight", g, 10, &g_err), CB_ENOENT);
+    CB_CHECK_EQ_INT(cb_nn_exec_grad(e, "fc.bias", g, 9, &g_err), CB_EINVAL);
+    OK(cb_nn_exec_grad(e, "fc.bias", g, 10, &g_err));
+    CB_CHECK_EQ_INT(cb_nn_exec_grad(e, "bn1.running_mean", g, 16, &g_err), CB_EINVAL);
+    CB_CHECK_CONTAINS(g_err.msg, "not trainable");
+    CB_CHECK_EQ_INT(cb_nn_exec_grad(e, NULL, g, 16, &g_err), CB_EINVAL);
+    CB_CHECK_CONTAINS(g_err.msg, "input_grad");
+    cb_nn_exec_free(e);
+    o.optim.nesterov = 1; /* nesterov without momentum, as torch refuses */
+    CB_CHECK_EQ_INT(cb_nn_exec_new(m, &o, &e, &g_err), CB_EINVAL);
+    o = train_opts(1); /* BN in training needs more than one value per channel */
+    cb_nn_model *tiny = new_model(3, 1, 1);
+    int x = cb_nn_bn(tiny, 0, "bn", &g_err);
+    head(tiny, x, 2);
+    CB_CHECK_EQ_INT(cb_nn_exec_new(tiny, &o, &e, &g_err), CB_EINVAL);
+    CB_CHECK_CONTAINS(g_err.msg, "more than one value per channel");
+    cb_nn_model_free(tiny);
+    free(xin);
+    free(y);
+    cb_nn_model_free(m);
+}
+
 int main(void) {
     CB_RUN(test_smoke);
     CB_RUN(test_loss);
@@ -475,5 +803,10 @@ int main(void) {
     CB_RUN(test_grad_pool);
     CB_RUN(test_grad_add);
     CB_RUN(test_grad_linear);
+    CB_RUN(test_optim);
+    CB_RUN(test_bn_stats);
+    CB_RUN(test_fuse);
+    CB_RUN(test_partial);
+    CB_RUN(test_errors);
     return cb_test_done();
 }
