@@ -716,7 +716,7 @@ static void test_partial(void) {
         printf("# inference (fuse %d): %d of a batch of %d within %.1e of the full batch\n", fuse,
                n, batch, err);
         CB_CHECK(err < 1e-5);
-        OK(cb_nn_exec_forward(e, xin, batch, part + 0, &g_err) < 0 ? -1 : 0); /* back to full */
+        OK(cb_nn_exec_forward(e, xin, batch, NULL, &g_err)); /* back to the full batch */
         cb_nn_exec_free(e);
     }
     /* Training: a partial step equals a step of an executor of that batch size. */
