@@ -45,6 +45,7 @@ typedef struct cb__bnode {
     dnnl_primitive_desc_t fpd; /* train: forward pd, the hint for backward */
     int ws, mean, var;         /* train: workspace, batch mean and variance regions, -1 */
     int diff;                  /* train: gradient region (layout md), -1 */
+    dnnl_alg_kind_t alg;       /* conv: the forward pd's algorithm, which backward uses too */
 } cb__bnode;
 
 typedef struct cb__builder {
@@ -487,6 +488,12 @@ static void cb__pads(const cb_nn_model *m, int i, dnnl_dims_t strides, dnnl_dims
 
 /* ---- Forward ------------------------------------------------------------------------------ */
 
+/* True when conv node i may use Winograd (opts.winograd, 3x3, stride 1). */
+static int cb__winograd(const cb__builder *b, int i) {
+    const cb_nn_node *nd = &b->m->nodes[i];
+    return b->c->e->opts.winograd && nd->kh == 3 && nd->kw == 3 && nd->sh == 1 && nd->sw == 1;
+}
+
 /* Forward op descriptor + pd of conv/linear node i with the given weights layout. */
 static dnnl_status_t cb__wfwd_pd(cb__builder *b, int i, dnnl_prop_kind_t prop,
                                  const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *w,
@@ -499,8 +506,17 @@ static dnnl_status_t cb__wfwd_pd(cb__builder *b, int i, dnnl_prop_kind_t prop,
         dnnl_dims_t st, k, pl, pr;
         cb__pads(b->m, i, st, k, pl, pr);
         dnnl_convolution_desc_t d;
-        dnnl_status_t s = dnnl_convolution_forward_desc_init(
-            &d, prop, dnnl_convolution_direct, src, w, cn->b >= 0 ? &bias : NULL, dst, st, pl, pr);
+        dnnl_status_t s;
+        if (cb__winograd(b, i)) { /* where it exists, and on weights our optimizer can update */
+            s = dnnl_convolution_forward_desc_init(&d, prop, dnnl_convolution_winograd, src, w,
+                                                   cn->b >= 0 ? &bias : NULL, dst, st, pl, pr);
+            if (s == dnnl_success) s = cb__pd(b, &d, attr, NULL, pd);
+            if (s == dnnl_success && cb__q(*pd, DNNL_ARG_WEIGHTS)->format_kind != dnnl_blocked)
+                s = dnnl_unimplemented;
+            if (s == dnnl_success) return s;
+        }
+        s = dnnl_convolution_forward_desc_init(&d, prop, dnnl_convolution_direct, src, w,
+                                               cn->b >= 0 ? &bias : NULL, dst, st, pl, pr);
         return s == dnnl_success ? cb__pd(b, &d, attr, NULL, pd) : s;
     }
     dnnl_inner_product_desc_t d;
@@ -551,9 +567,11 @@ static int cb__weights_for(cb__builder *b, int i, const dnnl_memory_desc_t *want
     return CB_OK;
 }
 
-/* Region ids other than the sum-fused ADD that read node o after step node `after`. */
-static int cb__read_after(const cb__builder *b, int o, int after, int except) {
-    for (int j = after + 1; j <= b->out; j++) {
+/* True when a node from `from` on (other than the sum-fused ADD `except`) reads node o, or o is
+ * the output: then o's buffer cannot become conv `from`'s destination (the conv itself reading
+ * o included: a convolution cannot run in place). */
+static int cb__read_after(const cb__builder *b, int o, int from, int except) {
+    for (int j = from; j <= b->out; j++) {
         if (j == except || !b->c->nodes[j].live) continue;
         if (b->m->nodes[j].in[0] == o || b->m->nodes[j].in[1] == o) return 1;
     }
@@ -585,6 +603,10 @@ static int cb__fwd_wop(cb__builder *b, int i) {
         cb_error_clear(b->err);
     }
     if (!pd) CB__RC(cb__wfwd(b, i, prop, &src, &dst, attr, &pd));
+    const dnnl_convolution_desc_t *cd = NULL;
+    b->v[i].alg = dnnl_convolution_direct; /* the algorithm backward uses */
+    if (conv && dnnl_primitive_desc_query(pd, dnnl_query_convolution_d, 0, &cd) == dnnl_success)
+        b->v[i].alg = cd->alg_kind;
     cb__cpu_tensor *t = &b->c->tensors[cn->w];
     if (!t->has_md) { /* the first plan fixes the executor's weights layout */
         t->md = *cb__q(pd, DNNL_ARG_WEIGHTS);
@@ -893,11 +915,14 @@ static int cb__bwd_wop(cb__builder *b, int i) {
     if (b->c->nodes[x].need_diff) {
         if (conv) {
             dnnl_convolution_desc_t d;
-            CB__DNNL(b,
-                     dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &vx->md,
-                                                              &wany, &vi->md, st2, pl, pr),
-                     "convolution_backward_data_desc_init");
-            CB__DNNL(b, cb__pd(b, &d, NULL, vi->fpd, &pd), "convolution backward data");
+            dnnl_status_t s = dnnl_unimplemented;
+            for (int k2 = vi->alg == dnnl_convolution_direct; k2 < 2 && s != dnnl_success; k2++) {
+                s = dnnl_convolution_backward_data_desc_init(
+                    &d, k2 ? dnnl_convolution_direct : vi->alg, &vx->md, &wany, &vi->md, st2, pl,
+                    pr);
+                if (s == dnnl_success) s = cb__pd(b, &d, NULL, vi->fpd, &pd);
+            }
+            CB__DNNL(b, s, "convolution backward data");
         } else {
             dnnl_inner_product_desc_t d;
             CB__DNNL(b, dnnl_inner_product_backward_data_desc_init(&d, &vx->md, &wany, &vi->md),
@@ -918,12 +943,14 @@ static int cb__bwd_wop(cb__builder *b, int i) {
     }
     if (conv) {
         dnnl_convolution_desc_t d;
-        CB__DNNL(b,
-                 dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &vx->md,
-                                                             &wany, cn->b >= 0 ? &bias : NULL,
-                                                             &vi->md, st2, pl, pr),
-                 "convolution_backward_weights_desc_init");
-        CB__DNNL(b, cb__pd(b, &d, NULL, vi->fpd, &pd), "convolution backward weights");
+        dnnl_status_t s = dnnl_unimplemented;
+        for (int k2 = vi->alg == dnnl_convolution_direct; k2 < 2 && s != dnnl_success; k2++) {
+            s = dnnl_convolution_backward_weights_desc_init(
+                &d, k2 ? dnnl_convolution_direct : vi->alg, &vx->md, &wany,
+                cn->b >= 0 ? &bias : NULL, &vi->md, st2, pl, pr);
+            if (s == dnnl_success) s = cb__pd(b, &d, NULL, vi->fpd, &pd);
+        }
+        CB__DNNL(b, s, "convolution backward weights");
     } else {
         dnnl_inner_product_desc_t d;
         CB__DNNL(b,
