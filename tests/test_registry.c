@@ -45,7 +45,8 @@ static void test_builtins(void) {
     if (!reg) return;
     const char *names[] = {"util.copy", "util.fail", "util.noop", "util.router",
                            "util.sleep", "util.source", "util.spin", "data.synthetic",
-                           "data.cifar", "data.images", "vision.decode", "vision.preprocess"};
+                           "data.cifar", "data.images", "vision.decode", "vision.preprocess",
+                           "vision.train", "vision.infer", "vision.eval"};
     size_t n_names = sizeof names / sizeof names[0];
     CB_CHECK_EQ_INT(cb_registry_count(reg), n_names);
     for (size_t i = 0; i < n_names; i++) {

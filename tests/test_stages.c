@@ -23,7 +23,7 @@
 #include "stages/builtin.h"
 #include "stages/util/util.h"
 
-#define MAX_PARAMS 16
+#define MAX_PARAMS 24
 #define MAX_OUT 16
 
 struct cb_run_ctx {
