@@ -202,9 +202,50 @@ static void test_errors(void) {
     expect_fail(dir, "workers.yaml", y, "one worker");
 }
 
+/* The three examples run as shipped, made smaller with --set only. */
+static void test_examples_run(void) {
+    const char *dir = cb_test_tmpdir();
+    char cmd[4096], path[600];
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, CLI " run " CB_TEST_SRCDIR "/examples/cpu_train_resnet18.yaml -o %s/r18 -q"
+             " --set 'pipelines.0.stages.0.config.shape=[3,32,32]'"
+             " --set 'pipelines.0.stages.1.config.shape=[3,32,32]' --set pipelines.0.stages.0.config.epochs=1",
+             dir);
+    CB_CHECK_EQ_INT(run(cmd, &out), 0);
+    free(out);
+    snprintf(path, sizeof path, "%s/r18/summary.json", dir);
+    /* 1 epoch x (6 train + 2 val) batches of 8, less the warm-up query */
+    CB_CHECK_NEAR(py_num(path, "d[\"pipelines\"][0][\"stages\"][1][\"metrics\"][\"images\"][\"sum\"]"),
+                  7 * 8, 0.5);
+
+    const char *data = make_cifar(dir);
+    snprintf(cmd, sizeof cmd, CLI " run " CB_TEST_SRCDIR "/examples/cpu_train_cifar.yaml -o %s/cifar -q"
+             " --set pipelines.0.stages.0.config.path=%s --set pipelines.0.stages.0.config.epochs=1"
+             " --set pipelines.0.stages.2.config.save=%s/cifar.safetensors", dir, data, dir);
+    CB_CHECK_EQ_INT(run(cmd, &out), 0);
+    free(out);
+    snprintf(path, sizeof path, "%s/cifar.safetensors", dir);
+    char *w = cb_test_read(path, NULL);
+    CB_CHECK(w != NULL);
+    free(w);
+
+    snprintf(cmd, sizeof cmd, CLI " run " CB_TEST_SRCDIR "/examples/cpu_mixed.yaml -o %s/mixed -q"
+             " --set pipelines.0.stages.0.config.batches_per_epoch=6 --set pipelines.0.loadgen.warmup_queries=1"
+             " --set pipelines.1.loadgen.max_queries=12 --set pipelines.1.loadgen.warmup_queries=2"
+             " --set 'pipelines.1.stages.0.config.shape=[3,64,64]' --set 'pipelines.1.stages.1.config.shape=[3,64,64]'",
+             dir);
+    CB_CHECK_EQ_INT(run(cmd, &out), 0);
+    free(out);
+    snprintf(path, sizeof path, "%s/mixed/summary.json", dir);
+    double slow = py_num(path, "min(p[\"slowdown\"] for p in d[\"collocation\"][\"pipelines\"])");
+    printf("# cpu_mixed: smallest slowdown %.2f\n", slow);
+    CB_CHECK(slow > 0);
+}
+
 int main(void) {
     CB_RUN(test_train_cifar_learns);
     CB_RUN(test_infer_synthetic);
     CB_RUN(test_errors);
+    CB_RUN(test_examples_run);
     return cb_test_done();
 }
