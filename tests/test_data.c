@@ -642,6 +642,53 @@ static void test_prefetch_machinery(void) {
     cb__prefetch_destroy(pf);
 }
 
+/* Random access patterns (in order, skips ahead, old and repeated batches) against producers
+ * of random speed: every get returns exactly its own batch, and nothing hangs. */
+static void test_prefetch_stress(void) {
+    cb_host host;
+    cb_host_init_base(&host);
+    uint64_t r = 12345;
+    int wrong = 0, gets = 0;
+    for (int round = 0; round < 6; round++) {
+        pf_ctx ctx;
+        memset(&ctx, 0, sizeof ctx);
+        ctx.host = &host;
+        ctx.fail_seq = 30 + round;
+        ctx.delay_us = round % 2 ? 50 : 0;
+        cb_prefetch_opts o = {.host = &host, .name = "stress", .depth = 1 + round % 4,
+                              .threads = 1 + (round * 7) % 4, .planned = 200, .make = pf_make,
+                              .ctx = &ctx};
+        cb_prefetch *pf = NULL;
+        cb_error err;
+        memset(&err, 0, sizeof err);
+        CB_CHECK_EQ_INT(cb__prefetch_create(&o, &pf, &err), CB_OK);
+        if (!pf) continue;
+        int64_t s = 0;
+        for (int i = 0; i < 300; i++) {
+            r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+            unsigned k = (unsigned)(r >> 58); /* 0..63 */
+            int64_t ask = s;
+            if (k < 44) ask = s++;                               /* in order */
+            else if (k < 52) ask = (s += 1 + (int64_t)(k % 5));  /* skip ahead */
+            else if (k < 60) ask = s > 10 ? s - 1 - (int64_t)(k % 9) : s; /* an old one */
+            else ask = s > 0 ? s - 1 : 0;                        /* a repeat */
+            cb_buffer *b = NULL;
+            memset(&err, 0, sizeof err);
+            int rc = cb__prefetch_get(pf, ask, &b, &err);
+            if (ask == ctx.fail_seq)
+                wrong += rc != CB_EIO || b != NULL;
+            else
+                wrong += rc != CB_OK || pf_value(b) != ask * 3 + 1;
+            cb_buffer_unref(b);
+            gets++;
+            if (k == 63) usleep(200); /* let the producers run ahead now and then */
+        }
+        cb__prefetch_destroy(pf);
+    }
+    CB_CHECK_EQ_INT(wrong, 0);
+    CB_CHECK_EQ_INT(gets, 6 * 300);
+}
+
 /* Batches taken in the load generator's order, with prefetch on, equal those made in run()
  * without it, byte for byte; and with several workers reading the same stream. */
 static void prefetch_equivalence(const cb_stage_ops *ops, const char *base_cfg) {
@@ -1757,6 +1804,7 @@ int main(void) {
     CB_RUN(test_synthetic_learnable);
     CB_RUN(test_synthetic_speed);
     CB_RUN(test_prefetch_machinery);
+    CB_RUN(test_prefetch_stress);
     CB_RUN(test_prefetch_equivalence_synthetic);
     CB_RUN(test_cifar_reads_back);
     CB_RUN(test_cifar_errors);
