@@ -10,6 +10,7 @@
  * only bounded loosely (sanitizer builds are slow).
  */
 #include <math.h>
+#include <setjmp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1230,6 +1231,175 @@ static void test_images_corrupt(void) {
     free(fullpng.px);
 }
 
+/* A PNG written with libpng's classic API: rows of rowbytes bytes each (16-bit samples big
+ * endian), optional interlacing and a gray tRNS value (-1: none). */
+static int write_png_raw(const char *path, int w, int h, int type, int depth, int interlace,
+                         const unsigned char *data, size_t rowbytes, int trns_gray) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info || setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        fclose(f);
+        return -1;
+    }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, type,
+                 interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    if (trns_gray >= 0) {
+        png_color_16 t;
+        memset(&t, 0, sizeof t);
+        t.gray = (png_uint_16)trns_gray;
+        png_set_tRNS(png, info, NULL, 0, &t);
+    }
+    png_write_info(png, info);
+    png_bytep rows[64];
+    for (int y = 0; y < h && y < 64; y++) rows[y] = (png_bytep)(uintptr_t)(data + (size_t)y * rowbytes);
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    return fclose(f);
+}
+
+/* Decodes path's file into out (w x h x 3); returns the status. */
+static int decode_file(const char *path, uint32_t w, uint32_t h, unsigned char *out) {
+    cb_host host;
+    cb_host_init_base(&host);
+    size_t len = 0;
+    unsigned char *file = (unsigned char *)cb_test_read(path, &len);
+    char msg[256] = "";
+    uint32_t pw = 0, ph = 0;
+    int rc = file ? cb__image_probe(&host, file, len, 0, &pw, &ph, msg, sizeof msg) : CB_EIO;
+    if (rc == CB_OK && (pw != w || ph != h)) rc = CB_EINVAL;
+    if (rc == CB_OK) rc = cb__image_decode(&host, file, len, 0, w, h, out, msg, sizeof msg);
+    if (rc) printf("# %s: %s\n", path, msg);
+    free(file);
+    return rc;
+}
+
+/* 16-bit RGB, 2-bit gray with tRNS, interlaced RGB: all become 8-bit RGB. */
+static void test_decode_png_depths(void) {
+    const char *dir = cb_test_tmpdir();
+    char p[2048];
+    enum { W = 9, H = 7 };
+    unsigned char raw[H * W * 6], out[H * W * 3];
+    /* 16-bit RGB: scaled to 8 bits (v / 257, rounded) */
+    for (int i = 0; i < H * W * 3; i++) {
+        unsigned v = (unsigned)(i * 2713 + 17) & 0xffff;
+        raw[2 * i] = (unsigned char)(v >> 8);
+        raw[2 * i + 1] = (unsigned char)(v & 0xff);
+    }
+    snprintf(p, sizeof p, "%s/rgb16.png", dir);
+    CB_CHECK_EQ_INT(write_png_raw(p, W, H, PNG_COLOR_TYPE_RGB, 16, 0, raw, W * 6, -1), 0);
+    CB_CHECK_EQ_INT(decode_file(p, W, H, out), CB_OK);
+    int bad = 0;
+    for (int i = 0; i < H * W * 3; i++) {
+        unsigned v = ((unsigned)raw[2 * i] << 8) | raw[2 * i + 1];
+        bad += abs((int)out[i] - (int)((v + 128) / 257)) > 1;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    /* 2-bit gray (4 pixels a byte) with a transparent value: 0, 85, 170, 255 on all channels */
+    size_t rb = (W * 2 + 7) / 8;
+    memset(raw, 0, sizeof raw);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) raw[y * rb + (size_t)x / 4] |= (unsigned char)(((x + y) % 4) << (6 - 2 * (x % 4)));
+    snprintf(p, sizeof p, "%s/gray2.png", dir);
+    CB_CHECK_EQ_INT(write_png_raw(p, W, H, PNG_COLOR_TYPE_GRAY, 2, 0, raw, rb, 1), 0);
+    CB_CHECK_EQ_INT(decode_file(p, W, H, out), CB_OK);
+    bad = 0;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++) bad += out[(y * W + x) * 3 + c] != ((x + y) % 4) * 85;
+    CB_CHECK_EQ_INT(bad, 0);
+    /* interlaced 8-bit RGB: exact */
+    for (int i = 0; i < H * W * 3; i++) raw[i] = (unsigned char)(i * 31 + 7);
+    snprintf(p, sizeof p, "%s/adam7.png", dir);
+    CB_CHECK_EQ_INT(write_png_raw(p, W, H, PNG_COLOR_TYPE_RGB, 8, 1, raw, W * 3, -1), 0);
+    CB_CHECK_EQ_INT(decode_file(p, W, H, out), CB_OK);
+    CB_CHECK(memcmp(out, raw, sizeof out) == 0);
+}
+
+/* A grayscale JPEG becomes RGB with three equal channels close to the gray written. */
+static void test_decode_gray_jpeg(void) {
+    const char *dir = cb_test_tmpdir();
+    enum { W = 24, H = 16 };
+    unsigned char g[W * H], out[W * H * 3];
+    for (int i = 0; i < W * H; i++) g[i] = (unsigned char)(60 + (i % W) * 4 + (i / W) * 3);
+    char p[2048];
+    snprintf(p, sizeof p, "%s/gray.jpg", dir);
+    FILE *f = fopen(p, "wb");
+    CB_CHECK(f != NULL);
+    if (!f) return;
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr jerr;
+    ci.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&ci);
+    jpeg_stdio_dest(&ci, f);
+    ci.image_width = W;
+    ci.image_height = H;
+    ci.input_components = 1;
+    ci.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&ci);
+    jpeg_set_quality(&ci, 95, TRUE);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW row = g + (size_t)ci.next_scanline * W;
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    fclose(f);
+    CB_CHECK_EQ_INT(decode_file(p, W, H, out), CB_OK);
+    int bad = 0;
+    for (int i = 0; i < W * H; i++)
+        bad += out[3 * i] != out[3 * i + 1] || out[3 * i] != out[3 * i + 2] || abs(out[3 * i] - g[i]) > 6;
+    CB_CHECK_EQ_INT(bad, 0);
+}
+
+/* A palette PNG (with a transparent entry) decodes to its colours; alpha is dropped. */
+static void test_decode_palette(void) {
+    const char *dir = cb_test_tmpdir();
+    static const unsigned char cmap[4 * 4] = {255, 0, 0, 255, 0, 200, 0, 128,
+                                              10, 20, 30, 0, 250, 251, 252, 255};
+    unsigned char idx[6 * 5];
+    for (int i = 0; i < 30; i++) idx[i] = (unsigned char)((i * 7) % 4);
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    img.width = 6;
+    img.height = 5;
+    img.format = PNG_FORMAT_RGBA_COLORMAP;
+    img.colormap_entries = 4;
+    char p[2048];
+    snprintf(p, sizeof p, "%s/pal.png", dir);
+    CB_CHECK(png_image_write_to_file(&img, p, 0, idx, 0, cmap) != 0);
+    size_t len = 0;
+    unsigned char *file = (unsigned char *)cb_test_read(p, &len);
+    CB_CHECK(file && len > 8 && file[25] == 3); /* IHDR colour type 3: a palette image */
+    cb_host host;
+    cb_host_init_base(&host);
+    uint32_t w = 0, h = 0;
+    char msg[256] = "";
+    unsigned char out[6 * 5 * 3];
+    CB_CHECK_EQ_INT(cb__image_probe(&host, file, len, 0, &w, &h, msg, sizeof msg), CB_OK);
+    CB_CHECK_EQ_INT(w, 6);
+    CB_CHECK_EQ_INT(h, 5);
+    CB_CHECK_EQ_INT(cb__image_decode(&host, file, len, 0, 6, 5, out, msg, sizeof msg), CB_OK);
+    if (msg[0]) printf("# %s\n", msg);
+    int bad = 0;
+    for (int i = 0; i < 30; i++)
+        for (int c = 0; c < 3; c++) bad += out[i * 3 + c] != cmap[idx[i] * 4 + c];
+    CB_CHECK_EQ_INT(bad, 0);
+    /* every truncation of the file is an error, never a crash */
+    int ok = 0;
+    for (size_t n = 0; file && n < len; n += 7)
+        ok += cb__image_decode(&host, file, n, 0, 6, 5, out, msg, sizeof msg) == CB_OK;
+    CB_CHECK_EQ_INT(ok, 0);
+    free(file);
+}
+
 static void test_decode_speed(void) {
     const char *dir = cb_test_tmpdir();
     int w = 500, h = 375;
@@ -1812,6 +1982,9 @@ int main(void) {
     CB_RUN(test_images_decode_and_layouts);
     CB_RUN(test_images_splits_layout);
     CB_RUN(test_images_corrupt);
+    CB_RUN(test_decode_gray_jpeg);
+    CB_RUN(test_decode_palette);
+    CB_RUN(test_decode_png_depths);
     CB_RUN(test_decode_speed);
     CB_RUN(test_preprocess_reference);
     CB_RUN(test_preprocess_speed);
