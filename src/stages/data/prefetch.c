@@ -88,6 +88,7 @@ static void *cb__pf_main(void *arg) {
             s->buf = buf;
             cb__pf_clear(pf, s);
             pthread_cond_signal(&pf->space_cv);
+            pthread_cond_broadcast(&pf->ready_cv); /* cheap insurance: a waiter re-checks */
             continue;
         }
         s->state = SLOT_READY;
@@ -173,11 +174,17 @@ int cb__prefetch_get(cb_prefetch *pf, int64_t seq, cb_buffer **out, cb_error *er
         pf->limit = seq + 1 + pf->o.depth;
         wake = 1;
     }
+    /* The slot holding seq, if any. A BUSY one below floor (an old seq asked again) will be
+     * dropped by its producer: make it here instead. Otherwise seq >= floor and floor cannot
+     * rise while we wait (only this thread raises it), so the producer publishes it; the slot
+     * is looked up again after every wake-up, as slots are reused. */
     cb_pf_slot *found = NULL;
-    for (int i = 0; i < pf->o.depth && !found; i++)
-        if (pf->slots[i].state != SLOT_FREE && pf->slots[i].seq == seq) found = &pf->slots[i];
-    if (found) {
-        while (found->state == SLOT_BUSY && !pf->stop) pthread_cond_wait(&pf->ready_cv, &pf->mu);
+    for (;;) {
+        found = NULL;
+        for (int i = 0; i < pf->o.depth && !found; i++)
+            if (pf->slots[i].state != SLOT_FREE && pf->slots[i].seq == seq) found = &pf->slots[i];
+        if (!found || found->state == SLOT_READY || seq < pf->floor || pf->stop) break;
+        pthread_cond_wait(&pf->ready_cv, &pf->mu);
     }
     if (found && found->state == SLOT_READY) {
         int rc = found->rc;

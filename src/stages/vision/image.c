@@ -178,7 +178,9 @@ static int cb__png_run(cb_png_job *j) {
     if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(j->png);
     if ((type & PNG_COLOR_MASK_COLOR) == 0 && depth < 8) png_set_expand_gray_1_2_4_to_8(j->png);
     if (depth == 16) png_set_scale_16(j->png);
-    if (type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(j->png);
+    /* palette_to_rgb also turns a tRNS chunk into an alpha channel: drop that too */
+    if ((type & PNG_COLOR_MASK_ALPHA) || png_get_valid(j->png, j->info, PNG_INFO_tRNS))
+        png_set_strip_alpha(j->png);
     if ((type & PNG_COLOR_MASK_COLOR) == 0) png_set_gray_to_rgb(j->png);
     png_set_interlace_handling(j->png);
     png_read_update_info(j->png, j->info);
