@@ -46,10 +46,10 @@ cmake --build build-asan -j"$jobs"
 CTEST_ARGS="-j$jobs" run_ctest build-asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-step "TSan: runtime, recorder, stage metrics, monitor, collocation and CLI tests"
+step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation and CLI tests"
 cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j"$jobs"
-CTEST_ARGS="-R test_(runtime|cli|stages|monitor|colloc|metrics)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+CTEST_ARGS="-R test_(runtime|cli|stages|monitor|colloc|metrics|data)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -23,7 +23,7 @@
 #include "stages/builtin.h"
 #include "stages/util/util.h"
 
-#define MAX_PARAMS 16
+#define MAX_PARAMS 24
 #define MAX_OUT 16
 
 struct cb_run_ctx {
@@ -279,7 +279,15 @@ static void test_resolved_defaults(void) {
         int rc = inst_resolve(&x, NULL, arena);
         if (rc != CB_OK) printf("# %s: %s\n", all[k]->name, x.err.msg);
         CB_CHECK_EQ_INT(rc, CB_OK);
-        CB_CHECK_EQ_INT(inst_create(&x, 1, 1), CB_OK);
+        rc = inst_create(&x, 1, 1);
+        if (rc == CB_ECONFIG && strstr(x.err.msg, "is required")) {
+            /* a stage with a required parameter (a dataset path) cannot run on defaults alone;
+             * it must say so by name ("path: is required ...") */
+            inst_destroy(&x);
+            cb_arena_destroy(arena);
+            continue;
+        }
+        CB_CHECK_EQ_INT(rc, CB_OK);
         if (all[k] == &cb_stage_util_source) {
             cb_splits sp;
             memset(&sp, 0, sizeof sp);

@@ -13,9 +13,17 @@
  *                     from data_offset (64-byte aligned): what a model consumes. desc[] still
  *                     exists (each h/w/c equal to the header's, offset = i * image bytes).
  * desc[i].offset is relative to data_offset. Source paths (data.images) are stored inside the
- * pixel data too, NUL-terminated, so a decoder downstream can name the file it fails on. Labels are class indices in [0, classes) or -1 when
- * unknown. The header is plain data written by the producer; consumers validate it with
+ * pixel data too, after the images, NUL-terminated, so a decoder downstream can name the file it
+ * fails on (ENCODED and U8_HWC only: a F32_NCHW batch's data is exactly its pixels, so its
+ * name_offset is UINT64_MAX). Labels are class indices in [0, classes) or -1 when unknown.
+ * split/epoch/batch name the batch's contents: the data.* stages copy them from the query, except
+ * that a batch index past the split's end continues into the following epochs (docs/data.md).
+ * The header is plain data written by the producer; consumers validate it with
  * cb_image_batch_check before reading (a payload is input like any other).
+ *
+ * Producing a batch: size the buffer with cb_image_batch_bytes(n, data_bytes) (0 on overflow),
+ * then cb_image_batch_init() writes a valid header, labels -1 and empty descriptors; fill in the
+ * rest. Everything here is bounds-checked arithmetic on untrusted headers.
  *
  * Thread-safety: a batch is immutable once emitted unless the holder makes the buffer writable
  * (the buffer rule in colobench/buffer.h). Header-only, libc-only (usable from plugins).
@@ -80,9 +88,63 @@ static inline size_t cb_image_batch_data_offset(uint32_t n) {
     return (off + 63u) & ~(size_t)63u;
 }
 
+/* Bytes of a buffer holding n images and data_bytes of data; 0 when that overflows. */
+static inline size_t cb_image_batch_bytes(uint32_t n, uint64_t data_bytes) {
+    size_t off = cb_image_batch_data_offset(n);
+    if (data_bytes > (uint64_t)(SIZE_MAX - off)) return 0;
+    return off + (size_t)data_bytes;
+}
+
+/* Writes a valid empty batch into buf (at least cb_image_batch_bytes(n, data_bytes) bytes):
+ * header (c/h/w 0, classes 0, split "", epoch/batch 0), labels -1, descriptors zeroed with
+ * name_offset UINT64_MAX. The data itself is left as is. Returns the header. */
+static inline cb_image_batch *cb_image_batch_init(cb_buffer *buf, cb_batch_layout layout,
+                                                  uint32_t n, uint64_t data_bytes) {
+    cb_image_batch *b = (cb_image_batch *)buf->data;
+    memset(b, 0, cb_image_batch_data_offset(n));
+    b->magic = CB_IMAGE_BATCH_MAGIC;
+    b->version = CB_IMAGE_BATCH_VERSION;
+    b->layout = (uint32_t)layout;
+    b->n = n;
+    b->data_offset = cb_image_batch_data_offset(n);
+    b->data_bytes = data_bytes;
+    int32_t *labels = cb_image_batch_labels(b);
+    cb_image_desc *d = cb_image_batch_descs(b);
+    for (uint32_t i = 0; i < n; i++) {
+        labels[i] = -1;
+        d[i].name_offset = UINT64_MAX;
+    }
+    return b;
+}
+
+/* Source path of image i, or NULL when it has none. Only on a batch that passed the check. */
+static inline const char *cb_image_batch_name(cb_image_batch *b, uint32_t i) {
+    const cb_image_desc *d = cb_image_batch_descs(b);
+    if (i >= b->n || d[i].name_offset == UINT64_MAX) return NULL;
+    return (const char *)cb_image_batch_data(b) + d[i].name_offset;
+}
+
+/* Name of a layout for messages ("ENCODED", ...; "unknown" outside the enum). */
+static inline const char *cb_image_batch_layout_name(uint32_t layout) {
+    switch (layout) {
+    case CB_BATCH_ENCODED: return "ENCODED (file bytes)";
+    case CB_BATCH_U8_HWC: return "U8_HWC (decoded 8-bit images)";
+    case CB_BATCH_F32_NCHW: return "F32_NCHW (float tensor)";
+    default: return "unknown";
+    }
+}
+
+/* a * b * c in 64 bits; UINT64_MAX when it overflows (no buffer has that many bytes). */
+static inline uint64_t cb__image_batch_mul3(uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t ab, abc;
+    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) return UINT64_MAX;
+    return abc;
+}
+
 /* Validates a payload as an image batch: 0 when it is one, else -1 with a reason in why.
- * Checks magic, version, layout, that labels/descs/data fit in the buffer, and that every
- * descriptor's [offset, offset+bytes) lies inside the data. */
+ * Checks magic, version, layout, that labels/descs/data fit in the buffer, that every
+ * descriptor's [offset, offset+bytes) and name lie inside the data, sizes (without overflow),
+ * and labels in [-1, classes) when classes is known. */
 static inline int cb_image_batch_check(const cb_buffer *buf, const char **why) {
     const char *w = NULL;
     const cb_image_batch *b = buf && buf->data ? (const cb_image_batch *)buf->data : NULL;
@@ -96,9 +158,17 @@ static inline int cb_image_batch_check(const cb_buffer *buf, const char **why) {
              b->data_offset > buf->size_bytes || b->data_bytes > buf->size_bytes - b->data_offset)
         w = "image batch sizes do not fit its buffer";
     else if (b->layout == CB_BATCH_F32_NCHW &&
-             (uint64_t)b->n * b->c * b->h * b->w * sizeof(float) != b->data_bytes)
+             (b->c == 0 || b->h == 0 || b->w == 0 ||
+              cb__image_batch_mul3((uint64_t)b->n * b->c, (uint64_t)b->h * b->w, sizeof(float)) !=
+                  b->data_bytes))
         w = "float batch size does not match n x c x h x w";
     else {
+        const int32_t *lab = cb_image_batch_labels((cb_image_batch *)(void *)(uintptr_t)b);
+        for (uint32_t i = 0; i < b->n && !w; i++)
+            if (lab[i] < -1 || (b->classes > 0 && lab[i] >= 0 && (uint32_t)lab[i] >= b->classes))
+                w = "label outside [-1, classes)";
+    }
+    if (!w) {
         const cb_image_desc *d = cb_image_batch_descs((cb_image_batch *)(void *)(uintptr_t)b);
         for (uint32_t i = 0; i < b->n && !w; i++)
             if (d[i].offset > b->data_bytes || d[i].bytes > b->data_bytes - d[i].offset)
@@ -110,8 +180,11 @@ static inline int cb_image_batch_check(const cb_buffer *buf, const char **why) {
                               0, (size_t)(b->data_bytes - d[i].name_offset))))
                 w = "image name outside the batch data";
             else if (b->layout == CB_BATCH_U8_HWC &&
-                     (uint64_t)d[i].h * d[i].w * d[i].c != d[i].bytes)
+                     (d[i].bytes == 0 ||
+                      cb__image_batch_mul3(d[i].h, d[i].w, d[i].c) != d[i].bytes))
                 w = "decoded image size does not match h x w x c";
+            else if (b->layout == CB_BATCH_ENCODED && d[i].format > CB_IMAGE_FORMAT_PNG)
+                w = "unknown encoded image format";
     }
     if (why) *why = w;
     return w ? -1 : 0;
