@@ -6,12 +6,13 @@
  * step alone, as bench/torch_resnet.py does for PyTorch). Warm-up steps are excluded; the
  * figure is images / median step time, and the mean is printed too. With --profile the executor
  * times every primitive, and the framework's own overhead (time in a step outside oneDNN
- * primitives) is printed as a share of the step. bench/nn_vs_torch.py runs this program and the
+ * primitives) is printed as a share of the step: overhead_pct, split into own_kernels_pct
+ * (loss, gradient accumulation, BN statistics, optimizer) and dispatch_pct (everything else). bench/nn_vs_torch.py runs this program and the
  * PyTorch script for every configuration of the issue and prints the ratios.
  *
  * Usage: bench_nn [--model resnet18] [--mode train|infer] [--batch 32] [--threads 2]
  *                 [--size 224] [--classes 1000] [--steps 10] [--warmup 3] [--fuse 0|1]
- *                 [--profile]
+ *                 [--winograd 0|1] [--profile]
  * Output: one JSON line on stdout.
  */
 #include <stdio.h>
@@ -23,6 +24,17 @@
 #include "core/rng.h"
 #include "nn/nn.h"
 
+/* A whole decimal int, or 0 with *ok cleared. */
+static int parse_int(const char *s, int *ok) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!end || end == s || *end || v < -1000000000L || v > 1000000000L) {
+        *ok = 0;
+        return 0;
+    }
+    return (int)v;
+}
+
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
@@ -31,21 +43,23 @@ static int cmp_i64(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *model = "resnet18", *mode = "train";
     int batch = 32, threads = 2, size = 224, classes = 1000, steps = 10, warmup = 3, fuse = 1;
-    int profile = 0;
+    int profile = 0, winograd = 0, ok = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--profile") == 0) { profile = 1; continue; }
         if (!v) { fprintf(stderr, "bench_nn: %s needs a value\n", a); return 2; }
         if (strcmp(a, "--model") == 0) model = v;
         else if (strcmp(a, "--mode") == 0) mode = v;
-        else if (strcmp(a, "--batch") == 0) batch = atoi(v);
-        else if (strcmp(a, "--threads") == 0) threads = atoi(v);
-        else if (strcmp(a, "--size") == 0) size = atoi(v);
-        else if (strcmp(a, "--classes") == 0) classes = atoi(v);
-        else if (strcmp(a, "--steps") == 0) steps = atoi(v);
-        else if (strcmp(a, "--warmup") == 0) warmup = atoi(v);
-        else if (strcmp(a, "--fuse") == 0) fuse = atoi(v);
+        else if (strcmp(a, "--batch") == 0) batch = parse_int(v, &ok);
+        else if (strcmp(a, "--threads") == 0) threads = parse_int(v, &ok);
+        else if (strcmp(a, "--size") == 0) size = parse_int(v, &ok);
+        else if (strcmp(a, "--classes") == 0) classes = parse_int(v, &ok);
+        else if (strcmp(a, "--steps") == 0) steps = parse_int(v, &ok);
+        else if (strcmp(a, "--warmup") == 0) warmup = parse_int(v, &ok);
+        else if (strcmp(a, "--fuse") == 0) fuse = parse_int(v, &ok);
+        else if (strcmp(a, "--winograd") == 0) winograd = parse_int(v, &ok);
         else { fprintf(stderr, "bench_nn: unknown option %s\n", a); return 2; }
+        if (!ok) { fprintf(stderr, "bench_nn: %s: not a number: %s\n", a, v); return 2; }
         i++;
     }
     int train = strcmp(mode, "train") == 0;
@@ -67,6 +81,7 @@ int main(int argc, char **argv) {
     o.device = "cpu";
     o.fuse = fuse;
     o.profile = profile;
+    o.winograd = winograd;
     o.optim.kind = CB_NN_SGD;
     o.optim.lr = 0.01;
     o.optim.momentum = 0.9;
@@ -114,14 +129,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < steps; i++) sum += (double)step_ns[i];
     double total = (double)(s1.total_ns - s0.total_ns), prim = (double)(s1.primitive_ns - s0.primitive_ns);
     printf("{\"impl\": \"colobench\", \"model\": \"%s\", \"mode\": \"%s\", \"batch\": %d, "
-           "\"threads\": %d, \"size\": %d, \"images_per_s\": %.3f, \"images_per_s_mean\": %.3f, "
+           "\"threads\": %d, \"size\": %d, \"winograd\": %d, \"images_per_s\": %.3f, \"images_per_s_mean\": %.3f, "
            "\"step_ms_median\": %.3f, \"create_ms\": %.1f, \"gflops\": %.1f",
-           model, mode, batch, threads, size, batch * 1e9 / med, batch * 1e9 * steps / sum,
+           model, mode, batch, threads, size, winograd, batch * 1e9 / med, batch * 1e9 * steps / sum,
            med / 1e6, (double)t_create / 1e6,
            cb_nn_model_forward_flops(m) * (train ? 3.0 : 1.0) * batch / med);
+    double kern = (double)(s1.kernel_ns - s0.kernel_ns);
     if (profile && total > 0)
-        printf(", \"overhead_pct\": %.2f, \"primitive_ms_per_step\": %.3f", 100.0 * (total - prim) / total,
-               prim / steps / 1e6);
+        printf(", \"overhead_pct\": %.2f, \"own_kernels_pct\": %.2f, \"dispatch_pct\": %.2f, "
+               "\"primitive_ms_per_step\": %.3f",
+               100.0 * (total - prim) / total, 100.0 * kern / total,
+               100.0 * (total - prim - kern) / total, prim / steps / 1e6);
     if (train) printf(", \"loss\": %.4f", loss);
     printf("}\n");
     cb_free(x);

@@ -9,7 +9,7 @@ the two sides (A B A B ...) `--rounds` times so drift in the machine hits both, 
 best round of each side and the ratio colobench / PyTorch.
 
 PyTorch is measured at its best, not as installed: torch.set_num_threads(N), channels_last
-model and input, and glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_ and
+model and input (for inference the faster of channels_last and contiguous), and glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_ and
 MALLOC_TRIM_THRESHOLD_ set high: stock malloc returns and re-faults the large activation buffers
 every step). colobench gets the same environment.
 
@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--json", default="")
+    ap.add_argument("--winograd", action="store_true",
+                    help="also measure colobench training with winograd: true (not PyTorch's algorithm)")
     a = ap.parse_args()
     env = dict(os.environ)
     env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 40)
@@ -87,19 +89,28 @@ def main():
             common = ["--model", model, "--mode", mode, "--batch", str(batch), "--threads",
                       str(threads), "--size", str(size), "--steps", str(steps), "--warmup", str(warm)]
             best_t = best_o = None
+            layouts = ["channels_last"] + (["contiguous"] if mode == "infer" else [])
             for _ in range(a.rounds):
-                t = run_json([sys.executable, theirs] + common, env)
+                t = max((run_json([sys.executable, theirs] + common + ["--layout", l], env) for l in layouts),
+                        key=lambda r: r["images_per_s"])
                 o = run_json([ours] + common + ["--profile"], env)
                 if best_t is None or t["images_per_s"] > best_t["images_per_s"]:
                     best_t = t
                 if best_o is None or o["images_per_s"] > best_o["images_per_s"]:
                     best_o = o
             ratio = best_o["images_per_s"] / best_t["images_per_s"]
-            print("%-9s %-5s %5d %4d %3d | %10.2f %10.2f | %5.2fx | %5.1f%%" % (
+            wino = None
+            if a.winograd and mode == "train":
+                wino = max((run_json([ours] + common + ["--winograd", "1"], env) for _ in range(a.rounds)),
+                           key=lambda r: r["images_per_s"])
+            print("%-9s %-5s %5d %4d %3d | %10.2f %10.2f | %5.2fx | %5.1f%%%s" % (
                 model, mode, batch, size, threads, best_t["images_per_s"], best_o["images_per_s"],
-                ratio, best_o.get("overhead_pct", float("nan"))), flush=True)
+                ratio, best_o.get("overhead_pct", float("nan")),
+                "" if wino is None else " | winograd %.2f im/s (%.2fx)" % (
+                    wino["images_per_s"], wino["images_per_s"] / best_t["images_per_s"])), flush=True)
             results.append({"model": model, "mode": mode, "batch": batch, "size": size,
-                            "threads": threads, "torch": best_t, "colobench": best_o, "ratio": ratio})
+                            "threads": threads, "torch": best_t, "colobench": best_o, "ratio": ratio,
+                            "colobench_winograd": wino})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

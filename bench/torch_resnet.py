@@ -3,7 +3,9 @@
 bench/nn_vs_torch.py), tuned as a careful user would tune it:
 
 - torch.set_num_threads(N) (Debian's build defaults to one thread here), one inter-op thread;
-- channels_last model and input (oneDNN's preferred layout for convolutions on CPU);
+- channels_last model and input (oneDNN's preferred layout for convolutions on CPU); the driver
+  also tries the default contiguous layout for inference and keeps the faster (Debian's 1.13
+  build has a pathological channels_last path for ResNet-50 at batch 1 on one thread);
 - training: SGD(lr 0.01, momentum 0.9, weight_decay 1e-4), zero_grad(set_to_none=True);
 - inference: model.eval() under torch.inference_mode();
 - the caller sets MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ so glibc keeps freed memory
@@ -35,6 +37,8 @@ def main():
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--layout", default="channels_last", choices=["channels_last", "contiguous"],
+                    help="memory format of model and input (the driver tries both for inference)")
     a = ap.parse_args()
     for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         if var not in os.environ:
@@ -47,8 +51,9 @@ def main():
         pass
     torch.manual_seed(1)
     model = getattr(torchvision.models, a.model)(num_classes=a.classes)
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(a.batch, 3, a.size, a.size).to(memory_format=torch.channels_last)
+    fmt = torch.channels_last if a.layout == "channels_last" else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(a.batch, 3, a.size, a.size).to(memory_format=fmt)
     y = torch.randint(0, a.classes, (a.batch,))
     times = []
     loss_v = None
@@ -76,7 +81,7 @@ def main():
                     times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     r = {"impl": "pytorch", "torch": torch.__version__, "model": a.model, "mode": a.mode,
-         "batch": a.batch, "threads": a.threads, "size": a.size,
+         "batch": a.batch, "threads": a.threads, "size": a.size, "layout": a.layout,
          "images_per_s": a.batch / med, "images_per_s_mean": a.batch * len(times) / sum(times),
          "step_ms_median": med * 1e3}
     if loss_v is not None:

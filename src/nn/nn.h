@@ -179,11 +179,12 @@ typedef struct cb_nn_result {
 typedef struct cb_nn_exec_stats {
     int64_t calls;                 /* forward/train_step/eval calls */
     int64_t total_ns;              /* wall time inside those calls */
-    int64_t primitive_ns;          /* of which inside backend primitives (profile = 1): compute
-                                      kernels (oneDNN's, and the backend's own loss, gradient
-                                      accumulation and optimizer loops), each timed to
-                                      completion; total_ns - primitive_ns is the framework's
-                                      overhead */
+    int64_t primitive_ns;          /* of which inside the library's primitives (profile = 1:
+                                      oneDNN on the CPU), each timed to completion */
+    int64_t kernel_ns;             /* of which inside the backend's own kernels (profile = 1):
+                                      loss, gradient accumulation, BN running statistics, the
+                                      optimizer. total_ns - primitive_ns is the time outside
+                                      the library: these kernels plus dispatch */
 } cb_nn_exec_stats;
 
 typedef struct cb_nn_exec cb_nn_exec;
