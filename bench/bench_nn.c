@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/stats.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/rng.h"
@@ -33,11 +34,6 @@ static int parse_int(const char *s, int *ok) {
         return 0;
     }
     return (int)v;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {
@@ -122,7 +118,7 @@ int main(int argc, char **argv) {
         if (i >= warmup) step_ns[i - warmup] = cb_clock_now_ns() - t0;
     }
     cb_nn_exec_get_stats(e, &s1);
-    qsort(step_ns, (size_t)steps, sizeof *step_ns, cmp_i64);
+    cb_stats_sort(step_ns, (size_t)steps);
     double med = (double)step_ns[steps / 2];
     if (steps % 2 == 0) med = 0.5 * ((double)step_ns[steps / 2 - 1] + (double)step_ns[steps / 2]);
     double sum = 0;

@@ -143,3 +143,10 @@ char *cb_test_py_json(const char *path, const char *expr) {
     while (n && out[n - 1] == '\n') out[--n] = '\0';
     return out;
 }
+
+double cb_test_py_num(const char *path, const char *expr) {
+    char *v = cb_test_py_json(path, expr);
+    double d = v ? strtod(v, NULL) : -1e300;
+    free(v);
+    return d;
+}

@@ -93,4 +93,7 @@ size_t cb_test_count_lines(const char *path);
  * prints, without the trailing newline (malloc'd; NULL, with the error printed, on failure). */
 char *cb_test_py_json(const char *path, const char *expr);
 
+/* cb_test_py_json read as a number; -1e300 (never a plausible figure) when it fails. */
+double cb_test_py_num(const char *path, const char *expr);
+
 #endif

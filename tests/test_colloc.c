@@ -14,13 +14,7 @@
 #define CLI CB_TEST_COLOBENCH
 
 #define py cb_test_py_json
-
-static double py_num(const char *file, const char *expr) {
-    char *v = py(file, expr);
-    double d = v ? strtod(v, NULL) : -1e300;
-    free(v);
-    return d;
-}
+#define py_num cb_test_py_num
 
 /* Two util.spin (work mode) pipelines on the given cpus, `mode`, isolated baseline. */
 static const char *two_spinners(const char *dir, const char *mode, int cpu_a, int cpu_b, int queries) {

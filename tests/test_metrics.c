@@ -14,6 +14,7 @@
 #include "core/registry.h"
 #include "core/runtime.h"
 #include "core/spec.h"
+#include "run_fixture.h"
 
 #define CLI CB_TEST_COLOBENCH
 
@@ -67,46 +68,6 @@ static const cb_stage_ops k_loss_ops = {
     .n_metrics = M_N,
 };
 
-/* ---- fixture ------------------------------------------------------------------------------ */
-
-typedef struct run_fixture {
-    cb_registry *reg;
-    cb_doc *doc;
-    cb_spec *spec;
-    cb_run_result res;
-    int rc;
-    cb_error err;
-} run_fixture;
-
-static int run_yaml(run_fixture *f, const char *yaml, const char *out_dir) {
-    memset(f, 0, sizeof *f);
-    cb_error_clear(&f->err);
-    if (cb_registry_create(&f->reg, &f->err) != CB_OK) return -1;
-    if (cb_registry_add(f->reg, &k_loss_ops, "test", &f->err) != CB_OK) {
-        printf("# registry: %s\n", f->err.msg);
-        return -1;
-    }
-    const char *dir = cb_test_tmpdir();
-    const char *path = cb_test_write(dir, "bench.yaml", yaml);
-    if (cb_spec_load(path, NULL, 0, f->reg, &f->doc, &f->spec, &f->err) != CB_OK) {
-        char buf[2048];
-        cb_error_format(&f->err, buf, sizeof buf);
-        printf("# spec error: %s\n", buf);
-        return -1;
-    }
-    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
-    o.spec = f->spec;
-    o.out_dir = out_dir;
-    f->rc = cb_run(&o, &f->res, &f->err);
-    return 0;
-}
-
-static void fixture_fini(run_fixture *f) {
-    cb_run_result_fini(&f->res);
-    cb_spec_destroy(f->spec);
-    cb_doc_destroy(f->doc);
-    cb_registry_destroy(f->reg);
-}
 
 /* The dataset of the main test: 5 epochs of train (6 batches) then val (2): 40 queries, query id
  * = epoch * 8 + position. */
@@ -368,7 +329,7 @@ static void check_summary(const run_fixture *f, const cb_pipeline_record *r, con
 static void test_report_records_csv_summary(void) {
     const char *out_dir = cb_test_tmpdir();
     run_fixture f;
-    int ok = run_yaml(&f, k_yaml, out_dir);
+    int ok = run_fixture_yaml(&f, k_yaml, out_dir, &k_loss_ops);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
@@ -380,13 +341,13 @@ static void test_report_records_csv_summary(void) {
     check_records(&f, &r);
     check_csv(&f, &r, out_dir);
     check_summary(&f, &r, out_dir);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_no_metrics_header_only(void) {
     const char *out_dir = cb_test_tmpdir();
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: none\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -394,7 +355,7 @@ static void test_no_metrics_header_only(void) {
                       "    outputs: [0]\n"
                       "    loadgen: {component: closed, max_queries: 20}\n"
                       "    stages: [{id: 0, name: a, component: util.noop, outputs: []}]\n",
-                      out_dir);
+                      out_dir, &k_loss_ops);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
@@ -417,7 +378,7 @@ static void test_no_metrics_header_only(void) {
     char *v = cb_test_py_json(path, "d[\"pipelines\"][0][\"stages\"][0][\"metrics\"], \"images_per_s\" in d[\"pipelines\"][0]");
     CB_CHECK_STR_EQ(v, "{} False");
     free(v);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 /* Many reports from one thread cross the metric log's chunk boundaries (4096 records): none is
@@ -425,7 +386,7 @@ static void test_no_metrics_header_only(void) {
 static void test_many_reports_cross_chunks(void) {
     const char *out_dir = cb_test_tmpdir();
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: many\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -434,7 +395,7 @@ static void test_many_reports_cross_chunks(void) {
                       "    loadgen: {component: offline, queue_depth: 4, max_queries: 20000}\n"
                       "    stages: [{id: 0, name: src, component: util.source, outputs: [],\n"
                       "              config: {bytes: 3, share: true}}]\n",
-                      out_dir);
+                      out_dir, &k_loss_ops);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
@@ -451,7 +412,7 @@ static void test_many_reports_cross_chunks(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/stage_metrics.csv", out_dir);
     CB_CHECK_EQ_INT(cb_test_count_lines(path), 20001);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 /* ---- collocation: two child processes --------------------------------------------------- */

@@ -8,41 +8,8 @@
 #include "core/registry.h"
 #include "core/runtime.h"
 #include "core/spec.h"
+#include "run_fixture.h"
 
-typedef struct run_fixture {
-    cb_registry *reg;
-    cb_doc *doc;
-    cb_spec *spec;
-    cb_run_result res;
-    int rc;
-    cb_error err;
-} run_fixture;
-
-static int run_yaml(run_fixture *f, const char *yaml, const char *out_dir) {
-    memset(f, 0, sizeof *f);
-    cb_error_clear(&f->err);
-    if (cb_registry_create(&f->reg, &f->err) != CB_OK) return -1;
-    const char *dir = cb_test_tmpdir();
-    const char *path = cb_test_write(dir, "bench.yaml", yaml);
-    if (cb_spec_load(path, NULL, 0, f->reg, &f->doc, &f->spec, &f->err) != CB_OK) {
-        char buf[2048];
-        cb_error_format(&f->err, buf, sizeof buf);
-        printf("# spec error: %s\n", buf);
-        return -1;
-    }
-    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
-    o.spec = f->spec;
-    o.out_dir = out_dir;
-    f->rc = cb_run(&o, &f->res, &f->err);
-    return 0;
-}
-
-static void fixture_fini(run_fixture *f) {
-    cb_run_result_fini(&f->res);
-    cb_spec_destroy(f->spec);
-    cb_doc_destroy(f->doc);
-    cb_registry_destroy(f->reg);
-}
 
 static cb_pipeline_record recs(run_fixture *f, size_t p) { return cb_recorder_records(f->res.recorder, p); }
 
@@ -54,7 +21,7 @@ static int cmp_ev(const void *a, const void *b) {
 
 static void test_chain_events_follow_path(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: chain\n"
                       "pipelines:\n"
                       "  - name: c\n"
@@ -65,7 +32,7 @@ static void test_chain_events_follow_path(void) {
                       "      - {id: 0, name: a, component: util.source, outputs: [1], config: {bytes: 64}}\n"
                       "      - {id: 1, name: b, component: util.noop, outputs: [2], workers: 2}\n"
                       "      - {id: 2, name: c, component: util.copy, outputs: []}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
@@ -97,7 +64,7 @@ static void test_chain_events_follow_path(void) {
     }
     CB_CHECK_EQ_INT(bad, 0);
     free(ev);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 /* Maximum number of overlapping [start, end) intervals among events of one stage. */
@@ -118,7 +85,7 @@ static int max_overlap(const cb_pipeline_record *r, int stage) {
 
 static void test_workers_bound_concurrency(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: w\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -128,7 +95,7 @@ static void test_workers_bound_concurrency(void) {
                       "    stages:\n"
                       "      - {id: 0, name: s, component: util.sleep, outputs: [], workers: 4,\n"
                       "         config: {duration_us: 3000}}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record r = recs(&f, 0);
@@ -142,12 +109,12 @@ static void test_workers_bound_concurrency(void) {
         if (w >= 0 && w < 8) used[w] = 1;
     }
     CB_CHECK(used[0] && used[1] && used[2] && used[3] && !used[4]);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_offline_queue_depth_bounds_in_flight(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: o\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -157,7 +124,7 @@ static void test_offline_queue_depth_bounds_in_flight(void) {
                       "    stages:\n"
                       "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
                       "      - {id: 1, name: s, component: util.spin, outputs: [], workers: 2, config: {duration_us: 50}}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record r = recs(&f, 0);
@@ -172,12 +139,12 @@ static void test_offline_queue_depth_bounds_in_flight(void) {
     }
     CB_CHECK_CMP_INT(worst, <=, 5);
     CB_CHECK_CMP_INT(worst, >=, 2);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_fanout_and_merge(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: fm\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -189,7 +156,7 @@ static void test_fanout_and_merge(void) {
                       "      - {id: 1, name: left, component: util.copy, outputs: [3], workers: 2}\n"
                       "      - {id: 2, name: right, component: util.noop, outputs: [3], workers: 2}\n"
                       "      - {id: 3, name: join, component: util.noop, outputs: [], polling_policy: merge}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.res.n_errors, 0);
@@ -214,12 +181,12 @@ static void test_fanout_and_merge(void) {
     CB_CHECK_EQ_INT(bad, 0);
     for (size_t i = 0; i < r.n_queries; i++) bad += r.queries[i].status != CB_QUERY_OK;
     CB_CHECK_EQ_INT(bad, 0);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_router_loop_terminates(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: loop\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -231,7 +198,7 @@ static void test_router_loop_terminates(void) {
                       "      - {id: 1, name: route, component: util.router, outputs: [0, 2],\n"
                       "         config: {weights: [0.7, 0.3], max_hops: 9, on_max_hops: last}}\n"
                       "      - {id: 2, name: done, component: util.noop, outputs: []}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.res.n_errors, 0);
@@ -252,12 +219,12 @@ static void test_router_loop_terminates(void) {
         if (n > 5) bad++;
     }
     CB_CHECK_EQ_INT(bad, 0);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_failure_stops_pipeline(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: fail\n"
                       "pipelines:\n"
                       "  - name: broken\n"
@@ -267,7 +234,7 @@ static void test_failure_stops_pipeline(void) {
                       "    stages:\n"
                       "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
                       "      - {id: 1, name: boom, component: util.fail, outputs: [], config: {on_query: 5}}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
@@ -284,12 +251,12 @@ static void test_failure_stops_pipeline(void) {
     }
     CB_CHECK_EQ_INT(errs, 1);
     CB_CHECK_EQ_INT(q5, CB_QUERY_ERROR);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_dataset_splits_and_epochs(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: ds\n"
                       "pipelines:\n"
                       "  - name: train\n"
@@ -301,7 +268,7 @@ static void test_dataset_splits_and_epochs(void) {
                       "      - {id: 0, name: data, component: util.source, outputs: [1],\n"
                       "         config: {splits: {train: 3, val: 2}, epochs: 2}}\n"
                       "      - {id: 1, name: step, component: util.noop, outputs: []}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record r = recs(&f, 0);
@@ -324,12 +291,12 @@ static void test_dataset_splits_and_epochs(void) {
                 r.queries[j].epoch == r.queries[i].epoch && r.queries[j].end_ns > r.queries[i].submit_ns)
                 bad++;
     CB_CHECK_EQ_INT(bad, 0);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_poisson_open_loop_latency_from_schedule(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: open\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -338,7 +305,7 @@ static void test_poisson_open_loop_latency_from_schedule(void) {
                       "    loadgen: {component: poisson, max_queries: 300, config: {rate: 3000, seed: 7}}\n"
                       "    stages:\n"
                       "      - {id: 0, name: s, component: util.spin, outputs: [], config: {duration_us: 20}}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record r = recs(&f, 0);
@@ -355,12 +322,12 @@ static void test_poisson_open_loop_latency_from_schedule(void) {
     /* 300 arrivals at 3000/s span about 0.1 s. */
     double span_s = (double)(last - first) / 1e9;
     CB_CHECK(span_s > 0.06 && span_s < 0.15);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_backpressure_bounded_queue(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: bp\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -372,7 +339,7 @@ static void test_backpressure_bounded_queue(void) {
                       "      - {id: 1, name: mid, component: util.noop, outputs: [2]}\n"
                       "      - {id: 2, name: slow, component: util.spin, outputs: [], max_input_queue_depth: 2,\n"
                       "         config: {duration_us: 100}}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record r = recs(&f, 0);
@@ -390,12 +357,12 @@ static void test_backpressure_bounded_queue(void) {
         if (waiting > worst) worst = waiting;
     }
     CB_CHECK_CMP_INT(worst, <=, 3); /* 2 queued + one blocked emitter counted at the boundary */
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_timeout_stops_run(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: to\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -404,7 +371,7 @@ static void test_timeout_stops_run(void) {
                       "    loadgen: {component: closed, timeout: 0.2}\n"
                       "    stages:\n"
                       "      - {id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 20000}}\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK(f.res.timed_out);
@@ -413,7 +380,7 @@ static void test_timeout_stops_run(void) {
     CB_CHECK_CMP_INT(r.n_queries, >=, 5);
     CB_CHECK_CMP_INT(r.n_queries, <=, 11);
     CB_CHECK_CMP_INT(f.res.end_ns - f.res.t0_ns, <, 1500000000);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 /* Even query ids take a 5 ms detour, odd ones go straight to s, so s's queue receives them out
@@ -438,7 +405,7 @@ static int policy_order(const char *policy, uint64_t *ids) {
              "         config: {duration_us: 50000}}\n",
              policy);
     run_fixture f;
-    if (run_yaml(&f, yaml, NULL)) return -1;
+    if (run_fixture_yaml(&f, yaml, NULL, NULL)) return -1;
     cb_pipeline_record r = recs(&f, 0);
     cb_stage_event ev[8];
     int n = 0;
@@ -452,7 +419,7 @@ static int policy_order(const char *policy, uint64_t *ids) {
                 ev[j] = t;
             }
     for (int i = 0; i < n; i++) ids[i] = ev[i].query_id;
-    fixture_fini(&f);
+    run_fixture_fini(&f);
     return n;
 }
 
@@ -474,7 +441,7 @@ static void test_first_policy_orders_by_submission(void) {
 static void test_csv_matches_records(void) {
     const char *dir = cb_test_tmpdir();
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: csv\n"
                       "pipelines:\n"
                       "  - name: p\n"
@@ -484,7 +451,7 @@ static void test_csv_matches_records(void) {
                       "    stages:\n"
                       "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
                       "      - {id: 1, name: b, component: util.noop, outputs: [], disable_logs: true}\n",
-                      dir);
+                      dir, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     char path[1024];
@@ -497,12 +464,12 @@ static void test_csv_matches_records(void) {
     CB_CHECK(text && !strncmp(text, hdr, strlen(hdr)));
     CB_CHECK_CONTAINS(text, ",ok\n");
     free(text);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 static void test_two_pipelines_run_together(void) {
     run_fixture f;
-    int ok = run_yaml(&f,
+    int ok = run_fixture_yaml(&f,
                       "name: two\n"
                       "pipelines:\n"
                       "  - name: a\n"
@@ -515,7 +482,7 @@ static void test_two_pipelines_run_together(void) {
                       "    outputs: [0]\n"
                       "    loadgen: {component: closed, max_queries: 20}\n"
                       "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 2000}}]\n",
-                      NULL);
+                      NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record a = recs(&f, 0), b = recs(&f, 1);
@@ -530,7 +497,7 @@ static void test_two_pipelines_run_together(void) {
         if (b.queries[i].end_ns > b1) b1 = b.queries[i].end_ns;
     }
     CB_CHECK(a0 < b1 && b0 < a1);
-    fixture_fini(&f);
+    run_fixture_fini(&f);
 }
 
 int main(void) {

@@ -9,13 +9,7 @@
 
 #define CLI CB_TEST_COLOBENCH
 #define py cb_test_py_json
-
-static double py_num(const char *file, const char *expr) {
-    char *v = py(file, expr);
-    double d = v ? strtod(v, NULL) : -1e300;
-    free(v);
-    return d;
-}
+#define py_num cb_test_py_num
 
 static int run(const char *cmd, char **out) {
     int st = cb_test_sh(cmd, out);
@@ -195,6 +189,11 @@ static void test_errors(void) {
              "      - {id: 0, name: data, component: data.synthetic, outputs: [1], config: {shape: [3, 32, 32], classes: 10, batch_size: 8}}\n"
              "      - {id: 1, name: train, component: vision.train, outputs: [], config: {model: cnn, batch_size: 4}}\n", head);
     expect_fail(dir, "batch.yaml", y, "batch_size is 4");
+    /* Labels the model has no class for: the executor names the label and the range. */
+    snprintf(y, sizeof y, "%s"
+             "      - {id: 0, name: data, component: data.synthetic, outputs: [1], config: {shape: [3, 32, 32], classes: 50, batch_size: 8}}\n"
+             "      - {id: 1, name: train, component: vision.train, outputs: [], config: {model: cnn, classes: 5, batch_size: 8}}\n", head);
+    expect_fail(dir, "labels.yaml", y, "outside [0, 5)");
     /* One model per training stage. */
     snprintf(y, sizeof y, "%s"
              "      - {id: 0, name: data, component: data.synthetic, outputs: [1], config: {shape: [3, 32, 32], classes: 10, batch_size: 2}}\n"

@@ -50,9 +50,6 @@ static int cb_eval_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err)
     cb_image_batch *b;
     int rc = cb_netstage_batch(&s->ns, q, &b, err);
     if (rc) return rc;
-    if (!cb_netstage_labels_ok(&s->ns, b))
-        return cb_util_error(err, CB_EINVAL, "query %llu: evaluation needs labels in [0, %d)",
-                             (unsigned long long)q->id, s->ns.classes);
     cb_nn_result r = {0};
     cb_error e;
     cb_error_clear(&e);

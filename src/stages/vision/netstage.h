@@ -67,7 +67,9 @@ int cb_netstage_prepare(cb_netstage *ns, cb_error *err);
 /* Validates q's payload as a float NCHW batch, builds the model at the first batch if needed,
  * checks the shape, and returns the batch. */
 int cb_netstage_batch(cb_netstage *ns, const cb_query *q, cb_image_batch **out, cb_error *err);
-/* 1 when every label of b is a class of the model. */
+/* 1 when every label of b is a class of the model (training and evaluation need not ask: the
+ * executor rejects a bad label with a message naming it; inference asks to decide whether the
+ * batch's accuracy can be reported). */
 int cb_netstage_labels_ok(const cb_netstage *ns, cb_image_batch *b);
 void cb_netstage_destroy(cb_netstage *ns);
 

@@ -95,9 +95,6 @@ static int cb_train_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err
     cb_image_batch *b;
     int rc = cb_netstage_batch(&s->ns, q, &b, err);
     if (rc) return rc;
-    if (!cb_netstage_labels_ok(&s->ns, b))
-        return cb_util_error(err, CB_EINVAL, "query %llu: a label is outside [0, %d)",
-                             (unsigned long long)q->id, s->ns.classes);
     const float *x = (const float *)(const void *)cb_image_batch_data(b);
     const int32_t *labels = cb_image_batch_labels(b);
     cb_nn_result r = {0};
