@@ -18,6 +18,12 @@ void cb__test_fail(const char *file, int line, const char *fmt, ...)
 void cb__test_run(const char *name, void (*fn)(void));
 int cb_test_done(void);
 
+/* GPU tests on a machine without a usable device: prints "# SKIP why"; when no test ran (passed
+ * or failed), cb_test_done then returns CB_TEST_SKIPPED, which CTest reports as skipped
+ * (SKIP_RETURN_CODE), never as passed. */
+#define CB_TEST_SKIPPED 77
+void cb_test_skip(const char *why);
+
 #define CB_RUN(fn) cb__test_run(#fn, fn)
 
 #define CB_CHECK(cond)                                                                             \

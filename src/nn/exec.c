@@ -10,7 +10,23 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "gpu/cuda.h"
 #include "nn/nn.h"
+
+static const char *const cb__precision_names[] = {"fp32", "tf32", "bf16", "fp16"};
+
+int cb_nn_precision_parse(const char *s, cb_nn_precision *out) {
+    for (int i = 0; i < 4; i++)
+        if (s && strcmp(s, cb__precision_names[i]) == 0) {
+            *out = (cb_nn_precision)i;
+            return CB_OK;
+        }
+    return CB_EINVAL;
+}
+
+const char *cb_nn_precision_name(cb_nn_precision p) {
+    return (unsigned)p < 4 ? cb__precision_names[p] : "?";
+}
 
 int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out, cb_error *err) {
     *out = NULL;
@@ -20,19 +36,45 @@ int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out
         m->nodes[m->output].w != 1)
         return cb_error_set(err, CB_EINVAL, "model %s has no flat output node", m->arch);
     const char *dev = opts->device && opts->device[0] ? opts->device : "cpu";
+    if ((unsigned)opts->precision > CB_NN_FP16)
+        return cb_error_set(err, CB_EINVAL, "unknown precision %d", (int)opts->precision);
     const cb_nn_backend *be = NULL;
     int index = -1;
+    cb_cuda *cuda = NULL;
     if (strcmp(dev, "cpu") == 0) {
         be = &cb_nn_backend_cpu;
+        if (opts->precision != CB_NN_FP32)
+            return cb_error_set(err, CB_EUNSUPPORTED, "precision %s needs a cuda device (the CPU "
+                                "backend computes fp32)", cb_nn_precision_name(opts->precision));
     } else if (strncmp(dev, "cuda:", 5) == 0) {
-        return cb_error_set(err, CB_EUNSUPPORTED,
-                            "device %s: this build has no CUDA backend for neural networks yet",
-                            dev);
+        int rc = cb_cuda_parse_device(dev, &index, err);
+        if (rc) return rc;
+        cuda = cb_calloc(1, sizeof *cuda);
+        if (!cuda) return cb_error_set(err, CB_ENOMEM, "out of memory");
+        rc = cb_cuda_open_device(cuda, index, err);
+        if (!rc && !cuda->api->nn) {
+            cb_cuda_close(cuda);
+            rc = cb_error_set(err, CB_EUNSUPPORTED, "the CUDA module %s has no neural-network "
+                              "backend", cuda->path);
+        }
+        if (rc) {
+            cb_free(cuda);
+            cb_error_prefix(err, "device %s", dev);
+            return rc;
+        }
+        be = cuda->api->nn;
     } else {
         return cb_error_set(err, CB_EINVAL, "unknown device \"%s\" (expected cpu or cuda:N)", dev);
     }
     cb_nn_exec *e = cb_calloc(1, sizeof *e);
-    if (!e) return cb_error_set(err, CB_ENOMEM, "out of memory");
+    if (!e) {
+        if (cuda) {
+            cb_cuda_close(cuda);
+            cb_free(cuda);
+        }
+        return cb_error_set(err, CB_ENOMEM, "out of memory");
+    }
+    e->module = cuda;
     e->model = m;
     e->opts = *opts;
     e->opts.device = NULL; /* not kept: the caller's string may not outlive the executor */
@@ -40,8 +82,7 @@ int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out
     e->device_index = index;
     int rc = be->create(e, err);
     if (rc) {
-        be->destroy(e);
-        cb_free(e);
+        cb_nn_exec_free(e);
         return rc;
     }
     *out = e;
@@ -51,6 +92,10 @@ int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out
 void cb_nn_exec_free(cb_nn_exec *e) {
     if (!e) return;
     e->backend->destroy(e);
+    if (e->module) {
+        cb_cuda_close(e->module);
+        cb_free(e->module);
+    }
     cb_free(e);
 }
 

@@ -148,6 +148,27 @@ typedef struct cb_nn_optim {
     double beta1, beta2, eps;      /* Adam: 0.9, 0.999, 1e-8 (all three 0: these defaults) */
 } cb_nn_optim;
 
+/* Arithmetic of an executor. fp32: float32 everywhere (on CUDA with TF32 tensor-core math
+ * disabled, as PyTorch computes with allow_tf32 off). tf32: float32 storage, convolutions and
+ * matrix products on TF32 tensor cores (10-bit mantissa inputs, float32 accumulation; Ampere and
+ * newer). bf16, fp16: mixed precision as torch.autocast does it: convolutions and linear layers
+ * read and write 16-bit activations and a 16-bit copy of the weights, accumulate in float32;
+ * batch-norm statistics, the loss, the gradients of the master weights and the optimizer stay
+ * float32. fp16 training scales the loss dynamically (torch.cuda.amp.GradScaler's rule: start at
+ * 65536, halve and skip the step on inf/nan gradients, double after 2000 good steps); bf16 needs
+ * no scaling. The CPU backend computes fp32 only; other precisions there are CB_EUNSUPPORTED. */
+typedef enum cb_nn_precision {
+    CB_NN_FP32 = 0,
+    CB_NN_TF32 = 1,
+    CB_NN_BF16 = 2,
+    CB_NN_FP16 = 3,
+} cb_nn_precision;
+
+/* "fp32", "tf32", "bf16", "fp16" -> 0 and *out, or CB_EINVAL. */
+int cb_nn_precision_parse(const char *s, cb_nn_precision *out);
+const char *cb_nn_precision_name(cb_nn_precision p);
+#define CB_NN_PRECISIONS "fp32|tf32|bf16|fp16"
+
 typedef struct cb_nn_exec_opts {
     int batch;                     /* largest n per call (calls with n < batch work too) */
     int train;                     /* 1: training executor, 0: inference only */
@@ -166,9 +187,15 @@ typedef struct cb_nn_exec_opts {
                                       ~2e-6 of the output scale; inference keeps its direct
                                       NHWC kernels). 0 (default): direct convolution, as
                                       PyTorch computes it */
+    cb_nn_precision precision;     /* CB_NN_FP32 (default) */
+    int cudnn_benchmark;           /* CUDA: 1 (default when opts come from a stage) times every
+                                      cuDNN algorithm once per layer shape at the first call of
+                                      that shape and keeps the fastest (cudnnFind*, cached in the
+                                      executor); 0 takes cuDNN's heuristic choice */
 } cb_nn_exec_opts;
 /* History of cb_nn_exec_opts (fields are only appended):
- *   issue 5: input_grad, winograd. */
+ *   issue 5: input_grad, winograd.
+ *   issue 6: precision, cudnn_benchmark. */
 
 typedef struct cb_nn_result {
     double loss;                   /* mean cross-entropy over the batch */
@@ -185,6 +212,14 @@ typedef struct cb_nn_exec_stats {
                                       loss, gradient accumulation, BN running statistics, the
                                       optimizer. total_ns - primitive_ns is the time outside
                                       the library: these kernels plus dispatch */
+    int64_t device_ns;             /* CUDA: device time of those calls, from CUDA events
+                                      recorded on the executor's stream at the start and end
+                                      of each call (0 on the CPU) */
+    int64_t device_mem_peak_bytes; /* CUDA: peak bytes in use in the executor's own stream-
+                                      ordered memory pool (cudaMemPoolAttrUsedMemHigh) plus
+                                      its fixed allocations (weights, gradients, optimizer
+                                      state); 0 on the CPU */
+    int64_t last_device_ns;        /* device time of the last call alone */
 } cb_nn_exec_stats;
 
 typedef struct cb_nn_exec cb_nn_exec;
@@ -240,6 +275,8 @@ struct cb_nn_exec {
     int device_index;              /* cuda ordinal, -1 for cpu */
     cb_nn_exec_stats stats;
     void *impl;
+    void *module;                  /* CUDA: the executor's reference to the CUDA module (a
+                                      cb_cuda, gpu/cuda.h), closed after destroy */
 };
 
 extern const cb_nn_backend cb_nn_backend_cpu;
