@@ -19,12 +19,13 @@ enum { P_COUNT = CB_NP_COMMON };
 
 static const cb_param_def cb_eval_params[P_COUNT] = {CB_NETSTAGE_PARAMS};
 
-enum { M_LOSS, M_ACCURACY, M_IMAGES, M_COUNT };
+enum { M_LOSS, M_ACCURACY, M_IMAGES, M_DEVICE_MEM, M_COUNT };
 
 static const cb_metric_def cb_eval_metrics[M_COUNT] = {
     [M_LOSS] = {"loss", CB_METRIC_GAUGE, "", "mean cross-entropy of the batch"},
     [M_ACCURACY] = {"accuracy", CB_METRIC_GAUGE, "ratio", "top-1 accuracy of the batch"},
     [M_IMAGES] = {"images", CB_METRIC_COUNT, "images", "images evaluated"},
+    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRIC,
 };
 
 typedef struct cb_eval_state {
@@ -63,6 +64,7 @@ static int cb_eval_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err)
     s->ns.host->report(ctx, M_LOSS, r.loss);
     s->ns.host->report(ctx, M_ACCURACY, (double)r.correct / (double)b->n);
     s->ns.host->report(ctx, M_IMAGES, (double)b->n);
+    cb_netstage_report_device(&s->ns, ctx, M_DEVICE_MEM);
     return CB_OK;
 }
 

@@ -28,12 +28,13 @@ static const cb_param_def cb_infer_params[P_COUNT] = {
                   "float32)"},
 };
 
-enum { M_IMAGES, M_ACCURACY, M_COUNT };
+enum { M_IMAGES, M_ACCURACY, M_DEVICE_MEM, M_COUNT };
 
 static const cb_metric_def cb_infer_metrics[M_COUNT] = {
     [M_IMAGES] = {"images", CB_METRIC_COUNT, "images", "images classified"},
     [M_ACCURACY] = {"accuracy", CB_METRIC_GAUGE, "ratio",
                     "top-1 accuracy of the batch (batches with labels only)"},
+    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRIC,
 };
 
 typedef struct cb_infer_state {
@@ -78,6 +79,7 @@ static int cb_infer_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err
     }
     q->tag = first;
     s->ns.host->report(ctx, M_IMAGES, (double)b->n);
+    cb_netstage_report_device(&s->ns, ctx, M_DEVICE_MEM);
     if (cb_netstage_labels_ok(&s->ns, b))
         s->ns.host->report(ctx, M_ACCURACY, (double)correct / (double)b->n);
     if (s->output_logits) {
@@ -100,7 +102,7 @@ const cb_stage_ops cb_stage_vision_infer = {
     .abi_major = CB_STAGE_ABI_MAJOR,
     .struct_size = sizeof(cb_stage_ops),
     .name = "vision.infer",
-    .summary = "image classification of one batch per query (CPU: oneDNN, fused)",
+    .summary = "image classification of one batch per query (CPU: oneDNN, fused; CUDA: cuDNN/cuBLAS)",
     .params = cb_infer_params,
     .n_params = P_COUNT,
     .state_size = sizeof(cb_infer_state),

@@ -35,6 +35,15 @@ int cb_netstage_create(cb_netstage *ns, const cb_stage_args *args, int train, cb
     if (strcmp(ns->device, "cpu") != 0 && strncmp(ns->device, "cuda:", 5) != 0)
         return cb_util_error(err, CB_ECONFIG, "device: expected cpu or cuda:N, got \"%s\"",
                              ns->device);
+    cb_nn_precision prec = CB_NN_FP32;
+    if (cb_nn_precision_parse(v[CB_NP_PRECISION].s, &prec) != 0)
+        return cb_util_error(err, CB_ECONFIG, "precision: expected %s, got \"%s\"",
+                             CB_NN_PRECISIONS, v[CB_NP_PRECISION].s);
+    if (prec != CB_NN_FP32 && strcmp(ns->device, "cpu") == 0)
+        return cb_util_error(err, CB_ECONFIG, "precision: %s needs a CUDA device (device: cuda:N);"
+                             " the CPU backend computes fp32", v[CB_NP_PRECISION].s);
+    ns->opts.precision = prec;
+    ns->opts.cudnn_benchmark = (int)v[CB_NP_CUDNN_BENCHMARK].i;
     ns->opts.batch = (int)v[CB_NP_BATCH_SIZE].i;
     ns->opts.threads = (int)v[CB_NP_THREADS].i;
     ns->opts.train = train;
@@ -105,6 +114,13 @@ int cb_netstage_labels_ok(const cb_netstage *ns, cb_image_batch *b) {
     for (uint32_t i = 0; i < b->n; i++)
         if (l[i] < 0 || l[i] >= ns->classes) return 0;
     return 1;
+}
+
+void cb_netstage_report_device(cb_netstage *ns, cb_run_ctx *ctx, int mem_metric) {
+    if (!ns->exec || ns->exec->device_index < 0) return;
+    cb_nn_exec_stats st;
+    cb_nn_exec_get_stats(ns->exec, &st);
+    ns->host->report(ctx, mem_metric, (double)st.device_mem_peak_bytes);
 }
 
 void cb_netstage_destroy(cb_netstage *ns) {

@@ -20,7 +20,7 @@
 /* The parameters every model stage has, in this order at the start of its table. */
 enum {
     CB_NP_MODEL, CB_NP_CLASSES, CB_NP_SHAPE, CB_NP_WEIGHTS, CB_NP_BATCH_SIZE, CB_NP_THREADS,
-    CB_NP_DEVICE, CB_NP_SEED, CB_NP_COMMON
+    CB_NP_DEVICE, CB_NP_SEED, CB_NP_PRECISION, CB_NP_CUDNN_BENCHMARK, CB_NP_COMMON
 };
 
 #define CB_NETSTAGE_PARAMS                                                                         \
@@ -41,7 +41,14 @@ enum {
     [CB_NP_DEVICE] = {"device", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,                   \
                       "cpu or cuda:N (unset = the pipeline's device)"},                            \
     [CB_NP_SEED] = {"seed", CB_PARAM_INT, "-1", -1, 9.2e18, NULL,                                  \
-                    "seed of the random initialization (-1 = derived from the pipeline)"}
+                    "seed of the random initialization (-1 = derived from the pipeline)"},         \
+    [CB_NP_PRECISION] = {"precision", CB_PARAM_ENUM, "fp32", CB_PARAM_UNBOUNDED, CB_NN_PRECISIONS, \
+                         "arithmetic: fp32; tf32 (TF32 tensor cores); bf16 or fp16 mixed "         \
+                         "precision as torch.autocast (fp16 with dynamic loss scaling). CUDA "     \
+                         "only except fp32"},                                                      \
+    [CB_NP_CUDNN_BENCHMARK] = {"cudnn_benchmark", CB_PARAM_BOOL, "true", CB_PARAM_UNBOUNDED, NULL, \
+                               "CUDA: time every cuDNN algorithm once per layer shape and keep "   \
+                               "the fastest (false: cuDNN's heuristic choice)"}
 
 typedef struct cb_netstage {
     const cb_host *host;
@@ -71,6 +78,16 @@ int cb_netstage_batch(cb_netstage *ns, const cb_query *q, cb_image_batch **out, 
  * executor rejects a bad label with a message naming it; inference asks to decide whether the
  * batch's accuracy can be reported). */
 int cb_netstage_labels_ok(const cb_netstage *ns, cb_image_batch *b);
+/* After an executor call on a CUDA device: reports the call's device time (CUDA events) as the
+ * run's device time (host->device_time, events.csv device_ns) and the executor's peak device
+ * memory as metric `mem_metric` (a gauge, bytes). Nothing on the CPU. */
+void cb_netstage_report_device(cb_netstage *ns, cb_run_ctx *ctx, int mem_metric);
+
+/* The metric every model stage declares for its peak device memory. */
+#define CB_NETSTAGE_MEM_METRIC                                                                     \
+    {"device_mem_peak_bytes", CB_METRIC_GAUGE, "bytes",                                            \
+     "peak device memory of the stage's executor (its stream-ordered pool and its parameters); "  \
+     "CUDA only"}
 void cb_netstage_destroy(cb_netstage *ns);
 
 #endif

@@ -46,12 +46,13 @@ static const cb_param_def cb_train_params[P_COUNT] = {
                     "error ~5x larger than direct; PyTorch uses direct)"},
 };
 
-enum { M_LOSS, M_ACCURACY, M_IMAGES, M_COUNT };
+enum { M_LOSS, M_ACCURACY, M_IMAGES, M_DEVICE_MEM, M_COUNT };
 
 static const cb_metric_def cb_train_metrics[M_COUNT] = {
     [M_LOSS] = {"loss", CB_METRIC_GAUGE, "", "mean cross-entropy of the batch"},
     [M_ACCURACY] = {"accuracy", CB_METRIC_GAUGE, "ratio", "top-1 accuracy of the batch"},
     [M_IMAGES] = {"images", CB_METRIC_COUNT, "images", "images processed"},
+    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRIC,
 };
 
 typedef struct cb_train_state {
@@ -111,6 +112,7 @@ static int cb_train_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err
     s->ns.host->report(ctx, M_LOSS, r.loss);
     s->ns.host->report(ctx, M_ACCURACY, (double)r.correct / (double)b->n);
     s->ns.host->report(ctx, M_IMAGES, (double)b->n);
+    cb_netstage_report_device(&s->ns, ctx, M_DEVICE_MEM);
     return CB_OK;
 }
 
@@ -139,7 +141,7 @@ const cb_stage_ops cb_stage_vision_train = {
     .abi_major = CB_STAGE_ABI_MAJOR,
     .struct_size = sizeof(cb_stage_ops),
     .name = "vision.train",
-    .summary = "one training step of an image classifier per batch (CPU: oneDNN)",
+    .summary = "one training step of an image classifier per batch (CPU: oneDNN; CUDA: cuDNN/cuBLAS)",
     .params = cb_train_params,
     .n_params = P_COUNT,
     .state_size = sizeof(cb_train_state),
