@@ -220,6 +220,28 @@ static void test_run_without_device(void) {
     free(out);
 }
 
+/* `colobench devices`: the module and devices, or why none; exit status for scripts. */
+static void test_devices_command(void) {
+    cb_cuda c;
+    cb_error probe;
+    int have_gpu = cb_cuda_open_device(&c, 0, &probe) == CB_OK;
+    cb_cuda_close(&c);
+    char *out = NULL;
+    int st = cb_test_sh(CB_TEST_COLOBENCH " devices", &out);
+    if (have_gpu) {
+        CB_CHECK_EQ_INT(st, 0);
+        CB_CHECK_CONTAINS(out, "cuda:0  ");
+    } else {
+        CB_CHECK_EQ_INT(st, 1);
+        CB_CHECK_CONTAINS(out, cb_cuda_built() ? "cuda devices: none: " : "built without CUDA");
+    }
+    free(out);
+    out = NULL;
+    CB_CHECK_EQ_INT(cb_test_sh(CB_TEST_COLOBENCH " devices --bogus 2>&1", &out), 2);
+    CB_CHECK_CONTAINS(out, "unexpected argument");
+    free(out);
+}
+
 int main(void) {
     CB_RUN(test_no_cuda_until_asked);
     CB_RUN(test_parse_device);
@@ -229,5 +251,6 @@ int main(void) {
     CB_RUN(test_devices);
     CB_RUN(test_executor_devices);
     CB_RUN(test_run_without_device);
+    CB_RUN(test_devices_command);
     return cb_test_done();
 }

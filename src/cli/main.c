@@ -24,6 +24,7 @@
 #include "analysis/interference.h"
 #include "analysis/summary.h"
 #include "analysis/trace.h"
+#include "cli/cmd_devices.h"
 #include "cli/cmd_monitor.h"
 #include "collocate/barrier.h"
 #include "collocate/launch.h"
@@ -57,6 +58,8 @@ static const char cb__usage[] =
     "                        list stages with their parameters (plugins from\n"
     "                        COLOBENCH_PLUGIN_PATH included)\n"
     "  graph CONFIG [--dot]  print each pipeline's graph as Mermaid (or Graphviz DOT)\n"
+    "  devices               the CUDA module and the CUDA devices it sees (exit 1: none,\n"
+    "                        and why)\n"
     "  monitor [--period MS] [-o DIR] [--sources LIST] -- COMMAND [ARGS...]\n"
     "                        run COMMAND and sample CPU, memory, GPU and perf counters\n"
     "                        into DIR (default out/monitor): metrics.csv, summary.json\n"
@@ -672,12 +675,13 @@ static int cb__cmd_stages(const cb_cli *cli) {
 int main(int argc, char **argv) {
     cb_cli cli;
     if (argc > 1 && !strcmp(argv[1], "monitor")) return cb_cli_monitor(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "devices")) return cb_cli_devices(argc - 1, argv + 1);
     if (cb__parse_args(argc, argv, &cli) != 0) return CB_EXIT_USAGE;
     if (!strcmp(cli.cmd, "run")) return cb__with_spec(&cli, cb__run);
     if (!strcmp(cli.cmd, "validate")) return cb__with_spec(&cli, cb__validate);
     if (!strcmp(cli.cmd, "graph")) return cb__with_spec(&cli, cb__graph);
     if (!strcmp(cli.cmd, "stages")) return cb__cmd_stages(&cli);
-    fprintf(stderr, "colobench: unknown command '%s' (run, validate, stages, graph; see --help)\n",
+    fprintf(stderr, "colobench: unknown command '%s' (run, validate, stages, graph, monitor, devices; see --help)\n",
             cli.cmd);
     return CB_EXIT_USAGE;
 }
