@@ -56,12 +56,12 @@ CTEST_ARGS="-j$jobs" run_ctest build-asan env ASAN_OPTIONS=detect_leaks=1:abort_
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation and CLI tests"
-cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j"$jobs"
 CTEST_ARGS="-R test_(runtime|cli|stages|monitor|colloc|metrics|data)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
-cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_config fuzz_safetensors
 mkdir -p build-fuzz/corpus build-fuzz/corpus_safetensors
 ./build-fuzz/fuzz_config -max_total_time="${CB_FUZZ_SECONDS:-30}" -max_len=4096 -timeout=10 \
