@@ -748,7 +748,14 @@ static int cb__sweep(const cb_cli *cli, const cb_spec *spec) {
         snprintf(default_dir, sizeof default_dir, "out/%s", spec->name ? spec->name : "run");
         out_dir = default_dir;
     }
-    int code = cb__prepare_out_dir(out_dir);
+    /* Devices are the same at every point: check them once, before anything runs. */
+    size_t np = spec->n_pipelines;
+    char(*mig)[96] = cb_calloc(np, sizeof *mig);
+    const char **mig_ptrs = cb_calloc(np, sizeof *mig_ptrs);
+    int code = mig && mig_ptrs ? cb__check_devices(spec, mig, mig_ptrs) : CB_EXIT_FAILED;
+    cb_free(mig);
+    cb_free(mig_ptrs);
+    if (!code) code = cb__prepare_out_dir(out_dir);
     if (code) return code;
     /* Sources: the pipelines as written, and whether the sweep's replicas apply to them. */
     size_t n_src = 0;
