@@ -12,42 +12,9 @@
 
 #include "core/registry.h"
 #include "core/spec.h"
+#include "spec_fixture.h"
 
 #define CLI CB_TEST_COLOBENCH
-
-static cb_registry *g_reg;
-static char g_msg[2048];
-
-/* Builds text as "bench.yaml"; returns the status and leaves the formatted error in g_msg. */
-static int build(const char *text, cb_doc **doc_out, cb_spec **spec_out) {
-    cb_doc *doc = NULL;
-    cb_spec *spec = NULL;
-    cb_error err;
-    cb_error_clear(&err);
-    g_msg[0] = '\0';
-    int rc = cb_doc_load_string(text, strlen(text), "bench.yaml", &doc, &err);
-    if (!rc) rc = cb_spec_build(doc, g_reg, &spec, &err);
-    if (rc) cb_error_format(&err, g_msg, sizeof g_msg);
-    if (spec_out && !rc) {
-        *spec_out = spec;
-        *doc_out = doc;
-    } else {
-        cb_spec_destroy(spec);
-        cb_doc_destroy(doc);
-    }
-    return rc;
-}
-
-static void expect_error(const char *text, const char *want, int line) {
-    int rc = build(text, NULL, NULL);
-    if (rc == 0) {
-        cb__test_fail(__FILE__, line, "expected error \"%s\", but the spec built", want);
-        return;
-    }
-    if (strcmp(g_msg, want) != 0)
-        cb__test_fail(__FILE__, line, "error:\n#     got  \"%s\"\n#     want \"%s\"", g_msg, want);
-}
-#define EXPECT_ERROR(text, want) expect_error(text, want, __LINE__)
 
 /* Two pipelines: `a` (replicas, seed 5) and `b` (one, default seed). */
 #define PIPES(reps_line)                                                                           \
@@ -62,7 +29,7 @@ static void expect_error(const char *text, const char *want, int line) {
 static void test_replicas_expand(void) {
     cb_doc *doc = NULL;
     cb_spec *spec = NULL;
-    CB_CHECK_EQ_INT(build("name: r\n" PIPES("    replicas: 3\n"), &doc, &spec), 0);
+    CB_CHECK_EQ_INT(spec_fixture_build("name: r\n" PIPES("    replicas: 3\n"), &doc, &spec), 0);
     if (!spec) {
         printf("# %s\n", g_msg);
         return;
@@ -93,7 +60,7 @@ static void test_replicas_expand(void) {
     fclose(f);
     cb_doc *doc2 = NULL;
     cb_spec *spec2 = NULL;
-    CB_CHECK_EQ_INT(build(text, &doc2, &spec2), 0);
+    CB_CHECK_EQ_INT(spec_fixture_build(text, &doc2, &spec2), 0);
     if (spec2) {
         CB_CHECK_EQ_INT(spec2->n_pipelines, 4);
         for (size_t i = 0; i < 4 && i < spec2->n_pipelines; i++) {
@@ -108,7 +75,7 @@ static void test_replicas_expand(void) {
     cb_doc_destroy(doc);
 
     /* replicas: 1 keeps the name; one pipeline alone defaults to threads. */
-    CB_CHECK_EQ_INT(build("name: r\n" PIPES("    replicas: 1\n"), &doc, &spec), 0);
+    CB_CHECK_EQ_INT(spec_fixture_build("name: r\n" PIPES("    replicas: 1\n"), &doc, &spec), 0);
     if (spec) {
         CB_CHECK_EQ_INT(spec->n_pipelines, 2);
         CB_CHECK_STR_EQ(spec->pipelines[0].name, "a");
@@ -122,7 +89,7 @@ static void test_replicas_expand(void) {
 static void test_sweep_parsed(void) {
     cb_doc *doc = NULL;
     cb_spec *spec = NULL;
-    CB_CHECK_EQ_INT(build("sweep: {mode: [processes, threads], replicas: [1, 4]}\n" PIPES(""), &doc, &spec), 0);
+    CB_CHECK_EQ_INT(spec_fixture_build("sweep: {mode: [processes, threads], replicas: [1, 4]}\n" PIPES(""), &doc, &spec), 0);
     if (!spec) {
         printf("# %s\n", g_msg);
         return;
@@ -139,7 +106,7 @@ static void test_sweep_parsed(void) {
     cb_spec_destroy(spec);
     cb_doc_destroy(doc);
     /* A single value is a one-item list. */
-    CB_CHECK_EQ_INT(build("sweep: {replicas: 2}\n" PIPES(""), &doc, &spec), 0);
+    CB_CHECK_EQ_INT(spec_fixture_build("sweep: {replicas: 2}\n" PIPES(""), &doc, &spec), 0);
     if (spec) {
         CB_CHECK_EQ_INT(spec->sweep.n_replicas, 1);
         CB_CHECK_EQ_INT(spec->sweep.n_modes, 0);
@@ -191,14 +158,6 @@ static void test_errors(void) {
 }
 
 /* ---- end to end --------------------------------------------------------------------------- */
-
-static void run_ok(const char *cmd) {
-    char *out = NULL;
-    int st = cb_test_sh(cmd, &out);
-    if (st != 0) printf("# %s\n# exit %d: %s\n", cmd, st, out ? out : "");
-    CB_CHECK_EQ_INT(st, 0);
-    free(out);
-}
 
 /* `spin` (replicas unset: the sweep multiplies it) and `fixed` (replicas: 1, kept), both
  * util.spin work on cpu 0, isolated baselines. */
@@ -269,7 +228,7 @@ static void test_sweep_end_to_end(void) {
         "  assert r['aggregate_images_per_s'] == '', r\n"
         "print('ok')\n");
     snprintf(cmd, sizeof cmd, "python3 %s %s", script, p);
-    run_ok(cmd);
+    cb_test_sh_ok(cmd);
     /* Three pipelines sharing one core: each at about a third of its isolated speed. */
     snprintf(p, sizeof p, "%s/out/sweep.json", dir);
     double mean = cb_test_py_num(p, "d[\"points\"][3][\"slowdown\"][\"mean\"]");
@@ -297,27 +256,32 @@ static void test_sweep_end_to_end(void) {
     free(out);
 }
 
+/* Runs cmd, which must exit 1 saying `says`, then returns sweep.json's expr (malloc'd). */
+static char *run_failing_sweep(const char *cmd, const char *says, const char *dir, const char *expr) {
+    char *out = NULL, p[1024];
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 1);
+    CB_CHECK_CONTAINS(out, says);
+    free(out);
+    snprintf(p, sizeof p, "%s/out/sweep.json", dir);
+    return cb_test_py_json(p, expr);
+}
+
 /* A point that cannot run (mps without the MPS tools: PATH leads nowhere) is marked failed, the
  * next still runs, and the exit status says so. */
 static void test_failed_point_keeps_going(void) {
     const char *dir = cb_test_tmpdir();
     const char *cfg = sweep_config(dir, "{mode: [mps, threads]}", 100);
-    char cmd[4096], p[1024];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "env PATH=/nonexistent " CLI " run %s -o %s/out -q", cfg, dir);
-    char *out = NULL;
-    int st = cb_test_sh(cmd, &out);
-    CB_CHECK_EQ_INT(st, 1);
-    CB_CHECK_CONTAINS(out, "sweep point mps-x1 failed");
-    free(out);
-    snprintf(p, sizeof p, "%s/out/sweep.json", dir);
-    char *v = cb_test_py_json(p, "[(q[\"dir\"], q[\"status\"], q[\"n_pipelines\"]) for q in d[\"points\"]]");
-    CB_CHECK_STR_EQ(v, "[('mps-x1', 'failed', 0), ('threads-x1', 'ok', 2)]");
+    char *v = run_failing_sweep(cmd, "sweep point mps-x1 failed", dir,
+                                "[(q[\"dir\"], q[\"status\"], q[\"n_pipelines\"]) for q in d[\"points\"]], "
+                                "d[\"points\"][1][\"stp\"] > 0.3");
+    CB_CHECK_STR_EQ(v, "[('mps-x1', 'failed', 0), ('threads-x1', 'ok', 2)] True");
     free(v);
-    CB_CHECK(cb_test_py_num(p, "d[\"points\"][1][\"stp\"]") > 0.3);
 }
 
 /* SIGINT during the second point: the first point's results stay, the sweep stops after the
- * current point (the last two never run), sweep.csv says so, exit status 1. */
+ * current point (the last two never run), sweep.json says so, exit status 1. */
 static void test_interrupt_stops_after_current_point(void) {
     const char *dir = cb_test_tmpdir();
     const char *cfg = sweep_config(dir, "{replicas: [1, 2], mode: [threads, processes]}", 1500);
@@ -327,13 +291,7 @@ static void test_interrupt_stops_after_current_point(void) {
              "for i in $(seq 400); do [ -f %s/out/threads-x1/summary.json ] && break; sleep 0.05; done; "
              "sleep 0.3; kill -INT $pid; wait $pid",
              cfg, dir, dir);
-    char *out = NULL;
-    int st = cb_test_sh(cmd, &out);
-    CB_CHECK_EQ_INT(st, 1);
-    CB_CHECK_CONTAINS(out, "sweep interrupted");
-    free(out);
-    snprintf(p, sizeof p, "%s/out/sweep.json", dir);
-    char *v = cb_test_py_json(p, "[q[\"status\"] for q in d[\"points\"]]");
+    char *v = run_failing_sweep(cmd, "sweep interrupted", dir, "[q[\"status\"] for q in d[\"points\"]]");
     CB_CHECK_STR_EQ(v, "['ok', 'failed', 'not_run', 'not_run']");
     free(v);
     snprintf(p, sizeof p, "%s/out/processes-x1", dir);
@@ -342,12 +300,7 @@ static void test_interrupt_stops_after_current_point(void) {
 }
 
 int main(void) {
-    cb_error err;
-    cb_error_clear(&err);
-    if (cb_registry_create(&g_reg, &err)) {
-        printf("# registry: %s\n", err.msg);
-        return 1;
-    }
+    if (spec_fixture_init() != 0) return 1;
     CB_RUN(test_replicas_expand);
     CB_RUN(test_sweep_parsed);
     CB_RUN(test_errors);

@@ -513,15 +513,26 @@ static int cb__phase(const cb_launch_opts *common, int only, const char *dir,
 
 static int cb__sweep(const cb_cli *cli, const cb_spec *spec);
 
+/* -o DIR, or out/NAME (in buf). */
+static const char *cb__out_dir(const cb_cli *cli, const cb_spec *spec, char *buf, size_t size) {
+    if (cli->out_dir) return cli->out_dir;
+    snprintf(buf, size, "out/%s", spec->name ? spec->name : "run");
+    return buf;
+}
+
+/* Blocks SIGINT and SIGTERM (sigs), keeping the previous mask in old. */
+static void cb__block_stop_signals(sigset_t *sigs, sigset_t *old) {
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, sigs, old);
+}
+
 static int cb__run(const cb_cli *cli, const cb_spec *spec) {
     if (cli->child_index >= 0) return cb__run_child(cli, spec);
     if (!cli->point && (spec->sweep.n_modes || spec->sweep.n_replicas)) return cb__sweep(cli, spec);
     char default_dir[512];
-    const char *out_dir = cli->out_dir;
-    if (!out_dir) {
-        snprintf(default_dir, sizeof default_dir, "out/%s", spec->name ? spec->name : "run");
-        out_dir = default_dir;
-    }
+    const char *out_dir = cb__out_dir(cli, spec, default_dir, sizeof default_dir);
     size_t n = spec->n_pipelines;
     char(*mig)[96] = cb_calloc(n, sizeof *mig);
     const char **mig_ptrs = cb_calloc(n, sizeof *mig_ptrs);
@@ -538,10 +549,7 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
      * phases is seen by the next phase or below, never kills colobench before it has stopped
      * what it started (a private MPS daemon). */
     sigset_t sigs, oldsigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, &oldsigs);
+    cb__block_stop_signals(&sigs, &oldsigs);
     int code = cb__check_devices(spec, mig, mig_ptrs);
     if (!code) code = cb__prepare_out_dir(out_dir);
     cb_mps *mps = NULL;
@@ -743,11 +751,7 @@ static int cb__write_sweep(const char *dir, const cb_spec *spec, const cb_sweep_
 static int cb__sweep(const cb_cli *cli, const cb_spec *spec) {
     const cb_sweep_spec *sw = &spec->sweep;
     char default_dir[512];
-    const char *out_dir = cli->out_dir;
-    if (!out_dir) {
-        snprintf(default_dir, sizeof default_dir, "out/%s", spec->name ? spec->name : "run");
-        out_dir = default_dir;
-    }
+    const char *out_dir = cb__out_dir(cli, spec, default_dir, sizeof default_dir);
     /* Devices are the same at every point: check them once, before anything runs. */
     size_t np = spec->n_pipelines;
     char(*mig)[96] = cb_calloc(np, sizeof *mig);
@@ -795,10 +799,7 @@ static int cb__sweep(const cb_cli *cli, const cb_spec *spec) {
     /* Signals stay blocked for the whole sweep: a run takes them (stops, keeps its results);
      * one that arrives between points stops the sweep before the next. */
     sigset_t sigs, oldsigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, &oldsigs);
+    cb__block_stop_signals(&sigs, &oldsigs);
     if (!cli->quiet)
         fprintf(stderr, "colobench: sweep of %zu point%s into %s\n", n, n == 1 ? "" : "s", out_dir);
     bool interrupted = false;
