@@ -1,8 +1,8 @@
 /* Pipeline replicas and collocation sweeps: replicas expand at spec load (names, seeds, the
  * resolved YAML), bad values name FILE:LINE:COL and the key, and `colobench run` of a sweep runs
  * every point (real CPU interference: util.spin in work mode on one core), writes sweep.csv and
- * sweep.json, runs the baseline of replicated pipelines once, keeps going past a failed point
- * and stops after the current point on SIGINT.
+ * sweep.json, runs the baseline of replicated pipelines once, adds images/s where the pipelines
+ * report images, keeps going past a failed point and stops after the current point on SIGINT.
  *
  * The end-to-end checks measure CPU sharing, so CMake runs this test alone (RUN_SERIAL). */
 #include "harness.h"
@@ -256,6 +256,44 @@ static void test_sweep_end_to_end(void) {
     free(out);
 }
 
+/* Pipelines that report images (a tiny MLP training on synthetic batches): the sweep adds their
+ * images/s, and the relative figure is in images/s against the shared baseline's. */
+static void test_sweep_images(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *cfg = cb_test_write(dir, "img.yaml",
+        "name: img\n"
+        "collocation: {baseline: isolated}\n"
+        "sweep: {replicas: [1, 2], mode: threads}\n"
+        "monitors: false\n"
+        "trace: false\n"
+        "pipelines:\n"
+        "  - name: mlp\n    inputs: [0]\n    outputs: [1]\n    dataset_stage_id: 0\n"
+        "    loadgen: {component: offline, queue_depth: 2, warmup_queries: 2}\n"
+        "    stages:\n"
+        "      - {id: 0, name: data, component: data.synthetic, outputs: [1],\n"
+        "         config: {shape: [1, 8, 8], classes: 4, batch_size: 16, batches_per_epoch: 40, seed: 1}}\n"
+        "      - {id: 1, name: train, component: vision.train, outputs: [],\n"
+        "         config: {model: mlp, batch_size: 16, threads: 1, classes: 4, shape: [1, 8, 8]}}\n");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
+    cb_test_sh_ok(cmd);
+    const char *script = cb_test_write(dir, "check_images.py",
+        "import json,sys\n"
+        "d=sys.argv[1]; pts=json.load(open(d+'/sweep.json'))['points']\n"
+        "assert [(p['dir'], p['status'], p['n_pipelines']) for p in pts] == [('threads-x1','ok',1), ('threads-x2','ok',2)], pts\n"
+        "for p in pts:\n"
+        "  s=json.load(open(d+'/'+p['dir']+'/summary.json'))\n"
+        "  b=json.load(open(d+'/'+p['dir']+'/baseline/mlp/summary.json'))\n"
+        "  agg=sum(q['images_per_s'] for q in s['pipelines']); iso=b['pipelines'][0]['images_per_s']\n"
+        "  assert agg > 0 and abs(p['aggregate_images_per_s'] - agg) < 1e-6 * agg, (p, agg)\n"
+        "  assert abs(p['isolated_images_per_s'] - iso) < 1e-6 * iso, (p, iso)\n"
+        "  assert abs(p['relative'] - agg / iso) < 1e-6, p\n"
+        "  assert [q['name'] for q in p['pipelines']] == [q['name'] for q in s['pipelines']]\n"
+        "print('ok')\n");
+    snprintf(cmd, sizeof cmd, "python3 %s %s/out", script, dir);
+    cb_test_sh_ok(cmd);
+}
+
 /* Runs cmd, which must exit 1 saying `says`, then returns sweep.json's expr (malloc'd). */
 static char *run_failing_sweep(const char *cmd, const char *says, const char *dir, const char *expr) {
     char *out = NULL, p[1024];
@@ -306,6 +344,7 @@ int main(void) {
     CB_RUN(test_errors);
     cb_registry_destroy(g_reg);
     CB_RUN(test_sweep_end_to_end);
+    CB_RUN(test_sweep_images);
     CB_RUN(test_failed_point_keeps_going);
     CB_RUN(test_interrupt_stops_after_current_point);
     return cb_test_done();

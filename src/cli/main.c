@@ -52,6 +52,8 @@ static const char cb__usage[] =
     "                        run a benchmark; results stream into DIR (default out/NAME):\n"
     "                        events.csv, queries.csv, stage_metrics.csv, summary.json,\n"
     "                        config.yaml, env.json\n"
+    "                        (a config with `sweep:` runs every point into DIR/MODE-xN\n"
+    "                        and writes DIR/sweep.csv and DIR/sweep.json)\n"
     "  validate CONFIG [--set KEY=VALUE]...\n"
     "                        check a benchmark without running it\n"
     "  stages [NAME] [--markdown]\n"
