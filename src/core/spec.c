@@ -5,6 +5,9 @@
  * does), then reads each key with a typed getter that reports FILE:LINE:COL: key: message at
  * the value (or, for a missing required key, at the parent map). Names of the reference Python
  * framework and of MLPerf scenarios are mapped to colobench names here (alias tables below).
+ * A pipeline's `replicas: N` is expanded here into N ordinary pipelines (NAME.1 .. NAME.N, seed
+ * + K - 1), so nothing downstream knows about replicas except the labels in cb_pipeline_spec;
+ * `sweep` is only read and checked here (each point must load), the CLI runs it.
  * Stage configs are resolved by params.c, graphs by graph.c. Relative paths (plugin_paths,
  * loadgen.config.file) resolve against the config file's directory and are stored absolute, so
  * cb_spec_write_yaml's output loads again from anywhere.
