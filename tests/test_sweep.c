@@ -289,8 +289,23 @@ static void test_sweep_images(void) {
         "  assert abs(p['isolated_images_per_s'] - iso) < 1e-6 * iso, (p, iso)\n"
         "  assert abs(p['relative'] - agg / iso) < 1e-6, p\n"
         "  assert [q['name'] for q in p['pipelines']] == [q['name'] for q in s['pipelines']]\n"
+        "  assert p['relative_to'] == 'baseline', p\n"
         "print('ok')\n");
     snprintf(cmd, sizeof cmd, "python3 %s %s/out", script, dir);
+    cb_test_sh_ok(cmd);
+    /* Without baselines: no STP, and the relative figure is against the 1-replica point. */
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/nobase -q --set collocation.baseline=none", cfg, dir);
+    cb_test_sh_ok(cmd);
+    script = cb_test_write(dir, "check_nobase.py",
+        "import json,sys\n"
+        "pts=json.load(open(sys.argv[1]+'/sweep.json'))['points']\n"
+        "x1,x2=pts\n"
+        "assert [p['relative_to'] for p in pts] == ['threads-x1', 'threads-x1'], pts\n"
+        "assert x1['relative'] == 1.0 and x1['stp'] is None and x2['isolated_images_per_s'] is None, pts\n"
+        "r=x2['aggregate_images_per_s']/x1['aggregate_images_per_s']\n"
+        "assert abs(x2['relative'] - r) < 1e-9 and 0.2 < r < 5, pts\n"
+        "print('ok')\n");
+    snprintf(cmd, sizeof cmd, "python3 %s %s/nobase", script, dir);
     cb_test_sh_ok(cmd);
 }
 

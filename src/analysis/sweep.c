@@ -81,6 +81,7 @@ int cb_sweep_point_measure(cb_sweep_point *pt, const cb_summary_input *colo,
             pt->isolated_images_per_s = iso_img ? ii : NAN;
             if (all_img && iso_img && ii > 0) pt->relative = img / ii;
             else if (iq > 0) pt->relative = q / iq;
+            if (isfinite(pt->relative)) snprintf(pt->relative_to, sizeof pt->relative_to, "baseline");
         }
     }
     if (inter && inter->have_baseline) {
@@ -106,6 +107,26 @@ int cb_sweep_point_measure(cb_sweep_point *pt, const cb_summary_input *colo,
     return CB_OK;
 }
 
+void cb_sweep_relative_to_x1(cb_sweep_point *pts, size_t n, bool single_source) {
+    if (!single_source) return;
+    for (size_t i = 0; i < n; i++) {
+        cb_sweep_point *p = &pts[i];
+        if (p->status != CB_SWEEP_OK || isfinite(p->relative)) continue;
+        for (size_t k = 0; k < n; k++) {
+            const cb_sweep_point *r = &pts[k];
+            if (r->status != CB_SWEEP_OK || r->replicas != 1 || r->n_pipelines != 1 ||
+                strcmp(r->mode, p->mode) != 0)
+                continue;
+            if (isfinite(p->aggregate_images_per_s) && r->aggregate_images_per_s > 0)
+                p->relative = p->aggregate_images_per_s / r->aggregate_images_per_s;
+            else if (r->aggregate_qps > 0)
+                p->relative = p->aggregate_qps / r->aggregate_qps;
+            if (isfinite(p->relative)) snprintf(p->relative_to, sizeof p->relative_to, "%s", r->dir);
+            break;
+        }
+    }
+}
+
 static void csv_num(FILE *out, double v) {
     if (isfinite(v)) fprintf(out, ",%.6g", v);
     else fputc(',', out);
@@ -113,16 +134,19 @@ static void csv_num(FILE *out, double v) {
 
 int cb_sweep_write_csv(const cb_sweep_point *pts, size_t n, FILE *out) {
     fputs("mode,replicas,dir,status,pipelines,aggregate_qps,aggregate_images_per_s,isolated_qps,"
-          "isolated_images_per_s,relative,stp,antt,fairness,slowdown_min,slowdown_mean,"
+          "isolated_images_per_s,relative,relative_to,stp,antt,fairness,slowdown_min,slowdown_mean,"
           "slowdown_max\n", out);
     for (size_t i = 0; i < n; i++) {
         const cb_sweep_point *p = &pts[i];
         fprintf(out, "%s,%d,%s,%s,%zu", p->mode, p->replicas, p->dir, cb_sweep_status_name(p->status),
                 p->n_pipelines);
         const double v[] = {p->aggregate_qps, p->aggregate_images_per_s, p->isolated_qps,
-                            p->isolated_images_per_s, p->relative, p->stp, p->antt, p->fairness,
-                            p->slowdown_min, p->slowdown_mean, p->slowdown_max};
+                            p->isolated_images_per_s, p->relative};
         for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) csv_num(out, v[k]);
+        fprintf(out, ",%s", p->relative_to); /* baseline | MODE-x1: no comma, no quote */
+        const double w[] = {p->stp, p->antt, p->fairness, p->slowdown_min, p->slowdown_mean,
+                            p->slowdown_max};
+        for (size_t k = 0; k < sizeof w / sizeof w[0]; k++) csv_num(out, w[k]);
         fputc('\n', out);
     }
     return ferror(out) ? CB_EIO : CB_OK;
@@ -159,6 +183,8 @@ int cb_sweep_write_json(const char *benchmark, const cb_sweep_point *pts, size_t
         json_num(&j, "isolated_qps", p->isolated_qps);
         json_num(&j, "isolated_images_per_s", p->isolated_images_per_s);
         json_num(&j, "relative", p->relative);
+        cb_json_key(&j, "relative_to");
+        cb_json_string(&j, p->relative_to[0] ? p->relative_to : NULL);
         json_num(&j, "stp", p->stp);
         json_num(&j, "antt", p->antt);
         json_num(&j, "fairness", p->fairness);
@@ -195,7 +221,7 @@ static const char *fmt(char *buf, size_t n, const char *f, double v) {
 }
 
 void cb_sweep_print_table(const cb_sweep_point *pts, size_t n, FILE *out) {
-    bool images = false;
+    bool images = false, any_x1 = false;
     for (size_t i = 0; i < n; i++) images |= isfinite(pts[i].aggregate_images_per_s);
     fprintf(out, "sweep: %zu point%s (x: replicas; vs iso: aggregate throughput over the isolated "
                  "pipelines')\n", n, n == 1 ? "" : "s");
@@ -211,7 +237,10 @@ void cb_sweep_print_table(const cb_sweep_point *pts, size_t n, FILE *out) {
         }
         snprintf(sl, sizeof sl, "%s/%s/%s", fmt(h, sizeof h, "%.2f", p->slowdown_min),
                  fmt(k, sizeof k, "%.2f", p->slowdown_mean), fmt(a, sizeof a, "%.2f", p->slowdown_max));
-        snprintf(rel, sizeof rel, "%s%s", fmt(b, sizeof b, "%.2f", p->relative), isfinite(p->relative) ? "x" : "");
+        bool vs_x1 = isfinite(p->relative) && strcmp(p->relative_to, "baseline") != 0;
+        any_x1 |= vs_x1;
+        snprintf(rel, sizeof rel, "%s%s", fmt(b, sizeof b, "%.2f", p->relative),
+                 !isfinite(p->relative) ? "" : vs_x1 ? "x*" : "x");
         fprintf(out, "  %-10s %4d %9zu %12s", p->mode, p->replicas, p->n_pipelines,
                 fmt(c, sizeof c, "%.1f", p->aggregate_qps));
         if (images) fprintf(out, " %12s", fmt(d, sizeof d, "%.1f", p->aggregate_images_per_s));
@@ -219,4 +248,6 @@ void cb_sweep_print_table(const cb_sweep_point *pts, size_t n, FILE *out) {
                 fmt(f, sizeof f, "%.2f", p->antt), fmt(g, sizeof g, "%.2f", p->fairness), sl,
                 p->status == CB_SWEEP_FAILED ? "  FAILED" : "");
     }
+    if (any_x1)
+        fprintf(out, "  * no baselines: against the same mode's point with 1 replica (one copy alone)\n");
 }

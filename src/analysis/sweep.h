@@ -7,8 +7,10 @@
  * - isolated_qps / isolated_images_per_s: the sum, over the benchmark's pipelines as written
  *   (replicas counted once: they share one baseline), of their isolated baseline throughput.
  * - relative: aggregate / isolated, in images/s when both are known, else in queries/s (the
- *   "x" of a single-pipeline study: 2 copies collocated reaching 1.33x a copy alone). NaN
- *   without baselines (collocation.baseline: none).
+ *   "x" of a single-pipeline study: 2 copies collocated reaching 1.33x a copy alone);
+ *   relative_to "baseline". Without baselines (collocation.baseline: none) and with one
+ *   pipeline as written, the same ratio against the aggregate of the same mode's point with
+ *   replicas 1 (one copy, alone); relative_to "MODE-x1". Else NaN, relative_to "".
  * - stp, antt, fairness and slowdowns: the point's interference figures (interference.h).
  * Pure functions over borrowed inputs; thread-safe.
  */
@@ -46,6 +48,7 @@ typedef struct cb_sweep_point {
     double aggregate_qps, aggregate_images_per_s;
     double isolated_qps, isolated_images_per_s;
     double relative;
+    char relative_to[32];      /* "baseline", "MODE-x1" or "" */
     double stp, antt, fairness;
     double slowdown_min, slowdown_mean, slowdown_max;
 } cb_sweep_point;
@@ -58,6 +61,10 @@ void cb_sweep_point_init(cb_sweep_point *pt, const char *mode, int replicas);
  * and its interference figures (inter, NULL when not computed). */
 int cb_sweep_point_measure(cb_sweep_point *pt, const cb_summary_input *colo,
                            const cb_summary_input *const *isolated, const cb_interference *inter);
+
+/* Without baselines: relative figures against each mode's replicas-1 point, when the benchmark
+ * has a single pipeline as written (single_source). */
+void cb_sweep_relative_to_x1(cb_sweep_point *pts, size_t n, bool single_source);
 
 int cb_sweep_write_csv(const cb_sweep_point *pts, size_t n, FILE *out);
 int cb_sweep_write_json(const char *benchmark, const cb_sweep_point *pts, size_t n, FILE *out);

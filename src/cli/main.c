@@ -837,6 +837,7 @@ static int cb__sweep(const cb_cli *cli, const cb_spec *spec) {
             code = CB_EXIT_FAILED;
         }
         if (intr) interrupted = true;
+        cb_sweep_relative_to_x1(pts, n, n_src == 1);
         if (cb__write_sweep(out_dir, spec, pts, n) != CB_OK) code = CB_EXIT_FAILED;
     }
     if (interrupted) {
