@@ -180,6 +180,16 @@ static const char *sweep_config(const char *dir, const char *sweep, int queries)
     return cb_test_write(dir, "sweep.yaml", y);
 }
 
+/* cmd exits 0 and prints exactly want. */
+static void sh_says(const char *cmd, const char *want, int line) {
+    char *out = NULL;
+    int st = cb_test_sh(cmd, &out);
+    if (st != 0 || !out || strcmp(out, want) != 0)
+        cb__test_fail(__FILE__, line, "%s: exit %d, printed \"%s\", expected \"%s\"", cmd, st,
+                      out ? out : "", want);
+    free(out);
+}
+
 static void test_sweep_end_to_end(void) {
     const char *dir = cb_test_tmpdir();
     const char *cfg = sweep_config(dir, "{replicas: [1, 2], mode: [threads, processes]}", 300);
@@ -204,9 +214,7 @@ static void test_sweep_end_to_end(void) {
         CB_CHECK_EQ_INT(cb_test_py_num(p, "len(d[\"pipelines\"])"), npipes[i]);
         /* The baselines ran once per pipeline as written: spin and fixed, never spin.2. */
         snprintf(cmd, sizeof cmd, "ls %s/out/%s/baseline | tr '\\n' ' '", dir, dirs[i]);
-        CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
-        CB_CHECK_STR_EQ(out, "fixed spin ");
-        free(out);
+        sh_says(cmd, "fixed spin ", __LINE__);
     }
     /* sweep.csv: 4 points, in order, with their pipeline counts and plausible measured STP. */
     snprintf(p, sizeof p, "%s/out/sweep.csv", dir);
@@ -246,14 +254,10 @@ static void test_sweep_end_to_end(void) {
     free(v);
     /* Each replica has its own seed, in the resolved config of the point. */
     snprintf(cmd, sizeof cmd, "grep -c 'seed: 2' %s/out/processes-x2/config.yaml", dir);
-    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
-    CB_CHECK_STR_EQ(out, "1\n");
-    free(out);
+    sh_says(cmd, "1\n", __LINE__);
     /* The replicas ran in processes of their own. */
     snprintf(cmd, sizeof cmd, "ls %s/out/processes-x2/pipelines | tr '\\n' ' '", dir);
-    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
-    CB_CHECK_STR_EQ(out, "fixed spin.1 spin.2 ");
-    free(out);
+    sh_says(cmd, "fixed spin.1 spin.2 ", __LINE__);
 }
 
 /* Pipelines that report images (a tiny MLP training on synthetic batches): the sweep adds their
