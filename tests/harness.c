@@ -131,6 +131,13 @@ int cb_test_sh(const char *cmd, char **output) {
     return -1;
 }
 
+void cb__test_sh_ok(const char *cmd, const char *file, int line) {
+    char *out = NULL;
+    int st = cb_test_sh(cmd, &out);
+    if (st != 0) cb__test_fail(file, line, "%s\n# exit %d: %s", cmd, st, out ? out : "");
+    free(out);
+}
+
 size_t cb_test_count_lines(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;

@@ -92,6 +92,11 @@ char *cb_test_read(const char *path, size_t *len);
  * killed by a signal). */
 int cb_test_sh(const char *cmd, char **output);
 
+/* cb_test_sh that must exit 0: a failed check (at the caller's line) with the command and its
+ * output otherwise. */
+#define cb_test_sh_ok(cmd) cb__test_sh_ok((cmd), __FILE__, __LINE__)
+void cb__test_sh_ok(const char *cmd, const char *file, int line);
+
 /* Number of lines in a file (0 when unreadable). */
 size_t cb_test_count_lines(const char *path);
 

@@ -34,13 +34,7 @@ static const char *two_spinners(const char *dir, const char *mode, int cpu_a, in
     return cb_test_write(dir, "two.yaml", y);
 }
 
-static void run_ok(const char *cmd) {
-    char *out = NULL;
-    int st = cb_test_sh(cmd, &out);
-    if (st != 0) printf("# %s\n# exit %d: %s\n", cmd, st, out ? out : "");
-    CB_CHECK_EQ_INT(st, 0);
-    free(out);
-}
+#define run_ok cb_test_sh_ok
 
 static void check_interference(const char *summary, double slow_lo, double slow_hi, double stp_lo,
                                double stp_hi) {

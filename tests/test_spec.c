@@ -6,47 +6,14 @@
 
 #include "core/registry.h"
 #include "core/spec.h"
-
-static cb_registry *g_reg;
-static char g_msg[2048];
-
-/* Builds text as "bench.yaml"; returns the status and leaves the formatted error in g_msg. */
-static int build(const char *text, cb_doc **doc_out, cb_spec **spec_out) {
-    cb_doc *doc = NULL;
-    cb_spec *spec = NULL;
-    cb_error err;
-    cb_error_clear(&err);
-    g_msg[0] = '\0';
-    int rc = cb_doc_load_string(text, strlen(text), "bench.yaml", &doc, &err);
-    if (!rc) rc = cb_spec_build(doc, g_reg, &spec, &err);
-    if (rc) cb_error_format(&err, g_msg, sizeof g_msg);
-    if (spec_out && !rc) {
-        *spec_out = spec;
-        *doc_out = doc;
-    } else {
-        cb_spec_destroy(spec);
-        cb_doc_destroy(doc);
-    }
-    return rc;
-}
-
-static void expect_error(const char *text, const char *want, int line) {
-    int rc = build(text, NULL, NULL);
-    if (rc == 0) {
-        cb__test_fail(__FILE__, line, "expected error \"%s\", but the spec built", want);
-        return;
-    }
-    if (strcmp(g_msg, want) != 0)
-        cb__test_fail(__FILE__, line, "error:\n#     got  \"%s\"\n#     want \"%s\"", g_msg, want);
-}
-#define EXPECT_ERROR(text, want) expect_error(text, want, __LINE__)
+#include "spec_fixture.h"
 
 #define HEAD "name: demo\npipelines:\n  - name: chain\n    inputs: [0]\n"
 
 static void test_minimal_and_defaults(void) {
     cb_doc *doc;
     cb_spec *spec;
-    int rc = build(HEAD "    stages:\n      - id: 0\n        component: util.noop\n", &doc, &spec);
+    int rc = spec_fixture_build(HEAD "    stages:\n      - id: 0\n        component: util.noop\n", &doc, &spec);
     CB_CHECK_EQ_INT(rc, 0);
     if (rc) {
         printf("# %s\n", g_msg);
@@ -189,7 +156,7 @@ static void check_full(const cb_spec *spec) {
 static void test_full_and_aliases(void) {
     cb_doc *doc;
     cb_spec *spec;
-    int rc = build(k_full, &doc, &spec);
+    int rc = spec_fixture_build(k_full, &doc, &spec);
     CB_CHECK_EQ_INT(rc, 0);
     if (rc) {
         printf("# %s\n", g_msg);
@@ -252,7 +219,7 @@ static void test_loadgen_aliases(void) {
                  cases[i].name);
         cb_doc *doc;
         cb_spec *spec;
-        int rc = build(text, &doc, &spec);
+        int rc = spec_fixture_build(text, &doc, &spec);
         CB_CHECK_EQ_INT(rc, 0);
         if (rc) {
             printf("# %s: %s\n", cases[i].name, g_msg);
@@ -395,7 +362,7 @@ static void test_errors(void) {
 static void test_router_cycle_ok(void) {
     cb_doc *doc;
     cb_spec *spec;
-    int rc = build(HEAD "    stages:\n      - {id: 0, component: util.noop, outputs: [1]}\n"
+    int rc = spec_fixture_build(HEAD "    stages:\n      - {id: 0, component: util.noop, outputs: [1]}\n"
                         "      - {id: 1, component: util.router, outputs: [2, 3]}\n"
                         "      - {id: 2, component: util.noop, outputs: [1]}\n"
                         "      - {id: 3, component: util.noop}\n",
@@ -545,12 +512,7 @@ static void test_params_direct(void) {
 }
 
 int main(void) {
-    cb_error err;
-    cb_error_clear(&err);
-    if (cb_registry_create(&g_reg, &err)) {
-        printf("# registry: %s\n", err.msg);
-        return 1;
-    }
+    if (spec_fixture_init() != 0) return 1;
     CB_RUN(test_minimal_and_defaults);
     CB_RUN(test_full_and_aliases);
     CB_RUN(test_loadgen_aliases);

@@ -243,6 +243,18 @@ void cb_interference_json(const cb_interference *r, cb_json *j) {
             cb_json_key(j, "process");
             cb_json_string(j, in->process_status[p]);
         }
+        if (in->isolated && in->baseline_dirs && in->baseline_dirs[p]) {
+            size_t lead = p - (size_t)(ps->replica > 0 ? ps->replica - 1 : 0);
+            cb_json_key(j, "baseline");
+            cb_json_object_begin(j);
+            cb_json_key(j, "dir");
+            cb_json_string(j, in->baseline_dirs[p]);
+            cb_json_key(j, "ran_as");
+            cb_json_string(j, spec->pipelines[lead].name);
+            cb_json_key(j, "shared_by");
+            cb_json_int(j, ps->n_replicas > 0 ? ps->n_replicas : 1);
+            cb_json_object_end(j);
+        }
         cb_json_key(j, "queries_in_window");
         cb_json_uint(j, x->queries_in_window);
         cb_json_key(j, "isolated_qps");

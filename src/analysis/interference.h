@@ -40,6 +40,10 @@ typedef struct cb_interference_input {
     const int *pids;                         /* per pipeline OS pid, or NULL */
     int64_t barrier_skew_ns;                 /* spread of the processes' start times; -1 = n/a */
     int64_t barrier_max_delay_ns;            /* latest start after the release; -1 = n/a */
+    /* Per pipeline: where its baseline is, relative to the run's directory ("baseline/NAME"),
+     * or NULL (array or entry) when not given. Replicas of one pipeline share one baseline
+     * (run once, as replica 1): the JSON says which run and how many share it. */
+    const char *const *baseline_dirs;
 } cb_interference_input;
 
 /* Median and mean service time: under time-slicing most runs are untouched and a few absorb

@@ -23,6 +23,7 @@
 
 #include "analysis/interference.h"
 #include "analysis/summary.h"
+#include "analysis/sweep.h"
 #include "analysis/trace.h"
 #include "cli/cmd_devices.h"
 #include "cli/cmd_monitor.h"
@@ -52,6 +53,8 @@ static const char cb__usage[] =
     "                        run a benchmark; results stream into DIR (default out/NAME):\n"
     "                        events.csv, queries.csv, stage_metrics.csv, summary.json,\n"
     "                        config.yaml, env.json\n"
+    "                        (a config with `sweep:` runs every point into DIR/MODE-xN\n"
+    "                        and writes DIR/sweep.csv and DIR/sweep.json)\n"
     "  validate CONFIG [--set KEY=VALUE]...\n"
     "                        check a benchmark without running it\n"
     "  stages [NAME] [--markdown]\n"
@@ -78,8 +81,11 @@ typedef struct cb_cli {
     const char *config;
     const char *name;        /* stages NAME */
     const char *out_dir;
-    const char *sets[CB_MAX_SETS];
+    /* --set options, then (for a sweep point) the point's own overrides */
+    const char *sets[CB_MAX_SETS + 1 + CB_SWEEP_MAX_PIPELINES];
     size_t n_sets;
+    cb_sweep_point *point;   /* running one point of a sweep: its figures go here, */
+    bool *interrupted;       /* and whether SIGINT/SIGTERM stopped it */
     int quiet, dot, markdown;
     int child_index;         /* run --child I (internal: a collocated pipeline's process), -1 */
     int child_fd;            /* --child-fd FD: its end of the start-barrier socket */
@@ -272,8 +278,12 @@ static int cb__with_spec(const cb_cli *cli, cb_spec_action_fn action) {
 static int cb__validate(const cb_cli *cli, const cb_spec *spec) {
     size_t stages = 0;
     for (size_t i = 0; i < spec->n_pipelines; i++) stages += spec->pipelines[i].n_stages;
-    printf("%s: ok: benchmark '%s', %zu pipeline%s, %zu stage%s\n", cli->config, spec->name,
+    printf("%s: ok: benchmark '%s', %zu pipeline%s, %zu stage%s", cli->config, spec->name,
            spec->n_pipelines, spec->n_pipelines == 1 ? "" : "s", stages, stages == 1 ? "" : "s");
+    const cb_sweep_spec *sw = &spec->sweep;
+    if (sw->n_modes || sw->n_replicas)
+        printf(", sweep of %zu points", (sw->n_modes ? sw->n_modes : 1) * (sw->n_replicas ? sw->n_replicas : 1));
+    putchar('\n');
     return CB_EXIT_OK;
 }
 
@@ -365,11 +375,30 @@ typedef struct cb_extra {
     const cb_interference *interference;
     const cb_launch_result *phase;
     const cb_spec *view;
+    const cb_spec *spec;            /* baselines: the whole benchmark, and */
+    size_t baseline_of;             /* the pipeline (replica 1) this baseline ran */
 } cb_extra;
 
 static void cb__extra_json(void *arg, cb_json *j) {
     cb_extra *x = arg;
     if (x->interference) cb_interference_json(x->interference, j);
+    if (x->spec) {
+        /* A baseline: which pipeline as written, run as which, used by which (replicas of one
+         * pipeline are the same workload: one baseline serves them all). */
+        const cb_pipeline_spec *p = &x->spec->pipelines[x->baseline_of];
+        cb_json_key(j, "baseline");
+        cb_json_object_begin(j);
+        cb_json_key(j, "pipeline");
+        cb_json_string(j, p->base_name ? p->base_name : p->name);
+        cb_json_key(j, "ran_as");
+        cb_json_string(j, p->name);
+        cb_json_key(j, "used_by");
+        cb_json_array_begin(j);
+        for (int r = 0; r < (p->n_replicas > 0 ? p->n_replicas : 1); r++)
+            cb_json_string(j, x->spec->pipelines[x->baseline_of + (size_t)r].name);
+        cb_json_array_end(j);
+        cb_json_object_end(j);
+    }
     if (x->phase->monitor) {
         /* Windows: the measurement window (first to last measured query of any pipeline),
          * then each pipeline's own. */
@@ -461,7 +490,7 @@ static int cb__check_devices(const cb_spec *spec, char (*mig)[96], const char **
         const cb_node *n = p->device_node;
         if (n) cb_error_at(&pe, n->file, n->line, n->col);
         char key[64];
-        snprintf(key, sizeof key, "pipelines[%zu].device", i);
+        snprintf(key, sizeof key, "pipelines[%zu].device", p->src_index);
         cb_error_key(&pe, key);
         code = cb__print_error(&pe);
     }
@@ -487,14 +516,28 @@ static int cb__phase(const cb_launch_opts *common, int only, const char *dir,
     return CB_EXIT_OK;
 }
 
+static int cb__sweep(const cb_cli *cli, const cb_spec *spec);
+
+/* -o DIR, or out/NAME (in buf). */
+static const char *cb__out_dir(const cb_cli *cli, const cb_spec *spec, char *buf, size_t size) {
+    if (cli->out_dir) return cli->out_dir;
+    snprintf(buf, size, "out/%s", spec->name ? spec->name : "run");
+    return buf;
+}
+
+/* Blocks SIGINT and SIGTERM (sigs), keeping the previous mask in old. */
+static void cb__block_stop_signals(sigset_t *sigs, sigset_t *old) {
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, sigs, old);
+}
+
 static int cb__run(const cb_cli *cli, const cb_spec *spec) {
     if (cli->child_index >= 0) return cb__run_child(cli, spec);
+    if (!cli->point && (spec->sweep.n_modes || spec->sweep.n_replicas)) return cb__sweep(cli, spec);
     char default_dir[512];
-    const char *out_dir = cli->out_dir;
-    if (!out_dir) {
-        snprintf(default_dir, sizeof default_dir, "out/%s", spec->name ? spec->name : "run");
-        out_dir = default_dir;
-    }
+    const char *out_dir = cb__out_dir(cli, spec, default_dir, sizeof default_dir);
     size_t n = spec->n_pipelines;
     char(*mig)[96] = cb_calloc(n, sizeof *mig);
     const char **mig_ptrs = cb_calloc(n, sizeof *mig_ptrs);
@@ -511,10 +554,7 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
      * phases is seen by the next phase or below, never kills colobench before it has stopped
      * what it started (a private MPS daemon). */
     sigset_t sigs, oldsigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, &oldsigs);
+    cb__block_stop_signals(&sigs, &oldsigs);
     int code = cb__check_devices(spec, mig, mig_ptrs);
     if (!code) code = cb__prepare_out_dir(out_dir);
     cb_mps *mps = NULL;
@@ -555,19 +595,38 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
     lo.monitor = true;
     const char *nvml_env = getenv("COLOBENCH_NVML_LIBRARY");
     lo.nvml_library = nvml_env && *nvml_env ? nvml_env : NULL;
-    bool stop = code != CB_EXIT_OK;
     /* Isolated baselines: each pipeline alone, same load, same mode. */
+    /* Replicas of one pipeline are one workload: its baseline runs once (as replica 1) into
+     * baseline/NAME and serves every replica. */
+    const char **bdirs = cb_calloc(n, sizeof *bdirs);
+    char(*bdir_buf)[256] = cb_calloc(n, sizeof *bdir_buf);
+    if (!bdirs || !bdir_buf) {
+        fprintf(stderr, "colobench: out of memory\n");
+        code = CB_EXIT_FAILED;
+    }
+    bool stop = code != CB_EXIT_OK;
     if (!stop && spec->collocation.isolated_baseline) {
         for (size_t i = 0; i < n && !stop; i++) {
+            const cb_pipeline_spec *bp = &spec->pipelines[i];
+            const char *base = bp->base_name ? bp->base_name : bp->name;
+            snprintf(bdir_buf[i], sizeof bdir_buf[i], "baseline/%s", base);
+            bdirs[i] = bdir_buf[i];
+            if (bp->replica > 1) continue; /* replica 1's baseline serves it */
             char dir[4096];
-            snprintf(dir, sizeof dir, "%s/baseline/%s", out_dir, spec->pipelines[i].name);
+            snprintf(dir, sizeof dir, "%s/baseline/%s", out_dir, base);
             if ((code = cb__prepare_out_dir(dir))) break;
-            if (!cli->quiet) fprintf(stderr, "colobench: baseline: pipeline '%s' alone\n", spec->pipelines[i].name);
+            if (!cli->quiet) {
+                if (bp->n_replicas > 1)
+                    fprintf(stderr, "colobench: baseline: pipeline '%s' alone (as '%s', once for its %d replicas)\n",
+                            base, bp->name, bp->n_replicas);
+                else
+                    fprintf(stderr, "colobench: baseline: pipeline '%s' alone\n", bp->name);
+            }
             cb_start_ctx sc = {cli, spec, dir};
             if ((code = cb__phase(&lo, (int)i, dir, &iso[i], &sc))) break;
             cb_summary_input in;
             cb_launch_summary_input(&iso[i], &in);
-            cb_extra x = {NULL, &iso[i], &iso[i].view};
+            cb_extra x = {NULL, &iso[i], &iso[i].view, spec, i};
             in.extra_json = cb__extra_json;
             in.extra_arg = &x;
             if (cb__write_summary(dir, &in) != CB_OK) code = CB_EXIT_FAILED;
@@ -600,19 +659,20 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
             isoin = cb_calloc(n, sizeof *isoin);
             isobuf = cb_calloc(n, sizeof *isobuf);
             for (size_t i = 0; isoin && isobuf && i < n; i++) {
-                cb_launch_summary_input(&iso[i], &isobuf[i]);
-                isoin[i] = &isobuf[i];
+                size_t lead = i - (size_t)(spec->pipelines[i].replica - 1);
+                if (lead == i) cb_launch_summary_input(&iso[i], &isobuf[i]);
+                isoin[i] = &isobuf[lead];
             }
         }
         bool colloc_block = n > 1 || spec->collocation.isolated_baseline;
         cb_interference_input ii = {cb_colloc_mode_name(spec->collocation.mode), &in,
                                     isoin, in_process ? NULL : colo.status_ptrs,
                                     in_process ? NULL : colo.pids, colo.barrier_skew_ns,
-                                    colo.barrier_max_delay_ns};
+                                    colo.barrier_max_delay_ns, isoin ? bdirs : NULL};
         cb_interference inter;
         memset(&inter, 0, sizeof inter);
         bool have_inter = colloc_block && cb_interference_compute(&ii, &inter) == CB_OK;
-        cb_extra x = {have_inter ? &inter : NULL, &colo, &colo.view};
+        cb_extra x = {have_inter ? &inter : NULL, &colo, &colo.view, NULL, 0};
         in.extra_json = cb__extra_json;
         in.extra_arg = &x;
         if (cb__write_summary(out_dir, &in) != CB_OK) code = CB_EXIT_FAILED;
@@ -632,10 +692,17 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
         if (colo.interrupted) fprintf(stderr, "colobench: interrupted: results up to the stop are in %s\n", out_dir);
         if (!cli->quiet) fprintf(stderr, "colobench: results in %s\n", out_dir);
         if (colo.n_errors > 0 || colo.interrupted) code = CB_EXIT_FAILED;
+        if (cli->point) {
+            cb_sweep_point_measure(cli->point, &in, isoin, have_inter ? &inter : NULL);
+            snprintf(cli->point->mode, sizeof cli->point->mode, "%s",
+                     cb_colloc_mode_name(spec->collocation.mode));
+        }
         cb_interference_fini(&inter);
         cb_free(isoin);
         cb_free(isobuf);
     }
+    bool was_interrupted = colo.interrupted;
+    for (size_t i = 0; i < n; i++) was_interrupted |= iso[i].interrupted;
     cb_launch_result_fini(&colo);
     for (size_t i = 0; i < n; i++) cb_launch_result_fini(&iso[i]);
     if (mps) {
@@ -650,11 +717,143 @@ static int cb__run(const cb_cli *cli, const cb_spec *spec) {
     while (sigtimedwait(&sigs, NULL, &zero) > 0) {
         fprintf(stderr, "colobench: interrupted\n");
         code = CB_EXIT_FAILED;
+        was_interrupted = true;
     }
+    if (cli->interrupted) *cli->interrupted = was_interrupted;
     pthread_sigmask(SIG_SETMASK, &oldsigs, NULL);
+    if (cli->point) cli->point->status = code == CB_EXIT_OK ? CB_SWEEP_OK : CB_SWEEP_FAILED;
+    cb_free(bdirs);
+    cb_free(bdir_buf);
     cb_free(iso);
     cb_free(mig);
     cb_free(mig_ptrs);
+    return code;
+}
+
+/* Writes sweep.csv and sweep.json of the points so far (the rest marked not run). */
+static int cb__write_sweep(const char *dir, const cb_spec *spec, const cb_sweep_point *pts, size_t n) {
+    char tmp[4096];
+    cb_error e;
+    cb_error_clear(&e);
+    FILE *f = cb__open_tmp(dir, "sweep.csv", tmp, sizeof tmp);
+    int rc = f ? cb_sweep_write_csv(pts, n, f) : CB_EIO;
+    if (f && cb__close_tmp(f, dir, "sweep.csv", tmp, &e) != CB_OK) rc = CB_EIO;
+    FILE *g = cb__open_tmp(dir, "sweep.json", tmp, sizeof tmp);
+    int rc2 = g ? cb_sweep_write_json(spec->name, pts, n, g) : CB_EIO;
+    if (g && cb__close_tmp(g, dir, "sweep.json", tmp, &e) != CB_OK) rc2 = CB_EIO;
+    if (rc || rc2) {
+        if (e.code == CB_OK) cb_error_set(&e, CB_EIO, "%s: cannot write the sweep results: %s", dir, strerror(errno));
+        cb__print_error(&e);
+        return CB_EIO;
+    }
+    return CB_OK;
+}
+
+/* `sweep:`: every point (mode outermost, then replicas) as an ordinary run into DIR/MODE-xN,
+ * with the point's values as overrides (so collocated children load the same point), then
+ * sweep.csv, sweep.json and the table. A point that fails is marked failed and the sweep goes
+ * on; SIGINT/SIGTERM stop it after the current point. */
+static int cb__sweep(const cb_cli *cli, const cb_spec *spec) {
+    const cb_sweep_spec *sw = &spec->sweep;
+    char default_dir[512];
+    const char *out_dir = cb__out_dir(cli, spec, default_dir, sizeof default_dir);
+    /* Devices are the same at every point: check them once, before anything runs. */
+    size_t np = spec->n_pipelines;
+    char(*mig)[96] = cb_calloc(np, sizeof *mig);
+    const char **mig_ptrs = cb_calloc(np, sizeof *mig_ptrs);
+    int code = mig && mig_ptrs ? cb__check_devices(spec, mig, mig_ptrs) : CB_EXIT_FAILED;
+    cb_free(mig);
+    cb_free(mig_ptrs);
+    if (!code) code = cb__prepare_out_dir(out_dir);
+    if (code) return code;
+    /* Sources: the pipelines as written, and whether the sweep's replicas apply to them. */
+    size_t n_src = 0;
+    size_t src_index[CB_SWEEP_MAX_PIPELINES];
+    bool src_swept[CB_SWEEP_MAX_PIPELINES];
+    int src_own[CB_SWEEP_MAX_PIPELINES];
+    for (size_t i = 0; i < spec->n_pipelines && n_src < CB_SWEEP_MAX_PIPELINES; i++) {
+        if (i > 0 && spec->pipelines[i].src_index == spec->pipelines[i - 1].src_index) continue;
+        src_index[n_src] = spec->pipelines[i].src_index;
+        src_swept[n_src] = !spec->pipelines[i].replicas_set;
+        src_own[n_src] = spec->pipelines[i].n_replicas;
+        n_src++;
+    }
+    const cb_node *cn = spec->collocation.node;
+    bool mode_written = cn && cn->kind == CB_NODE_MAP && cb_node_get(cn, "mode");
+    size_t n_modes = sw->n_modes ? sw->n_modes : 1, n_reps = sw->n_replicas ? sw->n_replicas : 1;
+    size_t n = n_modes * n_reps;
+    cb_sweep_point *pts = cb_calloc(n, sizeof *pts);
+    if (!pts) {
+        fprintf(stderr, "colobench: out of memory\n");
+        return CB_EXIT_FAILED;
+    }
+    for (size_t m = 0; m < n_modes; m++) {
+        for (size_t r = 0; r < n_reps; r++) {
+            int reps = sw->n_replicas ? sw->replicas[r] : 1;
+            cb_colloc_mode mode = spec->collocation.mode;
+            if (sw->n_modes) {
+                mode = sw->modes[m];
+            } else if (!mode_written) { /* the default follows the point's pipeline count */
+                size_t total = 0;
+                for (size_t k = 0; k < n_src; k++) total += src_swept[k] && sw->n_replicas ? (size_t)reps : (size_t)src_own[k];
+                mode = total > 1 ? CB_COLLOC_PROCESSES : CB_COLLOC_THREADS;
+            }
+            cb_sweep_point_init(&pts[m * n_reps + r], cb_colloc_mode_name(mode), reps);
+        }
+    }
+    /* Signals stay blocked for the whole sweep: a run takes them (stops, keeps its results);
+     * one that arrives between points stops the sweep before the next. */
+    sigset_t sigs, oldsigs;
+    cb__block_stop_signals(&sigs, &oldsigs);
+    if (!cli->quiet)
+        fprintf(stderr, "colobench: sweep of %zu point%s into %s\n", n, n == 1 ? "" : "s", out_dir);
+    bool interrupted = false;
+    char sets[1 + CB_SWEEP_MAX_PIPELINES][64];
+    for (size_t k = 0; k < n && !interrupted; k++) {
+        struct timespec zero = {0, 0};
+        if (sigtimedwait(&sigs, NULL, &zero) > 0) {
+            interrupted = true;
+            break;
+        }
+        cb_sweep_point *pt = &pts[k];
+        cb_cli pc = *cli;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/%s", out_dir, pt->dir);
+        pc.out_dir = dir;
+        pc.point = pt;
+        bool intr = false;
+        pc.interrupted = &intr;
+        size_t ns = 0;
+        if (sw->n_modes) snprintf(sets[ns++], sizeof sets[0], "collocation.mode=%s", pt->mode);
+        for (size_t i = 0; sw->n_replicas && i < n_src; i++)
+            if (src_swept[i])
+                snprintf(sets[ns++], sizeof sets[0], "pipelines.%zu.replicas=%d", src_index[i], pt->replicas);
+        for (size_t i = 0; i < ns; i++) pc.sets[pc.n_sets++] = sets[i];
+        if (!cli->quiet)
+            fprintf(stderr, "colobench: sweep point %zu/%zu: mode %s, replicas x%d -> %s\n", k + 1, n,
+                    pt->mode, pt->replicas, dir);
+        int pcode = cb__with_spec(&pc, cb__run);
+        if (pt->status == CB_SWEEP_NOT_RUN || pcode != CB_EXIT_OK) pt->status = CB_SWEEP_FAILED;
+        if (pcode != CB_EXIT_OK) {
+            fprintf(stderr, "colobench: sweep point %s failed (exit %d)%s\n", pt->dir, pcode,
+                    intr ? ": interrupted" : "");
+            code = CB_EXIT_FAILED;
+        }
+        if (intr) interrupted = true;
+        cb_sweep_relative_to_x1(pts, n, n_src == 1);
+        if (cb__write_sweep(out_dir, spec, pts, n) != CB_OK) code = CB_EXIT_FAILED;
+    }
+    if (interrupted) {
+        fprintf(stderr, "colobench: sweep interrupted: the points measured so far are in %s\n", out_dir);
+        code = CB_EXIT_FAILED;
+    }
+    if (cb__write_sweep(out_dir, spec, pts, n) != CB_OK) code = CB_EXIT_FAILED;
+    if (!cli->quiet) cb_sweep_print_table(pts, n, stdout);
+    if (!cli->quiet) fprintf(stderr, "colobench: sweep results in %s/sweep.csv and sweep.json\n", out_dir);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&sigs, NULL, &zero) > 0) code = CB_EXIT_FAILED;
+    pthread_sigmask(SIG_SETMASK, &oldsigs, NULL);
+    cb_free(pts);
     return code;
 }
 

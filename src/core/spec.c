@@ -5,6 +5,9 @@
  * does), then reads each key with a typed getter that reports FILE:LINE:COL: key: message at
  * the value (or, for a missing required key, at the parent map). Names of the reference Python
  * framework and of MLPerf scenarios are mapped to colobench names here (alias tables below).
+ * A pipeline's `replicas: N` is expanded here into N ordinary pipelines (NAME.1 .. NAME.N, seed
+ * + K - 1), so nothing downstream knows about replicas except the labels in cb_pipeline_spec;
+ * `sweep` is only read and checked here (each point must load), the CLI runs it.
  * Stage configs are resolved by params.c, graphs by graph.c. Relative paths (plugin_paths,
  * loadgen.config.file) resolve against the config file's directory and are stored absolute, so
  * cb_spec_write_yaml's output loads again from anywhere.
@@ -474,7 +477,7 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
 static const char *const pipeline_keys[] = {
     "name", "inputs", "outputs", "dataset_stage_id", "serialize_queries", "loadgen", "stages",
     "collocation", "device", "cpus", "start_delay", "mps_active_thread_percentage",
-    "mps_memory_limit"};
+    "mps_memory_limit", "replicas"};
 
 static const char *const colloc_mode_names[] = {"threads", "processes", "mps", "mig"};
 
@@ -604,10 +607,11 @@ static const char *const pipe_colloc_keys[] = {"mode"};
 static const char *const baseline_names[] = {"none", "isolated"};
 static const char *const prepare_names[] = {"serial", "parallel"};
 
+static int pipeline_modes(bctx *b, const cb_node *root, cb_spec *spec, cb_colloc_mode mode);
+
 /* Benchmark-level collocation, then each pipeline's mode and the rules between them. */
 static int resolve_collocation(bctx *b, const cb_node *root, cb_spec *spec) {
     int rc, v;
-    char k[CB_ERROR_KEY_MAX];
     cb_colloc_spec *c = &spec->collocation;
     c->mode = spec->n_pipelines > 1 ? CB_COLLOC_PROCESSES : CB_COLLOC_THREADS;
     c->isolated_baseline = false;
@@ -639,13 +643,22 @@ static int resolve_collocation(bctx *b, const cb_node *root, cb_spec *spec) {
             c->serial_prepare = v == 0;
         }
     }
+    return pipeline_modes(b, root, spec, c->mode);
+}
+
+/* Each pipeline's mode under the benchmark mode `mode`, and the rules between them (also run
+ * for each mode of a sweep, to refuse a point that could not load). */
+static int pipeline_modes(bctx *b, const cb_node *root, cb_spec *spec, cb_colloc_mode mode) {
+    int rc, v;
+    char k[CB_ERROR_KEY_MAX];
     const cb_node *pl = cb_node_get(root, "pipelines");
     for (size_t i = 0; i < spec->n_pipelines; i++) {
         cb_pipeline_spec *p = &spec->pipelines[i];
+        const cb_node *pn = pl->items[p->src_index];
         char path[64];
-        snprintf(path, sizeof path, "pipelines[%zu]", i);
-        p->mode = c->mode;
-        const cb_node *pm = cb_node_get(pl->items[i], "collocation");
+        snprintf(path, sizeof path, "pipelines[%zu]", p->src_index);
+        p->mode = mode;
+        const cb_node *pm = cb_node_get(pn, "collocation");
         const cb_node *pmode = NULL;
         if (pm && !cb_node_is_null(pm)) {
             join(k, sizeof k, path, "collocation");
@@ -657,11 +670,11 @@ static int resolve_collocation(bctx *b, const cb_node *root, cb_spec *spec) {
                 if ((rc = get_choice(b, pmode, k, colloc_mode_names, COUNT(colloc_mode_names),
                                      "collocation mode", &v)))
                     return rc;
-                if ((c->mode == CB_COLLOC_THREADS) != (v == CB_COLLOC_THREADS))
+                if ((mode == CB_COLLOC_THREADS) != (v == CB_COLLOC_THREADS))
                     return fail_at(b, pmode, k,
                                    "a pipeline can override the mode only among processes, mps "
                                    "and mig (the benchmark's mode is %s)",
-                                   cb_colloc_mode_name(c->mode));
+                                   cb_colloc_mode_name(mode));
                 p->mode = (cb_colloc_mode)v;
             }
         }
@@ -676,7 +689,7 @@ static int resolve_collocation(bctx *b, const cb_node *root, cb_spec *spec) {
             p->mode = CB_COLLOC_MIG;
         } else if (p->mode == CB_COLLOC_MIG) {
             join(k, sizeof k, path, "device");
-            return fail_at(b, p->device_node ? p->device_node : pl->items[i], k,
+            return fail_at(b, p->device_node ? p->device_node : pn, k,
                            "collocation mode mig needs device: MIG-<uuid>, mig:I or mig:GPU:I");
         }
         if (p->mode != CB_COLLOC_MPS) {
@@ -685,7 +698,7 @@ static int resolve_collocation(bctx *b, const cb_node *root, cb_spec *spec) {
                                                              : NULL;
             if (mk) {
                 join(k, sizeof k, path, mk);
-                return fail_at(b, cb_node_get(pl->items[i], mk), k,
+                return fail_at(b, cb_node_get(pn, mk), k,
                                "applies only under collocation mode mps (this pipeline runs "
                                "under %s)", cb_colloc_mode_name(p->mode));
             }
@@ -785,6 +798,12 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
     if (!p->name) return fail_at(b, m, path, "missing required key 'name'");
     if ((rc = get_int_list(b, m, "inputs", path, 0, INT32_MAX, &p->inputs, &p->n_inputs)) < 0) return rc;
     if (rc == 0) return fail_at(b, m, path, "missing required key 'inputs'");
+    int64_t reps = 1;
+    if ((rc = get_int(b, m, "replicas", path, 1, CB_SPEC_MAX_PIPELINES, &reps)) < 0) return rc;
+    p->replicas_set = rc == 1;
+    p->n_replicas = (int)reps;
+    p->replica = 1;
+    p->base_name = p->name;
     p->dataset_stage_id = -1;
     int64_t ds = -1;
     if ((rc = get_int(b, m, "dataset_stage_id", path, 0, INT32_MAX, &ds)) < 0) return rc;
@@ -823,7 +842,143 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
 }
 
 static const char *const top_keys[] = {"name", "plugin_paths", "pipelines", "collocation",
-                                       "monitors", "trace"};
+                                       "monitors", "trace", "sweep"};
+
+/* Replica k (1-based) of a pipeline whose loadgen seed is `seed`: seed + k - 1, modulo 2^63
+ * (seeds are integers >= 0 that fit an int64). Replica 1 keeps the pipeline's own seed. */
+static uint64_t replica_seed(uint64_t seed, int k) {
+    return (seed + (uint64_t)(k - 1)) & (uint64_t)INT64_MAX;
+}
+
+/* Expands src[0..n_src) (as read, one per document pipeline) into spec->pipelines: replicas
+ * become ordinary pipelines NAME.1 .. NAME.N; then names must be unique. */
+static int expand_replicas(bctx *b, const cb_node *pl, cb_pipeline_spec *src, size_t n_src,
+                           cb_spec *spec) {
+    size_t total = 0;
+    for (size_t i = 0; i < n_src; i++) {
+        total += (size_t)src[i].n_replicas;
+        if (total > CB_SPEC_MAX_PIPELINES) {
+            char k[64];
+            snprintf(k, sizeof k, "pipelines[%zu].replicas", i);
+            const cb_node *rn = cb_node_get(pl->items[i], "replicas");
+            if (!rn) snprintf(k, sizeof k, "pipelines[%zu]", i);
+            return fail_at(b, rn ? rn : pl->items[i], k,
+                           "%zu pipelines with these replicas (at most %d)", total,
+                           CB_SPEC_MAX_PIPELINES);
+        }
+    }
+    if (!(spec->pipelines = cb_arena_alloc(b->arena, total * sizeof *spec->pipelines)))
+        return oom(b->err);
+    size_t n = 0;
+    for (size_t i = 0; i < n_src; i++) {
+        for (int r = 1; r <= src[i].n_replicas; r++) {
+            cb_pipeline_spec *p = &spec->pipelines[n++];
+            *p = src[i]; /* shares the read-only stage tables */
+            p->replica = r;
+            if (p->n_replicas > 1) {
+                char name[512];
+                snprintf(name, sizeof name, "%s.%d", src[i].base_name, r);
+                if (!(p->name = cb_arena_strdup(b->arena, name))) return oom(b->err);
+                p->loadgen.seed = replica_seed(src[i].loadgen.seed, r);
+            }
+        }
+    }
+    spec->n_pipelines = n;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(spec->pipelines[j].name, spec->pipelines[i].name) != 0) continue;
+            size_t si = spec->pipelines[i].src_index, sj = spec->pipelines[j].src_index;
+            char k[80];
+            snprintf(k, sizeof k, "pipelines[%zu].name", si);
+            if (si == sj) continue; /* cannot happen: replicas differ by suffix */
+            return fail_at(b, cb_node_get(pl->items[si], "name"), k,
+                           "duplicate pipeline name '%s' (also pipelines[%zu]%s)",
+                           spec->pipelines[i].name, sj,
+                           spec->pipelines[j].n_replicas > 1 ? ", a replica" : "");
+        }
+    }
+    return 0;
+}
+
+static const char *const sweep_keys[] = {"mode", "replicas"};
+
+/* `sweep: {mode: [...], replicas: [...]}`: each value checked like the key it overrides, and
+ * each point must load (a mode every pipeline accepts, at most 64 pipelines). */
+static int read_sweep(bctx *b, const cb_node *root, cb_spec *spec) {
+    int rc;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    cb_sweep_spec *sw = &spec->sweep;
+    memset(sw, 0, sizeof *sw);
+    const cb_node *m = cb_node_get(root, "sweep");
+    sw->node = m;
+    if (!m || cb_node_is_null(m)) return 0;
+    if ((rc = expect_map(b, m, "sweep")) || (rc = check_keys(b, m, "sweep", sweep_keys, COUNT(sweep_keys))))
+        return rc;
+    if (m->n == 0) return fail_at(b, m, "sweep", "expected mode and/or replicas, got an empty map");
+    for (int which = 0; which < 2; which++) {
+        const char *key = sweep_keys[which];
+        const cb_node *l = cb_node_get(m, key);
+        if (!l) continue;
+        join(k, sizeof k, "sweep", key);
+        const cb_node *const *items = (const cb_node *const *)&l;
+        size_t count = 1;
+        if (l->kind == CB_NODE_SEQ) {
+            items = (const cb_node *const *)l->items;
+            count = l->n;
+        } else if (l->kind != CB_NODE_SCALAR || cb_node_is_null(l)) {
+            return fail_at(b, l, k, "expected a list of %s, got %s",
+                           which ? "replica counts" : "collocation modes", got(l, g, sizeof g));
+        }
+        if (count == 0) return fail_at(b, l, k, "expected a non-empty list, got an empty list");
+        if (count > CB_SWEEP_MAX_VALUES)
+            return fail_at(b, l, k, "more than %d values", CB_SWEEP_MAX_VALUES);
+        for (size_t i = 0; i < count; i++) {
+            const cb_node *it = items[i];
+            char ik[CB_ERROR_KEY_MAX];
+            snprintf(ik, sizeof ik, "%s[%zu]", k, i);
+            if (which == 0) {
+                int v;
+                if ((rc = get_choice(b, it, ik, colloc_mode_names, COUNT(colloc_mode_names),
+                                     "collocation mode", &v)))
+                    return rc;
+                for (size_t j = 0; j < i; j++)
+                    if (sw->modes[j] == (cb_colloc_mode)v)
+                        return fail_at(b, it, ik, "mode %s is already in the list", it->scalar);
+                /* The point must load: the same rules as collocation.mode. */
+                cb_error le;
+                cb_error_clear(&le);
+                bctx tb = *b;
+                tb.err = &le;
+                if (pipeline_modes(&tb, root, spec, (cb_colloc_mode)v) != 0)
+                    return fail_at(b, it, ik, "mode %s does not fit this benchmark: %s: %s",
+                                   it->scalar, le.key, le.msg);
+                sw->modes[sw->n_modes++] = (cb_colloc_mode)v;
+            } else {
+                int64_t v;
+                if (!cb_node_scalar_int(it, &v) || v < 1 || v > CB_SPEC_MAX_PIPELINES)
+                    return fail_at(b, it, ik, "expected integer in [1, %d], got %s",
+                                   CB_SPEC_MAX_PIPELINES, got(it, g, sizeof g));
+                for (size_t j = 0; j < i; j++)
+                    if (sw->replicas[j] == (int)v)
+                        return fail_at(b, it, ik, "%lld replicas are already in the list", (long long)v);
+                /* Pipelines with their own `replicas` keep it; the others get v each. */
+                size_t total = 0, last_src = (size_t)-1;
+                for (size_t p = 0; p < spec->n_pipelines; p++) {
+                    const cb_pipeline_spec *ps = &spec->pipelines[p];
+                    if (ps->src_index == last_src) continue;
+                    last_src = ps->src_index;
+                    total += ps->replicas_set ? (size_t)ps->n_replicas : (size_t)v;
+                }
+                if (total > CB_SPEC_MAX_PIPELINES)
+                    return fail_at(b, it, ik, "%zu pipelines with %lld replicas (at most %d)", total,
+                                   (long long)v, CB_SPEC_MAX_PIPELINES);
+                sw->replicas[sw->n_replicas++] = (int)v;
+            }
+        }
+    }
+    /* pipeline_modes left the last tried mode behind: back to the benchmark's. */
+    return pipeline_modes(b, root, spec, spec->collocation.mode);
+}
 
 static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
     int rc;
@@ -878,25 +1033,26 @@ static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
                        pl->kind == CB_NODE_SEQ ? "an empty list" : got(pl, g, sizeof g));
     if (pl->n > CB_SPEC_MAX_PIPELINES)
         return fail_at(b, pl, "pipelines", "more than %d pipelines", CB_SPEC_MAX_PIPELINES);
-    spec->n_pipelines = pl->n;
-    if (!(spec->pipelines = cb_arena_alloc(b->arena, pl->n * sizeof *spec->pipelines)))
-        return oom(b->err);
+    cb_pipeline_spec *src = cb_arena_alloc(b->arena, pl->n * sizeof *src);
+    if (!src) return oom(b->err);
     for (size_t i = 0; i < pl->n; i++) {
         char path[64];
         snprintf(path, sizeof path, "pipelines[%zu]", i);
-        if ((rc = read_pipeline(b, pl->items[i], path, reg, &spec->pipelines[i]))) return rc;
+        if ((rc = read_pipeline(b, pl->items[i], path, reg, &src[i]))) return rc;
+        src[i].src_index = i;
         for (size_t j = 0; j < i; j++) {
-            if (strcmp(spec->pipelines[j].name, spec->pipelines[i].name) == 0) {
+            if (strcmp(src[j].name, src[i].name) == 0) {
                 char k[80];
                 snprintf(k, sizeof k, "%s.name", path);
                 return fail_at(b, cb_node_get(pl->items[i], "name"), k,
                                "duplicate pipeline name '%s' (also pipelines[%zu])",
-                               spec->pipelines[i].name, j);
+                               src[i].name, j);
             }
         }
     }
+    if ((rc = expand_replicas(b, pl, src, pl->n, spec))) return rc;
     if ((rc = resolve_collocation(b, root, spec)) || (rc = read_monitors(b, root, spec)) ||
-        (rc = read_trace(b, root, spec)))
+        (rc = read_trace(b, root, spec)) || (rc = read_sweep(b, root, spec)))
         return rc;
     return 0;
 }

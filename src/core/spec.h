@@ -114,7 +114,14 @@ typedef struct cb_stage_spec {
 } cb_stage_spec;
 
 typedef struct cb_pipeline_spec {
-    const char *name;
+    const char *name;                  /* NAME, or NAME.K for replica K of a replicated one */
+    /* Replicas (`replicas: N`, expanded when the spec is built: replica K of N is an ordinary
+     * pipeline named NAME.K, the same in everything but its loadgen seed, seed + K - 1): */
+    const char *base_name;             /* NAME as written */
+    int replica;                       /* K in 1..n_replicas */
+    int n_replicas;                    /* N, 1 = not replicated (the name is NAME) */
+    bool replicas_set;                 /* `replicas` was written (a sweep leaves it alone) */
+    size_t src_index;                  /* index in the document's `pipelines` list */
     int *inputs; size_t n_inputs;      /* stage ids */
     int *outputs; size_t n_outputs;    /* stage ids */
     int dataset_stage_id;              /* -1 when none */
@@ -138,6 +145,16 @@ typedef struct cb_pipeline_spec {
     int dataset_idx;                   /* -1 when none */
 } cb_pipeline_spec;
 
+/* `sweep:` (top level): the points `colobench run` runs one after another, each an ordinary
+ * run with these overrides (mode x replicas, mode outermost). Empty lists: not swept. */
+#define CB_SWEEP_MAX_VALUES 16
+typedef struct cb_sweep_spec {
+    cb_colloc_mode modes[CB_SWEEP_MAX_VALUES]; size_t n_modes;
+    int replicas[CB_SWEEP_MAX_VALUES]; size_t n_replicas; /* multiplies pipelines without
+                                                              their own `replicas` */
+    const cb_node *node;               /* the sweep map, NULL when absent */
+} cb_sweep_spec;
+
 typedef struct cb_spec {
     cb_arena *arena;
     const char *name;
@@ -147,6 +164,7 @@ typedef struct cb_spec {
     cb_colloc_spec collocation;
     cb_monitors_spec monitors;
     cb_trace_spec trace;
+    cb_sweep_spec sweep;
     const cb_doc *doc;                 /* borrowed */
 } cb_spec;
 
