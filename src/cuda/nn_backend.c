@@ -191,7 +191,7 @@ static void cb__cu_destroy(cb_nn_exec *e) {
     if (!c) return;
     cudaSetDevice(c->dev);
     if (c->stream) {
-        if (c->val) cb__cu_buffers_free(c);
+        if (c->val && c->dif && c->save) cb__cu_buffers_free(c);
         cudaStreamSynchronize(c->stream);
     }
     for (int i = 0; i < CB__CU_MAX_PLANS; i++) cb__cu_plan_free(c->plans[i]);
