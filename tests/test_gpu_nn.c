@@ -102,20 +102,9 @@ static size_t in_count(const cb_nn_model *m, int n) {
     return (size_t)n * m->in_c * m->in_h * m->in_w;
 }
 
-/* max |a - b| / max |b|: one number for a whole tensor. */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double e = 0, s = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > e) e = d;
-        if (fabs(b[i]) > s) s = fabs(b[i]);
-    }
-    return e / s;
-}
-
 static void check_close(const char *model, const char *what, const float *got, const float *ref,
                         size_t n, double tol) {
-    double e = rel_err(got, ref, n);
+    double e = cb_test_rel_err(got, ref, n);
     if (!(e <= tol)) cb__test_fail(__FILE__, __LINE__, "%s: %s: relative error %.3g > %.3g", model,
                                    what, e, tol);
 }

@@ -235,26 +235,26 @@ static int cb__cu_create(cb_nn_exec *e, cb_error *err) {
 
 /* ---- Plans ------------------------------------------------------------------------------ */
 
+/* The plan of (kind, n): cached, or built into a free slot, or into the least recently used
+ * slot after slot 0 (the plan built at create, which stays). */
 static int cb__plan(cb__cu *c, int kind, int n, cb__cu_plan **out, cb_error *err) {
+    int victim = -1;
     for (int i = 0; i < CB__CU_MAX_PLANS; i++) {
-        cb__cu_plan *p = c->plans[i];
-        if (p && p->kind == kind && p->n == n) {
-            p->last_use = ++c->calls;
-            *out = p;
-            return CB_OK;
+        cb__cu_plan *q = c->plans[i];
+        if (q && q->kind == kind && q->n == n) {
+            victim = i;
+            break;
         }
+        int older = victim < 0 || (c->plans[victim] && (!q || q->last_use < c->plans[victim]->last_use));
+        if ((i > 0 || !q) && older) victim = i;
     }
-    cb__cu_plan *p;
-    int rc = cb__cu_plan_build(c, kind, n, &p, err);
-    if (rc) return rc;
-    int slot = 0; /* [0] is the plan built at create and stays; the rest is least recently used */
-    if (c->plans[0]) {
-        slot = 1;
-        for (int i = 1; i < CB__CU_MAX_PLANS && c->plans[slot]; i++)
-            if (!c->plans[i] || c->plans[i]->last_use < c->plans[slot]->last_use) slot = i;
+    cb__cu_plan *p = c->plans[victim];
+    if (!p || p->kind != kind || p->n != n) {
+        int rc = cb__cu_plan_build(c, kind, n, &p, err);
+        if (rc) return rc;
+        cb__cu_plan_free(c->plans[victim]);
+        c->plans[victim] = p;
     }
-    cb__cu_plan_free(c->plans[slot]);
-    c->plans[slot] = p;
     p->last_use = ++c->calls;
     *out = p;
     return CB_OK;

@@ -137,6 +137,17 @@ void cb__cu_nodes_fini(cb__cu *c) {
 
 /* ---- Convolution algorithms ------------------------------------------------------------- */
 
+/* The first algorithm of a cuDNN perf array (fastest first for cudnnFind, best first for the
+ * _v7 heuristic) that cuDNN reports as usable, into `out`; s becomes NOT_SUPPORTED when none. */
+#define CB__FIRST_OK(perf, got, s, out)                                                            \
+    do {                                                                                           \
+        int k_ = 0;                                                                                \
+        while ((s) == CUDNN_STATUS_SUCCESS && k_ < (got) && (perf)[k_].status != CUDNN_STATUS_SUCCESS) \
+            k_++;                                                                                  \
+        if ((s) == CUDNN_STATUS_SUCCESS && k_ == (got)) (s) = CUDNN_STATUS_NOT_SUPPORTED;          \
+        if ((s) == CUDNN_STATUS_SUCCESS) (out) = (perf)[k_].algo;                                  \
+    } while (0)
+
 /* Largest workspace any algorithm of the three kinds may ask for on this layer (cudnnFind's
  * scratch), capped at 1 GiB; algorithms cuDNN cannot run here are skipped. */
 static size_t cb__find_ws(cb__cu *c, cudnnTensorDescriptor_t xd, cudnnFilterDescriptor_t wd,
@@ -186,10 +197,7 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
         s = cudnnFindConvolutionForwardAlgorithmEx(c->dnn, xd, x, cn->filt, w, cn->conv, yd, y,
                                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf,
                                                    ws, ws_bytes);
-        int k = 0;
-        while (s == CUDNN_STATUS_SUCCESS && k < got && perf[k].status != CUDNN_STATUS_SUCCESS) k++;
-        if (s == CUDNN_STATUS_SUCCESS && k == got) s = CUDNN_STATUS_NOT_SUPPORTED;
-        if (s == CUDNN_STATUS_SUCCESS) a->fwd = perf[k].algo;
+        CB__FIRST_OK(perf, got, s, a->fwd);
     }
     if (!rc && s == CUDNN_STATUS_SUCCESS && (needs & 2)) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -197,10 +205,7 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
         s = cudnnFindConvolutionBackwardDataAlgorithmEx(c->dnn, cn->filt, w, yd, y, cn->conv, xd,
                                                         x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
                                                         &got, perf, ws, ws_bytes);
-        int k = 0;
-        while (s == CUDNN_STATUS_SUCCESS && k < got && perf[k].status != CUDNN_STATUS_SUCCESS) k++;
-        if (s == CUDNN_STATUS_SUCCESS && k == got) s = CUDNN_STATUS_NOT_SUPPORTED;
-        if (s == CUDNN_STATUS_SUCCESS) a->bwd_data = perf[k].algo;
+        CB__FIRST_OK(perf, got, s, a->bwd_data);
     }
     if (!rc && s == CUDNN_STATUS_SUCCESS && (needs & 1)) {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -208,10 +213,7 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
         s = cudnnFindConvolutionBackwardFilterAlgorithmEx(
             c->dnn, xd, x, yd, y, cn->conv, cn->filt, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
             &got, perf, ws, ws_bytes);
-        int k = 0;
-        while (s == CUDNN_STATUS_SUCCESS && k < got && perf[k].status != CUDNN_STATUS_SUCCESS) k++;
-        if (s == CUDNN_STATUS_SUCCESS && k == got) s = CUDNN_STATUS_NOT_SUPPORTED;
-        if (s == CUDNN_STATUS_SUCCESS) a->bwd_filter = perf[k].algo;
+        CB__FIRST_OK(perf, got, s, a->bwd_filter);
     }
     if (!rc && s != CUDNN_STATUS_SUCCESS) {
         rc = cb__cudnn_fail(err, s, call, __FILE__, __LINE__);
@@ -226,31 +228,28 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
 /* The _v7 heuristic's first usable algorithm of each kind. */
 static int cb__heuristic(cb__cu *c, const cb__cu_node *cn, cudnnTensorDescriptor_t xd,
                          cudnnTensorDescriptor_t yd, int needs, cb__cu_algos *a, cb_error *err) {
-    int got = 0, k;
+    int got = 0;
+    cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
     cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     CB__CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, xd, cn->filt, cn->conv, yd,
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, pf));
-    for (k = 0; k < got && pf[k].status != CUDNN_STATUS_SUCCESS; k++) {}
-    if (k == got) return cb_error_set(err, CB_EUNSUPPORTED, "no cuDNN forward algorithm");
-    a->fwd = pf[k].algo;
-    if (needs & 2) {
+    CB__FIRST_OK(pf, got, s, a->fwd);
+    if (s == CUDNN_STATUS_SUCCESS && (needs & 2)) {
         cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         CB__CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
             c->dnn, cn->filt, yd, cn->conv, xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, pd));
-        for (k = 0; k < got && pd[k].status != CUDNN_STATUS_SUCCESS; k++) {}
-        if (k == got) return cb_error_set(err, CB_EUNSUPPORTED, "no cuDNN backward-data algorithm");
-        a->bwd_data = pd[k].algo;
+        CB__FIRST_OK(pd, got, s, a->bwd_data);
     }
-    if (needs & 1) {
+    if (s == CUDNN_STATUS_SUCCESS && (needs & 1)) {
         cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         CB__CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             c->dnn, xd, yd, cn->conv, cn->filt, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got,
             pw));
-        for (k = 0; k < got && pw[k].status != CUDNN_STATUS_SUCCESS; k++) {}
-        if (k == got)
-            return cb_error_set(err, CB_EUNSUPPORTED, "no cuDNN backward-filter algorithm");
-        a->bwd_filter = pw[k].algo;
+        CB__FIRST_OK(pw, got, s, a->bwd_filter);
     }
+    if (s != CUDNN_STATUS_SUCCESS)
+        return cb_error_set(err, CB_EUNSUPPORTED, "the cuDNN heuristic offers no usable "
+                            "algorithm for this convolution");
     return CB_OK;
 }
 
