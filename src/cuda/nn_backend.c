@@ -59,11 +59,12 @@ static int cb__check_optim(cb_nn_optim *o, cb_error *err) {
     return bad ? cb_error_set(err, CB_EINVAL, "optimizer: %s", bad) : CB_OK;
 }
 
-static int cb__dalloc(cb__cu *c, float **ptr, size_t floats, cb_error *err) {
-    size_t bytes = (floats ? floats : 1) * sizeof(float);
-    CB__CUDA(cudaMalloc((void **)ptr, bytes));
+static int cb__dalloc(cb__cu *c, void *ptr, size_t bytes, cb_error *err) {
+    void **p = ptr;
+    bytes = bytes ? bytes : 4;
+    CB__CUDA(cudaMalloc(p, bytes));
     c->fixed_bytes += (int64_t)bytes;
-    CB__CUDA(cudaMemsetAsync(*ptr, 0, bytes, c->stream));
+    CB__CUDA(cudaMemsetAsync(*p, 0, bytes, c->stream));
     return CB_OK;
 }
 
@@ -87,12 +88,18 @@ static int cb__params_init(cb__cu *c, cb_error *err) {
         c->poff[i] = *count;
         *count += ((size_t)p->numel + CB__CU_ALIGN - 1) / CB__CU_ALIGN * CB__CU_ALIGN;
     }
-    int rc = cb__dalloc(c, &c->w, c->w_count, err);
-    if (!rc) rc = cb__dalloc(c, &c->stats, c->stats_count, err);
-    if (!rc && o->train) rc = cb__dalloc(c, &c->g, c->w_count, err);
+    size_t wb = c->w_count * sizeof(float);
+    int rc = cb__dalloc(c, &c->w, wb, err);
+    if (!rc) rc = cb__dalloc(c, &c->stats, c->stats_count * sizeof(float), err);
+    if (!rc && o->train) rc = cb__dalloc(c, &c->g, wb, err);
     int moments = o->optim.kind == CB_NN_ADAM ? 2 : o->optim.momentum > 0 ? 1 : 0;
-    if (!rc && o->train && moments >= 1) rc = cb__dalloc(c, &c->m1, c->w_count, err);
-    if (!rc && o->train && moments >= 2) rc = cb__dalloc(c, &c->m2, c->w_count, err);
+    if (!rc && o->train && moments >= 1) rc = cb__dalloc(c, &c->m1, wb, err);
+    if (!rc && o->train && moments >= 2) rc = cb__dalloc(c, &c->m2, wb, err);
+    if (!rc && c->dt != CB__DT_F32) rc = cb__dalloc(c, &c->w16, c->w_count * c->asz, err);
+    if (!rc && c->dt != CB__DT_F32 && o->train)
+        rc = cb__dalloc(c, &c->g16, c->w_count * c->asz, err);
+    if (!rc && o->train && o->precision == CB_NN_FP16)
+        rc = cb__dalloc(c, &c->d_found, sizeof(int32_t), err);
     if (rc) return rc;
     for (int i = 0; i < m->n_params; i++) {
         const cb_nn_param *p = &m->params[i];
@@ -103,6 +110,8 @@ static int cb__params_init(cb__cu *c, cb_error *err) {
     }
     for (int i = 1; i < m->n_nodes; i++)
         if (m->nodes[i].op == CB_NN_BN) c->nbt[i] = *(const int64_t *)m->params[m->nodes[i].param[4]].data;
+    if (c->w16)
+        CB__CUDA(cb__k_convert(c->w16, c->dt, c->w, CB__DT_F32, c->w_count, 1.0f, c->stream));
     CB__CUDA(cudaStreamSynchronize(c->stream));
     return CB_OK;
 }
@@ -124,10 +133,19 @@ static int cb__handles(cb__cu *c, cb_error *err) {
     CB__CUDNN(cudnnSetStream(c->dnn, c->stream));
     CB__CUBLAS(cublasCreate(&c->blas));
     CB__CUBLAS(cublasSetStream(c->blas, c->stream));
-    int tf32 = c->e->opts.precision == CB_NN_TF32;
+    cb_nn_precision prec = c->e->opts.precision;
+    int tf32 = prec == CB_NN_TF32;
     CB__CUBLAS(cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    /* 16-bit GEMMs use tensor cores with CUBLAS_COMPUTE_32F whatever the math mode. */
     c->gemm_compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    c->conv_math = tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    c->conv_math = prec == CB_NN_FP32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+    c->dt = prec == CB_NN_BF16 ? CB__DT_BF16 : prec == CB_NN_FP16 ? CB__DT_F16 : CB__DT_F32;
+    c->asz = c->dt == CB__DT_F32 ? 4 : 2;
+    c->adt = c->dt == CB__DT_BF16 ? CUDNN_DATA_BFLOAT16
+             : c->dt == CB__DT_F16 ? CUDNN_DATA_HALF
+                                   : CUDNN_DATA_FLOAT;
+    c->cdt = c->dt == CB__DT_BF16 ? CUDA_R_16BF : c->dt == CB__DT_F16 ? CUDA_R_16F : CUDA_R_32F;
+    c->scale = prec == CB_NN_FP16 && c->e->opts.train ? 65536.0f : 1.0f;
     CB__CUDNN(cudnnCreateActivationDescriptor(&c->relu));
     CB__CUDNN(cudnnSetActivationDescriptor(c->relu, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN,
                                            0.0));
@@ -143,6 +161,7 @@ static int cb__staging(cb__cu *c, cb_error *err) {
     if (!rc) rc = cb__halloc((void **)&c->h_loss, b * sizeof(double), err);
     if (!rc && c->e->opts.train && c->e->opts.input_grad)
         rc = cb__halloc((void **)&c->h_ingrad, b * c->in_numel * sizeof(float), err);
+    if (!rc && c->d_found) rc = cb__halloc((void **)&c->h_found, sizeof(int32_t), err);
     if (rc) return rc;
     int nn = c->m->n_nodes;
     c->val = cb_calloc((size_t)nn, sizeof *c->val);
@@ -160,9 +179,6 @@ static int cb__cu_create_impl(cb_nn_exec *e, cb__cu *c, cb_error *err) {
     if (m->classes != m->nodes[m->output].c)
         return cb_error_set(err, CB_EINVAL, "classes %d but the output node has %d", m->classes,
                             m->nodes[m->output].c);
-    if (o->precision == CB_NN_BF16 || o->precision == CB_NN_FP16)
-        return cb_error_set(err, CB_EUNSUPPORTED, "precision %s is not implemented by the CUDA "
-                            "backend yet (fp32 and tf32 are)", o->precision == CB_NN_BF16 ? "bf16" : "fp16");
     if (o->train) {
         int rc = cb__check_optim(&o->optim, err);
         if (rc) return rc;
@@ -196,10 +212,11 @@ static void cb__cu_destroy(cb_nn_exec *e) {
     }
     for (int i = 0; i < CB__CU_MAX_PLANS; i++) cb__cu_plan_free(c->plans[i]);
     cb__cu_nodes_fini(c);
-    float *dev[] = {c->w, c->g, c->m1, c->m2, c->stats};
+    void *dev[] = {c->w, c->g, c->m1, c->m2, c->stats, c->w16, c->g16, c->d_found};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) cudaFree(dev[i]);
-    void *host[] = {c->h_x, c->h_logits, c->h_ingrad, c->h_labels, c->h_correct, c->h_loss};
+    void *host[] = {c->h_x,       c->h_logits, c->h_ingrad, c->h_labels,
+                    c->h_correct, c->h_loss,   c->h_found};
     for (size_t i = 0; i < sizeof host / sizeof *host; i++)
         if (host[i]) cudaFreeHost(host[i]);
     if (c->relu) cudnnDestroyActivationDescriptor(c->relu);
@@ -263,21 +280,32 @@ static int cb__plan(cb__cu *c, int kind, int n, cb__cu_plan **out, cb_error *err
 /* ---- Calls ------------------------------------------------------------------------------ */
 
 /* One fused optimizer launch over W, G, M1, M2 (padding between tensors is 0 in W and G and
- * stays 0). */
+ * stays 0). fp16 first unscales G and flags inf/NaN, which makes the optimizer kernel skip the
+ * step (the host then undoes opt_steps and halves the scale, after the call's sync); 16-bit
+ * executors then refresh the 16-bit weight copy. */
 static int cb__optimize(cb__cu *c, cb_error *err) {
     const cb_nn_optim *o = &c->e->opts.optim;
     float lr = (float)o->lr, wd = (float)o->weight_decay;
+    const int32_t *skip = c->d_found;
+    if (c->d_found) {
+        CB__CUDA(cudaMemsetAsync(c->d_found, 0, sizeof(int32_t), c->stream));
+        CB__CUDA(cb__k_unscale(c->g, c->w_count, 1.0f / c->scale, c->d_found, c->stream));
+        CB__CUDA(cudaMemcpyAsync(c->h_found, c->d_found, sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                 c->stream));
+    }
     c->opt_steps++;
     if (o->kind == CB_NN_ADAM) {
         double t = (double)c->opt_steps;
         float step = (float)(o->lr / (1 - pow(o->beta1, t)));
         float bc2 = (float)sqrt(1 - pow(o->beta2, t));
         CB__CUDA(cb__k_adam(c->w, c->g, c->m1, c->m2, c->w_count, step, bc2, (float)o->beta1,
-                            (float)o->beta2, (float)o->eps, wd, c->stream));
-        return CB_OK;
+                            (float)o->beta2, (float)o->eps, wd, skip, c->stream));
+    } else {
+        CB__CUDA(cb__k_sgd(c->w, c->g, c->m1, c->w_count, lr, wd, (float)o->momentum,
+                           c->opt_steps == 1, o->nesterov, skip, c->stream));
     }
-    CB__CUDA(cb__k_sgd(c->w, c->g, c->m1, c->w_count, lr, wd, (float)o->momentum,
-                       c->opt_steps == 1, o->nesterov, c->stream));
+    if (c->w16)
+        CB__CUDA(cb__k_convert(c->w16, c->dt, c->w, CB__DT_F32, c->w_count, 1.0f, c->stream));
     return CB_OK;
 }
 
@@ -288,8 +316,15 @@ static int cb__enqueue(cb__cu *c, const cb__cu_plan *p, int has_labels, int want
     int n = p->n, train = p->kind == CB__CU_TRAIN;
     int rc = cb__cu_buffers_alloc(c, p, err);
     if (rc) return rc;
-    CB__CUDA(cudaMemcpyAsync(c->val[0], c->h_x, (size_t)n * c->in_numel * sizeof(float),
-                             cudaMemcpyHostToDevice, c->stream));
+    size_t in = (size_t)n * c->in_numel;
+    if (c->dt == CB__DT_F32) {
+        CB__CUDA(cudaMemcpyAsync(c->val[0], c->h_x, in * sizeof(float), cudaMemcpyHostToDevice,
+                                 c->stream));
+    } else { /* autocast: the images enter the first layer as 16-bit */
+        CB__CUDA(cudaMemcpyAsync(c->x32, c->h_x, in * sizeof(float), cudaMemcpyHostToDevice,
+                                 c->stream));
+        CB__CUDA(cb__k_convert(c->val[0], c->dt, c->x32, CB__DT_F32, in, 1.0f, c->stream));
+    }
     if (has_labels)
         CB__CUDA(cudaMemcpyAsync(c->d_labels, c->h_labels, (size_t)n * sizeof(int32_t),
                                  cudaMemcpyHostToDevice, c->stream));
@@ -297,23 +332,36 @@ static int cb__enqueue(cb__cu *c, const cb__cu_plan *p, int has_labels, int want
     if (rc) return rc;
     int out = c->nodes[m->output].buf;
     if (has_labels) {
-        CB__CUDA(cb__k_xent(c->val[out], c->d_labels, n, m->classes, train ? c->dif[out] : NULL,
-                            c->d_loss, c->d_correct, c->stream));
+        CB__CUDA(cb__k_xent(c->val[out], c->dt, c->d_labels, n, m->classes,
+                            train ? c->dif[out] : NULL, c->scale, c->d_loss, c->d_correct,
+                            c->stream));
         CB__CUDA(cudaMemcpyAsync(c->h_loss, c->d_loss, (size_t)n * sizeof(double),
                                  cudaMemcpyDeviceToHost, c->stream));
         CB__CUDA(cudaMemcpyAsync(c->h_correct, c->d_correct, (size_t)n * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, c->stream));
     }
-    if (want_logits)
-        CB__CUDA(cudaMemcpyAsync(c->h_logits, c->val[out], (size_t)n * m->classes * sizeof(float),
-                                 cudaMemcpyDeviceToHost, c->stream));
+    if (want_logits) {
+        size_t count = (size_t)n * m->classes;
+        const void *z = c->val[out];
+        if (c->dt != CB__DT_F32) {
+            CB__CUDA(cb__k_convert(c->f32, CB__DT_F32, z, c->dt, count, 1.0f, c->stream));
+            z = c->f32;
+        }
+        CB__CUDA(cudaMemcpyAsync(c->h_logits, z, count * sizeof(float), cudaMemcpyDeviceToHost,
+                                 c->stream));
+    }
     if (!train) return CB_OK;
     rc = cb__cu_backward(c, p, err);
     if (!rc) rc = cb__optimize(c, err);
     if (rc) return rc;
-    if (c->e->opts.input_grad)
-        CB__CUDA(cudaMemcpyAsync(c->h_ingrad, c->dif[0], (size_t)n * c->in_numel * sizeof(float),
-                                 cudaMemcpyDeviceToHost, c->stream));
+    if (!c->e->opts.input_grad) return CB_OK;
+    const void *dx = c->dif[0];
+    if (c->dt != CB__DT_F32) { /* float32 and unscaled, as autograd returns it for x */
+        CB__CUDA(cb__k_convert(c->f32, CB__DT_F32, dx, c->dt, in, 1.0f / c->scale, c->stream));
+        dx = c->f32;
+    }
+    CB__CUDA(cudaMemcpyAsync(c->h_ingrad, dx, in * sizeof(float), cudaMemcpyDeviceToHost,
+                             c->stream));
     return CB_OK;
 }
 
@@ -345,6 +393,16 @@ static int cb__call(cb_nn_exec *e, int kind, const float *x, const int32_t *labe
     CB__CUDA(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &high));
     e->stats.device_mem_peak_bytes = (int64_t)high + c->fixed_bytes;
     if (logits) memcpy(logits, c->h_logits, (size_t)n * c->m->classes * sizeof(float));
+    if (kind == CB__CU_TRAIN && c->h_found) { /* GradScaler.update */
+        if (*c->h_found) {
+            c->scale *= 0.5f;
+            c->good_steps = 0;
+            c->opt_steps--; /* the step was skipped: no optimizer state advanced */
+        } else if (++c->good_steps == 2000) {
+            c->scale *= 2.0f;
+            c->good_steps = 0;
+        }
+    }
     if (kind == CB__CU_TRAIN) {
         for (int i = 1; i < c->m->n_nodes; i++)
             if (c->m->nodes[i].op == CB_NN_BN && c->nodes[i].live) c->nbt[i]++;

@@ -92,8 +92,21 @@ typedef struct cb__cu {
     cudaMemPool_t pool;
     cudaEvent_t ev0, ev1;
     cudnnActivationDescriptor_t relu;
-    cudnnMathType_t conv_math;     /* FP32: CUDNN_FMA_MATH; TF32: CUDNN_TENSOR_OP_MATH */
-    cublasComputeType_t gemm_compute;
+    cudnnMathType_t conv_math;     /* FP32: CUDNN_FMA_MATH; else CUDNN_TENSOR_OP_MATH */
+    cublasComputeType_t gemm_compute; /* FP32, BF16, FP16: 32F; TF32: 32F_FAST_TF32 */
+    /* Activation element type: float32 (fp32, tf32) or 16-bit (bf16, fp16: mixed precision). */
+    int dt;                        /* CB__DT_* */
+    size_t asz;                    /* bytes per activation element */
+    cudnnDataType_t adt;           /* CUDNN_DATA_FLOAT, _BFLOAT16, _HALF */
+    cudaDataType_t cdt;            /* CUDA_R_32F, _16BF, _16F */
+    /* Mixed precision: 16-bit copy of W (refreshed after every update) for convolutions and
+     * linear layers, 16-bit convolution weight gradients before their conversion into G. */
+    void *w16, *g16;
+    /* fp16 training: GradScaler's loss scale, good steps since it last changed, and the
+     * inf/NaN flag of the step (device, and its pinned copy). */
+    float scale;
+    int good_steps;
+    int32_t *d_found, *h_found;
     cb__cu_node *nodes;
     /* Parameters: per model param its float offset in W (trainable) or STATS (running
      * statistics), CB__CU_NONE for num_batches_tracked (counted on the host, nbt). */
@@ -117,6 +130,8 @@ typedef struct cb__cu {
     void **val, **dif;             /* per node (only at buf == itself) */
     float **save;                  /* BN, train: saved mean and inverse std, 2 x C floats */
     void *ws;
+    float *x32;                    /* 16-bit executors: the float32 images before conversion */
+    float *f32;                    /* 16-bit executors: float32 logits / input gradient */
     int32_t *d_labels, *d_correct;
     double *d_loss;
 } cb__cu;
@@ -138,6 +153,9 @@ int cb__cu_forward(cb__cu *c, const cb__cu_plan *p, cb_error *err);
 /* Enqueues the backward of every live node, from dLoss/dlogits already in the output's
  * gradient buffer; parameter gradients into G (written, never accumulated across steps). */
 int cb__cu_backward(cb__cu *c, const cb__cu_plan *p, cb_error *err);
+/* Weights of conv/linear tensor at float offset off as their compute reads them: W, or the
+ * 16-bit copy. */
+const void *cb__cu_wconv(const cb__cu *c, size_t off);
 /* Name of a node for messages ("layer1.0.conv1", or "node 12"). */
 const char *cb__cu_node_name(const cb_nn_model *m, int node, char *buf, size_t size);
 

@@ -80,7 +80,7 @@ int cb__cu_nodes_init(cb__cu *c, cb_error *err) {
         switch (nd->op) {
         case CB_NN_CONV:
             CB__CUDNN(cudnnCreateFilterDescriptor(&cn->filt));
-            CB__CUDNN(cudnnSetFilter4dDescriptor(cn->filt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+            CB__CUDNN(cudnnSetFilter4dDescriptor(cn->filt, c->adt, CUDNN_TENSOR_NCHW,
                                                  nd->c, in->c, nd->kh, nd->kw));
             CB__CUDNN(cudnnCreateConvolutionDescriptor(&cn->conv));
             CB__CUDNN(cudnnSetConvolution2dDescriptor(cn->conv, nd->ph, nd->pw, nd->sh, nd->sw,
@@ -270,9 +270,9 @@ static int cb__algos(cb__cu *c, cb__cu_plan *p, int i, cb_error *err) {
         }
     cudnnTensorDescriptor_t xd = p->desc[nd->in[0]], yd = p->desc[i];
     cb__cu_algos a = {0};
-    size_t x_bytes = (size_t)p->n * in->c * in->h * in->w * sizeof(float);
-    size_t y_bytes = (size_t)p->n * nd->c * nd->h * nd->w * sizeof(float);
-    size_t w_bytes = (size_t)nd->c * in->c * nd->kh * nd->kw * sizeof(float);
+    size_t x_bytes = (size_t)p->n * in->c * in->h * in->w * c->asz;
+    size_t y_bytes = (size_t)p->n * nd->c * nd->h * nd->w * c->asz;
+    size_t w_bytes = (size_t)nd->c * in->c * nd->kh * nd->kw * c->asz;
     int rc = c->e->opts.cudnn_benchmark
                  ? cb__find(c, nd, cn, xd, yd, x_bytes, y_bytes, w_bytes, needs, &a, err)
                  : cb__heuristic(c, cn, xd, yd, needs, &a, err);
@@ -335,7 +335,7 @@ static int cb__plan_fill(cb__cu *c, cb__cu_plan *p, cb_error *err) {
         int ch = i == 0 ? m->in_c : nd->c, h = i == 0 ? m->in_h : nd->h,
             w = i == 0 ? m->in_w : nd->w;
         CB__CUDNN(cudnnCreateTensorDescriptor(&p->desc[i]));
-        CB__CUDNN(cudnnSetTensor4dDescriptor(p->desc[i], CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+        CB__CUDNN(cudnnSetTensor4dDescriptor(p->desc[i], CUDNN_TENSOR_NCHW, c->adt,
                                              p->n, ch, h, w));
     }
     for (int i = 1; i < m->n_nodes; i++) {
@@ -416,7 +416,7 @@ static size_t cb__value_bytes(const cb__cu *c, int i, int n) {
     const cb_nn_model *m = c->m;
     const cb_nn_node *nd = &m->nodes[i];
     size_t per = i == 0 ? c->in_numel : (size_t)nd->c * nd->h * nd->w;
-    return (size_t)n * per * sizeof(float);
+    return (size_t)n * per * c->asz;
 }
 
 int cb__cu_buffers_alloc(cb__cu *c, const cb__cu_plan *p, cb_error *err) {
@@ -433,6 +433,12 @@ int cb__cu_buffers_alloc(cb__cu *c, const cb__cu_plan *p, cb_error *err) {
                             err);
     }
     if (!rc && p->ws_bytes) rc = cb__palloc(c, &c->ws, p->ws_bytes, err);
+    if (!rc && c->dt != CB__DT_F32) {
+        size_t in = (size_t)p->n * c->in_numel, f = (size_t)p->n * m->classes;
+        if (train && c->e->opts.input_grad && in > f) f = in;
+        rc = cb__palloc(c, (void **)&c->x32, in * sizeof(float), err);
+        if (!rc) rc = cb__palloc(c, (void **)&c->f32, f * sizeof(float), err);
+    }
     if (!rc) rc = cb__palloc(c, (void **)&c->d_labels, (size_t)p->n * sizeof(int32_t), err);
     if (!rc) rc = cb__palloc(c, (void **)&c->d_correct, (size_t)p->n * sizeof(int32_t), err);
     if (!rc) rc = cb__palloc(c, (void **)&c->d_loss, (size_t)p->n * sizeof(double), err);
@@ -451,6 +457,8 @@ void cb__cu_buffers_free(cb__cu *c) {
         cb__pfree(c, (void **)&c->save[i]);
     }
     cb__pfree(c, &c->ws);
+    cb__pfree(c, (void **)&c->x32);
+    cb__pfree(c, (void **)&c->f32);
     cb__pfree(c, (void **)&c->d_labels);
     cb__pfree(c, (void **)&c->d_correct);
     cb__pfree(c, (void **)&c->d_loss);
@@ -458,17 +466,22 @@ void cb__cu_buffers_free(cb__cu *c) {
 
 /* ---- Forward ---------------------------------------------------------------------------- */
 
+const void *cb__cu_wconv(const cb__cu *c, size_t off) {
+    if (c->dt == CB__DT_F32) return c->w + off;
+    return (const char *)c->w16 + off * c->asz;
+}
+
 /* y[n, out] = x[n, in] W[out, in]^T, row-major, as cuBLAS's column-major
  * Y^T[out, n] = op_T(W_cm[in, out]) X_cm[in, n]. */
-static int cb__linear_fwd(cb__cu *c, const cb_nn_node *nd, int n, const float *x, float *y,
-                          cb_error *err) {
+static int cb__linear_fwd(cb__cu *c, int i, int n, const void *x, void *y, cb_error *err) {
+    const cb_nn_node *nd = &c->m->nodes[i];
+    const cb__cu_node *cn = &c->nodes[i];
     int in = c->m->nodes[nd->in[0]].c, out = nd->c;
-    const float *w = c->w + c->nodes[nd - c->m->nodes].w_off;
-    CB__CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &cb__one, w,
-                            CUDA_R_32F, in, x, CUDA_R_32F, in, &cb__zero, y, CUDA_R_32F, out,
-                            c->gemm_compute, CUBLAS_GEMM_DEFAULT));
-    size_t b_off = c->nodes[nd - c->m->nodes].b_off;
-    if (b_off != CB__CU_NONE) CB__CUDA(cb__k_bias_rows(y, c->w + b_off, n, out, c->stream));
+    CB__CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &cb__one,
+                            cb__cu_wconv(c, cn->w_off), c->cdt, in, x, c->cdt, in, &cb__zero, y,
+                            c->cdt, out, c->gemm_compute, CUBLAS_GEMM_DEFAULT));
+    if (cn->b_off != CB__CU_NONE)
+        CB__CUDA(cb__k_bias_rows(y, c->dt, c->w + cn->b_off, n, out, c->stream));
     return CB_OK;
 }
 
@@ -480,12 +493,16 @@ static int cb__node_fwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
     cudnnTensorDescriptor_t xd = p->desc[a], yd = p->desc[i];
     switch (nd->op) {
     case CB_NN_CONV:
-        CB__CUDNN(cudnnConvolutionForward(c->dnn, &cb__one, xd, x, cn->filt, c->w + cn->w_off,
-                                          cn->conv, p->algos[i].fwd, c->ws, p->ws_bytes,
-                                          &cb__zero, yd, y));
-        if (cn->b_off != CB__CU_NONE)
+        CB__CUDNN(cudnnConvolutionForward(c->dnn, &cb__one, xd, x, cn->filt,
+                                          cb__cu_wconv(c, cn->w_off), cn->conv, p->algos[i].fwd,
+                                          c->ws, p->ws_bytes, &cb__zero, yd, y));
+        if (cn->b_off == CB__CU_NONE) return CB_OK;
+        if (c->dt == CB__DT_F32)
             CB__CUDNN(cudnnAddTensor(c->dnn, &cb__one, cn->chan, c->w + cn->b_off, &cb__one, yd,
                                      y));
+        else /* float32 bias onto 16-bit output */
+            CB__CUDA(cb__k_bias_chan(y, c->dt, c->w + cn->b_off, p->n, nd->c, nd->h * nd->w,
+                                     c->stream));
         return CB_OK;
     case CB_NN_BN:
         if (p->kind == CB__CU_TRAIN) {
@@ -509,11 +526,11 @@ static int cb__node_fwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
         CB__CUDNN(cudnnPoolingForward(c->dnn, cn->pool, &cb__one, xd, x, &cb__zero, yd, y));
         return CB_OK;
     case CB_NN_ADD:
-        CB__CUDA(cb__k_add(y, x, c->val[c->nodes[nd->in[1]].buf], cb__value_bytes(c, i, p->n) / 4,
-                           c->stream));
+        CB__CUDA(cb__k_add(y, x, c->val[c->nodes[nd->in[1]].buf], c->dt,
+                           cb__value_bytes(c, i, p->n) / c->asz, c->stream));
         return CB_OK;
     case CB_NN_FLATTEN: return CB_OK;
-    case CB_NN_LINEAR: return cb__linear_fwd(c, nd, p->n, x, y, err);
+    case CB_NN_LINEAR: return cb__linear_fwd(c, i, p->n, x, y, err);
     default: return cb_error_set(err, CB_EINVAL, "unknown op %d", (int)nd->op);
     }
 }
@@ -540,15 +557,17 @@ static int cb__linear_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err)
     const cb_nn_node *nd = &c->m->nodes[i];
     const cb__cu_node *cn = &c->nodes[i];
     int a = c->nodes[nd->in[0]].buf, in = c->m->nodes[nd->in[0]].c, out = nd->c, n = p->n;
-    const float *x = c->val[a], *dy = c->dif[cn->buf];
-    CB__CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &cb__one, x,
-                            CUDA_R_32F, in, dy, CUDA_R_32F, out, &cb__zero, c->g + cn->w_off,
-                            CUDA_R_32F, in, c->gemm_compute, CUBLAS_GEMM_DEFAULT));
-    if (cn->b_off != CB__CU_NONE) CB__CUDA(cb__k_colsum(c->g + cn->b_off, dy, n, out, c->stream));
+    const void *x = c->val[a], *dy = c->dif[cn->buf];
+    /* dW straight into float32 G (16-bit inputs, float32 output and accumulation). */
+    CB__CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &cb__one, x, c->cdt,
+                            in, dy, c->cdt, out, &cb__zero, c->g + cn->w_off, CUDA_R_32F, in,
+                            c->gemm_compute, CUBLAS_GEMM_DEFAULT));
+    if (cn->b_off != CB__CU_NONE)
+        CB__CUDA(cb__k_colsum(c->g + cn->b_off, dy, c->dt, n, out, c->stream));
     if (!c->nodes[a].has_diff) return CB_OK;
     CB__CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &cb__one,
-                            c->w + cn->w_off, CUDA_R_32F, in, dy, CUDA_R_32F, out,
-                            CB__BETA(p->beta[2 * i]), c->dif[a], CUDA_R_32F, in, c->gemm_compute,
+                            cb__cu_wconv(c, cn->w_off), c->cdt, in, dy, c->cdt, out,
+                            CB__BETA(p->beta[2 * i]), c->dif[a], c->cdt, in, c->gemm_compute,
                             CUBLAS_GEMM_DEFAULT));
     return CB_OK;
 }
@@ -562,18 +581,31 @@ static int cb__node_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
     cudnnTensorDescriptor_t xd = p->desc[nd->in[0]], yd = p->desc[i];
     const float *beta = CB__BETA(p->beta[2 * i]);
     switch (nd->op) {
-    case CB_NN_CONV:
+    case CB_NN_CONV: {
+        /* A 16-bit executor's filter gradient is 16-bit (as autocast's), converted into G. */
+        int f32 = c->dt == CB__DT_F32;
+        void *dw = f32 ? (void *)(c->g + cn->w_off) : (char *)c->g16 + cn->w_off * c->asz;
         CB__CUDNN(cudnnConvolutionBackwardFilter(c->dnn, &cb__one, xd, x, yd, dy, cn->conv,
                                                  p->algos[i].bwd_filter, c->ws, p->ws_bytes,
-                                                 &cb__zero, cn->filt, c->g + cn->w_off));
-        if (cn->b_off != CB__CU_NONE)
+                                                 &cb__zero, cn->filt, dw));
+        if (!f32) {
+            size_t count = (size_t)nd->c * c->m->nodes[nd->in[0]].c * nd->kh * nd->kw;
+            CB__CUDA(cb__k_convert(c->g + cn->w_off, CB__DT_F32, dw, c->dt, count, 1.0f,
+                                   c->stream));
+        }
+        if (cn->b_off != CB__CU_NONE && f32)
             CB__CUDNN(cudnnConvolutionBackwardBias(c->dnn, &cb__one, yd, dy, &cb__zero, cn->chan,
                                                    c->g + cn->b_off));
+        else if (cn->b_off != CB__CU_NONE)
+            CB__CUDA(cb__k_chan_sum(c->g + cn->b_off, dy, c->dt, p->n, nd->c, nd->h * nd->w,
+                                    c->stream));
         if (dx)
-            CB__CUDNN(cudnnConvolutionBackwardData(c->dnn, &cb__one, cn->filt, c->w + cn->w_off,
-                                                   yd, dy, cn->conv, p->algos[i].bwd_data, c->ws,
-                                                   p->ws_bytes, beta, xd, dx));
+            CB__CUDNN(cudnnConvolutionBackwardData(c->dnn, &cb__one, cn->filt,
+                                                   cb__cu_wconv(c, cn->w_off), yd, dy, cn->conv,
+                                                   p->algos[i].bwd_data, c->ws, p->ws_bytes, beta,
+                                                   xd, dx));
         return CB_OK;
+    }
     case CB_NN_BN: {
         const float *save = c->save[i];
         CB__CUDNN(cudnnBatchNormalizationBackward(
@@ -594,10 +626,11 @@ static int cb__node_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
                                            xd, dx));
         return CB_OK;
     case CB_NN_ADD: {
-        size_t count = cb__value_bytes(c, i, p->n) / sizeof(float);
-        if (dx) CB__CUDA(cb__k_accum(dx, dy, count, p->beta[2 * i], c->stream));
+        size_t count = cb__value_bytes(c, i, p->n) / c->asz;
+        if (dx) CB__CUDA(cb__k_accum(dx, dy, c->dt, count, p->beta[2 * i], c->stream));
         int b = c->nodes[nd->in[1]].buf;
-        if (c->dif[b]) CB__CUDA(cb__k_accum(c->dif[b], dy, count, p->beta[2 * i + 1], c->stream));
+        if (c->dif[b])
+            CB__CUDA(cb__k_accum(c->dif[b], dy, c->dt, count, p->beta[2 * i + 1], c->stream));
         return CB_OK;
     }
     case CB_NN_FLATTEN: return CB_OK;
