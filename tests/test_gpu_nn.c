@@ -10,8 +10,9 @@
  *     after sync; an inference executor's logits and a partial batch (n < batch);
  *   - device statistics (device time, pool peak) are filled in;
  *   - fp32 training on a fixed batch lowers the loss over 20 steps;
- *   - bf16 resnet18: loss within 2e-2 (relative) of fp32 and decreasing over 20 steps, or,
- *     while the backend does not implement it, create refuses with CB_EUNSUPPORTED.
+ *   - bf16 and fp16 (mixed precision; fp16 with dynamic loss scaling) resnet18: the first loss
+ *     within 2e-2 (relative) of fp32's and the loss decreasing over 20 steps on a fixed batch;
+ *     tf32: the same with 1e-2.
  * fp32 tolerances: max |cuda - cpu| / max |cpu| over a tensor at most 1e-4 for logits and loss,
  * 5e-4 for gradients and for weights after two steps (different summation orders in cuDNN's and
  * oneDNN's algorithms, compounded through the layers).
@@ -319,21 +320,20 @@ static void test_fp32_progress(void) {
     CB_CHECK_CMP_INT(st.device_mem_peak_bytes, >, 11000000 * 4); /* resnet18's weights alone */
 }
 
-static void test_bf16(void) {
+/* Lower precisions against fp32 on resnet18: first loss within tol (relative), then progress. */
+static void check_precision(cb_nn_precision prec, double tol) {
     double f32_first = 0, f32_last = 0, first = 0, last = 0;
     cb_nn_exec_stats st;
-    int rc = train_20(CB_NN_BF16, &first, &last, &st);
-    if (rc == CB_EUNSUPPORTED) {
-        printf("# bf16: %s\n", g_err.msg);
-        CB_CHECK_CONTAINS(g_err.msg, "not implemented");
-        return;
-    }
-    OK(rc);
+    OK(train_20(prec, &first, &last, &st));
     OK(train_20(CB_NN_FP32, &f32_first, &f32_last, &st));
     if (g_rc) return;
-    CB_CHECK_NEAR(first, f32_first, 2e-2 * fabs(f32_first));
+    CB_CHECK_NEAR(first, f32_first, tol * fabs(f32_first));
     CB_CHECK(last < first);
 }
+
+static void test_tf32(void) { check_precision(CB_NN_TF32, 1e-2); }
+static void test_bf16(void) { check_precision(CB_NN_BF16, 2e-2); }
+static void test_fp16(void) { check_precision(CB_NN_FP16, 2e-2); }
 
 /* Errors a caller can make that only the CUDA backend sees. */
 static void test_errors(void) {
@@ -376,7 +376,9 @@ int main(void) {
     CB_RUN(test_cnn);
     CB_RUN(test_resnet18);
     CB_RUN(test_fp32_progress);
+    CB_RUN(test_tf32);
     CB_RUN(test_bf16);
+    CB_RUN(test_fp16);
     CB_RUN(test_errors);
     cb_cuda_close(&c);
     return cb_test_done();

@@ -17,7 +17,12 @@
  *   stats.device_mem_peak_bytes is the pool's cudaMemPoolAttrUsedMemHigh plus the fixed arrays.
  * - Precision: fp32 sets CUDNN_FMA_MATH on every convolution and CUBLAS_COMPUTE_32F (no TF32
  *   anywhere); tf32 sets CUDNN_TENSOR_OP_MATH and CUBLAS_COMPUTE_32F_FAST_TF32. bf16 and fp16
- *   (mixed precision) are not implemented yet: create fails with CB_EUNSUPPORTED.
+ *   are torch.autocast's mixed precision: 16-bit activations and a 16-bit weight copy
+ *   (refreshed by a conversion kernel after each update) for the layers, float32 master weights,
+ *   gradients (G), BN parameters and statistics, loss and optimizer; the images are converted to
+ *   16-bit on the device, logits and the input gradient back to float32. fp16 training scales
+ *   the loss (GradScaler: 65536 at first; the optimizer kernel skips a step whose unscaled
+ *   gradients hold inf/NaN and the scale halves; it doubles after 2000 good steps).
  * - Inference executors run every node as written (BN on running statistics, not folded into
  *   the convolution): opts.fuse is accepted and ignored.
  * - num_batches_tracked is counted on the host (one per BN node per train step) and written back

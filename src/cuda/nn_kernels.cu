@@ -82,8 +82,8 @@ __global__ void chan_sum_kernel(float *db, const T *dy, int n, int c, int hw) {
     }
     part[threadIdx.x] = s;
     __syncthreads();
-    for (int half = kThreads / 2; half > 0; half /= 2) {
-        if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    for (int width = kThreads / 2; width > 0; width /= 2) {
+        if ((int)threadIdx.x < width) part[threadIdx.x] += part[threadIdx.x + width];
         __syncthreads();
     }
     if (threadIdx.x == 0) db[ch] = part[0];

@@ -28,6 +28,14 @@
  * overwrite nothing the executor keeps); otherwise the _v7 heuristic's first algorithm that
  * cuDNN reports as usable is taken.
  *
+ * Mixed precision (bf16, fp16): every activation and activation gradient, the filters and the
+ * GEMM inputs are 16-bit (cuDNN descriptors of c->adt, cuBLAS types c->cdt) and read the 16-bit
+ * weight copy; accumulation is float32 (convolution compute type CUDNN_DATA_FLOAT, cuBLAS
+ * CUBLAS_COMPUTE_32F). BN keeps float32 scale, bias and statistics (cuDNN's rule for 16-bit
+ * x/y). A convolution's filter gradient comes out 16-bit and is converted into float32 G (as
+ * autocast's cast backward does); linear weight gradients are written float32 by the GEMM;
+ * biases are added and reduced by our kernels (float32 bias, 16-bit activations).
+ *
  * The legacy cuDNN API used here is deprecated in cuDNN 9 but complete and supported; the
  * deprecation warnings are silenced for this file only.
  */
