@@ -232,9 +232,11 @@ static void check_model(const char *name) {
             int32_t *y = rand_labels(m->classes, N_IMG, 8);
             compare_logits(name, &p, x, N_IMG, "eval logits before training");
             cb_nn_result r[2];
-            for (int d = 0; d < 2; d++) OK(cb_nn_exec_train_step(p.e[d], x, y, N_IMG, &r[d], &g_err));
+            for (int d = 0; d < 2; d++)
+                OK(cb_nn_exec_train_step(p.e[d], x, y, N_IMG, &r[d], &g_err));
             compare_step(name, &p, r, N_IMG);
-            for (int d = 0; d < 2; d++) OK(cb_nn_exec_train_step(p.e[d], x, y, N_IMG, &r[d], &g_err));
+            for (int d = 0; d < 2; d++)
+                OK(cb_nn_exec_train_step(p.e[d], x, y, N_IMG, &r[d], &g_err));
             CB_CHECK_NEAR(r[1].loss, r[0].loss, TOL_GRAD * fabs(r[0].loss) + 1e-6);
             compare_params(name, &p, names[k]);
             compare_logits(name, &p, x, N_IMG - 1, "eval logits, partial batch, after 2 steps");

@@ -114,7 +114,8 @@ static int cb__params_init(cb__cu *c, cb_error *err) {
                                  cudaMemcpyHostToDevice, c->stream));
     }
     for (int i = 1; i < m->n_nodes; i++)
-        if (m->nodes[i].op == CB_NN_BN) c->nbt[i] = *(const int64_t *)m->params[m->nodes[i].param[4]].data;
+        if (m->nodes[i].op == CB_NN_BN)
+            c->nbt[i] = *(const int64_t *)m->params[m->nodes[i].param[4]].data;
     if (c->w16)
         CB__CUDA(cb__k_convert(c->w16, c->dt, c->w, CB__DT_F32, c->w_count, 1.0f, c->stream));
     CB__CUDA(cudaStreamSynchronize(c->stream));
@@ -267,7 +268,8 @@ static int cb__plan(cb__cu *c, int kind, int n, cb__cu_plan **out, cb_error *err
             victim = i;
             break;
         }
-        int older = victim < 0 || (c->plans[victim] && (!q || q->last_use < c->plans[victim]->last_use));
+        const cb__cu_plan *v = victim >= 0 ? c->plans[victim] : NULL;
+        int older = victim < 0 || (v && (!q || q->last_use < v->last_use));
         if ((i > 0 || !q) && older) victim = i;
     }
     cb__cu_plan *p = c->plans[victim];
@@ -459,7 +461,8 @@ static int cb__cu_sync(cb_nn_exec *e, cb_error *err) {
     }
     CB__CUDA(cudaStreamSynchronize(c->stream));
     for (int i = 1; i < m->n_nodes; i++)
-        if (m->nodes[i].op == CB_NN_BN) *(int64_t *)m->params[m->nodes[i].param[4]].data = c->nbt[i];
+        if (m->nodes[i].op == CB_NN_BN)
+            *(int64_t *)m->params[m->nodes[i].param[4]].data = c->nbt[i];
     return CB_OK;
 }
 
@@ -471,7 +474,8 @@ static int cb__cu_grad(cb_nn_exec *e, const char *name, float *out, size_t count
         if (!e->opts.input_grad)
             return cb_error_set(err, CB_EINVAL,
                                 "input gradient: the executor was created without input_grad");
-        if (c->ingrad_n == 0) return cb_error_set(err, CB_EINVAL, "input gradient: no train step yet");
+        if (c->ingrad_n == 0)
+            return cb_error_set(err, CB_EINVAL, "input gradient: no train step yet");
         size_t need = (size_t)c->ingrad_n * c->in_numel;
         if (count != need)
             return cb_error_set(err, CB_EINVAL, "input gradient has %zu values, not %zu", need,

@@ -106,9 +106,10 @@ __global__ void xent_kernel(const T *z, const int32_t *labels, int n, int classe
         loss_rows[i] = lse - (double)ld(z, row + y);
         correct[i] = best == y;
         if (!dz) continue;
-        for (int k = 0; k < classes; k++)
-            st(dz, row + k,
-               (float)((double)scale * (exp((double)ld(z, row + k) - lse) - (k == y ? 1.0 : 0.0)) / n));
+        for (int k = 0; k < classes; k++) {
+            double p = exp((double)ld(z, row + k) - lse);
+            st(dz, row + k, (float)((double)scale * (p - (k == y ? 1.0 : 0.0)) / n));
+        }
     }
 }
 

@@ -150,7 +150,8 @@ void cb__cu_nodes_fini(cb__cu *c) {
 #define CB__FIRST_OK(perf, got, s, out)                                                            \
     do {                                                                                           \
         int k_ = 0;                                                                                \
-        while ((s) == CUDNN_STATUS_SUCCESS && k_ < (got) && (perf)[k_].status != CUDNN_STATUS_SUCCESS) \
+        while ((s) == CUDNN_STATUS_SUCCESS && k_ < (got) &&                                        \
+               (perf)[k_].status != CUDNN_STATUS_SUCCESS)                                          \
             k_++;                                                                                  \
         if ((s) == CUDNN_STATUS_SUCCESS && k_ == (got)) (s) = CUDNN_STATUS_NOT_SUPPORTED;          \
         if ((s) == CUDNN_STATUS_SUCCESS) (out) = (perf)[k_].algo;                                  \
