@@ -10,9 +10,16 @@
  * (loss, gradient accumulation, BN statistics, optimizer) and dispatch_pct (everything else). bench/nn_vs_torch.py runs this program and the
  * PyTorch script for every configuration of the issue and prints the ratios.
  *
+ * On a CUDA device (--device cuda:N) the executor is the cuDNN/cuBLAS backend: --precision picks
+ * its arithmetic (fp32 without TF32, tf32, or the mixed bf16/fp16 where implemented) and the
+ * output adds device_ms_per_step (CUDA events around each call) and device_mem_peak_bytes (the
+ * executor's pool high-water mark plus its fixed arrays). cudnn_benchmark is on, as a stage's
+ * default: the first call of each shape (a warm-up step) searches the algorithms.
+ *
  * Usage: bench_nn [--model resnet18] [--mode train|infer] [--batch 32] [--threads 2]
  *                 [--size 224] [--classes 1000] [--steps 10] [--warmup 3] [--fuse 0|1]
- *                 [--winograd 0|1] [--profile]
+ *                 [--winograd 0|1] [--device cpu|cuda:N] [--precision fp32|tf32|bf16|fp16]
+ *                 [--profile]
  * Output: one JSON line on stdout.
  */
 #include <stdio.h>
@@ -37,7 +44,8 @@ static int parse_int(const char *s, int *ok) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = "resnet18", *mode = "train";
+    const char *model = "resnet18", *mode = "train", *device = "cpu";
+    cb_nn_precision precision = CB_NN_FP32;
     int batch = 32, threads = 2, size = 224, classes = 1000, steps = 10, warmup = 3, fuse = 1;
     int profile = 0, winograd = 0, ok = 1;
     for (int i = 1; i < argc; i++) {
@@ -54,6 +62,18 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--warmup") == 0) warmup = parse_int(v, &ok);
         else if (strcmp(a, "--fuse") == 0) fuse = parse_int(v, &ok);
         else if (strcmp(a, "--winograd") == 0) winograd = parse_int(v, &ok);
+        else if (strcmp(a, "--device") == 0) {
+            if (strcmp(v, "cpu") != 0 && strncmp(v, "cuda:", 5) != 0) {
+                fprintf(stderr, "bench_nn: --device cpu|cuda:N, got %s\n", v);
+                return 2;
+            }
+            device = v; /* the ordinal is checked by cb_nn_exec_new */
+        } else if (strcmp(a, "--precision") == 0) {
+            if (cb_nn_precision_parse(v, &precision)) {
+                fprintf(stderr, "bench_nn: --precision " CB_NN_PRECISIONS ", got %s\n", v);
+                return 2;
+            }
+        }
         else { fprintf(stderr, "bench_nn: unknown option %s\n", a); return 2; }
         if (!ok) { fprintf(stderr, "bench_nn: %s: not a number: %s\n", a, v); return 2; }
         i++;
@@ -74,7 +94,9 @@ int main(int argc, char **argv) {
     o.batch = batch;
     o.train = train;
     o.threads = threads;
-    o.device = "cpu";
+    o.device = device;
+    o.precision = precision;
+    o.cudnn_benchmark = 1;
     o.fuse = fuse;
     o.profile = profile;
     o.winograd = winograd;
@@ -136,6 +158,12 @@ int main(int argc, char **argv) {
                "\"primitive_ms_per_step\": %.3f",
                100.0 * (total - prim) / total, 100.0 * kern / total,
                100.0 * (total - prim - kern) / total, prim / steps / 1e6);
+    if (strcmp(device, "cpu") != 0)
+        printf(", \"device\": \"%s\", \"precision\": \"%s\", \"device_ms_per_step\": %.3f, "
+               "\"device_mem_peak_bytes\": %lld",
+               device, cb_nn_precision_name(precision),
+               (double)(s1.device_ns - s0.device_ns) / steps / 1e6,
+               (long long)s1.device_mem_peak_bytes);
     if (train) printf(", \"loss\": %.4f", loss);
     printf("}\n");
     cb_free(x);

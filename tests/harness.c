@@ -1,6 +1,7 @@
 /* tests/harness.c - see harness.h. Single-threaded use only (test main thread). */
 #include "harness.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -171,4 +172,14 @@ double cb_test_py_num(const char *path, const char *expr) {
     double d = v ? strtod(v, NULL) : -1e300;
     free(v);
     return d;
+}
+
+double cb_test_rel_err(const float *a, const float *b, size_t n) {
+    double e = 0, s = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > e) e = d;
+        if (fabs(b[i]) > s) s = fabs(b[i]);
+    }
+    return e / s;
 }

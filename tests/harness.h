@@ -107,4 +107,8 @@ char *cb_test_py_json(const char *path, const char *expr);
 /* cb_test_py_json read as a number; -1e300 (never a plausible figure) when it fails. */
 double cb_test_py_num(const char *path, const char *expr);
 
+/* max |a[i] - b[i]| / max |b[i]| over n floats: one relative error for a whole tensor (b is the
+ * reference). */
+double cb_test_rel_err(const float *a, const float *b, size_t n);
+
 #endif

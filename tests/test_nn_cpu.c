@@ -153,17 +153,6 @@ static cb_nn_exec_opts infer_opts(int batch, int fuse) {
     return o;
 }
 
-/* max |a - b| / max |b|: one number for a whole tensor. */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double e = 0, s = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > e) e = d;
-        if (fabs(b[i]) > s) s = fabs(b[i]);
-    }
-    return e / s;
-}
-
 /* ---- Smoke ---------------------------------------------------------------------------------- */
 
 static cb_nn_model *small_resnet(int c, int hw, int classes) {
@@ -528,7 +517,7 @@ static void check_optim(const char *what, cb_nn_optim opt) {
         for (int i = 0; i < np; i++) {
             cb_nn_param *p = &m->params[i];
             if (!p->trainable) continue;
-            double err = rel_err(p->data, ref[i], (size_t)p->numel);
+            double err = cb_test_rel_err(p->data, ref[i], (size_t)p->numel);
             if (err > worst) worst = err;
             if (err > 1e-5)
                 cb__test_fail(__FILE__, __LINE__, "%s step %d: %s differs from the reference "
@@ -653,7 +642,7 @@ static void test_bn_stats(void) {
                 }
             want[i * 4 + k] = (float)acc;
         }
-    double err = rel_err(logits, want, 12);
+    double err = cb_test_rel_err(logits, want, 12);
     printf("# eval after training: logits within %.1e (relative) of the running-statistics "
            "reference\n", err);
     CB_CHECK(err < 1e-5);
@@ -687,7 +676,8 @@ static double fuse_three_ways(cb_nn_model *m, const float *xin, int n) {
     OK(cb_nn_exec_forward(e, xin, n, l_train, &g_err));
     cb_nn_exec_free(e);
     size_t count = (size_t)n * classes;
-    double a = rel_err(l_fused, l_plain, count), b = rel_err(l_train, l_plain, count);
+    double a = cb_test_rel_err(l_fused, l_plain, count);
+    double b = cb_test_rel_err(l_train, l_plain, count);
     printf("# fused vs unfused inference %.1e, training executor's eval vs unfused %.1e\n", a, b);
     double spread = 0;
     for (size_t i = 0; i < count; i++) spread += fabs(l_plain[i] - l_plain[i % classes]);
@@ -736,7 +726,7 @@ static void test_partial(void) {
         OK(cb_nn_exec_new(m, &o, &e, &g_err));
         OK(cb_nn_exec_forward(e, xin, batch, full, &g_err));
         OK(cb_nn_exec_forward(e, xin, n, part, &g_err));
-        double err = rel_err(part, full, 30);
+        double err = cb_test_rel_err(part, full, 30);
         printf("# inference (fuse %d): %d of a batch of %d within %.1e of the full batch\n", fuse,
                n, batch, err);
         CB_CHECK(err < 1e-5);
@@ -758,7 +748,7 @@ static void test_partial(void) {
     float *g1 = malloc((size_t)p->numel * sizeof(float)), *g2 = malloc((size_t)p->numel * sizeof(float));
     OK(cb_nn_exec_grad(e, p->name, g1, (size_t)p->numel, &g_err));
     OK(cb_nn_exec_grad(f, p->name, g2, (size_t)p->numel, &g_err));
-    CB_CHECK(rel_err(g1, g2, (size_t)p->numel) < 1e-5);
+    CB_CHECK(cb_test_rel_err(g1, g2, (size_t)p->numel) < 1e-5);
     OK(cb_nn_exec_train_step(e, xin, y, batch, &r1, &g_err)); /* and back to the full batch */
     CB_CHECK_EQ_INT(r1.n, batch);
     free(g1);

@@ -116,17 +116,6 @@ static const ref_tensor *ref_find(const ref_set *r, const char *name) {
 
 static const void *ref_data(const ref_set *r, const ref_tensor *t) { return r->data + t->off; }
 
-/* max |a - b| / max |b| */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double e = 0, s = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > e) e = d;
-        if (fabs(b[i]) > s) s = fabs(b[i]);
-    }
-    return e / s;
-}
-
 /* Checks a float tensor against the reference one; returns its error (or INFINITY). */
 static double cmp(const char *what, const float *ours, const ref_set *r, const char *name,
                   size_t count, double tol) {
@@ -137,7 +126,7 @@ static double cmp(const char *what, const float *ours, const ref_set *r, const c
                       name, (long long)t->numel, t->dtype, count);
         return INFINITY;
     }
-    double e = rel_err(ours, ref_data(r, t), count);
+    double e = cb_test_rel_err(ours, ref_data(r, t), count);
     if (!(e <= tol))
         cb__test_fail(__FILE__, __LINE__, "%s: %s differs from PyTorch by %.3g of its largest value "
                       "(tolerance %.0e)", what, name, e, tol);
@@ -347,7 +336,7 @@ static void compare(const char *arch, const char *const *grads, int use64) {
                 d[k] = ((float *)p->data)[k] - b[k];
                 rd[k] = ra[k] - b[k];
             }
-            double de = rel_err(d, rd, (size_t)p->numel);
+            double de = cb_test_rel_err(d, rd, (size_t)p->numel);
             if (de > dworst) {
                 dworst = de;
                 dname = p->name;

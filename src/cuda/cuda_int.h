@@ -11,17 +11,37 @@
 #ifndef CB_CUDA_CUDA_INT_H
 #define CB_CUDA_CUDA_INT_H
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <cudnn.h>
 
 #include "gpu/cuda_api.h"
 
 int cb__cuda_fail(cb_error *err, cudaError_t e, const char *call, const char *file, int line);
+int cb__cudnn_fail(cb_error *err, cudnnStatus_t s, const char *call, const char *file, int line);
+int cb__cublas_fail(cb_error *err, cublasStatus_t s, const char *call, const char *file, int line);
 
 #define CB__CUDA(call)                                                                             \
     do {                                                                                           \
         cudaError_t e_ = (call);                                                                   \
         if (e_ != cudaSuccess) return cb__cuda_fail(err, e_, #call, __FILE__, __LINE__);           \
     } while (0)
+
+#define CB__CUDNN(call)                                                                            \
+    do {                                                                                           \
+        cudnnStatus_t s_ = (call);                                                                 \
+        if (s_ != CUDNN_STATUS_SUCCESS) return cb__cudnn_fail(err, s_, #call, __FILE__, __LINE__); \
+    } while (0)
+
+#define CB__CUBLAS(call)                                                                           \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            return cb__cublas_fail(err, s_, #call, __FILE__, __LINE__);                            \
+    } while (0)
+
+/* The cuDNN/cuBLAS backend of src/nn (nn_backend.c). */
+extern const cb_nn_backend cb__cuda_nn_backend;
 
 /* Makes device `ordinal` current on the calling thread (each call from a stage thread does it:
  * the current device is per thread). */

@@ -70,7 +70,7 @@ __attribute__((visibility("default"))) const cb_cuda_api cb_cuda_entry = {
         CUDNN_MINOR) "." CB__STR(CUDNN_PATCHLEVEL) ", cuBLAS " CB__STR(CUBLAS_VER_MAJOR) "." CB__STR(CUBLAS_VER_MINOR),
     .device_count = cb__device_count,
     .device_info = cb__device_info,
-    .nn = NULL,            /* issue 6: the cuDNN/cuBLAS backend (nn_*.c) */
+    .nn = &cb__cuda_nn_backend,
     .spin_create = NULL,   /* issue 6: util.gpu_spin (spin.cu) */
     .spin_run = NULL,
     .spin_destroy = NULL,
