@@ -77,7 +77,7 @@ static int fixture_run(fixture *f, const char *yaml, bool run) {
         /* No run: an events.csv with the header only and empty records. */
         cb_test_write(f->dir, "events.csv",
                       "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,"
-                      "start_ns,end_ns\n");
+                      "start_ns,end_ns,device_ns\n");
         return 0;
     }
     cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
