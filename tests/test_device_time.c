@@ -283,8 +283,111 @@ static void test_event_layout(void) {
     CB_CHECK_EQ_INT(sizeof(((cb_stage_event *)0)->batch), 4);
 }
 
+/* Runs `colobench run` on a two-stage pipeline whose second stage is `stage`; returns the exit
+ * status and the output (malloc'd). */
+static int run_cli(const char *stage, char **out) {
+    const char *dir = cb_test_tmpdir();
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "name: gpu\n"
+             "pipelines:\n"
+             "  - name: p\n"
+             "    inputs: [0]\n"
+             "    outputs: [1]\n"
+             "    loadgen: {component: closed, max_queries: 5}\n"
+             "    stages:\n"
+             "      - {id: 0, name: cpu, component: util.noop, outputs: [1]}\n"
+             "      - {id: 1, name: gpu, outputs: [], %s}\n",
+             stage);
+    const char *path = cb_test_write(dir, "bench.yaml", yaml);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out --quiet", path, dir);
+    return cb_test_sh(cmd, out);
+}
+
+/* Without a usable GPU (this build machine), both GPU stages fail in prepare with the loader's
+ * message, which names CUDA: a clean non-zero exit, no crash, no query run. */
+static void test_gpu_stages_fail_without_gpu(void) {
+    cb_cuda c;
+    cb_error err;
+    cb_error_clear(&err);
+    if (cb_cuda_open_device(&c, 0, &err) == CB_OK) {
+        cb_cuda_close(&c);
+        printf("# a CUDA device is usable here: the no-GPU failure is not checked\n");
+        return;
+    }
+    const char *stages[] = {
+        "component: util.gpu_spin, config: {duration_us: 100, device: 'cuda:0'}",
+        "component: util.gpu_copy, config: {bytes: 4096, direction: d2h, device: 'cuda:0'}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char *out = NULL;
+        int st = run_cli(stages[i], &out);
+        CB_CHECK(st > 0 && st < 128); /* an error exit, not a signal */
+        CB_CHECK_CONTAINS(out, "prepare: CUDA");
+        CB_CHECK_CONTAINS(out, i == 0 ? "(util.gpu_spin)" : "(util.gpu_copy)");
+        free(out);
+    }
+    /* In process too: the run reports the failure, nothing crashes, destroy is clean (ASan). */
+    run_fixture f;
+    int ok = run_fixture_yaml(&f,
+                              "name: gpu\n"
+                              "pipelines:\n"
+                              "  - name: p\n"
+                              "    inputs: [0]\n"
+                              "    outputs: [0]\n"
+                              "    loadgen: {component: closed, max_queries: 5}\n"
+                              "    stages:\n"
+                              "      - {id: 0, name: g, component: util.gpu_spin, outputs: [],\n"
+                              "         workers: 2, config: {device: 'cuda:0', sms: 1}}\n",
+                              NULL, NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok == 0) {
+        CB_CHECK(f.rc != CB_OK || f.res.n_errors > 0);
+        char all[4096] = "";
+        snprintf(all, sizeof all, "%s %s", f.err.msg, f.res.n_errors ? f.res.errors[0] : "");
+        CB_CHECK_CONTAINS(all, "CUDA");
+        if (f.res.recorder) { /* none when the run ended before its start */
+            cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+            CB_CHECK_EQ_INT(r.n_stage_events, 0);
+        }
+    }
+    run_fixture_fini(&f);
+}
+
+/* Configuration errors name the key (or say what device is missing), whatever the machine. */
+static void test_gpu_stage_params(void) {
+    static const struct {
+        const char *stage, *want;
+    } cases[] = {
+        {"component: util.gpu_copy, config: {direction: sideways, device: 'cuda:0'}",
+         "config.direction: expected one of h2d|d2h|d2d, got \"sideways\""},
+        {"component: util.gpu_copy, config: {bytes: -5, device: 'cuda:0'}",
+         "config.bytes: expected integer in [1, 68719476736], got \"-5\""},
+        {"component: util.gpu_spin, config: {sms: -1, device: 'cuda:0'}", "config.sms:"},
+        {"component: util.gpu_spin, config: {duration_us: -1, device: 'cuda:0'}",
+         "config.duration_us:"},
+        {"component: util.gpu_spin, config: {device: 'cuda:x'}", "device: device \"cuda:x\""},
+        {"component: util.gpu_spin",
+         "util.gpu_spin needs a CUDA device: set the pipeline's device or this stage's device to"
+         " cuda:N"},
+        {"component: util.gpu_copy, config: {device: cpu}",
+         "util.gpu_copy needs a CUDA device: set the pipeline's device or this stage's device to"
+         " cuda:N (device is \"cpu\")"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out = NULL;
+        int st = run_cli(cases[i].stage, &out);
+        CB_CHECK_EQ_INT(st, 2); /* a configuration error */
+        CB_CHECK_CONTAINS(out, cases[i].want);
+        free(out);
+    }
+}
+
 int main(void) {
     CB_RUN(test_event_layout);
     CB_RUN(test_device_time_records_csv_summary);
+    CB_RUN(test_gpu_stages_fail_without_gpu);
+    CB_RUN(test_gpu_stage_params);
     return cb_test_done();
 }
