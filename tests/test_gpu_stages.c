@@ -34,13 +34,7 @@ static int run_stage(run_fixture *f, const char *stage, int n) {
              "    stages:\n"
              "      - {id: 0, name: g, outputs: [], %s}\n",
              n, stage);
-    int ok = run_fixture_yaml(f, yaml, NULL, NULL);
-    CB_CHECK_EQ_INT(ok, 0);
-    if (ok) return -1;
-    CB_CHECK_EQ_INT(f->rc, CB_OK);
-    CB_CHECK_EQ_INT(f->res.n_errors, 0);
-    if (f->res.n_errors) printf("# %s\n", f->res.errors[0]);
-    return f->rc == CB_OK && f->res.n_errors == 0 ? 0 : -1;
+    return run_fixture_ok(f, yaml, NULL, NULL);
 }
 
 static void test_spin_duration(void) {
@@ -168,8 +162,8 @@ static void test_copy_directions(void) {
     const char *cfg[] = {
         "component: util.gpu_copy, config: {bytes: 1048576, direction: d2h, device: 'cuda:0'}",
         "component: util.gpu_copy, config: {bytes: 1048576, direction: d2d, device: 'cuda:0'}",
-        "component: util.gpu_copy, config: {bytes: 1048576, direction: h2d, pinned: false,"
-        " device: 'cuda:0'}",
+        ("component: util.gpu_copy, config: {bytes: 1048576, direction: h2d, pinned: false,"
+         " device: 'cuda:0'}"),
     };
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         run_fixture f;
