@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "analysis/summary.h"
+#include "analysis/trace.h"
 #include "core/registry.h"
 #include "core/runtime.h"
 #include "core/spec.h"
@@ -258,6 +259,34 @@ static void check_summary(const run_fixture *f, const cb_pipeline_record *r, con
     free(tab);
 }
 
+/* trace.json: the gpu slices carry args.device_us, equal to the row's device_ns, and only those
+ * (tests/check_trace.py checks every slice against events.csv). */
+static void check_trace(const run_fixture *f, const char *out_dir) {
+    cb_pipeline_record recs[1];
+    recs[0] = cb_recorder_records(f->res.recorder, 0);
+    cb_trace_input in = {.spec = f->spec, .t0_ns = f->res.t0_ns, .pipelines = recs};
+    char path[600], cmd[2048];
+    snprintf(path, sizeof path, "%s/trace.json", out_dir);
+    FILE *out = fopen(path, "w");
+    CB_CHECK(out != NULL);
+    if (!out) return;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_OK);
+    fclose(out);
+    snprintf(cmd, sizeof cmd, "python3 '%s/tests/check_trace.py' '%s' '%s/events.csv'",
+             CB_TEST_SRCDIR, path, out_dir);
+    char *o = NULL;
+    int st = cb_test_sh(cmd, &o);
+    CB_CHECK_EQ_INT(st, 0);
+    if (st) printf("# %s\n", o ? o : "");
+    free(o);
+    int want = 0;
+    for (uint64_t id = 0; id < NQ; id++) want += want_device(id) >= 0;
+    check_num(path, "sum(1 for e in d[\"traceEvents\"] if \"device_us\" in e.get(\"args\", {}))",
+              want);
+}
+
 static void test_device_time_records_csv_summary(void) {
     const char *out_dir = cb_test_tmpdir();
     run_fixture f;
@@ -270,6 +299,7 @@ static void test_device_time_records_csv_summary(void) {
     check_records(&r);
     check_csv(out_dir);
     check_summary(&f, &r, out_dir);
+    check_trace(&f, out_dir);
     run_fixture_fini(&f);
 }
 
