@@ -43,12 +43,26 @@ static inline int cb_util_gpu_check_host(const cb_host *h, const char *stage, cb
     return CB_OK;
 }
 
-/* After a failed check of the loaded module's table: closes it, says which entry is missing. */
-static inline int cb_util_gpu_no_entry(cb_cuda *c, const char *stage, cb_error *err) {
-    int rc = cb_util_error(err, CB_EUNSUPPORTED, "CUDA module %s has no %s support (a module of"
-                           " another build)", c->path, stage);
+/* prepare(): opens the CUDA module on device `ordinal` once (a no-op when c is open) and checks
+ * that the loaded table has the stage's entries (`has`). */
+static inline int cb_util_gpu_open(cb_cuda *c, int ordinal, int (*has)(const cb_cuda_api *api),
+                                   const char *stage, cb_error *err) {
+    if (c->handle) return CB_OK;
+    int rc = cb_cuda_open_device(c, ordinal, err);
+    if (rc) return rc;
+    if (has(c->api)) return CB_OK;
+    rc = cb_util_error(err, CB_EUNSUPPORTED, "CUDA module %s has no %s support (a module of"
+                       " another build)", c->path, stage);
     cb_cuda_close(c);
     return rc;
+}
+
+/* run(): hands the run's measured device time to the host. */
+static inline int cb_util_gpu_device_time(const cb_host *h, cb_run_ctx *ctx, int64_t device_ns,
+                                          cb_error *err) {
+    int rc = h->device_time(ctx, device_ns);
+    if (rc) return cb_util_error(err, rc, "device_time(%lld) refused", (long long)device_ns);
+    return CB_OK;
 }
 
 #endif

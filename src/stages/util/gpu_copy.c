@@ -71,15 +71,15 @@ static int cb_gpu_copy_create(void *state, const cb_stage_args *args, cb_error *
     return CB_OK;
 }
 
+static int cb_gpu_copy_has(const cb_cuda_api *api) {
+    return api->copy_create && api->copy_run && api->copy_destroy;
+}
+
 static int cb_gpu_copy_prepare(void *state, cb_error *err) {
     cb_gpu_copy_state *s = state;
     if (s->copy) return CB_OK;
-    if (!s->cuda.handle) {
-        int rc = cb_cuda_open_device(&s->cuda, s->ordinal, err);
-        if (rc) return rc;
-        if (!s->cuda.api->copy_create || !s->cuda.api->copy_run || !s->cuda.api->copy_destroy)
-            return cb_util_gpu_no_entry(&s->cuda, CB_GPU_COPY, err);
-    }
+    int rc = cb_util_gpu_open(&s->cuda, s->ordinal, cb_gpu_copy_has, CB_GPU_COPY, err);
+    if (rc) return rc;
     return s->cuda.api->copy_create(s->ordinal, s->bytes, s->dir, s->pinned, &s->copy, err);
 }
 
@@ -93,8 +93,8 @@ static int cb_gpu_copy_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *
     int64_t device_ns = 0;
     int rc = s->cuda.api->copy_run(s->copy, &device_ns, err);
     if (rc) return rc;
-    rc = s->host->device_time(ctx, device_ns);
-    if (rc) return cb_util_error(err, rc, "device_time(%lld) refused", (long long)device_ns);
+    rc = cb_util_gpu_device_time(s->host, ctx, device_ns, err);
+    if (rc) return rc;
     s->host->report(ctx, M_BYTES, (double)s->bytes);
     return CB_OK;
 }

@@ -55,15 +55,15 @@ static int cb_gpu_spin_create(void *state, const cb_stage_args *args, cb_error *
     return cb_util_gpu_check_host(s->host, CB_GPU_SPIN, err);
 }
 
+static int cb_gpu_spin_has(const cb_cuda_api *api) {
+    return api->spin_create && api->spin_run && api->spin_destroy;
+}
+
 static int cb_gpu_spin_prepare(void *state, cb_error *err) {
     cb_gpu_spin_state *s = state;
     if (s->spin) return CB_OK;
-    if (!s->cuda.handle) {
-        int rc = cb_cuda_open_device(&s->cuda, s->ordinal, err);
-        if (rc) return rc;
-        if (!s->cuda.api->spin_create || !s->cuda.api->spin_run || !s->cuda.api->spin_destroy)
-            return cb_util_gpu_no_entry(&s->cuda, CB_GPU_SPIN, err);
-    }
+    int rc = cb_util_gpu_open(&s->cuda, s->ordinal, cb_gpu_spin_has, CB_GPU_SPIN, err);
+    if (rc) return rc;
     return s->cuda.api->spin_create(s->ordinal, s->sms, &s->spin, err);
 }
 
@@ -77,9 +77,7 @@ static int cb_gpu_spin_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *
     int64_t device_ns = 0;
     int rc = s->cuda.api->spin_run(s->spin, s->duration_ns, &device_ns, err);
     if (rc) return rc;
-    rc = s->host->device_time(ctx, device_ns);
-    if (rc) return cb_util_error(err, rc, "device_time(%lld) refused", (long long)device_ns);
-    return CB_OK;
+    return cb_util_gpu_device_time(s->host, ctx, device_ns, err);
 }
 
 static void cb_gpu_spin_destroy(void *state) {
