@@ -7,7 +7,8 @@ Checks (python3 stdlib only; prints every mismatch, exits 1 on any):
 - the file is the JSON object format: traceEvents, displayTimeUnit "ns", metadata;
 - every "X" slice matches exactly one events.csv row (pipeline via process_name, or the thread
   name's "PIPELINE: " prefix when pipelines share a pid; stage name; query id; start and end
-  relative to t0 equal to ns / 1000 within 0.001 us; batch, epoch, queue_us), each row used once;
+  relative to t0 equal to ns / 1000 within 0.001 us; batch, epoch, queue_us; device_us exactly
+  when the row has a device_ns), each row used once;
 - without --sampled: every row has a slice, metadata.sampled is false; with --sampled:
   metadata.sampled is true, slices_written == slices in the file <= max_slices, slices_total ==
   rows, every kept query has all its slices and id % stride == 0, and stride - 1 would not fit;
@@ -118,6 +119,12 @@ def main(argv):
             fail("queue_us %s != %s for %s" % (a.get("queue_us"), q_us, key))
         if a.get("batch") != int(match["batch"]) or a.get("epoch") != int(match["epoch"]):
             fail("batch/epoch differ for %s" % (key,))
+        dev = match.get("device_ns") or ""  # empty (or no column): no device time reported
+        if dev == "":
+            if "device_us" in a:
+                fail("device_us on a run without device time: %s" % (key,))
+        elif abs(a.get("device_us", -1e300) - int(dev) / 1000.0) > TOL_US:
+            fail("device_us %s != %s for %s" % (a.get("device_us"), int(dev) / 1000.0, key))
         if not isinstance(a.get("warmup"), bool) or "split" not in a:
             fail("args.warmup (bool) / args.split missing for %s" % (key,))
         tname = thread_names.get((e["pid"], e["tid"]))

@@ -7,7 +7,8 @@
  * run_fixture_yaml writes the YAML to a fresh temporary directory, loads it against the built-in
  * registry (plus the ops `extra` when not NULL), and runs it; it returns -1 (with the reason
  * printed) when the registry or spec cannot be set up, else 0 with the run's status in f->rc.
- * run_fixture_fini is safe after either outcome. Header-only, static functions.
+ * run_fixture_fini is safe after either outcome. run_fixture_ok does the same and checks that the
+ * run completed without error. Header-only, static functions.
  */
 #ifndef CB_TESTS_RUN_FIXTURE_H
 #define CB_TESTS_RUN_FIXTURE_H
@@ -51,6 +52,19 @@ static inline int run_fixture_yaml(run_fixture *f, const char *yaml, const char 
     o.out_dir = out_dir;
     f->rc = cb_run(&o, &f->res, &f->err);
     return 0;
+}
+
+/* run_fixture_yaml, checking that the run completed without error (failed checks print the
+ * first error). 0 when it did, -1 otherwise; run_fixture_fini is needed either way. */
+static inline int run_fixture_ok(run_fixture *f, const char *yaml, const char *out_dir,
+                                 const cb_stage_ops *extra) {
+    int ok = run_fixture_yaml(f, yaml, out_dir, extra);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return -1;
+    CB_CHECK_EQ_INT(f->rc, CB_OK);
+    CB_CHECK_EQ_INT(f->res.n_errors, 0);
+    if (f->res.n_errors) printf("# %s\n", f->res.errors[0]);
+    return f->rc == CB_OK && f->res.n_errors == 0 ? 0 : -1;
 }
 
 static inline void run_fixture_fini(run_fixture *f) {

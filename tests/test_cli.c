@@ -47,7 +47,7 @@ static void test_run_demo_writes_everything(void) {
     snprintf(p, sizeof p, "%s/out/events.csv", dir);
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 1 + 300 * 3 + 200 * 2);
     char *ev = cb_test_read(p, NULL);
-    const char *hdr = "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,start_ns,end_ns\n";
+    const char *hdr = "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,start_ns,end_ns,device_ns\n";
     CB_CHECK(ev && !strncmp(ev, hdr, strlen(hdr)));
     free(ev);
     snprintf(p, sizeof p, "%s/out/summary.json", dir);

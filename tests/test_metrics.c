@@ -329,12 +329,10 @@ static void check_summary(const run_fixture *f, const cb_pipeline_record *r, con
 static void test_report_records_csv_summary(void) {
     const char *out_dir = cb_test_tmpdir();
     run_fixture f;
-    int ok = run_fixture_yaml(&f, k_yaml, out_dir, &k_loss_ops);
-    CB_CHECK_EQ_INT(ok, 0);
-    if (ok) return;
-    CB_CHECK_EQ_INT(f.rc, CB_OK);
-    CB_CHECK_EQ_INT(f.res.n_errors, 0);
-    if (f.res.n_errors) printf("# %s\n", f.res.errors[0]);
+    if (run_fixture_ok(&f, k_yaml, out_dir, &k_loss_ops) != 0) {
+        run_fixture_fini(&f);
+        return;
+    }
     cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
     CB_CHECK_EQ_INT(r.n_queries, NQ);
     CB_CHECK(r.splits != NULL && r.splits->n == 2);

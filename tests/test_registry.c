@@ -44,7 +44,8 @@ static void test_builtins(void) {
     CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
     if (!reg) return;
     const char *names[] = {"util.copy", "util.fail", "util.noop", "util.router",
-                           "util.sleep", "util.source", "util.spin", "data.synthetic",
+                           "util.sleep", "util.source", "util.spin", "util.gpu_spin",
+                           "util.gpu_copy", "data.synthetic",
                            "data.cifar", "data.images", "vision.decode", "vision.preprocess",
                            "vision.train", "vision.infer", "vision.eval"};
     size_t n_names = sizeof names / sizeof names[0];

@@ -287,6 +287,15 @@ static void test_resolved_defaults(void) {
             cb_arena_destroy(arena);
             continue;
         }
+        if (strncmp(all[k]->name, "util.gpu_", 9) == 0) {
+            /* a GPU stage on a CPU pipeline (no device here) says what it needs */
+            CB_CHECK_EQ_INT(rc, CB_ECONFIG);
+            CB_CHECK_CONTAINS(x.err.msg, "needs a CUDA device: set the pipeline's device or this"
+                                         " stage's device to cuda:N");
+            inst_destroy(&x);
+            cb_arena_destroy(arena);
+            continue;
+        }
         CB_CHECK_EQ_INT(rc, CB_OK);
         if (all[k] == &cb_stage_util_source) {
             cb_splits sp;

@@ -74,6 +74,7 @@ static void fixture_init(fixture *f) {
         e->enqueue_ns = q->submit_ns;
         e->start_ns = e->enqueue_ns + 100;
         e->end_ns = e->start_ns + (id < 2 ? 1000 * MS : 300);
+        e->device_ns = CB_DEVICE_NS_NONE; /* a CPU stage */
         if (id == 10) continue;
         /* model: enqueued 10 ns after decode ended, queue 50, service 1000 + id. */
         cb_stage_event *m = &f->e0[f->n_e0++];
@@ -83,9 +84,12 @@ static void fixture_init(fixture *f) {
         m->enqueue_ns = e->end_ns + 10;
         m->start_ns = m->enqueue_ns + 50;
         m->end_ns = m->start_ns + 1000 + id;
+        /* A GPU stage: device time 500 + id (warm-up ids 0, 1: 1 s, left out); id 9 none. */
+        m->device_ns = id < 2 ? 1000 * MS : id == 9 ? CB_DEVICE_NS_NONE : 500 + id;
     }
     /* A stage index outside the spec is ignored. */
-    f->e0[f->n_e0++] = (cb_stage_event){.query_id = 5, .stage = 7, .start_ns = 1, .end_ns = 2};
+    f->e0[f->n_e0++] = (cb_stage_event){.query_id = 5, .stage = 7, .start_ns = 1, .end_ns = 2,
+                                        .device_ns = 5};
 
     for (int id = 0; id < 5; id++) {
         cb_query_event *q = &f->q1[id];
@@ -145,6 +149,17 @@ static void test_pipeline_stats(void) {
     CB_CHECK_EQ_INT(st.stages[1].service_ns.max, 1009);
     CB_CHECK_EQ_INT(st.stages[1].queue_ns.p50, 50);
     CB_CHECK_EQ_INT(st.stages[1].transition_ns_p50, 60);
+    /* Device time: decode none; model ids 2..8 report 502 .. 508 (9 none, warm-up left out),
+     * over its span from the start of id 2 to the end of id 9. */
+    CB_CHECK_EQ_INT(st.stages[0].device_ns.n, 0);
+    CB_CHECK_EQ_INT(st.stages[1].device_ns.n, 7);
+    CB_CHECK_EQ_INT(st.stages[1].device_sum_ns, 3535);
+    CB_CHECK_EQ_INT(st.stages[1].device_ns.min, 502);
+    CB_CHECK_EQ_INT(st.stages[1].device_ns.p50, 505);
+    CB_CHECK_EQ_INT(st.stages[1].device_ns.p99, 508);
+    CB_CHECK_NEAR(st.stages[1].device_ns.mean, 505.0, 1e-9);
+    CB_CHECK_EQ_INT(st.stages[1].span_ns, 7 * MS + 1009);
+    CB_CHECK_NEAR(st.stages[1].device_busy_fraction, 3535.0 / (7 * MS + 1009), 1e-15);
     cb_pipeline_stats_fini(&st);
     cb_pipeline_stats_fini(&st); /* idempotent */
 
@@ -196,6 +211,11 @@ static const char k_check_summary[] =
     "assert s0['transition_ns_p50'] == 100\n"
     "assert s1['runs'] == 8 and s1['service_ns']['p50'] == 1005\n"
     "assert s1['transition_ns_p50'] == 60\n"
+    "assert 'device' not in s0 and 'device_busy_fraction' not in s0, s0\n"
+    "dv = s1['device']\n"
+    "assert dv == {'count': 7, 'sum_ns': 3535, 'mean': 505, 'p50': 505, 'p90': 508, 'p99': 508,\n"
+    "              'max': 508, 'min': 502}, dv\n"
+    "assert abs(s1['device_busy_fraction'] - 3535 / 7001009) < 1e-15\n"
     "assert p1['loadgen_stats']['target_qps'] == 100\n"
     "assert abs(p1['loadgen_stats']['achieved_qps'] - 4 / 0.0400004) < 1e-6\n"
     "assert p1['loadgen_stats']['dispatch_delay_ns'] == {'p50': 200, 'p99': 400, 'max': 400}\n"
@@ -270,11 +290,15 @@ static void test_table(void) {
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
         CB_CHECK_CMP_INT(len, <=, 100);
         if (strncmp(line, "  stage (", 9) == 0) header_len = len;
-        if (strncmp(line, "  decode ", 9) == 0 || strncmp(line, "  a_stage", 9) == 0)
+        if (strncmp(line, "  decode ", 9) == 0 || strncmp(line, "  a_stage_name_longe ", 21) == 0)
             CB_CHECK_EQ_INT(len, header_len);
         line = nl ? nl + 1 : NULL;
     }
     CB_CHECK(header_len > 0);
+    /* The device line of the GPU stage, none for the CPU stage. */
+    CB_CHECK_CONTAINS(text, "  a_stage_name_longer_than_the_column: device us p50 0.5 p99 0.5, host us"
+                            " p50 1.0 p99 1.0, busy 0%\n");
+    CB_CHECK(strstr(text, "decode: device") == NULL);
     fputs(text, stdout);
     free(text);
 }

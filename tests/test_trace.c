@@ -77,7 +77,7 @@ static int fixture_run(fixture *f, const char *yaml, bool run) {
         /* No run: an events.csv with the header only and empty records. */
         cb_test_write(f->dir, "events.csv",
                       "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,"
-                      "start_ns,end_ns\n");
+                      "start_ns,end_ns,device_ns\n");
         return 0;
     }
     cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
@@ -363,6 +363,7 @@ static void test_trace_stride_edges(void) {
         ev[i].query_id = (uint64_t)i * 1000000000000ull; /* 0, 1e12, 2e12, 3e12 */
         ev[i].start_ns = 1000 + i * 100;
         ev[i].end_ns = ev[i].start_ns + 50;
+        ev[i].device_ns = CB_DEVICE_NS_NONE;
     }
     cb_pipeline_record r = {.stage_events = ev, .n_stage_events = 4};
     cb_trace_input in = {.spec = &spec, .pipelines = &r, .max_slices = 2};

@@ -28,6 +28,10 @@
  *      index. It is cheap (one record into the worker's log); rows go to stage_metrics.csv and
  *      aggregates (sums and rates of COUNTs, loss-curve ends of GAUGEs) to summary.json. Check
  *      that host->struct_size covers report before calling it (util.source does).
+ *   6. Device time: a stage that runs work on a GPU times it itself (CUDA events on its own
+ *      stream) and calls host->device_time(ctx, ns) from run(); the summary then shows the
+ *      stage's device time next to its host service time (util.gpu_spin and util.gpu_copy do;
+ *      check host->struct_size covers device_time first).
  *
  * Threading: one instance (state) per worker; run() of one instance is never called
  * concurrently, but instances of the same stage run in parallel on different threads.
@@ -44,6 +48,9 @@
  *   2026-11-23  stage metrics: cb_stage_ops.metrics/n_metrics and cb_host.report appended. A
  *               stage declares the figures it reports per query (loss, accuracy, images) in a
  *               cb_metric_def table and reports them by index from run().
+ *   2026-11-23  device time: cb_host.device_time appended. A stage that runs work on a GPU
+ *               reports the device time of each run (measured with CUDA events) from run();
+ *               it goes into the run's stage event and the stage's summary statistics.
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -190,6 +197,13 @@ typedef struct cb_host {
      * stage_metrics.csv and aggregated in summary.json. 0, or CB_EINVAL for a bad index (then
      * nothing is recorded). Only from run(), with its ctx; any number of times per run. */
     int (*report)(cb_run_ctx *ctx, int metric, double value);
+    /* Appended 2026-11-23 (check struct_size): records device_ns nanoseconds of device (GPU)
+     * time for the run in progress, as the stage measured it (CUDA events around its work).
+     * Several calls in one run add up. The stage event of the run carries the sum (events.csv
+     * column device_ns, empty for a run that reported none) and summary.json gives the stage's
+     * device-time statistics next to its host service time. 0, or CB_EINVAL for a negative
+     * value (then nothing is added). Only from run(), with its ctx. */
+    int (*device_time)(cb_run_ctx *ctx, int64_t device_ns);
 } cb_host;
 
 /* ---- Stage ops -------------------------------------------------------------------------- */

@@ -95,6 +95,22 @@ static int compute_stages(const cb_pipeline_record *rec, size_t n_stages, int64_
         }
         cb_stats_sort(scratch, n);
         stages[s].transition_ns_p50 = cb_stats_nearest_rank(scratch, n, 0.5);
+        /* Device time: the runs that reported some (device_ns >= 0), and the stage's span. */
+        size_t nd = 0;
+        int64_t sum = 0, first = 0, last = 0;
+        for (size_t k = 0; k < n; k++) {
+            const cb_stage_event *e = &rec->stage_events[ix[k]];
+            if (k == 0 || e->start_ns < first) first = e->start_ns;
+            if (k == 0 || e->end_ns > last) last = e->end_ns;
+            if (e->device_ns < 0) continue;
+            scratch[nd++] = e->device_ns;
+            sum = e->device_ns > INT64_MAX - sum ? INT64_MAX : sum + e->device_ns;
+        }
+        stages[s].span_ns = last - first;
+        cb_stats_pcts(scratch, nd, &stages[s].device_ns);
+        stages[s].device_sum_ns = sum;
+        if (nd > 0 && last > first)
+            stages[s].device_busy_fraction = (double)sum / (double)(last - first);
     }
     cb_free(fill);
     cb_free(scratch);
@@ -222,6 +238,31 @@ static void json_pcts(cb_json *j, const char *key, const cb_pcts *p) {
     cb_json_object_end(j);
 }
 
+/* A stage's device time: "device" {count, sum_ns, mean, p50, p90, p99, max, min} and
+ * "device_busy_fraction" (null when the stage's span is empty). */
+static void json_device(cb_json *j, const cb_stage_stats *t) {
+    const cb_pcts *d = &t->device_ns;
+    cb_json_key(j, "device");
+    cb_json_object_begin(j);
+    cb_json_key(j, "count");
+    cb_json_uint(j, d->n);
+    cb_json_key(j, "sum_ns");
+    cb_json_int(j, t->device_sum_ns);
+    cb_json_key(j, "mean");
+    cb_json_double(j, d->mean);
+    json_pct_value(j, "p50", d, d->p50);
+    json_pct_value(j, "p90", d, d->p90);
+    json_pct_value(j, "p99", d, d->p99);
+    json_pct_value(j, "max", d, d->max);
+    json_pct_value(j, "min", d, d->min);
+    cb_json_object_end(j);
+    cb_json_key(j, "device_busy_fraction");
+    if (t->span_ns > 0)
+        cb_json_double(j, t->device_busy_fraction);
+    else
+        cb_json_null(j);
+}
+
 /* The pipeline's throughput window in ns (0 when it has none): what rates are taken over. */
 static int64_t window_len(const cb_pipeline_stats *st) {
     return st->measured > 0 ? st->window_end_ns - st->window_start_ns : 0;
@@ -309,6 +350,7 @@ static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipel
             cb_json_null(j);
         else
             cb_json_int(j, t->transition_ns_p50);
+        if (t->device_ns.n > 0) json_device(j, t);
         cb_stage_metrics_json(j, sm, s, splits);
         cb_json_object_end(j);
     }
@@ -438,6 +480,20 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
                     fmt_us(b, sizeof b, h, t->service_ns.p99),
                     fmt_us(c, sizeof c, h, t->queue_ns.p50),
                     fmt_us(d, sizeof d, h, t->transition_ns_p50));
+        }
+        /* Stages with device time: device and host times side by side. */
+        for (size_t s = 0; s < ps->n_stages; s++) {
+            const cb_stage_stats *t = &st.stages[s];
+            if (t->device_ns.n == 0) continue;
+            fprintf(out, "  %s: device us p50 %s p99 %s, host us p50 %s p99 %s",
+                    ps->stages[s].name ? ps->stages[s].name : "?",
+                    fmt_us(a, sizeof a, true, t->device_ns.p50),
+                    fmt_us(b, sizeof b, true, t->device_ns.p99),
+                    fmt_us(c, sizeof c, true, t->service_ns.p50),
+                    fmt_us(d, sizeof d, true, t->service_ns.p99));
+            if (t->span_ns > 0)
+                fprintf(out, ", busy %.0f%%", 100.0 * t->device_busy_fraction);
+            fputc('\n', out);
         }
         if (smrc == CB_OK) {
             for (size_t s = 0; s < ps->n_stages; s++)

@@ -9,6 +9,9 @@
  * - throughput_qps = queries / (last measured end - first measured scheduled).
  * - per stage: runs, service_ns = end - start, queue_ns = start - enqueue, transition_ns_p50 =
  *   median of start - prev_end (end of the upstream run that fed it) over its runs.
+ * - per stage with device time (runs that called host->device_time): device_ns statistics over
+ *   those measured runs, their sum, and device_busy_fraction = sum / the stage's span (first
+ *   start to last end of its measured runs; above 1 when several workers overlap on the GPU).
  * - open loop: target_qps (config), achieved_qps (measured submissions over their span) and the
  *   dispatch delay submit - scheduled (p50, p99, max).
  * - per stage "metrics" and the pipeline's images_per_s: aggregates of the stage metric reports
@@ -55,6 +58,11 @@ typedef struct cb_stage_stats {
     size_t runs;
     cb_pcts service_ns, queue_ns;
     int64_t transition_ns_p50;
+    /* Device time (host->device_time): over the measured runs that reported some. */
+    cb_pcts device_ns;             /* device_ns.n == 0: no measured run reported device time */
+    int64_t device_sum_ns;         /* sum of device_ns over those runs */
+    int64_t span_ns;               /* last end - first start of the stage's measured runs */
+    double device_busy_fraction;   /* device_sum_ns / span_ns; 0 when undefined */
 } cb_stage_stats;
 
 typedef struct cb_pipeline_stats {

@@ -541,7 +541,7 @@ static void write_slice(trace_ctx *c, trace_writer *w, size_t p, const trace_key
     const cb_stage_event *e = &c->in->pipelines[p].stage_events[k->idx];
     const json_str *nm = &tp->slice_names[k->stage];
     int64_t warmup = c->in->spec->pipelines[p].loadgen.warmup_queries;
-    char *o = tw_event(w, nm->n + 320);
+    char *o = tw_event(w, nm->n + 384);
     if (!o) return;
     o = PUT_LIT(o, "{\"ph\":\"X\",\"name\":\"");
     o = put_mem(o, nm->s, nm->n);
@@ -563,6 +563,10 @@ static void write_slice(trace_ctx *c, trace_writer *w, size_t p, const trace_key
     o = cb_fmt_i64(o, e->batch);
     o = PUT_LIT(o, ",\"queue_us\":");
     o = put_us(o, e->start_ns - e->enqueue_ns);
+    if (e->device_ns >= 0) { /* only runs that reported device time */
+        o = PUT_LIT(o, ",\"device_us\":");
+        o = put_us(o, e->device_ns);
+    }
     if (cb_stage_event_is_warmup(e, warmup))
         o = PUT_LIT(o, ",\"warmup\":true}}");
     else

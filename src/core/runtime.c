@@ -26,6 +26,8 @@
  * - Stage metrics: host->report, called from run(), bounds-checks the index against the stage's
  *   declared metrics and writes one cb_metric_event (the running query, stage worker, now) into
  *   the running thread's ring, exactly as a stage event is written.
+ * - Device time: host->device_time, called from run(), adds to a sum in the run's cb_run_ctx (a
+ *   local of the running thread), which the run's stage event carries (-1 when never called).
  *
  * Locks and order: stage.mu (queue, slots, merge table) may be held while taking pipe.mu (ready
  * ring, idle count); never the reverse. Atomics: tokens and in_flight use acq_rel so the thread
@@ -136,6 +138,7 @@ struct cb_run_ctx {
     int slot;                    /* the stage worker running it */
     int explicit_emit;
     int emit_error;
+    int64_t device_ns;           /* host->device_time sum; CB_DEVICE_NS_NONE when not called */
 };
 
 struct cb_pipe {
@@ -572,6 +575,15 @@ static int cb__host_report(cb_run_ctx *ctx, int metric, double value) {
     return CB_OK;
 }
 
+/* host->device_time: adds to this run's device time (the ctx is private to the run, so no
+ * synchronisation); the stage event written after run() returns carries the sum. */
+static int cb__host_device_time(cb_run_ctx *ctx, int64_t device_ns) {
+    if (!ctx || device_ns < 0) return CB_EINVAL;
+    if (ctx->device_ns == CB_DEVICE_NS_NONE) ctx->device_ns = 0;
+    ctx->device_ns = device_ns > INT64_MAX - ctx->device_ns ? INT64_MAX : ctx->device_ns + device_ns;
+    return CB_OK;
+}
+
 static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error *e, int rc) {
     cb_pipe *p = w->pipe;
     atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
@@ -608,7 +620,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         atomic_compare_exchange_strong_explicit(&sh->start_ns, &zero, start_ns,
                                                 memory_order_relaxed, memory_order_relaxed);
     }
-    cb_run_ctx ctx = {w, st, sh, t.slot, 0, 0};
+    cb_run_ctx ctx = {w, st, sh, t.slot, 0, 0, CB_DEVICE_NS_NONE};
     w->n_emits = 0;
     cb_error e;
     e.code = 0;
@@ -622,7 +634,8 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         ev.end_ns = end_ns;
         ev.prev_end_ns = it->prev_end_ns;
         ev.query_id = sh->id;
-        ev.batch = sh->batch;
+        ev.device_ns = ctx.device_ns;
+        ev.batch = sh->batch > INT32_MAX ? INT32_MAX : (int32_t)sh->batch;
         ev.pipeline = p->index;
         ev.stage = (uint16_t)st->idx;
         ev.worker = (int16_t)t.slot;
@@ -1161,6 +1174,7 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
     rt.host.emit = cb__host_emit;
     rt.host.n_outputs = cb__host_n_outputs;
     rt.host.report = cb__host_report;
+    rt.host.device_time = cb__host_device_time;
     rt.n_pipes = spec->n_pipelines;
     int rc = CB_OK;
     sigset_t sigs, oldsigs;

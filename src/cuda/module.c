@@ -70,11 +70,11 @@ __attribute__((visibility("default"))) const cb_cuda_api cb_cuda_entry = {
         CUDNN_MINOR) "." CB__STR(CUDNN_PATCHLEVEL) ", cuBLAS " CB__STR(CUBLAS_VER_MAJOR) "." CB__STR(CUBLAS_VER_MINOR),
     .device_count = cb__device_count,
     .device_info = cb__device_info,
-    .nn = &cb__cuda_nn_backend,
-    .spin_create = NULL,   /* issue 6: util.gpu_spin (spin.cu) */
-    .spin_run = NULL,
-    .spin_destroy = NULL,
-    .copy_create = NULL,   /* issue 6: util.gpu_copy (copy.c) */
-    .copy_run = NULL,
-    .copy_destroy = NULL,
+    .nn = &cb__cuda_nn_backend,              /* the cuDNN/cuBLAS backend (nn_*.c) */
+    .spin_create = cb__cuda_spin_create,   /* util.gpu_spin (spin.cu) */
+    .spin_run = cb__cuda_spin_run,
+    .spin_destroy = cb__cuda_spin_destroy,
+    .copy_create = cb__cuda_copy_create,   /* util.gpu_copy (copy.c) */
+    .copy_run = cb__cuda_copy_run,
+    .copy_destroy = cb__cuda_copy_destroy,
 };

@@ -17,20 +17,26 @@ typedef enum cb_query_status {
 
 const char *cb_query_status_name(int status);
 
-/* One stage run. 64 bytes. */
+/* One stage run. 64 bytes (also the raw record of events.bin, read back by the collocation
+ * parent: the same struct on both sides). */
 typedef struct cb_stage_event {
     int64_t enqueue_ns;   /* handed to the stage (submit time for input stages) */
     int64_t start_ns;
     int64_t end_ns;
     int64_t prev_end_ns;  /* end of the upstream run that fed this one (submit for inputs) */
     uint64_t query_id;
-    int64_t batch;
+    int64_t device_ns;    /* device (GPU) time the run reported through host->device_time,
+                             summed over its calls; CB_DEVICE_NS_NONE when it reported none */
+    int32_t batch;        /* the query's batch, saturated to INT32_MAX (only a run of more than
+                             2^31 queries without a dataset reaches it; query_id is exact) */
+    int32_t epoch;
     uint16_t pipeline;
     uint16_t stage;
     int16_t worker;
     int16_t split;
-    int32_t epoch;
 } cb_stage_event;
+
+#define CB_DEVICE_NS_NONE (-1)
 
 /* One query, written when it ends. 64 bytes. */
 typedef struct cb_query_event {

@@ -175,6 +175,8 @@ static void cb__write_stage(cb_recorder *r, const cb_stage_event *e) {
     p = cb_fmt_i64(p, e->start_ns - r->t0_ns);
     *p++ = ',';
     p = cb_fmt_i64(p, e->end_ns - r->t0_ns);
+    *p++ = ',';
+    if (e->device_ns >= 0) p = cb_fmt_i64(p, e->device_ns); /* empty: none reported */
     *p++ = '\n';
     f->len = (size_t)(p - f->buf);
 }
@@ -410,8 +412,7 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
     }
     if (opts->out_dir) {
         int rc = cb__out_open(r, &r->events, opts->out_dir, "events.csv",
-                              "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,"
-                              "enqueue_ns,start_ns,end_ns\n", err);
+                              CB_EVENTS_CSV_HEADER, err);
         if (!rc)
             rc = cb__out_open(r, &r->queries, opts->out_dir, "queries.csv",
                               "pipeline,query_id,split,epoch,batch,scheduled_ns,submit_ns,"

@@ -25,6 +25,12 @@
 
 typedef struct cb_recorder cb_recorder;
 
+/* Header of events.csv (docs/outputs.md). device_ns, last, is empty for runs that reported no
+ * device time. */
+#define CB_EVENTS_CSV_HEADER \
+    "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,start_ns,end_ns," \
+    "device_ns\n"
+
 /* Header of stage_metrics.csv (also written by the collocation parent when it merges). */
 #define CB_STAGE_METRICS_CSV_HEADER \
     "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,t_ns,metric,value\n"

@@ -1,0 +1,68 @@
+/* stages/util/gpu.h - what util.gpu_spin and util.gpu_copy share: the device a GPU stage runs
+ * on, and whether the host can take its device time. Header-only.
+ *
+ * The device is the stage's own `device` parameter when set, else the pipeline's device
+ * (cb_stage_args.device, when the host's args cover it); it must be cuda:N. Both stages open the
+ * CUDA module in prepare() (gpu/cuda.h), so a machine without a GPU fails before the start
+ * barrier with the loader's message ("CUDA unavailable: ..." / "CUDA devices are unavailable:
+ * ..."), and keep it open until destroy(). */
+#ifndef CB_STAGES_UTIL_GPU_H
+#define CB_STAGES_UTIL_GPU_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "colobench/stage.h"
+#include "gpu/cuda.h"
+#include "stages/util/util.h"
+
+/* Resolves the stage's CUDA device into *ordinal. `param` is the stage's `device` value. */
+static inline int cb_util_gpu_device(const cb_stage_args *args, const cb_param_value *param,
+                                     const char *stage, int *ordinal, cb_error *err) {
+    const char *dev = param->has_value && param->s && param->s[0] ? param->s : NULL;
+    int own = dev != NULL;
+    if (!dev && args->struct_size >= offsetof(cb_stage_args, device) + sizeof args->device)
+        dev = args->device;
+    if (!dev || strncmp(dev, "cuda:", 5) != 0)
+        return cb_util_error(err, CB_ECONFIG, "%s needs a CUDA device: set the pipeline's device"
+                             " or this stage's device to cuda:N (%s is \"%s\")", stage,
+                             own ? "device" : "the pipeline's device", dev ? dev : "cpu");
+    cb_error e;
+    e.code = 0;
+    e.msg[0] = '\0';
+    if (cb_cuda_parse_device(dev, ordinal, &e) != CB_OK)
+        return cb_util_error(err, CB_ECONFIG, "%s: %s", own ? "device" : "pipeline device", e.msg);
+    return CB_OK;
+}
+
+/* The host table has device_time (a host older than the field does not). */
+static inline int cb_util_gpu_check_host(const cb_host *h, const char *stage, cb_error *err) {
+    if (h->struct_size < offsetof(cb_host, device_time) + sizeof h->device_time || !h->device_time)
+        return cb_util_error(err, CB_EUNSUPPORTED, "%s needs a host with device_time (a newer"
+                             " colobench)", stage);
+    return CB_OK;
+}
+
+/* prepare(): opens the CUDA module on device `ordinal` once (a no-op when c is open) and checks
+ * that the loaded table has the stage's entries (`has`). */
+static inline int cb_util_gpu_open(cb_cuda *c, int ordinal, int (*has)(const cb_cuda_api *api),
+                                   const char *stage, cb_error *err) {
+    if (c->handle) return CB_OK;
+    int rc = cb_cuda_open_device(c, ordinal, err);
+    if (rc) return rc;
+    if (has(c->api)) return CB_OK;
+    rc = cb_util_error(err, CB_EUNSUPPORTED, "CUDA module %s has no %s support (a module of"
+                       " another build)", c->path, stage);
+    cb_cuda_close(c);
+    return rc;
+}
+
+/* run(): hands the run's measured device time to the host. */
+static inline int cb_util_gpu_device_time(const cb_host *h, cb_run_ctx *ctx, int64_t device_ns,
+                                          cb_error *err) {
+    int rc = h->device_time(ctx, device_ns);
+    if (rc) return cb_util_error(err, rc, "device_time(%lld) refused", (long long)device_ns);
+    return CB_OK;
+}
+
+#endif
