@@ -65,7 +65,10 @@ static void test_module_loads(void) {
     CB_CHECK_CONTAINS(c.path, "colobench_cuda.so");
     CB_CHECK(mapped("colobench_cuda"));
     /* Every entry of this build's module is filled in. */
-    CB_CHECK(c.api->device_count && c.api->device_info);
+    CB_CHECK(c.api->device_count && c.api->device_info && c.api->nn);
+    CB_CHECK(c.api->spin_create && c.api->spin_run && c.api->spin_destroy);
+    CB_CHECK(c.api->copy_create && c.api->copy_run && c.api->copy_destroy);
+    CB_CHECK_STR_EQ(c.api->nn->name, "cuda");
     cb_cuda_close(&c);
     cb_cuda_close(&c); /* closing twice is a no-op */
 }

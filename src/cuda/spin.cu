@@ -21,6 +21,10 @@
  * Thread-safety: one object per stage instance, used by one thread at a time; each call makes
  * its device current on the calling thread. Ownership: the object owns its stream and events.
  */
+/* The CUDA libraries' own headers first, with their C++ declarations; then ours as C. */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
 extern "C" {
 #include "core/alloc.h"
 #include "cuda/cuda_int.h"

@@ -6,6 +6,7 @@
  */
 #include "stages/vision/netstage.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -121,6 +122,9 @@ void cb_netstage_report_device(cb_netstage *ns, cb_run_ctx *ctx, int mem_metric)
     cb_nn_exec_stats st;
     cb_nn_exec_get_stats(ns->exec, &st);
     ns->host->report(ctx, mem_metric, (double)st.device_mem_peak_bytes);
+    if (ns->host->struct_size >= offsetof(cb_host, device_time) + sizeof ns->host->device_time &&
+        ns->host->device_time)
+        ns->host->device_time(ctx, st.last_device_ns);
 }
 
 void cb_netstage_destroy(cb_netstage *ns) {
