@@ -28,7 +28,8 @@ typedef struct cb_cuda {
 int cb_cuda_built(void);
 
 /* Loads the module (no CUDA call is made). Errors: CB_EUNSUPPORTED for a build without CUDA or
- * a module that cannot be loaded, with the reason. */
+ * a module that cannot be loaded, with the reason. A loaded module has every entry of
+ * cb_cuda_api (checked here, once, for every user). */
 int cb_cuda_open(cb_cuda *c, cb_error *err);
 
 /* Loads the module and checks that device `ordinal` exists: CB_EUNSUPPORTED with "CUDA devices

@@ -52,11 +52,6 @@ int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out
         cuda = cb_calloc(1, sizeof *cuda);
         if (!cuda) return cb_error_set(err, CB_ENOMEM, "out of memory");
         rc = cb_cuda_open_device(cuda, index, err);
-        if (!rc && !cuda->api->nn) {
-            cb_cuda_close(cuda);
-            rc = cb_error_set(err, CB_EUNSUPPORTED, "the CUDA module %s has no neural-network "
-                              "backend", cuda->path);
-        }
         if (rc) {
             cb_free(cuda);
             cb_error_prefix(err, "device %s", dev);

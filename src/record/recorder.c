@@ -151,25 +151,33 @@ static int cb__out_open(cb_recorder *r, cb_outfile *f, const char *dir, const ch
 
 /* ---- writer ------------------------------------------------------------------------------ */
 
+/* The columns events.csv and stage_metrics.csv rows start with: pipeline, stage, stage_id,
+ * query_id, split, epoch, batch, worker, each followed by a comma. */
+static char *cb__put_run_head(char *p, const cb_pipe_rec *pr, int stage, uint64_t query_id,
+                              int split, int64_t epoch, int64_t batch, int64_t worker) {
+    memcpy(p, pr->stage_prefix[stage], pr->stage_prefix_len[stage]);
+    p += pr->stage_prefix_len[stage];
+    p = cb_fmt_u64(p, query_id);
+    *p++ = ',';
+    if (split >= 0 && split < pr->n_splits) p = cb__put_str(p, pr->splits[split]);
+    *p++ = ',';
+    p = cb_fmt_i64(p, epoch);
+    *p++ = ',';
+    p = cb_fmt_i64(p, batch);
+    *p++ = ',';
+    p = cb_fmt_i64(p, worker);
+    *p++ = ',';
+    return p;
+}
+
 static void cb__write_stage(cb_recorder *r, const cb_stage_event *e) {
     if (e->pipeline >= r->n_pipes) return;
     cb_pipe_rec *pr = &r->pipes[e->pipeline];
     cb_outfile *f = &r->events;
     if (f->fd < 0) return;
     if (f->len > CB_OUTBUF_FLUSH) cb__out_flush(r, f);
-    char *p = f->buf + f->len;
-    memcpy(p, pr->stage_prefix[e->stage], pr->stage_prefix_len[e->stage]);
-    p += pr->stage_prefix_len[e->stage];
-    p = cb_fmt_u64(p, e->query_id);
-    *p++ = ',';
-    if (e->split >= 0 && e->split < pr->n_splits) p = cb__put_str(p, pr->splits[e->split]);
-    *p++ = ',';
-    p = cb_fmt_i64(p, e->epoch);
-    *p++ = ',';
-    p = cb_fmt_i64(p, e->batch);
-    *p++ = ',';
-    p = cb_fmt_i64(p, e->worker);
-    *p++ = ',';
+    char *p = cb__put_run_head(f->buf + f->len, pr, e->stage, e->query_id, e->split, e->epoch,
+                               e->batch, e->worker);
     p = cb_fmt_i64(p, e->enqueue_ns - r->t0_ns);
     *p++ = ',';
     p = cb_fmt_i64(p, e->start_ns - r->t0_ns);
@@ -224,19 +232,8 @@ static void cb__write_metric(cb_recorder *r, const cb_metric_event *e) {
     cb_outfile *f = &r->metrics;
     if (f->fd < 0) return;
     if (f->len > CB_OUTBUF_FLUSH) cb__out_flush(r, f);
-    char *p = f->buf + f->len;
-    memcpy(p, pr->stage_prefix[e->stage], pr->stage_prefix_len[e->stage]);
-    p += pr->stage_prefix_len[e->stage];
-    p = cb_fmt_u64(p, e->query_id);
-    *p++ = ',';
-    if (e->split >= 0 && e->split < pr->n_splits) p = cb__put_str(p, pr->splits[e->split]);
-    *p++ = ',';
-    p = cb_fmt_i64(p, e->epoch);
-    *p++ = ',';
-    p = cb_fmt_i64(p, e->batch);
-    *p++ = ',';
-    p = cb_fmt_i64(p, e->worker);
-    *p++ = ',';
+    char *p = cb__put_run_head(f->buf + f->len, pr, e->stage, e->query_id, e->split, e->epoch,
+                               e->batch, e->worker);
     p = cb_fmt_i64(p, e->t_ns - r->t0_ns);
     *p++ = ',';
     p = cb__put_str(p, pr->mdefs[e->stage][e->metric].name); /* [a-z0-9_]{1,64}: no quoting */

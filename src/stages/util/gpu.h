@@ -19,10 +19,8 @@
 /* Resolves the stage's CUDA device into *ordinal. `param` is the stage's `device` value. */
 static inline int cb_util_gpu_device(const cb_stage_args *args, const cb_param_value *param,
                                      const char *stage, int *ordinal, cb_error *err) {
-    const char *dev = param->has_value && param->s && param->s[0] ? param->s : NULL;
-    int own = dev != NULL;
-    if (!dev && args->struct_size >= offsetof(cb_stage_args, device) + sizeof args->device)
-        dev = args->device;
+    int own = 0;
+    const char *dev = cb_util_stage_device(args, param, &own);
     if (!dev || strncmp(dev, "cuda:", 5) != 0)
         return cb_util_error(err, CB_ECONFIG, "%s needs a CUDA device: set the pipeline's device"
                              " or this stage's device to cuda:N (%s is \"%s\")", stage,
@@ -37,24 +35,16 @@ static inline int cb_util_gpu_device(const cb_stage_args *args, const cb_param_v
 
 /* The host table has device_time (a host older than the field does not). */
 static inline int cb_util_gpu_check_host(const cb_host *h, const char *stage, cb_error *err) {
-    if (h->struct_size < offsetof(cb_host, device_time) + sizeof h->device_time || !h->device_time)
+    if (!cb_util_host_device_time(h))
         return cb_util_error(err, CB_EUNSUPPORTED, "%s needs a host with device_time (a newer"
                              " colobench)", stage);
     return CB_OK;
 }
 
-/* prepare(): opens the CUDA module on device `ordinal` once (a no-op when c is open) and checks
- * that the loaded table has the stage's entries (`has`). */
-static inline int cb_util_gpu_open(cb_cuda *c, int ordinal, int (*has)(const cb_cuda_api *api),
-                                   const char *stage, cb_error *err) {
-    if (c->handle) return CB_OK;
-    int rc = cb_cuda_open_device(c, ordinal, err);
-    if (rc) return rc;
-    if (has(c->api)) return CB_OK;
-    rc = cb_util_error(err, CB_EUNSUPPORTED, "CUDA module %s has no %s support (a module of"
-                       " another build)", c->path, stage);
-    cb_cuda_close(c);
-    return rc;
+/* prepare(): opens the CUDA module on device `ordinal` once (a no-op when c is open; the loader
+ * checks that the module has every entry). */
+static inline int cb_util_gpu_open(cb_cuda *c, int ordinal, cb_error *err) {
+    return c->handle ? CB_OK : cb_cuda_open_device(c, ordinal, err);
 }
 
 /* run(): hands the run's measured device time to the host. */

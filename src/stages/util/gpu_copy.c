@@ -71,14 +71,10 @@ static int cb_gpu_copy_create(void *state, const cb_stage_args *args, cb_error *
     return CB_OK;
 }
 
-static int cb_gpu_copy_has(const cb_cuda_api *api) {
-    return api->copy_create && api->copy_run && api->copy_destroy;
-}
-
 static int cb_gpu_copy_prepare(void *state, cb_error *err) {
     cb_gpu_copy_state *s = state;
     if (s->copy) return CB_OK;
-    int rc = cb_util_gpu_open(&s->cuda, s->ordinal, cb_gpu_copy_has, CB_GPU_COPY, err);
+    int rc = cb_util_gpu_open(&s->cuda, s->ordinal, err);
     if (rc) return rc;
     return s->cuda.api->copy_create(s->ordinal, s->bytes, s->dir, s->pinned, &s->copy, err);
 }

@@ -55,14 +55,10 @@ static int cb_gpu_spin_create(void *state, const cb_stage_args *args, cb_error *
     return cb_util_gpu_check_host(s->host, CB_GPU_SPIN, err);
 }
 
-static int cb_gpu_spin_has(const cb_cuda_api *api) {
-    return api->spin_create && api->spin_run && api->spin_destroy;
-}
-
 static int cb_gpu_spin_prepare(void *state, cb_error *err) {
     cb_gpu_spin_state *s = state;
     if (s->spin) return CB_OK;
-    int rc = cb_util_gpu_open(&s->cuda, s->ordinal, cb_gpu_spin_has, CB_GPU_SPIN, err);
+    int rc = cb_util_gpu_open(&s->cuda, s->ordinal, err);
     if (rc) return rc;
     return s->cuda.api->spin_create(s->ordinal, s->sms, &s->spin, err);
 }

@@ -8,6 +8,8 @@
 #define CB_STAGES_UTIL_UTIL_H
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "colobench/stage.h"
@@ -29,6 +31,25 @@ static inline int cb_util_error(cb_error *err, int code, const char *fmt, ...) {
 /* Test hooks (internal, external linkage): state is the stage's own state after create.
  * Draws the next util.sleep duration in ns exactly as run() would, without sleeping. */
 int64_t cb__util_sleep_draw_ns(void *state);
+
+/* The device a stage runs on: its own `device` parameter when set (*own = 1), else the
+ * pipeline's (cb_stage_args.device, when the host's args cover it; *own = 0); NULL when neither
+ * says (the CPU). */
+static inline const char *cb_util_stage_device(const cb_stage_args *args,
+                                               const cb_param_value *param, int *own) {
+    *own = param->has_value && param->s && param->s[0];
+    if (*own) return param->s;
+    if (args->struct_size >= offsetof(cb_stage_args, device) + sizeof args->device &&
+        args->device && args->device[0])
+        return args->device;
+    return NULL;
+}
+
+/* The host's device_time, or NULL for a host older than the field. */
+static inline int (*cb_util_host_device_time(const cb_host *h))(cb_run_ctx *, int64_t) {
+    if (h->struct_size < offsetof(cb_host, device_time) + sizeof h->device_time) return NULL;
+    return h->device_time;
+}
 /* util.spin in work mode: calibrated work iterations per microsecond (0 before prepare). */
 double cb__util_spin_iters_per_us(const void *state);
 

@@ -29,10 +29,9 @@ int cb_netstage_create(cb_netstage *ns, const cb_stage_args *args, int train, cb
     }
     ns->weights = v[CB_NP_WEIGHTS].has_value && v[CB_NP_WEIGHTS].s[0] ? v[CB_NP_WEIGHTS].s : NULL;
     ns->seed = v[CB_NP_SEED].i >= 0 ? (uint64_t)v[CB_NP_SEED].i : args->seed;
-    const char *dev = v[CB_NP_DEVICE].has_value ? v[CB_NP_DEVICE].s : NULL;
-    if (!dev && args->struct_size >= offsetof(cb_stage_args, device) + sizeof args->device)
-        dev = args->device;
-    snprintf(ns->device, sizeof ns->device, "%s", dev && dev[0] ? dev : "cpu");
+    int own = 0;
+    const char *dev = cb_util_stage_device(args, &v[CB_NP_DEVICE], &own);
+    snprintf(ns->device, sizeof ns->device, "%s", dev ? dev : "cpu");
     if (strcmp(ns->device, "cpu") != 0 && strncmp(ns->device, "cuda:", 5) != 0)
         return cb_util_error(err, CB_ECONFIG, "device: expected cpu or cuda:N, got \"%s\"",
                              ns->device);
@@ -122,9 +121,8 @@ void cb_netstage_report_device(cb_netstage *ns, cb_run_ctx *ctx, int mem_metric)
     cb_nn_exec_stats st;
     cb_nn_exec_get_stats(ns->exec, &st);
     ns->host->report(ctx, mem_metric, (double)st.device_mem_peak_bytes);
-    if (ns->host->struct_size >= offsetof(cb_host, device_time) + sizeof ns->host->device_time &&
-        ns->host->device_time)
-        ns->host->device_time(ctx, st.last_device_ns);
+    int (*device_time)(cb_run_ctx *, int64_t) = cb_util_host_device_time(ns->host);
+    if (device_time) device_time(ctx, st.last_device_ns);
 }
 
 void cb_netstage_destroy(cb_netstage *ns) {
