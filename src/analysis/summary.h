@@ -28,7 +28,7 @@
 #include "analysis/json.h"
 #include "analysis/stats.h"
 #include "core/spec.h"
-#include "record/event.h"
+#include "core/event.h"
 
 typedef struct cb_pipeline_record {
     const cb_query_event *queries; size_t n_queries;      /* every ended query, any order */

@@ -654,13 +654,3 @@ void cb_recorder_destroy(cb_recorder *r) {
     pthread_mutex_destroy(&r->rings_mu);
     cb_free(r);
 }
-
-const char *cb_query_status_name(int status) {
-    switch (status) {
-    case CB_QUERY_OK: return "ok";
-    case CB_QUERY_DROPPED: return "dropped";
-    case CB_QUERY_ERROR: return "error";
-    case CB_QUERY_CANCELLED: return "cancelled";
-    default: return "unknown";
-    }
-}

@@ -21,7 +21,7 @@
 
 #include "analysis/summary.h"
 #include "core/spec.h"
-#include "record/event.h"
+#include "core/event.h"
 
 typedef struct cb_recorder cb_recorder;
 

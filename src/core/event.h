@@ -1,10 +1,10 @@
-/* record/event.h - the fixed-size records the hot path writes.
+/* core/event.h - the fixed-size records the hot path writes.
  *
  * Times are absolute CLOCK_MONOTONIC nanoseconds; writers subtract the run's t0 when
  * formatting. Pipeline and stage are indices into the spec. Plain data, no ownership.
  */
-#ifndef CB_RECORD_EVENT_H
-#define CB_RECORD_EVENT_H
+#ifndef CB_CORE_EVENT_H
+#define CB_CORE_EVENT_H
 
 #include <stdint.h>
 
@@ -15,7 +15,16 @@ typedef enum cb_query_status {
     CB_QUERY_CANCELLED = 3, /* still in flight when the run stopped (interrupt, timeout, error) */
 } cb_query_status;
 
-const char *cb_query_status_name(int status);
+/* "ok", "dropped", "error", "cancelled" (the queries.csv status column). */
+static inline const char *cb_query_status_name(int status) {
+    switch (status) {
+    case CB_QUERY_OK: return "ok";
+    case CB_QUERY_DROPPED: return "dropped";
+    case CB_QUERY_ERROR: return "error";
+    case CB_QUERY_CANCELLED: return "cancelled";
+    default: return "unknown";
+    }
+}
 
 /* One stage run. 64 bytes (also the raw record of events.bin, read back by the collocation
  * parent: the same struct on both sides). */
