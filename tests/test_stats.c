@@ -1,11 +1,17 @@
 /* Tests of analysis/stats.c: sorting against a readable reference and nearest-rank percentiles
- * against a brute-force definition evaluated in exact integer arithmetic. */
+ * against a brute-force definition evaluated in exact integer arithmetic. Tests of
+ * analysis/hist.c: exact mode equal to cb_stats_pcts, histogram mode within CB_HIST_REL_ERROR of
+ * the exact nearest-rank values over a million log-normal values, n/min/max/mean exact, memory
+ * under CB_HIST_MAX_BYTES, allocation failures reported without a crash or a leak. */
 #include "harness.h"
 
+#include <math.h>
 #include <stdlib.h>
 
+#include "analysis/hist.h"
 #include "analysis/stats.h"
 #include "core/alloc.h"
+#include "colobench/error.h"
 #include "core/rng.h"
 
 static int cmp_i64(const void *a, const void *b) {
@@ -190,6 +196,194 @@ static void test_empty(void) {
     cb_stats_sort(NULL, 0);
 }
 
+
+/* ---- cb_hist ---------------------------------------------------------------------------- */
+
+static void check_pcts_equal(const cb_pcts *a, const cb_pcts *b, size_t n, int mode) {
+    if (a->n != b->n || a->min != b->min || a->max != b->max || a->p50 != b->p50 ||
+        a->p90 != b->p90 || a->p95 != b->p95 || a->p99 != b->p99 || a->p999 != b->p999 ||
+        a->mean != b->mean || a->exact != b->exact)
+        cb__test_fail(__FILE__, __LINE__,
+                      "n=%zu mode=%d: hist {%zu %lld %lld %lld %.17g %d} vs stats {%zu %lld %lld "
+                      "%lld %.17g %d}", n, mode, a->n, (long long)a->min, (long long)a->p50,
+                      (long long)a->max, a->mean, a->exact, b->n, (long long)b->min,
+                      (long long)b->p50, (long long)b->max, b->mean, b->exact);
+}
+
+static void test_hist_exact_matches_stats(void) {
+    cb_rng r;
+    cb_rng_seed(&r, 2027);
+    int64_t *v = malloc(CB_HIST_EXACT_MAX * sizeof *v);
+    for (int trial = 0; trial < 60; trial++) {
+        size_t n = trial == 0 ? 0 : trial == 1 ? 1 : trial == 2 ? CB_HIST_EXACT_MAX
+                                                       : 1 + cb_rng_u64(&r) % CB_HIST_EXACT_MAX;
+        int mode = trial % 4;
+        fill(&r, v, n, mode == 0 ? 2 : mode); /* mode 0 (full int64 range) overflows the mean */
+        cb_hist h;
+        cb_hist_init(&h);
+        for (size_t i = 0; i < n; i++) CB_CHECK_EQ_INT(cb_hist_add(&h, v[i]), CB_OK);
+        cb_pcts got, want;
+        CB_CHECK_EQ_INT(cb_hist_pcts(&h, &got), CB_OK);
+        CB_CHECK(!h.histogram);
+        cb_stats_pcts(v, n, &want);
+        check_pcts_equal(&got, &want, n, mode);
+        CB_CHECK(got.exact);
+        if (n) {
+            CB_CHECK_EQ_INT(cb_hist_percentile(&h, 0.5), want.p50);
+            CB_CHECK_EQ_INT(cb_hist_percentile(&h, 0.0), want.min);
+            CB_CHECK_EQ_INT(cb_hist_percentile(&h, 1.0), want.max);
+        }
+        CB_CHECK_CMP_INT(cb_hist_bytes(&h), <=, CB_HIST_EXACT_MAX * sizeof(int64_t));
+        cb_hist_fini(&h);
+        cb_hist_fini(&h); /* idempotent */
+    }
+    free(v);
+}
+
+/* |got - want| <= CB_HIST_REL_ERROR * |want| (want is an exact nearest-rank value). */
+static void check_rel(int64_t got, int64_t want, const char *what) {
+    double err = fabs((double)got - (double)want);
+    if (err > CB_HIST_REL_ERROR * fabs((double)want))
+        cb__test_fail(__FILE__, __LINE__, "%s: got %lld, exact %lld, relative error %.3g > %.3g",
+                      what, (long long)got, (long long)want, err / fabs((double)want),
+                      CB_HIST_REL_ERROR);
+}
+
+static void test_hist_lognormal(void) {
+    const size_t n = 1000000;
+    int64_t *v = malloc(n * sizeof *v), *sorted = malloc(n * sizeof *v);
+    cb_rng r;
+    cb_rng_seed(&r, 31337);
+    cb_hist h;
+    cb_hist_init(&h);
+    long double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* latency-like: median 200 us, a long tail (sigma 1.2), never below 2 us */
+        double x = 2000.0 + 200000.0 * exp(1.2 * cb_rng_normal(&r));
+        v[i] = (int64_t)x;
+        sum += (long double)v[i];
+        CB_CHECK(cb_hist_add(&h, v[i]) == CB_OK);
+    }
+    memcpy(sorted, v, n * sizeof *v);
+    qsort(sorted, n, sizeof *sorted, cmp_i64);
+    cb_pcts p;
+    CB_CHECK_EQ_INT(cb_hist_pcts(&h, &p), CB_OK);
+    CB_CHECK(h.histogram);
+    CB_CHECK(!p.exact);
+    CB_CHECK_EQ_INT(p.n, n);
+    CB_CHECK_EQ_INT(p.min, sorted[0]);
+    CB_CHECK_EQ_INT(p.max, sorted[n - 1]);
+    CB_CHECK(p.mean == (double)(sum / (long double)n));
+    check_rel(p.p50, sorted_percentile(sorted, n, 500), "p50");
+    check_rel(p.p90, sorted_percentile(sorted, n, 900), "p90");
+    check_rel(p.p95, sorted_percentile(sorted, n, 950), "p95");
+    check_rel(p.p99, sorted_percentile(sorted, n, 990), "p99");
+    check_rel(p.p999, sorted_percentile(sorted, n, 999), "p999");
+    /* every permille, through cb_hist_percentile */
+    for (int k = 0; k <= 1000; k++) {
+        char what[32];
+        snprintf(what, sizeof what, "p%d/1000", k);
+        check_rel(cb_hist_percentile(&h, k / 1000.0), sorted_percentile(sorted, n, k), what);
+    }
+    size_t bytes = cb_hist_bytes(&h);
+    CB_CHECK_CMP_INT(bytes, <=, CB_HIST_MAX_BYTES);
+    CB_CHECK_CMP_INT(bytes, <=, 128 * 1024); /* ~14 octaves of 4 KiB and the unit buckets */
+    printf("# 1M log-normal values: %zu bytes of histogram\n", bytes);
+    cb_hist_fini(&h);
+    free(v);
+    free(sorted);
+}
+
+/* Histogram mode over values that all fit the unit buckets is exact; negative values count as
+ * 0 there (min stays exact); values up to INT64_MAX land in the top octave. */
+static void test_hist_edges(void) {
+    size_t n = 3 * CB_HIST_EXACT_MAX;
+    int64_t *v = malloc(n * sizeof *v);
+    cb_rng r;
+    cb_rng_seed(&r, 5);
+    cb_hist h;
+    cb_hist_init(&h);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (int64_t)(cb_rng_u64(&r) % CB_HIST_SUB_BUCKETS);
+        cb_hist_add(&h, v[i]);
+    }
+    cb_pcts got, want;
+    cb_hist_pcts(&h, &got);
+    cb_stats_pcts(v, n, &want);
+    CB_CHECK(h.histogram);
+    check_pcts_equal(&got, &want, n, -1);
+    CB_CHECK(got.exact);
+    cb_hist_add(&h, -5);
+    cb_hist_pcts(&h, &got);
+    CB_CHECK(!got.exact);
+    CB_CHECK_EQ_INT(got.min, -5);
+    CB_CHECK_EQ_INT(h.negative, 1);
+    cb_hist_fini(&h);
+
+    cb_hist_init(&h);
+    for (size_t i = 0; i <= CB_HIST_EXACT_MAX; i++) cb_hist_add(&h, INT64_MAX - (int64_t)i);
+    cb_hist_add(&h, 0);
+    cb_hist_pcts(&h, &got);
+    CB_CHECK_EQ_INT(got.max, INT64_MAX);
+    CB_CHECK_EQ_INT(got.min, 0);
+    check_rel(got.p50, INT64_MAX - CB_HIST_EXACT_MAX / 2 - 1, "top p50"); /* rank 4097 of 8194 */
+    CB_CHECK(got.p999 <= INT64_MAX && got.p999 > 0);
+    /* the exact 128-bit sum: mean of 8193 values near 2^63 and a 0 */
+    long double want_mean = 0;
+    for (size_t i = 0; i <= CB_HIST_EXACT_MAX; i++)
+        want_mean += (long double)(INT64_MAX - (int64_t)i) / (CB_HIST_EXACT_MAX + 2);
+    CB_CHECK_NEAR(got.mean, (double)want_mean, 1e-12 * (double)want_mean);
+    CB_CHECK_CMP_INT(cb_hist_bytes(&h), <=, CB_HIST_MAX_BYTES);
+    cb_hist_fini(&h);
+    free(v);
+
+    /* empty */
+    cb_hist_init(&h);
+    CB_CHECK_EQ_INT(cb_hist_pcts(&h, &got), CB_OK);
+    CB_CHECK(got.n == 0 && got.exact && got.p50 == 0);
+    CB_CHECK_EQ_INT(cb_hist_percentile(&h, 0.5), 0);
+    cb_hist_fini(&h);
+}
+
+/* Every allocation of a run that goes through both modes fails in turn: the failure is
+ * reported (CB_ENOMEM from add or pcts), nothing crashes, nothing leaks (ASan). */
+static void test_hist_alloc_failure(void) {
+    cb_rng r;
+    cb_rng_seed(&r, 77);
+    int failures = 0;
+    for (long k = 1; k <= 40; k++) {
+        cb_hist h;
+        cb_hist_init(&h);
+        int add_rc = CB_OK;
+        cb__alloc_fail_after(k);
+        for (int i = 0; i < 3 * CB_HIST_EXACT_MAX; i++) {
+            int rc = cb_hist_add(&h, (int64_t)(cb_rng_u64(&r) % 100000000));
+            if (rc != CB_OK) add_rc = rc;
+        }
+        cb_pcts p;
+        int rc = cb_hist_pcts(&h, &p);
+        cb__alloc_fail_after(0);
+        CB_CHECK(rc == CB_OK || rc == CB_ENOMEM);
+        CB_CHECK_EQ_INT(rc, add_rc);
+        if (rc != CB_OK) {
+            failures++;
+            CB_CHECK(h.failed && p.n == 0);
+            CB_CHECK_EQ_INT(cb_hist_add(&h, 1), CB_ENOMEM); /* stays failed */
+        }
+        cb_hist_fini(&h);
+    }
+    CB_CHECK_CMP_INT(failures, >=, 10);
+    /* and with the size limit: the first chunk is 8 KiB */
+    cb_hist h;
+    cb_hist_init(&h);
+    cb__alloc_limit_bytes(4096);
+    int rc = CB_OK;
+    for (int i = 0; i < 2 * CB_HIST_EXACT_MAX && rc == CB_OK; i++) rc = cb_hist_add(&h, i % 10);
+    cb__alloc_limit_bytes(0);
+    CB_CHECK_EQ_INT(rc, CB_ENOMEM);
+    cb_hist_fini(&h);
+}
+
 int main(void) {
     CB_RUN(test_sort_matches_qsort);
     CB_RUN(test_sort_fallback_without_memory);
@@ -197,5 +391,9 @@ int main(void) {
     CB_RUN(test_percentiles_large);
     CB_RUN(test_mlperf_definition);
     CB_RUN(test_empty);
+    CB_RUN(test_hist_exact_matches_stats);
+    CB_RUN(test_hist_lognormal);
+    CB_RUN(test_hist_edges);
+    CB_RUN(test_hist_alloc_failure);
     return cb_test_done();
 }

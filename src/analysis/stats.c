@@ -9,6 +9,8 @@
  * Percentiles follow MLPerf LoadGen's nearest-rank definition: the value at 1-based rank
  * ceil(p * n), clamped to [1, n]; p * n within a relative 1e-9 of an integer counts as that
  * integer, so 0.07 * 100 is rank 7, not 8, despite binary rounding.
+ * cb_stats_rank is that rank alone, so the streaming histogram (hist.c) applies the very same
+ * definition to its counts.
  * Thread-safety: pure functions over caller-owned arrays; no state.
  * Ownership: values are borrowed; the scratch array is allocated and freed inside the call.
  */
@@ -145,22 +147,28 @@ void cb_stats_sort(int64_t *values, size_t n) {
     intro_sort(values, n, depth);
 }
 
-int64_t cb_stats_nearest_rank(const int64_t *sorted, size_t n, double p) {
-    if (!sorted || n == 0) return 0;
-    if (!(p > 0.0)) return sorted[0]; /* p = 0 (and NaN) is the minimum */
-    if (p >= 1.0) return sorted[n - 1];
+size_t cb_stats_rank(size_t n, double p) {
+    if (n == 0) return 0;
+    if (!(p > 0.0)) return 1; /* p = 0 (and NaN) is the minimum */
+    if (p >= 1.0) return n;
     double x = p * (double)n;
     double r = nearbyint(x);
     if (fabs(x - r) <= 1e-9 * (r > 1.0 ? r : 1.0)) x = r;
     double rank = ceil(x);
     if (rank < 1.0) rank = 1.0;
     if (rank > (double)n) rank = (double)n;
-    return sorted[(size_t)rank - 1];
+    return (size_t)rank;
+}
+
+int64_t cb_stats_nearest_rank(const int64_t *sorted, size_t n, double p) {
+    if (!sorted || n == 0) return 0;
+    return sorted[cb_stats_rank(n, p) - 1];
 }
 
 void cb_stats_pcts(int64_t *values, size_t n, cb_pcts *out) {
     if (!out) return;
     memset(out, 0, sizeof *out);
+    out->exact = true;
     if (!values || n == 0) return;
     cb_stats_sort(values, n);
     out->n = n;

@@ -1,6 +1,7 @@
 /* core/alloc.c - allocation funnel with test fault injection, and arenas.
  *
- * The fault countdown is one process-wide atomic (a test hook, see alloc.h). Arenas are chunk
+ * The fault countdown and the single-allocation size limit are process-wide atomics (test
+ * hooks, see alloc.h), inert unless armed. Arenas are chunk
  * lists; allocations are zeroed and 16-byte aligned; nothing is freed before the arena. */
 #include "core/alloc.h"
 
@@ -21,9 +22,34 @@ static int cb__should_fail(void) {
     return 0;
 }
 
-void *cb_malloc(size_t size) { return cb__should_fail() ? NULL : malloc(size ? size : 1); }
-void *cb_calloc(size_t n, size_t size) { return cb__should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1); }
-void *cb_realloc(void *ptr, size_t size) { return cb__should_fail() ? NULL : realloc(ptr, size ? size : 1); }
+static _Atomic size_t cb__limit_bytes; /* 0 = disarmed; relaxed, like the countdown */
+
+void cb__alloc_limit_bytes(size_t bytes) {
+    atomic_store_explicit(&cb__limit_bytes, bytes, memory_order_relaxed);
+}
+
+/* n * size above the armed limit (an overflowing product is above any limit). */
+static int cb__over_limit(size_t n, size_t size) {
+    size_t limit = atomic_load_explicit(&cb__limit_bytes, memory_order_relaxed);
+    if (limit == 0) return 0;
+    if (size != 0 && n > SIZE_MAX / size) return 1;
+    return n * size > limit;
+}
+
+void *cb_malloc(size_t size) {
+    if (cb__over_limit(1, size) || cb__should_fail()) return NULL;
+    return malloc(size ? size : 1);
+}
+
+void *cb_calloc(size_t n, size_t size) {
+    if (cb__over_limit(n, size) || cb__should_fail()) return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *cb_realloc(void *ptr, size_t size) {
+    if (cb__over_limit(1, size) || cb__should_fail()) return NULL;
+    return realloc(ptr, size ? size : 1);
+}
 void cb_free(void *ptr) { free(ptr); }
 
 char *cb_strndup(const char *s, size_t n) {
