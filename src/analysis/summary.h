@@ -27,15 +27,9 @@
 
 #include "analysis/json.h"
 #include "analysis/stats.h"
-#include "core/spec.h"
 #include "core/event.h"
-
-typedef struct cb_pipeline_record {
-    const cb_query_event *queries; size_t n_queries;      /* every ended query, any order */
-    const cb_stage_event *stage_events; size_t n_stage_events; /* every recorded stage run */
-    const cb_metric_event *metrics; size_t n_metrics;     /* every stage metric report, any order */
-    const cb_splits *splits;       /* the dataset's splits (names for by_split); NULL: none */
-} cb_pipeline_record;
+#include "core/spec.h"
+#include "record/records.h" /* cb_pipeline_record: a pipeline's records, in arrays or files */
 
 typedef struct cb_summary_input {
     const cb_spec *spec;
