@@ -125,6 +125,7 @@ static void test_pipeline_stats(void) {
     CB_CHECK_EQ_INT(st.errors, 0);
     /* Latencies 1000 .. 8000 ns. */
     CB_CHECK_EQ_INT(st.latency_ns.n, 8);
+    CB_CHECK(st.latency_ns.exact && st.stages[1].service_ns.exact && st.stages[1].transition_exact);
     CB_CHECK_EQ_INT(st.latency_ns.min, 1000);
     CB_CHECK_EQ_INT(st.latency_ns.p50, 4000);
     CB_CHECK_EQ_INT(st.latency_ns.p90, 8000);
@@ -222,6 +223,11 @@ static const char k_check_summary[] =
     "st = p1['stages'][0]\n"
     "assert st['runs'] == 0 and st['transition_ns_p50'] is None, st\n"
     "assert st['service_ns']['p50'] is None\n"
+    "pr = d['precision']\n"
+    "assert pr['exact'] is True and pr['approximate'] == [], pr\n"
+    "assert pr['percentiles'] == {'exact_max_values': 8192, 'relative_error_max': 2 ** -10}, pr\n"
+    "assert pr['stage_metric_tenths'] == {'exact_max_reports': 65536, 'query_id_bins': 8192}\n"
+    "assert list(d)[-1] == 'precision', list(d)\n"
     "print('summary ok')\n";
 
 static void test_summary_json(void) {
@@ -299,6 +305,7 @@ static void test_table(void) {
     CB_CHECK_CONTAINS(text, "  a_stage_name_longer_than_the_column: device us p50 0.5 p99 0.5, host us"
                             " p50 1.0 p99 1.0, busy 0%\n");
     CB_CHECK(strstr(text, "decode: device") == NULL);
+    CB_CHECK(strstr(text, "percentiles of more than") == NULL); /* every percentile exact */
     fputs(text, stdout);
     free(text);
 }
@@ -597,11 +604,88 @@ static void test_stage_metrics(void) {
     free(tab);
 }
 
+
+/* Beyond the exact limits: 20000 measured latencies (a permutation of 1000 + 37 * j) go to the
+ * histogram (within 2^-10 of the nearest-rank values, n/min/max/mean exact); a gauge with 70000
+ * reports (value = query id) gets its tenths from the query-id bins; summary.json lists exactly
+ * those figures in "precision" and the table says percentiles are approximate. */
+static void test_beyond_exact_limits(void) {
+    fixture f;
+    fixture_init(&f);
+    enum { NQ = 20000, NM = 70000 };
+    cb_query_event *q = calloc(NQ, sizeof *q);
+    for (int i = 0; i < NQ; i++) {
+        q[i].query_id = (uint64_t)i + 2; /* past the 2 warm-up ids */
+        q[i].scheduled_ns = q[i].submit_ns = T0 + i * 1000LL;
+        q[i].end_ns = q[i].scheduled_ns + 1000 + 37LL * ((i * 7919LL) % NQ);
+        q[i].status = CB_QUERY_OK;
+    }
+    cb_metric_event *m = calloc(NM, sizeof *m);
+    for (int i = 0; i < NM; i++)
+        m[i] = (cb_metric_event){.t_ns = T0, .query_id = (uint64_t)((i * 13LL) % NM) + 2,
+                                 .stage = 1, .metric = 0, .value = (double)((i * 13LL) % NM)};
+    cb_stage_ops model = {.abi_major = CB_STAGE_ABI_MAJOR, .struct_size = sizeof(cb_stage_ops),
+                          .name = "t.model", .metrics = k_mdefs, .n_metrics = 2};
+    f.stages0[1].ops = &model;
+    f.recs[0].queries = q;
+    f.recs[0].n_queries = NQ;
+    f.recs[0].metrics = m;
+    f.recs[0].n_metrics = NM;
+    cb_pipeline_stats st;
+    CB_CHECK_EQ_INT(cb_pipeline_stats_compute(&f.in, 0, &st), CB_OK);
+    CB_CHECK(!st.latency_ns.exact);
+    CB_CHECK_EQ_INT(st.latency_ns.n, NQ);
+    CB_CHECK_EQ_INT(st.latency_ns.min, 1000);
+    CB_CHECK_EQ_INT(st.latency_ns.max, 1000 + 37LL * (NQ - 1));
+    CB_CHECK_NEAR(st.latency_ns.mean, 1000 + 37.0 * (NQ - 1) / 2, 1e-9);
+    int64_t exact50 = 1000 + 37LL * (NQ / 2 - 1), exact99 = 1000 + 37LL * (NQ * 99 / 100 - 1);
+    CB_CHECK_NEAR(st.latency_ns.p50, exact50, exact50 / 1024.0);
+    CB_CHECK_NEAR(st.latency_ns.p99, exact99, exact99 / 1024.0);
+    CB_CHECK(st.stages[1].service_ns.exact); /* 8 runs */
+    cb_pipeline_stats_fini(&st);
+    cb_stage_metrics sm;
+    CB_CHECK_EQ_INT(cb_stage_metrics_compute(&f.in, 0, 0, &sm), CB_OK);
+    const cb_metric_stats *l = &sm.stats[sm.first[1]];
+    CB_CHECK_EQ_INT(l->n, NM);
+    CB_CHECK(!l->tenths_exact);
+    CB_CHECK(l->first == 0 && l->last == NM - 1 && l->min == 0 && l->max == NM - 1);
+    CB_CHECK_NEAR(l->mean, (NM - 1) / 2.0, 1e-9);
+    /* ids 2..70001: bins of w = 69999 / 8192 + 1 = 9 ids; the first tenth (7000 reports) takes
+     * 777 whole bins (6993 reports: values 0..6992) and 7/9 of the next (values 6993..7001). */
+    double head = (6992.0 * 6993.0 / 2 + 7.0 / 9.0 * (6993 + 7001) * 9.0 / 2) / 7000.0;
+    CB_CHECK_NEAR(l->first_tenth_mean, head, 1e-9);
+    CB_CHECK_NEAR(l->first_tenth_mean, 3499.5, 0.01); /* the exact mean of 0..6999 */
+    CB_CHECK_NEAR(l->last_tenth_mean, 66499.5, 0.01);
+    cb_stage_metrics_fini(&sm);
+
+    const char *dir = cb_test_tmpdir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    FILE *out = fopen(path, "w");
+    CB_CHECK_EQ_INT(cb_summary_write_json(&f.in, out, NULL), CB_OK);
+    fclose(out);
+    char *v = cb_test_py_json(path, "d[\"precision\"][\"exact\"], d[\"precision\"][\"approximate\"]");
+    CB_CHECK_STR_EQ(v, "False ['/pipelines/0/latency_ns', "
+                       "'/pipelines/0/stages/1/metrics/loss/first_tenth_mean', "
+                       "'/pipelines/0/stages/1/metrics/loss/last_tenth_mean']");
+    free(v);
+    char *tab = NULL;
+    size_t tlen = 0;
+    FILE *t = open_memstream(&tab, &tlen);
+    cb_summary_print_table(&f.in, t);
+    fclose(t);
+    CB_CHECK_CONTAINS(tab, "  (percentiles of more than 8192 values: within 0.098%)\n");
+    free(tab);
+    free(q);
+    free(m);
+}
+
 int main(void) {
     CB_RUN(test_pipeline_stats);
     CB_RUN(test_stage_metrics);
     CB_RUN(test_summary_json);
     CB_RUN(test_table);
+    CB_RUN(test_beyond_exact_limits);
     CB_RUN(test_json_writer);
     CB_RUN(test_env_json);
     return cb_test_done();

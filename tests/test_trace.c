@@ -3,8 +3,9 @@
  * tests/check_trace.py (every slice matches one row, flows chain every multi-slice query,
  * counters match the metrics rows, thread names exist), and the checker is shown to fail on a
  * corrupted trace. Also: query sampling under max_slices, shared pids, malformed and missing
- * metrics.csv (errors name file and line, nothing written), an empty run, and the stride
- * search on sparse query ids and on a query 0 larger than the cap. */
+ * metrics.csv (errors name file and line, nothing written), an empty run, the stride choice
+ * on sparse query ids and on a query 0 larger than the cap, and the stride doubling when the
+ * first choice (ids assumed evenly spread) keeps more slices than the cap. */
 #include "harness.h"
 
 #include <stdlib.h>
@@ -211,7 +212,10 @@ static void test_trace_sampling(void) {
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_trace_input in = trace_input(&f);
-    in.max_slices = 40; /* 190 slices: stride 5 keeps 10 x 3 + 4 x 2 = 38 */
+    /* 190 slices; expected kept with stride k (ids 0..49 x 3 slices, 0..19 x 2):
+     * (49 / k + 1) * 3 + (19 / k + 1) * 2: 49 for k = 4, 38 for k = 5, which is also what
+     * stride 5 keeps: 10 x 3 + 4 x 2. */
+    in.max_slices = 40;
     cb_error err;
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(write_trace(&in, f.trace, &err), CB_OK);
@@ -351,8 +355,8 @@ static void test_trace_empty_run(void) {
     fixture_fini(&f);
 }
 
-/* Hand-built records: sparse query ids (the stride search's fallback) and a query 0 that
- * alone exceeds the cap (written whole: every stride keeps it). */
+/* Hand-built records: sparse query ids and a query 0 that alone exceeds the cap (written
+ * whole: every stride keeps it). */
 static void test_trace_stride_edges(void) {
     cb_stage_spec st[1] = {{.name = "s", .workers = 1}};
     cb_pipeline_spec ps = {.name = "p", .stages = st, .n_stages = 1};
@@ -373,12 +377,14 @@ static void test_trace_stride_edges(void) {
     FILE *out = open_memstream(&buf, &len);
     CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_OK);
     fclose(out);
-    /* k = 2 keeps all four (even ids); k = 3 keeps 0 and 3e12. */
+    /* Expected kept, ids assumed spread over 0..3e12: (3e12 / k + 1) * 4 / (3e12 + 1), just
+     * above 2 for k = 2, 1.33 for k = 3: k = 3, which keeps 0 and 3e12. */
     CB_CHECK_CONTAINS(buf, "\"query_sampling_stride\":3,");
     CB_CHECK_CONTAINS(buf, "\"slices_written\":2,");
     free(buf);
 
-    /* Query 0 with 5 slices, queries 1-3 with one each, cap 2. */
+    /* Query 0 with 5 slices, queries 1-3 with one each, cap 2: expected kept (3 / k + 1) * 2
+     * is 2 for k = 4 (query 0 only); the buffer holds max(cap, query 0's 5 slices). */
     for (int i = 0; i < 8; i++) {
         ev[i].query_id = i < 5 ? 0 : (uint64_t)i - 4;
         ev[i].start_ns = 1000 + i * 100;
@@ -396,6 +402,46 @@ static void test_trace_stride_edges(void) {
     free(buf);
 }
 
+/* The stride doubles while filling: ids 0..99, multiples of 8 with 10 slices each and the
+ * others one, cap 30. Spread evenly, 217 slices over 100 ids would fit with k = 8 (13 ids x
+ * 2.17 = 28.2); really k = 8 keeps 13 x 10. Read in id order, the buffer (30 slices) fills at
+ * id 24 (k -> 16: keeps 0, 16), at 48 (k -> 32: 0, 32) and at 96 (k -> 64: 0, 64). */
+static void test_trace_stride_doubling(void) {
+    cb_stage_spec st[1] = {{.name = "s", .workers = 1}};
+    cb_pipeline_spec ps = {.name = "p", .stages = st, .n_stages = 1};
+    cb_spec spec = {.name = "doubling", .pipelines = &ps, .n_pipelines = 1};
+    cb_stage_event ev[300];
+    size_t n = 0;
+    for (int id = 0; id < 100; id++)
+        for (int k = 0; k < (id % 8 == 0 ? 10 : 1); k++)
+            ev[n++] = (cb_stage_event){.query_id = (uint64_t)id, .start_ns = 1000 * id + 10 * k,
+                                       .end_ns = 1000 * id + 10 * k + 5,
+                                       .device_ns = CB_DEVICE_NS_NONE};
+    CB_CHECK_EQ_INT(n, 217);
+    cb_pipeline_record r = {.stage_events = ev, .n_stage_events = n};
+    cb_trace_input in = {.spec = &spec, .pipelines = &r, .max_slices = 30};
+    cb_error err;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_OK);
+    fclose(out);
+    CB_CHECK_CONTAINS(buf, "\"slices_total\":217,\"slices_written\":20,\"query_sampling_stride\":64,");
+    CB_CHECK_EQ_INT(count_str(buf, "\"ph\":\"X\""), 20);
+    CB_CHECK_EQ_INT(count_str(buf, "\"query\":64,"), 10);
+    CB_CHECK_EQ_INT(count_str(buf, "\"query\":0,"), 10);
+    free(buf);
+    /* Cap 40: first k = 6 (expected 17 ids x 2.17 = 36.9), which really keeps 62; doubled to
+     * 12, 24, then 48: 0, 48, 96 (30 slices). */
+    in.max_slices = 40;
+    buf = NULL;
+    out = open_memstream(&buf, &len);
+    CB_CHECK_EQ_INT(cb_trace_write(&in, out, &err), CB_OK);
+    fclose(out);
+    CB_CHECK_CONTAINS(buf, "\"slices_written\":30,\"query_sampling_stride\":48,");
+    free(buf);
+}
+
 int main(void) {
     CB_RUN(test_trace_matches_events);
     CB_RUN(test_trace_sampling);
@@ -403,5 +449,6 @@ int main(void) {
     CB_RUN(test_trace_bad_metrics);
     CB_RUN(test_trace_empty_run);
     CB_RUN(test_trace_stride_edges);
+    CB_RUN(test_trace_stride_doubling);
     return cb_test_done();
 }

@@ -1,11 +1,20 @@
 /* analysis/interference.c - collocated vs isolated figures, the common window, STP, ANTT,
  * fairness, and the end-of-run table. Definitions in interference.h.
  *
- * Design: one pass over each pipeline's query records finds its warm-up end and finish; the
- * common window follows; a second pass collects the latencies and stage service times inside
- * it into scratch arrays for nearest-rank percentiles (stats.c). Isolated figures come from the
+ * Design: streaming passes over each pipeline's records (record/records.h). Pass 1 over each
+ * pipeline's queries finds its warm-up end and finish; the common window follows (it is only
+ * known once every pipeline has been read). Pass 2, per pipeline: its queries feed a cb_hist of
+ * the latencies of the measured ok queries ending inside the window, and its stage events, per
+ * group of at most CB_INTERFERENCE_STAGES_PER_PASS stages, a cb_hist of service times of the
+ * runs ending inside it (the median and the exact mean). Isolated figures come from the
  * ordinary summary statistics of the baseline runs (cb_pipeline_stats_compute), so "isolated"
- * means exactly what summary.json of that run says.
+ * means exactly what summary.json of that run says. Percentiles are exact up to
+ * CB_HIST_EXACT_MAX values, else within CB_HIST_REL_ERROR (analysis/hist.h); r->exact says
+ * whether all of them were, and the JSON says so ("percentiles_exact").
+ * Memory (per call, whatever the number of records): one 1 MiB read buffer at a time, one
+ * latency cb_hist, one service cb_hist per stage of a group (at most 32 * CB_HIST_MAX_BYTES =
+ * 9 MiB in the worst case, ~64 KiB each for real latencies), what cb_pipeline_stats_compute uses
+ * (summary.c) for baselines, and O(pipelines * stages) for the result.
  * Thread-safety: pure over borrowed inputs. Ownership: the result owns its arrays and borrows
  * the input until cb_interference_fini.
  */
@@ -14,73 +23,115 @@
 #include <math.h>
 #include <string.h>
 
+#include "analysis/hist.h"
 #include "core/alloc.h"
 
-/* Percentiles of the measured ok queries of rec ending in [ws, we] (all if !window). */
-static size_t window_latency(const cb_pipeline_record *rec, int64_t warmup, bool window,
-                             int64_t ws, int64_t we, cb_pcts *out) {
-    memset(out, 0, sizeof *out);
-    int64_t *v = cb_malloc((rec->n_queries ? rec->n_queries : 1) * sizeof *v);
-    if (!v) return 0;
-    size_t n = 0;
-    for (size_t i = 0; i < rec->n_queries; i++) {
-        const cb_query_event *q = &rec->queries[i];
-        if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
-        if (window && (q->end_ns < ws || q->end_ns > we)) continue;
-        v[n++] = q->end_ns - q->scheduled_ns;
+#define CB_INTERFERENCE_STAGES_PER_PASS 32
+
+/* Pass 1: the warm-up end (first measured scheduled time) and finish (last measured ok end). */
+static int warmup_and_finish(const cb_pipeline_record *rec, int64_t warmup, int64_t *first,
+                             int64_t *last, cb_error *err) {
+    *first = INT64_MAX;
+    *last = INT64_MIN;
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, rec, CB_REC_QUERIES, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        for (const cb_query_event *q = b, *end = q + nb; q < end; q++) {
+            if (cb_query_is_warmup(q, warmup)) continue;
+            if (q->scheduled_ns < *first) *first = q->scheduled_ns;
+            if (q->status == CB_QUERY_OK && q->end_ns > *last) *last = q->end_ns;
+        }
+        rc = CB_OK;
     }
-    cb_stats_pcts(v, n, out);
-    cb_free(v);
-    return n;
+    cb_rec_iter_close(&it);
+    return rc;
 }
 
-static int64_t window_service_p50(const cb_pipeline_record *rec, size_t stage, int64_t warmup,
-                                  bool window, int64_t ws, int64_t we, double *mean) {
-    int64_t *v = cb_malloc((rec->n_stage_events ? rec->n_stage_events : 1) * sizeof *v);
-    if (!v) return -1;
-    size_t n = 0;
-    for (size_t i = 0; i < rec->n_stage_events; i++) {
-        const cb_stage_event *e = &rec->stage_events[i];
-        if (e->stage != stage || cb_stage_event_is_warmup(e, warmup)) continue;
-        if (window && (e->end_ns < ws || e->end_ns > we)) continue;
-        v[n++] = e->end_ns - e->start_ns;
+/* Percentiles of the measured ok queries of rec ending in [ws, we] (all if !window). */
+static int window_latency(const cb_pipeline_record *rec, int64_t warmup, bool window,
+                          int64_t ws, int64_t we, cb_pcts *out, cb_error *err) {
+    memset(out, 0, sizeof *out);
+    cb_hist h;
+    cb_hist_init(&h);
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, rec, CB_REC_QUERIES, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        for (const cb_query_event *q = b, *end = q + nb; q < end; q++) {
+            if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
+            if (window && (q->end_ns < ws || q->end_ns > we)) continue;
+            cb_hist_add(&h, q->end_ns - q->scheduled_ns);
+        }
+        rc = CB_OK;
     }
-    int64_t r = -1;
-    *mean = -1;
-    if (n) {
-        double sum = 0;
-        for (size_t i = 0; i < n; i++) sum += (double)v[i];
-        *mean = sum / (double)n;
-        cb_stats_sort(v, n);
-        r = cb_stats_nearest_rank(v, n, 0.5);
+    cb_rec_iter_close(&it);
+    if (rc == CB_OK && cb_hist_pcts(&h, out) != CB_OK)
+        rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+    cb_hist_fini(&h);
+    return rc;
+}
+
+/* Collocated service median and mean of stages [g0, g0 + ng) over the runs ending in the
+ * window (all if !window). */
+static int window_service(const cb_pipeline_record *rec, size_t g0, size_t ng, int64_t warmup,
+                          bool window, int64_t ws, int64_t we, cb_interference_stage *stages,
+                          bool *exact, cb_error *err) {
+    cb_hist *h = cb_calloc(ng, sizeof *h);
+    if (!h) return cb_error_set(err, CB_ENOMEM, "out of memory");
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, rec, CB_REC_EVENTS, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        for (const cb_stage_event *e = b, *end = e + nb; e < end; e++) {
+            size_t s = (size_t)e->stage - g0;
+            if (e->stage < g0 || s >= ng || cb_stage_event_is_warmup(e, warmup)) continue;
+            if (window && (e->end_ns < ws || e->end_ns > we)) continue;
+            cb_hist_add(&h[s], e->end_ns - e->start_ns);
+        }
+        rc = CB_OK;
     }
-    cb_free(v);
-    return r;
+    cb_rec_iter_close(&it);
+    for (size_t s = 0; s < ng; s++) {
+        cb_interference_stage *st = &stages[g0 + s];
+        st->collocated_service_p50_ns = -1;
+        st->collocated_service_mean_ns = -1;
+        cb_pcts p;
+        if (rc == CB_OK && cb_hist_pcts(&h[s], &p) != CB_OK)
+            rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+        if (rc == CB_OK && p.n) {
+            st->collocated_service_p50_ns = p.p50;
+            st->collocated_service_mean_ns = p.mean;
+            *exact = *exact && p.exact;
+        }
+        cb_hist_fini(&h[s]);
+    }
+    cb_free(h);
+    return rc;
 }
 
 int cb_interference_compute(const cb_interference_input *in, cb_interference *out) {
     memset(out, 0, sizeof *out);
     out->in = in;
+    out->exact = true;
     out->stp = out->antt = out->fairness = NAN;
     const cb_summary_input *c = in->collocated;
     const cb_spec *spec = c->spec;
     out->n_pipelines = spec->n_pipelines;
     out->pipelines = cb_calloc(spec->n_pipelines ? spec->n_pipelines : 1, sizeof *out->pipelines);
-    if (!out->pipelines) return CB_ENOMEM;
+    if (!out->pipelines) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
     /* Warm-up ends and finishes, then the common window. */
     int64_t ws = INT64_MIN, we = INT64_MAX;
     size_t active = 0;
     for (size_t p = 0; p < spec->n_pipelines; p++) {
         cb_interference_pipeline *r = &out->pipelines[p];
-        const cb_pipeline_record *rec = &c->pipelines[p];
         int64_t warmup = spec->pipelines[p].loadgen.warmup_queries;
-        int64_t first = INT64_MAX, last = INT64_MIN;
-        for (size_t i = 0; i < rec->n_queries; i++) {
-            const cb_query_event *q = &rec->queries[i];
-            if (cb_query_is_warmup(q, warmup)) continue;
-            if (q->scheduled_ns < first) first = q->scheduled_ns;
-            if (q->status == CB_QUERY_OK && q->end_ns > last) last = q->end_ns;
-        }
+        int64_t first, last;
+        int rc = warmup_and_finish(&c->pipelines[p], warmup, &first, &last, &out->err);
+        if (rc != CB_OK) return rc;
         if (last == INT64_MIN) continue; /* measured nothing: not part of the window */
         r->warmup_end_ns = first;
         r->finish_ns = last;
@@ -100,7 +151,10 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         const cb_pipeline_record *rec = &c->pipelines[p];
         int64_t warmup = ps->loadgen.warmup_queries;
         cb_pcts lat;
-        r->queries_in_window = window_latency(rec, warmup, out->window_overlap, ws, we, &lat);
+        int rc = window_latency(rec, warmup, out->window_overlap, ws, we, &lat, &out->err);
+        if (rc != CB_OK) return rc;
+        out->exact = out->exact && lat.exact;
+        r->queries_in_window = lat.n;
         r->collocated_p50_ns = lat.n ? lat.p50 : -1;
         r->collocated_p99_ns = lat.n ? lat.p99 : -1;
         if (out->window_overlap) {
@@ -108,14 +162,25 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
             total_in_window += r->queries_in_window;
         } else {
             cb_pipeline_stats st;
-            if (cb_pipeline_stats_compute(c, p, &st) == CB_OK) r->collocated_qps = st.throughput_qps;
+            rc = cb_pipeline_stats_compute(c, p, &st);
+            if (rc == CB_EIO) {
+                cb_error_set(&out->err, rc, "%s", st.err.msg);
+                cb_pipeline_stats_fini(&st);
+                return rc;
+            }
+            if (rc == CB_OK) r->collocated_qps = st.throughput_qps;
             cb_pipeline_stats_fini(&st);
         }
         r->stages = cb_calloc(ps->n_stages ? ps->n_stages : 1, sizeof *r->stages);
-        if (!r->stages) return CB_ENOMEM;
+        if (!r->stages) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
+        for (size_t g0 = 0; g0 < ps->n_stages; g0 += CB_INTERFERENCE_STAGES_PER_PASS) {
+            size_t ng = ps->n_stages - g0 < CB_INTERFERENCE_STAGES_PER_PASS
+                            ? ps->n_stages - g0 : CB_INTERFERENCE_STAGES_PER_PASS;
+            rc = window_service(rec, g0, ng, warmup, out->window_overlap, ws, we, r->stages,
+                                &out->exact, &out->err);
+            if (rc != CB_OK) return rc;
+        }
         for (size_t s = 0; s < ps->n_stages; s++) {
-            r->stages[s].collocated_service_p50_ns = window_service_p50(
-                rec, s, warmup, out->window_overlap, ws, we, &r->stages[s].collocated_service_mean_ns);
             r->stages[s].isolated_service_p50_ns = -1;
             r->stages[s].isolated_service_mean_ns = -1;
         }
@@ -127,7 +192,14 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
             continue;
         }
         cb_pipeline_stats st;
-        if (cb_pipeline_stats_compute(iso, 0, &st) != CB_OK) {
+        rc = cb_pipeline_stats_compute(iso, 0, &st);
+        if (rc == CB_EIO) {
+            cb_error_set(&out->err, rc, "baseline of %s: %s", ps->name ? ps->name : "?",
+                         st.err.msg);
+            cb_pipeline_stats_fini(&st);
+            return rc;
+        }
+        if (rc != CB_OK) {
             cb_pipeline_stats_fini(&st);
             out->have_baseline = false;
             continue;
@@ -136,11 +208,13 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         if (st.measured) {
             r->isolated_p50_ns = st.latency_ns.p50;
             r->isolated_p99_ns = st.latency_ns.p99;
+            out->exact = out->exact && st.latency_ns.exact;
         }
         for (size_t s = 0; s < ps->n_stages && s < iso->spec->pipelines[0].n_stages; s++)
             if (st.stages && st.stages[s].runs) {
                 r->stages[s].isolated_service_p50_ns = st.stages[s].service_ns.p50;
                 r->stages[s].isolated_service_mean_ns = st.stages[s].service_ns.mean;
+                out->exact = out->exact && st.stages[s].service_ns.exact;
             }
         cb_pipeline_stats_fini(&st);
         if (r->isolated_qps > 0 && r->collocated_qps > 0) r->slowdown = r->isolated_qps / r->collocated_qps;
@@ -210,6 +284,8 @@ void cb_interference_json(const cb_interference *r, cb_json *j) {
     cb_json_array_end(j);
     cb_json_key(j, "window_overlap");
     cb_json_bool(j, r->window_overlap);
+    cb_json_key(j, "percentiles_exact");
+    cb_json_bool(j, r->exact);
     cb_json_key(j, "stp");
     cb_json_double(j, r->stp);
     cb_json_key(j, "antt");

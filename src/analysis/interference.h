@@ -16,6 +16,11 @@
  * - normalized progress NP = collocated_qps / isolated_qps; slowdown = 1 / NP (2.0 = half
  *   speed); STP = sum of NP (system throughput, in "isolated pipelines' worth"); ANTT = mean of
  *   slowdowns (average normalized turnaround time, for fixed work); fairness = min NP / max NP.
+ * - percentiles (latency p50/p99, service medians) are exact up to CB_HIST_EXACT_MAX values and
+ *   within CB_HIST_REL_ERROR beyond (analysis/hist.h): "percentiles_exact" says whether all were
+ *   exact. Means, counts and rates are exact.
+ * Records are read in streaming passes (record/records.h), so memory does not grow with them; a
+ * record file that cannot be read is CB_EIO with the file named in the result's err.
  * Pure functions over borrowed inputs; thread-safe.
  */
 #ifndef CB_ANALYSIS_INTERFERENCE_H
@@ -72,8 +77,11 @@ typedef struct cb_interference {
     double stp, antt, fairness;              /* NaN without a baseline */
     cb_interference_pipeline *pipelines;
     size_t n_pipelines;
+    bool exact;                              /* every percentile above is exact */
+    cb_error err;                            /* after a failed compute: why */
 } cb_interference;
 
+/* CB_OK, CB_ENOMEM or CB_EIO (out->err names the file). cb_interference_fini in every case. */
 int cb_interference_compute(const cb_interference_input *in, cb_interference *out);
 void cb_interference_fini(cb_interference *r);
 /* Writes the key "collocation" and its object. */

@@ -1,12 +1,26 @@
 /* analysis/stage_metrics.c - aggregates of stage metric reports (see stage_metrics.h).
  *
- * Design: one counting pass over the pipeline's metric records groups the measured ones by
- * (stage, metric) (a counting sort of record indices, O(records) memory); then each metric's
- * reports are copied into one scratch array, sorted by (query id, time), and summarised in one
- * walk, so "first", "last" and the tenths follow query order whatever order the worker threads
- * logged them in. The metric definitions come from each stage's ops (only when its struct_size
- * covers them: cb_registry_ops_metrics); records naming a stage or metric outside the spec are
- * ignored (a recorder bug must not crash the summary).
+ * Design: streaming passes over the pipeline's metric records (record/records.h), one group of
+ * at most CB_STAGE_METRICS_PER_PASS declared metrics (flat index over (stage, metric)) per
+ * pass; one group in practice.
+ * - Pass 1 keeps per metric: n, non_finite, a compensated (Neumaier) sum, min, max, the first
+ *   and last report by (query id, time), per split n, sum and last by the same order, the
+ *   smallest and largest query id, and, for a GAUGE, up to CB_STAGE_METRICS_EXACT_MAX reports
+ *   (query id, time, value: 24 bytes) in an array grown by doubling. When a gauge passes that
+ *   many, its array is freed and it is "binned".
+ * - Tenths of a gauge that kept every report: the array sorted by (query id, time) (qsort),
+ *   then the first and last ceil(n / 10) values summed, so they follow query order whatever
+ *   order the worker threads logged them in: exact.
+ * - Pass 2, only for binned gauges: CB_STAGE_METRICS_BINS bins of width w = span / BINS + 1
+ *   query ids over [min id, max id] (span = max - min) count and sum the reports; the tenths
+ *   take whole bins from each end and the bin straddling the boundary pro rata (stage_metrics.h).
+ * The metric definitions come from each stage's ops (only when its struct_size covers them:
+ * cb_registry_ops_metrics); records naming a stage or metric outside the spec are ignored (a
+ * recorder bug must not crash the summary).
+ * Memory (per call, whatever the number of reports): one 1 MiB read buffer for a file source;
+ * per metric of a group ~200 bytes, plus for a gauge up to 24 * 65536 = 1.5 MiB of kept reports
+ * or, binned, 8192 * 16 = 128 KiB of bins: at most CB_STAGE_METRICS_PER_PASS * 1.5 MiB = 24 MiB;
+ * plus O(declared metrics) for the results.
  * Thread-safety: pure functions over borrowed inputs. Ownership: out's arrays are cb_malloc'd and
  * freed by cb_stage_metrics_fini; definitions are borrowed from the ops tables.
  */
@@ -18,11 +32,13 @@
 
 #include "core/alloc.h"
 
+#define CB_STAGE_METRICS_PER_PASS 16
+#define CB_STAGE_METRICS_FIRST_CAP 256
+
 typedef struct report {
     uint64_t query_id;
     int64_t t_ns;
     double value;
-    int split;
 } report;
 
 static int cmp_report(const void *a, const void *b) {
@@ -30,6 +46,53 @@ static int cmp_report(const void *a, const void *b) {
     if (x->query_id != y->query_id) return x->query_id < y->query_id ? -1 : 1;
     return (x->t_ns > y->t_ns) - (x->t_ns < y->t_ns);
 }
+
+/* (q1, t1) < (q2, t2) in report order. */
+static inline bool key_less(uint64_t q1, int64_t t1, uint64_t q2, int64_t t2) {
+    return q1 < q2 || (q1 == q2 && t1 < t2);
+}
+
+/* Neumaier's compensated sum: the result barely depends on the order of the terms. */
+typedef struct csum {
+    double s, c;
+} csum;
+
+static inline void csum_add(csum *k, double v) {
+    double t = k->s + v;
+    if (fabs(k->s) >= fabs(v))
+        k->c += (k->s - t) + v;
+    else
+        k->c += (v - t) + k->s;
+    k->s = t;
+}
+
+static inline double csum_get(const csum *k) { return k->s + k->c; }
+
+typedef struct split_acc {
+    size_t n;
+    csum sum;
+    uint64_t last_q;
+    int64_t last_t;
+    double last;
+} split_acc;
+
+typedef struct metric_acc {
+    bool gauge;
+    size_t n, non_finite;
+    csum sum;
+    double min, max;
+    uint64_t first_q, last_q, min_id, max_id;
+    int64_t first_t, last_t;
+    double first, last;
+    split_acc split[CB_MAX_SPLITS];
+    report *kept;            /* gauge, exact path: every finite report, up to EXACT_MAX */
+    size_t n_kept, cap;
+    bool binned;             /* gauge with more reports than CB_STAGE_METRICS_EXACT_MAX */
+    uint64_t bin_w;          /* pass 2: query ids per bin */
+    size_t n_bins;
+    uint64_t *bin_n;
+    double *bin_sum;
+} metric_acc;
 
 /* Flat index of a measured record's (stage, metric), or total when it is warm-up or names no
  * declared metric. */
@@ -50,48 +113,201 @@ void cb_stage_metrics_fini(cb_stage_metrics *m) {
     m->n_stages = 0;
 }
 
-/* Summarises n sorted reports into st (def and per_second are the caller's). */
-static void summarise(const report *r, size_t n, int n_splits, cb_metric_stats *st) {
-    size_t finite = 0;
-    for (size_t i = 0; i < n; i++) finite += isfinite(r[i].value) != 0;
-    st->non_finite = n - finite;
-    st->n = finite;
-    st->sum = 0.0;
+static void acc_free(metric_acc *a) {
+    cb_free(a->kept);
+    cb_free(a->bin_n);
+    cb_free(a->bin_sum);
+    a->kept = NULL;
+    a->bin_n = NULL;
+    a->bin_sum = NULL;
+}
+
+/* Pass 1 for one finite or non-finite report. */
+static int acc_add(metric_acc *a, const cb_metric_event *e, int n_splits) {
+    double v = e->value;
+    if (!isfinite(v)) {
+        a->non_finite++;
+        return CB_OK;
+    }
+    uint64_t q = e->query_id;
+    int64_t t = e->t_ns;
+    if (a->n == 0) {
+        a->min = a->max = a->first = a->last = v;
+        a->first_q = a->last_q = a->min_id = a->max_id = q;
+        a->first_t = a->last_t = t;
+    } else {
+        if (v < a->min) a->min = v;
+        if (v > a->max) a->max = v;
+        if (key_less(q, t, a->first_q, a->first_t)) {
+            a->first_q = q;
+            a->first_t = t;
+            a->first = v;
+        }
+        if (!key_less(q, t, a->last_q, a->last_t)) {
+            a->last_q = q;
+            a->last_t = t;
+            a->last = v;
+        }
+        if (q < a->min_id) a->min_id = q;
+        if (q > a->max_id) a->max_id = q;
+    }
+    a->n++;
+    csum_add(&a->sum, v);
+    int sp = e->split;
+    if (sp >= 0 && sp < n_splits) {
+        split_acc *s = &a->split[sp];
+        if (s->n == 0 || !key_less(q, t, s->last_q, s->last_t)) {
+            s->last_q = q;
+            s->last_t = t;
+            s->last = v;
+        }
+        s->n++;
+        csum_add(&s->sum, v);
+    }
+    if (!a->gauge || a->binned) return CB_OK;
+    if (a->n_kept == CB_STAGE_METRICS_EXACT_MAX) { /* too many to keep: bins in pass 2 */
+        cb_free(a->kept);
+        a->kept = NULL;
+        a->n_kept = a->cap = 0;
+        a->binned = true;
+        return CB_OK;
+    }
+    if (a->n_kept == a->cap) {
+        size_t cap = a->cap ? 2 * a->cap : CB_STAGE_METRICS_FIRST_CAP;
+        if (cap > CB_STAGE_METRICS_EXACT_MAX) cap = CB_STAGE_METRICS_EXACT_MAX;
+        report *g = cb_realloc(a->kept, cap * sizeof *g);
+        if (!g) return CB_ENOMEM;
+        a->kept = g;
+        a->cap = cap;
+    }
+    a->kept[a->n_kept++] = (report){q, t, v};
+    return CB_OK;
+}
+
+/* Means of the first and last `tenth` values from the bins (pro rata in the straddling bin). */
+static void binned_tenths(const metric_acc *a, size_t tenth, double *head, double *tail) {
+    double h = 0.0, t = 0.0;
+    size_t cum = 0;
+    for (size_t b = 0; b < a->n_bins && cum < tenth; b++) {
+        if (!a->bin_n[b]) continue;
+        if (cum + a->bin_n[b] <= tenth) {
+            h += a->bin_sum[b];
+            cum += a->bin_n[b];
+        } else {
+            h += a->bin_sum[b] * (double)(tenth - cum) / (double)a->bin_n[b];
+            cum = tenth;
+        }
+    }
+    cum = 0;
+    for (size_t b = a->n_bins; b-- > 0 && cum < tenth;) {
+        if (!a->bin_n[b]) continue;
+        if (cum + a->bin_n[b] <= tenth) {
+            t += a->bin_sum[b];
+            cum += a->bin_n[b];
+        } else {
+            t += a->bin_sum[b] * (double)(tenth - cum) / (double)a->bin_n[b];
+            cum = tenth;
+        }
+    }
+    *head = h / (double)tenth;
+    *tail = t / (double)tenth;
+}
+
+/* Final figures of one metric (def and per_second are the caller's). */
+static void acc_finish(metric_acc *a, int n_splits, cb_metric_stats *st) {
+    st->non_finite = a->non_finite;
+    st->n = a->n;
+    st->sum = csum_get(&a->sum);
     st->mean = st->first = st->last = st->min = st->max = NAN;
     st->first_tenth_mean = st->last_tenth_mean = NAN;
-    st->n_splits = n_splits;
-    double split_sum[CB_MAX_SPLITS] = {0};
-    for (int k = 0; k < n_splits; k++) {
-        st->by_split[k].n = 0;
-        st->by_split[k].mean = st->by_split[k].last = NAN;
+    st->tenths_exact = !a->binned;
+    st->n_splits = a->gauge ? n_splits : 0;
+    for (int k = 0; k < st->n_splits; k++) {
+        st->by_split[k].n = a->split[k].n;
+        st->by_split[k].mean = a->split[k].n ? csum_get(&a->split[k].sum) / (double)a->split[k].n
+                                             : NAN;
+        st->by_split[k].last = a->split[k].n ? a->split[k].last : NAN;
     }
-    if (finite == 0) return;
-    size_t tenth = (finite + 9) / 10; /* ceil(n / 10) >= 1 */
-    double head = 0.0, tail = 0.0;
-    size_t k = 0; /* index among finite reports */
-    for (size_t i = 0; i < n; i++) {
-        double v = r[i].value;
-        if (!isfinite(v)) continue;
-        if (k == 0) st->first = st->min = st->max = v;
-        if (v < st->min) st->min = v;
-        if (v > st->max) st->max = v;
-        st->last = v;
-        st->sum += v;
-        if (k < tenth) head += v;
-        if (k >= finite - tenth) tail += v;
-        int sp = r[i].split;
-        if (sp >= 0 && sp < n_splits) {
-            st->by_split[sp].n++;
-            split_sum[sp] += v;
-            st->by_split[sp].last = v;
+    if (a->n == 0) return;
+    st->mean = st->sum / (double)a->n;
+    st->first = a->first;
+    st->last = a->last;
+    st->min = a->min;
+    st->max = a->max;
+    size_t tenth = (a->n + 9) / 10; /* ceil(n / 10) >= 1 */
+    if (a->binned) {
+        binned_tenths(a, tenth, &st->first_tenth_mean, &st->last_tenth_mean);
+        return;
+    }
+    if (!a->gauge) {
+        /* A COUNT keeps no reports: its tenths are not reported (json and table skip them). */
+        st->tenths_exact = true;
+        return;
+    }
+    if (a->n_kept > 1) qsort(a->kept, a->n_kept, sizeof *a->kept, cmp_report);
+    csum head = {0}, tail = {0};
+    for (size_t i = 0; i < tenth; i++) csum_add(&head, a->kept[i].value);
+    for (size_t i = a->n_kept - tenth; i < a->n_kept; i++) csum_add(&tail, a->kept[i].value);
+    st->first_tenth_mean = csum_get(&head) / (double)tenth;
+    st->last_tenth_mean = csum_get(&tail) / (double)tenth;
+}
+
+/* One pass over the metric records for the flat metrics [g0, g0 + ng). pass2: bins only. */
+static int metric_pass(const cb_pipeline_record *rec, const cb_stage_metrics *m, size_t g0,
+                       size_t ng, int64_t warmup, int n_splits, metric_acc *acc, bool pass2,
+                       cb_error *err) {
+    const size_t total = m->first[m->n_stages];
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, rec, CB_REC_METRICS, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        rc = CB_OK;
+        const cb_metric_event *e = b, *end = e + nb;
+        for (; e < end && rc == CB_OK; e++) {
+            size_t f = flat_index(m, e, warmup, total);
+            if (f == total || f < g0 || f - g0 >= ng) continue;
+            metric_acc *a = &acc[f - g0];
+            if (!pass2) {
+                if (acc_add(a, e, n_splits) != CB_OK)
+                    rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+                continue;
+            }
+            if (!a->binned || !isfinite(e->value)) continue;
+            size_t bin = (size_t)((e->query_id - a->min_id) / a->bin_w);
+            a->bin_n[bin]++;
+            a->bin_sum[bin] += e->value;
         }
-        k++;
     }
-    st->mean = st->sum / (double)finite;
-    st->first_tenth_mean = head / (double)tenth;
-    st->last_tenth_mean = tail / (double)tenth;
-    for (int s = 0; s < n_splits; s++)
-        if (st->by_split[s].n) st->by_split[s].mean = split_sum[s] / (double)st->by_split[s].n;
+    cb_rec_iter_close(&it);
+    return rc;
+}
+
+static int metric_group(const cb_pipeline_record *rec, cb_stage_metrics *m, size_t g0,
+                        size_t ng, int64_t warmup, int n_splits) {
+    metric_acc *acc = cb_calloc(ng, sizeof *acc);
+    if (!acc) return cb_error_set(&m->err, CB_ENOMEM, "out of memory");
+    for (size_t i = 0; i < ng; i++) acc[i].gauge = m->stats[g0 + i].def->kind == CB_METRIC_GAUGE;
+    int rc = metric_pass(rec, m, g0, ng, warmup, n_splits, acc, false, &m->err);
+    bool binned = false;
+    for (size_t i = 0; rc == CB_OK && i < ng; i++) {
+        metric_acc *a = &acc[i];
+        if (!a->binned) continue;
+        binned = true;
+        uint64_t span = a->max_id - a->min_id;
+        a->bin_w = span / CB_STAGE_METRICS_BINS + 1;
+        a->n_bins = (size_t)(span / a->bin_w) + 1;
+        a->bin_n = cb_calloc(a->n_bins, sizeof *a->bin_n);
+        a->bin_sum = cb_calloc(a->n_bins, sizeof *a->bin_sum);
+        if (!a->bin_n || !a->bin_sum) rc = cb_error_set(&m->err, CB_ENOMEM, "out of memory");
+    }
+    if (rc == CB_OK && binned) rc = metric_pass(rec, m, g0, ng, warmup, n_splits, acc, true, &m->err);
+    for (size_t i = 0; i < ng; i++) {
+        if (rc == CB_OK) acc_finish(&acc[i], n_splits, &m->stats[g0 + i]);
+        acc_free(&acc[i]);
+    }
+    cb_free(acc);
+    return rc;
 }
 
 int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_t window_ns,
@@ -100,14 +316,15 @@ int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_
     memset(out, 0, sizeof *out);
     out->images_stage = -1;
     out->images_per_s = NAN;
-    if (!in || !in->spec || !in->pipelines || pipeline >= in->spec->n_pipelines) return CB_EINVAL;
+    if (!in || !in->spec || !in->pipelines || pipeline >= in->spec->n_pipelines)
+        return cb_error_set(&out->err, CB_EINVAL, "no such pipeline");
     const cb_pipeline_spec *ps = &in->spec->pipelines[pipeline];
     const cb_pipeline_record *rec = &in->pipelines[pipeline];
     const int64_t warmup = ps->loadgen.warmup_queries;
     const size_t ns = ps->n_stages;
     out->n_stages = ns;
     out->first = cb_calloc(ns + 1, sizeof *out->first);
-    if (!out->first) return CB_ENOMEM;
+    if (!out->first) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
     for (size_t s = 0; s < ns; s++) {
         size_t nm;
         cb_registry_ops_metrics(ps->stages[s].ops, &nm);
@@ -116,7 +333,7 @@ int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_
     size_t total = out->first[ns];
     if (total == 0) return CB_OK;
     out->stats = cb_calloc(total, sizeof *out->stats);
-    if (!out->stats) return CB_ENOMEM;
+    if (!out->stats) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
     for (size_t s = 0; s < ns; s++) {
         size_t nm;
         const cb_metric_def *defs = cb_registry_ops_metrics(ps->stages[s].ops, &nm);
@@ -126,58 +343,22 @@ int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_
             st->per_second = NAN;
             st->mean = st->first = st->last = st->min = st->max = NAN;
             st->first_tenth_mean = st->last_tenth_mean = NAN;
+            st->tenths_exact = true;
         }
-    }
-
-    /* Group the measured reports by flat metric index (counting sort of record indices). */
-    size_t *start = cb_calloc(total + 1, sizeof *start);
-    if (!start) return CB_ENOMEM;
-    size_t measured = 0;
-    for (size_t i = 0; i < rec->n_metrics; i++) {
-        size_t f = flat_index(out, &rec->metrics[i], warmup, total);
-        if (f == total) continue;
-        start[f + 1]++;
-        measured++;
-    }
-    size_t max_n = 0;
-    for (size_t f = 0; f < total; f++) {
-        if (start[f + 1] > max_n) max_n = start[f + 1];
-        start[f + 1] += start[f];
-    }
-    size_t *idx = measured ? cb_malloc(measured * sizeof *idx) : NULL;
-    size_t *fill = cb_malloc(total * sizeof *fill);
-    report *scratch = max_n ? cb_malloc(max_n * sizeof *scratch) : NULL;
-    if ((measured && !idx) || !fill || (max_n && !scratch)) {
-        cb_free(idx);
-        cb_free(fill);
-        cb_free(scratch);
-        cb_free(start);
-        return CB_ENOMEM;
-    }
-    memcpy(fill, start, total * sizeof *fill);
-    for (size_t i = 0; i < rec->n_metrics; i++) {
-        size_t f = flat_index(out, &rec->metrics[i], warmup, total);
-        if (f != total) idx[fill[f]++] = i;
     }
     int n_splits = rec->splits && rec->splits->n > 0
                        ? (rec->splits->n > CB_MAX_SPLITS ? CB_MAX_SPLITS : rec->splits->n)
                        : 0;
+    for (size_t g0 = 0; g0 < total; g0 += CB_STAGE_METRICS_PER_PASS) {
+        size_t ng = total - g0 < CB_STAGE_METRICS_PER_PASS ? total - g0 : CB_STAGE_METRICS_PER_PASS;
+        int rc = metric_group(rec, out, g0, ng, warmup, n_splits);
+        if (rc != CB_OK) return rc;
+    }
     for (size_t f = 0; f < total; f++) {
         cb_metric_stats *st = &out->stats[f];
-        size_t n = start[f + 1] - start[f];
-        for (size_t k = 0; k < n; k++) {
-            const cb_metric_event *e = &rec->metrics[idx[start[f] + k]];
-            scratch[k] = (report){e->query_id, e->t_ns, e->value, e->split};
-        }
-        if (n > 1) qsort(scratch, n, sizeof *scratch, cmp_report);
-        summarise(scratch, n, st->def->kind == CB_METRIC_GAUGE ? n_splits : 0, st);
         if (st->def->kind == CB_METRIC_COUNT && window_ns > 0)
             st->per_second = st->sum / ((double)window_ns / 1e9);
     }
-    cb_free(scratch);
-    cb_free(fill);
-    cb_free(idx);
-    cb_free(start);
 
     for (size_t s = 0; s < ns && out->images_stage < 0; s++) {
         for (size_t f = out->first[s]; f < out->first[s + 1]; f++) {

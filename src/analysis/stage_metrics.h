@@ -10,8 +10,16 @@
  * - GAUGE: first, last, mean, min, max, and first_tenth_mean / last_tenth_mean: the means of the
  *   first and of the last ceil(n / 10) reports; by_split (when the pipeline has a dataset): per
  *   split, n, mean and last of the reports made on queries of that split;
+ * - precision: everything is exact (sums compensated, so their rounding does not depend on the
+ *   order the reports are read in) except the tenths of a metric with more than
+ *   CB_STAGE_METRICS_EXACT_MAX reports: those come from CB_STAGE_METRICS_BINS bins of equal
+ *   query-id width over [min id, max id] (count and sum each), whole bins up to the one that
+ *   straddles the tenth's boundary, which contributes pro rata (its sum times the share of its
+ *   reports the tenth needs); so only the reports of that one bin at each end are averaged
+ *   rather than taken in order (tenths_exact false);
  * - images_per_s: per_second of the first stage's COUNT metric named "images", if any.
  * Statistics of an empty set are NAN (null in JSON, "-" in the table).
+ * Memory is bounded whatever the number of reports (stage_metrics.c states the bound).
  * Pure functions over borrowed inputs; thread-safe.
  */
 #ifndef CB_ANALYSIS_STAGE_METRICS_H
@@ -23,6 +31,9 @@
 
 #include "analysis/json.h"
 #include "analysis/summary.h"
+
+#define CB_STAGE_METRICS_EXACT_MAX 65536  /* reports per GAUGE kept for exact tenths */
+#define CB_STAGE_METRICS_BINS 8192        /* query-id bins for the tenths beyond that */
 
 typedef struct cb_split_metric {
     size_t n;
@@ -38,6 +49,7 @@ typedef struct cb_metric_stats {
     double per_second;         /* COUNT: sum per second of the window; NAN when undefined */
     int n_splits;              /* GAUGE with a dataset: entries of by_split, else 0 */
     cb_split_metric by_split[CB_MAX_SPLITS];
+    bool tenths_exact;         /* first/last_tenth_mean exact (n <= CB_STAGE_METRICS_EXACT_MAX) */
 } cb_metric_stats;
 
 typedef struct cb_stage_metrics {
@@ -46,6 +58,7 @@ typedef struct cb_stage_metrics {
     cb_metric_stats *stats;    /* every declared metric of every stage, in declaration order */
     int images_stage;          /* stage of the first COUNT metric named "images", or -1 */
     double images_per_s;       /* its per_second; NAN without one or without a window */
+    cb_error err;              /* after a failed compute: why (CB_EIO names the file) */
 } cb_stage_metrics;
 
 /* Computes pipeline `pipeline`'s stage metrics; window_ns is the length of its throughput

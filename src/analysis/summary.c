@@ -1,11 +1,15 @@
 /* analysis/summary.c - per-pipeline statistics, summary.json and the end-of-run table.
  *
- * Design: cb_pipeline_stats_compute makes two passes over a pipeline's records. Queries: one pass
- * counts statuses and fills one scratch array with the measured latencies (end - scheduled);
- * for open loads the same array is refilled with dispatch delays (submit - scheduled). Stage
- * events: a counting sort groups event indices by stage, then each stage's service, queue and
- * transition times are written into one scratch array of its run count and summarised in turn;
- * memory is O(events) indices plus one scratch array, whatever the number of stages.
+ * Design: cb_pipeline_stats_compute streams a pipeline's records (record/records.h: in-memory
+ * arrays or raw .bin files, in batches) and keeps only accumulators:
+ * - one pass over the queries counts statuses, finds the throughput window and the open-loop
+ *   spans, and feeds two cb_hist (latency end - scheduled; dispatch delay submit - scheduled);
+ * - one pass over the stage events per group of at most CB_SUMMARY_STAGES_PER_PASS stages feeds
+ *   four cb_hist per stage (service, queue, transition, device) and the device sum and span.
+ *   Pipelines with up to 32 stages (all in practice) need one pass.
+ * cb_hist (analysis/hist.h) is exact up to CB_HIST_EXACT_MAX values per statistic and within a
+ * relative CB_HIST_REL_ERROR beyond; cb_pcts.exact says which, and summary.json lists every
+ * approximate figure in "precision".
  * Definitions are those in summary.h, made precise here:
  * - a query or stage event is warm-up when its query id < loadgen.warmup_queries (a query's own
  *   warmup flag counts too); warm-up records enter no statistic and no status count:
@@ -18,6 +22,12 @@
  * - statistics of an empty set are written as null in JSON and "-" in the table.
  * Stage events whose stage index is outside the spec are ignored (a recorder bug must not crash
  * the summary).
+ * Memory (per call, whatever the number of records): one 1 MiB read buffer for a file source,
+ * 2 cb_hist for the queries, then 4 cb_hist per stage of one group (at most
+ * CB_SUMMARY_STAGES_PER_PASS * 4 * CB_HIST_MAX_BYTES = 36 MiB in the worst case of values spread
+ * over every power of two; about 64 KiB per hist for latencies from 1 us to 10 ms), plus
+ * O(stages) for the results. cb_summary_write_json adds the stage metrics' (stage_metrics.c)
+ * and a list of the approximate figures' names (O(stages + metrics)).
  * Thread-safety: pure functions over borrowed inputs. Ownership: in and everything it points to
  * are borrowed; out->stages is cb_malloc'd and freed by cb_pipeline_stats_fini.
  */
@@ -26,6 +36,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "analysis/hist.h"
 #include "analysis/json.h"
 #include "analysis/stage_metrics.h"
 #include "core/alloc.h"
@@ -34,88 +45,96 @@
 #define CB_VERSION "unknown"
 #endif
 
+#define CB_SUMMARY_STAGES_PER_PASS 32
+
 void cb_pipeline_stats_fini(cb_pipeline_stats *s) {
     if (!s) return;
     cb_free(s->stages);
     s->stages = NULL;
 }
 
+typedef struct stage_acc {
+    cb_hist service, queue, transition, device;
+    int64_t device_sum, first, last;
+    size_t runs;
+} stage_acc;
+
+/* Fills stages[g0, g0 + ng) from one pass over the stage events. */
+static int stage_group(const cb_pipeline_record *rec, size_t g0, size_t ng, int64_t warmup,
+                       cb_stage_stats *stages, cb_error *err) {
+    stage_acc *acc = cb_calloc(ng, sizeof *acc);
+    if (!acc) return cb_error_set(err, CB_ENOMEM, "out of memory");
+    for (size_t s = 0; s < ng; s++) {
+        cb_hist_init(&acc[s].service);
+        cb_hist_init(&acc[s].queue);
+        cb_hist_init(&acc[s].transition);
+        cb_hist_init(&acc[s].device);
+    }
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, rec, CB_REC_EVENTS, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        const cb_stage_event *e = b, *end = e + nb;
+        for (; e < end; e++) {
+            size_t s = (size_t)e->stage - g0;
+            if (e->stage < g0 || s >= ng || cb_stage_event_is_warmup(e, warmup)) continue;
+            stage_acc *a = &acc[s];
+            if (a->runs == 0 || e->start_ns < a->first) a->first = e->start_ns;
+            if (a->runs == 0 || e->end_ns > a->last) a->last = e->end_ns;
+            a->runs++;
+            cb_hist_add(&a->service, e->end_ns - e->start_ns);
+            cb_hist_add(&a->queue, e->start_ns - e->enqueue_ns);
+            cb_hist_add(&a->transition, e->start_ns - e->prev_end_ns);
+            if (e->device_ns >= 0) {
+                cb_hist_add(&a->device, e->device_ns);
+                a->device_sum = e->device_ns > INT64_MAX - a->device_sum ? INT64_MAX
+                                                                          : a->device_sum + e->device_ns;
+            }
+        }
+        rc = CB_OK;
+    }
+    cb_rec_iter_close(&it);
+    for (size_t s = 0; s < ng; s++) {
+        stage_acc *a = &acc[s];
+        cb_stage_stats *t = &stages[g0 + s];
+        if (rc == CB_OK && a->runs > 0) {
+            t->runs = a->runs;
+            if (cb_hist_pcts(&a->service, &t->service_ns) != CB_OK ||
+                cb_hist_pcts(&a->queue, &t->queue_ns) != CB_OK ||
+                cb_hist_pcts(&a->device, &t->device_ns) != CB_OK || a->transition.failed) {
+                rc = cb_error_set(err, CB_ENOMEM, "out of memory");
+            } else {
+                cb_pcts tp;
+                cb_hist_pcts(&a->transition, &tp);
+                t->transition_ns_p50 = tp.p50;
+                t->transition_exact = tp.exact;
+                t->device_sum_ns = a->device_sum;
+                t->span_ns = a->last - a->first;
+                if (t->device_ns.n > 0 && a->last > a->first)
+                    t->device_busy_fraction = (double)a->device_sum / (double)(a->last - a->first);
+            }
+        } else if (rc == CB_OK) {
+            t->service_ns.exact = t->queue_ns.exact = t->device_ns.exact = true;
+            t->transition_exact = true;
+        }
+        cb_hist_fini(&a->service);
+        cb_hist_fini(&a->queue);
+        cb_hist_fini(&a->transition);
+        cb_hist_fini(&a->device);
+    }
+    cb_free(acc);
+    return rc;
+}
+
 static int compute_stages(const cb_pipeline_record *rec, size_t n_stages, int64_t warmup,
-                          cb_stage_stats *stages) {
-    size_t *start = cb_calloc(n_stages + 1, sizeof *start);
-    if (!start) return CB_ENOMEM;
-    size_t total = 0, max_runs = 0;
-    for (size_t i = 0; i < rec->n_stage_events; i++) {
-        const cb_stage_event *e = &rec->stage_events[i];
-        if (e->stage >= n_stages || cb_stage_event_is_warmup(e, warmup)) continue;
-        stages[e->stage].runs++;
-        total++;
+                          cb_stage_stats *stages, cb_error *err) {
+    for (size_t g0 = 0; g0 < n_stages; g0 += CB_SUMMARY_STAGES_PER_PASS) {
+        size_t ng = n_stages - g0 < CB_SUMMARY_STAGES_PER_PASS ? n_stages - g0
+                                                                : CB_SUMMARY_STAGES_PER_PASS;
+        int rc = stage_group(rec, g0, ng, warmup, stages, err);
+        if (rc != CB_OK) return rc;
     }
-    for (size_t s = 0; s < n_stages; s++) {
-        start[s + 1] = start[s] + stages[s].runs;
-        if (stages[s].runs > max_runs) max_runs = stages[s].runs;
-    }
-    if (total == 0) {
-        cb_free(start);
-        return CB_OK;
-    }
-    size_t *idx = cb_malloc(total * sizeof *idx);
-    int64_t *scratch = cb_malloc(max_runs * sizeof *scratch);
-    size_t *fill = cb_malloc(n_stages * sizeof *fill);
-    if (!idx || !scratch || !fill) {
-        cb_free(idx);
-        cb_free(scratch);
-        cb_free(fill);
-        cb_free(start);
-        return CB_ENOMEM;
-    }
-    memcpy(fill, start, n_stages * sizeof *fill);
-    for (size_t i = 0; i < rec->n_stage_events; i++) {
-        const cb_stage_event *e = &rec->stage_events[i];
-        if (e->stage >= n_stages || cb_stage_event_is_warmup(e, warmup)) continue;
-        idx[fill[e->stage]++] = i;
-    }
-    for (size_t s = 0; s < n_stages; s++) {
-        const size_t *ix = idx + start[s];
-        size_t n = stages[s].runs;
-        if (n == 0) continue;
-        for (size_t k = 0; k < n; k++) {
-            const cb_stage_event *e = &rec->stage_events[ix[k]];
-            scratch[k] = e->end_ns - e->start_ns;
-        }
-        cb_stats_pcts(scratch, n, &stages[s].service_ns);
-        for (size_t k = 0; k < n; k++) {
-            const cb_stage_event *e = &rec->stage_events[ix[k]];
-            scratch[k] = e->start_ns - e->enqueue_ns;
-        }
-        cb_stats_pcts(scratch, n, &stages[s].queue_ns);
-        for (size_t k = 0; k < n; k++) {
-            const cb_stage_event *e = &rec->stage_events[ix[k]];
-            scratch[k] = e->start_ns - e->prev_end_ns;
-        }
-        cb_stats_sort(scratch, n);
-        stages[s].transition_ns_p50 = cb_stats_nearest_rank(scratch, n, 0.5);
-        /* Device time: the runs that reported some (device_ns >= 0), and the stage's span. */
-        size_t nd = 0;
-        int64_t sum = 0, first = 0, last = 0;
-        for (size_t k = 0; k < n; k++) {
-            const cb_stage_event *e = &rec->stage_events[ix[k]];
-            if (k == 0 || e->start_ns < first) first = e->start_ns;
-            if (k == 0 || e->end_ns > last) last = e->end_ns;
-            if (e->device_ns < 0) continue;
-            scratch[nd++] = e->device_ns;
-            sum = e->device_ns > INT64_MAX - sum ? INT64_MAX : sum + e->device_ns;
-        }
-        stages[s].span_ns = last - first;
-        cb_stats_pcts(scratch, nd, &stages[s].device_ns);
-        stages[s].device_sum_ns = sum;
-        if (nd > 0 && last > first)
-            stages[s].device_busy_fraction = (double)sum / (double)(last - first);
-    }
-    cb_free(fill);
-    cb_free(scratch);
-    cb_free(idx);
-    cb_free(start);
     return CB_OK;
 }
 
@@ -125,83 +144,90 @@ static double rate_over_span(size_t k, int64_t min_ns, int64_t max_ns) {
     return (double)(k - 1) / ((double)(max_ns - min_ns) / 1e9);
 }
 
-int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pipeline_stats *out) {
-    if (!out) return CB_EINVAL;
-    memset(out, 0, sizeof *out);
-    if (!in || !in->spec || !in->pipelines || pipeline >= in->spec->n_pipelines) return CB_EINVAL;
-    const cb_pipeline_spec *ps = &in->spec->pipelines[pipeline];
-    const cb_pipeline_record *rec = &in->pipelines[pipeline];
+/* The query pass: counts, window, spans, latency and dispatch-delay histograms. */
+static int query_pass(const cb_summary_input *in, const cb_pipeline_spec *ps,
+                      const cb_pipeline_record *rec, cb_pipeline_stats *out) {
     const int64_t warmup = ps->loadgen.warmup_queries;
     const bool open = cb_loadgen_is_open(ps->loadgen.kind);
-
-    size_t submitted = 0, measured_all = 0;
+    cb_hist lat, disp;
+    cb_hist_init(&lat);
+    cb_hist_init(&disp);
+    size_t submitted = 0, measured_all = 0, k = 0;
     int64_t sched_min = 0, sched_max = 0, submit_min = 0, submit_max = 0;
-    for (size_t i = 0; i < rec->n_queries; i++) {
-        const cb_query_event *q = &rec->queries[i];
-        out->queries_total++;
-        if (cb_query_is_warmup(q, warmup)) {
-            out->warmup++;
-            continue;
-        }
-        switch (q->status) {
-        case CB_QUERY_OK: out->ok++; break;
-        case CB_QUERY_DROPPED: out->dropped++; break;
-        case CB_QUERY_CANCELLED: out->cancelled++; break;
-        case CB_QUERY_ERROR:
-        default: out->errors++; break;
-        }
-        if (measured_all == 0 || q->scheduled_ns < sched_min) sched_min = q->scheduled_ns;
-        if (measured_all == 0 || q->scheduled_ns > sched_max) sched_max = q->scheduled_ns;
-        measured_all++;
-        if (q->submit_ns != 0) {
-            if (submitted == 0 || q->submit_ns < submit_min) submit_min = q->submit_ns;
-            if (submitted == 0 || q->submit_ns > submit_max) submit_max = q->submit_ns;
-            submitted++;
-        }
-    }
-    out->measured = out->ok;
-
-    size_t scratch_n = out->measured > submitted ? out->measured : submitted;
-    int64_t *scratch = scratch_n ? cb_malloc(scratch_n * sizeof *scratch) : NULL;
-    if (scratch_n && !scratch) return CB_ENOMEM;
-
-    /* Latency and the throughput window over measured ok queries. */
-    size_t k = 0;
     int64_t win_start = 0, win_end = 0;
-    for (size_t i = 0; i < rec->n_queries; i++) {
-        const cb_query_event *q = &rec->queries[i];
-        if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
-        if (k == 0 || q->scheduled_ns < win_start) win_start = q->scheduled_ns;
-        if (k == 0 || q->end_ns > win_end) win_end = q->end_ns;
-        scratch[k++] = q->end_ns - q->scheduled_ns;
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, rec, CB_REC_QUERIES, &out->err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        const cb_query_event *q = b, *end = q + nb;
+        for (; q < end; q++) {
+            out->queries_total++;
+            if (cb_query_is_warmup(q, warmup)) {
+                out->warmup++;
+                continue;
+            }
+            switch (q->status) {
+            case CB_QUERY_OK: out->ok++; break;
+            case CB_QUERY_DROPPED: out->dropped++; break;
+            case CB_QUERY_CANCELLED: out->cancelled++; break;
+            case CB_QUERY_ERROR:
+            default: out->errors++; break;
+            }
+            if (measured_all == 0 || q->scheduled_ns < sched_min) sched_min = q->scheduled_ns;
+            if (measured_all == 0 || q->scheduled_ns > sched_max) sched_max = q->scheduled_ns;
+            measured_all++;
+            if (q->submit_ns != 0) {
+                if (submitted == 0 || q->submit_ns < submit_min) submit_min = q->submit_ns;
+                if (submitted == 0 || q->submit_ns > submit_max) submit_max = q->submit_ns;
+                submitted++;
+                if (open) cb_hist_add(&disp, q->submit_ns - q->scheduled_ns);
+            }
+            if (q->status != CB_QUERY_OK) continue;
+            if (k == 0 || q->scheduled_ns < win_start) win_start = q->scheduled_ns;
+            if (k == 0 || q->end_ns > win_end) win_end = q->end_ns;
+            k++;
+            cb_hist_add(&lat, q->end_ns - q->scheduled_ns);
+        }
+        rc = CB_OK;
     }
-    cb_stats_pcts(scratch, k, &out->latency_ns);
+    cb_rec_iter_close(&it);
+    out->measured = out->ok;
+    if (rc == CB_OK && (cb_hist_pcts(&lat, &out->latency_ns) != CB_OK ||
+                        cb_hist_pcts(&disp, &out->dispatch_delay_ns) != CB_OK))
+        rc = cb_error_set(&out->err, CB_ENOMEM, "out of memory");
+    cb_hist_fini(&lat);
+    cb_hist_fini(&disp);
+    if (rc != CB_OK) return rc;
     if (k > 0) {
         out->window_start_ns = win_start - in->t0_ns;
         out->window_end_ns = win_end - in->t0_ns;
         if (win_end > win_start)
             out->throughput_qps = (double)k / ((double)(win_end - win_start) / 1e9);
     }
-
     if (open) {
         out->target_qps = ps->loadgen.kind == CB_LOADGEN_REPLAY
                               ? rate_over_span(measured_all, sched_min, sched_max)
                               : ps->loadgen.rate_qps;
         out->achieved_qps = rate_over_span(submitted, submit_min, submit_max);
-        k = 0;
-        for (size_t i = 0; i < rec->n_queries; i++) {
-            const cb_query_event *q = &rec->queries[i];
-            if (cb_query_is_warmup(q, warmup) || q->submit_ns == 0) continue;
-            scratch[k++] = q->submit_ns - q->scheduled_ns;
-        }
-        cb_stats_pcts(scratch, k, &out->dispatch_delay_ns);
     }
-    cb_free(scratch);
+    return CB_OK;
+}
 
+int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pipeline_stats *out) {
+    if (!out) return CB_EINVAL;
+    memset(out, 0, sizeof *out);
+    out->latency_ns.exact = out->dispatch_delay_ns.exact = true;
+    if (!in || !in->spec || !in->pipelines || pipeline >= in->spec->n_pipelines)
+        return cb_error_set(&out->err, CB_EINVAL, "no such pipeline");
+    const cb_pipeline_spec *ps = &in->spec->pipelines[pipeline];
+    const cb_pipeline_record *rec = &in->pipelines[pipeline];
+    int rc = query_pass(in, ps, rec, out);
+    if (rc != CB_OK) return rc;
     if (ps->n_stages > 0) {
         out->stages = cb_calloc(ps->n_stages, sizeof *out->stages);
-        if (!out->stages) return CB_ENOMEM;
-        int rc = compute_stages(rec, ps->n_stages, warmup, out->stages);
+        if (!out->stages) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
+        rc = compute_stages(rec, ps->n_stages, ps->loadgen.warmup_queries, out->stages, &out->err);
         if (rc != CB_OK) {
             cb_pipeline_stats_fini(out);
             return rc;
@@ -358,6 +384,111 @@ static void json_pipeline(cb_json *j, const cb_pipeline_spec *ps, const cb_pipel
     cb_json_object_end(j);
 }
 
+/* ---- precision: the names of the approximate figures ---- */
+
+/* A list of JSON Pointers (RFC 6901) to the approximate figures, NUL-separated in one growing
+ * buffer: O(pipelines * (stages + metrics)) entries at most. */
+typedef struct approx_list {
+    char *buf;
+    size_t len, cap;
+    size_t n;
+    bool failed;
+} approx_list;
+
+/* Appends s escaped as a JSON Pointer token ('~' -> "~0", '/' -> "~1"). */
+static void approx_put(approx_list *a, const char *s, bool escape) {
+    for (; *s && !a->failed; s++) {
+        const char *piece = escape && *s == '~' ? "~0" : escape && *s == '/' ? "~1" : NULL;
+        size_t k = piece ? 2 : 1;
+        if (a->len + k + 1 > a->cap) {
+            size_t cap = a->cap ? 2 * a->cap : 1024;
+            char *g = cb_realloc(a->buf, cap);
+            if (!g) {
+                a->failed = true;
+                return;
+            }
+            a->buf = g;
+            a->cap = cap;
+        }
+        if (piece)
+            memcpy(a->buf + a->len, piece, 2);
+        else
+            a->buf[a->len] = *s;
+        a->len += k;
+    }
+}
+
+/* Adds "/pipelines/P[/stages/S[/metrics/M]]/FIELD". */
+static void approx_add(approx_list *a, size_t p, long s, const char *metric, const char *field) {
+    char num[64];
+    snprintf(num, sizeof num, "/pipelines/%zu", p);
+    approx_put(a, num, false);
+    if (s >= 0) {
+        snprintf(num, sizeof num, "/stages/%ld", s);
+        approx_put(a, num, false);
+    }
+    if (metric) {
+        approx_put(a, "/metrics/", false);
+        approx_put(a, metric, true);
+    }
+    approx_put(a, "/", false);
+    approx_put(a, field, true);
+    if (a->failed) return;
+    a->buf[a->len++] = '\0'; /* room was kept by approx_put */
+    a->n++;
+}
+
+static void approx_collect(approx_list *a, size_t p, const cb_pipeline_spec *ps,
+                           const cb_pipeline_stats *st, const cb_stage_metrics *sm) {
+    if (!st->latency_ns.exact) approx_add(a, p, -1, NULL, "latency_ns");
+    if (cb_loadgen_is_open(ps->loadgen.kind) && !st->dispatch_delay_ns.exact)
+        approx_add(a, p, -1, NULL, "loadgen_stats/dispatch_delay_ns");
+    for (size_t s = 0; s < ps->n_stages; s++) {
+        const cb_stage_stats *t = &st->stages[s];
+        if (!t->service_ns.exact) approx_add(a, p, (long)s, NULL, "service_ns");
+        if (!t->queue_ns.exact) approx_add(a, p, (long)s, NULL, "queue_ns");
+        if (!t->transition_exact) approx_add(a, p, (long)s, NULL, "transition_ns_p50");
+        if (t->device_ns.n > 0 && !t->device_ns.exact) approx_add(a, p, (long)s, NULL, "device");
+        for (size_t f = sm->first[s]; sm->stats && f < sm->first[s + 1]; f++) {
+            const cb_metric_stats *ms = &sm->stats[f];
+            if (ms->n + ms->non_finite == 0 || ms->def->kind != CB_METRIC_GAUGE || ms->tenths_exact)
+                continue;
+            approx_add(a, p, (long)s, ms->def->name, "first_tenth_mean");
+            approx_add(a, p, (long)s, ms->def->name, "last_tenth_mean");
+        }
+    }
+}
+
+/* "precision": {"exact", "percentiles": {...}, "stage_metric_tenths": {...}, "approximate"} */
+static void json_precision(cb_json *j, const approx_list *a) {
+    cb_json_key(j, "precision");
+    cb_json_object_begin(j);
+    cb_json_key(j, "exact");
+    cb_json_bool(j, a->n == 0);
+    cb_json_key(j, "percentiles");
+    cb_json_object_begin(j);
+    cb_json_key(j, "exact_max_values");
+    cb_json_uint(j, CB_HIST_EXACT_MAX);
+    cb_json_key(j, "relative_error_max");
+    cb_json_double(j, CB_HIST_REL_ERROR);
+    cb_json_object_end(j);
+    cb_json_key(j, "stage_metric_tenths");
+    cb_json_object_begin(j);
+    cb_json_key(j, "exact_max_reports");
+    cb_json_uint(j, CB_STAGE_METRICS_EXACT_MAX);
+    cb_json_key(j, "query_id_bins");
+    cb_json_uint(j, CB_STAGE_METRICS_BINS);
+    cb_json_object_end(j);
+    cb_json_key(j, "approximate");
+    cb_json_array_begin(j);
+    for (size_t off = 0, i = 0; i < a->n; i++) {
+        cb_json_string(j, a->buf + off);
+        off += strlen(a->buf + off) + 1;
+    }
+    cb_json_array_end(j);
+    cb_json_object_end(j);
+}
+
 int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err) {
     if (!in || !in->spec || !out || (in->spec->n_pipelines > 0 && !in->pipelines))
         return cb_error_set(err, CB_EINVAL, "summary.json: missing input");
@@ -382,32 +513,45 @@ int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err) 
     for (size_t i = 0; in->errors && i < in->n_errors; i++) cb_json_string(&j, in->errors[i]);
     cb_json_array_end(&j);
 
+    approx_list approx = {0};
     cb_json_key(&j, "pipelines");
     cb_json_array_begin(&j);
     size_t flat = 0; /* index of the pipeline's first stage in in->prepare_ns */
     for (size_t p = 0; p < spec->n_pipelines; p++) {
+        const char *pname = spec->pipelines[p].name ? spec->pipelines[p].name : "?";
         cb_pipeline_stats st;
         int rc = cb_pipeline_stats_compute(in, p, &st);
-        if (rc != CB_OK)
-            return cb_error_set(err, rc, "summary.json: pipeline %s: %s",
-                                spec->pipelines[p].name ? spec->pipelines[p].name : "?",
-                                cb_strerror(rc));
+        if (rc != CB_OK) {
+            cb_error_set(err, rc, "summary.json: pipeline %s: %s", pname,
+                         st.err.msg[0] ? st.err.msg : cb_strerror(rc));
+            cb_pipeline_stats_fini(&st);
+            cb_free(approx.buf);
+            return rc;
+        }
         cb_stage_metrics sm;
         rc = cb_stage_metrics_compute(in, p, window_len(&st), &sm);
         if (rc != CB_OK) {
+            cb_error_set(err, rc, "summary.json: pipeline %s: stage metrics: %s", pname,
+                         sm.err.msg[0] ? sm.err.msg : cb_strerror(rc));
             cb_stage_metrics_fini(&sm);
             cb_pipeline_stats_fini(&st);
-            return cb_error_set(err, rc, "summary.json: pipeline %s: stage metrics: %s",
-                                spec->pipelines[p].name ? spec->pipelines[p].name : "?",
-                                cb_strerror(rc));
+            cb_free(approx.buf);
+            return rc;
         }
         json_pipeline(&j, &spec->pipelines[p], &st, &sm, in->pipelines[p].splits,
                       in->prepare_ns ? in->prepare_ns + flat : NULL);
+        approx_collect(&approx, p, &spec->pipelines[p], &st, &sm);
         flat += spec->pipelines[p].n_stages;
         cb_stage_metrics_fini(&sm);
         cb_pipeline_stats_fini(&st);
     }
     cb_json_array_end(&j);
+    if (approx.failed) {
+        cb_free(approx.buf);
+        return cb_error_set(err, CB_ENOMEM, "summary.json: out of memory");
+    }
+    json_precision(&j, &approx);
+    cb_free(approx.buf);
     if (in->extra_json) in->extra_json(in->extra_arg, &j);
     cb_json_object_end(&j);
     int rc = cb_json_finish(&j);
@@ -437,9 +581,12 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
         const cb_pipeline_spec *ps = &spec->pipelines[p];
         cb_pipeline_stats st;
         const char *kind = cb_loadgen_kind_name(ps->loadgen.kind);
-        if (cb_pipeline_stats_compute(in, p, &st) != CB_OK) {
-            fprintf(out, "\npipeline %s (%s): statistics unavailable (out of memory)\n",
-                    ps->name ? ps->name : "?", kind ? kind : "?");
+        int strc = cb_pipeline_stats_compute(in, p, &st);
+        if (strc != CB_OK) {
+            fprintf(out, "\npipeline %s (%s): statistics unavailable: %s\n",
+                    ps->name ? ps->name : "?", kind ? kind : "?",
+                    st.err.msg[0] ? st.err.msg : cb_strerror(strc));
+            cb_pipeline_stats_fini(&st);
             continue;
         }
         cb_stage_metrics sm;
@@ -499,8 +646,17 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
             for (size_t s = 0; s < ps->n_stages; s++)
                 cb_stage_metrics_print(out, &sm, s, ps->stages[s].name);
         } else {
-            fprintf(out, "  stage metrics unavailable (out of memory)\n");
+            fprintf(out, "  stage metrics unavailable: %s\n",
+                    sm.err.msg[0] ? sm.err.msg : cb_strerror(smrc));
         }
+        /* Percentiles over more than CB_HIST_EXACT_MAX values come from the histogram. */
+        bool approx = !st.latency_ns.exact || !st.dispatch_delay_ns.exact;
+        for (size_t s = 0; s < ps->n_stages; s++)
+            approx = approx || !st.stages[s].service_ns.exact || !st.stages[s].queue_ns.exact ||
+                     !st.stages[s].transition_exact || !st.stages[s].device_ns.exact;
+        if (approx)
+            fprintf(out, "  (percentiles of more than %d values: within %.2g%%)\n",
+                    CB_HIST_EXACT_MAX, 100.0 * CB_HIST_REL_ERROR);
         cb_stage_metrics_fini(&sm);
         cb_pipeline_stats_fini(&st);
     }

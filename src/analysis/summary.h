@@ -1,5 +1,12 @@
 /* analysis/summary.h - summary.json and the end-of-run table, computed from the records.
  *
+ * The records are read in streaming passes (record/records.h: arrays or raw .bin files), so the
+ * memory of every function here is bounded whatever the number of records (the bound is in
+ * summary.c's header). Precision: counts, sums, means, minima, maxima, windows and rates are
+ * exact; percentiles are exact over at most CB_HIST_EXACT_MAX (8192) values and otherwise
+ * within a relative CB_HIST_REL_ERROR (2^-10) of the exact nearest-rank value (analysis/hist.h);
+ * cb_pcts.exact and summary.json's "precision" object say which (docs/outputs.md, Precision).
+ *
  * Definitions (also in docs/outputs.md):
  * - Warm-up queries are the first loadgen.warmup_queries query ids of a pipeline; they and their
  *   stage events are recorded but left out of every statistic.
@@ -16,6 +23,7 @@
  *   dispatch delay submit - scheduled (p50, p99, max).
  * - per stage "metrics" and the pipeline's images_per_s: aggregates of the stage metric reports
  *   over the throughput window (analysis/stage_metrics.h).
+ * A record file that exists but cannot be read is CB_EIO, with a message naming it.
  * Pure functions over borrowed inputs; thread-safe.
  */
 #ifndef CB_ANALYSIS_SUMMARY_H
@@ -57,6 +65,7 @@ typedef struct cb_stage_stats {
     int64_t device_sum_ns;         /* sum of device_ns over those runs */
     int64_t span_ns;               /* last end - first start of the stage's measured runs */
     double device_busy_fraction;   /* device_sum_ns / span_ns; 0 when undefined */
+    bool transition_exact;         /* transition_ns_p50 is exact (else within CB_HIST_REL_ERROR) */
 } cb_stage_stats;
 
 typedef struct cb_pipeline_stats {
@@ -69,13 +78,18 @@ typedef struct cb_pipeline_stats {
     double achieved_qps;           /* open loop only, else 0 */
     cb_pcts dispatch_delay_ns;     /* open loop only */
     cb_stage_stats *stages;        /* n_stages entries, cb_malloc'd */
+    cb_error err;                  /* after a failed compute: why (CB_EIO names the file) */
 } cb_pipeline_stats;
 
-/* Computes one pipeline's statistics; free with cb_pipeline_stats_fini. */
+/* Computes one pipeline's statistics; free with cb_pipeline_stats_fini (also after an error).
+ * CB_OK, CB_EINVAL, CB_ENOMEM or CB_EIO (out->err says which file). */
 int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pipeline_stats *out);
 void cb_pipeline_stats_fini(cb_pipeline_stats *s);
 
+/* summary.json: the pipelines, then "precision" (what is approximate, docs/outputs.md), then
+ * in->extra_json's members. On error the output is incomplete and err says why. */
 int cb_summary_write_json(const cb_summary_input *in, FILE *out, cb_error *err);
+/* The end-of-run table; a pipeline whose statistics fail gets a line with the reason. */
 void cb_summary_print_table(const cb_summary_input *in, FILE *out);
 
 #endif

@@ -1,16 +1,24 @@
 /* analysis/trace.c - trace.json (Chrome trace-event JSON, opened by ui.perfetto.dev) from the
  * recorded stage runs and metrics.csv (see trace.h for the layout; docs/internals/trace.md).
  *
- * Design: one preparation pass, then one writing pass.
- * - Preparation: per pipeline, the valid stage events (stage index inside the spec) become
- *   24-byte sort keys (query id, start, stage, worker, index) sorted with qsort, so each query's
- *   runs are contiguous and in time order; names are JSON-escaped once. If the run has more
- *   slices than the cap, the query sampling stride k is the smallest k >= 2 for which the slices
- *   of queries with id % k == 0 (over all pipelines, one k for the file) fit under the cap:
- *   slices are counted per query id in a dense array and kept(k) sums every k-th entry, so
- *   trying k = 2, 3, ... costs M/2 + M/3 + ... = O(M log M) for M query ids. (Ids come from
- *   the load generator and are dense; sparse ids fall back to one pass over the queries per k.)
- *   Query 0 is always kept: if it alone exceeds the cap it is written whole, over the cap.
+ * Design: two streaming passes over the stage events (record/records.h), then one writing pass.
+ * - Pass 1, per pipeline: counts the valid stage events (stage index inside the spec: the
+ *   slices), those of query 0, the largest query id and the worker slots each stage used (for
+ *   thread names). Names are JSON-escaped once.
+ * - Stride: 1 when every slice fits under the cap. Otherwise the smallest k whose expected kept
+ *   slices fit, assuming each pipeline's slices spread evenly over its ids 0..max: expected(k) =
+ *   sum over pipelines of (max_id / k + 1) * slices / (max_id + 1), which only decreases with
+ *   k, so a binary search finds it. One k for the file.
+ * - Pass 2, per pipeline: the slices of kept queries (id % k == 0; query 0 always) are copied
+ *   into one buffer of at most max(cap, slices of query 0) records (grown by doubling). When it
+ *   is full and another kept slice comes, k doubles (to max_id + 1, which keeps query 0 only,
+ *   when doubling passes the largest id) and the buffer is compacted in place: multiples of 2k
+ *   are multiples of k, so nothing dropped is ever needed again and nothing is re-read. With
+ *   evenly spread ids the estimate fits and this does not happen; clustered or sparse ids
+ *   trigger it.
+ * - The kept slices (each pipeline's contiguous in the buffer) get 24-byte sort keys (query id,
+ *   start, stage, worker, position) sorted with qsort per pipeline, so each query's runs are
+ *   contiguous and in time order.
  * - metrics.csv is validated completely before the first byte is written (malformed input
  *   leaves the output untouched), then parsed again while writing the counter events.
  * - Writing: every event is one line, formatted straight into a 1 MiB buffer with hand-rolled
@@ -22,6 +30,10 @@
  *   2^53 for the spec's 64 pipelines: exact in JavaScript viewers). A flow event binds to its
  *   slice at the slice's midpoint: strictly inside it, so binding does not depend on how a
  *   viewer orders events with equal timestamps.
+ * Memory (whatever the number of records): one 1 MiB read buffer, the 1 MiB output buffer,
+ * 64 + 24 bytes per kept slice, at most max(max_slices, slices of query 0) of them (88 MiB at
+ * the default cap of one million; glibc's qsort may take up to as much again as the keys for
+ * its scratch), and O(stages) per pipeline for names.
  * Thread-safety: pure function over borrowed inputs; no shared state. Ownership: everything in
  * `in` is borrowed for the call; all scratch memory is cb_malloc'd and freed before returning.
  */
@@ -34,8 +46,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fmt.h"
 #include "core/alloc.h"
+#include "core/fmt.h"
 
 #define CB_TRACE_BUF_BYTES (1u << 20)
 #define CB_TRACE_METRICS_LINE_MAX 1024 /* bytes per metrics.csv line, newline excluded */
@@ -163,7 +175,7 @@ static int json_str_make(json_str *out, const char *prefix, const char *s) {
 typedef struct trace_key {
     uint64_t qid;
     int64_t start_ns;
-    uint32_t idx;    /* into the pipeline's stage_events */
+    uint32_t idx;    /* into the kept buffer */
     uint16_t stage;
     uint16_t slot;   /* worker, clamped to [0, CB_TRACE_STAGE_SLOTS) */
 } trace_key;
@@ -176,8 +188,10 @@ typedef struct trace_pipe {
     json_str *stages;    /* per stage: escaped "STAGE" (or "PIPELINE: STAGE" when shared) */
     json_str *slice_names; /* per stage: escaped stage name */
     int *n_slots;        /* per stage: worker slots that get a thread name */
-    trace_key *keys;
-    size_t n_keys;
+    size_t slices;       /* pass 1: valid stage events */
+    size_t q0_slices;    /* pass 1: of query 0 */
+    uint64_t max_qid;    /* pass 1: largest query id of a valid event */
+    size_t begin, end;   /* its kept slices: kept[begin, end) */
 } trace_pipe;
 
 typedef struct trace_ctx {
@@ -186,6 +200,11 @@ typedef struct trace_ctx {
     size_t n_pipes;
     size_t total, written, cap;
     uint64_t stride;
+    uint64_t max_qid;    /* over every pipeline */
+    bool zero_only;      /* only query 0 kept (when max_qid + 1 does not exist) */
+    cb_stage_event *kept;  /* pass 2: kept slices, `pipeline` set to the pipeline's index */
+    size_t n_kept, kept_cap, kept_max;
+    trace_key *keys;
 } trace_ctx;
 
 static int key_cmp(const void *a, const void *b) {
@@ -203,6 +222,12 @@ static uint32_t tid_of(const trace_ctx *c, size_t p, unsigned stage, unsigned sl
     return tid;
 }
 
+static inline int slot_of(const cb_stage_event *e) {
+    return e->worker >= 0 && e->worker < CB_TRACE_STAGE_SLOTS ? e->worker
+                                                               : CB_TRACE_STAGE_SLOTS - 1;
+}
+
+/* Names, then pass 1 over the pipeline's stage events. */
 static int prepare_pipe(trace_ctx *c, size_t p, cb_error *err) {
     const cb_pipeline_spec *ps = &c->in->spec->pipelines[p];
     const cb_pipeline_record *r = &c->in->pipelines[p];
@@ -210,15 +235,11 @@ static int prepare_pipe(trace_ctx *c, size_t p, cb_error *err) {
     if (ps->n_stages > CB_TRACE_STAGE_SLOTS)
         return cb_error_set(err, CB_EINVAL, "trace: pipeline %s has %zu stages (at most %d)",
                             ps->name, ps->n_stages, CB_TRACE_STAGE_SLOTS);
-    if (r->n_stage_events > UINT32_MAX)
-        return cb_error_set(err, CB_EINVAL, "trace: too many stage events (%zu)",
-                            r->n_stage_events);
     size_t ns = ps->n_stages ? ps->n_stages : 1;
     tp->stages = cb_calloc(ns, sizeof *tp->stages);
     tp->slice_names = cb_calloc(ns, sizeof *tp->slice_names);
     tp->n_slots = cb_calloc(ns, sizeof *tp->n_slots);
-    tp->keys = cb_malloc((r->n_stage_events ? r->n_stage_events : 1) * sizeof *tp->keys);
-    if (!tp->stages || !tp->slice_names || !tp->n_slots || !tp->keys) goto oom;
+    if (!tp->stages || !tp->slice_names || !tp->n_slots) goto oom;
     if (json_str_make(&tp->name, "", ps->name)) goto oom;
     for (size_t s = 0; s < ps->n_stages; s++) {
         const char *sname = ps->stages[s].name ? ps->stages[s].name : "";
@@ -244,67 +265,158 @@ static int prepare_pipe(trace_ctx *c, size_t p, cb_error *err) {
         int w = ps->stages[s].workers;
         tp->n_slots[s] = w < 1 ? 1 : w > CB_TRACE_STAGE_SLOTS ? CB_TRACE_STAGE_SLOTS : w;
     }
-    size_t n = 0;
-    for (size_t i = 0; i < r->n_stage_events; i++) {
-        const cb_stage_event *e = &r->stage_events[i];
-        if (e->stage >= ps->n_stages) continue; /* a recorder bug must not crash the export */
-        int slot = e->worker >= 0 && e->worker < CB_TRACE_STAGE_SLOTS ? e->worker
-                                                                        : CB_TRACE_STAGE_SLOTS - 1;
-        if (slot + 1 > tp->n_slots[e->stage]) tp->n_slots[e->stage] = slot + 1;
-        tp->keys[n++] = (trace_key){e->query_id, e->start_ns, (uint32_t)i, e->stage,
-                                    (uint16_t)slot};
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, r, CB_REC_EVENTS, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        for (const cb_stage_event *e = b, *end = e + nb; e < end; e++) {
+            if (e->stage >= ps->n_stages) continue; /* a recorder bug must not crash the export */
+            int slot = slot_of(e);
+            if (slot + 1 > tp->n_slots[e->stage]) tp->n_slots[e->stage] = slot + 1;
+            tp->slices++;
+            tp->q0_slices += e->query_id == 0;
+            if (e->query_id > tp->max_qid) tp->max_qid = e->query_id;
+        }
+        rc = CB_OK;
     }
-    tp->n_keys = n;
-    qsort(tp->keys, n, sizeof *tp->keys, key_cmp);
-    c->total += n;
+    cb_rec_iter_close(&it);
+    if (rc != CB_OK) return rc;
+    c->total += tp->slices;
+    if (tp->slices && tp->max_qid > c->max_qid) c->max_qid = tp->max_qid;
     return CB_OK;
 oom:
     return cb_error_set(err, CB_ENOMEM, "trace: out of memory");
 }
 
-/* Slices kept with stride k, sparse form: one pass over every pipeline's keys. */
-static size_t kept_sparse(const trace_ctx *c, uint64_t k) {
-    size_t kept = 0;
-    for (size_t p = 0; p < c->n_pipes; p++)
-        for (size_t i = 0; i < c->pipes[p].n_keys; i++) kept += c->pipes[p].keys[i].qid % k == 0;
-    return kept;
+/* Expected kept slices with stride k if each pipeline's slices spread evenly over its ids. */
+static double expected_kept(const trace_ctx *c, uint64_t k) {
+    double sum = 0.0;
+    for (size_t p = 0; p < c->n_pipes; p++) {
+        const trace_pipe *tp = &c->pipes[p];
+        if (!tp->slices) continue;
+        sum += ((double)(tp->max_qid / k) + 1.0) * (double)tp->slices /
+               ((double)tp->max_qid + 1.0);
+    }
+    return sum;
 }
 
-/* Chooses the query sampling stride (1 = everything fits). */
-static int choose_stride(trace_ctx *c, cb_error *err) {
-    c->stride = 1;
-    c->written = c->total;
-    if (c->total <= c->cap) return CB_OK;
-    uint64_t max_qid = 0;
-    for (size_t p = 0; p < c->n_pipes; p++)
-        if (c->pipes[p].n_keys) {
-            uint64_t q = c->pipes[p].keys[c->pipes[p].n_keys - 1].qid;
-            if (q > max_qid) max_qid = q;
-        }
-    if (max_qid < 2 * (uint64_t)c->total + 1024) {
-        size_t m = (size_t)max_qid + 1;
-        size_t *count = cb_calloc(m, sizeof *count);
-        if (!count) return cb_error_set(err, CB_ENOMEM, "trace: out of memory");
-        for (size_t p = 0; p < c->n_pipes; p++)
-            for (size_t i = 0; i < c->pipes[p].n_keys; i++) count[c->pipes[p].keys[i].qid]++;
-        size_t kept = count[0];
-        uint64_t k = 2;
-        for (; k <= max_qid; k++) {
-            kept = 0;
-            for (size_t q = 0; q < m; q += (size_t)k) kept += count[q];
-            if (kept <= c->cap) break;
-        }
-        if (k > max_qid) kept = count[0]; /* only query 0 is left */
-        cb_free(count);
-        c->stride = k;
-        c->written = kept;
-        return CB_OK;
+/* The stride that keeps only query 0: max_qid + 1 (or zero_only when that does not exist). */
+static uint64_t stride_zero_only(trace_ctx *c) {
+    if (c->max_qid == UINT64_MAX) {
+        c->zero_only = true;
+        return UINT64_MAX;
     }
-    uint64_t k = 2;
-    size_t kept = kept_sparse(c, k);
-    while (kept > c->cap && k <= max_qid) kept = kept_sparse(c, ++k);
-    c->stride = k;
-    c->written = kept;
+    return c->max_qid + 1;
+}
+
+/* Chooses the first query sampling stride (1 = everything fits). */
+static void choose_stride(trace_ctx *c) {
+    c->stride = 1;
+    if (c->total <= c->cap) return;
+    uint64_t hi = stride_zero_only(c);                  /* keeps query 0 only */
+    if (c->zero_only) hi = UINT64_MAX;
+    uint64_t lo = (uint64_t)((c->total + c->cap - 1) / c->cap); /* >= 2 */
+    if (lo < 2) lo = 2;
+    if (lo > hi) lo = hi;
+    if (expected_kept(c, hi) > (double)c->cap) {
+        c->stride = hi;
+        return;
+    }
+    while (lo < hi) { /* smallest k in [lo, hi] with expected_kept(k) <= cap */
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (expected_kept(c, mid) <= (double)c->cap)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    c->stride = lo;
+    c->zero_only = false;
+}
+
+static inline bool kept_query(const trace_ctx *c, uint64_t qid) {
+    return c->zero_only ? qid == 0 : qid % c->stride == 0;
+}
+
+/* The buffer is full: a larger stride (2k, or query 0 only) and the buffer compacted to it.
+ * false when the stride cannot grow (only query 0 is left). */
+static bool raise_stride(trace_ctx *c) {
+    if (c->zero_only || c->stride > c->max_qid) return false;
+    if (c->stride <= c->max_qid / 2)
+        c->stride *= 2;
+    else
+        c->stride = stride_zero_only(c);
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_kept; i++)
+        if (kept_query(c, c->kept[i].query_id)) c->kept[n++] = c->kept[i];
+    c->n_kept = n;
+    return true;
+}
+
+/* Pass 2 over one pipeline: its kept slices into the buffer. */
+static int collect_pipe(trace_ctx *c, size_t p, cb_error *err) {
+    const cb_pipeline_spec *ps = &c->in->spec->pipelines[p];
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, &c->in->pipelines[p], CB_REC_EVENTS, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        rc = CB_OK;
+        for (const cb_stage_event *e = b, *end = e + nb; e < end && rc == CB_OK; e++) {
+            if (e->stage >= ps->n_stages || !kept_query(c, e->query_id)) continue;
+            if (c->n_kept == c->kept_max) {
+                while (c->n_kept == c->kept_max && raise_stride(c)) {}
+                if (!kept_query(c, e->query_id) || c->n_kept == c->kept_max) continue;
+            }
+            if (c->n_kept == c->kept_cap) {
+                size_t cap = c->kept_cap ? 2 * c->kept_cap : 4096;
+                if (cap > c->kept_max) cap = c->kept_max;
+                cb_stage_event *g = cb_realloc(c->kept, cap * sizeof *g);
+                if (!g) {
+                    rc = cb_error_set(err, CB_ENOMEM, "trace: out of memory");
+                    break;
+                }
+                c->kept = g;
+                c->kept_cap = cap;
+            }
+            cb_stage_event *k = &c->kept[c->n_kept++];
+            *k = *e;
+            k->pipeline = (uint16_t)p;
+        }
+    }
+    cb_rec_iter_close(&it);
+    return rc;
+}
+
+/* Pass 2 over every pipeline, then the sort keys of each pipeline's kept slices. */
+static int collect(trace_ctx *c, cb_error *err) {
+    size_t q0 = 0;
+    for (size_t p = 0; p < c->n_pipes; p++) q0 += c->pipes[p].q0_slices;
+    c->kept_max = c->cap > q0 ? c->cap : q0;
+    if (c->kept_max > c->total) c->kept_max = c->total;
+    if (c->kept_max > UINT32_MAX)
+        return cb_error_set(err, CB_EINVAL, "trace: max_slices %zu above %u", c->kept_max,
+                            (unsigned)UINT32_MAX);
+    for (size_t p = 0; p < c->n_pipes; p++) {
+        int rc = collect_pipe(c, p, err);
+        if (rc != CB_OK) return rc;
+    }
+    c->written = c->n_kept;
+    c->keys = cb_malloc((c->n_kept ? c->n_kept : 1) * sizeof *c->keys);
+    if (!c->keys) return cb_error_set(err, CB_ENOMEM, "trace: out of memory");
+    /* Compaction keeps the order: each pipeline's slices are one contiguous range. */
+    size_t i = 0;
+    for (size_t p = 0; p < c->n_pipes; p++) {
+        trace_pipe *tp = &c->pipes[p];
+        tp->begin = i;
+        for (; i < c->n_kept && c->kept[i].pipeline == p; i++) {
+            const cb_stage_event *e = &c->kept[i];
+            c->keys[i] = (trace_key){e->query_id, e->start_ns, (uint32_t)i, e->stage,
+                                     (uint16_t)slot_of(e)};
+        }
+        tp->end = i;
+        qsort(c->keys + tp->begin, tp->end - tp->begin, sizeof *c->keys, key_cmp);
+    }
     return CB_OK;
 }
 
@@ -538,7 +650,7 @@ static int write_process_meta(trace_ctx *c, trace_writer *w) {
 
 static void write_slice(trace_ctx *c, trace_writer *w, size_t p, const trace_key *k) {
     const trace_pipe *tp = &c->pipes[p];
-    const cb_stage_event *e = &c->in->pipelines[p].stage_events[k->idx];
+    const cb_stage_event *e = &c->kept[k->idx];
     const json_str *nm = &tp->slice_names[k->stage];
     int64_t warmup = c->in->spec->pipelines[p].loadgen.warmup_queries;
     char *o = tw_event(w, nm->n + 384);
@@ -576,7 +688,7 @@ static void write_slice(trace_ctx *c, trace_writer *w, size_t p, const trace_key
 
 static void write_flow(trace_ctx *c, trace_writer *w, size_t p, const trace_key *k, char ph) {
     const trace_pipe *tp = &c->pipes[p];
-    const cb_stage_event *e = &c->in->pipelines[p].stage_events[k->idx];
+    const cb_stage_event *e = &c->kept[k->idx];
     uint64_t id = ((uint64_t)p << CB_TRACE_FLOW_QID_BITS) |
                   (e->query_id & (((uint64_t)1 << CB_TRACE_FLOW_QID_BITS) - 1));
     int64_t mid_ns = e->start_ns + (e->end_ns - e->start_ns) / 2;
@@ -600,16 +712,15 @@ static void write_flow(trace_ctx *c, trace_writer *w, size_t p, const trace_key 
 static void write_slices(trace_ctx *c, trace_writer *w) {
     for (size_t p = 0; p < c->n_pipes; p++) {
         const trace_pipe *tp = &c->pipes[p];
-        size_t i = 0;
-        while (i < tp->n_keys) {
+        const trace_key *keys = c->keys;
+        size_t i = tp->begin;
+        while (i < tp->end) {
             size_t j = i + 1;
-            while (j < tp->n_keys && tp->keys[j].qid == tp->keys[i].qid) j++;
-            if (tp->keys[i].qid % c->stride == 0) {
-                for (size_t k = i; k < j; k++) write_slice(c, w, p, &tp->keys[k]);
-                if (j - i >= 2)
-                    for (size_t k = i; k < j; k++)
-                        write_flow(c, w, p, &tp->keys[k], k == i ? 's' : k + 1 == j ? 'f' : 't');
-            }
+            while (j < tp->end && keys[j].qid == keys[i].qid) j++;
+            for (size_t k = i; k < j; k++) write_slice(c, w, p, &keys[k]);
+            if (j - i >= 2)
+                for (size_t k = i; k < j; k++)
+                    write_flow(c, w, p, &keys[k], k == i ? 's' : k + 1 == j ? 'f' : 't');
             i = j;
         }
     }
@@ -648,10 +759,11 @@ static void ctx_fini(trace_ctx *c) {
         cb_free(tp->stages);
         cb_free(tp->slice_names);
         cb_free(tp->n_slots);
-        cb_free(tp->keys);
         cb_free(tp->name.s);
     }
     cb_free(c->pipes);
+    cb_free(c->kept);
+    cb_free(c->keys);
 }
 
 int cb_trace_write(const cb_trace_input *in, FILE *out, cb_error *err) {
@@ -680,7 +792,10 @@ int cb_trace_write(const cb_trace_input *in, FILE *out, cb_error *err) {
             }
     }
     for (size_t p = 0; p < c.n_pipes && rc == CB_OK; p++) rc = prepare_pipe(&c, p, err);
-    if (rc == CB_OK) rc = choose_stride(&c, err);
+    if (rc == CB_OK) {
+        choose_stride(&c);
+        rc = collect(&c, err);
+    }
     size_t rows = 0;
     if (rc == CB_OK && in->metrics_csv) rc = metrics_pass(in->metrics_csv, NULL, &rows, err);
     if (rc != CB_OK) goto done;

@@ -11,9 +11,13 @@
  * Times in microseconds relative to the run's t0 (the JSON format's unit), with ns precision.
  *
  * Long runs: when the run has more than max_slices stage runs, whole queries are sampled (every
- * k-th query id, so each kept query keeps all its slices and flows) to stay under the cap, and
- * the file's "metadata" says so ({"sampled": true, "slices_total": N, "slices_written": M,
- * "query_sampling_stride": k}). Warm-up queries are included and marked in args.
+ * k-th query id, in every pipeline, so each kept query keeps all its slices and flows) to stay
+ * under the cap, and the file's "metadata" says so ({"sampled": true, "slices_total": N,
+ * "slices_written": M, "query_sampling_stride": k}). k is the smallest stride whose expected
+ * kept slices fit (ids assumed evenly spread), doubled while the kept slices do not fit; query 0
+ * is always kept, whole, even when it alone has more slices than the cap. Warm-up queries are
+ * included and marked in args. The records are read in streaming passes (record/records.h):
+ * memory is O(max_slices) whatever the length of the run (trace.c states the bound).
  *
  * Pure function over borrowed inputs; thread-safe.
  */
@@ -40,7 +44,8 @@ typedef struct cb_trace_input {
     size_t max_slices;                      /* 0 = CB_TRACE_DEFAULT_MAX_SLICES */
 } cb_trace_input;
 
-/* Writes the trace. A malformed metrics.csv row is an error naming the file and line. */
+/* Writes the trace. A malformed metrics.csv row is an error naming the file and line; a record
+ * file that cannot be read is CB_EIO naming it. */
 int cb_trace_write(const cb_trace_input *in, FILE *out, cb_error *err);
 
 #endif
