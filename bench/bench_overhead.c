@@ -22,8 +22,11 @@
 #include "analysis/stats.h"
 #include "core/alloc.h"
 #include "core/registry.h"
+#include "stages/builtin.h"
 #include "core/runtime.h"
 #include "core/spec.h"
+#include "record/recorder.h"
+#include "record/records.h"
 
 typedef struct bench_result {
     double transition_p50_ns;
@@ -67,19 +70,43 @@ static int run_one(cb_registry *reg, int depth, const char *loadgen, int disable
     }
     cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
     o.spec = spec;
-    o.out_dir = to_disk ? outdir : NULL;
+    /* Records stream to files (as in a real run) and are read back for the figures. */
+    cb_recorder_opts ro = CB_RECORDER_OPTS_DEFAULT;
+    ro.spec = spec;
+    ro.out_dir = to_disk ? outdir : NULL;
+    cb_recorder *recorder = NULL;
     cb_run_result res;
-    int rc = cb_run(&o, &res, &err);
+    memset(&res, 0, sizeof res);
+    int rc = cb_recorder_create(&ro, &recorder, &err);
+    if (rc == CB_OK) rc = cb_run(&o, cb_recorder_sink(recorder), &res, &err);
+    if (rc == CB_OK) rc = cb_recorder_stop(recorder, &err);
     if (rc != CB_OK || res.n_errors) {
         char b[1024];
         cb_error_format(&err, b, sizeof b);
         fprintf(stderr, "bench: run failed: %s %s\n", b, res.n_errors ? res.errors[0] : "");
         cb_run_result_fini(&res);
+        cb_recorder_destroy(recorder);
         cb_spec_destroy(spec);
         cb_doc_destroy(doc);
         return -1;
     }
-    cb_pipeline_record r = cb_recorder_records(res.recorder, 0);
+    cb_recorder_destroy(recorder);
+    char qpath[600], epath[600];
+    snprintf(qpath, sizeof qpath, "%s/queries.bin", outdir);
+    snprintf(epath, sizeof epath, "%s/events.bin", outdir);
+    cb_pipeline_record src;
+    memset(&src, 0, sizeof src);
+    src.queries_bin = qpath;
+    src.events_bin = epath;
+    cb_loaded_records loaded;
+    if (cb_records_load(&src, &loaded, &err) != CB_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        cb_run_result_fini(&res);
+        cb_spec_destroy(spec);
+        cb_doc_destroy(doc);
+        return -1;
+    }
+    cb_pipeline_record r = loaded.rec;
     int64_t *lat = cb_malloc((r.n_queries + 1) * sizeof *lat);
     int64_t first = INT64_MAX, last = 0;
     for (size_t i = 0; i < r.n_queries; i++) {
@@ -106,6 +133,7 @@ static int run_one(cb_registry *reg, int depth, const char *loadgen, int disable
         }
         cb_free(tr);
     }
+    cb_loaded_records_fini(&loaded);
     cb_run_result_fini(&res);
     cb_spec_destroy(spec);
     cb_doc_destroy(doc);
@@ -131,7 +159,7 @@ int main(int argc, char **argv) {
     if (mkdir(outdir, 0755) != 0) return 1;
     cb_registry *reg = NULL;
     cb_error err;
-    if (cb_registry_create(&reg, &err) != CB_OK) return 1;
+    if (cb_builtin_registry(&reg, &err) != CB_OK) return 1;
 
     char closed[256], offline[256];
     snprintf(closed, sizeof closed, "{component: closed, max_queries: %ld, warmup_queries: 100, config: {concurrency: 1}}", nq);

@@ -12,7 +12,7 @@ static int g_failed_checks;
 static int g_failed_tests, g_passed_tests;
 static int g_current_failed;
 static int g_skipped;
-static char g_tmpdirs[16][256];
+static char g_tmpdirs[256][256];
 static int g_ntmp;
 static char g_paths[64][512];
 static int g_npaths;
@@ -70,7 +70,7 @@ int cb_test_done(void) {
 }
 
 const char *cb_test_tmpdir(void) {
-    if (g_ntmp >= 16) abort();
+    if (g_ntmp >= (int)(sizeof g_tmpdirs / sizeof g_tmpdirs[0])) abort();
     const char *base = getenv("TMPDIR");
     snprintf(g_tmpdirs[g_ntmp], sizeof g_tmpdirs[0], "%s/cbtest-XXXXXX", base ? base : "/tmp");
     if (!mkdtemp(g_tmpdirs[g_ntmp])) abort();

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/registry.h"
+#include "stages/builtin.h"
 #include "core/spec.h"
 #include "harness.h"
 
@@ -23,7 +24,7 @@ static char g_msg[2048];
 static int spec_fixture_init(void) {
     cb_error err;
     cb_error_clear(&err);
-    if (cb_registry_create(&g_reg, &err)) {
+    if (cb_builtin_registry(&g_reg, &err)) {
         printf("# registry: %s\n", err.msg);
         return -1;
     }

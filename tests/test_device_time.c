@@ -185,7 +185,7 @@ static void check_num(const char *path, const char *expr, double want) {
         cb__test_fail(__FILE__, __LINE__, "%s: %.17g, expected %.17g", expr, v, want);
 }
 
-static void check_summary(const run_fixture *f, const cb_pipeline_record *r, const char *out_dir) {
+static void check_summary(run_fixture *f, const cb_pipeline_record *r, const char *out_dir) {
     /* Independent expectations over measured ids WARMUP..NQ-1 that reported. */
     int64_t vals[NQ];
     size_t n = 0;
@@ -209,7 +209,7 @@ static void check_summary(const run_fixture *f, const cb_pipeline_record *r, con
 
     cb_pipeline_record recs[1];
     cb_summary_input in;
-    cb_run_summary_input(&f->res, f->spec, recs, &in);
+    run_fixture_summary_input(f, recs, &in);
     char path[600];
     snprintf(path, sizeof path, "%s/summary.json", out_dir);
     FILE *out = fopen(path, "w");
@@ -261,9 +261,9 @@ static void check_summary(const run_fixture *f, const cb_pipeline_record *r, con
 
 /* trace.json: the gpu slices carry args.device_us, equal to the row's device_ns, and only those
  * (tests/check_trace.py checks every slice against events.csv). */
-static void check_trace(const run_fixture *f, const char *out_dir) {
+static void check_trace(run_fixture *f, const char *out_dir) {
     cb_pipeline_record recs[1];
-    recs[0] = cb_recorder_records(f->res.recorder, 0);
+    recs[0] = run_fixture_records(f, 0);
     cb_trace_input in = {.spec = f->spec, .t0_ns = f->res.t0_ns, .pipelines = recs};
     char path[600], cmd[2048];
     snprintf(path, sizeof path, "%s/trace.json", out_dir);
@@ -294,7 +294,7 @@ static void test_device_time_records_csv_summary(void) {
         run_fixture_fini(&f);
         return;
     }
-    cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
     CB_CHECK_EQ_INT(r.n_queries, NQ);
     check_records(&r);
     check_csv(out_dir);
@@ -375,8 +375,8 @@ static void test_gpu_stages_fail_without_gpu(void) {
         char all[4096] = "";
         snprintf(all, sizeof all, "%s %s", f.err.msg, f.res.n_errors ? f.res.errors[0] : "");
         CB_CHECK_CONTAINS(all, "CUDA");
-        if (f.res.recorder) { /* none when the run ended before its start */
-            cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+        { /* nothing recorded when the run ended before its start */
+            cb_pipeline_record r = run_fixture_records(&f, 0);
             CB_CHECK_EQ_INT(r.n_stage_events, 0);
         }
     }

@@ -41,7 +41,7 @@ static void test_spin_duration(void) {
     run_fixture f;
     if (run_stage(&f, "component: util.gpu_spin, config: {duration_us: 2000, device: 'cuda:0'}",
                   20) == 0) {
-        cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+        cb_pipeline_record r = run_fixture_records(&f, 0);
         CB_CHECK_EQ_INT(r.n_stage_events, 20);
         for (size_t i = 0; i < r.n_stage_events; i++) {
             const cb_stage_event *e = &r.stage_events[i];
@@ -114,7 +114,7 @@ static void test_spin_sms(void) {
              "component: util.gpu_spin, config: {duration_us: 2000, sms: %d, device: 'cuda:0'}",
              half);
     if (run_stage(&f, stage, 10) == 0) {
-        cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+        cb_pipeline_record r = run_fixture_records(&f, 0);
         for (size_t i = 0; i < r.n_stage_events; i++) {
             if (r.stage_events[i].query_id < 2) continue;
             CB_CHECK_CMP_INT(r.stage_events[i].device_ns, >=, 1800000);
@@ -140,7 +140,7 @@ static void test_copy_h2d_bandwidth(void) {
     run_fixture f;
     if (run_stage(&f, "component: util.gpu_copy, config: {bytes: 67108864, direction: h2d,"
                       " pinned: true, device: 'cuda:0'}", 10) == 0) {
-        cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+        cb_pipeline_record r = run_fixture_records(&f, 0);
         CB_CHECK_EQ_INT(r.n_stage_events, 10);
         for (size_t i = 0; i < r.n_stage_events; i++) {
             const cb_stage_event *e = &r.stage_events[i];
@@ -168,7 +168,7 @@ static void test_copy_directions(void) {
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         run_fixture f;
         if (run_stage(&f, cfg[k], 5) == 0) {
-            cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+            cb_pipeline_record r = run_fixture_records(&f, 0);
             CB_CHECK_EQ_INT(r.n_stage_events, 5);
             for (size_t i = 0; i < r.n_stage_events; i++)
                 CB_CHECK_CMP_INT(r.stage_events[i].device_ns, >, 0);

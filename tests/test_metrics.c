@@ -105,7 +105,7 @@ static const cb_stage_event *find_event(const cb_pipeline_record *r, int stage, 
     return NULL;
 }
 
-static void check_records(const run_fixture *f, const cb_pipeline_record *r) {
+static void check_records(run_fixture *f, const cb_pipeline_record *r) {
     /* data: bytes for every query; model: loss and images for every query, one more loss */
     CB_CHECK_EQ_INT(r->n_metrics, NQ + 2 * NQ + 1);
     int seen[2][M_N][NQ];
@@ -164,7 +164,7 @@ static int split_csv(char *line, char **fields, int max) {
     return n;
 }
 
-static void check_csv(const run_fixture *f, const cb_pipeline_record *r, const char *out_dir) {
+static void check_csv(run_fixture *f, const cb_pipeline_record *r, const char *out_dir) {
     char path[512];
     snprintf(path, sizeof path, "%s/stage_metrics.csv", out_dir);
     size_t len = 0;
@@ -230,7 +230,7 @@ static void check_num(const char *json, const char *expr, double want) {
     free(got);
 }
 
-static void check_summary(const run_fixture *f, const cb_pipeline_record *r, const char *out_dir) {
+static void check_summary(run_fixture *f, const cb_pipeline_record *r, const char *out_dir) {
     /* Independent expectations over the measured ids WARMUP..NQ-1 (NaN left out). */
     int n = NQ - WARMUP, tenth = (n + 9) / 10;
     double sum = 0, head = 0, tail = 0, img = 0, tr_sum = 0, va_sum = 0;
@@ -262,7 +262,7 @@ static void check_summary(const run_fixture *f, const cb_pipeline_record *r, con
 
     cb_pipeline_record recs[1];
     cb_summary_input in;
-    cb_run_summary_input(&f->res, f->spec, recs, &in);
+    run_fixture_summary_input(f, recs, &in);
     char path[512];
     snprintf(path, sizeof path, "%s/summary.json", out_dir);
     FILE *out = fopen(path, "w");
@@ -333,7 +333,7 @@ static void test_report_records_csv_summary(void) {
         run_fixture_fini(&f);
         return;
     }
-    cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
     CB_CHECK_EQ_INT(r.n_queries, NQ);
     CB_CHECK(r.splits != NULL && r.splits->n == 2);
     check_records(&f, &r);
@@ -357,7 +357,7 @@ static void test_no_metrics_header_only(void) {
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
-    cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
     CB_CHECK_EQ_INT(r.n_queries, 20);
     CB_CHECK_EQ_INT(r.n_metrics, 0);
     CB_CHECK(r.splits == NULL);
@@ -368,7 +368,7 @@ static void test_no_metrics_header_only(void) {
     free(text);
     cb_pipeline_record recs[1];
     cb_summary_input in;
-    cb_run_summary_input(&f.res, f.spec, recs, &in);
+    run_fixture_summary_input(&f, recs, &in);
     snprintf(path, sizeof path, "%s/summary.json", out_dir);
     FILE *out = fopen(path, "w");
     CB_CHECK_EQ_INT(cb_summary_write_json(&in, out, NULL), CB_OK);
@@ -397,7 +397,7 @@ static void test_many_reports_cross_chunks(void) {
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     CB_CHECK_EQ_INT(f.rc, CB_OK);
-    cb_pipeline_record r = cb_recorder_records(f.res.recorder, 0);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
     CB_CHECK_EQ_INT(r.n_metrics, 20000);
     unsigned char *seen = calloc(20000, 1);
     int bad = 0;

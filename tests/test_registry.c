@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "core/registry.h"
+#include "stages/builtin.h"
 
 /* Number of built-in stages (stages/builtin.def): the plugin tests count on top of it. */
 static const size_t n_builtins = 0
@@ -41,7 +42,7 @@ static void test_builtins(void) {
     cb_registry *reg = NULL;
     cb_error err;
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
     if (!reg) return;
     const char *names[] = {"util.copy", "util.fail", "util.noop", "util.router",
                            "util.sleep", "util.source", "util.spin", "util.gpu_spin",
@@ -77,7 +78,7 @@ static void test_add_checks(void) {
     cb_registry *reg = NULL;
     cb_error err;
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
     if (!reg) return;
     static const cb_param_def bad_default[] = {{"n", CB_PARAM_INT, "1.5", 0, 10, NULL, "n"}};
     static const cb_param_def dup[] = {{"n", CB_PARAM_INT, "1", 0, 10, NULL, "n"},
@@ -137,7 +138,7 @@ static void test_metric_checks(void) {
     cb_registry *reg = NULL;
     cb_error err;
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
     if (!reg) return;
     static const cb_metric_def good[] = {{"loss", CB_METRIC_GAUGE, "", "training loss"},
                                          {"images", CB_METRIC_COUNT, "images", "images"}};
@@ -222,7 +223,7 @@ static void test_print(void) {
     cb_registry *reg = NULL;
     cb_error err;
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
     if (!reg) return;
     char *out = NULL;
     size_t len = 0;
@@ -282,7 +283,7 @@ static void test_example_plugin(void) {
     cb_registry *reg = NULL;
     cb_error err;
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
     if (!reg) return;
     const char *path = CB_TEST_BINDIR "/plugins/example_plugin.so";
     int rc = cb_registry_load_plugin(reg, path, &err);
@@ -302,7 +303,7 @@ static void test_bad_plugins(void) {
     cb_registry *reg = NULL;
     cb_error err;
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_registry_create(&reg, &err), 0);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
     if (!reg) return;
     const char *dir = cb_test_tmpdir();
 

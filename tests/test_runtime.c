@@ -11,7 +11,7 @@
 #include "run_fixture.h"
 
 
-static cb_pipeline_record recs(run_fixture *f, size_t p) { return cb_recorder_records(f->res.recorder, p); }
+static cb_pipeline_record recs(run_fixture *f, size_t p) { return run_fixture_records(f, p); }
 
 static int cmp_ev(const void *a, const void *b) {
     const cb_stage_event *x = a, *y = b;

@@ -1,4 +1,4 @@
-/* Tests of analysis/summary.c, analysis/json.c and record/env.c: statistics over a hand-built
+/* Tests of analysis/summary.c, analysis/json.c and experiment/env.c: statistics over a hand-built
  * spec and synthetic records with known values (warm-up excluded, statuses counted, transition
  * medians, throughput window, open-loop dispatch delay), summary.json and env.json validated by
  * Python's json module, JSON escaping, and the table layout. */
@@ -12,7 +12,7 @@
 #include "analysis/stage_metrics.h"
 #include "analysis/summary.h"
 #include "core/alloc.h"
-#include "record/env.h"
+#include "experiment/env.h"
 
 #define T0 1000000000LL
 #define MS 1000000LL

@@ -12,7 +12,10 @@
 
 #include "analysis/trace.h"
 #include "core/registry.h"
+#include "stages/builtin.h"
 #include "core/runtime.h"
+#include "record/recorder.h"
+#include "record/records.h"
 #include "core/spec.h"
 
 /* Pipeline 0 has a name that needs JSON and CSV escaping; 5 warm-up queries. */
@@ -53,6 +56,7 @@ typedef struct fixture {
     cb_spec *spec;
     cb_run_result res;
     cb_pipeline_record recs[4];
+    char bins[4][3][1024];
     cb_summary_input sin;
     char events[1024], metrics[1024], trace[1024];
 } fixture;
@@ -67,7 +71,7 @@ static int fixture_run(fixture *f, const char *yaml, bool run) {
     snprintf(f->metrics, sizeof f->metrics, "%s",
              cb_test_write(f->dir, "metrics.csv", k_metrics_csv));
     const char *path = cb_test_write(f->dir, "bench.yaml", yaml);
-    if (cb_registry_create(&f->reg, &err) != CB_OK ||
+    if (cb_builtin_registry(&f->reg, &err) != CB_OK ||
         cb_spec_load(path, NULL, 0, f->reg, &f->doc, &f->spec, &err) != CB_OK) {
         char buf[2048];
         cb_error_format(&err, buf, sizeof buf);
@@ -81,15 +85,35 @@ static int fixture_run(fixture *f, const char *yaml, bool run) {
                       "start_ns,end_ns,device_ns\n");
         return 0;
     }
+    /* As a run does: the recorder streams into the directory, the trace reads the raw files. */
     cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
     o.spec = f->spec;
-    o.out_dir = f->dir;
-    int rc = cb_run(&o, &f->res, &err);
+    cb_recorder_opts ro = CB_RECORDER_OPTS_DEFAULT;
+    ro.spec = f->spec;
+    ro.out_dir = f->dir;
+    cb_recorder *rec = NULL;
+    int rc = cb_recorder_create(&ro, &rec, &err);
+    if (rc == CB_OK) rc = cb_run(&o, cb_recorder_sink(rec), &f->res, &err);
+    if (rc == CB_OK) rc = cb_recorder_stop(rec, &err);
+    cb_recorder_destroy(rec);
     if (rc != CB_OK || f->res.n_errors) {
         printf("# run failed: %d %s\n", rc, err.msg);
         return -1;
     }
-    cb_run_summary_input(&f->res, f->spec, f->recs, &f->sin);
+    memset(&f->sin, 0, sizeof f->sin);
+    for (size_t i = 0; i < f->spec->n_pipelines && i < 4; i++) {
+        static const char *const names[3] = {"queries.bin", "events.bin", "metrics.bin"};
+        for (int k = 0; k < 3; k++) snprintf(f->bins[i][k], sizeof f->bins[i][k], "%s/%s", f->dir, names[k]);
+        f->recs[i].queries_bin = f->bins[i][0];
+        f->recs[i].events_bin = f->bins[i][1];
+        f->recs[i].metrics_bin = f->bins[i][2];
+        f->recs[i].file_pipeline = (int)i;
+    }
+    f->sin.spec = f->spec;
+    f->sin.t0_ns = f->res.t0_ns;
+    f->sin.end_ns = f->res.end_ns;
+    f->sin.pipelines = f->recs;
+    f->sin.prepare_ns = f->res.prepare_ns;
     return 0;
 }
 
@@ -164,8 +188,13 @@ static void test_trace_matches_events(void) {
     int ok = fixture_run(&f, k_bench_yaml, true);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
-    CB_CHECK_EQ_INT(f.recs[0].n_stage_events, 150);
-    CB_CHECK_EQ_INT(f.recs[1].n_stage_events, 40);
+    size_t want_events[2] = {150, 40};
+    for (int p = 0; p < 2; p++) {
+        cb_loaded_records l;
+        CB_CHECK_EQ_INT(cb_records_load(&f.recs[p], &l, NULL), CB_OK);
+        CB_CHECK_EQ_INT(l.rec.n_stage_events, want_events[p]);
+        cb_loaded_records_fini(&l);
+    }
     cb_trace_input in = trace_input(&f);
     cb_error err;
     cb_error_clear(&err);

@@ -51,6 +51,9 @@
  *   2026-11-23  device time: cb_host.device_time appended. A stage that runs work on a GPU
  *               reports the device time of each run (measured with CUDA events) from run();
  *               it goes into the run's stage event and the stage's summary statistics.
+ *   2026-12-07  cancellation: cb_host.wait_until and cb_host.cancelled appended. A stage that
+ *               sleeps or computes for long waits with wait_until or polls cancelled, so a stop
+ *               or a timeout ends its run promptly.
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -204,6 +207,17 @@ typedef struct cb_host {
      * device-time statistics next to its host service time. 0, or CB_EINVAL for a negative
      * value (then nothing is added). Only from run(), with its ctx. */
     int (*device_time)(cb_run_ctx *ctx, int64_t device_ns);
+    /* Appended 2026-12-07 (check struct_size): cancellation. A run that waits or works for long
+     * must stay cancellable, so that a stop, a timeout or a failure elsewhere in the pipeline
+     * ends the run promptly (a run that never returns gets its thread abandoned and the whole
+     * run ends with an error).
+     * wait_until sleeps until deadline_ns (the host clock, CLOCK_MONOTONIC ns) or until the
+     * run's pipeline cancels its queries, whichever comes first: 0 at the deadline,
+     * CB_ESTOPPED when cancelled. cancelled returns nonzero once the pipeline cancels; a long
+     * computation polls it between steps. A run that returns CB_ESTOPPED while its pipeline is
+     * cancelling ends its query as cancelled, not as an error. Only from run(), with its ctx. */
+    int (*wait_until)(cb_run_ctx *ctx, int64_t deadline_ns);
+    int (*cancelled)(const cb_run_ctx *ctx);
 } cb_host;
 
 /* ---- Stage ops -------------------------------------------------------------------------- */

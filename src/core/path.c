@@ -1,11 +1,14 @@
-/* core/path.c - file-system paths: creating output directories.
+/* core/path.c - file-system paths: output directories, and files created without following
+ * symbolic links (see path.h).
  * Thread-safety: reentrant. Ownership: borrows its arguments. */
 #include "core/path.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int cb_path_mkdir_p(const char *dir, char *failed, size_t failed_size) {
     char path[4096];
@@ -25,6 +28,48 @@ int cb_path_mkdir_p(const char *dir, char *failed, size_t failed_size) {
             return -e;
         }
         path[i] = c;
+    }
+    return 0;
+}
+
+int cb_path_create_at(int dir_fd, const char *name) {
+    if (unlinkat(dir_fd, name, 0) != 0 && errno != ENOENT) return -errno;
+    int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    return fd >= 0 ? fd : -errno;
+}
+
+int cb_path_create(const char *dir, const char *name) {
+    int d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d < 0) return -errno;
+    int fd = cb_path_create_at(d, name);
+    close(d);
+    return fd;
+}
+
+int cb_path_open_dir_at(int dir_fd, const char *name) {
+    int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+}
+
+int cb_path_mkdir_at(int dir_fd, const char *name) {
+    if (mkdirat(dir_fd, name, 0755) == 0) return 0;
+    if (errno != EEXIST) return -errno;
+    struct stat sb;
+    if (fstatat(dir_fd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) return -errno;
+    return S_ISDIR(sb.st_mode) ? 0 : -ENOTDIR;
+}
+
+int cb_path_write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t k = write(fd, p, len);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (k == 0) return -EIO;
+        p += k;
+        len -= (size_t)k;
     }
     return 0;
 }

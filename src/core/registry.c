@@ -27,7 +27,6 @@
 #include "core/alloc.h"
 #include "core/spec.h"
 #include "core/suggest.h"
-#include "stages/builtin.h"
 
 #define CB_PLUGIN_MAX_STAGES 1024
 #define CB_REGISTRY_MAX 4096
@@ -50,12 +49,6 @@ struct cb_registry {
     plugin *plugins;
     size_t n_plugins, cap_plugins;
 };
-
-#define CB_BUILTIN(sym) &sym,
-static const cb_stage_ops *const builtin_ops[] = {
-#include "stages/builtin.def"
-};
-#undef CB_BUILTIN
 
 static int oom(cb_error *err) { return cb_error_set(err, CB_ENOMEM, "out of memory"); }
 
@@ -212,13 +205,6 @@ int cb_registry_create(cb_registry **out, cb_error *err) {
     if (!(reg->arena = cb_arena_create())) {
         cb_free(reg);
         return oom(err);
-    }
-    for (size_t i = 0; i < sizeof builtin_ops / sizeof builtin_ops[0]; i++) {
-        int rc = cb_registry_add(reg, builtin_ops[i], "built-in", err);
-        if (rc) {
-            cb_registry_destroy(reg);
-            return rc;
-        }
     }
     *out = reg;
     return 0;

@@ -1,6 +1,7 @@
 /* core/registry.h - the stage registry: built-ins and plugins, one namespace.
  *
- * Built-ins come from src/stages/builtin.def. Plugins are shared objects exporting
+ * Built-ins are added by the stages layer (cb_builtin_register, stages/builtin.h: core knows
+ * no stage). Plugins are shared objects exporting
  * `cb_plugin_entry` (see colobench/stage.h); they are opened with RTLD_NOW|RTLD_LOCAL, and the
  * entry and every ops table are checked (abi_major, struct_size, required functions, unique
  * names, parameter tables, metric tables) before anything of the plugin is called. A registry
@@ -33,7 +34,7 @@ static inline const cb_metric_def *cb_registry_ops_metrics(const cb_stage_ops *o
 
 const char *cb_metric_kind_name(cb_metric_kind kind); /* "count", "gauge", "?" */
 
-/* A registry holding the built-in stages. */
+/* An empty registry (cb_builtin_registry in stages/builtin.h makes one with the built-ins). */
 int cb_registry_create(cb_registry **out, cb_error *err);
 void cb_registry_destroy(cb_registry *reg); /* NULL is a no-op; dlcloses plugins */
 

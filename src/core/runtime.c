@@ -28,6 +28,13 @@
  *   the running thread's ring, exactly as a stage event is written.
  * - Device time: host->device_time, called from run(), adds to a sum in the run's cb_run_ctx (a
  *   local of the running thread), which the run's stage event carries (-1 when never called).
+ * - Records: each thread pushes into its own ring (core/ring.h) from the record sink; a push that
+ *   finds no memory for a chunk ends the run like a stage error ("records could not be kept").
+ * - Stopping: cb_runtime_stop sets flags (stop_issue, abort) that the drivers read; abort also
+ *   wakes every host->wait_until sleeper (cancel_cv) so cancellable stage runs return at once.
+ *   The deadline (timeout) holds until the pipeline's last query has ended, not only while it
+ *   issues. A pipeline whose queries were cancelled but whose threads do not come back from a
+ *   stage run within abandon_timeout is given up: join leaves its threads running.
  *
  * Locks and order: stage.mu (queue, slots, merge table) may be held while taking pipe.mu (ready
  * ring, idle count); never the reverse. Atomics: tokens and in_flight use acq_rel so the thread
@@ -39,7 +46,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +55,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/host.h"
+#include "core/ring.h"
 #include "core/schedule.h"
 
 #define CB_MAX_EMITS 256
@@ -155,14 +162,17 @@ struct cb_pipe {
     int shutdown;
     _Atomic int driver_sleeping;
     _Atomic int64_t in_flight;
-    _Atomic int abort;           /* cancel everything in flight */
+    _Atomic int abort;           /* cancel everything in flight (set through cb__abort) */
+    _Atomic int64_t abort_since_ns; /* when abort was set (0: not set) */
+    _Atomic uint64_t issued;     /* queries issued so far (progress) */
     _Atomic int stop_issue;      /* issue no more queries */
     _Atomic int failed;
     _Atomic int driver_done;
-    int timed_out;
+    int timed_out;               /* driver's; read after it is joined */
     int has_merge;
     pthread_t driver;
     int driver_started;
+    int joined, abandoned;       /* controlling thread only */
     pthread_t *threads;
     int n_threads, n_threads_started;
     cb_worker *workers;          /* n_threads + 1 (the last is the driver's) */
@@ -173,18 +183,26 @@ struct cb_pipe {
     char error[1024];
 };
 
+enum { RT_CREATED, RT_PREPARED, RT_STARTED, RT_JOINED };
+
 struct cb_runtime {
-    const cb_runtime_opts *opts;
+    cb_runtime_opts opts;
+    const cb_spec *spec;
     cb_host host;
     cb_pipe *pipes;
     size_t n_pipes;
-    cb_recorder *rec;
+    int state;                   /* RT_*: controlling thread only */
     pthread_mutex_t gate_mu;     /* start gate: protects gate_open */
     pthread_cond_t gate_cv;
     int gate_open;
     int64_t t0_ns;
-    pthread_mutex_t err_mu;      /* protects res->errors */
-    cb_run_result *res;
+    int64_t drain_ns, abandon_ns;
+    _Atomic int stop_requested;  /* cb_runtime_stop was called (any mode) */
+    pthread_mutex_t cancel_mu;   /* with cancel_cv: host->wait_until sleepers; protects nothing */
+    pthread_cond_t cancel_cv;    /* broadcast when any pipeline aborts */
+    pthread_mutex_t err_mu;      /* protects res.errors */
+    cb_run_result res;           /* filled as the run goes; copied out by join */
+    int64_t *prepare_ns;         /* flat per stage */
 };
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -259,7 +277,7 @@ static void cb__worker_fini(cb_worker *w) {
 
 static void cb__add_error(cb_runtime *rt, const char *msg) {
     pthread_mutex_lock(&rt->err_mu);
-    cb_run_result *res = rt->res;
+    cb_run_result *res = &rt->res;
     if (res->n_errors < CB_RUN_MAX_ERRORS) {
         snprintf(res->errors[res->n_errors], sizeof res->errors[0], "%s", msg);
         res->error_ptrs[res->n_errors] = res->errors[res->n_errors];
@@ -308,6 +326,38 @@ static void cb__wake_driver(cb_pipe *p) {
     }
 }
 
+/* Cancels everything in flight on p: tasks picked from now on are cancellations, parked merges
+ * are flushed by the driver, and cancellable stage runs (host->wait_until) wake up. */
+static void cb__abort(cb_pipe *p) {
+    if (atomic_exchange(&p->abort, 1)) return;
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&p->abort_since_ns, &zero, cb_clock_now_ns());
+    pthread_mutex_lock(&p->rt->cancel_mu);
+    pthread_cond_broadcast(&p->rt->cancel_cv);
+    pthread_mutex_unlock(&p->rt->cancel_mu);
+    cb__wake_driver(p);
+}
+
+/* A record could not be kept (no memory for a ring chunk): the run ends with an error, once. */
+static void cb__lost(cb_pipe *p) {
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&p->failed, &expected, 1)) {
+        snprintf(p->error, sizeof p->error,
+                 "pipeline '%s': out of memory: records could not be kept; the run was stopped",
+                 p->spec->name);
+        cb__add_error(p->rt, p->error);
+    }
+    cb__abort(p);
+}
+
+static inline void cb__rec_query(cb_worker *w, const cb_query_event *e) {
+    if (w->ring && cb_ring_query(w->ring, e) != CB_OK) cb__lost(w->pipe);
+}
+
+static inline void cb__rec_stage(cb_worker *w, const cb_stage_event *e) {
+    if (w->ring && cb_ring_stage(w->ring, e) != CB_OK) cb__lost(w->pipe);
+}
+
 /* ---- query end ----------------------------------------------------------------------------- */
 
 static void cb__end_path(cb_worker *w, cb_qshared *sh, int64_t now_ns) {
@@ -329,7 +379,7 @@ static void cb__end_path(cb_worker *w, cb_qshared *sh, int64_t now_ns) {
                : (flags & CB_QF_OUTPUT) ? CB_QUERY_OK
                                         : CB_QUERY_DROPPED;
     e.warmup = (int64_t)sh->id < p->spec->loadgen.warmup_queries;
-    cb_ring_query(w->ring, &e);
+    cb__rec_query(w, &e);
     cb__sh_free(w, sh);
     atomic_fetch_sub(&p->in_flight, 1); /* seq_cst: pairs with driver_sleeping */
     cb__wake_driver(p);
@@ -571,7 +621,11 @@ static int cb__host_report(cb_run_ctx *ctx, int metric, double value) {
         .epoch = sh->epoch,
         .worker = (int16_t)ctx->slot,
     };
-    cb_ring_metric(ctx->w->ring, &m);
+    cb_worker *w = ctx->w;
+    if (w->ring && cb_ring_metric(w->ring, &m) != CB_OK) {
+        cb__lost(w->pipe);
+        return CB_ENOMEM;
+    }
     return CB_OK;
 }
 
@@ -582,6 +636,27 @@ static int cb__host_device_time(cb_run_ctx *ctx, int64_t device_ns) {
     if (ctx->device_ns == CB_DEVICE_NS_NONE) ctx->device_ns = 0;
     ctx->device_ns = device_ns > INT64_MAX - ctx->device_ns ? INT64_MAX : ctx->device_ns + device_ns;
     return CB_OK;
+}
+
+/* host->cancelled: the run's pipeline is cancelling its queries (a stop, a timeout past its
+ * drain, a failure elsewhere in the pipeline). */
+static int cb__host_cancelled(const cb_run_ctx *ctx) {
+    return ctx && atomic_load_explicit(&ctx->w->pipe->abort, memory_order_relaxed);
+}
+
+/* host->wait_until: sleeps until deadline_ns or until the pipeline cancels, whichever is first. */
+static int cb__host_wait_until(cb_run_ctx *ctx, int64_t deadline_ns) {
+    if (!ctx) return CB_EINVAL;
+    cb_pipe *p = ctx->w->pipe;
+    cb_runtime *rt = p->rt;
+    if (atomic_load(&p->abort)) return CB_ESTOPPED;
+    if (cb_clock_now_ns() >= deadline_ns) return CB_OK;
+    struct timespec ts = {(time_t)(deadline_ns / 1000000000LL), (long)(deadline_ns % 1000000000LL)};
+    pthread_mutex_lock(&rt->cancel_mu);
+    while (!atomic_load(&p->abort) && cb_clock_now_ns() < deadline_ns)
+        if (pthread_cond_timedwait(&rt->cancel_cv, &rt->cancel_mu, &ts) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&rt->cancel_mu);
+    return atomic_load(&p->abort) ? CB_ESTOPPED : CB_OK;
 }
 
 static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error *e, int rc) {
@@ -595,8 +670,7 @@ static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error 
                  (unsigned long long)it->sh->id, e->msg[0] ? e->msg : cb_strerror(rc));
         cb__add_error(p->rt, p->error);
     }
-    atomic_store(&p->abort, 1);
-    cb__wake_driver(p);
+    cb__abort(p);
 }
 
 static void cb__run_task(cb_worker *w, cb_task t) {
@@ -641,11 +715,22 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         ev.worker = (int16_t)t.slot;
         ev.split = (int16_t)sh->split;
         ev.epoch = sh->epoch;
-        cb_ring_stage(w->ring, &ev);
+        cb__rec_stage(w, &ev);
     }
     if (rc >= 0 && ctx.emit_error) {
         rc = ctx.emit_error;
         snprintf(e.msg, sizeof e.msg, "emit failed: %s", cb_strerror(rc));
+    }
+    if (rc == CB_ESTOPPED && atomic_load_explicit(&p->abort, memory_order_relaxed)) {
+        /* A cancellable run that gave up because the pipeline is cancelling: a cancellation. */
+        for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
+        w->n_emits = 0;
+        atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+        cb__query_unref_payloads(q);
+        cb__item_free(w, it);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        cb__end_path(w, sh, end_ns);
+        return;
     }
     if (rc < 0) {
         cb__fail(w, st, it, &e, rc);
@@ -853,6 +938,7 @@ static int cb__issue(cb_worker *w, uint64_t id, int32_t split, int32_t epoch, in
     sh->epoch = epoch;
     sh->batch = batch;
     atomic_fetch_add(&p->in_flight, 1);
+    atomic_fetch_add_explicit(&p->issued, 1, memory_order_relaxed);
     for (size_t i = 0; i < ps->n_inputs; i++) {
         cb_item *it = cb__item_alloc(w);
         if (!it) {
@@ -941,25 +1027,29 @@ static void *cb__driver_main(void *arg) {
         }
         if (cb__stopping(p)) break;
         if (cb__issue(w, i, split, epoch, batch, scheduled, open) != CB_OK) {
-            cb__add_error(rt, "load generator: out of memory issuing a query");
-            atomic_store(&p->abort, 1);
+            char msg[256];
+            snprintf(msg, sizeof msg, "pipeline '%s': load generator: out of memory issuing a query",
+                     p->spec->name);
+            cb__add_error(rt, msg);
+            cb__abort(p);
             break;
         }
     }
-    if (cb_clock_now_ns() >= deadline) p->timed_out = 1;
-    /* Drain: in-flight queries may finish for a bounded time after a stop or timeout. */
+    /* Drain: the queries in flight end on their own until the deadline; after a stop, a failure
+     * or the deadline they get drain_ns more, then they are cancelled. Once cancelled, the
+     * driver waits for the runs still in progress (a stuck one is the joiner's business). */
     int64_t drain_until = INT64_MAX;
-    if (atomic_load(&p->stop_issue) || p->timed_out) {
-        int64_t d = rt->opts->drain_timeout_ns > 0 ? rt->opts->drain_timeout_ns : 2000000000LL;
-        drain_until = cb_clock_now_ns() + d;
-    }
     for (;;) {
-        cb__driver_wait(w, 1, drain_until, 1);
         if (atomic_load(&p->in_flight) < 1) break;
-        if (cb_clock_now_ns() >= drain_until) {
-            atomic_store(&p->abort, 1); /* cancel what is left */
-            drain_until = INT64_MAX;
+        int64_t now = cb_clock_now_ns();
+        int aborted = atomic_load(&p->abort);
+        if (drain_until == INT64_MAX && (aborted || atomic_load(&p->stop_issue) || now >= deadline)) {
+            if (now >= deadline && !atomic_load(&p->stop_issue)) p->timed_out = 1;
+            drain_until = now + rt->drain_ns;
         }
+        if (!aborted && now >= drain_until) cb__abort(p); /* cancel what is left */
+        int64_t until = aborted ? now + 10000000 : drain_until != INT64_MAX ? drain_until : deadline;
+        cb__driver_wait(w, 1, until, 1);
     }
     pthread_mutex_lock(&p->mu);
     p->shutdown = 1;
@@ -1059,7 +1149,7 @@ static void cb__stage_teardown(cb_stage_rt *st) {
 
 static int cb__pipe_setup(cb_runtime *rt, size_t pi, cb_error *err) {
     cb_pipe *p = &rt->pipes[pi];
-    const cb_pipeline_spec *ps = &rt->opts->spec->pipelines[pi];
+    const cb_pipeline_spec *ps = &rt->spec->pipelines[pi];
     p->rt = rt;
     p->spec = ps;
     p->index = (uint16_t)pi;
@@ -1125,26 +1215,6 @@ static void cb__pipe_teardown(cb_pipe *p) {
     pthread_cond_destroy(&p->driver_cv);
 }
 
-static void cb__print_progress(cb_runtime *rt, FILE *out, int live, int64_t now) {
-    double el = (double)(now - rt->t0_ns) / 1e9;
-    char line[1024];
-    size_t off = 0;
-    for (size_t i = 0; i < rt->n_pipes && off < sizeof line - 200; i++) {
-        uint64_t ended;
-        int64_t p50, p99;
-        cb_recorder_progress(rt->rec, i, &ended, &p50, &p99);
-        int k = snprintf(line + off, sizeof line - off, "%s[%s] %llu q, %.0f q/s, p50 %.1f us, p99 %.1f us",
-                         i ? "  " : "", rt->pipes[i].spec->name, (unsigned long long)ended,
-                         el > 0 ? (double)ended / el : 0.0, (double)p50 / 1e3, (double)p99 / 1e3);
-        if (k > 0) off += (size_t)k;
-    }
-    if (live)
-        fprintf(out, "\r%.*s %6.1f s\033[K", (int)off, line, el);
-    else
-        fprintf(out, "%.*s (%.1f s)\n", (int)off, line, el);
-    fflush(out);
-}
-
 /* Pins the pipeline's pool threads and load generator to its cpus. */
 static int cb__pin_pipe(cb_pipe *p, cb_error *err) {
     cpu_set_t set;
@@ -1160,169 +1230,219 @@ static int cb__pin_pipe(cb_pipe *p, cb_error *err) {
     return CB_OK;
 }
 
-int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
-    memset(res, 0, sizeof *res);
-    const cb_spec *spec = opts->spec;
-    cb_runtime rt;
-    memset(&rt, 0, sizeof rt);
-    rt.opts = opts;
-    rt.res = res;
-    pthread_mutex_init(&rt.err_mu, NULL);
-    pthread_mutex_init(&rt.gate_mu, NULL);
-    pthread_cond_init(&rt.gate_cv, NULL);
-    cb_host_init_base(&rt.host);
-    rt.host.emit = cb__host_emit;
-    rt.host.n_outputs = cb__host_n_outputs;
-    rt.host.report = cb__host_report;
-    rt.host.device_time = cb__host_device_time;
-    rt.n_pipes = spec->n_pipelines;
-    int rc = CB_OK;
-    sigset_t sigs, oldsigs;
-    int sigs_blocked = 0;
-    rt.pipes = cb_calloc(rt.n_pipes ? rt.n_pipes : 1, sizeof *rt.pipes);
-    if (!rt.pipes) {
-        rc = cb_error_set(err, CB_ENOMEM, "out of memory");
-        goto out;
-    }
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+int cb_runtime_create(const cb_runtime_opts *opts, cb_runtime **out, cb_error *err) {
+    *out = NULL;
+    cb_runtime *rt = cb_calloc(1, sizeof *rt);
+    if (!rt) return cb_error_set(err, CB_ENOMEM, "out of memory");
+    rt->opts = *opts;
+    rt->spec = opts->spec;
+    rt->drain_ns = opts->drain_timeout_ns > 0 ? opts->drain_timeout_ns : 2000000000LL;
+    rt->abandon_ns = opts->abandon_timeout_ns > 0 ? opts->abandon_timeout_ns : 2000000000LL;
+    pthread_mutex_init(&rt->err_mu, NULL);
+    pthread_mutex_init(&rt->gate_mu, NULL);
+    pthread_cond_init(&rt->gate_cv, NULL);
+    pthread_mutex_init(&rt->cancel_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->cancel_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&rt->stop_requested, 0);
+    cb_host_init_base(&rt->host);
+    rt->host.emit = cb__host_emit;
+    rt->host.n_outputs = cb__host_n_outputs;
+    rt->host.report = cb__host_report;
+    rt->host.device_time = cb__host_device_time;
+    rt->host.wait_until = cb__host_wait_until;
+    rt->host.cancelled = cb__host_cancelled;
+    rt->res.t0_ns = rt->res.end_ns = 0;
+    *out = rt; /* from here on cb_runtime_destroy releases whatever was set up */
+    rt->n_pipes = rt->spec->n_pipelines;
+    rt->pipes = cb_calloc(rt->n_pipes ? rt->n_pipes : 1, sizeof *rt->pipes);
     size_t nstages_total = 0;
-    for (size_t i = 0; i < rt.n_pipes; i++) nstages_total += spec->pipelines[i].n_stages;
-    res->prepare_ns = cb_calloc(nstages_total ? nstages_total : 1, sizeof(int64_t));
-    if (!res->prepare_ns) {
-        rc = cb_error_set(err, CB_ENOMEM, "out of memory");
-        goto out;
-    }
+    for (size_t i = 0; i < rt->n_pipes; i++) nstages_total += rt->spec->pipelines[i].n_stages;
+    rt->prepare_ns = cb_calloc(nstages_total ? nstages_total : 1, sizeof(int64_t));
+    if (!rt->pipes || !rt->prepare_ns) return cb_error_set(err, CB_ENOMEM, "out of memory");
     /* Create every stage instance (configuration errors surface here, before any output). */
-    for (size_t i = 0; i < rt.n_pipes; i++) {
-        rc = cb__pipe_setup(&rt, i, err);
-        if (rc) goto out;
+    for (size_t i = 0; i < rt->n_pipes; i++) {
+        int rc = cb__pipe_setup(rt, i, err);
+        if (rc) return rc;
     }
-    /* Prepare: untimed heavy setup, duration recorded. */
+    return CB_OK;
+}
+
+int cb_runtime_prepare(cb_runtime *rt, cb_error *err) {
     size_t flat = 0;
-    for (size_t i = 0; i < rt.n_pipes; i++) {
-        cb_pipe *p = &rt.pipes[i];
+    for (size_t i = 0; i < rt->n_pipes; i++) {
+        cb_pipe *p = &rt->pipes[i];
         for (size_t s = 0; s < p->spec->n_stages; s++, flat++) {
             cb_stage_rt *st = &p->stages[s];
             if (!st->spec->ops->prepare) continue;
             int64_t t = cb_clock_now_ns();
             for (int k = 0; k < st->spec->workers; k++) {
+                if (atomic_load(&rt->stop_requested))
+                    return cb_error_set(err, CB_ESTOPPED, "stopped while preparing");
                 cb_error e;
                 cb_error_clear(&e);
                 int prc = st->spec->ops->prepare(st->states[k], &e);
-                if (prc < 0) {
-                    rc = cb_error_set(err, CB_ESTAGE, "pipeline '%s': stage '%s' (%s): prepare: %s",
-                                      p->spec->name, st->spec->name, st->spec->component,
-                                      e.msg[0] ? e.msg : cb_strerror(prc));
-                    goto out;
-                }
+                if (prc < 0)
+                    return cb_error_set(err, CB_ESTAGE, "pipeline '%s': stage '%s' (%s): prepare: %s",
+                                        p->spec->name, st->spec->name, st->spec->component,
+                                        e.msg[0] ? e.msg : cb_strerror(prc));
             }
-            res->prepare_ns[flat] = cb_clock_now_ns() - t;
+            rt->prepare_ns[flat] = cb_clock_now_ns() - t;
         }
     }
-    if (opts->handle_signals) {
-        sigemptyset(&sigs);
-        sigaddset(&sigs, SIGINT);
-        sigaddset(&sigs, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &sigs, &oldsigs);
-        sigs_blocked = 1;
-    }
-    if (opts->on_start) {
-        rc = opts->on_start(opts->on_start_arg, cb_clock_wall_ns(), err);
-        if (rc) goto out;
-    }
-    cb_recorder_opts ro = CB_RECORDER_OPTS_DEFAULT;
-    ro.spec = spec;
-    ro.out_dir = opts->out_dir;
-    ro.flush_period_ns = opts->flush_period_ns;
-    ro.raw = opts->raw_records;
-    rc = cb_recorder_create(&ro, &rt.rec, err);
-    if (rc) goto out;
-    for (size_t i = 0; i < rt.n_pipes; i++)
-        if (rt.pipes[i].has_splits) cb_recorder_set_splits(rt.rec, i, &rt.pipes[i].splits);
+    if (atomic_load(&rt->stop_requested)) return cb_error_set(err, CB_ESTOPPED, "stopped while preparing");
+    rt->state = RT_PREPARED;
+    return CB_OK;
+}
+
+/* Opens the start gate: every driver starts (and stops at once when stop_issue is set). */
+static void cb__open_gate(cb_runtime *rt) {
+    pthread_mutex_lock(&rt->gate_mu);
+    rt->gate_open = 1;
+    pthread_cond_broadcast(&rt->gate_cv);
+    pthread_mutex_unlock(&rt->gate_mu);
+}
+
+int cb_runtime_start(cb_runtime *rt, const cb_record_sink *sink, cb_error *err) {
+    if (rt->state != RT_PREPARED) return cb_error_set(err, CB_EINVAL, "cb_runtime_start: not prepared");
+    rt->state = RT_STARTED;
+    int rc = CB_OK;
+    if (sink)
+        for (size_t i = 0; i < rt->n_pipes; i++)
+            if (rt->pipes[i].has_splits) sink->set_splits(sink->ctx, i, &rt->pipes[i].splits);
     /* Threads: every pool thread and driver gets its ring before the barrier. */
-    for (size_t i = 0; i < rt.n_pipes; i++) {
-        cb_pipe *p = &rt.pipes[i];
-        for (int k = 0; k <= p->n_threads; k++) {
-            p->workers[k].ring = cb_recorder_ring(rt.rec);
+    for (size_t i = 0; i < rt->n_pipes && !rc; i++) {
+        cb_pipe *p = &rt->pipes[i];
+        for (int k = 0; sink && k <= p->n_threads; k++) {
+            p->workers[k].ring = sink->new_ring(sink->ctx);
             if (!p->workers[k].ring) {
                 rc = cb_error_set(err, CB_ENOMEM, "out of memory");
                 break;
             }
         }
         for (int k = 0; !rc && k < p->n_threads; k++) {
-            if (pthread_create(&p->threads[k], NULL, cb__pool_main, &p->workers[k]) != 0) {
-                rc = cb_error_set(err, CB_EIO, "cannot create a worker thread: %s", strerror(errno));
+            int e = pthread_create(&p->threads[k], NULL, cb__pool_main, &p->workers[k]);
+            if (e) {
+                rc = cb_error_set(err, CB_EIO, "pipeline '%s': cannot create worker thread %d: %s",
+                                  p->spec->name, k, strerror(e));
                 break;
             }
             p->n_threads_started++;
         }
         if (!rc) {
-            if (pthread_create(&p->driver, NULL, cb__driver_main, &p->workers[p->n_threads]) != 0)
-                rc = cb_error_set(err, CB_EIO, "cannot create a load generator thread");
+            int e = pthread_create(&p->driver, NULL, cb__driver_main, &p->workers[p->n_threads]);
+            if (e)
+                rc = cb_error_set(err, CB_EIO, "pipeline '%s': cannot create its load generator thread: %s",
+                                  p->spec->name, strerror(e));
             else
                 p->driver_started = 1;
         }
         if (!rc && p->spec->n_cpus) rc = cb__pin_pipe(p, err);
-        if (rc) {
-            /* Unwind: drivers already started stop as soon as the gate opens. */
-            for (size_t j = 0; j <= i; j++) atomic_store(&rt.pipes[j].stop_issue, 1);
-            break;
-        }
     }
-    /* t0 after every thread and log exists, so start-up costs stay out of the measurements.
+    if (!rc && atomic_load(&rt->stop_requested)) rc = cb_error_set(err, CB_ESTOPPED, "stopped before the start");
+    /* t0 after every thread and ring exists, so start-up costs stay out of the measurements.
      * Records made after the gate opens see t0 (gate mutex -> driver -> release of a record). */
-    rt.t0_ns = cb_clock_now_ns();
-    if (!rc && opts->on_ready) {
-        /* The collocation barrier: blocks until every process is ready, and may move t0 to
-         * the common release time so all processes share one time origin. */
-        rc = opts->on_ready(opts->on_ready_arg, &rt.t0_ns, err);
-        if (rc)
-            for (size_t j = 0; j < rt.n_pipes; j++) atomic_store(&rt.pipes[j].stop_issue, 1);
+    rt->t0_ns = cb_clock_now_ns();
+    if (!rc && rt->opts.on_ready) {
+        /* The collocation barrier: blocks until every process is ready, and may move t0 to the
+         * common release time so all processes share one time origin. */
+        rc = rt->opts.on_ready(rt->opts.on_ready_arg, &rt->t0_ns, err);
     }
-    res->wall_start_ns = cb_clock_wall_ns() - (cb_clock_now_ns() - rt.t0_ns);
-    res->t0_ns = rt.t0_ns;
-    cb_recorder_set_t0(rt.rec, rt.t0_ns);
+    if (rc)
+        for (size_t j = 0; j < rt->n_pipes; j++) atomic_store(&rt->pipes[j].stop_issue, 1);
+    rt->res.wall_start_ns = cb_clock_wall_ns() - (cb_clock_now_ns() - rt->t0_ns);
+    rt->res.t0_ns = rt->t0_ns;
+    if (sink) sink->set_t0(sink->ctx, rt->t0_ns);
     /* Open the gate: every pipeline starts now (stopped at once if setup failed half-way). */
-    pthread_mutex_lock(&rt.gate_mu);
-    rt.gate_open = 1;
-    pthread_cond_broadcast(&rt.gate_cv);
-    pthread_mutex_unlock(&rt.gate_mu);
-    /* Supervise: signals, progress, completion. */
-    FILE *pout = opts->progress_out ? opts->progress_out : stderr;
-    int64_t next_progress = rt.t0_ns + (opts->progress == 2 ? 200000000LL : 2000000000LL);
-    int signals_seen = 0;
+    cb__open_gate(rt);
+    return rc;
+}
+
+/* A pipeline that is done, or that cancelled its queries long enough ago that a thread still
+ * inside a stage run is given up on. */
+static bool cb__pipe_settled(const cb_runtime *rt, const cb_pipe *p, int64_t now) {
+    if (!p->driver_started || atomic_load(&p->driver_done)) return true;
+    int64_t since = atomic_load(&p->abort_since_ns);
+    return since != 0 && now - since >= rt->abandon_ns;
+}
+
+bool cb_runtime_wait(cb_runtime *rt, int64_t timeout_ns) {
+    if (rt->state < RT_STARTED) return true;
+    int64_t until = cb_clock_now_ns() + (timeout_ns > 0 ? timeout_ns : 0);
     for (;;) {
-        int all_done = 1;
-        for (size_t i = 0; i < rt.n_pipes; i++)
-            if (rt.pipes[i].driver_started && !atomic_load(&rt.pipes[i].driver_done)) all_done = 0;
-        if (all_done) break;
-        if (sigs_blocked) {
-            struct timespec ts = {0, 50000000};
-            int sig = sigtimedwait(&sigs, NULL, &ts);
-            if (sig == SIGINT || sig == SIGTERM) {
-                signals_seen++;
-                res->interrupted = true;
-                for (size_t i = 0; i < rt.n_pipes; i++) {
-                    atomic_store(&rt.pipes[i].stop_issue, 1);
-                    if (signals_seen > 1) atomic_store(&rt.pipes[i].abort, 1);
-                    cb__wake_driver(&rt.pipes[i]);
-                }
-                if (opts->progress)
-                    fprintf(pout, "%scolobench: %s: stopping the load, draining in-flight queries%s\n",
-                            opts->progress == 2 ? "\n" : "", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                            signals_seen > 1 ? " (cancelling)" : "");
-            }
-        } else {
-            struct timespec ts = {0, 10000000};
-            nanosleep(&ts, NULL);
-        }
         int64_t now = cb_clock_now_ns();
-        if (opts->progress && now >= next_progress) {
-            cb__print_progress(&rt, pout, opts->progress == 2, now);
-            next_progress = now + (opts->progress == 2 ? 200000000LL : 5000000000LL);
-        }
+        bool all = true;
+        for (size_t i = 0; i < rt->n_pipes && all; i++) all = cb__pipe_settled(rt, &rt->pipes[i], now);
+        if (all) return true;
+        if (now >= until) return false;
+        int64_t slice = until - now < 5000000 ? until - now : 5000000;
+        cb_clock_sleep_until_ns(now + slice);
     }
-    for (size_t i = 0; i < rt.n_pipes; i++) {
-        cb_pipe *p = &rt.pipes[i];
+}
+
+void cb_runtime_stop(cb_runtime *rt, cb_stop_mode mode) {
+    if (!rt) return;
+    atomic_store(&rt->stop_requested, 1);
+    for (size_t i = 0; i < rt->n_pipes; i++) {
+        cb_pipe *p = &rt->pipes[i];
+        if (!p->spec) continue;
+        atomic_store(&p->stop_issue, 1);
+        if (mode == CB_STOP_CANCEL) cb__abort(p);
+        else cb__wake_driver(p);
+    }
+}
+
+const int64_t *cb_runtime_prepare_ns(const cb_runtime *rt) { return rt->prepare_ns; }
+
+void cb_runtime_start_times(const cb_runtime *rt, int64_t *t0_ns, int64_t *wall_start_ns) {
+    *t0_ns = rt->res.t0_ns;
+    *wall_start_ns = rt->res.wall_start_ns;
+}
+
+uint64_t cb_runtime_issued(const cb_runtime *rt, size_t pipeline) {
+    return pipeline < rt->n_pipes ? atomic_load_explicit(&rt->pipes[pipeline].issued, memory_order_relaxed)
+                                  : 0;
+}
+
+/* Copies the result out; prepare_ns becomes the caller's. */
+static int cb__result_out(cb_runtime *rt, cb_run_result *res) {
+    pthread_mutex_lock(&rt->err_mu);
+    *res = rt->res;
+    pthread_mutex_unlock(&rt->err_mu);
+    for (size_t i = 0; i < res->n_errors; i++) res->error_ptrs[i] = res->errors[i];
+    res->prepare_ns = rt->prepare_ns;
+    rt->prepare_ns = NULL;
+    return CB_OK;
+}
+
+int cb_runtime_join(cb_runtime *rt, cb_run_result *res) {
+    memset(res, 0, sizeof *res);
+    if (rt->state != RT_STARTED) {
+        if (atomic_load(&rt->stop_requested)) rt->res.stopped = true;
+        return cb__result_out(rt, res);
+    }
+    (void)cb_runtime_wait(rt, INT64_MAX / 2); /* returns once every pipeline is settled */
+    int rc = CB_OK;
+    for (size_t i = 0; i < rt->n_pipes; i++) {
+        cb_pipe *p = &rt->pipes[i];
+        if (p->driver_started && !atomic_load(&p->driver_done)) {
+            /* Cancelled, but a thread is still inside a stage run: give up on this pipeline. */
+            p->abandoned = 1;
+            rt->res.abandoned = true;
+            rc = CB_ESTOPPED;
+            char msg[512];
+            snprintf(msg, sizeof msg,
+                     "pipeline '%s': a stage run did not return %.1f s after its queries were "
+                     "cancelled; its threads were abandoned",
+                     p->spec->name, (double)rt->abandon_ns / 1e9);
+            cb__add_error(rt, msg);
+            continue;
+        }
         if (p->driver_started) pthread_join(p->driver, NULL);
         else {
             pthread_mutex_lock(&p->mu);
@@ -1331,16 +1451,14 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
             pthread_mutex_unlock(&p->mu);
         }
         for (int k = 0; k < p->n_threads_started; k++) pthread_join(p->threads[k], NULL);
-        if (p->timed_out) res->timed_out = true;
+        p->joined = 1;
+        if (p->timed_out) rt->res.timed_out = true;
     }
-    res->end_ns = cb_clock_now_ns();
-    if (opts->progress == 2) {
-        cb__print_progress(&rt, pout, 1, res->end_ns);
-        fputc('\n', pout);
-    }
+    rt->res.end_ns = cb_clock_now_ns();
     /* finish() in stage order once nothing runs: every upstream has finished by then. */
-    for (size_t i = 0; i < rt.n_pipes; i++) {
-        cb_pipe *p = &rt.pipes[i];
+    for (size_t i = 0; i < rt->n_pipes; i++) {
+        cb_pipe *p = &rt->pipes[i];
+        if (!p->joined) continue;
         for (size_t s = 0; s < p->spec->n_stages; s++) {
             cb_stage_rt *st = &p->stages[s];
             if (!st->spec->ops->finish) continue;
@@ -1348,52 +1466,55 @@ int cb_run(const cb_runtime_opts *opts, cb_run_result *res, cb_error *err) {
                 if (st->created[k]) st->spec->ops->finish(st->states[k]);
         }
     }
-    {
-        cb_error rerr;
-        cb_error_clear(&rerr);
-        if (cb_recorder_stop(rt.rec, &rerr) != CB_OK) {
-            char msg[1024];
-            cb_error_format(&rerr, msg, sizeof msg);
-            cb__add_error(&rt, msg);
-        }
-    }
-out:
-    if (sigs_blocked) {
-        /* Consume signals that arrived after the supervisor stopped looking, then restore. */
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&sigs, NULL, &zero) > 0) res->interrupted = true;
-        pthread_sigmask(SIG_SETMASK, &oldsigs, NULL);
-    }
-    for (size_t i = 0; rt.pipes && i < rt.n_pipes; i++) cb__pipe_teardown(&rt.pipes[i]);
-    cb_free(rt.pipes);
-    res->recorder = rt.rec;
-    pthread_mutex_destroy(&rt.err_mu);
-    pthread_mutex_destroy(&rt.gate_mu);
-    pthread_cond_destroy(&rt.gate_cv);
+    if (atomic_load(&rt->stop_requested)) rt->res.stopped = true;
+    rt->state = RT_JOINED;
+    cb__result_out(rt, res);
     return rc;
+}
+
+void cb_runtime_destroy(cb_runtime *rt) {
+    if (!rt) return;
+    if (rt->state == RT_STARTED) { /* never joined: stop and join now */
+        cb_runtime_stop(rt, CB_STOP_CANCEL);
+        cb_run_result r;
+        cb_runtime_join(rt, &r);
+        cb_run_result_fini(&r);
+    }
+    bool abandoned = false;
+    for (size_t i = 0; rt->pipes && i < rt->n_pipes; i++) abandoned |= rt->pipes[i].abandoned;
+    if (abandoned) {
+        /* Threads still run inside stage code and may touch anything of the runtime: leave it
+         * all allocated. The process is about to exit. */
+        return;
+    }
+    for (size_t i = 0; rt->pipes && i < rt->n_pipes; i++) cb__pipe_teardown(&rt->pipes[i]);
+    cb_free(rt->pipes);
+    cb_free(rt->prepare_ns);
+    pthread_mutex_destroy(&rt->err_mu);
+    pthread_mutex_destroy(&rt->gate_mu);
+    pthread_cond_destroy(&rt->gate_cv);
+    pthread_mutex_destroy(&rt->cancel_mu);
+    pthread_cond_destroy(&rt->cancel_cv);
+    cb_free(rt);
 }
 
 void cb_run_result_fini(cb_run_result *res) {
     if (!res) return;
-    cb_recorder_destroy(res->recorder);
-    res->recorder = NULL;
     cb_free(res->prepare_ns);
     res->prepare_ns = NULL;
 }
 
-void cb_run_summary_input(const cb_run_result *res, const cb_spec *spec,
-                          cb_pipeline_record *pipelines, cb_summary_input *in) {
-    memset(in, 0, sizeof *in);
-    in->spec = spec;
-    in->t0_ns = res->t0_ns;
-    in->end_ns = res->end_ns;
-    in->wall_start_ns = res->wall_start_ns;
-    in->interrupted = res->interrupted;
-    in->timed_out = res->timed_out;
-    in->errors = res->error_ptrs;
-    in->n_errors = res->n_errors;
-    for (size_t i = 0; i < spec->n_pipelines; i++)
-        pipelines[i] = res->recorder ? cb_recorder_records(res->recorder, i) : (cb_pipeline_record){0};
-    in->pipelines = pipelines;
-    in->prepare_ns = res->prepare_ns;
+int cb_run(const cb_runtime_opts *opts, const cb_record_sink *sink, cb_run_result *res,
+           cb_error *err) {
+    memset(res, 0, sizeof *res);
+    cb_runtime *rt = NULL;
+    int rc = cb_runtime_create(opts, &rt, err);
+    if (!rc) rc = cb_runtime_prepare(rt, err);
+    if (!rc) rc = cb_runtime_start(rt, sink, err);
+    if (rt) {
+        if (rc && rt->state == RT_STARTED) cb_runtime_stop(rt, CB_STOP_CANCEL);
+        cb_runtime_join(rt, res);
+    }
+    cb_runtime_destroy(rt);
+    return rc;
 }

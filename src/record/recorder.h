@@ -1,27 +1,39 @@
-/* record/recorder.h - per-thread event rings and the writer thread.
+/* record/recorder.h - the writer of a run's records: it consumes the per-thread rings
+ * (core/ring.h) and streams every record to disk.
  *
- * Design: every thread that runs stages owns one cb_ring (three single-producer logs: stage
- * events, query events, stage metric reports) obtained with cb_recorder_ring(). The hot path
- * copies a 64-byte record into its log and publishes it with a release store: no lock, no
- * syscall, no formatting, no waiting. One writer thread (`cb-writer`) follows every log, formats
- * CSV rows into events.csv, queries.csv and stage_metrics.csv, writing whole lines and flushing
- * at least every flush_period_ns, so the files are valid CSV up to the last flush at every
- * moment and a crash loses at most that period. Records are never dropped;
- * the logs are kept and gathered per pipeline for the summary when the run stops.
- * Thread-safety: cb_recorder_ring is thread-safe (mutex on the ring list). A ring is used by one
- * producer thread only. Records arrays are read only after cb_recorder_stop().
+ * Design: the recorder is the run's record sink (cb_recorder_sink): it creates one ring per
+ * producer thread, and one writer thread (`cb-writer`) follows every ring, formats CSV rows into
+ * events.csv, queries.csv and stage_metrics.csv and appends the raw 64-byte records, as the
+ * runtime made them (absolute CLOCK_MONOTONIC times, host byte order), to events.bin,
+ * queries.bin and metrics.bin; splits.bin holds the dataset splits of the pipelines that have
+ * one. The raw files are what the analysis reads back (summary, interference, trace) and what
+ * `colobench summarize` rebuilds from: nothing is kept in memory, so the recorder's memory is
+ * flat in the run's length (rings recycle their chunks; a fixed 256 KiB buffer per file; a
+ * 512 KiB recent-latency window per pipeline for progress lines).
+ *
+ * Files: created without following symbolic links (core/path.h). Rows and records are written
+ * whole, at least every flush_period_ns, so every file is valid up to its last flush at every
+ * moment and a crash loses at most that period. A write error (a full disk) is never papered
+ * over: the file that failed is truncated back to its last whole row, every file stops growing
+ * (so they end at one cut), records are still consumed (memory stays bounded) but discarded, and
+ * cb_recorder_check reports the error with its cause at once (the experiment stops the run);
+ * cb_recorder_stop reports it again with how many records were written. Records a producer
+ * could not keep (no memory for a chunk) are counted and reported the same way.
+ *
+ * Thread-safety: the sink's new_ring is thread-safe (mutex on the ring list); set_t0 and
+ * set_splits are called before records arrive. cb_recorder_check and cb_recorder_progress may be
+ * called from any thread at any time. A ring is used by one producer thread only.
+ * Ownership: the recorder owns its rings and files; opts strings are borrowed for create.
  */
 #ifndef CB_RECORD_RECORDER_H
 #define CB_RECORD_RECORDER_H
 
-#include <sched.h>
 #include <stdbool.h>
-#include <stdatomic.h>
 #include <stdint.h>
 
-#include "analysis/summary.h"
-#include "core/spec.h"
 #include "core/event.h"
+#include "core/ring.h"
+#include "core/spec.h"
 
 typedef struct cb_recorder cb_recorder;
 
@@ -31,107 +43,55 @@ typedef struct cb_recorder cb_recorder;
     "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,enqueue_ns,start_ns,end_ns," \
     "device_ns\n"
 
+#define CB_QUERIES_CSV_HEADER \
+    "pipeline,query_id,split,epoch,batch,scheduled_ns,submit_ns,start_ns,end_ns,status\n"
+
 /* Header of stage_metrics.csv (also written by the collocation parent when it merges). */
 #define CB_STAGE_METRICS_CSV_HEADER \
     "pipeline,stage,stage_id,query_id,split,epoch,batch,worker,t_ns,metric,value\n"
 
-/* A single-producer log of 64-byte records: a list of chunks that only grows. The producer
- * appends and publishes the count with a release store; the writer formats behind it and keeps
- * the chunks for the summary. The writer keeps one pre-faulted spare chunk per log so the
- * producer never page-faults or allocates on the hot path while the writer keeps up; when the
- * writer lags, the producer allocates a chunk itself (it never waits and never drops). Chunks
- * of stage and query logs hold CB_LOG_CHUNK_RECORDS records (1 MiB); the metric log, present
- * whenever a stage merely declares metrics, holds CB_LOG_METRIC_CHUNK_RECORDS (256 KiB), so a
- * run that never reports pays little for it. */
-#define CB_LOG_CHUNK_RECORDS 16384u
-#define CB_LOG_METRIC_CHUNK_RECORDS 4096u
-
-typedef struct cb_log_chunk {
-    _Atomic(struct cb_log_chunk *) next;  /* published with release by the producer */
-    _Atomic uint32_t n;                   /* records published in this chunk */
-    _Alignas(64) unsigned char recs[];    /* cap * 64 bytes (the log's cap) */
-} cb_log_chunk;
-
-typedef struct cb_log {
-    uint32_t cap;                         /* records per chunk; set at init, then read-only */
-    cb_log_chunk *first;                  /* for the writer and the summary */
-    cb_log_chunk *cur;                    /* producer's chunk */
-    uint32_t cur_n;                       /* producer's count in cur */
-    _Atomic(cb_log_chunk *) spare;        /* writer fills, producer takes */
-    cb_log_chunk *wchunk;                 /* writer's position */
-    uint32_t wpos;
-    _Atomic uint64_t self_alloc;          /* chunks the producer had to allocate itself */
-} cb_log;
-
-typedef struct cb_ring {
-    cb_log stage;   /* cb_stage_event */
-    cb_log query;   /* cb_query_event */
-    cb_log metric;  /* cb_metric_event; no chunks (first == NULL) when no stage of the spec
-                       declares metrics, so such runs pay no memory for it */
-    struct cb_ring *next;
-} cb_ring;
+/* splits.bin: one cb_splits_record per pipeline that has a dataset, host byte order. */
+typedef struct cb_splits_record {
+    int32_t pipeline;         /* index in the run's spec */
+    int32_t reserved;
+    cb_splits splits;
+} cb_splits_record;
 
 typedef struct cb_recorder_opts {
     const cb_spec *spec;
-    const char *out_dir;       /* NULL: keep records in memory only (tests, benchmarks) */
-    int64_t t0_ns;             /* run start (or set later with cb_recorder_set_t0) */
+    const char *out_dir;       /* NULL: records are consumed and discarded (runtime benchmarks) */
+    int64_t t0_ns;             /* run start (or set later through the sink) */
     int64_t flush_period_ns;   /* 0 = 50 ms */
-    /* Also stream every record as written in memory (64-byte cb_stage_event / cb_query_event /
-     * cb_metric_event, absolute CLOCK_MONOTONIC times, host byte order) to events.bin,
-     * queries.bin and metrics.bin, and write the pipeline's cb_splits (when it has a dataset
-     * stage) to splits.bin: how a collocation child hands its exact records to the parent.
-     * Whole records up to the last flush at every moment; a reader ignores a trailing partial
-     * record. */
-    bool raw;
 } cb_recorder_opts;
 
-#define CB_RECORDER_OPTS_DEFAULT {NULL, NULL, 0, 0, false}
+#define CB_RECORDER_OPTS_DEFAULT {NULL, NULL, 0, 0}
 
-/* Opens the CSV files (writing their headers; stage_metrics.csv too, even when no stage declares
- * metrics) and starts the writer thread. */
+/* Creates the files (headers written) and starts the writer thread. */
 int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error *err);
 
-/* Sets the run's t0 (CSV times are relative to it) before any record is made. */
-void cb_recorder_set_t0(cb_recorder *rec, int64_t t0_ns);
+/* The recorder as the runtime's record sink (valid until destroy). */
+const cb_record_sink *cb_recorder_sink(cb_recorder *rec);
 
-/* Sets the split names of a pipeline for the CSV `split` column and the summary (before records
- * arrive; not concurrently with itself). Raw mode also writes them to splits.bin. */
-void cb_recorder_set_splits(cb_recorder *rec, size_t pipeline, const cb_splits *splits);
-
-/* A new ring for the calling thread (owned by the recorder). NULL on OOM. */
-cb_ring *cb_recorder_ring(cb_recorder *rec);
-
-/* Drains every ring, writes and closes the files, joins the writer. Idempotent. Producers must
- * have stopped. */
-int cb_recorder_stop(cb_recorder *rec, cb_error *err);
-
-/* In-memory records of pipeline i (gathered at stop; valid until destroy). */
-cb_pipeline_record cb_recorder_records(const cb_recorder *rec, size_t pipeline);
+/* CB_OK, or the first write error (CB_EIO, its cause in err) or CB_ENOMEM when records were lost
+ * for lack of memory. Any thread, any time. */
+int cb_recorder_check(cb_recorder *rec, cb_error *err);
 
 /* Live figures for progress lines (any thread, any time): queries ended so far and the
  * p50/p99 latency of the most recent ones (up to 65536), in ns. */
 void cb_recorder_progress(cb_recorder *rec, size_t pipeline, uint64_t *ended, int64_t *p50_ns,
                           int64_t *p99_ns);
 
+/* Drains every ring, writes and closes the files, joins the writer. Idempotent. Producers must
+ * have stopped. Returns what cb_recorder_check would, with the counts of records written. */
+int cb_recorder_stop(cb_recorder *rec, cb_error *err);
+
+/* Records written so far to each raw file (stage, query, metric). */
+void cb_recorder_counts(const cb_recorder *rec, uint64_t *stage, uint64_t *query, uint64_t *metric);
+
 void cb_recorder_destroy(cb_recorder *rec); /* NULL is a no-op; stops first */
 
-/* ---- hot path ---------------------------------------------------------------------------- */
-
-void cb__log_grow(cb_log *l);
-
-static inline void cb__log_push(cb_log *l, const void *rec64) {
-    if (__builtin_expect(l->cur_n == l->cap, 0)) cb__log_grow(l);
-    __builtin_memcpy(l->cur->recs + (size_t)l->cur_n * 64u, rec64, 64);
-    l->cur_n++;
-    atomic_store_explicit(&l->cur->n, l->cur_n, memory_order_release);
-}
-
-static inline void cb_ring_stage(cb_ring *r, const cb_stage_event *e) { cb__log_push(&r->stage, e); }
-static inline void cb_ring_query(cb_ring *r, const cb_query_event *e) { cb__log_push(&r->query, e); }
-/* Only for rings of a recorder whose spec declares metrics (the runtime bounds the index by the
- * stage's declared count first, so a stage without metrics never gets here). */
-static inline void cb_ring_metric(cb_ring *r, const cb_metric_event *e) {
-    cb__log_push(&r->metric, e);
-}
+/* Like destroy, but leaves the rings allocated: for a run whose stuck threads were abandoned
+ * and may still push into them. */
+void cb_recorder_destroy_keep_rings(cb_recorder *rec);
 
 #endif

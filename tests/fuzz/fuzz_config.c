@@ -19,6 +19,7 @@
 
 #include "core/cfgtree.h"
 #include "core/registry.h"
+#include "stages/builtin.h"
 #include "core/spec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -28,7 +29,7 @@ static cb_registry *fuzz_registry(void) {
     if (!reg) {
         cb_error err;
         cb_error_clear(&err);
-        if (cb_registry_create(&reg, &err)) {
+        if (cb_builtin_registry(&reg, &err)) {
             fprintf(stderr, "fuzz_config: registry: %s\n", err.msg);
             return NULL;
         }

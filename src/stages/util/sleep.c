@@ -7,8 +7,10 @@
  * (0.5: p99 ~ 2.6x the median; 1.0: ~ 10x).
  *
  * Design: the deadline is absolute (start + drawn time, on the host clock, which is
- * CLOCK_MONOTONIC) and the stage sleeps with clock_nanosleep(TIMER_ABSTIME), resuming after a
- * signal without drifting. The kernel's timer slack (50 us by default for normal threads) means
+ * CLOCK_MONOTONIC) and the stage sleeps with host->wait_until, so a stop, a timeout or a failure
+ * in the pipeline cancels the sleep at once (the query ends cancelled); with an older host it
+ * falls back to clock_nanosleep(TIMER_ABSTIME), resuming after a signal without drifting. The
+ * kernel's timer slack (50 us by default for normal threads) means
  * a sleep ends up to that much late: the stage never returns early, and the recorded stage time
  * is the truth to analyse. Draws come from a cb_rng seeded by the instance's seed, so a run is
  * reproducible and workers draw independent sequences.
@@ -72,6 +74,8 @@ static int cb_sleep_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err
     int64_t d = cb__util_sleep_draw_ns(s);
     if (d <= 0) return CB_OK;
     int64_t t = s->host->now_ns() + d;
+    int (*wait_until)(cb_run_ctx *, int64_t) = cb_util_host_wait_until(s->host);
+    if (wait_until) return wait_until(ctx, t); /* CB_ESTOPPED when cancelled */
     struct timespec ts = {.tv_sec = (time_t)(t / 1000000000LL), .tv_nsec = (long)(t % 1000000000LL)};
     int rc;
     while ((rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)) == EINTR) {

@@ -103,12 +103,22 @@ static int cb_spin_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err)
     if (s->duration_us <= 0) return CB_OK;
     if (s->mode == MODE_WORK) {
         if (s->iters_per_us <= 0) cb_spin_calibrate(s);
-        s->sink = cb_spin_work(s->sink, (uint64_t)(s->duration_us * s->iters_per_us + 0.5));
+        /* In slices of about a millisecond, polling for cancellation between them. */
+        uint64_t left = (uint64_t)(s->duration_us * s->iters_per_us + 0.5);
+        uint64_t slice = (uint64_t)(s->iters_per_us * 1000.0) + 1;
+        int (*cancelled)(const cb_run_ctx *) = cb_util_host_cancelled(s->host);
+        while (left > 0) {
+            uint64_t k = left < slice ? left : slice;
+            s->sink = cb_spin_work(s->sink, k);
+            left -= k;
+            if (left && cancelled && cancelled(ctx)) return CB_ESTOPPED;
+        }
         return CB_OK;
     }
     int64_t deadline = s->host->now_ns() + (int64_t)(s->duration_us * 1e3 + 0.5);
-    while (s->host->now_ns() < deadline) {
-    }
+    int (*cancelled)(const cb_run_ctx *) = cb_util_host_cancelled(s->host);
+    for (unsigned k = 0; s->host->now_ns() < deadline; k++)
+        if ((k & 1023u) == 0 && cancelled && cancelled(ctx)) return CB_ESTOPPED;
     return CB_OK;
 }
 

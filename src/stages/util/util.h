@@ -45,6 +45,17 @@ static inline const char *cb_util_stage_device(const cb_stage_args *args,
     return NULL;
 }
 
+/* The host's wait_until and cancelled, or NULL for a host older than the fields. */
+static inline int (*cb_util_host_wait_until(const cb_host *h))(cb_run_ctx *, int64_t) {
+    if (h->struct_size < offsetof(cb_host, wait_until) + sizeof h->wait_until) return NULL;
+    return h->wait_until;
+}
+
+static inline int (*cb_util_host_cancelled(const cb_host *h))(const cb_run_ctx *) {
+    if (h->struct_size < offsetof(cb_host, cancelled) + sizeof h->cancelled) return NULL;
+    return h->cancelled;
+}
+
 /* The host's device_time, or NULL for a host older than the field. */
 static inline int (*cb_util_host_device_time(const cb_host *h))(cb_run_ctx *, int64_t) {
     if (h->struct_size < offsetof(cb_host, device_time) + sizeof h->device_time) return NULL;

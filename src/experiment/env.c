@@ -1,4 +1,4 @@
-/* record/env.c - env.json: host, CPU, kernel, compiler, version, start time, command line.
+/* experiment/env.c - env.json: host, CPU, kernel, compiler, version, start time, command line.
  *
  * Design: every field is gathered with bounded reads (gethostname, uname, sysconf, one pass over
  * /proc/cpuinfo with a fixed line buffer) and written through the streaming JSON writer, so
@@ -7,7 +7,7 @@
  * Thread-safety: no shared state (gmtime_r, uname into locals). Ownership: out and argv are
  * borrowed; nothing is allocated.
  */
-#include "record/env.h"
+#include "experiment/env.h"
 
 #include <stdbool.h>
 #include <sched.h>

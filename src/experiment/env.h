@@ -1,8 +1,8 @@
-/* record/env.h - env.json: where and with what a run was made.
+/* experiment/env.h - env.json: where and with what a run was made.
  * Host name, CPU model (/proc/cpuinfo), online cores, kernel (uname), compiler (__VERSION__),
  * colobench version, wall-clock start (ISO 8601 UTC and ns), command line. */
-#ifndef CB_RECORD_ENV_H
-#define CB_RECORD_ENV_H
+#ifndef CB_EXPERIMENT_ENV_H
+#define CB_EXPERIMENT_ENV_H
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,0 +1,107 @@
+/* core/ring.c - chunk management of the per-thread record logs (see ring.h for the design, the
+ * memory orders and the bound on chunks per log).
+ * Thread-safety: one producer and one consumer per log, as ring.h says; cb_ring_init/fini run
+ * with neither active. Ownership: chunks belong to the log and are freed by cb_ring_fini.
+ */
+#include "core/ring.h"
+
+#include "core/alloc.h"
+
+static cb_log_chunk *chunk_new(uint32_t cap) {
+    size_t size = sizeof(cb_log_chunk) + (size_t)cap * 64u;
+    cb_log_chunk *c = cb_malloc(size);
+    if (!c) return NULL;
+    memset(c, 0, size); /* also faults every page in, off the hot path when the consumer does it */
+    return c;
+}
+
+static void log_init(cb_log *l, uint32_t cap) {
+    memset(l, 0, sizeof *l);
+    l->cap = cap;
+    atomic_init(&l->head, NULL);
+    atomic_init(&l->spare, NULL);
+}
+
+void cb_ring_init(cb_ring *r) {
+    memset(r, 0, sizeof *r);
+    log_init(&r->stage, CB_RING_CHUNK_RECORDS);
+    log_init(&r->query, CB_RING_CHUNK_RECORDS);
+    log_init(&r->metric, CB_RING_METRIC_CHUNK_RECORDS);
+    atomic_init(&r->lost, 0);
+}
+
+static void log_fini(cb_log *l) {
+    cb_log_chunk *c = l->rchunk ? l->rchunk : atomic_load_explicit(&l->head, memory_order_acquire);
+    while (c) {
+        cb_log_chunk *n = atomic_load_explicit(&c->next, memory_order_acquire);
+        cb_free(c);
+        c = n;
+    }
+    cb_free(atomic_exchange_explicit(&l->spare, NULL, memory_order_acq_rel));
+    l->cur = l->rchunk = NULL;
+    atomic_store(&l->head, NULL);
+}
+
+void cb_ring_fini(cb_ring *r) {
+    if (!r) return;
+    log_fini(&r->stage);
+    log_fini(&r->query);
+    log_fini(&r->metric);
+}
+
+int cb__log_grow(cb_ring *r, cb_log *l) {
+    cb_log_chunk *c = atomic_exchange_explicit(&l->spare, NULL, memory_order_acq_rel);
+    if (!c && !(c = chunk_new(l->cap))) {
+        atomic_fetch_add_explicit(&r->lost, 1, memory_order_relaxed);
+        return CB_ENOMEM;
+    }
+    atomic_store_explicit(&c->n, 0, memory_order_relaxed);
+    atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+    if (l->cur)
+        atomic_store_explicit(&l->cur->next, c, memory_order_release);
+    else
+        atomic_store_explicit(&l->head, c, memory_order_release);
+    l->cur = c;
+    l->cur_n = 0;
+    return CB_OK;
+}
+
+/* A chunk read whole and left by the producer: the spare if there is none, else freed. */
+static void recycle(cb_log *l, cb_log_chunk *c) {
+    cb_log_chunk *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&l->spare, &expected, c, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        cb_free(c);
+}
+
+const unsigned char *cb_log_peek(cb_log *l, uint32_t *n) {
+    *n = 0;
+    if (!l->rchunk) {
+        l->rchunk = atomic_load_explicit(&l->head, memory_order_acquire);
+        l->rpos = 0;
+        if (!l->rchunk) return NULL;
+    }
+    for (;;) {
+        uint32_t avail = atomic_load_explicit(&l->rchunk->n, memory_order_acquire);
+        if (avail > l->rpos) {
+            *n = avail - l->rpos;
+            return l->rchunk->recs + (size_t)l->rpos * 64u;
+        }
+        if (l->rpos < l->cap) return NULL; /* the producer is still on this chunk */
+        cb_log_chunk *next = atomic_load_explicit(&l->rchunk->next, memory_order_acquire);
+        if (!next) return NULL;
+        cb_log_chunk *old = l->rchunk;
+        l->rchunk = next;
+        l->rpos = 0;
+        recycle(l, old);
+    }
+}
+
+void cb_log_advance(cb_log *l, uint32_t n) { l->rpos += n; }
+
+void cb_log_refill_spare(cb_log *l) {
+    if (atomic_load_explicit(&l->spare, memory_order_relaxed)) return;
+    if (!l->rchunk && !atomic_load_explicit(&l->head, memory_order_acquire)) return;
+    cb_log_chunk *c = chunk_new(l->cap);
+    if (c) recycle(l, c);
+}
