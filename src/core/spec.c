@@ -26,8 +26,8 @@
 #include <sched.h>
 
 #include "core/spec.h"
+#include "core/monitor_sources.h"
 #include "core/suggest.h"
-#include "monitor/monitor.h"
 
 #define CB_SPEC_MAX_PIPELINES 64
 #define CB_SPEC_MAX_STAGES 1024
@@ -707,10 +707,8 @@ static int pipeline_modes(bctx *b, const cb_node *root, cb_spec *spec, cb_colloc
     return 0;
 }
 
+/* Source names and bits come from one table, core/monitor_sources.def. */
 static const char *const monitor_keys[] = {"enabled", "period_ms", "sources", "nvml_library"};
-static const char *const monitor_source_names[] = {"cpu", "memory", "process", "gpu", "perf"};
-static const unsigned monitor_source_bits[] = {CB_MON_CPU, CB_MON_MEMORY, CB_MON_PROCESS,
-                                               CB_MON_GPU, CB_MON_PERF};
 
 static int read_monitors(bctx *b, const cb_node *root, cb_spec *spec) {
     int rc;
@@ -741,19 +739,21 @@ static int read_monitors(bctx *b, const cb_node *root, cb_spec *spec) {
     if (ms->nvml_library && !(ms->nvml_library = resolve_path(b, ms->nvml_library))) return oom(b->err);
     const cb_node *src = cb_node_get(m, "sources");
     if (src) {
-        if (src->kind != CB_NODE_SEQ)
-            return fail_at(b, src, "monitors.sources",
-                           "expected a list of sources (cpu, memory, process, gpu, perf), got %s",
-                           got(src, g, sizeof g));
+        if (src->kind != CB_NODE_SEQ) {
+            char names[128];
+            cb_monitor_sources_format(CB_MON_ALL, ", ", names, sizeof names);
+            return fail_at(b, src, "monitors.sources", "expected a list of sources (%s), got %s",
+                           names, got(src, g, sizeof g));
+        }
         ms->sources = 0;
         for (size_t i = 0; i < src->n; i++) {
             char k[CB_ERROR_KEY_MAX];
             int v;
             snprintf(k, sizeof k, "monitors.sources[%zu]", i);
-            if ((rc = get_choice(b, src->items[i], k, monitor_source_names,
-                                 COUNT(monitor_source_names), "monitor source", &v)))
+            if ((rc = get_choice(b, src->items[i], k, cb_monitor_source_names, CB_MON_N_SOURCES,
+                                 "monitor source", &v)))
                 return rc;
-            ms->sources |= monitor_source_bits[v];
+            ms->sources |= cb_monitor_source_bits[v];
         }
     }
     return 0;
@@ -1193,11 +1193,9 @@ int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
     const cb_monitors_spec *ms = &spec->monitors;
     fprintf(out, "monitors:\n  enabled: %s\n  period_ms: ", ms->enabled ? "true" : "false");
     yaml_float((double)ms->period_ns / 1e6, out);
-    fputs("\n  sources: [", out);
-    for (size_t i = 0, n = 0; i < COUNT(monitor_source_bits); i++)
-        if (ms->sources & monitor_source_bits[i])
-            fprintf(out, "%s%s", n++ ? ", " : "", monitor_source_names[i]);
-    fputs("]\n", out);
+    char names[128];
+    cb_monitor_sources_format(ms->sources, ", ", names, sizeof names);
+    fprintf(out, "\n  sources: [%s]\n", names);
     if (ms->nvml_library) {
         fputs("  nvml_library: ", out);
         yaml_str(ms->nvml_library, out);

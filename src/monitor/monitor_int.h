@@ -37,6 +37,22 @@ void cb__mon_emit(cb_monitor *m, const char *source, const char *device, pid_t p
 void cb__mon_notice(cb_monitor *m, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* One value as a source reports it (for cb__monitor_inject). */
+typedef struct cb__mon_value {
+    const char *source;         /* literal */
+    const char *device;         /* "" or NULL host-wide */
+    pid_t pid;                  /* 0 = device-wide */
+    const char *label;          /* NULL none */
+    const char *metric;         /* literal */
+    double value;
+} cb__mon_value;
+
+/* Test hook: records values[0..n) as one sample taken at t_ns (absolute CLOCK_MONOTONIC ns),
+ * exactly as if sources had emitted them (series, metrics.csv rows, memory), and flushes like a
+ * sample. Times must not go backwards within a series. Takes the monitor's lock; not counted in
+ * the overhead's samples. Tests use it to feed long synthetic series with known answers. */
+void cb__monitor_inject(cb_monitor *m, int64_t t_ns, const cb__mon_value *values, size_t n);
+
 /* ---- a bounded cursor parser for /proc text ---------------------------------------------- */
 
 typedef struct cb__cur {
