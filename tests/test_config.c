@@ -2,9 +2,11 @@
  * core/suggest.c. */
 #include "harness.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 
 #include "core/cfgtree.h"
+#include "core/clock.h"
 #include "core/suggest.h"
 
 static cb_doc *load(const char *text) {
@@ -152,6 +154,261 @@ static void test_load_file(void) {
     CB_CHECK_CONTAINS(err.msg, "No such file");
 }
 
+/* ---- scale: loading stays linear (issue 12) --------------------------------------------- */
+
+/* A text built by appending; the capacity is fixed up front (tests know their sizes). */
+typedef struct tbuf {
+    char *p;
+    size_t len, cap;
+} tbuf;
+
+static void tbuf_init(tbuf *b, size_t cap) {
+    b->p = malloc(cap);
+    b->len = 0;
+    b->cap = b->p ? cap : 0;
+    if (b->p) b->p[0] = '\0';
+}
+
+static void tbuf_add(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tbuf_add(tbuf *b, const char *fmt, ...) {
+    if (!b->p) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (w < 0 || (size_t)w >= b->cap - b->len) {
+        cb__test_fail(__FILE__, __LINE__, "tbuf: capacity %zu too small", b->cap);
+        free(b->p);
+        b->p = NULL;
+        return;
+    }
+    b->len += (size_t)w;
+}
+
+/* The generous sanity bound on one large load: a quadratic loader took 17-26 s on a quiet
+ * machine, a linear one takes well under a second even under ASan. The probe counts are the
+ * real check; this only stops a pathological hang from passing. */
+#define SCALE_MAX_NS (20LL * 1000 * 1000 * 1000)
+#define SCALE_N 100000
+
+static int load_counted(const tbuf *b, const char *name, cb_doc **doc, cb_error *err) {
+    cb_error_clear(err);
+    int64_t t0 = cb_clock_now_ns();
+    int rc = cb_doc_load_string(b->p, b->len, name, doc, err);
+    int64_t dt = cb_clock_now_ns() - t0;
+    CB_CHECK_CMP_INT(dt, <, SCALE_MAX_NS);
+    return rc;
+}
+
+static void test_large_map(void) {
+    tbuf b;
+    tbuf_init(&b, 32u * SCALE_N);
+    for (int i = 0; i < SCALE_N; i++) tbuf_add(&b, "k%d: %d\n", i, i);
+    if (!b.p) return;
+    cb_doc *doc = NULL;
+    cb_error err;
+    CB_CHECK_EQ_INT(load_counted(&b, "big.yaml", &doc, &err), 0);
+    if (doc) {
+        CB_CHECK_EQ_INT(doc->root->n, SCALE_N);
+        const cb_node *last = cb_node_get(doc->root, "k99999");
+        CB_CHECK(last && strcmp(last->scalar, "99999") == 0);
+        const cb_doc_load_stats *st = &doc->load_stats;
+        CB_CHECK_EQ_INT(st->map_keys, SCALE_N);
+        printf("# %zu keys: %zu probes\n", st->map_keys, st->key_probes);
+        /* linear: under 8 slots inspected per key on average (a linear scan would be n/2) */
+        CB_CHECK_CMP_INT(st->key_probes, >=, st->map_keys);
+        CB_CHECK_CMP_INT(st->key_probes, <, 8 * st->map_keys);
+        cb_doc_destroy(doc);
+    }
+
+    /* A duplicate near the end is still found, with both positions. */
+    tbuf_add(&b, "k99990: again\n");
+    doc = NULL;
+    CB_CHECK_EQ_INT(load_counted(&b, "big.yaml", &doc, &err), CB_ECONFIG);
+    CB_CHECK(doc == NULL);
+    char buf[1024];
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "big.yaml:100001:1: duplicate key 'k99990' (first at line 99991, column 1)");
+    free(b.p);
+}
+
+/* The same keys in many maps (each its own namespace), and maps nested in maps. */
+static void test_many_maps(void) {
+    tbuf b;
+    tbuf_init(&b, 64u * SCALE_N);
+    for (int i = 0; i < SCALE_N / 4; i++)
+        tbuf_add(&b, "m%d: {a: 1, b: {a: 2, b: 3}, c: %d}\n", i, i);
+    if (!b.p) return;
+    cb_doc *doc = NULL;
+    cb_error err;
+    CB_CHECK_EQ_INT(load_counted(&b, "maps.yaml", &doc, &err), 0);
+    if (doc) {
+        CB_CHECK_EQ_INT(doc->root->n, SCALE_N / 4);
+        const cb_node *m = cb_node_get(doc->root, "m24999");
+        CB_CHECK(m && strcmp(cb_node_get(cb_node_get(m, "b"), "b")->scalar, "3") == 0);
+        const cb_doc_load_stats *st = &doc->load_stats;
+        CB_CHECK_EQ_INT(st->map_keys, SCALE_N / 4 * 6);
+        CB_CHECK_CMP_INT(st->key_probes, <, 8 * st->map_keys);
+        cb_doc_destroy(doc);
+    }
+    free(b.p);
+    /* a key repeated in a nested map, then in its parent */
+    const char *t = "a: {x: 1, y: {x: 2, z: 3}, z: 4, y: 5}\n";
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(t, strlen(t), "n.yaml", &doc, &err), CB_ECONFIG);
+    char buf[1024];
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "n.yaml:1:34: duplicate key 'y' (first at line 1, column 11)");
+}
+
+static void test_many_aliases(void) {
+    /* SCALE_N anchors, then SCALE_N aliases, the first referring to the earliest anchor (the
+     * worst case for a table searched from its end) */
+    tbuf b;
+    tbuf_init(&b, 40u * SCALE_N);
+    tbuf_add(&b, "anchors:\n");
+    for (int i = 0; i < SCALE_N; i++) tbuf_add(&b, "  - &a%d v%d\n", i, i);
+    tbuf_add(&b, "aliases:\n");
+    for (int i = 0; i < SCALE_N; i++) tbuf_add(&b, "  - *a%d\n", i);
+    if (!b.p) return;
+    cb_doc *doc = NULL;
+    cb_error err;
+    CB_CHECK_EQ_INT(load_counted(&b, "alias.yaml", &doc, &err), 0);
+    if (doc) {
+        const cb_node *al = cb_node_get(doc->root, "aliases");
+        CB_CHECK(al && al->n == SCALE_N);
+        if (al && al->n == SCALE_N) {
+            int bad = 0;
+            char want[32];
+            for (int i = 0; i < SCALE_N; i++) {
+                snprintf(want, sizeof want, "v%d", i);
+                bad += strcmp(al->items[i]->scalar, want) != 0;
+            }
+            CB_CHECK_EQ_INT(bad, 0);
+        }
+        const cb_doc_load_stats *st = &doc->load_stats;
+        CB_CHECK_EQ_INT(st->anchors, SCALE_N);
+        CB_CHECK_EQ_INT(st->aliases, SCALE_N);
+        printf("# %zu anchors, %zu aliases: %zu probes\n", st->anchors, st->aliases,
+               st->anchor_probes);
+        CB_CHECK_CMP_INT(st->anchor_probes, <, 8 * (st->anchors + st->aliases));
+        cb_doc_destroy(doc);
+    }
+    free(b.p);
+}
+
+/* YAML: an alias refers to the most recent complete node anchored with its name. */
+static void test_anchor_redefined(void) {
+    cb_doc *doc = load("a: &x 1\nb: *x\nc: &x [2]\nd: *x\ne: &x [&x 3, *x]\nf: *x\n");
+    if (!doc) return;
+    CB_CHECK_STR_EQ(cb_node_get(doc->root, "b")->scalar, "1");
+    CB_CHECK_EQ_INT(cb_node_get(doc->root, "d")->kind, CB_NODE_SEQ);
+    CB_CHECK_STR_EQ(cb_node_get(doc->root, "d")->items[0]->scalar, "2");
+    const cb_node *e = cb_node_get(doc->root, "e");
+    CB_CHECK_STR_EQ(e->items[1]->scalar, "3"); /* the inner &x, complete before the outer */
+    const cb_node *f = cb_node_get(doc->root, "f");
+    CB_CHECK(f->kind == CB_NODE_SEQ && f->n == 2);
+    cb_doc_destroy(doc);
+
+    /* at scale: 97 names anchored over and over; each alias gets the name's last node */
+    tbuf b;
+    tbuf_init(&b, 40u * SCALE_N);
+    tbuf_add(&b, "anchors:\n");
+    for (int i = 0; i < SCALE_N; i++) tbuf_add(&b, "  - &n%d v%d\n", i % 97, i);
+    tbuf_add(&b, "aliases:\n");
+    for (int j = 0; j < 97; j++) tbuf_add(&b, "  - *n%d\n", j);
+    if (!b.p) return;
+    cb_error err;
+    CB_CHECK_EQ_INT(load_counted(&b, "redef.yaml", &doc, &err), 0);
+    if (doc) {
+        const cb_node *al = cb_node_get(doc->root, "aliases");
+        int bad = 0;
+        char want[32];
+        for (int j = 0; j < 97 && al && al->n == 97; j++) {
+            int last = (SCALE_N - 1) - ((SCALE_N - 1 - j) % 97); /* last i with i % 97 == j */
+            snprintf(want, sizeof want, "v%d", last);
+            bad += strcmp(al->items[j]->scalar, want) != 0;
+        }
+        CB_CHECK(al && al->n == 97);
+        CB_CHECK_EQ_INT(bad, 0);
+        CB_CHECK_CMP_INT(doc->load_stats.anchor_probes, <,
+                         8 * (doc->load_stats.anchors + doc->load_stats.aliases));
+        cb_doc_destroy(doc);
+    }
+    free(b.p);
+}
+
+/* Text at the 16 MiB maximum loads; one byte more is refused naming the file. */
+static void test_size_limit(void) {
+    const size_t max = 16u * 1024u * 1024u;
+    char *text = malloc(max + 1);
+    if (!text) return;
+    memset(text, '#', max + 1); /* one long comment */
+    text[max - 1] = '\n';
+    text[max] = '\n';
+    const char *dir = cb_test_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/huge.yaml", dir);
+    cb_doc *doc = NULL;
+    cb_error err;
+    for (int extra = 0; extra < 2; extra++) {
+        FILE *f = fopen(path, "wb");
+        CB_CHECK(f != NULL);
+        if (!f) break;
+        CB_CHECK_EQ_INT(fwrite(text, 1, max + (size_t)extra, f), max + (size_t)extra);
+        fclose(f);
+        cb_error_clear(&err);
+        int rc = cb_doc_load_file(path, &doc, &err);
+        if (!extra) {
+            CB_CHECK_EQ_INT(rc, 0);
+            CB_CHECK(doc && doc->root == NULL);
+            cb_doc_destroy(doc);
+        } else {
+            CB_CHECK_EQ_INT(rc, CB_ECONFIG);
+            char buf[1024];
+            fmt_err(&err, buf, sizeof buf);
+            char want[600];
+            snprintf(want, sizeof want, "%s: file larger than 16777216 bytes", path);
+            CB_CHECK_STR_EQ(buf, want);
+        }
+    }
+    remove(path);
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(text, max + 1, "s.yaml", &doc, &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "document larger than 16777216 bytes");
+    free(text);
+}
+
+/* Every allocation of a load may fail: the loader returns CB_ENOMEM, no doc and no leak (ASan),
+ * including the hash tables' growth and the anchor names' scratch arena. */
+static void test_alloc_failures(void) {
+    tbuf b;
+    tbuf_init(&b, 16384);
+    for (int i = 0; i < 100; i++) tbuf_add(&b, "k%d: &a%d {x: %d}\n", i, i, i);
+    for (int i = 0; i < 100; i++) tbuf_add(&b, "u%d: *a%d\n", i, i);
+    if (!b.p) return;
+    int failures = 0, rc = CB_ENOMEM;
+    for (long k = 1; k < 10000 && rc == CB_ENOMEM; k++) {
+        cb_doc *doc = NULL;
+        cb_error err;
+        cb_error_clear(&err);
+        cb__alloc_fail_after(k);
+        rc = cb_doc_load_string(b.p, b.len, "oom.yaml", &doc, &err);
+        cb__alloc_fail_after(0);
+        if (rc == CB_ENOMEM) {
+            failures++;
+            CB_CHECK(doc == NULL);
+        } else {
+            CB_CHECK_EQ_INT(rc, 0);
+            CB_CHECK(doc && doc->root && doc->root->n == 200);
+            cb_doc_destroy(doc);
+        }
+    }
+    CB_CHECK_EQ_INT(rc, 0);
+    CB_CHECK_CMP_INT(failures, >, 10);
+    free(b.p);
+}
+
 static const char *k_bench = "name: demo\n"
                              "pipelines:\n"
                              "  - name: chain\n"
@@ -291,5 +548,11 @@ int main(void) {
     CB_RUN(test_set);
     CB_RUN(test_write_roundtrip);
     CB_RUN(test_suggest);
+    CB_RUN(test_large_map);
+    CB_RUN(test_many_maps);
+    CB_RUN(test_many_aliases);
+    CB_RUN(test_anchor_redefined);
+    CB_RUN(test_size_limit);
+    CB_RUN(test_alloc_failures);
     return cb_test_done();
 }

@@ -8,9 +8,30 @@
  * the value of an override with the same builder into the same arena. cb_node_write_yaml prints
  * block YAML by hand: quoted scalars stay double-quoted, plain scalars are written plain when
  * that re-reads as the same text (else quoted), so a written tree loads back identical.
+ *
+ * Lookups while loading (docs/internals/config.md): two open-addressing hash tables (linear
+ * probing, power-of-two capacity, at most half full) live for one load. The key table holds one
+ * entry per map key parsed, keyed by (map, key text), so a repeated key is found in O(1)
+ * whatever the map's size; entries of closed maps simply stay until the load ends. The anchor
+ * table holds one entry per distinct anchor name, overwritten when the name is anchored again,
+ * so an alias finds the most recent complete node of that name (YAML's rule) in O(1). Loading
+ * is thus O(document bytes + nodes created); the hash is fixed (tests count probes), so keys
+ * crafted to collide can still make one table slow, bounded by CB_DOC_MAX_NODES.
+ *
+ * Maxima: CB_DOC_MAX_BYTES (16 MiB) per file or string; CB_DOC_MAX_DEPTH (64) levels of
+ * nesting; CB_DOC_MAX_NODES (1,000,000) nodes after aliases are copied (arena memory is about
+ * 100 bytes per node, so at most ~100 MiB). Each table holds at most one entry per node parsed
+ * from the text (never per copy), so it has at most 2^21 slots of 24 bytes; it grows by
+ * doubling. Override segments are at most CB_SET_SEGMENT_MAX - 1 bytes.
+ *
+ * After loading: cb_node_get is a linear scan of one map (callers look up a bounded set of
+ * schema keys, after rejecting unknown ones); cb_doc_set walks its path with such scans and
+ * copies a map's arrays to append a key, so one override costs O(size of the maps and
+ * sequences on its path) time and arena memory (the CLI allows 64 overrides).
+ *
  * Thread-safety: a cb_doc is not thread-safe while loaded or overridden; read-only afterwards.
  * Ownership: the cb_doc owns its arena and every node; cb_doc_destroy frees all of it. The
- * anchor table is a temporary heap array freed before the loader returns.
+ * hash tables and the anchor names (a scratch arena) are freed before the loader returns.
  */
 #include "core/cfgtree.h"
 
@@ -22,23 +43,41 @@
 #include <yaml.h>
 
 #define CB_DOC_MAX_DEPTH 64
-#define CB_DOC_MAX_NODES 200000
+#define CB_DOC_MAX_NODES 1000000
 #define CB_DOC_MAX_BYTES (16u * 1024u * 1024u)
 #define CB_SET_SEGMENT_MAX 128
+#define CB_HTAB_MIN_SLOTS 64
 
-typedef struct anchor {
-    const char *name;
-    const cb_node *node;
-} anchor;
+#define CB__STR(x) #x
+#define CB__XSTR(x) CB__STR(x)
+
+/* One slot of a loader hash table; hash 0 marks an empty slot (stored hashes are odd). */
+typedef struct hslot {
+    uint64_t hash;
+    union {
+        const cb_node *map; /* key table: the map the key belongs to */
+        const char *name;   /* anchor table: the name (a scratch copy) */
+    } k;
+    const cb_node *node; /* key table: the map's first key of this text; anchors: the node */
+} hslot;
+
+typedef struct htab {
+    hslot *slots; /* cb_calloc'd; NULL until the first insert */
+    size_t cap;   /* 0 or a power of two >= CB_HTAB_MIN_SLOTS */
+    size_t n;     /* used slots, n * 2 <= cap */
+} htab;
 
 typedef struct loader {
     yaml_parser_t parser;
     cb_arena *arena;
     const char *file; /* arena copy */
     cb_error *err;
-    anchor *anchors;
-    size_t n_anchors, cap_anchors;
+    htab keys;             /* (map, key text) -> first key node */
+    htab anchors;          /* anchor name -> most recent complete node */
+    cb_arena *names;       /* scratch copies of anchor names, created on the first anchor */
+    uint64_t n_maps;       /* maps begun: their serial numbers seed the key hash */
     size_t n_nodes;
+    cb_doc_load_stats *stats;
     int fail; /* status of the last new_node failure */
 } loader;
 
@@ -50,11 +89,121 @@ static int pos_error(loader *L, int line, int col, const char *fmt, const char *
     return CB_ECONFIG;
 }
 
+/* ---- hash tables ------------------------------------------------------------------------ */
+
+/* FNV-1a over the text then a 64-bit finaliser (MurmurHash3's fmix64) mixing in seed; odd. */
+static uint64_t hash_text(const char *s, uint64_t seed) {
+    uint64_t h = 0xcbf29ce484222325u;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3u;
+    }
+    h ^= seed * 0x9e3779b97f4a7c15u;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
+    return h | 1u;
+}
+
+/* Doubles t (or creates it) and reinserts every entry; 0 or CB_ENOMEM. */
+static int htab_grow(htab *t) {
+    size_t ncap = t->cap ? t->cap * 2 : CB_HTAB_MIN_SLOTS;
+    hslot *ns = cb_calloc(ncap, sizeof *ns);
+    if (!ns) return CB_ENOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->slots[i].hash) continue;
+        size_t j = (size_t)t->slots[i].hash & (ncap - 1);
+        while (ns[j].hash) j = (j + 1) & (ncap - 1);
+        ns[j] = t->slots[i];
+    }
+    cb_free(t->slots);
+    t->slots = ns;
+    t->cap = ncap;
+    return 0;
+}
+
+static void htab_fini(htab *t) {
+    cb_free(t->slots);
+    memset(t, 0, sizeof *t);
+}
+
+/* Makes room for one more entry: at most half full after it. 0 or CB_ENOMEM. */
+static int htab_reserve(htab *t) { return (t->n + 1) * 2 > t->cap ? htab_grow(t) : 0; }
+
+/* Records key in map (serial = the map's number, which seeds the hash so that the same text in
+ * different maps lands apart); *first = that map's earlier key of the same text, if any (then
+ * nothing is recorded). */
+static int key_seen(loader *L, const cb_node *map, uint64_t serial, const cb_node *key,
+                    const cb_node **first) {
+    htab *t = &L->keys;
+    if (htab_reserve(t)) return oom(L->err);
+    uint64_t h = hash_text(key->scalar, serial);
+    L->stats->map_keys++;
+    for (size_t mask = t->cap - 1, j = (size_t)h & mask;; j = (j + 1) & mask) {
+        hslot *s = &t->slots[j];
+        L->stats->key_probes++;
+        if (!s->hash) {
+            s->hash = h;
+            s->k.map = map;
+            s->node = key;
+            t->n++;
+            *first = NULL;
+            return 0;
+        }
+        if (s->hash == h && s->k.map == map && strcmp(s->node->scalar, key->scalar) == 0) {
+            *first = s->node;
+            return 0;
+        }
+    }
+}
+
+/* The slot of anchor name in t, or the empty slot where it would go. */
+static hslot *anchor_slot(loader *L, uint64_t h, const char *name) {
+    htab *t = &L->anchors;
+    for (size_t mask = t->cap - 1, j = (size_t)h & mask;; j = (j + 1) & mask) {
+        hslot *s = &t->slots[j];
+        L->stats->anchor_probes++;
+        if (!s->hash || (s->hash == h && strcmp(s->k.name, name) == 0)) return s;
+    }
+}
+
+/* Makes name refer to node from now on (a later anchor of the same name replaces it). */
+static int remember_anchor(loader *L, const yaml_char_t *yname, const cb_node *node) {
+    if (!yname) return 0;
+    const char *name = (const char *)yname;
+    if (htab_reserve(&L->anchors)) return oom(L->err);
+    uint64_t h = hash_text(name, 0);
+    L->stats->anchors++;
+    hslot *s = anchor_slot(L, h, name);
+    if (!s->hash) {
+        if (!L->names && !(L->names = cb_arena_create())) return oom(L->err);
+        const char *copy = cb_arena_strdup(L->names, name);
+        if (!copy) return oom(L->err);
+        s->hash = h;
+        s->k.name = copy;
+        L->anchors.n++;
+    }
+    s->node = node;
+    return 0;
+}
+
+/* The node the alias name refers to, or NULL. */
+static const cb_node *find_anchor(loader *L, const char *name) {
+    L->stats->aliases++;
+    if (!L->anchors.cap) return NULL;
+    const hslot *s = anchor_slot(L, hash_text(name, 0), name);
+    return s->hash ? s->node : NULL;
+}
+
+/* ---- the builder ------------------------------------------------------------------------ */
+
 static cb_node *new_node(loader *L, cb_node_kind kind, const yaml_mark_t *mark) {
     if (++L->n_nodes > CB_DOC_MAX_NODES) {
         L->fail = pos_error(L, (int)mark->line + 1, (int)mark->column + 1,
                             "document too large (more than %s nodes after resolving aliases)",
-                            "200000");
+                            CB__XSTR(CB_DOC_MAX_NODES));
         return NULL;
     }
     cb_node *n = cb_arena_alloc(L->arena, sizeof *n);
@@ -129,28 +278,12 @@ nomem:
     return NULL;
 }
 
-static int remember_anchor(loader *L, const yaml_char_t *name, const cb_node *node) {
-    if (!name) return 0;
-    if (L->n_anchors == L->cap_anchors) {
-        size_t ncap = L->cap_anchors ? L->cap_anchors * 2 : 8;
-        anchor *a = cb_realloc(L->anchors, ncap * sizeof *a);
-        if (!a) return oom(L->err);
-        L->anchors = a;
-        L->cap_anchors = ncap;
-    }
-    const char *copy = cb_arena_strdup(L->arena, (const char *)name);
-    if (!copy) return oom(L->err);
-    L->anchors[L->n_anchors].name = copy;
-    L->anchors[L->n_anchors].node = node;
-    L->n_anchors++;
-    return 0;
-}
-
 static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out);
 
 /* Builds a sequence or map whose start event is ev (not yet deleted by the caller). */
 static int parse_collection(loader *L, cb_node *coll, int depth) {
     size_t cap = 0;
+    uint64_t serial = coll->kind == CB_NODE_MAP ? ++L->n_maps : 0;
     for (;;) {
         yaml_event_t ev;
         int rc = next_event(L, &ev);
@@ -166,15 +299,15 @@ static int parse_collection(loader *L, cb_node *coll, int depth) {
         if (coll->kind == CB_NODE_MAP) {
             if (key->kind != CB_NODE_SCALAR)
                 return pos_error(L, key->line, key->col, "map keys must be scalars%s", "");
-            for (size_t i = 0; i < coll->n; i++) {
-                if (strcmp(coll->keys[i]->scalar, key->scalar) == 0) {
-                    char msg[96];
-                    snprintf(msg, sizeof msg, " (first at line %d, column %d)",
-                             coll->keys[i]->line, coll->keys[i]->col);
-                    cb_error_set(L->err, CB_ECONFIG, "duplicate key '%s'%s", key->scalar, msg);
-                    cb_error_at(L->err, L->file, key->line, key->col);
-                    return CB_ECONFIG;
-                }
+            const cb_node *first = NULL;
+            if ((rc = key_seen(L, coll, serial, key, &first))) return rc;
+            if (first) {
+                char msg[96];
+                snprintf(msg, sizeof msg, " (first at line %d, column %d)", first->line,
+                         first->col);
+                cb_error_set(L->err, CB_ECONFIG, "duplicate key '%s'%s", key->scalar, msg);
+                cb_error_at(L->err, L->file, key->line, key->col);
+                return CB_ECONFIG;
             }
             rc = next_event(L, &ev);
             if (rc) return rc;
@@ -216,13 +349,7 @@ static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out) {
     }
     case YAML_ALIAS_EVENT: {
         const char *name = (const char *)ev->data.alias.anchor;
-        const cb_node *target = NULL;
-        for (size_t i = L->n_anchors; i-- > 0;) {
-            if (strcmp(L->anchors[i].name, name) == 0) {
-                target = L->anchors[i].node;
-                break;
-            }
-        }
+        const cb_node *target = find_anchor(L, name);
         if (!target)
             return pos_error(L, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
                              "unknown anchor '%s'", name);
@@ -238,9 +365,10 @@ static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out) {
     return 0;
 }
 
-/* Parses text into arena; *root is NULL for an empty stream. */
+/* Parses text into arena; *root is NULL for an empty stream. stats (zeroed by the caller)
+ * receives the hash tables' counts. */
 static int parse_into(cb_arena *arena, const char *file, const char *text, size_t len,
-                      cb_node **root, cb_error *err) {
+                      cb_node **root, cb_doc_load_stats *stats, cb_error *err) {
     *root = NULL;
     if (len > CB_DOC_MAX_BYTES) {
         cb_error_set(err, CB_ECONFIG, "document larger than %u bytes", CB_DOC_MAX_BYTES);
@@ -252,6 +380,7 @@ static int parse_into(cb_arena *arena, const char *file, const char *text, size_
     L.arena = arena;
     L.file = file;
     L.err = err;
+    L.stats = stats;
     if (!yaml_parser_initialize(&L.parser)) return oom(err);
     yaml_parser_set_input_string(&L.parser, (const unsigned char *)text, len);
     int rc = 0, docs = 0;
@@ -276,7 +405,9 @@ static int parse_into(cb_arena *arena, const char *file, const char *text, size_
         if (rc) break;
     }
     yaml_parser_delete(&L.parser);
-    cb_free(L.anchors);
+    htab_fini(&L.keys);
+    htab_fini(&L.anchors);
+    cb_arena_destroy(L.names);
     if (rc) *root = NULL;
     return rc;
 }
@@ -295,7 +426,7 @@ int cb_doc_load_string(const char *text, size_t len, const char *name, cb_doc **
     }
     doc->arena = arena;
     doc->file = file;
-    int rc = parse_into(arena, file, text ? text : "", len, &doc->root, err);
+    int rc = parse_into(arena, file, text ? text : "", len, &doc->root, &doc->load_stats, err);
     if (rc) {
         cb_arena_destroy(arena);
         return rc;
@@ -314,24 +445,26 @@ int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err) {
         cb_error_at(err, path, 0, 0);
         return CB_EIO;
     }
+    /* Reads at most CB_DOC_MAX_BYTES + 1 bytes: one more than the maximum means too large. */
     size_t cap = 4096, len = 0;
     char *buf = cb_malloc(cap);
     int rc = buf ? 0 : oom(err);
     while (!rc) {
+        if (len > CB_DOC_MAX_BYTES) {
+            cb_error_set(err, CB_ECONFIG, "file larger than %u bytes", CB_DOC_MAX_BYTES);
+            cb_error_at(err, path, 0, 0);
+            rc = CB_ECONFIG;
+            break;
+        }
         if (len == cap) {
-            if (cap >= CB_DOC_MAX_BYTES) {
-                cb_error_set(err, CB_ECONFIG, "file larger than %u bytes", CB_DOC_MAX_BYTES);
-                cb_error_at(err, path, 0, 0);
-                rc = CB_ECONFIG;
-                break;
-            }
-            char *nb = cb_realloc(buf, cap * 2);
+            size_t ncap = cap * 2 > CB_DOC_MAX_BYTES ? (size_t)CB_DOC_MAX_BYTES + 1 : cap * 2;
+            char *nb = cb_realloc(buf, ncap);
             if (!nb) {
                 rc = oom(err);
                 break;
             }
             buf = nb;
-            cap *= 2;
+            cap = ncap;
         }
         size_t k = fread(buf + len, 1, cap - len, f);
         len += k;
@@ -437,7 +570,9 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
     cb_node *value = NULL;
     cb_error perr;
     cb_error_clear(&perr);
-    int rc = parse_into(a, file, eq + 1, strlen(eq + 1), &value, &perr);
+    cb_doc_load_stats stats;
+    memset(&stats, 0, sizeof stats);
+    int rc = parse_into(a, file, eq + 1, strlen(eq + 1), &value, &stats, &perr);
     if (rc == CB_ENOMEM) return oom(err);
     if (rc) {
         char buf[CB_ERROR_MSG_MAX];

@@ -35,19 +35,35 @@ struct cb_node {
     cb_node **keys;          /* MAP only: the key nodes (scalars) */
 };
 
+/* Test hook: what the loader's hash tables did while loading one document, so tests can check
+ * that loading stays linear by counting work instead of timing it. A probe is one table slot
+ * inspected; rehashing when a table doubles is not counted. */
+typedef struct cb_doc_load_stats {
+    size_t map_keys;      /* map keys checked for a duplicate */
+    size_t key_probes;    /* slots inspected for them */
+    size_t anchors;       /* anchors remembered, repeated names included */
+    size_t aliases;       /* aliases looked up */
+    size_t anchor_probes; /* slots inspected for anchors and aliases */
+} cb_doc_load_stats;
+
 typedef struct cb_doc {
     cb_arena *arena;
     cb_node *root;           /* NULL for an empty document */
     const char *file;
+    cb_doc_load_stats load_stats; /* test hook: the load of the file or string (not --set) */
 } cb_doc;
 
-/* Parses a file / a string. On error: CB_ECONFIG (syntax) or CB_EIO with file:line:col set. */
+/* Parses a file / a string. On error: CB_ECONFIG (syntax) or CB_EIO with file:line:col set.
+ * Maxima: 16 MiB of text ("file larger than 16777216 bytes" names the file), 64 levels of
+ * nesting, 1,000,000 nodes after aliases are copied. Time and memory are linear in the text
+ * plus the nodes created (duplicate keys and aliases are found through hash tables). */
 int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err);
 int cb_doc_load_string(const char *text, size_t len, const char *name, cb_doc **out,
                        cb_error *err);
 void cb_doc_destroy(cb_doc *doc);
 
-/* Map lookup by key; NULL when absent or when map is not a MAP. */
+/* Map lookup by key; NULL when absent or when map is not a MAP. A linear scan of the map: look up
+ * a bounded set of known keys per map, never every key of a map in turn. */
 cb_node *cb_node_get(const cb_node *map, const char *key);
 
 /* Scalar is YAML null (plain "null", "~", "" or "Null"/"NULL"). */
@@ -62,10 +78,12 @@ int cb_node_scalar_bool(const cb_node *n, int64_t *out);
 
 /* Applies "a.b.0.c=value": walks maps by key and sequences by index (sequences of maps may also
  * be indexed by an element's `name` or `id`), creating missing map keys; the value is parsed as
- * YAML (so "[1, 2]" or "{a: 1}" work). Errors name the assignment. */
+ * YAML (so "[1, 2]" or "{a: 1}" work). Errors name the assignment. Costs time and arena memory
+ * linear in the size of the maps and sequences on the path (a new key copies its map's arrays). */
 int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err);
 
-/* Writes the subtree as block YAML (round-trips through cb_doc_load_string). */
+/* Writes the subtree as block YAML (round-trips through cb_doc_load_string while the output
+ * stays within its 16 MiB maximum: deep alias copies can write far more than they read). */
 int cb_node_write_yaml(const cb_node *n, FILE *out);
 
 #endif
