@@ -436,7 +436,8 @@ static void test_files_match_arrays(void) {
         f.e1[i].pipeline = 0;
     }
     const char *paths[2][3] = {
-        {write_bin(dir, "p0_queries.bin", f.q0, 12, 5), write_bin(dir, "p0_events.bin", f.e0, f.n_e0, 0),
+        {write_bin(dir, "p0_queries.bin", f.q0, 12, 5),
+         write_bin(dir, "p0_events.bin", f.e0, f.n_e0, 0),
          write_bin(dir, "p0_metrics.bin", f.m0, f.n_m0, 40)},
         {write_bin(dir, "p1_queries.bin", f.q1, 5, 0), write_bin(dir, "p1_events.bin", f.e1, 5, 2),
          NULL}};

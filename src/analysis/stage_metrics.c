@@ -274,6 +274,8 @@ static int metric_pass(const cb_pipeline_record *rec, const cb_stage_metrics *m,
                 continue;
             }
             if (!a->binned || !isfinite(e->value)) continue;
+            /* A file that changed between the passes must not index outside the bins. */
+            if (e->query_id < a->min_id || e->query_id > a->max_id) continue;
             size_t bin = (size_t)((e->query_id - a->min_id) / a->bin_w);
             a->bin_n[bin]++;
             a->bin_sum[bin] += e->value;
@@ -301,7 +303,8 @@ static int metric_group(const cb_pipeline_record *rec, cb_stage_metrics *m, size
         a->bin_sum = cb_calloc(a->n_bins, sizeof *a->bin_sum);
         if (!a->bin_n || !a->bin_sum) rc = cb_error_set(&m->err, CB_ENOMEM, "out of memory");
     }
-    if (rc == CB_OK && binned) rc = metric_pass(rec, m, g0, ng, warmup, n_splits, acc, true, &m->err);
+    if (rc == CB_OK && binned)
+        rc = metric_pass(rec, m, g0, ng, warmup, n_splits, acc, true, &m->err);
     for (size_t i = 0; i < ng; i++) {
         if (rc == CB_OK) acc_finish(&acc[i], n_splits, &m->stats[g0 + i]);
         acc_free(&acc[i]);

@@ -13,6 +13,8 @@
  * definition to its counts.
  * Thread-safety: pure functions over caller-owned arrays; no state.
  * Ownership: values are borrowed; the scratch array is allocated and freed inside the call.
+ * Maxima: cb_stats_sort's scratch is n values (none on its in-place fallback); streams of any
+ * length go through analysis/hist.h instead, which calls this on at most 8192 values.
  */
 #include "analysis/stats.h"
 

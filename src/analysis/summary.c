@@ -88,8 +88,9 @@ static int stage_group(const cb_pipeline_record *rec, size_t g0, size_t ng, int6
             cb_hist_add(&a->transition, e->start_ns - e->prev_end_ns);
             if (e->device_ns >= 0) {
                 cb_hist_add(&a->device, e->device_ns);
-                a->device_sum = e->device_ns > INT64_MAX - a->device_sum ? INT64_MAX
-                                                                          : a->device_sum + e->device_ns;
+                a->device_sum = e->device_ns > INT64_MAX - a->device_sum
+                                    ? INT64_MAX
+                                    : a->device_sum + e->device_ns;
             }
         }
         rc = CB_OK;
