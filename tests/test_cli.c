@@ -223,10 +223,23 @@ static void test_plugin_from_env_runs(void) {
     CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 2); /* not found without the plugin path */
     CB_CHECK_CONTAINS(out, "example.scale");
     free(out);
+    /* The environment names plugins, but loading them runs their code: only when allowed. */
     snprintf(cmd, sizeof cmd, "COLOBENCH_PLUGIN_PATH=" CB_TEST_BINDIR "/plugins " CLI " run %s -o %s/out --quiet",
              path, dir);
-    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 2);
+    CB_CHECK_CONTAINS(out, "--allow-plugins");
     free(out);
+    snprintf(cmd, sizeof cmd,
+             "COLOBENCH_PLUGIN_PATH=" CB_TEST_BINDIR "/plugins " CLI " run %s -o %s/out --quiet --allow-plugins",
+             path, dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    CB_CHECK_CONTAINS(out, "loaded plugin");
+    free(out);
+    char envp[1024];
+    snprintf(envp, sizeof envp, "%s/out/env.json", dir);
+    char *env = cb_test_read(envp, NULL);
+    CB_CHECK_CONTAINS(env, "example_plugin.so");
+    free(env);
     char p[1024];
     snprintf(p, sizeof p, "%s/out/queries.csv", dir);
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 101);

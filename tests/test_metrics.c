@@ -510,7 +510,7 @@ static void test_collocated_children(void) {
              "      - {id: 1, name: model, component: test.loss, outputs: []}\n",
              so);
     const char *cfg = cb_test_write(dir, "colo.yaml", y);
-    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q --allow-plugins", cfg, dir);
     out = NULL;
     st = cb_test_sh(cmd, &out);
     if (st != 0) printf("# %s\n# exit %d: %s\n", cmd, st, out ? out : "");

@@ -284,6 +284,7 @@ static void test_example_plugin(void) {
     cb_error err;
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
+    cb_registry_allow_plugins(reg, true); /* off unless allowed */
     if (!reg) return;
     const char *path = CB_TEST_BINDIR "/plugins/example_plugin.so";
     int rc = cb_registry_load_plugin(reg, path, &err);
@@ -304,6 +305,7 @@ static void test_bad_plugins(void) {
     cb_error err;
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
+    cb_registry_allow_plugins(reg, true); /* off unless allowed */
     if (!reg) return;
     const char *dir = cb_test_tmpdir();
 
@@ -402,7 +404,22 @@ static void test_bad_plugins(void) {
     cb_registry_destroy(reg);
 }
 
+/* Plugins are off unless allowed: nothing is dlopen'ed (no constructor runs). */
+static void test_plugins_off_by_default(void) {
+    cb_registry *reg = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &err), 0);
+    CB_CHECK(!cb_registry_plugins_allowed(reg));
+    CB_CHECK_EQ_INT(cb_registry_load_plugin(reg, CB_TEST_BINDIR "/plugins/example_plugin.so", &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "--allow-plugins");
+    CB_CHECK_EQ_INT(cb_registry_n_plugins(reg), 0);
+    CB_CHECK(cb_registry_find(reg, "example.scale") == NULL);
+    cb_registry_destroy(reg);
+}
+
 int main(void) {
+    CB_RUN(test_plugins_off_by_default);
     CB_RUN(test_builtins);
     CB_RUN(test_add_checks);
     CB_RUN(test_metric_checks);

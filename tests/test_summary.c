@@ -404,9 +404,13 @@ static const char k_check_env[] =
     "d = json.load(open(sys.argv[1], encoding='utf-8'))\n"
     "keys = ['host','cpu_model','cores_online','kernel','machine','compiler',\n"
     "        'colobench_version','wall_start_ns','wall_start_iso','argv','cpu_affinity',\n"
-    "        'environment']\n"
+    "        'environment','libraries']\n"
     "assert d['cpu_affinity'] and all(isinstance(c, int) for c in d['cpu_affinity'])\n"
-    "assert all(k.startswith(('CUDA_', 'COLOBENCH_')) for k in d['environment'])\n"
+    "env = d['environment']\n"
+    "assert env['OMP_NUM_THREADS'] == '3' and env['CB_CUDA_MODULE'] == '/x/y.so', env\n"
+    "assert env['TMPDIR'] and env['PATH'] and env['CUDA_MPS_PIPE_DIRECTORY'] == '/p', env\n"
+    "assert 'CB_TEST_NOT_RECORDED_' not in ''.join(env) and 'SHELLX_TEST' not in env, env\n"
+    "assert d['libraries'] == [{'path': '/p/x.so', 'why': 'plugin'}], d['libraries']\n"
     "assert list(d) == keys, list(d)\n"
     "assert d['wall_start_iso'] == '2026-11-23T10:00:00.123Z', d['wall_start_iso']\n"
     "assert d['wall_start_ns'] == 1795428000123000000\n"
@@ -429,7 +433,18 @@ static void test_env_json(void) {
     cb_error err;
     cb_error_clear(&err);
     /* 2026-11-23T10:00:00.123Z */
-    CB_CHECK_EQ_INT(cb_env_write_json(out, 1795428000123000000LL, 4, argv, &err), 0);
+    /* Variables that change what a run does are recorded; others are not. */
+    setenv("OMP_NUM_THREADS", "3", 1);
+    setenv("CB_CUDA_MODULE", "/x/y.so", 1);
+    setenv("CUDA_MPS_PIPE_DIRECTORY", "/p", 1);
+    setenv("SHELLX_TEST", "1", 1);
+    if (!getenv("TMPDIR")) setenv("TMPDIR", "/tmp", 1);
+    cb_env_library libs[] = {{"/p/x.so", "plugin"}};
+    CB_CHECK_EQ_INT(cb_env_write_json(out, 1795428000123000000LL, 4, argv, libs, 1, &err), 0);
+    unsetenv("OMP_NUM_THREADS");
+    unsetenv("CB_CUDA_MODULE");
+    unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+    unsetenv("SHELLX_TEST");
     fclose(out);
     const char *check = cb_test_write(dir, "check_env.py", k_check_env);
     snprintf(cmd, sizeof cmd, "python3 %s %s", check, path);

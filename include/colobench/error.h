@@ -55,7 +55,12 @@ void cb_error_key(cb_error *err, const char *key);
 /* Prepends "prefix: " to the message (used by each layer to add context). */
 void cb_error_prefix(cb_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Formats "FILE:LINE:COL: KEY: MESSAGE" (parts that are unknown are left out) into buf. */
+/* Copies s into dst (at most size - 1 bytes, always terminated) with every control character
+ * (bytes below 0x20, and 0x7f) written as \xNN. Returns the length written. */
+size_t cb_error_escape(char *dst, size_t size, const char *s);
+
+/* Formats "FILE:LINE:COL: KEY: MESSAGE" (parts that are unknown are left out) into buf, control
+ * characters escaped (cb_error_escape). */
 size_t cb_error_format(const cb_error *err, char *buf, size_t size);
 
 #ifdef __cplusplus

@@ -183,6 +183,11 @@ static int load(const cb_cli *cli, cb_bench *b) {
         print_error(&e);
         return CB_EXIT_USAGE;
     }
+    for (size_t i = 0; i < b->n_notices; i++) {
+        char shown[1024];
+        cb_error_escape(shown, sizeof shown, b->notices[i]);
+        fprintf(stderr, "colobench: %s\n", shown);
+    }
     return CB_EXIT_OK;
 }
 

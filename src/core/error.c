@@ -54,6 +54,26 @@ void cb_error_prefix(cb_error *err, const char *fmt, ...) {
     snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
 }
 
+size_t cb_error_escape(char *dst, size_t size, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    if (!dst || size == 0) return 0;
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            if (o + 4 >= size) break;
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[*p >> 4];
+            dst[o++] = hex[*p & 15];
+        } else {
+            if (o + 1 >= size) break;
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = '\0';
+    return o;
+}
+
 size_t cb_error_format(const cb_error *err, char *buf, size_t size) {
     if (!buf || size == 0) return 0;
     buf[0] = '\0';
@@ -73,5 +93,15 @@ size_t cb_error_format(const cb_error *err, char *buf, size_t size) {
     if (err->key[0]) CB__APPEND("%s: ", err->key);
     CB__APPEND("%s", err->msg[0] ? err->msg : cb_strerror(err->code));
 #undef CB__APPEND
+    /* Whatever a config or a data file put in the message (a name, a value), control characters
+     * are shown escaped: a message never moves a terminal's cursor or changes its colours. */
+    for (size_t i = 0; i < off; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c >= 0x20 && c != 0x7f) continue;
+        char tail[CB_ERROR_MSG_MAX + CB_ERROR_FILE_MAX + CB_ERROR_KEY_MAX + 64];
+        snprintf(tail, sizeof tail, "%s", buf + i);
+        off = i + cb_error_escape(buf + i, size - i, tail);
+        break;
+    }
     return off;
 }

@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -48,6 +49,7 @@ struct cb_registry {
     size_t n, cap;
     plugin *plugins;
     size_t n_plugins, cap_plugins;
+    bool allow_plugins;       /* loading plugins (running their code) is off unless allowed */
 };
 
 static int oom(cb_error *err) { return cb_error_set(err, CB_ENOMEM, "out of memory"); }
@@ -221,8 +223,25 @@ void cb_registry_destroy(cb_registry *reg) {
     cb_free(reg);
 }
 
+void cb_registry_allow_plugins(cb_registry *reg, bool allow) {
+    if (reg) reg->allow_plugins = allow;
+}
+
+bool cb_registry_plugins_allowed(const cb_registry *reg) { return reg && reg->allow_plugins; }
+
+size_t cb_registry_n_plugins(const cb_registry *reg) { return reg ? reg->n_plugins : 0; }
+
+const char *cb_registry_plugin_path(const cb_registry *reg, size_t i) {
+    return reg && i < reg->n_plugins ? reg->plugins[i].path : NULL;
+}
+
 int cb_registry_load_plugin(cb_registry *reg, const char *path, cb_error *err) {
     if (!reg || !path) return cb_error_set(err, CB_EINVAL, "cb_registry_load_plugin: bad arguments");
+    if (!reg->allow_plugins)
+        return cb_error_set(err, CB_ECONFIG,
+                            "plugin %s: not loaded: loading a plugin runs its code, which is off "
+                            "unless allowed (--allow-plugins)",
+                            path);
     char real[PATH_MAX];
     if (!realpath(path, real)) {
         int e = errno;

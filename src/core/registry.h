@@ -10,6 +10,7 @@
 #ifndef CB_CORE_REGISTRY_H
 #define CB_CORE_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -41,7 +42,16 @@ void cb_registry_destroy(cb_registry *reg); /* NULL is a no-op; dlcloses plugins
 /* Adds one ops table after checking it; origin ("built-in" or the .so path) is copied. */
 int cb_registry_add(cb_registry *reg, const cb_stage_ops *ops, const char *origin, cb_error *err);
 
-/* Loads one plugin .so. Loading the same path twice is a no-op. */
+/* Plugin policy, in the spirit of SQLite's extension loading: a registry loads no plugin (runs
+ * no code from a shared object) unless allowed; `colobench ... --allow-plugins` allows it. */
+void cb_registry_allow_plugins(cb_registry *reg, bool allow);
+bool cb_registry_plugins_allowed(const cb_registry *reg);
+/* The plugins loaded so far (their real paths), in load order. */
+size_t cb_registry_n_plugins(const cb_registry *reg);
+const char *cb_registry_plugin_path(const cb_registry *reg, size_t i);
+
+/* Loads one plugin .so (CB_ECONFIG when plugins are not allowed). Loading the same path twice is
+ * a no-op. */
 int cb_registry_load_plugin(cb_registry *reg, const char *path, cb_error *err);
 
 /* Loads a ':'-separated list of .so files and directories (every *.so inside, sorted). */

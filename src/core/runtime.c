@@ -168,7 +168,8 @@ struct cb_pipe {
     _Atomic int stop_issue;      /* issue no more queries */
     _Atomic int failed;
     _Atomic int driver_done;
-    int timed_out;               /* driver's; read after it is joined */
+    _Atomic int timed_out;       /* the deadline stopped it (driver or watchdog) */
+    _Atomic int64_t deadline_ns; /* the load's deadline (0 until the driver starts) */
     int has_merge;
     pthread_t driver;
     int driver_started;
@@ -198,6 +199,7 @@ struct cb_runtime {
     int64_t t0_ns;
     int64_t drain_ns, abandon_ns;
     _Atomic int stop_requested;  /* cb_runtime_stop was called (any mode) */
+    _Atomic int64_t stop_at_ns;  /* when it was first called (0: never) */
     pthread_mutex_t cancel_mu;   /* with cancel_cv: host->wait_until sleepers; protects nothing */
     pthread_cond_t cancel_cv;    /* broadcast when any pipeline aborts */
     pthread_mutex_t err_mu;      /* protects res.errors */
@@ -985,6 +987,7 @@ static void *cb__driver_main(void *arg) {
     int64_t start = rt->t0_ns + p->spec->start_delay_ns;
     if (p->spec->start_delay_ns > 0) cb__sleep_until(p, start);
     int64_t deadline = start + lg->timeout_ns;
+    atomic_store(&p->deadline_ns, deadline);
     int64_t cap = 0; /* 0 = no bound */
     switch (lg->kind) {
     case CB_LOADGEN_CLOSED: cap = lg->concurrency; break;
@@ -1022,7 +1025,7 @@ static void *cb__driver_main(void *arg) {
         if (atomic_load(&p->in_flight) >= wait_cap)
             cb__driver_wait(w, wait_cap, deadline, !open);
         if (cb_clock_now_ns() >= deadline) {
-            p->timed_out = 1;
+            atomic_store(&p->timed_out, 1);
             break;
         }
         if (cb__stopping(p)) break;
@@ -1044,7 +1047,7 @@ static void *cb__driver_main(void *arg) {
         int64_t now = cb_clock_now_ns();
         int aborted = atomic_load(&p->abort);
         if (drain_until == INT64_MAX && (aborted || atomic_load(&p->stop_issue) || now >= deadline)) {
-            if (now >= deadline && !atomic_load(&p->stop_issue)) p->timed_out = 1;
+            if (now >= deadline && !atomic_load(&p->stop_issue)) atomic_store(&p->timed_out, 1);
             drain_until = now + rt->drain_ns;
         }
         if (!aborted && now >= drain_until) cb__abort(p); /* cancel what is left */
@@ -1371,11 +1374,29 @@ static bool cb__pipe_settled(const cb_runtime *rt, const cb_pipe *p, int64_t now
     return since != 0 && now - since >= rt->abandon_ns;
 }
 
+/* What a driver cannot do while it runs a stage itself (closed and offline drivers do): at the
+ * deadline, or drain_ns after a stop, the pipeline's queries are cancelled from here. */
+static void cb__watchdog(cb_runtime *rt, int64_t now) {
+    int64_t stop_at = atomic_load(&rt->stop_at_ns);
+    for (size_t i = 0; i < rt->n_pipes; i++) {
+        cb_pipe *p = &rt->pipes[i];
+        if (!p->driver_started || atomic_load(&p->driver_done) || atomic_load(&p->abort)) continue;
+        int64_t dl = atomic_load(&p->deadline_ns);
+        if (dl && now >= dl) {
+            if (!atomic_load(&p->stop_issue)) atomic_store(&p->timed_out, 1);
+            atomic_store(&p->stop_issue, 1);
+            if (now >= dl + rt->drain_ns) cb__abort(p);
+        }
+        if (stop_at && now >= stop_at + rt->drain_ns) cb__abort(p);
+    }
+}
+
 bool cb_runtime_wait(cb_runtime *rt, int64_t timeout_ns) {
     if (rt->state < RT_STARTED) return true;
     int64_t until = cb_clock_now_ns() + (timeout_ns > 0 ? timeout_ns : 0);
     for (;;) {
         int64_t now = cb_clock_now_ns();
+        cb__watchdog(rt, now);
         bool all = true;
         for (size_t i = 0; i < rt->n_pipes && all; i++) all = cb__pipe_settled(rt, &rt->pipes[i], now);
         if (all) return true;
@@ -1388,6 +1409,8 @@ bool cb_runtime_wait(cb_runtime *rt, int64_t timeout_ns) {
 void cb_runtime_stop(cb_runtime *rt, cb_stop_mode mode) {
     if (!rt) return;
     atomic_store(&rt->stop_requested, 1);
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&rt->stop_at_ns, &zero, cb_clock_now_ns());
     for (size_t i = 0; i < rt->n_pipes; i++) {
         cb_pipe *p = &rt->pipes[i];
         if (!p->spec) continue;
@@ -1438,8 +1461,10 @@ int cb_runtime_join(cb_runtime *rt, cb_run_result *res) {
             char msg[512];
             snprintf(msg, sizeof msg,
                      "pipeline '%s': a stage run did not return %.1f s after its queries were "
-                     "cancelled; its threads were abandoned",
-                     p->spec->name, (double)rt->abandon_ns / 1e9);
+                     "cancelled; its threads were abandoned with %lld quer%s in flight (not "
+                     "recorded: they never ended)",
+                     p->spec->name, (double)rt->abandon_ns / 1e9, (long long)atomic_load(&p->in_flight),
+                     atomic_load(&p->in_flight) == 1 ? "y" : "ies");
             cb__add_error(rt, msg);
             continue;
         }
@@ -1452,7 +1477,7 @@ int cb_runtime_join(cb_runtime *rt, cb_run_result *res) {
         }
         for (int k = 0; k < p->n_threads_started; k++) pthread_join(p->threads[k], NULL);
         p->joined = 1;
-        if (p->timed_out) rt->res.timed_out = true;
+        if (atomic_load(&p->timed_out)) rt->res.timed_out = true;
     }
     rt->res.end_ns = cb_clock_now_ns();
     /* finish() in stage order once nothing runs: every upstream has finished by then. */

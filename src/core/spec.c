@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sched.h>
@@ -38,6 +39,7 @@ typedef struct bctx {
     cb_arena *arena;
     cb_error *err;
     const char *dir; /* directory of the config file, "" for none */
+    size_t plugins_not_loaded;   /* plugin_paths entries listed but not loaded */
 } bctx;
 
 static int oom(cb_error *err) { return cb_error_set(err, CB_ENOMEM, "out of memory"); }
@@ -428,6 +430,14 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
     s->ops = cb_registry_find(reg, cname);
     if (!s->ops) {
         const char *best = cb_registry_suggest(reg, cname);
+        if (b->plugins_not_loaded)
+            return fail_at(b, comp, k,
+                           "unknown stage component '%s': it may come from the %zu plugin%s of "
+                           "plugin_paths, which %s not loaded (loading a plugin runs its code: pass "
+                           "--allow-plugins if you trust %s)",
+                           cname, b->plugins_not_loaded, b->plugins_not_loaded == 1 ? "" : "s",
+                           b->plugins_not_loaded == 1 ? "is" : "are",
+                           b->plugins_not_loaded == 1 ? "it" : "them");
         if (best)
             return fail_at(b, comp, k, "unknown stage component '%s' (did you mean '%s'?)", cname, best);
         return fail_at(b, comp, k, "unknown stage component '%s' (`colobench stages` lists them)", cname);
@@ -437,6 +447,12 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
     s->name = NULL;
     if ((rc = get_string(b, m, "name", path, 1, &s->name, NULL)) < 0) return rc;
     if (!s->name) s->name = s->component;
+    for (const unsigned char *c = (const unsigned char *)s->name; *c; c++) {
+        if (*c >= 0x20 && *c != 0x7f) continue;
+        char key[CB_ERROR_KEY_MAX];
+        join(key, sizeof key, path, "name");
+        return fail_at(b, cb_node_get(m, "name"), key, "a stage name may not contain control characters");
+    }
 
     s->outputs = NULL;
     s->n_outputs = 0;
@@ -786,6 +802,37 @@ cb_spec cb_spec_single(const cb_spec *spec, size_t i) {
     return one;
 }
 
+/* Names that become path components (the benchmark's: out/NAME; a pipeline's:
+ * pipelines/NAME, baseline/NAME): 1 to CB_SPEC_NAME_MAX bytes of text, no '/', no
+ * control character, not starting with '.' (no ".", "..", no hidden names) or '-' or a space,
+ * not ending with a space. Spaces and UTF-8 are fine ("RAG serve plain"). NULL when the name is
+ * fine, else why not. */
+const char *cb_spec_path_name_problem(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0) return "is empty";
+    if (n > CB_SPEC_NAME_MAX) return "is longer than " CB_SPEC_NAME_MAX_STR " bytes";
+    if (name[0] == '.') return "starts with '.'";
+    if (name[0] == '-') return "starts with '-'";
+    if (name[0] == ' ' || name[n - 1] == ' ') return "starts or ends with a space";
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
+        if (*c == '/') return "contains a '/'";
+        if (*c < 0x20 || *c == 0x7f) return "contains a control character";
+    }
+    return NULL;
+}
+
+static int check_path_name(bctx *b, const cb_node *m, const char *key, const char *name) {
+    const char *why = cb_spec_path_name_problem(name);
+    if (!why) return 0;
+    char shown[64];
+    cb_error_escape(shown, sizeof shown, name);
+    return fail_at(b, m, key,
+                   "name \"%s\" %s: it names a directory of the results (any text of at most "
+                   CB_SPEC_NAME_MAX_STR " bytes without '/' or control characters, not "
+                   "starting with '.', '-' or a space)",
+                   shown, why);
+}
+
 static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registry *reg,
                          cb_pipeline_spec *p) {
     int rc;
@@ -796,6 +843,8 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
     p->node = m;
     if ((rc = get_string(b, m, "name", path, 1, &p->name, NULL)) < 0) return rc;
     if (!p->name) return fail_at(b, m, path, "missing required key 'name'");
+    join(k, sizeof k, path, "name");
+    if ((rc = check_path_name(b, cb_node_get(m, "name"), k, p->name))) return rc;
     if ((rc = get_int_list(b, m, "inputs", path, 0, INT32_MAX, &p->inputs, &p->n_inputs)) < 0) return rc;
     if (rc == 0) return fail_at(b, m, path, "missing required key 'inputs'");
     int64_t reps = 1;
@@ -994,6 +1043,7 @@ static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
     spec->name = NULL;
     if ((rc = get_string(b, root, "name", "", 1, &spec->name, NULL)) < 0) return rc;
     if (!spec->name) spec->name = "benchmark";
+    else if ((rc = check_path_name(b, cb_node_get(root, "name"), "name", spec->name))) return rc;
 
     const cb_node *pp = cb_node_get(root, "plugin_paths");
     if (pp && !cb_node_is_null(pp)) {
@@ -1013,9 +1063,25 @@ static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
             if (items[i]->kind != CB_NODE_SCALAR || cb_node_is_null(items[i]) || !items[i]->scalar[0])
                 return fail_at(b, items[i], k, "expected a path, got %s", got(items[i], g, sizeof g));
             if (!(paths[i] = resolve_path(b, items[i]->scalar))) return oom(b->err);
+            /* A file only: a directory would load every library in it (a system directory, its
+             * first .so's constructors). */
+            struct stat sb;
+            if (stat(paths[i], &sb) != 0)
+                return fail_at(b, items[i], k, "plugin %s: %s", paths[i], strerror(errno));
+            if (!S_ISREG(sb.st_mode))
+                return fail_at(b, items[i], k,
+                               "plugin %s: not a file: plugin_paths name .so files (a directory "
+                               "would load every library in it)",
+                               paths[i]);
+            if (!cb_registry_plugins_allowed(reg)) {
+                /* Listed, not loaded: loading runs the plugin's code (--allow-plugins). */
+                spec->n_plugins_not_loaded++;
+                b->plugins_not_loaded++;
+                continue;
+            }
             cb_error perr;
             cb_error_clear(&perr);
-            rc = cb_registry_load_path(reg, paths[i], &perr); /* a .so file or a directory */
+            rc = cb_registry_load_plugin(reg, paths[i], &perr);
             if (rc) {
                 fail_at(b, items[i], k, "%s", perr.msg);
                 if (b->err) b->err->code = rc;
@@ -1080,7 +1146,7 @@ int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *
         slash == dir ? (void)(dir[1] = '\0') : (void)(*slash = '\0');
     else
         dir[0] = '\0';
-    bctx b = {arena, err, dir};
+    bctx b = {arena, err, dir, 0};
     int rc = build(&b, doc, reg, spec);
     if (rc) {
         cb_arena_destroy(arena);

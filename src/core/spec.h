@@ -160,6 +160,8 @@ typedef struct cb_spec {
     const char *name;
     const char *file;                  /* config path as given */
     const char *const *plugin_paths; size_t n_plugin_paths;
+    size_t n_plugins_not_loaded;       /* plugin_paths listed but not loaded (plugins are off
+                                          unless the registry allows them) */
     cb_pipeline_spec *pipelines; size_t n_pipelines;
     cb_colloc_spec collocation;
     cb_monitors_spec monitors;
@@ -167,6 +169,14 @@ typedef struct cb_spec {
     cb_sweep_spec sweep;
     const cb_doc *doc;                 /* borrowed */
 } cb_spec;
+
+/* Names that become directory names (the benchmark's, each pipeline's): at most this many
+ * bytes; see cb_spec_path_name_problem. */
+#define CB_SPEC_NAME_MAX 128
+#define CB_SPEC_NAME_MAX_STR "128"
+
+/* NULL when name may name a directory of the results, else why not ("starts with '.'"). */
+const char *cb_spec_path_name_problem(const char *name);
 
 /* A spec holding only pipeline i of spec (shallow: shares the arena; never destroy it). Used to
  * run one pipeline alone (isolated baselines, child processes). */

@@ -85,8 +85,24 @@ static bool format_iso(int64_t wall_ns, char *buf, size_t size) {
 
 extern char **environ;
 
+/* Environment variables worth recording: they decide where GPU work runs (CUDA_*, MPS, NVIDIA
+ * container settings), how many threads libraries use (OpenMP, oneDNN, BLAS), where temporary
+ * files go, which binaries and libraries are found, and colobench's own settings. */
+static bool recorded_variable(const char *e) {
+    static const char *const prefixes[] = {"CUDA_", "COLOBENCH_", "CB_", "NVIDIA_", "OMP_", "GOMP_",
+                                           "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_", "MKL_", "LD_"};
+    static const char *const names[] = {"TMPDIR", "PATH", "HOME"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (!strncmp(e, prefixes[i], strlen(prefixes[i]))) return true;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t l = strlen(names[i]);
+        if (!strncmp(e, names[i], l) && e[l] == '=') return true;
+    }
+    return false;
+}
+
 int cb_env_write_json(FILE *out, int64_t wall_start_ns, int argc, char *const *argv,
-                      cb_error *err) {
+                      const cb_env_library *libs, size_t n_libs, cb_error *err) {
     if (!out) return cb_error_set(err, CB_EINVAL, "env.json: no output stream");
     cb_json j;
     cb_json_init(&j, out, 2);
@@ -150,7 +166,7 @@ int cb_env_write_json(FILE *out, int64_t wall_start_ns, int argc, char *const *a
     cb_json_key(&j, "environment");
     cb_json_object_begin(&j);
     for (char **e = environ; e && *e; e++) {
-        if (strncmp(*e, "CUDA_", 5) != 0 && strncmp(*e, "COLOBENCH_", 10) != 0) continue;
+        if (!recorded_variable(*e)) continue;
         const char *eq = strchr(*e, '=');
         if (!eq || eq - *e >= 128) continue;
         char key[128];
@@ -160,6 +176,17 @@ int cb_env_write_json(FILE *out, int64_t wall_start_ns, int argc, char *const *a
         cb_json_string(&j, eq + 1);
     }
     cb_json_object_end(&j);
+    cb_json_key(&j, "libraries");
+    cb_json_array_begin(&j);
+    for (size_t i = 0; i < n_libs; i++) {
+        cb_json_object_begin(&j);
+        cb_json_key(&j, "path");
+        cb_json_string(&j, libs[i].path);
+        cb_json_key(&j, "why");
+        cb_json_string(&j, libs[i].why);
+        cb_json_object_end(&j);
+    }
+    cb_json_array_end(&j);
     cb_json_object_end(&j);
     int rc = cb_json_finish(&j);
     if (rc != CB_OK) return cb_error_set(err, rc, "env.json: %s", cb_strerror(rc));

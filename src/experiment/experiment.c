@@ -46,14 +46,17 @@
 #define MAX_SWEEP_SETS 64
 
 static void say(const cb_experiment_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One message line; control characters (from a config, a data file, a stage's message) are
+ * shown escaped. */
 static void say(const cb_experiment_opts *o, const char *fmt, ...) {
     FILE *f = o->msg ? o->msg : stderr;
+    char line[4096], shown[4096];
     va_list ap;
     va_start(ap, fmt);
-    fputs("colobench: ", f);
-    vfprintf(f, fmt, ap);
-    fputc('\n', f);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    cb_error_escape(shown, sizeof shown, line);
+    fprintf(f, "colobench: %s\n", shown);
 }
 
 static void say_error(const cb_experiment_opts *o, const cb_error *e) {
@@ -75,7 +78,19 @@ typedef struct env_ctx {
 
 static int write_env(void *arg, FILE *f, cb_error *err) {
     env_ctx *c = arg;
-    return cb_env_write_json(f, c->wall_ns, c->o->argc, c->o->argv, err);
+    /* The shared objects this run loads on its own decision: plugins, and the NVML library the
+     * monitors and the device check open. */
+    cb_env_library libs[64];
+    size_t n = 0;
+    const cb_bench *b = c->o->bench;
+    for (size_t i = 0; b && i < cb_registry_n_plugins(b->reg) && n < 63; i++)
+        libs[n++] = (cb_env_library){cb_registry_plugin_path(b->reg, i), "plugin"};
+    const char *nv = getenv("COLOBENCH_NVML_LIBRARY");
+    if (nv && *nv)
+        libs[n++] = (cb_env_library){nv, "nvml (COLOBENCH_NVML_LIBRARY)"};
+    else if (b && b->spec->monitors.nvml_library)
+        libs[n++] = (cb_env_library){b->spec->monitors.nvml_library, "nvml (monitors.nvml_library)"};
+    return cb_env_write_json(f, c->wall_ns, c->o->argc, c->o->argv, libs, n, err);
 }
 
 /* What summary.json gets after "pipelines": the collocation block, the baseline's identity, the
