@@ -4,8 +4,8 @@
 #      which skips without a CUDA device); the CUDA module is built when the toolkit is present
 #   2. clang build with -Werror (compile check) 
 #   3. ASan+UBSan build: the whole suite
-#   4. TSan build: the runtime, recorder, stage metrics, data stages, monitor, collocation and
-#      CLI tests
+#   4. TSan build: the runtime, recorder, record files, stage metrics, data stages, monitor,
+#      collocation, integrity and CLI tests
 #   5. libFuzzer targets, each run for a bounded time: the config loader (CB_FUZZ_SECONDS, 30)
 #      and the safetensors reader and model load (CB_FUZZ_ST_SECONDS, 15)
 # Usage: scripts/test.sh [--quick]   (--quick: step 1 only)
@@ -55,22 +55,22 @@ cmake --build build-asan -j"$jobs"
 CTEST_ARGS="-j$jobs" run_ctest build-asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation and CLI tests"
+step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation, integrity and CLI tests"
 cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j"$jobs"
-CTEST_ARGS="-R test_(runtime|cli|stages|monitor|colloc|metrics|data)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+CTEST_ARGS="-R test_(runtime|cli|stages|monitor|colloc|metrics|data|integrity|records)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_config fuzz_safetensors
 mkdir -p build-fuzz/corpus build-fuzz/corpus_safetensors
-./build-fuzz/fuzz_config -max_total_time="${CB_FUZZ_SECONDS:-30}" -max_len=4096 -timeout=10 \
-  build-fuzz/corpus tests/fuzz/corpus 2>&1 | tail -n 3
+./build-fuzz/fuzz_config -max_total_time="${CB_FUZZ_SECONDS:-30}" -max_len=1048576 -timeout=10 \
+  -rss_limit_mb=4096 build-fuzz/corpus tests/fuzz/corpus tests/fuzz/corpus_large 2>&1 | tail -n 3
 echo "fuzz: no crash"
 passed=$((passed + 1))
 
 step "fuzz the safetensors reader and model load for ${CB_FUZZ_ST_SECONDS:-15} s"
-./build-fuzz/fuzz_safetensors -max_total_time="${CB_FUZZ_ST_SECONDS:-15}" -max_len=4096 -timeout=10 \
+./build-fuzz/fuzz_safetensors -max_total_time="${CB_FUZZ_ST_SECONDS:-15}" -max_len=1048576 -timeout=10 -rss_limit_mb=4096 \
   -dict=tests/fuzz/safetensors.dict build-fuzz/corpus_safetensors tests/fuzz/corpus_safetensors \
   2>&1 | tail -n 3
 echo "fuzz: no crash"

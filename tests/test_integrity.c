@@ -329,9 +329,22 @@ static const char k_two_slow[] =
     "    loadgen: {component: closed, max_queries: 400}\n    stages:\n"
     "      - {id: 0, component: util.sleep, config: {duration_us: 10000}}\n";
 
-static void test_sigkill_parent_then_summarize(void) {
+/* k_two_slow with isolated baselines. */
+static void with_baselines(char *yaml, size_t size) {
+    snprintf(yaml, size, "%s", k_two_slow);
+    char *c = strstr(yaml, "collocation: {mode: processes}");
+    const char *rep = "collocation: {mode: processes, baseline: isolated}";
+    memmove(c + strlen(rep), c + strlen("collocation: {mode: processes}"),
+            strlen(c + strlen("collocation: {mode: processes}")) + 1);
+    memcpy(c, rep, strlen(rep));
+}
+
+static void sigkill_then_summarize(bool baselines) {
     const char *dir = cb_test_tmpdir();
-    const char *cfg = bench(dir, "k.yaml", k_two_slow);
+    char yaml[2048];
+    if (baselines) with_baselines(yaml, sizeof yaml);
+    else snprintf(yaml, sizeof yaml, "%s", k_two_slow);
+    const char *cfg = bench(dir, "k.yaml", yaml);
     char out[1024], log[1024], state[1200];
     snprintf(out, sizeof out, "%s/out", dir);
     snprintf(log, sizeof log, "%s/run.log", dir);
@@ -363,20 +376,25 @@ static void test_sigkill_parent_then_summarize(void) {
     char *err = cb_test_py_json(p, "\" \".join(d[\"errors\"])");
     CB_CHECK_CONTAINS(err, "parent");
     free(err);
+    if (baselines) { /* the collocation figures against the baselines, rebuilt too */
+        char *sl = cb_test_py_json(p, "[x[\"slowdown\"] is not None for x in d[\"collocation\"][\"pipelines\"]]");
+        CB_CHECK_STR_EQ(sl, "[True, True]");
+        free(sl);
+    }
     snprintf(p, sizeof p, "%s/queries.csv", out);
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 1 + (size_t)qa + (size_t)qb);
     check_csv_whole(p);
 }
 
+static void test_sigkill_parent_then_summarize(void) {
+    sigkill_then_summarize(false);
+    sigkill_then_summarize(true);
+}
+
 static void test_interrupt_during_baselines(void) {
     const char *dir = cb_test_tmpdir();
     char yaml[2048];
-    snprintf(yaml, sizeof yaml, "%s", k_two_slow);
-    char *c = strstr(yaml, "collocation: {mode: processes}");
-    const char *rep = "collocation: {mode: processes, baseline: isolated}";
-    memmove(c + strlen(rep), c + strlen("collocation: {mode: processes}"),
-            strlen(c + strlen("collocation: {mode: processes}")) + 1);
-    memcpy(c, rep, strlen(rep));
+    with_baselines(yaml, sizeof yaml);
     const char *cfg = bench(dir, "b.yaml", yaml);
     char out[1024], log[1024], state[1200];
     snprintf(out, sizeof out, "%s/out", dir);

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include "core/alloc.h"
 #include "core/registry.h"
 #include "core/runtime.h"
 #include "core/spec.h"
@@ -500,7 +501,96 @@ static void test_two_pipelines_run_together(void) {
     run_fixture_fini(&f);
 }
 
+/* Allocation failure anywhere in a running benchmark (the recorder's files, buffers, rings and
+ * chunks, the runtime's queries and items, merges) ends the run cleanly with an error, never a
+ * hang or a crash, and everything is released (ASan checks the leaks). For every n, the n-th
+ * allocation after the stages were prepared fails, and every later one. */
+static void test_allocation_failure_everywhere(void) {
+    static const char yaml[] =
+        "name: oom\n"
+        "pipelines:\n"
+        "  - name: a\n"
+        "    inputs: [0]\n"
+        "    outputs: [3]\n"
+        "    loadgen: {component: offline, queue_depth: 32, max_queries: 100}\n"
+        "    stages:\n"
+        "      - {id: 0, name: src, component: util.source, outputs: [1, 2], config: {bytes: 64}}\n"
+        "      - {id: 1, name: l, component: util.noop, outputs: [3], workers: 2}\n"
+        "      - {id: 2, name: r, component: util.copy, outputs: [3]}\n"
+        "      - {id: 3, name: m, component: util.noop, polling_policy: merge}\n"
+        "  - name: b\n"
+        "    inputs: [0]\n"
+        "    outputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 100, config: {concurrency: 4}}\n"
+        "    stages:\n"
+        "      - {id: 0, name: n, component: util.noop, workers: 4}\n";
+    run_fixture f;
+    memset(&f, 0, sizeof f);
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&f.reg, &err), CB_OK);
+    const char *path = cb_test_write(cb_test_tmpdir(), "oom.yaml", yaml);
+    CB_CHECK_EQ_INT(cb_spec_load(path, NULL, 0, f.reg, &f.doc, &f.spec, &err), CB_OK);
+    if (err.code) printf("# %s\n", err.msg);
+    if (!f.spec) return;
+    const char *out = cb_test_tmpdir();
+    int ok_runs = 0, failed_runs = 0;
+    for (long n = 1; n <= 5000 && ok_runs < 3; n++) {
+        cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
+        o.spec = f.spec;
+        cb_runtime *rt = NULL;
+        cb_recorder *rec = NULL;
+        cb_error_clear(&err);
+        int rc = cb_runtime_create(&o, &rt, &err);
+        if (!rc) rc = cb_runtime_prepare(rt, &err);
+        CB_CHECK_EQ_INT(rc, CB_OK);
+        cb__alloc_fail_after(n);
+        cb_recorder_opts ro = CB_RECORDER_OPTS_DEFAULT;
+        ro.spec = f.spec;
+        ro.out_dir = out;
+        int rrc = cb_recorder_create(&ro, &rec, &err);
+        int src = rrc == CB_OK ? cb_runtime_start(rt, cb_recorder_sink(rec), &err) : rrc;
+        bool ended = cb_runtime_wait(rt, 60000000000LL);
+        CB_CHECK(ended);
+        if (!ended) {
+            cb__alloc_fail_after(0);
+            printf("# n=%ld: the run did not end\n", n);
+            cb_runtime_stop(rt, CB_STOP_CANCEL);
+        }
+        cb_run_result res;
+        cb_runtime_join(rt, &res);
+        cb__alloc_fail_after(0);
+        cb_error re;
+        cb_error_clear(&re);
+        int stop = rec ? cb_recorder_stop(rec, &re) : CB_OK;
+        bool failed = rrc != CB_OK || src != CB_OK || res.n_errors > 0 || stop != CB_OK;
+        if (failed) {
+            failed_runs++;
+            /* The failure says what it is. */
+            char all[4096];
+            snprintf(all, sizeof all, "%s %s %s", err.msg, res.n_errors ? res.errors[0] : "", re.msg);
+            /* ("cannot allocate ...": a stage's own message for its failed allocation) */
+            if (!strstr(all, "out of memory") && !strstr(all, "allocate")) {
+                printf("# n=%ld: %s\n", n, all);
+                CB_CHECK(strstr(all, "out of memory") != NULL);
+            }
+        } else {
+            ok_runs++; /* n is beyond every allocation the run makes */
+        }
+        cb_run_result_fini(&res);
+        cb_recorder_destroy(rec);
+        cb_runtime_destroy(rt);
+    }
+    printf("# %d runs failed cleanly on an allocation failure before the first run with none\n", failed_runs);
+    CB_CHECK(failed_runs >= 10);
+    CB_CHECK_CMP_INT(ok_runs, >=, 1);
+    cb_spec_destroy(f.spec);
+    cb_doc_destroy(f.doc);
+    cb_registry_destroy(f.reg);
+}
+
 int main(void) {
+    CB_RUN(test_allocation_failure_everywhere);
     CB_RUN(test_chain_events_follow_path);
     CB_RUN(test_workers_bound_concurrency);
     CB_RUN(test_offline_queue_depth_bounds_in_flight);

@@ -16,6 +16,7 @@
  * Signals: `run` blocks SIGINT/SIGTERM before any thread exists; the run's one signal thread
  * (experiment/signals.h) reads them.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,8 +242,16 @@ static int cmd_run(const cb_cli *cli) {
     o.quiet = cli->quiet;
     o.progress = cli->quiet ? 0 : isatty(STDERR_FILENO) ? 2 : 1;
     o.signals = &sw;
+    bool abandoned = false;
+    o.threads_abandoned = &abandoned;
     int status = cb_experiment_run(&o);
     cb_sigwatch_stop(&sw);
+    if (abandoned) {
+        /* Threads still run inside a stage and read the benchmark: results are written, so
+         * leave now, freeing nothing and running no destructor under them. */
+        fflush(NULL);
+        _exit(exit_code(status));
+    }
     cb_bench_fini(&b);
     return exit_code(status);
 }

@@ -340,17 +340,19 @@ static void cb__abort(cb_pipe *p) {
     cb__wake_driver(p);
 }
 
-/* A record could not be kept (no memory for a ring chunk): the run ends with an error, once. */
-static void cb__lost(cb_pipe *p) {
+/* Out of memory while running (a ring chunk for a record, a merge arrival): the pipeline stops
+ * with an error, once; what was recorded so far is kept. */
+static void cb__oom(cb_pipe *p, const char *what) {
     int expected = 0;
     if (atomic_compare_exchange_strong(&p->failed, &expected, 1)) {
-        snprintf(p->error, sizeof p->error,
-                 "pipeline '%s': out of memory: records could not be kept; the run was stopped",
-                 p->spec->name);
+        snprintf(p->error, sizeof p->error, "pipeline '%s': out of memory %s; the run was stopped",
+                 p->spec->name, what);
         cb__add_error(p->rt, p->error);
     }
     cb__abort(p);
 }
+
+static void cb__lost(cb_pipe *p) { cb__oom(p, "keeping its records (some could not be kept)"); }
 
 static inline void cb__rec_query(cb_worker *w, const cb_query_event *e) {
     if (w->ring && cb_ring_query(w->ring, e) != CB_OK) cb__lost(w->pipe);
@@ -517,9 +519,14 @@ static int cb__submit(cb_worker *w, cb_stage_rt *st, cb_item *it, int back_edge,
     }
     if (st->spec->policy == CB_POLICY_MERGE) {
         int err = 0;
-        it = cb__merge_arrival(w, st, it, &err);
+        cb_item *arrived = it;
+        it = cb__merge_arrival(w, st, arrived, &err);
         if (!it) {
             pthread_mutex_unlock(&st->mu);
+            if (err) { /* no memory to park it: this path ends, cancelled (its token returned) */
+                cb__cancel_item(w, arrived);
+                cb__oom(p, "parking a merge arrival");
+            }
             return 0;
         }
     }
@@ -555,6 +562,7 @@ static int cb__submit(cb_worker *w, cb_stage_rt *st, cb_item *it, int back_edge,
     }
     if (cb__enqueue(st, it) != CB_OK) {
         pthread_mutex_unlock(&st->mu);
+        cb__oom(p, "queueing a query");
         cb__cancel_item(w, it);
         return 0;
     }
@@ -759,7 +767,8 @@ static void cb__run_task(cb_worker *w, cb_task t) {
             cb_item *x = it;
             if (i > 0) {
                 x = cb__item_alloc(w);
-                if (!x) { /* out of memory: this path ends, cancelled */
+                if (!x) { /* out of memory: this path ends, cancelled, and the run stops */
+                    cb__oom(p, "forwarding a query");
                     atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
                     cb__end_path(w, sh, end_ns);
                     continue;
@@ -787,6 +796,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
     cb_emit_rec local[8];
     cb_emit_rec *recs = k <= 8 ? local : cb_malloc((size_t)k * sizeof *recs);
     if (!recs) {
+        cb__oom(p, "emitting a query");
         for (int i = 0; i < k; i++) cb__query_unref_payloads(&w->emits[i].q);
         atomic_fetch_sub_explicit(&sh->tokens, k - 1, memory_order_relaxed);
         atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
@@ -800,6 +810,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
     for (int i = 0; i < k; i++) {
         cb_item *x = i == 0 ? it : cb__item_alloc(w);
         if (!x) {
+            cb__oom(p, "emitting a query");
             cb__query_unref_payloads(&recs[i].q);
             atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
             cb__end_path(w, sh, end_ns);
@@ -944,6 +955,7 @@ static int cb__issue(cb_worker *w, uint64_t id, int32_t split, int32_t epoch, in
     for (size_t i = 0; i < ps->n_inputs; i++) {
         cb_item *it = cb__item_alloc(w);
         if (!it) {
+            cb__oom(p, "issuing a query");
             atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
             cb__end_path(w, sh, now);
             continue;

@@ -291,6 +291,82 @@ static void print_phase_errors(const cb_experiment_opts *o, const char *what, co
     for (size_t k = 0; k < ph->n_errors; k++) say(o, "%serror: %s", what, ph->errors[k]);
 }
 
+/* The collocated phase's results: summary.json (collocation figures against the baselines when
+ * iso is given, monitors), trace.json, the tables, the sweep point's figures. Returns the
+ * phase's status (CB_OK, CB_ESTOPPED, CB_ESTAGE) or CB_EIO when a file could not be written. */
+static int finish_collocated(const cb_experiment_opts *o, const cb_spec *spec, bool in_process, const char *dir,
+                             cb_phase *colo, cb_phase *iso, const char *const *bdirs, cb_sweep_point *point) {
+    size_t n = spec->n_pipelines;
+    int code = CB_OK;
+    cb_error e;
+    cb_error_clear(&e);
+    cb_summary_input in;
+    cb_phase_summary_input(colo, &in);
+    const cb_summary_input **isoin = NULL;
+    cb_summary_input *isobuf = NULL;
+    if (iso) {
+        isoin = cb_calloc(n ? n : 1, sizeof *isoin);
+        isobuf = cb_calloc(n ? n : 1, sizeof *isobuf);
+        for (size_t i = 0; isoin && isobuf && i < n; i++) {
+            size_t lead = i - (size_t)(spec->pipelines[i].replica - 1);
+            if (lead == i) cb_phase_summary_input(&iso[i], &isobuf[i]);
+            isoin[i] = iso[lead].records ? &isobuf[lead] : NULL;
+        }
+        for (size_t i = 0; isoin && i < n; i++)
+            if (!isoin[i]) { /* a baseline is missing: no collocation figures against baselines */
+                cb_free(isoin);
+                isoin = NULL;
+                break;
+            }
+    }
+    bool colloc_block = n > 1 || iso;
+    cb_interference_input ii = {cb_colloc_mode_name(spec->collocation.mode),
+                                &in,
+                                isoin,
+                                in_process ? NULL : colo->status_ptrs,
+                                in_process ? NULL : colo->pids,
+                                colo->barrier_skew_ns,
+                                colo->barrier_max_delay_ns,
+                                isoin ? bdirs : NULL};
+    cb_interference inter;
+    memset(&inter, 0, sizeof inter);
+    bool have_inter = colloc_block && cb_interference_compute(&ii, &inter) == CB_OK;
+    extra_ctx x = {have_inter ? &inter : NULL, colo, NULL, 0, &in};
+    in.extra_json = extra_json;
+    in.extra_arg = &x;
+    if (write_summary(dir, &in, &e) != CB_OK) {
+        say_error(o, &e);
+        code = CB_EIO;
+    }
+    if (spec->trace.enabled && write_trace(dir, colo, in_process, &e) != CB_OK) {
+        say_error(o, &e);
+        code = CB_EIO;
+    }
+    if (o->out) {
+        cb_summary_print_table(&in, o->out);
+        if (have_inter) cb_interference_print_table(&inter, o->out);
+        if (colo->monitor) {
+            int64_t cpu_ns = 0, wall_ns = 0;
+            cb_monitor_overhead(colo->monitor, &cpu_ns, &wall_ns);
+            fprintf(o->out, "monitors: %.3f%% of one core (%.1f ms CPU over %.1f s)\n",
+                    wall_ns > 0 ? 100.0 * (double)cpu_ns / (double)wall_ns : 0.0, (double)cpu_ns / 1e6,
+                    (double)wall_ns / 1e9);
+        }
+        fflush(o->out);
+    }
+    print_phase_errors(o, "", colo);
+    int st = phase_status(colo);
+    if (st && (!code || st == CB_ESTOPPED)) code = st;
+    if (point) {
+        cb_sweep_point_measure(point, &in, isoin, have_inter ? &inter : NULL);
+        snprintf(point->mode, sizeof point->mode, "%s", cb_colloc_mode_name(spec->collocation.mode));
+    }
+    cb_interference_fini(&inter);
+    cb_free(isoin);
+    cb_free(isobuf);
+    return code;
+}
+
 static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const char *out_dir,
                     cb_phase_ctl *ctl, run_out *ro) {
     const cb_spec *spec = bench->spec;
@@ -471,67 +547,12 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
         goto stop_out;
     }
     {
-        cb_summary_input in;
-        cb_phase_summary_input(&colo, &in);
-        const cb_summary_input **isoin = NULL;
-        cb_summary_input *isobuf = NULL;
-        if (spec->collocation.isolated_baseline) {
-            isoin = cb_calloc(n ? n : 1, sizeof *isoin);
-            isobuf = cb_calloc(n ? n : 1, sizeof *isobuf);
-            for (size_t i = 0; isoin && isobuf && i < n; i++) {
-                size_t lead = i - (size_t)(spec->pipelines[i].replica - 1);
-                if (lead == i) cb_phase_summary_input(&iso[i], &isobuf[i]);
-                isoin[i] = &isobuf[lead];
-            }
-        }
-        bool colloc_block = n > 1 || spec->collocation.isolated_baseline;
-        cb_interference_input ii = {cb_colloc_mode_name(spec->collocation.mode),
-                                    &in,
-                                    isoin,
-                                    in_process ? NULL : colo.status_ptrs,
-                                    in_process ? NULL : colo.pids,
-                                    colo.barrier_skew_ns,
-                                    colo.barrier_max_delay_ns,
-                                    isoin ? bdirs : NULL};
-        cb_interference inter;
-        memset(&inter, 0, sizeof inter);
-        bool have_inter = colloc_block && cb_interference_compute(&ii, &inter) == CB_OK;
-        extra_ctx x = {have_inter ? &inter : NULL, &colo, NULL, 0, &in};
-        in.extra_json = extra_json;
-        in.extra_arg = &x;
-        if (write_summary(od.path, &in, &e) != CB_OK) {
-            say_error(o, &e);
-            code = CB_EIO;
-        }
-        if (spec->trace.enabled && write_trace(od.path, &colo, in_process, &e) != CB_OK) {
-            say_error(o, &e);
-            code = CB_EIO;
-        }
-        if (o->out) {
-            cb_summary_print_table(&in, o->out);
-            if (have_inter) cb_interference_print_table(&inter, o->out);
-            if (colo.monitor) {
-                int64_t cpu_ns = 0, wall_ns = 0;
-                cb_monitor_overhead(colo.monitor, &cpu_ns, &wall_ns);
-                fprintf(o->out, "monitors: %.3f%% of one core (%.1f ms CPU over %.1f s)\n",
-                        wall_ns > 0 ? 100.0 * (double)cpu_ns / (double)wall_ns : 0.0, (double)cpu_ns / 1e6,
-                        (double)wall_ns / 1e9);
-            }
-            fflush(o->out);
-        }
-        print_phase_errors(o, "", &colo);
+        int st = finish_collocated(o, spec, in_process, od.path, &colo, spec->collocation.isolated_baseline ? iso : NULL,
+                                   bdirs, ro->point);
+        if (st && (!code || st == CB_ESTOPPED)) code = st;
+        ro->interrupted = colo.interrupted;
         if (colo.interrupted) say(o, "interrupted: results up to the stop are in %s", od.path);
         else if (!o->quiet) say(o, "results in %s", od.path);
-        int st = phase_status(&colo);
-        if (st && (!code || st == CB_ESTOPPED)) code = st;
-        if (ro->point) {
-            cb_sweep_point_measure(ro->point, &in, isoin, have_inter ? &inter : NULL);
-            snprintf(ro->point->mode, sizeof ro->point->mode, "%s", cb_colloc_mode_name(spec->collocation.mode));
-        }
-        ro->interrupted = colo.interrupted;
-        cb_interference_fini(&inter);
-        cb_free(isoin);
-        cb_free(isobuf);
     }
     cb_phase_fini(&colo);
     goto release;
@@ -756,6 +777,10 @@ int cb_experiment_run(const cb_experiment_opts *o) {
     }
     if (o->signals) cb_sigwatch_set(o->signals, NULL, NULL);
     if (cb_phase_ctl_stopped(&ctl) && code == CB_OK) code = CB_ESTOPPED;
+    if (ctl.abandoned) {
+        if (code == CB_OK) code = CB_ESTAGE;
+        if (o->threads_abandoned) *o->threads_abandoned = true;
+    }
     cb_phase_ctl_fini(&ctl);
     return code;
 }
@@ -966,10 +991,67 @@ done_nomsg:
 
 /* ---- summarize ----------------------------------------------------------------------------- */
 
+/* Rebuilds a phase of `view` from what it left in dir: its state file (run.state) or, for
+ * children whose parent died, theirs (child.state); the merged CSVs; the raw records. CB_ENOENT
+ * when nothing ran there. */
+static int rebuild_phase(const char *dir, const cb_spec *view, bool in_process, cb_phase *ph, cb_error *err) {
+    int rc = cb_phase_alloc(ph, view, err);
+    if (rc) return rc;
+    cb_run_state st;
+    bool have = cb_run_state_read(dir, "run.state", &st, err) == CB_OK;
+    if (!have) memset(&st, 0, sizeof st);
+    bool parent_ended = have && st.ended;
+    for (size_t i = 0; !in_process && i < view->n_pipelines; i++) {
+        const char *name = view->pipelines[i].name;
+        char cdir[CB_PATH_MAX];
+        snprintf(cdir, sizeof cdir, "%s/pipelines/%s", dir, name);
+        cb_run_state cst;
+        cb_error ce;
+        cb_error_clear(&ce);
+        if (cb_run_state_read(cdir, "child.state", &cst, &ce) != CB_OK || !cst.started) {
+            cb_phase_add_error(ph, "pipeline '%s': it did not start", name);
+            continue;
+        }
+        if (!have || st.t0_ns == 0) {
+            st.t0_ns = cst.t0_ns;
+            st.wall_start_ns = cst.wall_start_ns;
+            have = true;
+        }
+        if (cst.end_ns > st.end_ns) st.end_ns = cst.end_ns;
+        st.interrupted |= cst.interrupted || !cst.ended;
+        st.timed_out |= cst.timed_out;
+        st.abandoned |= cst.abandoned;
+        ph->pids[i] = cst.pid;
+        for (size_t k = 0; !parent_ended && k < cst.n_errors; k++)
+            cb_phase_add_error(ph, "pipeline '%s': %s", name, cst.errors[k]);
+        if (!cst.ended) cb_phase_add_error(ph, "pipeline '%s': its run did not end (killed?)", name);
+    }
+    if (!have || !st.started) {
+        if (!have) return cb_error_set(err, CB_ENOENT, "%s: no run.state or child.state: nothing ran here", dir);
+    }
+    ph->started = true;
+    ph->t0_ns = st.t0_ns;
+    ph->wall_start_ns = st.wall_start_ns;
+    ph->end_ns = st.end_ns > st.t0_ns ? st.end_ns : st.t0_ns;
+    ph->interrupted = st.interrupted || !st.ended;
+    ph->timed_out = st.timed_out;
+    ph->abandoned = st.abandoned;
+    if (parent_ended || in_process)
+        for (size_t k = 0; k < st.n_errors; k++) cb_phase_add_error(ph, "%s", st.errors[k]);
+    if (!st.ended)
+        cb_phase_add_error(ph, in_process ? "the run did not end (killed?): rebuilt by colobench summarize"
+                                          : "the parent process did not finish (killed?): rebuilt by colobench "
+                                            "summarize");
+    if (!in_process && (rc = cb_phase_merge_csv(view, dir, err)) != CB_OK) return rc;
+    return cb_phase_point_records(ph, dir, in_process, err);
+}
+
 int cb_experiment_summarize(const char *dir, bool allow_plugins, FILE *out, FILE *msg) {
     cb_experiment_opts so;
     memset(&so, 0, sizeof so);
     so.msg = msg;
+    so.out = out;
+    so.quiet = true;
     cb_error e;
     cb_error_clear(&e);
     char cfg[CB_PATH_MAX];
@@ -983,66 +1065,64 @@ int cb_experiment_summarize(const char *dir, bool allow_plugins, FILE *out, FILE
         say(&so, "%s: not a colobench run directory (it needs the config.yaml the run wrote)", dir);
         return CB_ECONFIG;
     }
+    /* The lock: a run still writing here is not to be summarised under its feet. */
+    cb_outdir od;
+    if (cb_outdir_open(&od, dir, &e) != CB_OK) {
+        say_error(&so, &e);
+        cb_bench_fini(&bench);
+        return CB_ECONFIG;
+    }
     const cb_spec *spec = bench.spec;
+    size_t n = spec->n_pipelines;
     bool in_process = spec->collocation.mode == CB_COLLOC_THREADS;
-    cb_phase ph;
-    memset(&ph, 0, sizeof ph);
-    int code = cb_phase_alloc(&ph, spec, &e);
-    cb_run_state st;
-    memset(&st, 0, sizeof st);
-    bool have_state = false;
-    if (!code) {
-        /* The times: the phase's own state file, else the children's (a killed parent wrote only
-         * its start, or nothing). */
-        if (cb_run_state_read(dir, "run.state", &st, &e) == CB_OK) have_state = true;
-        for (size_t i = 0; !in_process && i < spec->n_pipelines; i++) {
-            char cdir[CB_PATH_MAX];
-            snprintf(cdir, sizeof cdir, "%s/pipelines/%s", dir, spec->pipelines[i].name);
-            cb_run_state cst;
-            if (cb_run_state_read(cdir, "child.state", &cst, &e) != CB_OK) {
-                cb_phase_add_error(&ph, "pipeline '%s': no state file (it did not start)", spec->pipelines[i].name);
-                continue;
-            }
-            if (!have_state || st.t0_ns == 0) {
-                st.t0_ns = cst.t0_ns;
-                st.wall_start_ns = cst.wall_start_ns;
-                have_state = true;
-            }
-            if (cst.end_ns > st.end_ns) st.end_ns = cst.end_ns;
-            st.interrupted |= cst.interrupted || !cst.ended;
-            st.timed_out |= cst.timed_out;
-            for (size_t k = 0; k < cst.n_errors; k++) cb_phase_add_error(&ph, "pipeline '%s': %s", spec->pipelines[i].name, cst.errors[k]);
-            if (!cst.ended) cb_phase_add_error(&ph, "pipeline '%s': its run did not end (killed?)", spec->pipelines[i].name);
+    cb_phase colo;
+    memset(&colo, 0, sizeof colo);
+    cb_phase *iso = cb_calloc(n ? n : 1, sizeof *iso);
+    char(*bdir_rel)[256] = cb_calloc(n ? n : 1, sizeof *bdir_rel);
+    const char **bdirs = cb_calloc(n ? n : 1, sizeof *bdirs);
+    int code = iso && bdir_rel && bdirs ? CB_OK : CB_ENOMEM;
+    bool have_baselines = spec->collocation.isolated_baseline;
+    for (size_t i = 0; !code && have_baselines && i < n; i++) {
+        const cb_pipeline_spec *bp = &spec->pipelines[i];
+        snprintf(bdir_rel[i], sizeof bdir_rel[i], "baseline/%s", bp->base_name ? bp->base_name : bp->name);
+        bdirs[i] = bdir_rel[i];
+        if (bp->replica > 1) continue;
+        char bdir[CB_PATH_MAX];
+        snprintf(bdir, sizeof bdir, "%s/%s", dir, bdir_rel[i]);
+        cb_spec view = cb_spec_single(spec, i);
+        cb_error be;
+        cb_error_clear(&be);
+        if (rebuild_phase(bdir, &view, in_process, &iso[i], &be) != CB_OK) {
+            say(&so, "baseline of '%s' not rebuilt: %s", bp->name, be.msg);
+            cb_phase_fini(&iso[i]);
+            have_baselines = false;
+            continue;
         }
-        if (!have_state) {
-            say(&so, "%s: no run.state or child.state: nothing ran here", dir);
-            code = CB_ECONFIG;
-        }
-    }
-    if (!code) {
-        ph.t0_ns = st.t0_ns;
-        ph.wall_start_ns = st.wall_start_ns;
-        ph.end_ns = st.end_ns ? st.end_ns : st.t0_ns;
-        ph.interrupted = st.interrupted || !st.ended;
-        ph.timed_out = st.timed_out;
-        for (size_t k = 0; in_process && k < st.n_errors; k++) cb_phase_add_error(&ph, "%s", st.errors[k]);
-        if (!st.ended && in_process) cb_phase_add_error(&ph, "the run did not end (killed?): rebuilt by colobench summarize");
-        else if (!in_process && !(st.ended)) cb_phase_add_error(&ph, "the parent process did not finish (killed?): rebuilt by colobench summarize");
-        if (!in_process && (code = cb_phase_merge_csv(spec, dir, &e)) != CB_OK) say_error(&so, &e);
-    }
-    if (!code && (code = cb_phase_point_records(&ph, dir, in_process, &e)) != CB_OK) say_error(&so, &e);
-    if (!code) {
         cb_summary_input in;
-        cb_phase_summary_input(&ph, &in);
-        if (write_summary(dir, &in, &e) != CB_OK) {
+        cb_phase_summary_input(&iso[i], &in);
+        extra_ctx x = {NULL, &iso[i], spec, i, &in};
+        in.extra_json = extra_json;
+        in.extra_arg = &x;
+        if (write_summary(bdir, &in, &e) != CB_OK) {
             say_error(&so, &e);
             code = CB_EIO;
-        } else {
-            if (out) cb_summary_print_table(&in, out);
-            say(&so, "rebuilt %s/summary.json%s", dir, in_process ? "" : " and the merged CSVs");
         }
     }
-    cb_phase_fini(&ph);
+    if (!code) {
+        code = rebuild_phase(dir, spec, in_process, &colo, &e);
+        if (code) say_error(&so, &e);
+    }
+    if (!code) {
+        int st = finish_collocated(&so, spec, in_process, dir, &colo, have_baselines ? iso : NULL, bdirs, NULL);
+        if (st == CB_EIO) code = CB_EIO;
+        else say(&so, "rebuilt %s/summary.json%s", dir, in_process ? "" : " and the merged CSVs");
+    }
+    cb_phase_fini(&colo);
+    for (size_t i = 0; iso && i < n; i++) cb_phase_fini(&iso[i]);
+    cb_free(iso);
+    cb_free(bdir_rel);
+    cb_free(bdirs);
+    cb_outdir_close(&od);
     cb_bench_fini(&bench);
-    return code;
+    return code == CB_ENOENT ? CB_ECONFIG : code;
 }

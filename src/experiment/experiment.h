@@ -44,6 +44,10 @@ typedef struct cb_experiment_opts {
     cb_sigwatch *signals;           /* started by the caller; NULL: signals not watched */
     int64_t drain_timeout_ns;       /* 0 = the runtime's default (2 s) */
     int64_t abandon_timeout_ns;     /* 0 = the runtime's default (2 s) */
+    /* Out: set when a stage run never returned and its threads were left running. They may
+     * still read the benchmark: the caller must not free it, and should exit promptly (with
+     * _exit, so no destructor runs under them). NULL: not reported. */
+    bool *threads_abandoned;
 } cb_experiment_opts;
 
 /* Runs the benchmark (or its sweep). Returns CB_OK when everything ran and every result was

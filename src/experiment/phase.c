@@ -455,7 +455,13 @@ static int run_in_process(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         snprintf(ph->errors[0], sizeof ph->errors[0], "%s", msg);
     }
     if (jrc == CB_ESTOPPED) {
-        /* Abandoned threads may still push into their rings: keep them allocated. */
+        /* Abandoned threads may still push into their rings: keep them allocated, and keep
+         * the benchmark they read alive until the process exits. */
+        if (o->ctl) {
+            pthread_mutex_lock(&o->ctl->mu);
+            o->ctl->abandoned = true;
+            pthread_mutex_unlock(&o->ctl->mu);
+        }
         cb_recorder_destroy_keep_rings(rec);
     } else {
         cb_recorder_destroy(rec);

@@ -49,6 +49,8 @@ typedef struct cb_phase_ctl {
     pthread_mutex_t mu;          /* protects everything below */
     int signals;                 /* SIGINT/SIGTERM so far */
     bool stopped;                /* a stop was requested: no further phase starts */
+    bool abandoned;              /* a phase left threads running inside a stage run: nothing
+                                    they may read (the benchmark) may be freed before exit */
     cb_runtime *rt;              /* the in-process phase's runtime, or NULL */
     pid_t *pids;                 /* the children of a phase, or NULL */
     size_t n_pids;
