@@ -1,7 +1,9 @@
 /* Tests of collocate/mps.c against tests/fake_mps/nvidia-cuda-mps-control, a stand-in for the
  * NVIDIA binary with the same CLI contract (no GPU or driver needed). Each test gets a fresh
- * TMPDIR and sets CUDA_MPS_PIPE_DIRECTORY itself; every fake daemon a test sees is recorded and
- * killed in teardown, whatever the checks said. */
+ * TMPDIR and sets CUDA_MPS_PIPE_DIRECTORY itself; every fake daemon (and watchdog) a test sees is
+ * recorded and killed in teardown, whatever the checks said. The watchdog tests SIGKILL a forked
+ * owner of a private daemon and poll, with deadlines of 20 s or more, for the clean-up: nothing
+ * depends on the machine's speed beyond those. */
 #include "harness.h"
 
 #include <dirent.h>
@@ -13,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "collocate/mps.h"
@@ -23,6 +26,9 @@
 
 static char g_orig_path[8192];
 static char g_orig_tmpdir[1024];
+#define SEC_NS 1000000000LL
+#define CLEANUP_TIMEOUT_NS (20 * SEC_NS) /* generous: the clean-up needs well under 1 s */
+
 static pid_t g_pids[32];
 static int g_npids;
 static const cb_logger g_log = {CB_LOG_INFO, NULL};
@@ -129,19 +135,171 @@ static bool ends_with(const char *s, const char *suffix) {
     return s && a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* Every daemon recorded is killed; the environment goes back to a known state. */
+static bool wait_missing(const char *path, int64_t timeout_ns) {
+    int64_t end = cb_clock_now_ns() + timeout_ns;
+    while (exists(path)) {
+        if (cb_clock_now_ns() > end) return false;
+        usleep(10000);
+    }
+    return true;
+}
+
+/* Polls a file until it contains needle. */
+static bool wait_contains(const char *path, const char *needle, int64_t timeout_ns) {
+    int64_t end = cb_clock_now_ns() + timeout_ns;
+    for (;;) {
+        char *s = cb_test_read(path, NULL);
+        bool found = s && strstr(s, needle);
+        free(s);
+        if (found) return true;
+        if (cb_clock_now_ns() > end) return false;
+        usleep(10000);
+    }
+}
+
+/* The number after the first occurrence of key in a file (0 when absent). */
+static long number_after(const char *path, const char *key) {
+    char *s = cb_test_read(path, NULL);
+    const char *k = s ? strstr(s, key) : NULL;
+    long v = k ? strtol(k + strlen(key), NULL, 10) : 0;
+    free(s);
+    return v;
+}
+
+/* A process's name (/proc/<pid>/comm without the newline); "" when gone. */
+static void proc_comm(pid_t pid, char *buf, size_t size) {
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%ld/comm", (long)pid);
+    char *s = cb_test_read(p, NULL);
+    snprintf(buf, size, "%s", s ? s : "");
+    free(s);
+    buf[strcspn(buf, "\n")] = '\0';
+}
+
+static bool wait_comm(pid_t pid, const char *want, int64_t timeout_ns) {
+    int64_t end = cb_clock_now_ns() + timeout_ns;
+    char comm[64];
+    for (;;) {
+        proc_comm(pid, comm, sizeof comm);
+        if (!strcmp(comm, want)) return true;
+        if (cb_clock_now_ns() > end) {
+            printf("# pid %ld is named \"%s\", not \"%s\"\n", (long)pid, comm, want);
+            return false;
+        }
+        usleep(10000);
+    }
+}
+
+/* Whether sig is in the SigIgn mask of /proc/<pid>/status. */
+static bool ignores(pid_t pid, int sig) {
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%ld/status", (long)pid);
+    char *s = cb_test_read(p, NULL);
+    const char *k = s ? strstr(s, "SigIgn:") : NULL;
+    unsigned long long mask = k ? strtoull(k + strlen("SigIgn:"), NULL, 16) : 0;
+    free(s);
+    return (mask >> (sig - 1)) & 1;
+}
+
+/* This process has no child left, reaped or not. */
+static bool no_children(void) { return waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD; }
+
+/* The name of the one entry of dir starting with prefix, as a path, into out; false if none. */
+static bool find_prefixed(const char *dir, const char *prefix, char *out, size_t size) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, prefix, strlen(prefix))) {
+            snprintf(out, size, "%s/%s", dir, e->d_name);
+            found = true;
+        }
+    closedir(d);
+    return found;
+}
+
+/* Every process recorded is killed; the environment goes back to a known state. */
 static void teardown(void) {
     for (int i = 0; i < g_npids; i++)
         if (alive(g_pids[i])) {
-            printf("# teardown: killing leftover fake daemon %ld\n", (long)g_pids[i]);
+            printf("# teardown: killing leftover process %ld\n", (long)g_pids[i]);
             kill(g_pids[i], SIGKILL);
         }
     g_npids = 0;
     unsetenv("CUDA_MPS_PIPE_DIRECTORY");
     unsetenv("CUDA_MPS_LOG_DIRECTORY");
     unsetenv("FAKE_MPS_FAIL_START");
+    unsetenv("FAKE_MPS_START_DELAY_MS");
     unsetenv("FAKE_MPS_TRACE");
     use_fake_path();
+}
+
+/* ---- an owner to SIGKILL ------------------------------------------------------------------- */
+
+/* What the owner reports once acquire returned. */
+typedef struct owner_report {
+    int rc;
+    pid_t daemon, watchdog;
+    char pipe[512], msg[512];
+} owner_report;
+
+/* Forks a process that acquires a daemon (the given start timeout; 0 = default), writes an
+ * owner_report to *report_fd's other end and then waits to be killed (SIGALRM ends it after
+ * 120 s if the test itself dies first). */
+static pid_t spawn_owner(int64_t start_timeout_ns, int *report_fd) {
+    int p[2];
+    if (pipe(p) != 0) return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        alarm(120);
+        owner_report r;
+        memset(&r, 0, sizeof r);
+        cb_mps_opts o = CB_MPS_OPTS_DEFAULT;
+        o.start_timeout_ns = start_timeout_ns;
+        cb_mps *m = NULL;
+        cb_error err;
+        cb_error_clear(&err);
+        r.rc = cb_mps_acquire(&o, &m, &err);
+        if (r.rc == 0) {
+            snprintf(r.pipe, sizeof r.pipe, "%s", cb_mps_pipe_dir(m));
+            r.daemon = read_pid(r.pipe, "fake.pid");
+            r.watchdog = cb_mps_watchdog_pid(m);
+        } else {
+            snprintf(r.msg, sizeof r.msg, "%s", err.msg);
+        }
+        ssize_t w = write(p[1], &r, sizeof r);
+        (void)w;
+        for (;;) pause();
+    }
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        return -1;
+    }
+    *report_fd = p[0];
+    return pid;
+}
+
+/* Reads the owner's report; false when it ended without one. */
+static bool read_report(int fd, owner_report *r) {
+    size_t got = 0;
+    while (got < sizeof *r) {
+        ssize_t n = read(fd, (char *)r + got, sizeof *r - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        got += (size_t)n;
+    }
+    return true;
+}
+
+static void kill_owner(pid_t owner) {
+    CB_CHECK_EQ_INT(kill(owner, SIGKILL), 0);
+    int st = 0;
+    CB_CHECK_EQ_INT(waitpid(owner, &st, 0), owner);
+    CB_CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 }
 
 /* ---- tests ----------------------------------------------------------------------------------- */
@@ -196,12 +354,26 @@ static void test_starts_private_daemon_and_stops_it(void) {
     char root[1024];
     snprintf(root, sizeof root, "%.*s", (int)(strlen(pipe) - strlen("/pipe")), pipe);
     CB_CHECK(exists(root));
+    /* The watchdog: named, in its own process group, deaf to ^C and group signals. */
+    pid_t watch = cb_mps_watchdog_pid(m);
+    track(watch);
+    CB_CHECK_CMP_INT(watch, >, 0);
+    CB_CHECK(watch != pid);
+    CB_CHECK(wait_comm(watch, "cb-mps-watch", CLEANUP_TIMEOUT_NS));
+    CB_CHECK_EQ_INT(getpgid(watch), watch);
+    CB_CHECK(ignores(watch, SIGINT));
+    CB_CHECK(ignores(watch, SIGTERM));
+    CB_CHECK(ignores(watch, SIGHUP));
+    CB_CHECK(!ignores(watch, SIGCHLD));
 
     rc = cb_mps_release(m, &err);
     CB_CHECK_EQ_INT(rc, 0);
     if (rc) printf("# %s\n", err.msg);
     CB_CHECK(!alive(pid));
     CB_CHECK(!exists(root));
+    /* Release reaped the watchdog: no process, no zombie, no child of ours at all. */
+    CB_CHECK(kill(watch, 0) != 0 && errno == ESRCH);
+    CB_CHECK(no_children());
     CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
     char *log = cb_test_read(trace, NULL);
     CB_CHECK_CONTAINS(log, "start");
@@ -241,6 +413,8 @@ static void test_uses_running_daemon_and_leaves_it(void) {
         return;
     }
     CB_CHECK(!cb_mps_started_here(m));
+    CB_CHECK_EQ_INT(cb_mps_watchdog_pid(m), 0); /* nothing of ours to watch */
+    CB_CHECK(no_children());
     CB_CHECK_STR_EQ(cb_mps_pipe_dir(m), pipe);
     CB_CHECK_STR_EQ(cb_mps_log_dir(m), logd);
     CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
@@ -357,6 +531,7 @@ static void test_start_timeout_cleans_up(void) {
     CB_CHECK_CMP_INT(took, >=, 2000 * 1000000LL);
     CB_CHECK_CMP_INT(took, <, 10000 * 1000000LL);
     CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
+    CB_CHECK(no_children()); /* the watchdog was dismissed and reaped */
 }
 
 static void test_launcher_failure_reports_output(void) {
@@ -381,6 +556,7 @@ static void test_launcher_failure_reports_output(void) {
     CB_CHECK_CONTAINS(err.msg, "boom: -d");
     printf("# %s\n", err.msg);
     CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
+    CB_CHECK(no_children());
 }
 
 static void test_child_env_strings(void) {
@@ -426,6 +602,98 @@ static void test_child_env_strings(void) {
     CB_CHECK_EQ_INT(cb_mps_release(m, &err), 0);
 }
 
+/* Issue 12: the owner of a private daemon is SIGKILLed after acquire; the watchdog quits the
+ * daemon and removes its directories. ^C, SIGTERM and SIGHUP sent to the watchdog first (what a
+ * terminal or a group kill would send it) change nothing. */
+static void test_sigkilled_owner_is_cleaned_up_by_watchdog(void) {
+    const char *tmp = fresh_tmpdir();
+    char none[1024], trace[1024];
+    snprintf(none, sizeof none, "%s/none", tmp);
+    setenv("CUDA_MPS_PIPE_DIRECTORY", none, 1);
+    snprintf(trace, sizeof trace, "%s/trace.log", tmp);
+    setenv("FAKE_MPS_TRACE", trace, 1);
+
+    int fd = -1;
+    pid_t owner = spawn_owner(0, &fd);
+    CB_CHECK_CMP_INT(owner, >, 0);
+    if (owner <= 0) return;
+    track(owner);
+    owner_report r;
+    bool got = read_report(fd, &r);
+    close(fd);
+    CB_CHECK(got);
+    if (got) CB_CHECK_EQ_INT(r.rc, 0);
+    if (!got || r.rc) {
+        if (got) printf("# %s\n", r.msg);
+        kill_owner(owner);
+        return;
+    }
+    track(r.daemon);
+    track(r.watchdog);
+    CB_CHECK(alive(r.daemon));
+    CB_CHECK(accepts(r.pipe));
+    CB_CHECK_CMP_INT(r.watchdog, >, 0);
+    CB_CHECK(wait_comm(r.watchdog, "cb-mps-watch", CLEANUP_TIMEOUT_NS));
+    char root[1024];
+    snprintf(root, sizeof root, "%.*s", (int)(strlen(r.pipe) - strlen("/pipe")), r.pipe);
+    CB_CHECK(exists(root));
+
+    kill(r.watchdog, SIGINT);
+    kill(r.watchdog, SIGTERM);
+    kill(r.watchdog, SIGHUP);
+    kill_owner(owner);
+    int64_t t0 = cb_clock_now_ns();
+    CB_CHECK(wait_dead(r.daemon, CLEANUP_TIMEOUT_NS));
+    CB_CHECK(wait_missing(root, CLEANUP_TIMEOUT_NS));
+    CB_CHECK(wait_dead(r.watchdog, CLEANUP_TIMEOUT_NS));
+    printf("# cleaned up %.1f ms after the SIGKILL\n", (double)(cb_clock_now_ns() - t0) / 1e6);
+    CB_CHECK(!accepts(r.pipe));
+    CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
+    char *log = cb_test_read(trace, NULL);
+    CB_CHECK_CONTAINS(log, "quit"); /* asked to quit, as release does, not just killed */
+    free(log);
+}
+
+/* The owner is SIGKILLed while acquire waits for the daemon's socket: the launcher, which outlives
+ * it, still brings the daemon up; the watchdog waits for it, quits it and removes the tree. */
+static void test_owner_sigkilled_during_start_is_cleaned_up(void) {
+    const char *tmp = fresh_tmpdir();
+    char none[1024], trace[1024], root[1024];
+    snprintf(none, sizeof none, "%s/none", tmp);
+    setenv("CUDA_MPS_PIPE_DIRECTORY", none, 1);
+    snprintf(trace, sizeof trace, "%s/trace.log", tmp);
+    setenv("FAKE_MPS_TRACE", trace, 1);
+    setenv("FAKE_MPS_START_DELAY_MS", "1500", 1); /* the daemon binds 1.5 s after its launch */
+
+    int fd = -1;
+    pid_t owner = spawn_owner(30 * SEC_NS, &fd);
+    CB_CHECK_CMP_INT(owner, >, 0);
+    if (owner <= 0) return;
+    track(owner);
+    /* The launcher logs "launch" once it runs: the watchdog exists by then (it is forked first). */
+    bool launched = wait_contains(trace, "launch (pid", CLEANUP_TIMEOUT_NS);
+    CB_CHECK(launched);
+    bool have_root = find_prefixed(tmp, "colobench-mps-", root, sizeof root);
+    CB_CHECK(have_root);
+    kill_owner(owner);
+    owner_report r;
+    if (read_report(fd, &r)) /* not a failure: the kill came late on a very slow machine */
+        printf("# note: acquire had returned (rc %d) before the SIGKILL\n", r.rc);
+    close(fd);
+    if (!launched || !have_root) return;
+
+    CB_CHECK(wait_contains(trace, "start (pid", 30 * SEC_NS));
+    pid_t daemon = (pid_t)number_after(trace, "start (pid ");
+    track(daemon);
+    CB_CHECK_CMP_INT(daemon, >, 0);
+    CB_CHECK(wait_dead(daemon, CLEANUP_TIMEOUT_NS + 30 * SEC_NS));
+    CB_CHECK(wait_missing(root, CLEANUP_TIMEOUT_NS));
+    CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
+    char *log = cb_test_read(trace, NULL);
+    CB_CHECK_CONTAINS(log, "quit");
+    free(log);
+}
+
 int main(void) {
     const char *p = getenv("PATH");
     snprintf(g_orig_path, sizeof g_orig_path, "%s", p ? p : "/usr/local/bin:/usr/bin:/bin");
@@ -446,6 +714,10 @@ int main(void) {
     CB_RUN(test_launcher_failure_reports_output);
     teardown();
     CB_RUN(test_child_env_strings);
+    teardown();
+    CB_RUN(test_sigkilled_owner_is_cleaned_up_by_watchdog);
+    teardown();
+    CB_RUN(test_owner_sigkilled_during_start_is_cleaned_up);
     teardown();
     return cb_test_done();
 }

@@ -12,6 +12,17 @@
  * private directories; for a daemon it did not start it does nothing. Release is idempotent and
  * is called on every exit path of the launcher (normal end, a child's crash, SIGINT/SIGTERM).
  *
+ * A private daemon outlives a colobench that is SIGKILLed or crashes (it daemonizes, so it cannot
+ * be given PR_SET_PDEATHSIG), hence a watchdog: with a private daemon, acquire also forks a small
+ * process, "cb-mps-watch" (cb_mps_watchdog_pid), that waits on a socket only this process holds
+ * (close-on-exec, so children that exec do not keep it). Release tells it to exit ('r') after its
+ * own clean-up and reaps it. If the socket reaches EOF without that, the parent died holding the
+ * daemon: the watchdog runs release's sequence itself (quit with the same binary and environment,
+ * bounded waits, SIGTERM then SIGKILL of a daemon still up), removes the private directories and
+ * exits. It sits in its own process group and ignores SIGINT/SIGTERM/SIGHUP/SIGQUIT (and the
+ * job-control stops), so a Ctrl-C or a group kill that ends colobench does not end the clean-up;
+ * SIGKILL to its pid does. See mps.c and docs/internals/mps.md.
+ *
  * Children join the daemon through the environment: cb_mps_child_env gives the variables to set
  * in a child (pipe and log directories, plus the per-pipeline limits).
  *
@@ -23,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "colobench/error.h"
 #include "core/log.h"
@@ -43,6 +55,8 @@ int cb_mps_acquire(const cb_mps_opts *opts, cb_mps **out, cb_error *err);
 bool cb_mps_started_here(const cb_mps *m);   /* true: a private daemon this process started */
 const char *cb_mps_pipe_dir(const cb_mps *m);
 const char *cb_mps_log_dir(const cb_mps *m);
+/* The watchdog's pid while a private daemon is held; 0 for a daemon not started here. */
+pid_t cb_mps_watchdog_pid(const cb_mps *m);
 
 /* Environment for a child joining this daemon, as "NAME=VALUE" strings written into buf
  * (NUL-separated, at most max_vars entries, pointers stored in vars). active_thread_percentage
