@@ -4,14 +4,17 @@
  * (computed by reading metrics.csv back) is compared, text for text, with a brute-force
  * reference that keeps every sample in memory, over long synthetic series injected through
  * cb__monitor_inject; the monitor's memory is shown flat in the number of samples; metrics.csv
- * is created without following a planted symbolic link and survives a write error. No check
- * times our own speed; the monitor's overhead is printed. */
+ * is created without following a planted symbolic link and survives a write error. `colobench
+ * monitor` (experiment/watch.h): exit statuses, Ctrl-C forwarded to the command through the one
+ * signal thread, a directory in use refused, planted symbolic links never followed. No check
+ * times our own speed (bounds only stop a hung test); the monitor's overhead is printed. */
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -1228,6 +1231,165 @@ static void test_cli_monitor(void) {
     free(out);
 }
 
+/* `colobench monitor` started directly (not through a shell, which would leave SIGINT ignored
+ * in a background job), its output in dir/name.out. */
+static pid_t start_colobench(char *const argv[], const char *dir, const char *name) {
+    char out[1024];
+    snprintf(out, sizeof out, "%s/%s.out", dir, name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        execv(CB_TEST_COLOBENCH, argv);
+        _exit(99);
+    }
+    return pid;
+}
+
+/* Waits at most timeout_ms for pid; on timeout kills it (so no test hangs) and returns -1.
+ * Otherwise its exit status, or -signal. */
+static int wait_bounded(pid_t pid, long timeout_ms, int64_t *took_ns) {
+    int64_t t0 = cb_clock_now_ns();
+    for (;;) {
+        int st = 0;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            if (took_ns) *took_ns = cb_clock_now_ns() - t0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+        }
+        if (r < 0 && errno != EINTR) return -1000;
+        if (cb_clock_now_ns() - t0 > timeout_ms * MS) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+}
+
+/* Waits (at most 20 s) until path exists and contains needle. */
+static bool wait_for_text(const char *path, const char *needle) {
+    for (int i = 0; i < 2000; i++) {
+        char *t = cb_test_read(path, NULL);
+        bool ok = t && strstr(t, needle);
+        free(t);
+        if (ok) return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+/* Ctrl-C: SIGINT reaches colobench's one signal thread, which forwards it to the command; the
+ * command's death by it is the exit status (130), and summary.json is complete. */
+static void test_cli_monitor_sigint(void) {
+    const char *dir = cb_test_tmpdir();
+    char out_dir[1024], path[1024];
+    snprintf(out_dir, sizeof out_dir, "%s/i", dir);
+    char *argv[] = {"colobench", "monitor", "--period", "50", "-o", out_dir, "--", "sleep", "30",
+                    NULL};
+    pid_t pid = start_colobench(argv, dir, "i");
+    CB_CHECK(pid > 0);
+    /* The command runs once the monitor has sampled its process. */
+    snprintf(path, sizeof path, "%s/metrics.csv", out_dir);
+    CB_CHECK(wait_for_text(path, ",process,"));
+    CB_CHECK_EQ_INT(kill(pid, SIGINT), 0);
+    int64_t took = 0;
+    CB_CHECK_EQ_INT(wait_bounded(pid, 20000, &took), 128 + SIGINT);
+    printf("# SIGINT to exit: %.1f ms\n", (double)took / 1e6);
+    snprintf(path, sizeof path, "%s/summary.json", out_dir);
+    char *v = py_json(path, "d[\"command\"], d[\"signal\"], \"exit_status\" in d, "
+                            "d[\"duration_ns\"] < 20e9, d[\"monitors\"][\"period_ms\"]");
+    CB_CHECK_STR_EQ(v, "['sleep', '30'] SIGINT False True 50");
+    free(v);
+}
+
+/* A directory another colobench run holds is refused (exit 2, like `run`), and the first run's
+ * results are untouched. */
+static void test_cli_monitor_dir_in_use(void) {
+    const char *dir = cb_test_tmpdir();
+    char out_dir[1024], path[1024], cmd[2048];
+    snprintf(out_dir, sizeof out_dir, "%s/busy", dir);
+    char *argv[] = {"colobench", "monitor", "--sources", "cpu,process", "-o", out_dir, "--",
+                    "sleep", "3", NULL};
+    pid_t pid = start_colobench(argv, dir, "first");
+    CB_CHECK(pid > 0);
+    /* metrics.csv is created after the lock is taken. */
+    snprintf(path, sizeof path, "%s/metrics.csv", out_dir);
+    CB_CHECK(wait_for_text(path, "t_ns,"));
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, CB_TEST_COLOBENCH " monitor -o %s -- sh -c 'echo ran; exit 5'",
+             out_dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 2);
+    CB_CHECK_CONTAINS(out, "in use by another colobench run");
+    CB_CHECK(!strstr(out ? out : "", "ran"));
+    free(out);
+    CB_CHECK_EQ_INT(wait_bounded(pid, 30000, NULL), 0);
+    snprintf(path, sizeof path, "%s/summary.json", out_dir);
+    char *v = py_json(path, "d[\"command\"], d[\"exit_status\"]");
+    CB_CHECK_STR_EQ(v, "['sleep', '3'] 0");
+    free(v);
+    /* Free again once the first has finished. */
+    snprintf(cmd, sizeof cmd, CB_TEST_COLOBENCH " monitor --sources cpu -o %s -- true", out_dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    free(out);
+}
+
+/* Planted symbolic links never redirect a write: summary.json (planted before the run, and
+ * again by the command itself while it runs, together with the temporary name
+ * summary.json.tmp.PID of the atomic write), summary.json.tmp, metrics.csv, and the lock file
+ * (refused). */
+static void test_cli_monitor_symlinks(void) {
+    const char *dir = cb_test_tmpdir();
+    char out_dir[1024], victim[1024], path[1024], cmd[4096];
+    snprintf(out_dir, sizeof out_dir, "%s/s", dir);
+    CB_CHECK_EQ_INT(mkdir(out_dir, 0755), 0);
+    cb_test_write(dir, "victim.txt", "precious\n");
+    snprintf(victim, sizeof victim, "%s/victim.txt", dir);
+    snprintf(path, sizeof path, "%s/summary.json", out_dir);
+    CB_CHECK_EQ_INT(symlink(victim, path), 0);
+    snprintf(path, sizeof path, "%s/metrics.csv", out_dir);
+    CB_CHECK_EQ_INT(symlink(victim, path), 0);
+    snprintf(path, sizeof path, "%s/summary.json.tmp", out_dir); /* the name fopen once used */
+    CB_CHECK_EQ_INT(symlink(victim, path), 0);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             CB_TEST_COLOBENCH " monitor --sources cpu,memory -o %s -- sh -c "
+                               "'ln -sf %s %s/summary.json && ln -sf %s %s/summary.json.tmp.$PPID'",
+             out_dir, victim, out_dir, victim, out_dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    free(out);
+    char *v = cb_test_read(victim, NULL);
+    CB_CHECK_STR_EQ(v, "precious\n");
+    free(v);
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/summary.json", out_dir);
+    CB_CHECK(lstat(path, &sb) == 0 && S_ISREG(sb.st_mode));
+    v = py_json(path, "d[\"exit_status\"], d[\"command\"][0]");
+    CB_CHECK_STR_EQ(v, "0 sh");
+    free(v);
+    snprintf(path, sizeof path, "%s/metrics.csv", out_dir);
+    CB_CHECK(lstat(path, &sb) == 0 && S_ISREG(sb.st_mode));
+
+    /* A lock file that is a symbolic link: refused, nothing written through it. */
+    snprintf(out_dir, sizeof out_dir, "%s/l", dir);
+    CB_CHECK_EQ_INT(mkdir(out_dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/.colobench.lock", out_dir);
+    CB_CHECK_EQ_INT(symlink(victim, path), 0);
+    snprintf(cmd, sizeof cmd, CB_TEST_COLOBENCH " monitor -o %s -- true", out_dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 2);
+    CB_CHECK_CONTAINS(out, "symbolic link");
+    free(out);
+    v = cb_test_read(victim, NULL);
+    CB_CHECK_STR_EQ(v, "precious\n");
+    free(v);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     CB_RUN(test_busy_child_cpu);
@@ -1245,5 +1407,8 @@ int main(void) {
     CB_RUN(test_write_error_truncates_and_summary_survives);
     CB_RUN(test_csv_not_following_symlinks);
     CB_RUN(test_cli_monitor);
+    CB_RUN(test_cli_monitor_sigint);
+    CB_RUN(test_cli_monitor_dir_in_use);
+    CB_RUN(test_cli_monitor_symlinks);
     return cb_test_done();
 }

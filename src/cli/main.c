@@ -289,7 +289,18 @@ static int cmd_stages(const cb_cli *cli) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "monitor")) return cb_cli_monitor(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "monitor")) {
+        /* Before any thread exists: SIGINT/SIGTERM are read by one signal thread only, which
+         * forwards them to the monitored command (experiment/watch.h). */
+        cb_signals_block();
+        cb_sigwatch sw;
+        cb_error e;
+        cb_error_clear(&e);
+        if (cb_sigwatch_start(&sw, &e) != CB_OK) return print_error(&e);
+        int mc = cb_cli_monitor(argc - 1, argv + 1, &sw);
+        cb_sigwatch_stop(&sw);
+        return mc;
+    }
     if (argc > 1 && !strcmp(argv[1], "devices")) return cb_cli_devices(argc - 1, argv + 1);
     cb_cli cli;
     int code;
