@@ -5,7 +5,10 @@
  */
 #include "core/ring.h"
 
+#include <time.h>
+
 #include "core/alloc.h"
+#include "core/clock.h"
 
 static cb_log_chunk *chunk_new(uint32_t cap) {
     size_t size = sizeof(cb_log_chunk) + (size_t)cap * 64u;
@@ -15,19 +18,22 @@ static cb_log_chunk *chunk_new(uint32_t cap) {
     return c;
 }
 
-static void log_init(cb_log *l, uint32_t cap) {
+static void log_init(cb_log *l, uint32_t cap, cb_ring_backlog *backlog) {
     memset(l, 0, sizeof *l);
     l->cap = cap;
+    l->backlog = backlog;
     atomic_init(&l->head, NULL);
     atomic_init(&l->spare, NULL);
+    atomic_init(&l->ahead, 0);
 }
 
-void cb_ring_init(cb_ring *r) {
+void cb_ring_init(cb_ring *r, cb_ring_backlog *backlog) {
     memset(r, 0, sizeof *r);
-    log_init(&r->stage, CB_RING_CHUNK_RECORDS);
-    log_init(&r->query, CB_RING_CHUNK_RECORDS);
-    log_init(&r->metric, CB_RING_METRIC_CHUNK_RECORDS);
+    log_init(&r->stage, CB_RING_CHUNK_RECORDS, backlog);
+    log_init(&r->query, CB_RING_CHUNK_RECORDS, backlog);
+    log_init(&r->metric, CB_RING_METRIC_CHUNK_RECORDS, backlog);
     atomic_init(&r->lost, 0);
+    atomic_init(&r->stall_ns, 0);
 }
 
 static void log_fini(cb_log *l) {
@@ -50,6 +56,18 @@ void cb_ring_fini(cb_ring *r) {
 }
 
 int cb__log_grow(cb_ring *r, cb_log *l) {
+    cb_ring_backlog *b = l->backlog;
+    if (b && atomic_load_explicit(&l->ahead, memory_order_acquire) >= 2 &&
+        atomic_load_explicit(&b->chunks, memory_order_relaxed) >= b->max_chunks) {
+        /* The writer is behind by the whole bound and this log is a chunk ahead: wait for it
+         * rather than grow (it always makes progress: it never waits on a producer). */
+        int64_t t0 = cb_clock_now_ns();
+        struct timespec ts = {0, 50000};
+        while (atomic_load_explicit(&l->ahead, memory_order_acquire) >= 2 &&
+               atomic_load_explicit(&b->chunks, memory_order_relaxed) >= b->max_chunks)
+            nanosleep(&ts, NULL);
+        atomic_fetch_add_explicit(&r->stall_ns, cb_clock_now_ns() - t0, memory_order_relaxed);
+    }
     cb_log_chunk *c = atomic_exchange_explicit(&l->spare, NULL, memory_order_acq_rel);
     if (!c && !(c = chunk_new(l->cap))) {
         atomic_fetch_add_explicit(&r->lost, 1, memory_order_relaxed);
@@ -57,6 +75,8 @@ int cb__log_grow(cb_ring *r, cb_log *l) {
     }
     atomic_store_explicit(&c->n, 0, memory_order_relaxed);
     atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->ahead, 1, memory_order_relaxed);
+    if (b) atomic_fetch_add_explicit(&b->chunks, 1, memory_order_relaxed);
     if (l->cur)
         atomic_store_explicit(&l->cur->next, c, memory_order_release);
     else
@@ -94,6 +114,8 @@ const unsigned char *cb_log_peek(cb_log *l, uint32_t *n) {
         l->rchunk = next;
         l->rpos = 0;
         recycle(l, old);
+        atomic_fetch_sub_explicit(&l->ahead, 1, memory_order_release);
+        if (l->backlog) atomic_fetch_sub_explicit(&l->backlog->chunks, 1, memory_order_relaxed);
     }
 }
 

@@ -10,10 +10,15 @@
  * written, one being read, one spare), however long the run. Chunks are allocated lazily, on a
  * log's first record, so a thread that never records costs nothing.
  *
- * A producer that outruns the consumer allocates another chunk itself (it never waits and never
- * drops while memory lasts). If that allocation fails the record is dropped, counted in the
- * ring's `lost`, and the push returns CB_ENOMEM: the runtime then stops the run with an error
- * (records already published are kept and written).
+ * A producer that outruns the consumer allocates another chunk itself, so a burst never waits.
+ * But memory must stay flat in the run's length even when records come faster than they can be
+ * written for the whole run (an offline noop pipeline makes millions a second): all the rings
+ * of a sink share a backlog, the chunks written but not yet read; when it reaches the sink's
+ * bound, a producer that is already a chunk ahead on its log waits (sleeping in 50 us slices)
+ * until the consumer has caught up, and the time it waited is counted (stall_ns), so the cost
+ * of recording shows instead of memory growing. If a chunk allocation fails the record is
+ * dropped, counted in the ring's `lost`, and the push returns CB_ENOMEM: the runtime then stops
+ * the run with an error (records already published are kept and written).
  *
  * A cb_ring is one producer thread's three logs. Rings are created and owned by the consumer
  * (the record sink below); the runtime only pushes.
@@ -46,6 +51,13 @@ typedef struct cb_log_chunk {
     _Alignas(64) unsigned char recs[];    /* cap * 64 bytes */
 } cb_log_chunk;
 
+/* The backlog the rings of one sink share (see above). Allocated by the sink; it outlives the
+ * rings. */
+typedef struct cb_ring_backlog {
+    _Atomic int64_t chunks;               /* chunks published and not yet read, over all logs */
+    int64_t max_chunks;                   /* producers a chunk ahead wait above this */
+} cb_ring_backlog;
+
 typedef struct cb_log {
     uint32_t cap;                         /* records per chunk; set at init, then read-only */
     /* Producer side. */
@@ -56,13 +68,18 @@ typedef struct cb_log {
     /* Consumer side. */
     cb_log_chunk *rchunk;                 /* chunk being read; NULL before the first */
     uint32_t rpos;
+    _Atomic int64_t ahead;                /* chunks linked and not yet passed by the consumer */
+    struct cb_ring_backlog *backlog;      /* the sink's, or NULL; set at init */
 } cb_log;
+
+
 
 typedef struct cb_ring {
     cb_log stage;                         /* cb_stage_event */
     cb_log query;                         /* cb_query_event */
     cb_log metric;                        /* cb_metric_event */
     _Atomic uint64_t lost;                /* records dropped: no memory for a chunk */
+    _Atomic int64_t stall_ns;             /* time the producer waited for the consumer */
     struct cb_ring *next;                 /* the consumer's list */
 } cb_ring;
 
@@ -76,7 +93,7 @@ typedef struct cb_record_sink {
     void (*set_splits)(void *ctx, size_t pipeline, const cb_splits *splits);
 } cb_record_sink;
 
-void cb_ring_init(cb_ring *r);
+void cb_ring_init(cb_ring *r, cb_ring_backlog *backlog);
 /* Frees every chunk. Producer and consumer must be done with the ring. */
 void cb_ring_fini(cb_ring *r);
 

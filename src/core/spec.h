@@ -80,7 +80,7 @@ typedef struct cb_colloc_spec {
 typedef struct cb_monitors_spec {
     bool enabled;            /* default true; `monitors: false` disables */
     int64_t period_ns;       /* period_ms, default 100 ms */
-    unsigned sources;        /* CB_MON_* bits (monitor/monitor.h); default cpu, memory, process
+    unsigned sources;        /* CB_MON_* bits (core/monitor_sources.h); default cpu, memory, process
                                 (+ gpu when a pipeline names a GPU device) */
     const char *nvml_library;/* NULL = libnvidia-ml.so.1 */
     const cb_node *node;

@@ -241,6 +241,7 @@ static int state_write(void *arg, FILE *f, cb_error *err) {
             (long long)st->wall_start_ns, (long long)st->end_ns);
     fprintf(f, "started %d\nended %d\ninterrupted %d\ntimed_out %d\nabandoned %d\npid %d\n",
             st->started, st->ended, st->interrupted, st->timed_out, st->abandoned, st->pid);
+    fprintf(f, "record_stall_ns %lld\n", (long long)st->record_stall_ns);
     if (st->mode[0]) fprintf(f, "mode %s\n", st->mode);
     for (size_t i = 0; i < st->n_errors; i++) {
         fputs("error ", f);
@@ -322,6 +323,7 @@ int cb_run_state_read(const char *dir, const char *name, cb_run_state *st, cb_er
         else if (!strcmp(key, "timed_out")) st->timed_out = v != 0;
         else if (!strcmp(key, "abandoned")) st->abandoned = v != 0;
         else if (!strcmp(key, "pid")) st->pid = (int)v;
+        else if (!strcmp(key, "record_stall_ns")) st->record_stall_ns = v;
         /* colobench_state and unknown keys (a newer writer): ignored */
     }
     cb_free(text);

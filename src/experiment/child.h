@@ -81,6 +81,7 @@ typedef struct cb_run_state {
     int64_t t0_ns, wall_start_ns, end_ns; /* 0 when unknown */
     bool started, ended, interrupted, timed_out, abandoned;
     int pid;
+    int64_t record_stall_ns;  /* time the run's threads waited for the record writer */
     char mode[16];           /* threads | processes | mps | mig ("" in a child) */
     size_t n_errors;
     char errors[CB_STATE_MAX_ERRORS][1024];

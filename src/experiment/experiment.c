@@ -121,6 +121,15 @@ static void extra_json(void *arg, cb_json *j) {
         cb_json_array_end(j);
         cb_json_object_end(j);
     }
+    if (x->ph && x->ph->started) {
+        /* What recording cost the run beyond the hot path: when records were made faster than
+         * they could be written, producer threads waited (core/ring.h). */
+        cb_json_key(j, "recording");
+        cb_json_object_begin(j);
+        cb_json_key(j, "stall_ns");
+        cb_json_int(j, x->ph->record_stall_ns);
+        cb_json_object_end(j);
+    }
     if (x->ph && x->ph->monitor) {
         /* Windows: the measurement window (first to last measured query of any pipeline), then
          * each pipeline's own: the summary's windows (relative to t0) made absolute. */
@@ -947,6 +956,7 @@ int cb_experiment_child(int fd, FILE *msg) {
     cb_error re;
     cb_error_clear(&re);
     if (cb_recorder_stop(rec, &re) != CB_OK && !io_stopped) cb_run_state_add_error(&st, re.msg);
+    st.record_stall_ns = cb_recorder_stall_ns(rec);
     /* The child's own summary of its pipeline (the parent writes the phase's). */
     cb_phase ph;
     memset(&ph, 0, sizeof ph);
@@ -1022,6 +1032,7 @@ static int rebuild_phase(const char *dir, const cb_spec *view, bool in_process, 
         st.timed_out |= cst.timed_out;
         st.abandoned |= cst.abandoned;
         ph->pids[i] = cst.pid;
+        ph->record_stall_ns += cst.record_stall_ns;
         for (size_t k = 0; !parent_ended && k < cst.n_errors; k++)
             cb_phase_add_error(ph, "pipeline '%s': %s", name, cst.errors[k]);
         if (!cst.ended) cb_phase_add_error(ph, "pipeline '%s': its run did not end (killed?)", name);
@@ -1036,6 +1047,7 @@ static int rebuild_phase(const char *dir, const cb_spec *view, bool in_process, 
     ph->interrupted = st.interrupted || !st.ended;
     ph->timed_out = st.timed_out;
     ph->abandoned = st.abandoned;
+    if (in_process || parent_ended) ph->record_stall_ns = st.record_stall_ns;
     if (parent_ended || in_process)
         for (size_t k = 0; k < st.n_errors; k++) cb_phase_add_error(ph, "%s", st.errors[k]);
     if (!st.ended)

@@ -342,6 +342,7 @@ static void write_state(const cb_phase_opts *o, const cb_phase *ph, bool ended) 
     st.interrupted = ph->interrupted;
     st.timed_out = ph->timed_out;
     st.abandoned = ph->abandoned;
+    st.record_stall_ns = ph->record_stall_ns;
     st.pid = (int)getpid();
     snprintf(st.mode, sizeof st.mode, "%s", o->in_process ? "threads" : "children");
     for (size_t i = 0; i < ph->n_errors; i++) cb_run_state_add_error(&st, ph->errors[i]);
@@ -447,6 +448,7 @@ static int run_in_process(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
     cb_error re;
     cb_error_clear(&re);
     int src = cb_recorder_stop(rec, &re);
+    ph->record_stall_ns = cb_recorder_stall_ns(rec);
     if (src != CB_OK && !io_stopped) cb_phase_add_error(ph, "%s", re.msg);
     else if (src != CB_OK) {
         char msg[1024];
@@ -704,6 +706,7 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         cb_error_clear(&se);
         int s = cb_run_state_read(ch[i].dir, "child.state", &st, &se);
         if (s == CB_OK) {
+            ph->record_stall_ns += st.record_stall_ns;
             ph->interrupted |= st.interrupted;
             ph->timed_out |= st.timed_out;
             ph->abandoned |= st.abandoned;

@@ -98,6 +98,7 @@ typedef struct cb_phase {
     char (*status)[96];             /* per phase pipeline: "exited 0", "killed by signal 9 ..." */
     const char **status_ptrs;       /* NULL in process */
     int64_t barrier_skew_ns, barrier_max_delay_ns; /* -1 in process */
+    int64_t record_stall_ns;        /* time the run's threads waited for the record writer */
     cb_monitor *monitor;            /* stopped; NULL when monitors are off */
 } cb_phase;
 

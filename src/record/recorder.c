@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@
 #include "core/path.h"
 
 #define CB_RECENT 65536u
+/* The backlog bound (core/ring.h): chunks written by producers and not yet read, over every ring:
+ * 128 x 64 KiB = 8 MiB: tens of milliseconds of records at millions a second. */
+#define CB_BACKLOG_MAX_CHUNKS 128
 #define CB_OUTBUF_BYTES (256u * 1024u)
 #define CB_OUTBUF_FLUSH (CB_OUTBUF_BYTES - 4096u)
 
@@ -71,6 +75,7 @@ struct cb_recorder {
     int64_t flush_period_ns;
     pthread_mutex_t rings_mu;         /* protects rings */
     cb_ring *rings;
+    cb_ring_backlog *backlog;         /* shared by the rings; outlives them */
     pthread_t thread;
     int thread_started;
     _Atomic int stop;
@@ -158,6 +163,25 @@ static int out_open(cb_recorder *r, int which, const char *header, cb_error *err
     return CB_OK;
 }
 
+/* Writes a run of raw records straight from the ring's chunk (after what the buffer holds, to
+ * keep the order): no copy through the buffer. Errors as out_flush. */
+static void raw_direct(cb_recorder *r, int which, const void *recs, size_t n) {
+    cb_outfile *f = &r->files[which];
+    if (f->fd < 0) return;
+    out_flush(r, which);
+    if (atomic_load_explicit(&r->io_errno, memory_order_relaxed)) return;
+    int e = cb_path_write_all(f->fd, recs, n * 64u);
+    if (e == 0) {
+        f->good_bytes += n * 64u;
+        f->records += n;
+        return;
+    }
+    (void)!ftruncate(f->fd, (off_t)f->good_bytes);
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&r->io_errno, &expected, -e))
+        atomic_store_explicit(&r->io_file, which, memory_order_relaxed);
+}
+
 /* Appends one raw 64-byte record. */
 static inline void raw_put(cb_recorder *r, int which, const void *rec) {
     cb_outfile *f = &r->files[which];
@@ -189,9 +213,13 @@ static char *put_run_head(char *p, const cb_pipe_rec *pr, int stage, uint64_t qu
     return p;
 }
 
-static void write_stage(cb_recorder *r, const cb_stage_event *e, int64_t t0) {
-    if (e->pipeline >= r->n_pipes || e->stage >= r->spec->pipelines[e->pipeline].n_stages) return;
-    raw_put(r, F_RAW_EVENTS, e);
+static bool stage_valid(const cb_recorder *r, const cb_stage_event *e) {
+    return e->pipeline < r->n_pipes && e->stage < r->spec->pipelines[e->pipeline].n_stages;
+}
+
+static void write_stage(cb_recorder *r, const cb_stage_event *e, int64_t t0, bool raw) {
+    if (!stage_valid(r, e)) return;
+    if (raw) raw_put(r, F_RAW_EVENTS, e);
     cb_pipe_rec *pr = &r->pipes[e->pipeline];
     cb_outfile *f = &r->files[F_EVENTS];
     if (f->fd < 0) return;
@@ -210,9 +238,11 @@ static void write_stage(cb_recorder *r, const cb_stage_event *e, int64_t t0) {
 }
 
 /* progress_mu of every pipeline is held by the caller for the whole batch. */
-static void write_query(cb_recorder *r, const cb_query_event *e, int64_t t0) {
-    if (e->pipeline >= r->n_pipes) return;
-    raw_put(r, F_RAW_QUERIES, e);
+static bool query_valid(const cb_recorder *r, const cb_query_event *e) { return e->pipeline < r->n_pipes; }
+
+static void write_query(cb_recorder *r, const cb_query_event *e, int64_t t0, bool raw) {
+    if (!query_valid(r, e)) return;
+    if (raw) raw_put(r, F_RAW_QUERIES, e);
     cb_pipe_rec *pr = &r->pipes[e->pipeline];
     if (!cb_query_is_warmup(e, pr->warmup) && e->status == CB_QUERY_OK)
         pr->recent[pr->nrecent++ % CB_RECENT] = e->end_ns - e->scheduled_ns;
@@ -244,13 +274,17 @@ static void write_query(cb_recorder *r, const cb_query_event *e, int64_t t0) {
     f->len = (size_t)(p - f->buf);
 }
 
-static void write_metric(cb_recorder *r, const cb_metric_event *e, int64_t t0) {
-    if (e->pipeline >= r->n_pipes) return;
-    cb_pipe_rec *pr = &r->pipes[e->pipeline];
+static bool metric_valid(const cb_recorder *r, const cb_metric_event *e) {
+    if (e->pipeline >= r->n_pipes) return false;
+    const cb_pipe_rec *pr = &r->pipes[e->pipeline];
     const cb_pipeline_spec *ps = &r->spec->pipelines[e->pipeline];
-    if (e->stage >= ps->n_stages || e->metric < 0 || (size_t)e->metric >= pr->n_mdefs[e->stage])
-        return;
-    raw_put(r, F_RAW_METRICS, e);
+    return e->stage < ps->n_stages && e->metric >= 0 && (size_t)e->metric < pr->n_mdefs[e->stage];
+}
+
+static void write_metric(cb_recorder *r, const cb_metric_event *e, int64_t t0, bool raw) {
+    if (!metric_valid(r, e)) return;
+    cb_pipe_rec *pr = &r->pipes[e->pipeline];
+    if (raw) raw_put(r, F_RAW_METRICS, e);
     cb_outfile *f = &r->files[F_METRICS];
     if (f->fd < 0) return;
     if (f->len > CB_OUTBUF_FLUSH) out_flush(r, F_METRICS);
@@ -279,14 +313,25 @@ static size_t drain_log(cb_recorder *r, cb_log *l, int kind) {
             for (size_t i = 0; i < r->n_pipes; i++) pthread_mutex_lock(&r->pipes[i].progress_mu);
             locked = 1;
         }
+        /* Raw records: a run of valid ones (the usual case) is written straight from the chunk;
+         * otherwise each valid record goes through the buffer. */
+        bool all_valid = n >= 32;
+        for (uint32_t k = 0; all_valid && k < n; k++) {
+            const void *rec = recs + (size_t)k * 64u;
+            all_valid = kind == LOG_STAGE   ? stage_valid(r, rec)
+                        : kind == LOG_QUERY ? query_valid(r, rec)
+                                            : metric_valid(r, rec);
+        }
+        if (all_valid) raw_direct(r, kind == LOG_STAGE ? F_RAW_EVENTS : kind == LOG_QUERY ? F_RAW_QUERIES : F_RAW_METRICS,
+                                  recs, n);
         for (uint32_t k = 0; k < n; k++) {
             const void *rec = recs + (size_t)k * 64u;
             if (kind == LOG_STAGE)
-                write_stage(r, rec, t0);
+                write_stage(r, rec, t0, !all_valid);
             else if (kind == LOG_QUERY)
-                write_query(r, rec, t0);
+                write_query(r, rec, t0, !all_valid);
             else
-                write_metric(r, rec, t0);
+                write_metric(r, rec, t0, !all_valid);
         }
         cb_log_advance(l, n);
         total += n;
@@ -339,7 +384,7 @@ static cb_ring *sink_new_ring(void *ctx) {
     cb_recorder *r = ctx;
     cb_ring *g = cb_malloc(sizeof *g);
     if (!g) return NULL;
-    cb_ring_init(g);
+    cb_ring_init(g, r->backlog);
     pthread_mutex_lock(&r->rings_mu);
     g->next = r->rings;
     r->rings = g;
@@ -400,7 +445,10 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
     r->n_pipes = opts->spec->n_pipelines;
     r->pipes = cb_calloc(r->n_pipes ? r->n_pipes : 1, sizeof *r->pipes);
     r->splits = cb_calloc(r->n_pipes ? r->n_pipes : 1, sizeof *r->splits);
-    if (!r->pipes || !r->splits) goto oom;
+    r->backlog = cb_calloc(1, sizeof *r->backlog);
+    if (!r->pipes || !r->splits || !r->backlog) goto oom;
+    atomic_init(&r->backlog->chunks, 0);
+    r->backlog->max_chunks = CB_BACKLOG_MAX_CHUNKS;
     for (size_t i = 0; i < r->n_pipes; i++) {
         const cb_pipeline_spec *ps = &opts->spec->pipelines[i];
         cb_pipe_rec *pr = &r->pipes[i];
@@ -487,6 +535,14 @@ int cb_recorder_check(cb_recorder *r, cb_error *err) {
     return CB_OK;
 }
 
+int64_t cb_recorder_stall_ns(cb_recorder *r) {
+    int64_t ns = 0;
+    pthread_mutex_lock(&r->rings_mu);
+    for (cb_ring *g = r->rings; g; g = g->next) ns += atomic_load_explicit(&g->stall_ns, memory_order_relaxed);
+    pthread_mutex_unlock(&r->rings_mu);
+    return ns;
+}
+
 void cb_recorder_counts(const cb_recorder *r, uint64_t *stage, uint64_t *query, uint64_t *metric) {
     *stage = r->files[F_RAW_EVENTS].records;
     *query = r->files[F_RAW_QUERIES].records;
@@ -565,6 +621,7 @@ static void destroy(cb_recorder *r, int free_rings) {
     }
     cb_free(r->pipes);
     cb_free(r->splits);
+    if (free_rings) cb_free(r->backlog); /* else abandoned producers may still read it */
     for (int i = 0; i < F_COUNT; i++) cb_free(r->files[i].buf);
     cb_free(r->out_dir);
     pthread_mutex_destroy(&r->rings_mu);

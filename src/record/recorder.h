@@ -8,8 +8,9 @@
  * queries.bin and metrics.bin; splits.bin holds the dataset splits of the pipelines that have
  * one. The raw files are what the analysis reads back (summary, interference, trace) and what
  * `colobench summarize` rebuilds from: nothing is kept in memory, so the recorder's memory is
- * flat in the run's length (rings recycle their chunks; a fixed 256 KiB buffer per file; a
- * 512 KiB recent-latency window per pipeline for progress lines).
+ * flat in the run's length (rings recycle their chunks and share a 32 MiB backlog bound, beyond
+ * which producers wait for the writer; a fixed 256 KiB buffer per file; a 512 KiB recent-latency
+ * window per pipeline for progress lines).
  *
  * Files: created without following symbolic links (core/path.h). Rows and records are written
  * whole, at least every flush_period_ns, so every file is valid up to its last flush at every
@@ -84,6 +85,10 @@ void cb_recorder_progress(cb_recorder *rec, size_t pipeline, uint64_t *ended, in
 /* Drains every ring, writes and closes the files, joins the writer. Idempotent. Producers must
  * have stopped. Returns what cb_recorder_check would, with the counts of records written. */
 int cb_recorder_stop(cb_recorder *rec, cb_error *err);
+
+/* The time producer threads waited for the writer, summed (core/ring.h: when records come
+ * faster than they can be written, producers wait instead of memory growing). */
+int64_t cb_recorder_stall_ns(cb_recorder *rec);
 
 /* Records written so far to each raw file (stage, query, metric). */
 void cb_recorder_counts(const cb_recorder *rec, uint64_t *stage, uint64_t *query, uint64_t *metric);
