@@ -45,6 +45,8 @@ typedef struct run_fixture {
     bool have[RUN_FIXTURE_MAX_PIPELINES];
     cb_pipeline_record files[RUN_FIXTURE_MAX_PIPELINES];
     cb_splits splits[RUN_FIXTURE_MAX_PIPELINES];
+    int64_t backlog_peak, backlog_max, stall_ns; /* the recorder's (record/recorder.h) */
+    size_t n_rings;
 } run_fixture;
 
 static inline int run_fixture_yaml(run_fixture *f, const char *yaml, const char *out_dir,
@@ -76,6 +78,10 @@ static inline int run_fixture_yaml(run_fixture *f, const char *yaml, const char 
     cb_error re;
     cb_error_clear(&re);
     int src = rec ? cb_recorder_stop(rec, &re) : CB_OK;
+    if (rec) {
+        cb_recorder_backlog(rec, &f->backlog_peak, &f->backlog_max, &f->n_rings);
+        f->stall_ns = cb_recorder_stall_ns(rec);
+    }
     if (src != CB_OK && f->rc == CB_OK) {
         f->rc = src;
         f->err = re;

@@ -76,7 +76,13 @@ int cb__log_grow(cb_ring *r, cb_log *l) {
     atomic_store_explicit(&c->n, 0, memory_order_relaxed);
     atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
     atomic_fetch_add_explicit(&l->ahead, 1, memory_order_relaxed);
-    if (b) atomic_fetch_add_explicit(&b->chunks, 1, memory_order_relaxed);
+    if (b) {
+        int64_t now = atomic_fetch_add_explicit(&b->chunks, 1, memory_order_relaxed) + 1;
+        int64_t peak = atomic_load_explicit(&b->peak_chunks, memory_order_relaxed);
+        while (now > peak && !atomic_compare_exchange_weak_explicit(&b->peak_chunks, &peak, now,
+                                                                    memory_order_relaxed, memory_order_relaxed)) {
+        }
+    }
     if (l->cur)
         atomic_store_explicit(&l->cur->next, c, memory_order_release);
     else

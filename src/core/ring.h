@@ -55,6 +55,7 @@ typedef struct cb_log_chunk {
  * rings. */
 typedef struct cb_ring_backlog {
     _Atomic int64_t chunks;               /* chunks published and not yet read, over all logs */
+    _Atomic int64_t peak_chunks;          /* the most there ever were (tests, reports) */
     int64_t max_chunks;                   /* producers a chunk ahead wait above this */
 } cb_ring_backlog;
 

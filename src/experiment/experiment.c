@@ -978,8 +978,8 @@ int cb_experiment_child(int fd, FILE *msg) {
     }
     cb_phase_fini(&ph);
     cb_run_result_fini(&res);
+    /* The errors are in child.state: the parent reports them (and summarize, if it died). */
     if (cb_run_state_write(m.out_dir, "child.state", &st, &e) != CB_OK) say_error(&so, &e);
-    for (size_t i = 0; i < st.n_errors; i++) say(&so, "pipeline '%s': error: %s", p->name, st.errors[i]);
     code = st.n_errors > 0 || st.interrupted || st.abandoned ? 1 : 0;
     if (jrc == CB_ESTOPPED) {
         /* Threads are still inside a stage: exit without tearing anything down. */
@@ -1033,8 +1033,11 @@ static int rebuild_phase(const char *dir, const cb_spec *view, bool in_process, 
         st.abandoned |= cst.abandoned;
         ph->pids[i] = cst.pid;
         ph->record_stall_ns += cst.record_stall_ns;
-        for (size_t k = 0; !parent_ended && k < cst.n_errors; k++)
-            cb_phase_add_error(ph, "pipeline '%s': %s", name, cst.errors[k]);
+        for (size_t k = 0; !parent_ended && k < cst.n_errors; k++) {
+            bool named = !strncmp(cst.errors[k], "pipeline '", 10);
+            cb_phase_add_error(ph, "%s%s%s%s", named ? "" : "pipeline '", named ? "" : name, named ? "" : "': ",
+                               cst.errors[k]);
+        }
         if (!cst.ended) cb_phase_add_error(ph, "pipeline '%s': its run did not end (killed?)", name);
     }
     if (!have || !st.started) {

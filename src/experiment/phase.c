@@ -710,7 +710,10 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
             ph->interrupted |= st.interrupted;
             ph->timed_out |= st.timed_out;
             ph->abandoned |= st.abandoned;
-            for (size_t k = 0; k < st.n_errors; k++) cb_phase_add_error(ph, "pipeline '%s': %s", name, st.errors[k]);
+            for (size_t k = 0; k < st.n_errors; k++) /* runtime errors name their pipeline already */
+                cb_phase_add_error(ph, "%s%s%s%s", strncmp(st.errors[k], "pipeline '", 10) ? "pipeline '" : "",
+                                   strncmp(st.errors[k], "pipeline '", 10) ? name : "",
+                                   strncmp(st.errors[k], "pipeline '", 10) ? "': " : "", st.errors[k]);
         } else if (s != CB_ENOENT) {
             cb_phase_add_error(ph, "pipeline '%s': %s", name, se.msg);
         }

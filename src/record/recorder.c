@@ -448,6 +448,7 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
     r->backlog = cb_calloc(1, sizeof *r->backlog);
     if (!r->pipes || !r->splits || !r->backlog) goto oom;
     atomic_init(&r->backlog->chunks, 0);
+    atomic_init(&r->backlog->peak_chunks, 0);
     r->backlog->max_chunks = CB_BACKLOG_MAX_CHUNKS;
     for (size_t i = 0; i < r->n_pipes; i++) {
         const cb_pipeline_spec *ps = &opts->spec->pipelines[i];
@@ -533,6 +534,16 @@ int cb_recorder_check(cb_recorder *r, cb_error *err) {
                             "out of memory: %llu records could not be kept (the run was stopped)",
                             (unsigned long long)lost);
     return CB_OK;
+}
+
+void cb_recorder_backlog(const cb_recorder *r, int64_t *peak_chunks, int64_t *max_chunks, size_t *n_rings) {
+    *peak_chunks = atomic_load_explicit(&r->backlog->peak_chunks, memory_order_relaxed);
+    *max_chunks = r->backlog->max_chunks;
+    size_t n = 0;
+    pthread_mutex_lock((pthread_mutex_t *)&r->rings_mu);
+    for (const cb_ring *g = r->rings; g; g = g->next) n++;
+    pthread_mutex_unlock((pthread_mutex_t *)&r->rings_mu);
+    *n_rings = n;
 }
 
 int64_t cb_recorder_stall_ns(cb_recorder *r) {

@@ -90,6 +90,11 @@ int cb_recorder_stop(cb_recorder *rec, cb_error *err);
  * faster than they can be written, producers wait instead of memory growing). */
 int64_t cb_recorder_stall_ns(cb_recorder *rec);
 
+/* The record backlog (core/ring.h): the most chunks ever written and not yet read, the bound,
+ * and the number of rings. A producer exceeds the bound by at most two chunks per log, so
+ * peak <= max + 6 x rings whatever the run's length or speed. */
+void cb_recorder_backlog(const cb_recorder *rec, int64_t *peak_chunks, int64_t *max_chunks, size_t *n_rings);
+
 /* Records written so far to each raw file (stage, query, metric). */
 void cb_recorder_counts(const cb_recorder *rec, uint64_t *stage, uint64_t *query, uint64_t *metric);
 
