@@ -13,7 +13,7 @@
  *
  * Exit status: 0 success, 1 the run failed (a stage error, a write error, an interrupt),
  * 2 bad usage or configuration. Only this file calls exit().
- * Signals: `run` blocks SIGINT/SIGTERM before any thread exists; the run's one signal thread
+ * Signals: `run` and `monitor` block SIGINT/SIGTERM before any thread exists; one signal thread
  * (experiment/signals.h) reads them.
  */
 #include <stdbool.h>

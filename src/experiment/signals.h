@@ -1,7 +1,7 @@
 /* experiment/signals.h - the one place colobench reads SIGINT and SIGTERM.
  *
- * `colobench run` blocks SIGINT and SIGTERM in every thread before it starts any (so no handler
- * ever runs and no thread is interrupted). cb_sigwatch_start then starts one thread
+ * `colobench run` (and `monitor`) blocks SIGINT and SIGTERM in every thread before it starts
+ * any (so no handler ever runs and no thread is interrupted). cb_sigwatch_start then starts one thread
  * (`cb-signals`) that takes them with sigwait and calls the watcher's function with the signal
  * and how many have arrived so far; the experiment decides what each one means (stop the load,
  * cancel, give up). Nothing else in colobench reads these signals.
