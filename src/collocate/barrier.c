@@ -13,7 +13,7 @@
 
 #include "core/clock.h"
 
-static int write_all(int fd, const void *buf, size_t n) {
+int cb_barrier_send_bytes(int fd, const void *buf, size_t n) {
     const char *p = buf;
     while (n) {
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
@@ -25,7 +25,7 @@ static int write_all(int fd, const void *buf, size_t n) {
     return CB_OK;
 }
 
-static int read_all(int fd, void *buf, size_t n) {
+int cb_barrier_recv_bytes(int fd, void *buf, size_t n) {
     char *p = buf;
     while (n) {
         ssize_t k = read(fd, p, n);
@@ -39,7 +39,7 @@ static int read_all(int fd, void *buf, size_t n) {
 
 static int expect_tag(int fd, char tag) {
     char t;
-    if (read_all(fd, &t, 1)) return CB_EIO;
+    if (cb_barrier_recv_bytes(fd, &t, 1)) return CB_EIO;
     return t == tag ? CB_OK : CB_EIO;
 }
 
@@ -53,27 +53,27 @@ int cb_barrier_child_ready(int fd, const int64_t *prepare_ns, size_t n, int64_t 
     if (n > CB_BARRIER_MAX_STAGES) n = CB_BARRIER_MAX_STAGES;
     uint32_t n32 = (uint32_t)n;
     int64_t t0;
-    if (write_all(fd, "R", 1) || write_all(fd, &n32, sizeof n32) ||
-        (n && write_all(fd, prepare_ns, n * sizeof *prepare_ns)) || expect_tag(fd, 'G') ||
-        read_all(fd, &t0, sizeof t0))
+    if (cb_barrier_send_bytes(fd, "R", 1) || cb_barrier_send_bytes(fd, &n32, sizeof n32) ||
+        (n && cb_barrier_send_bytes(fd, prepare_ns, n * sizeof *prepare_ns)) || expect_tag(fd, 'G') ||
+        cb_barrier_recv_bytes(fd, &t0, sizeof t0))
         return cb_error_set(err, CB_EIO, "collocation: the parent process went away before the start");
     int64_t start = cb_clock_now_ns();
     *t0_ns = t0;
-    if (write_all(fd, "S", 1) || write_all(fd, &start, sizeof start))
+    if (cb_barrier_send_bytes(fd, "S", 1) || cb_barrier_send_bytes(fd, &start, sizeof start))
         return cb_error_set(err, CB_EIO, "collocation: the parent process went away at the start");
     return CB_OK;
 }
 
-int cb_barrier_send_prepare(int fd) { return write_all(fd, "P", 1); }
+int cb_barrier_send_prepare(int fd) { return cb_barrier_send_bytes(fd, "P", 1); }
 
 int cb_barrier_recv_ready(int fd, int64_t *prepare_ns, size_t max, size_t *n) {
     uint32_t n32;
     *n = 0;
-    if (expect_tag(fd, 'R') || read_all(fd, &n32, sizeof n32)) return CB_EIO;
+    if (expect_tag(fd, 'R') || cb_barrier_recv_bytes(fd, &n32, sizeof n32)) return CB_EIO;
     if (n32 > CB_BARRIER_MAX_STAGES) return CB_EIO;
     for (uint32_t i = 0; i < n32; i++) {
         int64_t v;
-        if (read_all(fd, &v, sizeof v)) return CB_EIO;
+        if (cb_barrier_recv_bytes(fd, &v, sizeof v)) return CB_EIO;
         if (i < max) prepare_ns[i] = v;
     }
     *n = n32 < max ? n32 : max;
@@ -84,10 +84,10 @@ int cb_barrier_send_go(int fd, int64_t t0_ns) {
     char msg[1 + sizeof t0_ns];
     msg[0] = 'G';
     memcpy(msg + 1, &t0_ns, sizeof t0_ns);
-    return write_all(fd, msg, sizeof msg);
+    return cb_barrier_send_bytes(fd, msg, sizeof msg);
 }
 
 int cb_barrier_recv_start(int fd, int64_t *start_ns) {
-    if (expect_tag(fd, 'S') || read_all(fd, start_ns, sizeof *start_ns)) return CB_EIO;
+    if (expect_tag(fd, 'S') || cb_barrier_recv_bytes(fd, start_ns, sizeof *start_ns)) return CB_EIO;
     return CB_OK;
 }

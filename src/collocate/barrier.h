@@ -27,6 +27,11 @@
 
 #define CB_BARRIER_MAX_STAGES 1024
 
+/* The socket's byte I/O, for the other messages on the same socket (experiment/child.c):
+ * whole buffers, EINTR retried, MSG_NOSIGNAL (a dead peer is CB_EIO, never SIGPIPE). */
+int cb_barrier_send_bytes(int fd, const void *buf, size_t n);
+int cb_barrier_recv_bytes(int fd, void *buf, size_t n);
+
 /* Child side. */
 int cb_barrier_child_wait_prepare(int fd, cb_error *err);
 /* Sends ready, blocks until go; returns the common t0 in *t0_ns and sends the start time. */

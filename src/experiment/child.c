@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "collocate/barrier.h"
 #include "core/alloc.h"
 #include "experiment/outdir.h"
 
@@ -30,42 +31,18 @@ extern char **environ;
 #define MSG_VERSION 1u
 #define MAX_NAME 4096u
 
-static int send_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return CB_EIO;
-        p += k;
-        n -= (size_t)k;
-    }
-    return CB_OK;
-}
-
-static int recv_all(int fd, void *buf, size_t n) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t k = read(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return CB_EIO;
-        p += k;
-        n -= (size_t)k;
-    }
-    return CB_OK;
-}
-
-static int send_u32(int fd, uint32_t v) { return send_all(fd, &v, sizeof v); }
+static int send_u32(int fd, uint32_t v) { return cb_barrier_send_bytes(fd, &v, sizeof v); }
 
 static int send_str(int fd, const char *s) {
     size_t l = s ? strlen(s) : 0;
-    return send_u32(fd, (uint32_t)l) || send_all(fd, s ? s : "", l) ? CB_EIO : CB_OK;
+    return send_u32(fd, (uint32_t)l) || cb_barrier_send_bytes(fd, s ? s : "", l) ? CB_EIO : CB_OK;
 }
 
 static int send_msg(int fd, const cb_child_msg *m) {
     uint64_t tl = m->config_len;
-    if (send_all(fd, "C", 1) || send_u32(fd, MSG_VERSION) || send_u32(fd, m->index) ||
+    if (cb_barrier_send_bytes(fd, "C", 1) || send_u32(fd, MSG_VERSION) || send_u32(fd, m->index) ||
         send_u32(fd, m->flags) || send_str(fd, m->config_name) || send_str(fd, m->out_dir) ||
-        send_all(fd, &tl, sizeof tl) || send_all(fd, m->config_text, m->config_len) ||
+        cb_barrier_send_bytes(fd, &tl, sizeof tl) || cb_barrier_send_bytes(fd, m->config_text, m->config_len) ||
         send_u32(fd, (uint32_t)m->n_sets))
         return CB_EIO;
     for (size_t i = 0; i < m->n_sets; i++)
@@ -163,8 +140,8 @@ int cb_child_spawn(cb_child *c, const char *exe, const cb_child_msg *msg, const 
 /* Reads a u32 length then that many bytes (at most max) into the arena at *cur. */
 static int recv_str(int fd, uint32_t max, char **cur, const char *end, const char **out) {
     uint32_t l;
-    if (recv_all(fd, &l, sizeof l) || l > max || (size_t)(end - *cur) < (size_t)l + 1) return CB_EIO;
-    if (recv_all(fd, *cur, l)) return CB_EIO;
+    if (cb_barrier_recv_bytes(fd, &l, sizeof l) || l > max || (size_t)(end - *cur) < (size_t)l + 1) return CB_EIO;
+    if (cb_barrier_recv_bytes(fd, *cur, l)) return CB_EIO;
     (*cur)[l] = '\0';
     *out = *cur;
     *cur += l + 1;
@@ -176,8 +153,8 @@ int cb_child_receive(int fd, cb_child_msg *m, cb_error *err) {
     char tag;
     uint32_t version, n_sets;
     uint64_t tl;
-    if (recv_all(fd, &tag, 1) || tag != 'C' || recv_all(fd, &version, 4) || version != MSG_VERSION ||
-        recv_all(fd, &m->index, 4) || recv_all(fd, &m->flags, 4))
+    if (cb_barrier_recv_bytes(fd, &tag, 1) || tag != 'C' || cb_barrier_recv_bytes(fd, &version, 4) || version != MSG_VERSION ||
+        cb_barrier_recv_bytes(fd, &m->index, 4) || cb_barrier_recv_bytes(fd, &m->flags, 4))
         return cb_error_set(err, CB_EIO, "child: no benchmark from the parent (run --child-fd is internal)");
     /* Everything goes into one allocation, sized as the lengths arrive (each checked first). */
     size_t cap = 2 * (MAX_NAME + 1) + CB_CHILD_MAX_TEXT + 1;
@@ -187,23 +164,23 @@ int cb_child_receive(int fd, cb_child_msg *m, cb_error *err) {
     char *cur = buf, *end = buf + cap;
     int rc = recv_str(fd, MAX_NAME, &cur, end, &m->config_name);
     if (!rc) rc = recv_str(fd, MAX_NAME, &cur, end, &m->out_dir);
-    if (!rc && (recv_all(fd, &tl, sizeof tl) || tl > CB_CHILD_MAX_TEXT)) rc = CB_EIO;
-    if (!rc && recv_all(fd, cur, (size_t)tl)) rc = CB_EIO;
+    if (!rc && (cb_barrier_recv_bytes(fd, &tl, sizeof tl) || tl > CB_CHILD_MAX_TEXT)) rc = CB_EIO;
+    if (!rc && cb_barrier_recv_bytes(fd, cur, (size_t)tl)) rc = CB_EIO;
     if (!rc) {
         cur[tl] = '\0';
         m->config_text = cur;
         m->config_len = (size_t)tl;
         cur += tl + 1;
     }
-    if (!rc && (recv_all(fd, &n_sets, 4) || n_sets > CB_CHILD_MAX_SETS)) rc = CB_EIO;
+    if (!rc && (cb_barrier_recv_bytes(fd, &n_sets, 4) || n_sets > CB_CHILD_MAX_SETS)) rc = CB_EIO;
     char **sets = NULL;
     if (!rc && n_sets) {
         sets = cb_calloc(n_sets, sizeof *sets);
         if (!sets) rc = CB_ENOMEM;
         for (uint32_t i = 0; !rc && i < n_sets; i++) {
             uint32_t l;
-            if (recv_all(fd, &l, 4) || l > CB_CHILD_MAX_SET || !(sets[i] = cb_malloc(l + 1)) ||
-                recv_all(fd, sets[i], l)) {
+            if (cb_barrier_recv_bytes(fd, &l, 4) || l > CB_CHILD_MAX_SET || !(sets[i] = cb_malloc(l + 1)) ||
+                cb_barrier_recv_bytes(fd, sets[i], l)) {
                 rc = CB_EIO;
                 break;
             }

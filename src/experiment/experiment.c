@@ -197,7 +197,23 @@ typedef struct stop_ctx {
     size_t n_errors;
     const char *const *baselines; /* completed baseline directories */
     size_t n_baselines;
+    char msg[1024];               /* the one error, when set through stop_for */
+    const char *msg_ptr;
 } stop_ctx;
+
+/* The run stops in `stage`: because of err (a phase that could not run; NULL for a stop
+ * request), interrupted or not. Returns the run's status. */
+static int stop_for(stop_ctx *s, const char *stage, const cb_error *err, int rc, bool interrupted) {
+    s->stage = stage;
+    s->interrupted = interrupted;
+    if (err && err->code != CB_OK) {
+        cb_error_format(err, s->msg, sizeof s->msg);
+        s->msg_ptr = s->msg;
+        s->errors = &s->msg_ptr;
+        s->n_errors = 1;
+    }
+    return rc == CB_ECONFIG ? CB_ECONFIG : interrupted ? CB_ESTOPPED : rc ? rc : CB_ESTAGE;
+}
 
 static int write_stop_fn(void *arg, FILE *f, cb_error *err) {
     stop_ctx *s = arg;
@@ -415,9 +431,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     }
     bool in_process = spec->collocation.mode == CB_COLLOC_THREADS;
     cb_logger log = {CB_LOG_WARN, o->msg};
-    stop_ctx stop = {spec, "start", false, NULL, 0, done_baselines, 0};
-    const char *stop_errors[1];
-    char stop_msg[1024];
+    stop_ctx stop = {spec, "start", false, NULL, 0, done_baselines, 0, "", NULL};
     cb_mps *mps = NULL;
     bool any_mps = false;
     for (size_t i = 0; i < n; i++) any_mps |= spec->pipelines[i].mode == CB_COLLOC_MPS;
@@ -429,12 +443,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
             const cb_node *cn = spec->collocation.node;
             if (cn) cb_error_at(&e, cn->file, cn->line, cn->col);
             say_error(o, &e);
-            code = CB_ECONFIG;
-            cb_error_format(&e, stop_msg, sizeof stop_msg);
-            stop_errors[0] = stop_msg;
-            stop.stage = "mps";
-            stop.errors = stop_errors;
-            stop.n_errors = 1;
+            code = stop_for(&stop, "mps", &e, CB_ECONFIG, false);
             goto stop_out;
         }
         if (!o->quiet)
@@ -471,19 +480,13 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
             const cb_pipeline_spec *bp = &spec->pipelines[i];
             if (bp->replica > 1) continue; /* replica 1's baseline serves it */
             if (cb_phase_ctl_stopped(ctl)) {
-                stop.stage = "baselines";
-                stop.interrupted = true;
-                code = CB_ESTOPPED;
+                code = stop_for(&stop, "baselines", NULL, CB_ESTOPPED, true);
                 goto stop_out;
             }
             char dir[CB_PATH_MAX];
             if ((code = cb_outdir_mkdir(&od, bdir_rel[i], dir, sizeof dir, &e))) {
                 say_error(o, &e);
-                cb_error_format(&e, stop_msg, sizeof stop_msg);
-                stop_errors[0] = stop_msg;
-                stop.errors = stop_errors;
-                stop.n_errors = 1;
-                stop.stage = "baselines";
+                code = stop_for(&stop, "baselines", &e, code, false);
                 goto stop_out;
             }
             if (!o->quiet) {
@@ -498,13 +501,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
             int prc = cb_phase_run(&po, &iso[i], &e);
             if (prc != CB_OK) {
                 if (prc != CB_ESTOPPED) say_error(o, &e);
-                cb_error_format(&e, stop_msg, sizeof stop_msg);
-                stop_errors[0] = stop_msg;
-                stop.errors = stop_errors;
-                stop.n_errors = 1;
-                stop.stage = "baselines";
-                stop.interrupted = prc == CB_ESTOPPED || iso[i].interrupted;
-                code = prc == CB_ECONFIG ? CB_ECONFIG : stop.interrupted ? CB_ESTOPPED : CB_ESTAGE;
+                code = stop_for(&stop, "baselines", &e, prc, prc == CB_ESTOPPED || iso[i].interrupted);
                 goto stop_out;
             }
             cb_summary_input in;
@@ -521,10 +518,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
             stop.n_baselines = n_done;
             int st = phase_status(&iso[i]);
             if (st == CB_ESTOPPED) {
-                say(o, "interrupted during the baselines: results so far are in %s", od.path);
-                stop.stage = "baselines";
-                stop.interrupted = true;
-                code = CB_ESTOPPED;
+                code = stop_for(&stop, "baselines", NULL, CB_ESTOPPED, true);
                 goto stop_out;
             }
             if (st && !code) code = st;
@@ -532,9 +526,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     }
     /* The collocated phase. */
     if (cb_phase_ctl_stopped(ctl)) {
-        stop.stage = "baselines";
-        stop.interrupted = true;
-        code = CB_ESTOPPED;
+        code = stop_for(&stop, "baselines", NULL, CB_ESTOPPED, true);
         goto stop_out;
     }
     if (!o->quiet && (n > 1 || spec->collocation.isolated_baseline))
@@ -545,13 +537,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     int prc = cb_phase_run(&po, &colo, &e);
     if (prc != CB_OK) {
         if (prc != CB_ESTOPPED) say_error(o, &e);
-        cb_error_format(&e, stop_msg, sizeof stop_msg);
-        stop_errors[0] = stop_msg;
-        stop.errors = stop_errors;
-        stop.n_errors = 1;
-        stop.stage = "collocated";
-        stop.interrupted = prc == CB_ESTOPPED || colo.interrupted;
-        code = prc == CB_ECONFIG ? CB_ECONFIG : stop.interrupted ? CB_ESTOPPED : CB_ESTAGE;
+        code = stop_for(&stop, "collocated", &e, prc, prc == CB_ESTOPPED || colo.interrupted);
         cb_phase_fini(&colo);
         goto stop_out;
     }
