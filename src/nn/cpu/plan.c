@@ -19,7 +19,9 @@
  *   reverse; gradient buffers are reference-counted at build time: an ADD or flatten hands its
  *   gradient to its inputs without a copy, BN and ReLU backward run in place when nothing else
  *   needs their gradient, a second contribution to a tensor is accumulated, and a buffer that
- *   two tensors share is copied before one of them is modified (copy on write).
+ *   two tensors share is copied before one of them is modified (copy on write). A convolution's
+ *   backward weights whose kernel on the activations' layout would be oneDNN's reference code
+ *   takes the layouts oneDNN picks for it instead, reordered per call (AVX2, small images).
  * - Inference with fusion: BN folds into the preceding conv (params.c folds the weights), ReLU
  *   becomes an eltwise post-op, a residual ADD becomes a sum post-op on the conv that produces one
  *   of its inputs, its destination pre-filled with the other input (that input's own buffer when
@@ -899,6 +901,19 @@ static int cb__diff_pass(cb__builder *b, int i, int x) {
                : CB_OK;
 }
 
+/* Region reg (layout md) as a primitive wants it (layout want): reg itself, or a per-call
+ * reorder into an arena region. */
+static int cb__in_layout(cb__builder *b, int node, int reg, const dnnl_memory_desc_t *md,
+                         const dnnl_memory_desc_t *want, int *out) {
+    *out = reg;
+    if (dnnl_memory_desc_equal(md, want)) return CB_OK;
+    int r = cb__reg_md(b, want);
+    if (r < 0) return r;
+    CB__RC(cb__reorder(b, node, reg, md, r, want));
+    *out = r;
+    return CB_OK;
+}
+
 static int cb__bwd_wop(cb__builder *b, int i) {
     const cb_nn_node *nd = &b->m->nodes[i];
     const cb__cpu_node *cn = &b->c->nodes[i];
@@ -951,6 +966,24 @@ static int cb__bwd_wop(cb__builder *b, int i) {
             if (s == dnnl_success) s = cb__pd(b, &d, NULL, vi->fpd, &pd);
         }
         CB__DNNL(b, s, "convolution backward weights");
+        /* On the activations' blocked layout oneDNN may have no fast kernel for this shape: its
+         * AVX2 kernel needs kh <= ih, so ResNet's 3x3 convolutions at 2x2 or 1x1 (layer4 at
+         * 64x64 or 32x32 images) get its reference code (600 ms per call at batch 4, seconds at
+         * batch 64: more than the rest of the step). Then let oneDNN pick the source and
+         * gradient layouts too (its GEMM kernel takes plain ones: 8 ms), reordered per call. */
+        if (cb__cpu_pd_is_ref(pd)) {
+            dnnl_memory_desc_t sany, dany;
+            dnnl_primitive_desc_t pd2 = NULL;
+            dnnl_memory_desc_init_by_tag(&sany, vx->md.ndims, vx->md.dims, dnnl_f32,
+                                         dnnl_format_tag_any);
+            dnnl_memory_desc_init_by_tag(&dany, vi->md.ndims, vi->md.dims, dnnl_f32,
+                                         dnnl_format_tag_any);
+            s = dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &sany,
+                                                            &wany, cn->b >= 0 ? &bias : NULL,
+                                                            &dany, st2, pl, pr);
+            if (s == dnnl_success) s = cb__pd(b, &d, NULL, vi->fpd, &pd2);
+            if (s == dnnl_success && !cb__cpu_pd_is_ref(pd2)) pd = pd2;
+        }
     } else {
         dnnl_inner_product_desc_t d;
         CB__DNNL(b,
@@ -964,10 +997,14 @@ static int cb__bwd_wop(cb__builder *b, int i) {
     if (gw < 0) return gw;
     int same = dnnl_memory_desc_equal(dw, &t->md);
     if (!same && (dwreg = cb__reg_md(b, dw)) < 0) return dwreg;
+    const dnnl_memory_desc_t *smd = cb__q(pd, DNNL_ARG_SRC), *ddmd = cb__q(pd, DNNL_ARG_DIFF_DST);
+    int sreg, ddreg;
+    CB__RC(cb__in_layout(b, i, vx->reg, &vx->md, smd, &sreg));
+    CB__RC(cb__in_layout(b, i, vi->diff, &vi->md, ddmd, &ddreg));
     int st = cb__step(b, CB__CPU_STEP_PRIM, i);
     if (st < 0) return st;
-    CB__RC(cb__arg(b, st, DNNL_ARG_SRC, vx->reg, &vx->md));
-    CB__RC(cb__arg(b, st, DNNL_ARG_DIFF_DST, vi->diff, &vi->md));
+    CB__RC(cb__arg(b, st, DNNL_ARG_SRC, sreg, smd));
+    CB__RC(cb__arg(b, st, DNNL_ARG_DIFF_DST, ddreg, ddmd));
     CB__RC(cb__arg(b, st, DNNL_ARG_DIFF_WEIGHTS, dwreg, dw));
     if (cn->b >= 0) {
         int gb = cb__reg_param(b, CB__CPU_ARR_G, cn->b, 0);
