@@ -248,6 +248,42 @@ static void test_symlink_not_followed(void) {
     CB_CHECK_EQ_INT(cb_test_sh(cmd, NULL), 0);
 }
 
+/* A directory that did not hold colobench results is not cleared (`-o .`), and a run never
+ * replaces its own benchmark file. */
+static void test_foreign_dir_and_own_config(void) {
+    const char *dir = cb_test_tmpdir();
+    char cmd[2048], *o = NULL;
+    cb_test_write(dir, "events.csv", "my own data\n");
+    const char *cfg = bench(dir, "config.yaml", k_small);
+    snprintf(cmd, sizeof cmd, "cd %s && " CLI " run config.yaml -o . --quiet", dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &o), 2);
+    CB_CHECK_CONTAINS(o, "the benchmark file is the output directory's config.yaml");
+    free(o);
+    char *v = cb_test_read(cfg, NULL);
+    CB_CHECK_STR_EQ(v, k_small);
+    free(v);
+    /* Into a directory of other files: they stay (only what the run writes is replaced). */
+    char out[1200], keep[1300];
+    snprintf(out, sizeof out, "%s/mine", dir);
+    mkdir(out, 0755);
+    snprintf(keep, sizeof keep, "%s/trace.json", out);
+    cb_test_write(out, "trace.json", "{}\n");
+    cb_test_write(out, "notes.txt", "mine\n");
+    const char *notrace = bench(dir, "n.yaml", "name: n\ntrace: false\npipelines:\n  - name: p\n    inputs: [0]\n"
+                                               "    outputs: [0]\n    loadgen: {max_queries: 5}\n"
+                                               "    stages:\n      - {id: 0, component: util.noop}\n");
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s --quiet", notrace, out);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, NULL), 0);
+    v = cb_test_read(keep, NULL);
+    CB_CHECK_STR_EQ(v, "{}\n");
+    free(v);
+    /* Once it holds colobench results, a rerun clears what the earlier run left. */
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, NULL), 0);
+    CB_CHECK(!exists(keep));
+    snprintf(keep, sizeof keep, "%s/notes.txt", out);
+    CB_CHECK(exists(keep));
+}
+
 static void test_two_runs_one_dir(void) {
     const char *dir = cb_test_tmpdir();
     const char *cfg = bench(dir, "slow.yaml",
@@ -649,6 +685,7 @@ static void test_control_characters_escaped(void) {
 int main(void) {
     CB_RUN(test_hostile_names);
     CB_RUN(test_symlink_not_followed);
+    CB_RUN(test_foreign_dir_and_own_config);
     CB_RUN(test_two_runs_one_dir);
     CB_RUN(test_disk_full);
     CB_RUN(test_sigkill_parent_then_summarize);

@@ -248,6 +248,16 @@ static int write_stop_fn(void *arg, FILE *f, cb_error *err) {
     return rc ? cb_error_set(err, rc, "summary.json: %s", cb_strerror(rc)) : CB_OK;
 }
 
+/* A run never replaces its own benchmark file (`colobench run dir/config.yaml -o dir`). */
+static int refuse_own_config(const cb_experiment_opts *o, const cb_outdir *od, cb_error *err) {
+    char which[64];
+    if (!o->bench || !cb_outdir_would_replace(od, o->bench->name, which, sizeof which)) return CB_OK;
+    return cb_error_set(err, CB_ECONFIG,
+                        "%s: the benchmark file is the output directory's %s, which the run writes: "
+                        "choose another output directory (-o)",
+                        o->bench->name, which);
+}
+
 /* ---- devices -------------------------------------------------------------------------------- */
 
 /* Resolves GPU devices (cuda:N exists, MIG instances exist) before anything starts. */
@@ -414,7 +424,8 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     cb_outdir od;
     cb_error e;
     cb_error_clear(&e);
-    if ((code = cb_outdir_open(&od, out_dir, &e)) != CB_OK || (code = cb_outdir_clear(&od, &e)) != CB_OK) {
+    if ((code = cb_outdir_open(&od, out_dir, &e)) != CB_OK || (code = refuse_own_config(o, &od, &e)) != CB_OK ||
+        (code = cb_outdir_clear(&od, &e)) != CB_OK) {
         say_error(o, &e);
         if (code != CB_ECONFIG) code = CB_EIO;
         cb_outdir_close(&od);
@@ -651,7 +662,8 @@ static int run_sweep(const cb_experiment_opts *o, cb_phase_ctl *ctl) {
     cb_outdir od;
     cb_error e;
     cb_error_clear(&e);
-    if ((code = cb_outdir_open(&od, out_dir, &e)) != CB_OK || (code = cb_outdir_clear(&od, &e)) != CB_OK) {
+    if ((code = cb_outdir_open(&od, out_dir, &e)) != CB_OK || (code = refuse_own_config(o, &od, &e)) != CB_OK ||
+        (code = cb_outdir_clear(&od, &e)) != CB_OK) {
         say_error(o, &e);
         cb_outdir_close(&od);
         return code == CB_ECONFIG ? CB_ECONFIG : CB_EIO;

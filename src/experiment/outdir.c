@@ -58,6 +58,8 @@ int cb_outdir_open(cb_outdir *od, const char *path, cb_error *err) {
         return cb_error_set(err, CB_ECONFIG, "%s: cannot open the output directory: %s", path,
                             e == ENOTDIR ? "not a directory" : strerror(e));
     }
+    struct stat lsb;
+    od->ours = fstatat(od->fd, LOCK_NAME, &lsb, AT_SYMLINK_NOFOLLOW) == 0;
     od->lock_fd = openat(od->fd, LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (od->lock_fd < 0) {
         e = errno;
@@ -163,7 +165,22 @@ static int clear_dir(int dfd, const char *path, int depth, const char *parent, c
     return rc;
 }
 
-int cb_outdir_clear(cb_outdir *od, cb_error *err) { return clear_dir(od->fd, od->path, 0, NULL, err); }
+int cb_outdir_clear(cb_outdir *od, cb_error *err) {
+    return od->ours ? clear_dir(od->fd, od->path, 0, NULL, err) : CB_OK;
+}
+
+bool cb_outdir_would_replace(const cb_outdir *od, const char *path, char *which, size_t size) {
+    struct stat want;
+    if (!path || stat(path, &want) != 0) return false;
+    for (size_t i = 0; i < sizeof k_outputs / sizeof k_outputs[0]; i++) {
+        struct stat sb;
+        if (fstatat(od->fd, k_outputs[i], &sb, 0) == 0 && sb.st_dev == want.st_dev && sb.st_ino == want.st_ino) {
+            snprintf(which, size, "%s", k_outputs[i]);
+            return true;
+        }
+    }
+    return false;
+}
 
 int cb_outdir_mkdir(const cb_outdir *od, const char *rel, char *out, size_t out_size, cb_error *err) {
     if ((size_t)snprintf(out, out_size, "%s/%s", od->path, rel) >= out_size)

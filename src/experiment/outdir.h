@@ -7,8 +7,11 @@
  * - Contained: every directory colobench creates in it is a real directory made with mkdirat and
  *   opened with O_NOFOLLOW; names that become path components are validated when the benchmark
  *   is loaded (core/spec.c), never taken as paths.
- * - Cleared of what an earlier run left: colobench's own files (known names) in the directory and
- *   in its pipelines/ and baseline/ trees are removed before a run, other files are left alone.
+ * - Cleared of what an earlier run left: when the directory held colobench results before (its
+ *   .colobench.lock existed), colobench's own files (known names) in it and in its pipelines/ and
+ *   baseline/ trees are removed before a run; other files are left alone, and a directory that
+ *   was not colobench's (`-o .`) is never cleared. A file there that colobench would replace
+ *   (cb_outdir_would_replace: the benchmark's own config.yaml, say) is refused by the caller.
  * - Written without following symbolic links and atomically where a file is written whole:
  *   cb_outdir_write_file writes DIR/NAME.tmp.PID (created O_EXCL|O_NOFOLLOW), checks every write
  *   and the close, and renames it over NAME; on any failure it removes the temporary file and
@@ -30,6 +33,7 @@ typedef struct cb_outdir {
     char path[CB_PATH_MAX];
     int fd;        /* the directory, -1 when closed */
     int lock_fd;   /* .colobench.lock, flock'd; -1 when closed */
+    bool ours;     /* the directory held colobench results before (its lock file existed) */
 } cb_outdir;
 
 /* mkdir -p path, opens and locks it. CB_ECONFIG (a usage error: choose another -o) with the
@@ -37,8 +41,12 @@ typedef struct cb_outdir {
 int cb_outdir_open(cb_outdir *od, const char *path, cb_error *err);
 void cb_outdir_close(cb_outdir *od);
 
-/* Removes colobench's own outputs of an earlier run (see above). */
+/* Removes colobench's own outputs of an earlier run (see above); nothing when !od->ours. */
 int cb_outdir_clear(cb_outdir *od, cb_error *err);
+
+/* Whether path is the same file as one colobench writes in od (by device and inode): then it
+ * would be replaced by the run. The name is copied into which. */
+bool cb_outdir_would_replace(const cb_outdir *od, const char *path, char *which, size_t size);
 
 /* Creates od/rel (a relative path of components already validated, e.g. "baseline/a") as real
  * directories, component by component, refusing symbolic links; its path goes into out. */

@@ -582,7 +582,7 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         snprintf(c->dir, sizeof c->dir, "%s/pipelines/%s", o->dir, p->name);
         char rel[CB_PATH_MAX];
         snprintf(rel, sizeof rel, "pipelines/%s", p->name);
-        cb_outdir sub = {{0}, -1, -1};
+        cb_outdir sub = {{0}, -1, -1, false};
         snprintf(sub.path, sizeof sub.path, "%s", o->dir);
         sub.fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         char made[CB_PATH_MAX];
