@@ -236,9 +236,16 @@ static void test_examples_run(void) {
     CB_CHECK_EQ_INT(run(cmd, &out), 0);
     free(out);
     snprintf(path, sizeof path, "%s/mixed/summary.json", dir);
-    double slow = py_num(path, "min(p[\"slowdown\"] for p in d[\"collocation\"][\"pipelines\"])");
+    /* Every pipeline has a slowdown, except one with no query inside the common window (a
+     * training step longer than the window, as under sanitizers: its slowdown is null, and
+     * issue 13 gives that case its own figures). */
+    double bad = py_num(path, "sum(1 for p in d[\"collocation\"][\"pipelines\"] if not ("
+                              "(p[\"slowdown\"] is not None and p[\"slowdown\"] > 0) or "
+                              "(p[\"slowdown\"] is None and p[\"queries_in_window\"] == 0)))");
+    double slow = py_num(path, "min([p[\"slowdown\"] for p in d[\"collocation\"][\"pipelines\"] "
+                               "if p[\"slowdown\"] is not None] or [0])");
     printf("# cpu_mixed: smallest slowdown %.2f\n", slow);
-    CB_CHECK(slow > 0);
+    CB_CHECK_EQ_INT(bad, 0);
 }
 
 int main(void) {
