@@ -33,7 +33,7 @@
  * points to is borrowed and must outlive the iterators over it; a batch is valid until the next
  * cb_rec_iter_next or cb_rec_iter_close.
  *
- * History: 2027-01 cb_pipeline_record moved here from analysis/summary.h (its fields unchanged)
+ * History: 2026-12-07 cb_pipeline_record moved here from analysis/summary.h (its fields unchanged)
  * and gained queries_bin, events_bin, metrics_bin and file_pipeline (appended).
  */
 #ifndef CB_RECORD_RECORDS_H
