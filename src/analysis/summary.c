@@ -215,6 +215,30 @@ static int query_pass(const cb_summary_input *in, const cb_pipeline_spec *ps,
     return CB_OK;
 }
 
+int cb_pipeline_window(const cb_summary_input *in, size_t pipeline, int64_t *start_ns,
+                       int64_t *end_ns, bool *has, cb_error *err) {
+    *has = false;
+    *start_ns = *end_ns = 0;
+    if (!in || !in->spec || !in->pipelines || pipeline >= in->spec->n_pipelines)
+        return cb_error_set(err, CB_EINVAL, "cb_pipeline_window: bad arguments");
+    const int64_t warmup = in->spec->pipelines[pipeline].loadgen.warmup_queries;
+    cb_rec_iter it;
+    int rc = cb_rec_iter_open(&it, &in->pipelines[pipeline], CB_REC_QUERIES, err);
+    const void *b;
+    size_t nb;
+    while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
+        for (const cb_query_event *q = b, *end = q + nb; q < end; q++) {
+            if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
+            if (!*has || q->scheduled_ns < *start_ns) *start_ns = q->scheduled_ns;
+            if (!*has || q->end_ns > *end_ns) *end_ns = q->end_ns;
+            *has = true;
+        }
+        rc = CB_OK;
+    }
+    cb_rec_iter_close(&it);
+    return rc;
+}
+
 int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pipeline_stats *out) {
     if (!out) return CB_EINVAL;
     memset(out, 0, sizeof *out);

@@ -81,6 +81,12 @@ typedef struct cb_pipeline_stats {
     cb_error err;                  /* after a failed compute: why (CB_EIO names the file) */
 } cb_pipeline_stats;
 
+/* Only the throughput window of pipeline `pipeline` (as cb_pipeline_stats_compute defines it:
+ * first measured ok scheduled_ns to last measured ok end_ns, absolute), from one pass over its
+ * query records: *has is false when it measured nothing. CB_OK or CB_EIO with err. */
+int cb_pipeline_window(const cb_summary_input *in, size_t pipeline, int64_t *start_ns,
+                       int64_t *end_ns, bool *has, cb_error *err);
+
 /* Computes one pipeline's statistics; free with cb_pipeline_stats_fini (also after an error).
  * CB_OK, CB_EINVAL, CB_ENOMEM or CB_EIO (out->err says which file). */
 int cb_pipeline_stats_compute(const cb_summary_input *in, size_t pipeline, cb_pipeline_stats *out);

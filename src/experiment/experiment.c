@@ -141,18 +141,14 @@ static void extra_json(void *arg, cb_json *j) {
         w[0].start_ns = INT64_MAX;
         w[0].end_ns = INT64_MIN;
         for (size_t i = 0; i < n; i++) {
-            cb_pipeline_stats st;
-            if (cb_pipeline_stats_compute(x->in, i, &st) != CB_OK || st.measured == 0) {
-                cb_pipeline_stats_fini(&st);
+            /* One pass over the queries (the summary's window definition), not the stages. */
+            bool has = false;
+            if (cb_pipeline_window(x->in, i, &w[nw].start_ns, &w[nw].end_ns, &has, NULL) != CB_OK || !has)
                 continue;
-            }
             w[nw].name = v->pipelines[i].name;
-            w[nw].start_ns = st.window_start_ns + x->ph->t0_ns;
-            w[nw].end_ns = st.window_end_ns + x->ph->t0_ns;
             if (w[nw].start_ns < w[0].start_ns) w[0].start_ns = w[nw].start_ns;
             if (w[nw].end_ns > w[0].end_ns) w[0].end_ns = w[nw].end_ns;
             nw++;
-            cb_pipeline_stats_fini(&st);
         }
         if (w[0].start_ns == INT64_MAX) {
             w[0].start_ns = x->ph->t0_ns;
@@ -256,6 +252,21 @@ static int refuse_own_config(const cb_experiment_opts *o, const cb_outdir *od, c
                         "%s: the benchmark file is the output directory's %s, which the run writes: "
                         "choose another output directory (-o)",
                         o->bench->name, which);
+}
+
+/* Opens, locks and clears a run's (or a sweep's) directory; on failure the message is said and
+ * nothing is left open. CB_OK, CB_ECONFIG (in use, not creatable, the config inside) or CB_EIO. */
+static int open_run_dir(const cb_experiment_opts *o, const char *path, cb_outdir *od) {
+    cb_error e;
+    cb_error_clear(&e);
+    int code;
+    if ((code = cb_outdir_open(od, path, &e)) != CB_OK || (code = refuse_own_config(o, od, &e)) != CB_OK ||
+        (code = cb_outdir_clear(od, &e)) != CB_OK) {
+        say_error(o, &e);
+        cb_outdir_close(od);
+        return code == CB_ECONFIG ? CB_ECONFIG : CB_EIO;
+    }
+    return CB_OK;
 }
 
 /* ---- devices -------------------------------------------------------------------------------- */
@@ -424,13 +435,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     cb_outdir od;
     cb_error e;
     cb_error_clear(&e);
-    if ((code = cb_outdir_open(&od, out_dir, &e)) != CB_OK || (code = refuse_own_config(o, &od, &e)) != CB_OK ||
-        (code = cb_outdir_clear(&od, &e)) != CB_OK) {
-        say_error(o, &e);
-        if (code != CB_ECONFIG) code = CB_EIO;
-        cb_outdir_close(&od);
-        goto free_out;
-    }
+    if ((code = open_run_dir(o, out_dir, &od)) != CB_OK) goto free_out;
     /* config.yaml and env.json first: every run directory has them, whatever happens next. */
     env_ctx ec = {o, cb_clock_wall_ns()};
     if ((code = cb_outdir_write_file(od.path, "config.yaml", write_config, (void *)spec, &e)) ||
@@ -662,12 +667,7 @@ static int run_sweep(const cb_experiment_opts *o, cb_phase_ctl *ctl) {
     cb_outdir od;
     cb_error e;
     cb_error_clear(&e);
-    if ((code = cb_outdir_open(&od, out_dir, &e)) != CB_OK || (code = refuse_own_config(o, &od, &e)) != CB_OK ||
-        (code = cb_outdir_clear(&od, &e)) != CB_OK) {
-        say_error(o, &e);
-        cb_outdir_close(&od);
-        return code == CB_ECONFIG ? CB_ECONFIG : CB_EIO;
-    }
+    if ((code = open_run_dir(o, out_dir, &od)) != CB_OK) return code;
     /* Sources: the pipelines as written, and whether the sweep's replicas apply to them. */
     size_t n_src = 0;
     size_t src_index[CB_SWEEP_MAX_PIPELINES];
