@@ -348,7 +348,7 @@ static void test_errors(void) {
                  "bench.yaml:5:28: pipelines[0].loadgen.queue_depth: expected integer in [1, "
                  "2147483647], got \"0\"");
     EXPECT_ERROR(HEAD "    loadgen: {timeout: 0}\n    stages: [{id: 0, component: util.noop}]\n",
-                 "bench.yaml:5:24: pipelines[0].loadgen.timeout: expected number > 0 and <= limit, got \"0\"");
+                 "bench.yaml:5:24: pipelines[0].loadgen.timeout: expected number > 0 and <= 1000000000, got \"0\"");
     /* names */
     EXPECT_ERROR("pipelines:\n  - {name: a, inputs: [0], stages: [{id: 0, component: util.noop}]}\n"
                  "  - {name: a, inputs: [0], stages: [{id: 0, component: util.noop}]}\n",
@@ -400,6 +400,76 @@ static void test_router_cycle_ok(void) {
     free(out);
     cb_spec_destroy(spec);
     cb_doc_destroy(doc);
+}
+
+/* text builds; else the error is printed and the check fails. */
+static void expect_builds(const char *text, int line) {
+    cb_doc *doc;
+    cb_spec *spec;
+    int rc = spec_fixture_build(text, &doc, &spec);
+    if (rc) {
+        cb__test_fail(__FILE__, line, "expected the spec to build, got \"%s\"", g_msg);
+        return;
+    }
+    cb_spec_destroy(spec);
+    cb_doc_destroy(doc);
+}
+#define EXPECT_BUILDS(text) expect_builds((text), __LINE__)
+
+/* warmup_queries >= max_queries measures nothing: refused with both numbers. */
+static void test_warmup_leaves_queries(void) {
+    EXPECT_ERROR(HEAD "    loadgen: {max_queries: 5, warmup_queries: 5}\n"
+                      "    stages: [{id: 0, component: util.noop}]\n",
+                 "bench.yaml:5:47: pipelines[0].loadgen.warmup_queries: 5 warmup queries leave none "
+                 "of max_queries 5 measured (expected warmup_queries < max_queries, or "
+                 "max_queries: 0 for unbounded)");
+    EXPECT_BUILDS(HEAD "    loadgen: {max_queries: 5, warmup_queries: 4}\n"
+                       "    stages: [{id: 0, component: util.noop}]\n");
+    /* unbounded: the timeout ends the run */
+    EXPECT_BUILDS(HEAD "    loadgen: {max_queries: 0, warmup_queries: 40}\n"
+                       "    stages: [{id: 0, component: util.noop}]\n");
+}
+
+/* A merge on a loop must have every inbound edge inside the loop: an edge from outside (or the
+ * load generator) delivers once, so a query that goes round again waits forever. */
+static void test_merge_in_loop(void) {
+    /* 0 -> 1 (merge) <- 2 (router) <- 1: the loop re-enters the merge, the edge 0 -> 1 is
+     * outside it. */
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, name: src, component: util.noop, outputs: [1]}\n"
+                      "      - {id: 1, name: join, component: util.noop, outputs: [2], polling_policy: merge}\n"
+                      "      - {id: 2, name: again, component: util.router, outputs: [1, 3]}\n"
+                      "      - {id: 3, component: util.noop}\n",
+                 "bench.yaml:7:81: pipelines[0].stages[1].polling_policy: merge stage 1 'join' is on "
+                 "the loop closed by the back edge 2 -> 1 (router 2 'again'), but its inbound edge "
+                 "from stage 0 'src' comes from outside the loop: a query that goes round again "
+                 "would wait forever for its partner (keep the whole join inside the loop body, or "
+                 "merge after the loop)");
+    /* A merge that is a pipeline input, on a loop. */
+    EXPECT_ERROR("pipelines:\n  - name: p\n    inputs: [1]\n    stages:\n"
+                 "      - {id: 1, name: join, component: util.noop, outputs: [2], polling_policy: merge}\n"
+                 "      - {id: 2, name: a, component: util.noop, outputs: [4]}\n"
+                 "      - {id: 3, name: b, component: util.noop, outputs: [1]}\n"
+                 "      - {id: 4, name: r, component: util.router, outputs: [1, 3]}\n",
+                 "bench.yaml:5:81: pipelines[0].stages[0].polling_policy: merge stage 1 'join' is on "
+                 "the loop closed by the back edge 4 -> 1 (router 4 'r'), but it is a pipeline "
+                 "input: the load generator's arrival comes from outside the loop: a query that "
+                 "goes round again would wait forever for its partner (keep the whole join inside "
+                 "the loop body, or merge after the loop)");
+    /* The whole fork and join inside the loop body: each round brings one arrival per edge. */
+    EXPECT_BUILDS(
+        HEAD "    stages:\n      - {id: 0, component: util.noop, outputs: [1]}\n"
+             "      - {id: 1, name: fork, component: util.noop, outputs: [2, 3]}\n"
+             "      - {id: 2, component: util.noop, outputs: [4]}\n"
+             "      - {id: 3, component: util.noop, outputs: [4]}\n"
+             "      - {id: 4, name: join, component: util.noop, outputs: [5], polling_policy: merge}\n"
+             "      - {id: 5, name: r, component: util.router, outputs: [1, 6]}\n"
+             "      - {id: 6, component: util.noop}\n");
+    /* A merge after the loop: one edge from the loop's exit, one from before it. */
+    EXPECT_BUILDS(
+        HEAD "    stages:\n      - {id: 0, component: util.noop, outputs: [1, 3]}\n"
+             "      - {id: 1, component: util.noop, outputs: [2]}\n"
+             "      - {id: 2, name: r, component: util.router, outputs: [1, 3]}\n"
+             "      - {id: 3, name: join, component: util.noop, polling_policy: merge}\n");
 }
 
 static void test_replay_file(void) {
@@ -519,6 +589,8 @@ int main(void) {
     CB_RUN(test_errors);
     CB_RUN(test_router_cycle_ok);
     CB_RUN(test_replay_file);
+    CB_RUN(test_warmup_leaves_queries);
+    CB_RUN(test_merge_in_loop);
     CB_RUN(test_set_override_then_build);
     CB_RUN(test_params_direct);
     cb_registry_destroy(g_reg);

@@ -20,6 +20,7 @@
 #include "core/host.h"
 #include "core/spec.h"
 #include "harness.h"
+#include "run_fixture.h"
 #include "stages/builtin.h"
 #include "stages/util/util.h"
 
@@ -31,6 +32,7 @@ struct cb_run_ctx {
     long counts[MAX_OUT];
     long calls;
     int last;
+    uint32_t last_hops;    /* hops of the last query emitted */
     long reports;          /* host->report calls */
     int last_metric;
     double last_value;
@@ -41,6 +43,7 @@ static int rec_emit(cb_run_ctx *ctx, int output, const cb_query *q) {
     ctx->counts[output]++;
     ctx->calls++;
     ctx->last = output;
+    ctx->last_hops = q->hops;
     return CB_OK;
 }
 
@@ -787,6 +790,7 @@ static void test_router_field_and_hops(void) {
     q.hops = 15;
     CB_CHECK_EQ_INT(run1(&x, &q, &ctx), CB_OK);
     CB_CHECK_EQ_INT(ctx.calls, calls + 1);
+    CB_CHECK_EQ_INT(ctx.last_hops, 16); /* each pass through a router adds one */
     inst_destroy(&x);
 
     inst_init(&x, &cb_stage_util_router);
@@ -805,6 +809,42 @@ static void test_router_field_and_hops(void) {
     CB_CHECK_EQ_INT(run1(&x, &q, &c2), CB_OK);
     CB_CHECK_EQ_INT(c2.last, 1); /* last output, not split 0 */
     inst_destroy(&x);
+}
+
+/* max_hops counts rounds: on a loop of 4 stages (the router and 3 body stages) with
+ * max_hops: 3, every query runs the body exactly 3 times, whatever the loop's length, then
+ * leaves by the last output. Counts from the records. */
+static void test_router_rounds(void) {
+    run_fixture f;
+    int ok = run_fixture_yaml(&f,
+                              "pipelines:\n"
+                              "  - name: p\n"
+                              "    inputs: [0]\n"
+                              "    loadgen: {component: closed, max_queries: 20, config: {concurrency: 2}}\n"
+                              "    stages:\n"
+                              "      - {id: 0, name: in, component: util.noop, outputs: [1]}\n"
+                              "      - {id: 1, name: again, component: util.router, outputs: [2, 5],\n"
+                              "         config: {weights: [1, 0], max_hops: 3, on_max_hops: last}}\n"
+                              "      - {id: 2, name: a, component: util.noop, outputs: [3]}\n"
+                              "      - {id: 3, name: b, component: util.noop, outputs: [4]}\n"
+                              "      - {id: 4, name: c, component: util.noop, outputs: [1]}\n"
+                              "      - {id: 5, name: out, component: util.noop}\n",
+                              NULL, NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.rc, CB_OK);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 20);
+    long runs[6] = {0};
+    for (size_t i = 0; i < r.n_stage_events; i++)
+        if (r.stage_events[i].stage < 6) runs[r.stage_events[i].stage]++;
+    CB_CHECK_EQ_INT(runs[0], 20);
+    CB_CHECK_EQ_INT(runs[1], 4 * 20); /* 3 rounds and the exit */
+    CB_CHECK_EQ_INT(runs[2], 3 * 20);
+    CB_CHECK_EQ_INT(runs[3], 3 * 20);
+    CB_CHECK_EQ_INT(runs[4], 3 * 20);
+    CB_CHECK_EQ_INT(runs[5], 20);
+    run_fixture_fini(&f);
 }
 
 static void test_router_errors(void) {
@@ -950,6 +990,7 @@ int main(void) {
     CB_RUN(test_copy);
     CB_RUN(test_router_probability);
     CB_RUN(test_router_field_and_hops);
+    CB_RUN(test_router_rounds);
     CB_RUN(test_router_errors);
     CB_RUN(test_fail);
     CB_RUN(test_example_plugin);

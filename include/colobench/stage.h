@@ -143,7 +143,8 @@ typedef struct cb_query {
     int32_t split;            /* index into the dataset's splits, 0 without a dataset stage */
     int32_t epoch;            /* 0-based */
     int64_t batch;            /* 0-based within split and epoch; query index without dataset */
-    uint32_t hops;            /* stage runs so far on this path (routers bound loops with it) */
+    uint32_t hops;            /* passes through routers so far on this path (each router adds
+                                 one; max_hops bounds loops with it) */
     int32_t nparts;           /* >1 after a merge: parts[0..nparts) hold each input's payload */
     int64_t tag;              /* free for stages (e.g. a class or route key) */
     double value;             /* free for stages (e.g. a loss or score) */

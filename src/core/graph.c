@@ -6,7 +6,9 @@
  * and cycles by an iterative DFS from the inputs in order: an edge to a stage on the DFS stack
  * is a back edge (out_back). Every cycle must contain a router stage (its max_hops bounds the
  * loop); that holds exactly when the graph without routers is acyclic, which a second DFS that
- * skips routers checks, reporting the router-free cycle it finds. Merge stages need 2..CB_QUERY_MAX_PARTS inbound edges.
+ * skips routers checks, reporting the router-free cycle it finds. Merge stages need
+ * 2..CB_QUERY_MAX_PARTS inbound edges, and a merge on a cycle must have all of them inside its
+ * loop (merge_in_loop), else a query that goes round again waits forever for its partner.
  * Errors carry the position of the offending YAML node when the spec came from a document
  * (nodes may be NULL for hand-built specs; then only the key is set).
  * Thread-safety: reentrant; cb_graph_resolve writes only into p. Ownership: arrays are
@@ -101,6 +103,91 @@ static int dfs(cb_pipeline_spec *p, const char *keypath, int *state, int *stack,
         }
     }
     return 0;
+}
+
+/* Marks in seen[] every stage reachable from stage `from` (itself only through a cycle). */
+static void reach_from(const cb_pipeline_spec *p, int from, char *seen, int *queue) {
+    size_t qh = 0, qt = 0;
+    memset(seen, 0, p->n_stages);
+    queue[qt++] = from;
+    while (qh < qt) {
+        const cb_stage_spec *s = &p->stages[queue[qh++]];
+        for (size_t j = 0; j < s->n_outputs; j++) {
+            int k = s->out_idx[j];
+            if (!seen[k]) {
+                seen[k] = 1;
+                queue[qt++] = k;
+            }
+        }
+    }
+}
+
+/* A merge joins one arrival of a query from each inbound edge. On a cycle that is fine only
+ * when the whole join lies inside the loop body: every inbound edge comes from a stage the
+ * merge reaches (its own strongly connected component), so each round brings one arrival per
+ * edge. An edge from outside the loop (or the load generator, for an input stage) delivers once
+ * while the loop's edge delivers only after the merge has run: the query would wait forever. */
+static int merge_in_loop(const cb_pipeline_spec *p, int m, const char *keypath, cb_error *err) {
+    size_t n = p->n_stages;
+    char *seen = cb_calloc(n + 1, 1);
+    int *queue = cb_calloc(n + 1, sizeof *queue);
+    if (!seen || !queue) {
+        cb_free(seen);
+        cb_free(queue);
+        return oom(err);
+    }
+    reach_from(p, m, seen, queue);
+    int rc = 0;
+    if (seen[m]) {
+        /* The loop: stages m reaches that also reach m (seen 2), by a fixpoint over the edges. */
+        seen[m] = 2;
+        for (int changed = 1; changed;) {
+            changed = 0;
+            for (size_t u = 0; u < n; u++) {
+                const cb_stage_spec *s = &p->stages[u];
+                for (size_t j = 0; j < s->n_outputs && seen[u] == 1; j++)
+                    if (seen[s->out_idx[j]] == 2) seen[u] = 2, changed = 1;
+            }
+        }
+        int outside = -1, bu = -1, bv = -1, router = -1;
+        for (size_t u = 0; u < n; u++) {
+            const cb_stage_spec *s = &p->stages[u];
+            for (size_t j = 0; j < s->n_outputs; j++) {
+                int v = s->out_idx[j];
+                if (v == m && seen[u] != 2 && outside < 0) outside = (int)u;
+                if (s->out_back[j] && seen[u] == 2 && seen[v] == 2 &&
+                    (bu < 0 || (s->is_router && !p->stages[bu].is_router)))
+                    bu = (int)u, bv = v; /* a router's back edge first */
+            }
+            if (s->is_router && seen[u] == 2 && router < 0) router = (int)u;
+        }
+        if (bu >= 0 && p->stages[bu].is_router) router = bu;
+        const cb_stage_spec *ms = &p->stages[m];
+        if (outside >= 0 || ms->is_input) {
+            char from[96], key[CB_ERROR_KEY_MAX];
+            if (outside >= 0)
+                snprintf(from, sizeof from, "its inbound edge from stage %d '%.40s' comes",
+                         p->stages[outside].id, p->stages[outside].name ? p->stages[outside].name : "");
+            else
+                snprintf(from, sizeof from, "it is a pipeline input: the load generator's arrival comes");
+            const cb_stage_spec *rs = router >= 0 ? &p->stages[router] : NULL;
+            cb_error_set(err, CB_ECONFIG,
+                         "merge stage %d '%s' is on the loop closed by the back edge %d -> %d "
+                         "(router %d '%s'), but %s from outside the loop: a query that goes round "
+                         "again would wait forever for its partner (keep the whole join inside the "
+                         "loop body, or merge after the loop)",
+                         ms->id, ms->name ? ms->name : "", bu >= 0 ? p->stages[bu].id : -1,
+                         bv >= 0 ? p->stages[bv].id : -1, rs ? rs->id : -1,
+                         rs && rs->name ? rs->name : "", from);
+            snprintf(key, sizeof key, "%s.stages[%d].polling_policy", keypath, m);
+            const cb_node *pn = cb_node_get(ms->node, "polling_policy");
+            at_node(err, pn ? pn : ms->node, key);
+            rc = CB_ECONFIG;
+        }
+    }
+    cb_free(seen);
+    cb_free(queue);
+    return rc;
 }
 
 int cb_graph_resolve(cb_pipeline_spec *p, const char *keypath, cb_arena *arena, cb_error *err) {
@@ -255,7 +342,10 @@ int cb_graph_resolve(cb_pipeline_spec *p, const char *keypath, cb_arena *arena, 
     for (size_t i = 0; i < n; i++) {
         const cb_stage_spec *s = &p->stages[i];
         if (s->policy != CB_POLICY_MERGE) continue;
-        if (s->n_in_edges >= 2 && s->n_in_edges <= CB_QUERY_MAX_PARTS) continue;
+        if (s->n_in_edges >= 2 && s->n_in_edges <= CB_QUERY_MAX_PARTS) {
+            if ((rc = merge_in_loop(p, (int)i, keypath, err))) return rc;
+            continue;
+        }
         if (s->n_in_edges < 2)
             cb_error_set(err, CB_ECONFIG,
                          "merge joins one arrival from each inbound edge and needs at least 2; "

@@ -132,9 +132,13 @@ static int get_float(bctx *b, const cb_node *map, const char *key, const char *p
     char k[CB_ERROR_KEY_MAX], g[160];
     join(k, sizeof k, path, key);
     double v;
-    if (!cb_node_scalar_float(n, &v) || (min_open ? v <= min : v < min) || v > max)
-        return fail_at(b, n, k, "expected number %s %g%s, got %s", min_open ? ">" : ">=", min,
-                       max < 1e300 ? " and <= limit" : "", got(n, g, sizeof g));
+    if (!cb_node_scalar_float(n, &v) || (min_open ? v <= min : v < min) || v > max) {
+        if (max >= 1e300)
+            return fail_at(b, n, k, "expected number %s %g, got %s", min_open ? ">" : ">=", min,
+                           got(n, g, sizeof g));
+        return fail_at(b, n, k, "expected number %s %g and <= %.15g, got %s", min_open ? ">" : ">=",
+                       min, max, got(n, g, sizeof g));
+    }
     *out = v;
     return 1;
 }
@@ -339,6 +343,14 @@ static int read_loadgen(bctx *b, const cb_node *pipe, const char *ppath, cb_load
         (rc = get_int(b, m, "max_queries", path, 0, INT64_MAX, &lg->max_queries)) < 0 ||
         (rc = get_int(b, m, "warmup_queries", path, 0, INT64_MAX, &lg->warmup_queries)) < 0)
         return rc;
+    if (lg->max_queries > 0 && lg->warmup_queries >= lg->max_queries) {
+        /* No measured query: every figure would be empty. */
+        join(k, sizeof k, path, "warmup_queries");
+        return fail_at(b, cb_node_get(m, "warmup_queries"), k,
+                       "%lld warmup queries leave none of max_queries %lld measured (expected "
+                       "warmup_queries < max_queries, or max_queries: 0 for unbounded)",
+                       (long long)lg->warmup_queries, (long long)lg->max_queries);
+    }
     double timeout_s = 60.0;
     if ((rc = get_float(b, m, "timeout", path, 0.0, 1, 1e9, &timeout_s)) < 0) return rc;
     lg->timeout_ns = (int64_t)llround(timeout_s * 1e9);

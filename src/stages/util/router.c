@@ -4,9 +4,11 @@
  * (empty = uniform); in `field` mode it is the chosen query field modulo the number of outputs
  * (a non-negative remainder, also for negative tags), which makes routing deterministic
  * (e.g. `field: split` sends train and val batches to different branches). A router may sit on
- * a cycle (retry loops, multi-pass models); a query whose hop count reached `max_hops` is not
- * routed normally: it is dropped (`on_max_hops: drop`) or sent to the last output (`last`, the
- * conventional "exit" edge), so no query can loop forever.
+ * a cycle (retry loops, multi-pass models). Every pass of a query through a router adds one to
+ * its hop count (q->hops; nothing else changes it), so on a loop through one router the count
+ * is the number of rounds. A query that arrives with `max_hops` hops already is not routed
+ * normally: it is dropped (`on_max_hops: drop`) or sent to the last output (`last`, the
+ * conventional "exit" edge), so a query goes round a loop at most max_hops times.
  *
  * Design: weights are normalised at create into a cumulative table (one allocation through the
  * host, per instance); a draw is one uniform number and a linear scan (outputs are few). The
@@ -33,9 +35,11 @@ static const cb_param_def cb_router_params[P_COUNT] = {
     [P_WEIGHTS] = {"weights", CB_PARAM_FLOAT_LIST, "[]", 0, 1e300, NULL,
                    "relative weight of each output, one per output (empty = uniform)"},
     [P_FIELD] = {"field", CB_PARAM_ENUM, "tag", CB_PARAM_UNBOUNDED,
-                 "id|split|epoch|batch|tag|hops", "query field used in field mode"},
+                 "id|split|epoch|batch|tag|hops",
+                 "query field used in field mode (hops: passes through routers so far)"},
     [P_MAX_HOPS] = {"max_hops", CB_PARAM_INT, "16", 1, 1e6, NULL,
-                    "a query with at least this many hops is not routed normally (hops)"},
+                    "rounds of a loop: a query that has passed through routers this many "
+                    "times is not routed normally (passes)"},
     [P_ON_MAX_HOPS] = {"on_max_hops", CB_PARAM_ENUM, "drop", CB_PARAM_UNBOUNDED, "drop|last",
                        "at max_hops: drop the query, or send it to the last output"},
 };
@@ -103,6 +107,7 @@ static int cb_router_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *er
         int64_t r = cb_router_field(s, q) % s->n_outputs;
         out = (int)(r < 0 ? r + s->n_outputs : r);
     }
+    if (q->hops < UINT32_MAX) q->hops++; /* this pass: the emitted query carries it */
     int rc = s->host->emit(ctx, out, q);
     if (rc < 0) return cb_util_error(err, rc, "emit to output %d failed", out);
     return CB_OK; /* emitted: not forwarded again */
