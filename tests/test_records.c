@@ -728,10 +728,10 @@ static void test_flat_memory(void) {
         CB_CHECK_EQ_INT(r.window_start_ns, ws);
         CB_CHECK_EQ_INT(r.window_end_ns, we);
         for (int p = 0; p < 2; p++) {
-            size_t in_window = 0;
+            size_t in_window = 0; /* queries whose span overlaps the window */
             for (uint64_t i = 0; i < FLAT_N; i++) {
-                int64_t e = flat_sched(i, p) + flat_latency(i, p);
-                in_window += e >= ws && e <= we;
+                int64_t s = flat_sched(i, p), e = s + flat_latency(i, p);
+                in_window += e > s ? e > ws && s < we : e >= ws && e <= we;
             }
             CB_CHECK_EQ_INT(r.pipelines[p].queries_in_window, in_window);
         }

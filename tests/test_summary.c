@@ -1,13 +1,17 @@
 /* Tests of analysis/summary.c, analysis/json.c and experiment/env.c: statistics over a hand-built
  * spec and synthetic records with known values (warm-up excluded, statuses counted, transition
- * medians, throughput window, open-loop dispatch delay), summary.json and env.json validated by
- * Python's json module, JSON escaping, and the table layout. */
+ * medians, throughput window, open-loop dispatch delay, undefined rates), summary.json and
+ * env.json validated by Python's json module, JSON escaping, and the table layout. Also
+ * analysis/interference.c's availability rules on synthetic collocated runs: no common window,
+ * a pipeline under the minimum of queries in it, long steps counted by their overlap; the JSON
+ * and the table give the same figures and reasons. */
 #include "harness.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "analysis/interference.h"
 #include "analysis/json.h"
 #include "analysis/stage_metrics.h"
 #include "analysis/summary.h"
@@ -695,6 +699,295 @@ static void test_beyond_exact_limits(void) {
     free(m);
 }
 
+/* ---- undefined rates ---- */
+
+/* An open-loop pipeline with `measured` measured queries (after one warm-up query): the rates that
+ * need a span are null in JSON and "-" in the table, never 0. */
+static void check_undefined_rates(int measured) {
+    cb_stage_spec stage = {.id = 1, .name = "s", .component = "noop"};
+    cb_pipeline_spec ps = {.name = "open", .stages = &stage, .n_stages = 1};
+    ps.loadgen.kind = CB_LOADGEN_REPLAY;
+    ps.loadgen.warmup_queries = 1;
+    cb_spec spec = {.name = "rates", .pipelines = &ps, .n_pipelines = 1};
+    cb_query_event q[2];
+    memset(q, 0, sizeof q);
+    for (int id = 0; id < 1 + measured; id++) {
+        q[id] = (cb_query_event){.query_id = (uint64_t)id,
+                                 .scheduled_ns = T0 + id * MS,
+                                 .submit_ns = T0 + id * MS + 100,
+                                 .end_ns = T0 + id * MS + 5000,
+                                 .status = CB_QUERY_OK};
+    }
+    cb_pipeline_record rec = {.queries = q, .n_queries = (size_t)(1 + measured)};
+    cb_summary_input in = {.spec = &spec, .t0_ns = T0, .end_ns = T0 + 10 * MS, .pipelines = &rec};
+    cb_pipeline_stats st;
+    CB_CHECK_EQ_INT(cb_pipeline_stats_compute(&in, 0, &st), 0);
+    CB_CHECK_EQ_INT(st.measured, measured);
+    CB_CHECK(isnan(st.achieved_qps) && isnan(st.target_qps));
+    /* throughput: none without a query; one query is one over its own latency */
+    if (measured == 0)
+        CB_CHECK(isnan(st.throughput_qps));
+    else
+        CB_CHECK_NEAR(st.throughput_qps, 1e9 / 5000.0, 1e-6);
+    cb_pipeline_stats_fini(&st);
+
+    const char *dir = cb_test_tmpdir();
+    char path[600], tpath[600];
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    snprintf(tpath, sizeof tpath, "%s/table.txt", dir);
+    FILE *out = fopen(path, "w"), *tab = fopen(tpath, "w");
+    CB_CHECK(out && tab);
+    if (!out || !tab) return;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_summary_write_json(&in, out, &err), 0);
+    cb_summary_print_table(&in, tab);
+    fclose(out);
+    fclose(tab);
+    char *v = cb_test_py_json(path, "[d[\"pipelines\"][0][\"loadgen_stats\"][k] for k in "
+                                    "(\"target_qps\", \"achieved_qps\")], "
+                                    "d[\"pipelines\"][0][\"throughput_qps\"] is None");
+    CB_CHECK_STR_EQ(v, measured == 0 ? "[None, None] True" : "[None, None] False");
+    free(v);
+    char *t = cb_test_read(tpath, NULL);
+    CB_CHECK_CONTAINS(t, "open loop: target - q/s, achieved - q/s\n");
+    CB_CHECK_CONTAINS(t, measured == 0 ? "0 queries, - q/s" : "1 queries, 200000.0 q/s");
+    free(t);
+}
+
+static void test_undefined_rates(void) {
+    check_undefined_rates(0);
+    check_undefined_rates(1);
+}
+
+/* ---- collocation figures ---- */
+
+#define COLO_MAX 64
+
+/* Two closed-loop pipelines a and b without stages, collocated, each with an isolated baseline of
+ * its own records (colo_init, colo_query), times in ms from T0. */
+typedef struct colo_fixture {
+    cb_spec spec, iso_spec[2];
+    cb_pipeline_spec pipes[2];
+    cb_query_event q[2][COLO_MAX], iq[2][COLO_MAX];
+    size_t nq[2], niq[2];
+    cb_pipeline_record recs[2], iso_recs[2];
+    cb_summary_input in, iso_in[2];
+    const cb_summary_input *iso_ptrs[2];
+    cb_interference_input ii;
+    cb_interference r; /* after colo_compute; cb_interference_fini(&f->r) */
+    const char *json;  /* DIR/colo.json */
+    char *table;       /* malloc'd */
+} colo_fixture;
+
+static void colo_steps(colo_fixture *f, int p, bool iso, double start_ms, double step_ms, int n);
+
+/* runs: {start_ms, step_ms, n} of a's and b's collocated queries, then of their baselines'. */
+static void colo_init(colo_fixture *f, const double runs[4][3]) {
+    memset(f, 0, sizeof *f);
+    const char *names[2] = {"a", "b"};
+    for (int p = 0; p < 2; p++) {
+        f->pipes[p].name = names[p];
+        f->pipes[p].device = "cpu";
+        f->pipes[p].loadgen.kind = CB_LOADGEN_CLOSED;
+    }
+    f->spec = (cb_spec){.name = "colo", .pipelines = f->pipes, .n_pipelines = 2};
+    for (int k = 0; k < 4; k++)
+        colo_steps(f, k % 2, k >= 2, runs[k][0], runs[k][1], (int)runs[k][2]);
+}
+
+static void colo_query(cb_query_event *q, size_t *n, double start_ms, double end_ms) {
+    if (*n >= COLO_MAX) return;
+    q[*n] = (cb_query_event){.query_id = *n,
+                             .scheduled_ns = T0 + (int64_t)(start_ms * MS),
+                             .end_ns = T0 + (int64_t)(end_ms * MS),
+                             .status = CB_QUERY_OK};
+    q[*n].submit_ns = q[*n].start_ns = q[*n].scheduled_ns;
+    (*n)++;
+}
+
+/* n back-to-back queries of step_ms each from start_ms, collocated or in the baseline. */
+static void colo_steps(colo_fixture *f, int p, bool iso, double start_ms, double step_ms, int n) {
+    for (int i = 0; i < n; i++)
+        colo_query(iso ? f->iq[p] : f->q[p], iso ? &f->niq[p] : &f->nq[p], start_ms + i * step_ms,
+                   start_ms + (i + 1) * step_ms);
+}
+
+/* Computes the figures into f->r, the JSON into f->json, the table into f->table. */
+static int colo_compute(colo_fixture *f) {
+    cb_interference *r = &f->r;
+    for (int p = 0; p < 2; p++) {
+        f->recs[p] = (cb_pipeline_record){.queries = f->q[p], .n_queries = f->nq[p]};
+        f->iso_recs[p] = (cb_pipeline_record){.queries = f->iq[p], .n_queries = f->niq[p]};
+        f->iso_spec[p] = (cb_spec){.name = "colo", .pipelines = &f->pipes[p], .n_pipelines = 1};
+        f->iso_in[p] = (cb_summary_input){.spec = &f->iso_spec[p],
+                                          .t0_ns = T0,
+                                          .end_ns = T0 + 1000 * MS,
+                                          .pipelines = &f->iso_recs[p]};
+        f->iso_ptrs[p] = &f->iso_in[p];
+    }
+    f->in = (cb_summary_input){
+        .spec = &f->spec, .t0_ns = T0, .end_ns = T0 + 1000 * MS, .pipelines = f->recs};
+    f->ii = (cb_interference_input){.mode = "threads",
+                                    .collocated = &f->in,
+                                    .isolated = f->iso_ptrs,
+                                    .barrier_skew_ns = -1,
+                                    .barrier_max_delay_ns = -1};
+    int rc = cb_interference_compute(&f->ii, r);
+    static char path[600];
+    snprintf(path, sizeof path, "%s/colo.json", cb_test_tmpdir());
+    f->json = path;
+    FILE *out = fopen(path, "w");
+    if (!out) return -1;
+    cb_json j;
+    cb_json_init(&j, out, 2);
+    cb_json_object_begin(&j);
+    cb_interference_json(r, &j);
+    cb_json_object_end(&j);
+    CB_CHECK_EQ_INT(cb_json_finish(&j), 0);
+    fclose(out);
+    membuf m;
+    mem_open(&m);
+    cb_interference_print_table(r, m.f);
+    f->table = mem_close(&m);
+    fputs(f->table, stdout);
+    return rc;
+}
+
+/* a runs 0-10 ms, b 20-30 ms: no common window, so no aggregate, STP, ANTT, fairness or slowdown,
+ * and the same reason in the JSON and the table. */
+static void test_colo_no_common_window(void) {
+    static const double runs[4][3] = {{0, 1, 10}, {20, 1, 10}, {0, 1, 10}, {0, 1, 10}};
+    colo_fixture f;
+    colo_init(&f, runs);
+    CB_CHECK_EQ_INT(colo_compute(&f), 0);
+    const char *why = "pipelines a and b never ran measured load at the same time "
+                      "(windows 0.000-0.010 s and 0.020-0.030 s)";
+    CB_CHECK(!f.r.window_overlap);
+    CB_CHECK_STR_EQ(f.r.unavailable, why);
+    CB_CHECK(isnan(f.r.aggregate_qps) && isnan(f.r.stp) && isnan(f.r.antt) && isnan(f.r.fairness));
+    for (int p = 0; p < 2; p++) {
+        CB_CHECK(isnan(f.r.pipelines[p].slowdown));
+        CB_CHECK_STR_EQ(f.r.pipelines[p].unavailable, why);
+    }
+    char *v = cb_test_py_json(f.json,
+                              "[d[\"collocation\"][k] for k in (\"window_ns\", \"window_overlap\", "
+                              "\"aggregate_qps\", \"stp\", \"antt\", \"fairness\")], "
+                              "[p[\"slowdown\"] for p in d[\"collocation\"][\"pipelines\"]]");
+    CB_CHECK_STR_EQ(v, "[None, False, None, None, None, None] [None, None]");
+    free(v);
+    v = cb_test_py_json(f.json, "d[\"collocation\"][\"unavailable\"], "
+                                "{p[\"unavailable\"] for p in d[\"collocation\"][\"pipelines\"]}");
+    char want[512];
+    snprintf(want, sizeof want, "%s {'%s'}", why, why);
+    CB_CHECK_STR_EQ(v, want);
+    free(v);
+    snprintf(want, sizeof want, "  aggregate, STP, ANTT, fairness unavailable: %s\n", why);
+    CB_CHECK_CONTAINS(f.table, want);
+    CB_CHECK(strstr(f.table, " q/s   STP") == NULL);
+    free(f.table);
+    cb_interference_fini(&f.r);
+}
+
+/* b has one query in the common window (5-100 ms), under the minimum of 2: its slowdown, the
+ * aggregate, STP, ANTT and fairness are unavailable with its reason, in the JSON and the table; a's
+ * slowdown is not. */
+static void test_colo_under_minimum(void) {
+    _Static_assert(CB_INTERFERENCE_MIN_QUERIES == 2, "the figures below assume a minimum of 2");
+    /* a: 0-100 ms; b: below; a alone: 50 q/s */
+    static const double runs[4][3] = {{0, 10, 10}, {0, 0, 0}, {0, 20, 5}, {0, 1, 10}};
+    colo_fixture f;
+    colo_init(&f, runs);
+    colo_query(f.q[1], &f.nq[1], 5, 6);     /* b passes its warm-up at 5 ms, */
+    colo_query(f.q[1], &f.nq[1], 150, 151); /* its next query after a finished */
+    CB_CHECK_EQ_INT(colo_compute(&f), 0);
+    const char *why = "pipeline b has 1 measured query in the common window (0.005-0.100 s), "
+                      "fewer than the minimum of 2";
+    CB_CHECK(f.r.window_overlap);
+    CB_CHECK_EQ_INT(f.r.window_start_ns - T0, 5 * MS);
+    CB_CHECK_EQ_INT(f.r.window_end_ns - T0, 100 * MS);
+    CB_CHECK_STR_EQ(f.r.unavailable, why);
+    CB_CHECK_STR_EQ(f.r.pipelines[1].unavailable, why);
+    CB_CHECK_STR_EQ(f.r.pipelines[0].unavailable, "");
+    CB_CHECK(isnan(f.r.aggregate_qps) && isnan(f.r.stp) && isnan(f.r.antt) && isnan(f.r.fairness));
+    CB_CHECK(isnan(f.r.pipelines[1].slowdown));
+    /* a: its first query counts for the half inside the window, 9.5 queries over 95 ms */
+    CB_CHECK_EQ_INT(f.r.pipelines[0].queries_in_window, 10);
+    CB_CHECK_NEAR(f.r.pipelines[0].progress_in_window, 9.5, 1e-12);
+    CB_CHECK_NEAR(f.r.pipelines[0].collocated_qps, 100.0, 1e-9);
+    CB_CHECK_NEAR(f.r.pipelines[0].isolated_qps, 50.0, 1e-9);
+    CB_CHECK_NEAR(f.r.pipelines[0].slowdown, 0.5, 1e-12);
+    char *v = cb_test_py_json(
+        f.json, "[d[\"collocation\"][k] for k in (\"aggregate_qps\", \"stp\", \"antt\", "
+                "\"fairness\", \"min_queries_in_window\")], "
+                "[(p[\"queries_in_window\"], p[\"slowdown\"] is None, "
+                "p[\"unavailable\"]) "
+                "for p in d[\"collocation\"][\"pipelines\"]]");
+    char want[600];
+    snprintf(want, sizeof want, "[None, None, None, None, 2] [(10, False, None), (1, True, '%s')]",
+             why);
+    CB_CHECK_STR_EQ(v, want);
+    free(v);
+    v = cb_test_py_json(f.json, "d[\"collocation\"][\"unavailable\"]");
+    CB_CHECK_STR_EQ(v, why);
+    free(v);
+    snprintf(want, sizeof want, "    slowdown unavailable: %s\n", why);
+    CB_CHECK_CONTAINS(f.table, want);
+    snprintf(want, sizeof want, "  aggregate, STP, ANTT, fairness unavailable: %s\n", why);
+    CB_CHECK_CONTAINS(f.table, want);
+    CB_CHECK_CONTAINS(f.table, "0.50x"); /* a's slowdown */
+    free(f.table);
+    cb_interference_fini(&f.r);
+
+    /* With a second query of b in the window, every figure is there. */
+    colo_query(f.q[1], &f.nq[1], 50, 51);
+    CB_CHECK_EQ_INT(colo_compute(&f), 0);
+    CB_CHECK_STR_EQ(f.r.unavailable, "");
+    CB_CHECK(isfinite(f.r.aggregate_qps) && isfinite(f.r.stp) && isfinite(f.r.fairness));
+    CB_CHECK(strstr(f.table, "unavailable") == NULL);
+    free(f.table);
+    cb_interference_fini(&f.r);
+}
+
+/* Training-like steps of 40 ms (a) around a window of 50-100 ms set by b's 1 ms queries: a has no
+ * query that both starts and ends in it, yet its steps 40-80 and 80-120 ms count for 30/40 and
+ * 20/40 of a query: 1.25 queries over 50 ms = 25 q/s. Alone, a ran 20 ms steps (50 q/s): slowdown
+ * 2. b: 50 queries over 50 ms, as alone: slowdown 1. By hand: STP 0.5 + 1 = 1.5, ANTT (2 + 1) / 2 =
+ * 1.5, fairness 0.5 / 1 = 0.5, aggregate (1.25 + 50) / 0.05 = 1025 q/s. */
+static void test_colo_long_steps(void) {
+    static const double runs[4][3] = {{0, 40, 3}, {50, 1, 50}, {0, 20, 5}, {0, 1, 50}};
+    colo_fixture f;
+    colo_init(&f, runs);
+    CB_CHECK_EQ_INT(colo_compute(&f), 0);
+    CB_CHECK_STR_EQ(f.r.unavailable, "");
+    CB_CHECK_EQ_INT(f.r.window_start_ns - T0, 50 * MS);
+    CB_CHECK_EQ_INT(f.r.window_end_ns - T0, 100 * MS);
+    const cb_interference_pipeline *a = &f.r.pipelines[0], *b = &f.r.pipelines[1];
+    CB_CHECK_EQ_INT(a->queries_in_window, 2);
+    CB_CHECK_NEAR(a->progress_in_window, 1.25, 1e-12);
+    CB_CHECK_NEAR(a->collocated_qps, 25.0, 1e-9);
+    CB_CHECK_NEAR(a->isolated_qps, 50.0, 1e-9);
+    CB_CHECK_NEAR(a->slowdown, 2.0, 1e-12);
+    CB_CHECK_EQ_INT(b->queries_in_window, 50);
+    CB_CHECK(b->progress_in_window == 50.0); /* whole queries: an exact count */
+    CB_CHECK_NEAR(b->slowdown, 1.0, 1e-12);
+    CB_CHECK_NEAR(f.r.stp, 1.5, 1e-12);
+    CB_CHECK_NEAR(f.r.antt, 1.5, 1e-12);
+    CB_CHECK_NEAR(f.r.fairness, 0.5, 1e-12);
+    CB_CHECK_NEAR(f.r.aggregate_qps, 1025.0, 1e-9);
+    /* collocated latency: over the two steps in the window */
+    CB_CHECK_EQ_INT(a->collocated_p50_ns, 40 * MS);
+    char *v = cb_test_py_json(
+        f.json, "d[\"collocation\"][\"unavailable\"], d[\"collocation\"][\"window_ns\"], "
+                "[(p[\"progress_in_window\"], round(p[\"slowdown\"], 9)) "
+                "for p in d[\"collocation\"][\"pipelines\"]]");
+    CB_CHECK_STR_EQ(v, "None [50000000, 100000000] [(1.25, 2), (50, 1)]");
+    free(v);
+    CB_CHECK_CONTAINS(f.table, "  aggregate 1025.0 q/s   STP 1.50   ANTT 1.50   fairness 0.50\n");
+    free(f.table);
+    cb_interference_fini(&f.r);
+}
+
 int main(void) {
     CB_RUN(test_pipeline_stats);
     CB_RUN(test_stage_metrics);
@@ -703,5 +996,9 @@ int main(void) {
     CB_RUN(test_beyond_exact_limits);
     CB_RUN(test_json_writer);
     CB_RUN(test_env_json);
+    CB_RUN(test_undefined_rates);
+    CB_RUN(test_colo_no_common_window);
+    CB_RUN(test_colo_under_minimum);
+    CB_RUN(test_colo_long_steps);
     return cb_test_done();
 }

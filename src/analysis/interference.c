@@ -4,9 +4,12 @@
  * Design: streaming passes over each pipeline's records (record/records.h). Pass 1 over each
  * pipeline's queries finds its warm-up end and finish; the common window follows (it is only
  * known once every pipeline has been read). Pass 2, per pipeline: its queries feed a cb_hist of
- * the latencies of the measured ok queries ending inside the window, and its stage events, per
- * group of at most CB_INTERFERENCE_STAGES_PER_PASS stages, a cb_hist of service times of the
- * runs ending inside it (the median and the exact mean). Isolated figures come from the
+ * the latencies of the measured ok queries in the window (their spans overlap it) and the sum
+ * of the fractions of their spans inside it (whole queries counted apart, so the sum is exact
+ * when every query is whole), and its stage events, per group of at most
+ * CB_INTERFERENCE_STAGES_PER_PASS stages, a cb_hist of service times of the runs in it (the
+ * median and the exact mean). Then availability is decided once (r->unavailable and each
+ * pipeline's): the JSON and the table only print it. Isolated figures come from the
  * ordinary summary statistics of the baseline runs (cb_pipeline_stats_compute), so "isolated"
  * means exactly what summary.json of that run says. Percentiles are exact up to
  * CB_HIST_EXACT_MAX values, else within CB_HIST_REL_ERROR (analysis/hist.h); r->exact says
@@ -49,10 +52,21 @@ static int warmup_and_finish(const cb_pipeline_record *rec, int64_t warmup, int6
     return rc;
 }
 
-/* Percentiles of the measured ok queries of rec ending in [ws, we] (all if !window). */
-static int window_latency(const cb_pipeline_record *rec, int64_t warmup, bool window,
-                          int64_t ws, int64_t we, cb_pcts *out, cb_error *err) {
+/* The fraction of the span [s, e] inside [ws, we]: 0 when they do not overlap, 1 when it is
+ * whole inside; a zero-length span is 1 when it lies inside. */
+static double overlap_fraction(int64_t s, int64_t e, int64_t ws, int64_t we) {
+    if (e <= s) return e >= ws && e <= we ? 1.0 : 0.0;
+    int64_t ov = (e < we ? e : we) - (s > ws ? s : ws);
+    return ov <= 0 ? 0.0 : ov >= e - s ? 1.0 : (double)ov / (double)(e - s);
+}
+
+/* Percentiles of the measured ok queries of rec in [ws, we] and their progress (the sum of
+ * their fractions inside it); all whole if !window. */
+static int window_queries(const cb_pipeline_record *rec, int64_t warmup, bool window,
+                          int64_t ws, int64_t we, cb_pcts *out, double *progress, cb_error *err) {
     memset(out, 0, sizeof *out);
+    size_t whole = 0;
+    double part = 0;
     cb_hist h;
     cb_hist_init(&h);
     cb_rec_iter it;
@@ -62,7 +76,10 @@ static int window_latency(const cb_pipeline_record *rec, int64_t warmup, bool wi
     while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
         for (const cb_query_event *q = b, *end = q + nb; q < end; q++) {
             if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
-            if (window && (q->end_ns < ws || q->end_ns > we)) continue;
+            double f = window ? overlap_fraction(q->scheduled_ns, q->end_ns, ws, we) : 1.0;
+            if (f <= 0) continue;
+            if (f < 1) part += f;
+            else whole++;
             cb_hist_add(&h, q->end_ns - q->scheduled_ns);
         }
         rc = CB_OK;
@@ -71,11 +88,12 @@ static int window_latency(const cb_pipeline_record *rec, int64_t warmup, bool wi
     if (rc == CB_OK && cb_hist_pcts(&h, out) != CB_OK)
         rc = cb_error_set(err, CB_ENOMEM, "out of memory");
     cb_hist_fini(&h);
+    *progress = (double)whole + part;
     return rc;
 }
 
-/* Collocated service median and mean of stages [g0, g0 + ng) over the runs ending in the
- * window (all if !window). */
+/* Collocated service median and mean of stages [g0, g0 + ng) over the runs in the window (all
+ * if !window). */
 static int window_service(const cb_pipeline_record *rec, size_t g0, size_t ng, int64_t warmup,
                           bool window, int64_t ws, int64_t we, cb_interference_stage *stages,
                           bool *exact, cb_error *err) {
@@ -89,7 +107,7 @@ static int window_service(const cb_pipeline_record *rec, size_t g0, size_t ng, i
         for (const cb_stage_event *e = b, *end = e + nb; e < end; e++) {
             size_t s = (size_t)e->stage - g0;
             if (e->stage < g0 || s >= ng || cb_stage_event_is_warmup(e, warmup)) continue;
-            if (window && (e->end_ns < ws || e->end_ns > we)) continue;
+            if (window && overlap_fraction(e->start_ns, e->end_ns, ws, we) <= 0) continue;
             cb_hist_add(&h[s], e->end_ns - e->start_ns);
         }
         rc = CB_OK;
@@ -113,11 +131,93 @@ static int window_service(const cb_pipeline_record *rec, size_t g0, size_t ng, i
     return rc;
 }
 
+static const char *pname(const cb_pipeline_spec *ps) { return ps->name ? ps->name : "?"; }
+
+/* Seconds since t0, for reasons. */
+static double rel_s(int64_t ns, int64_t t0) { return (double)(ns - t0) / 1e9; }
+
+/* Why there is no common window: names the pipeline that finished first and the one that passed
+ * its warm-up last. */
+static void no_window_reason(cb_interference *out, size_t active, size_t first_done,
+                             size_t last_ready) {
+    const cb_spec *spec = out->in->collocated->spec;
+    int64_t t0 = out->in->collocated->t0_ns;
+    char *b = out->unavailable;
+    const cb_interference_pipeline *f = &out->pipelines[first_done], *l = &out->pipelines[last_ready];
+    if (active == 0)
+        snprintf(b, CB_INTERFERENCE_REASON_MAX, "no pipeline measured a query");
+    else if (first_done == last_ready)
+        snprintf(b, CB_INTERFERENCE_REASON_MAX,
+                 "pipeline %s's measured queries span no time (%.3f-%.3f s)",
+                 pname(&spec->pipelines[first_done]), rel_s(f->warmup_end_ns, t0),
+                 rel_s(f->finish_ns, t0));
+    else
+        snprintf(b, CB_INTERFERENCE_REASON_MAX,
+                 "pipelines %s and %s never ran measured load at the same time (windows "
+                 "%.3f-%.3f s and %.3f-%.3f s)",
+                 pname(&spec->pipelines[first_done]), pname(&spec->pipelines[last_ready]),
+                 rel_s(f->warmup_end_ns, t0), rel_s(f->finish_ns, t0),
+                 rel_s(l->warmup_end_ns, t0), rel_s(l->finish_ns, t0));
+}
+
+/* Pipeline p's own reason (window and minimum), before its baseline is looked at. */
+static void pipeline_reason(cb_interference *out, size_t p) {
+    const cb_spec *spec = out->in->collocated->spec;
+    int64_t t0 = out->in->collocated->t0_ns;
+    cb_interference_pipeline *r = &out->pipelines[p];
+    if (!out->window_overlap)
+        snprintf(r->unavailable, sizeof r->unavailable, "%s", out->unavailable);
+    else if (r->finish_ns == 0)
+        snprintf(r->unavailable, sizeof r->unavailable, "pipeline %s measured no query",
+                 pname(&spec->pipelines[p]));
+    else if (r->queries_in_window < CB_INTERFERENCE_MIN_QUERIES)
+        snprintf(r->unavailable, sizeof r->unavailable,
+                 "pipeline %s has %zu measured %s in the common window (%.3f-%.3f s), fewer "
+                 "than the minimum of %d",
+                 pname(&spec->pipelines[p]), r->queries_in_window,
+                 r->queries_in_window == 1 ? "query" : "queries", rel_s(out->window_start_ns, t0),
+                 rel_s(out->window_end_ns, t0), CB_INTERFERENCE_MIN_QUERIES);
+}
+
+/* Pipeline p's isolated figures from its baseline; false when it has none (or it failed to
+ * compute other than by a read error, which is returned in *rc). */
+static bool isolated_figures(cb_interference *out, size_t p, const cb_summary_input *iso, int *rc) {
+    cb_interference_pipeline *r = &out->pipelines[p];
+    const cb_pipeline_spec *ps = &out->in->collocated->spec->pipelines[p];
+    cb_pipeline_stats st;
+    *rc = cb_pipeline_stats_compute(iso, 0, &st);
+    if (*rc == CB_EIO)
+        cb_error_set(&out->err, *rc, "baseline of %s: %s", pname(ps), st.err.msg);
+    if (*rc != CB_OK) {
+        cb_pipeline_stats_fini(&st);
+        if (*rc != CB_EIO) *rc = CB_OK;
+        return false;
+    }
+    r->isolated_qps = isfinite(st.throughput_qps) ? st.throughput_qps : 0;
+    if (st.measured) {
+        r->isolated_p50_ns = st.latency_ns.p50;
+        r->isolated_p99_ns = st.latency_ns.p99;
+        out->exact = out->exact && st.latency_ns.exact;
+    }
+    for (size_t s = 0; s < ps->n_stages && s < iso->spec->pipelines[0].n_stages; s++)
+        if (st.stages && st.stages[s].runs) {
+            r->stages[s].isolated_service_p50_ns = st.stages[s].service_ns.p50;
+            r->stages[s].isolated_service_mean_ns = st.stages[s].service_ns.mean;
+            out->exact = out->exact && st.stages[s].service_ns.exact;
+        }
+    if (!r->unavailable[0] && (st.measured < CB_INTERFERENCE_MIN_QUERIES || !(r->isolated_qps > 0)))
+        snprintf(r->unavailable, sizeof r->unavailable,
+                 "the baseline of %s measured %zu %s, fewer than the minimum of %d", pname(ps),
+                 st.measured, st.measured == 1 ? "query" : "queries", CB_INTERFERENCE_MIN_QUERIES);
+    cb_pipeline_stats_fini(&st);
+    return true;
+}
+
 int cb_interference_compute(const cb_interference_input *in, cb_interference *out) {
     memset(out, 0, sizeof *out);
     out->in = in;
     out->exact = true;
-    out->stp = out->antt = out->fairness = NAN;
+    out->aggregate_qps = out->stp = out->antt = out->fairness = NAN;
     const cb_summary_input *c = in->collocated;
     const cb_spec *spec = c->spec;
     out->n_pipelines = spec->n_pipelines;
@@ -125,7 +225,7 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
     if (!out->pipelines) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
     /* Warm-up ends and finishes, then the common window. */
     int64_t ws = INT64_MIN, we = INT64_MAX;
-    size_t active = 0;
+    size_t active = 0, last_ready = 0, first_done = 0;
     for (size_t p = 0; p < spec->n_pipelines; p++) {
         cb_interference_pipeline *r = &out->pipelines[p];
         int64_t warmup = spec->pipelines[p].loadgen.warmup_queries;
@@ -135,15 +235,23 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         if (last == INT64_MIN) continue; /* measured nothing: not part of the window */
         r->warmup_end_ns = first;
         r->finish_ns = last;
-        if (first > ws) ws = first;
-        if (last < we) we = last;
+        if (first > ws) {
+            ws = first;
+            last_ready = p;
+        }
+        if (last < we) {
+            we = last;
+            first_done = p;
+        }
         active++;
     }
     out->window_overlap = active > 0 && we > ws;
     out->window_start_ns = active ? ws : 0;
     out->window_end_ns = active ? we : 0;
+    if (!out->window_overlap) no_window_reason(out, active, first_done, last_ready);
     double len_s = out->window_overlap ? (double)(we - ws) / 1e9 : 0;
-    size_t total_in_window = 0;
+    double total = 0;
+    bool all_min = out->window_overlap, all_slowdowns = out->window_overlap;
     out->have_baseline = in->isolated != NULL;
     for (size_t p = 0; p < spec->n_pipelines; p++) {
         cb_interference_pipeline *r = &out->pipelines[p];
@@ -151,15 +259,16 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         const cb_pipeline_record *rec = &c->pipelines[p];
         int64_t warmup = ps->loadgen.warmup_queries;
         cb_pcts lat;
-        int rc = window_latency(rec, warmup, out->window_overlap, ws, we, &lat, &out->err);
+        int rc = window_queries(rec, warmup, out->window_overlap, ws, we, &lat,
+                                &r->progress_in_window, &out->err);
         if (rc != CB_OK) return rc;
         out->exact = out->exact && lat.exact;
         r->queries_in_window = lat.n;
         r->collocated_p50_ns = lat.n ? lat.p50 : -1;
         r->collocated_p99_ns = lat.n ? lat.p99 : -1;
         if (out->window_overlap) {
-            r->collocated_qps = (double)r->queries_in_window / len_s;
-            total_in_window += r->queries_in_window;
+            r->collocated_qps = r->progress_in_window / len_s;
+            total += r->progress_in_window;
         } else {
             cb_pipeline_stats st;
             rc = cb_pipeline_stats_compute(c, p, &st);
@@ -168,9 +277,11 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
                 cb_pipeline_stats_fini(&st);
                 return rc;
             }
-            if (rc == CB_OK) r->collocated_qps = st.throughput_qps;
+            if (rc == CB_OK && isfinite(st.throughput_qps)) r->collocated_qps = st.throughput_qps;
             cb_pipeline_stats_fini(&st);
         }
+        pipeline_reason(out, p);
+        if (r->unavailable[0]) all_min = false;
         r->stages = cb_calloc(ps->n_stages ? ps->n_stages : 1, sizeof *r->stages);
         if (!r->stages) return cb_error_set(&out->err, CB_ENOMEM, "out of memory");
         for (size_t g0 = 0; g0 < ps->n_stages; g0 += CB_INTERFERENCE_STAGES_PER_PASS) {
@@ -187,61 +298,32 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         r->isolated_p50_ns = r->isolated_p99_ns = -1;
         r->slowdown = NAN;
         const cb_summary_input *iso = in->isolated ? in->isolated[p] : NULL;
-        if (!iso) {
+        if (!iso || !isolated_figures(out, p, iso, &rc)) {
+            if (rc != CB_OK) return rc;
             out->have_baseline = false;
+            all_slowdowns = false;
             continue;
         }
-        cb_pipeline_stats st;
-        rc = cb_pipeline_stats_compute(iso, 0, &st);
-        if (rc == CB_EIO) {
-            cb_error_set(&out->err, rc, "baseline of %s: %s", ps->name ? ps->name : "?",
-                         st.err.msg);
-            cb_pipeline_stats_fini(&st);
-            return rc;
-        }
-        if (rc != CB_OK) {
-            cb_pipeline_stats_fini(&st);
-            out->have_baseline = false;
-            continue;
-        }
-        r->isolated_qps = st.throughput_qps;
-        if (st.measured) {
-            r->isolated_p50_ns = st.latency_ns.p50;
-            r->isolated_p99_ns = st.latency_ns.p99;
-            out->exact = out->exact && st.latency_ns.exact;
-        }
-        for (size_t s = 0; s < ps->n_stages && s < iso->spec->pipelines[0].n_stages; s++)
-            if (st.stages && st.stages[s].runs) {
-                r->stages[s].isolated_service_p50_ns = st.stages[s].service_ns.p50;
-                r->stages[s].isolated_service_mean_ns = st.stages[s].service_ns.mean;
-                out->exact = out->exact && st.stages[s].service_ns.exact;
-            }
-        cb_pipeline_stats_fini(&st);
-        if (r->isolated_qps > 0 && r->collocated_qps > 0) r->slowdown = r->isolated_qps / r->collocated_qps;
+        if (r->unavailable[0]) all_slowdowns = false;
+        else r->slowdown = r->isolated_qps / r->collocated_qps;
     }
-    if (out->window_overlap) out->aggregate_qps = (double)total_in_window / len_s;
-    else
-        for (size_t p = 0; p < spec->n_pipelines; p++) out->aggregate_qps += out->pipelines[p].collocated_qps;
-    if (out->have_baseline && spec->n_pipelines > 0) {
+    /* The block's reason: the window's (set above), else the first pipeline's. */
+    for (size_t p = 0; !out->unavailable[0] && p < spec->n_pipelines; p++)
+        snprintf(out->unavailable, sizeof out->unavailable, "%s", out->pipelines[p].unavailable);
+    if (all_min) out->aggregate_qps = total / len_s;
+    if (all_slowdowns && out->have_baseline && spec->n_pipelines > 0) {
         double stp = 0, antt = 0, npmin = INFINITY, npmax = 0;
-        bool ok = true;
         for (size_t p = 0; p < spec->n_pipelines; p++) {
             const cb_interference_pipeline *r = &out->pipelines[p];
-            if (!(r->isolated_qps > 0)) {
-                ok = false;
-                break;
-            }
             double np = r->collocated_qps / r->isolated_qps;
             stp += np;
-            antt += np > 0 ? 1.0 / np : INFINITY;
+            antt += 1.0 / np;
             if (np < npmin) npmin = np;
             if (np > npmax) npmax = np;
         }
-        if (ok) {
-            out->stp = stp;
-            out->antt = antt / (double)spec->n_pipelines;
-            out->fairness = npmax > 0 ? npmin / npmax : NAN;
-        }
+        out->stp = stp;
+        out->antt = antt / (double)spec->n_pipelines;
+        out->fairness = npmin / npmax;
     }
     return CB_OK;
 }
@@ -257,6 +339,12 @@ static void json_ns_or_null(cb_json *j, const char *key, int64_t v) {
     cb_json_key(j, key);
     if (v < 0) cb_json_null(j);
     else cb_json_int(j, v);
+}
+
+static void json_reason(cb_json *j, const char *reason) {
+    cb_json_key(j, "unavailable");
+    if (reason[0]) cb_json_string(j, reason);
+    else cb_json_null(j);
 }
 
 static void json_lat(cb_json *j, const char *key, int64_t p50, int64_t p99) {
@@ -278,12 +366,18 @@ void cb_interference_json(const cb_interference *r, cb_json *j) {
     cb_json_key(j, "baseline");
     cb_json_string(j, in->isolated ? "isolated" : "none");
     cb_json_key(j, "window_ns");
-    cb_json_array_begin(j);
-    cb_json_int(j, r->window_start_ns ? r->window_start_ns - t0 : 0);
-    cb_json_int(j, r->window_end_ns ? r->window_end_ns - t0 : 0);
-    cb_json_array_end(j);
+    if (r->window_overlap) {
+        cb_json_array_begin(j);
+        cb_json_int(j, r->window_start_ns - t0);
+        cb_json_int(j, r->window_end_ns - t0);
+        cb_json_array_end(j);
+    } else {
+        cb_json_null(j);
+    }
     cb_json_key(j, "window_overlap");
     cb_json_bool(j, r->window_overlap);
+    cb_json_key(j, "min_queries_in_window");
+    cb_json_int(j, CB_INTERFERENCE_MIN_QUERIES);
     cb_json_key(j, "percentiles_exact");
     cb_json_bool(j, r->exact);
     cb_json_key(j, "stp");
@@ -294,6 +388,7 @@ void cb_interference_json(const cb_interference *r, cb_json *j) {
     cb_json_double(j, r->fairness);
     cb_json_key(j, "aggregate_qps");
     cb_json_double(j, r->aggregate_qps);
+    json_reason(j, r->unavailable);
     cb_json_key(j, "barrier");
     cb_json_object_begin(j);
     json_ns_or_null(j, "skew_ns", in->barrier_skew_ns);
@@ -333,6 +428,8 @@ void cb_interference_json(const cb_interference *r, cb_json *j) {
         }
         cb_json_key(j, "queries_in_window");
         cb_json_uint(j, x->queries_in_window);
+        cb_json_key(j, "progress_in_window");
+        cb_json_double(j, x->progress_in_window);
         cb_json_key(j, "isolated_qps");
         if (r->in->isolated && x->isolated_qps > 0) cb_json_double(j, x->isolated_qps);
         else cb_json_null(j);
@@ -340,6 +437,7 @@ void cb_interference_json(const cb_interference *r, cb_json *j) {
         cb_json_double(j, x->collocated_qps);
         cb_json_key(j, "slowdown");
         cb_json_double(j, x->slowdown);
+        json_reason(j, x->unavailable);
         json_lat(j, "isolated_latency_ns", x->isolated_p50_ns, x->isolated_p99_ns);
         json_lat(j, "collocated_latency_ns", x->collocated_p50_ns, x->collocated_p99_ns);
         cb_json_key(j, "stages");
@@ -413,6 +511,9 @@ void cb_interference_print_table(const cb_interference *r, FILE *out) {
                 in->process_status && in->process_status[p] ? "  " : "",
                 in->process_status && in->process_status[p] && strcmp(in->process_status[p], "exited 0")
                     ? in->process_status[p] : "");
+        /* Without a common window the block's reason below says it for every pipeline. */
+        if (r->window_overlap && x->unavailable[0])
+            fprintf(out, "    slowdown unavailable: %s\n", x->unavailable);
         for (size_t s = 0; s < spec->pipelines[p].n_stages; s++) {
             const cb_interference_stage *st = &x->stages[s];
             double ratio = st->isolated_service_p50_ns > 0 && st->collocated_service_p50_ns >= 0
@@ -428,11 +529,16 @@ void cb_interference_print_table(const cb_interference *r, FILE *out) {
                     us(e, sizeof e, (int64_t)st->collocated_service_mean_ns), num(f, sizeof f, mratio, "%.2fx"));
         }
     }
-    fprintf(out, "  aggregate %.1f q/s", r->aggregate_qps);
-    if (r->have_baseline)
-        fprintf(out, "   STP %s   ANTT %s   fairness %s", num(a, sizeof a, r->stp, "%.2f"),
-                num(b, sizeof b, r->antt, "%.2f"), num(c, sizeof c, r->fairness, "%.2f"));
+    if (!isfinite(r->aggregate_qps))
+        fprintf(out, "  aggregate, STP, ANTT, fairness unavailable: %s", r->unavailable);
+    else if (!r->have_baseline)
+        fprintf(out, "  aggregate %.1f q/s   (STP, ANTT, slowdown: set collocation.baseline: isolated)",
+                r->aggregate_qps);
+    else if (!isfinite(r->stp))
+        fprintf(out, "  aggregate %.1f q/s   STP, ANTT, fairness unavailable: %s", r->aggregate_qps,
+                r->unavailable);
     else
-        fprintf(out, "   (STP, ANTT, slowdown: set collocation.baseline: isolated)");
+        fprintf(out, "  aggregate %.1f q/s   STP %.2f   ANTT %.2f   fairness %.2f", r->aggregate_qps,
+                r->stp, r->antt, r->fairness);
     fputc('\n', out);
 }

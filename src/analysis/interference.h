@@ -5,17 +5,30 @@
  * - A pipeline has passed its warm-up at the scheduled time of its first measured query; it has
  *   finished at the end of its last measured ok query. The common window runs from the moment
  *   the LAST pipeline passed its warm-up to the moment the FIRST one finished: the only span in
- *   which every pipeline was running measured load. Rates are never summed over windows that do
- *   not overlap (a pipeline that ran partly alone would inflate the total).
- * - collocated_qps: a pipeline's measured ok queries that ended inside the common window, over
- *   its length; aggregate_qps: all pipelines' such queries over its length. Collocated latency
- *   percentiles and per-stage service medians use the same queries / stage runs. If the window
- *   is empty (the pipelines never overlapped), the whole-run figures are used and the block says
- *   so ("window_overlap": false).
+ *   which every pipeline was running measured load. It exists ("window_overlap") when its end is
+ *   after its start; rates are never summed over windows that do not overlap (a pipeline that
+ *   ran partly alone would inflate the total).
+ * - A query is in the window when its span [scheduled, end] overlaps it (a zero-length span:
+ *   when it lies inside); queries_in_window counts them. Each counts for the fraction of its
+ *   span inside the window (progress_in_window, in queries' worth), so a training step longer
+ *   than the window still counts for the part of it the window saw.
+ * - collocated_qps: a pipeline's progress_in_window over the window's length; aggregate_qps:
+ *   their sum. Collocated latency percentiles and per-stage service times are over the queries
+ *   / stage runs in the window. Without a common window, the whole-run figures are used and
+ *   every figure below is unavailable.
  * - isolated_qps, isolated latency and stage medians: the pipeline's whole measured run alone.
+ *   isolated_qps is the same definition over the baseline's own window (its throughput window,
+ *   which holds every one of its measured queries whole): the baseline's throughput_qps.
  * - normalized progress NP = collocated_qps / isolated_qps; slowdown = 1 / NP (2.0 = half
  *   speed); STP = sum of NP (system throughput, in "isolated pipelines' worth"); ANTT = mean of
  *   slowdowns (average normalized turnaround time, for fixed work); fairness = min NP / max NP.
+ * - Availability, decided once in cb_interference_compute and printed from there by both the
+ *   JSON and the table: a pipeline's slowdown needs the common window, at least
+ *   CB_INTERFERENCE_MIN_QUERIES of its queries in it, and a baseline of at least as many
+ *   measured queries; aggregate_qps needs the window and every pipeline's minimum; STP, ANTT
+ *   and fairness need every slowdown. An unavailable figure is NaN (JSON null, table "-") and
+ *   `unavailable` (the pipeline's, the block's) says why; "" when nothing is missing (or only
+ *   a baseline that was not asked for: "baseline": "none").
  * - percentiles (latency p50/p99, service medians) are exact up to CB_HIST_EXACT_MAX values and
  *   within CB_HIST_REL_ERROR beyond (analysis/hist.h): "percentiles_exact" says whether all were
  *   exact. Means, counts and rates are exact.
@@ -32,6 +45,13 @@
 
 #include "analysis/json.h"
 #include "analysis/summary.h"
+
+/* A pipeline's collocation figures need at least this many of its queries in the common window
+ * (and its baseline as many measured queries): one query alone gives a rate that is only its
+ * own duration, whatever the window, or for an open load a single arrival. */
+#define CB_INTERFERENCE_MIN_QUERIES 2
+/* Bytes of an `unavailable` reason, its NUL included (longer reasons are cut). */
+#define CB_INTERFERENCE_REASON_MAX 512
 
 typedef struct cb_interference_input {
     const char *mode;                        /* collocation mode name */
@@ -60,12 +80,14 @@ typedef struct cb_interference_stage {
 } cb_interference_stage;
 
 typedef struct cb_interference_pipeline {
-    size_t queries_in_window;
+    size_t queries_in_window;                /* whole run when there is no common window */
+    double progress_in_window;               /* queries' worth (fractions of their spans) */
     double isolated_qps, collocated_qps;     /* isolated_qps 0 without a baseline */
-    double slowdown;                         /* NaN without a baseline */
+    double slowdown;                         /* NaN without a baseline or when unavailable */
     int64_t isolated_p50_ns, isolated_p99_ns, collocated_p50_ns, collocated_p99_ns; /* -1 n/a */
     int64_t warmup_end_ns, finish_ns;        /* absolute; 0 when it measured nothing */
     cb_interference_stage *stages;           /* n_stages entries */
+    char unavailable[CB_INTERFERENCE_REASON_MAX]; /* why its slowdown is NaN; "" otherwise */
 } cb_interference_pipeline;
 
 typedef struct cb_interference {
@@ -73,8 +95,9 @@ typedef struct cb_interference {
     bool have_baseline;
     bool window_overlap;
     int64_t window_start_ns, window_end_ns;  /* absolute; relative in the JSON */
-    double aggregate_qps;
-    double stp, antt, fairness;              /* NaN without a baseline */
+    double aggregate_qps;                    /* NaN when unavailable */
+    double stp, antt, fairness;              /* NaN without a baseline or when unavailable */
+    char unavailable[CB_INTERFERENCE_REASON_MAX]; /* why a figure above is NaN; "" otherwise */
     cb_interference_pipeline *pipelines;
     size_t n_pipelines;
     bool exact;                              /* every percentile above is exact */

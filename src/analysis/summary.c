@@ -19,7 +19,9 @@
  *   submitted (submit_ns != 0), whatever their status: the rate of arrivals, so a constant load
  *   of rate r achieves exactly r. target_qps is rate_qps for poisson/constant/gamma and, for
  *   replay, the same (k - 1) / span over the scheduled times.
- * - statistics of an empty set are written as null in JSON and "-" in the table.
+ * - statistics of an empty set, and rates without a span (throughput_qps without a measured
+ *   query or of a zero-length window, achieved_qps and replay target_qps of fewer than 2
+ *   queries), are NaN: null in JSON and "-" in the table.
  * Stage events whose stage index is outside the spec are ignored (a recorder bug must not crash
  * the summary).
  * Memory (per call, whatever the number of records): one 1 MiB read buffer for a file source,
@@ -139,9 +141,10 @@ static int compute_stages(const cb_pipeline_record *rec, size_t n_stages, int64_
     return CB_OK;
 }
 
-/* (k - 1) / (max - min) in per-second units; 0 when undefined. */
+/* (k - 1) / (max - min) in per-second units; NaN (null, "-") when undefined: fewer than 2
+ * values or an empty span. */
 static double rate_over_span(size_t k, int64_t min_ns, int64_t max_ns) {
-    if (k < 2 || max_ns <= min_ns) return 0.0;
+    if (k < 2 || max_ns <= min_ns) return NAN;
     return (double)(k - 1) / ((double)(max_ns - min_ns) / 1e9);
 }
 
@@ -200,6 +203,7 @@ static int query_pass(const cb_summary_input *in, const cb_pipeline_spec *ps,
     cb_hist_fini(&lat);
     cb_hist_fini(&disp);
     if (rc != CB_OK) return rc;
+    out->throughput_qps = NAN;
     if (k > 0) {
         out->window_start_ns = win_start - in->t0_ns;
         out->window_end_ns = win_end - in->t0_ns;
@@ -595,6 +599,15 @@ static const char *fmt_us(char *buf, size_t size, bool have, int64_t ns) {
     return buf;
 }
 
+/* A rate with one decimal into buf, or "-" when it is undefined (NaN). */
+static const char *fmt_rate(char *buf, size_t size, double v) {
+    if (!isfinite(v))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.1f", v);
+    return buf;
+}
+
 void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
     if (!in || !in->spec || !out) return;
     const cb_spec *spec = in->spec;
@@ -616,8 +629,8 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
         }
         cb_stage_metrics sm;
         int smrc = cb_stage_metrics_compute(in, p, window_len(&st), &sm);
-        fprintf(out, "\npipeline %s (%s): %zu queries, %.1f q/s", ps->name ? ps->name : "?",
-                kind ? kind : "?", st.measured, st.throughput_qps);
+        fprintf(out, "\npipeline %s (%s): %zu queries, %s q/s", ps->name ? ps->name : "?",
+                kind ? kind : "?", st.measured, fmt_rate(a, sizeof a, st.throughput_qps));
         if (smrc == CB_OK && sm.images_stage >= 0 && isfinite(sm.images_per_s))
             fprintf(out, ", %.1f images/s", sm.images_per_s);
         fputc('\n', out);
@@ -630,8 +643,8 @@ void cb_summary_print_table(const cb_summary_input *in, FILE *out) {
                 fmt_us(c, sizeof c, hl, st.latency_ns.max));
         if (cb_loadgen_is_open(ps->loadgen.kind)) {
             bool hd = st.dispatch_delay_ns.n > 0;
-            fprintf(out, "  open loop: target %.1f q/s, achieved %.1f q/s\n", st.target_qps,
-                    st.achieved_qps);
+            fprintf(out, "  open loop: target %s q/s, achieved %s q/s\n",
+                    fmt_rate(a, sizeof a, st.target_qps), fmt_rate(b, sizeof b, st.achieved_qps));
             fprintf(out, "  dispatch delay us: p50 %s  p99 %s  max %s\n",
                     fmt_us(a, sizeof a, hd, st.dispatch_delay_ns.p50),
                     fmt_us(b, sizeof b, hd, st.dispatch_delay_ns.p99),

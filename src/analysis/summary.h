@@ -14,6 +14,8 @@
  * - latency = end_ns - scheduled_ns (scheduled == submit for closed and offline loads, so open
  *   loads count queueing before submission too: no coordinated omission).
  * - throughput_qps = queries / (last measured end - first measured scheduled).
+ * - a rate that is undefined (no span: fewer than 2 queries for achieved_qps) is NaN, written
+ *   as null in JSON and "-" in the table, never 0.
  * - per stage: runs, service_ns = end - start, queue_ns = start - enqueue, transition_ns_p50 =
  *   median of start - prev_end (end of the upstream run that fed it) over its runs.
  * - per stage with device time (runs that called host->device_time): device_ns statistics over
@@ -72,10 +74,10 @@ typedef struct cb_pipeline_stats {
     size_t queries_total, warmup, ok, dropped, errors, cancelled;
     size_t measured;               /* non-warm-up queries with status ok */
     int64_t window_start_ns, window_end_ns; /* relative to t0 */
-    double throughput_qps;
+    double throughput_qps;         /* NaN without a measured query or a window of length 0 */
     cb_pcts latency_ns;
-    double target_qps;             /* open loop only, else 0 */
-    double achieved_qps;           /* open loop only, else 0 */
+    double target_qps;             /* open loop only, else 0; replay: NaN under 2 queries */
+    double achieved_qps;           /* open loop only, else 0; NaN under 2 submitted queries */
     cb_pcts dispatch_delay_ns;     /* open loop only */
     cb_stage_stats *stages;        /* n_stages entries, cb_malloc'd */
     cb_error err;                  /* after a failed compute: why (CB_EIO names the file) */
