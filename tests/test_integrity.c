@@ -191,6 +191,71 @@ static void test_hostile_names(void) {
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 6);
 }
 
+/* Names are written whole in every CSV: two pipelines whose names share a 120-byte prefix of
+ * quotes and commas (242 bytes escaped), stage names sharing a 200-byte prefix, multi-byte UTF-8
+ * (the old recorder cut escaped names at 159 bytes: the pipelines became one, a character was
+ * split). In both modes: env.json's wall_start_ns is summary.json's (it was taken apart, up to
+ * 80 ms before). */
+static void test_long_names_whole_and_one_wall_start(void) {
+    const char *dir = cb_test_tmpdir();
+    char prefix[512] = "", yaml[8192];
+    size_t o = 0;
+    for (int i = 0; i < 100; i++) o += (size_t)snprintf(prefix + o, sizeof prefix - o, "\\\"");
+    for (int i = 0; i < 20; i++) o += (size_t)snprintf(prefix + o, sizeof prefix - o, ",");
+    char stage[256];
+    memset(stage, 's', 200);
+    stage[200] = '\0';
+    o = (size_t)snprintf(yaml, sizeof yaml, "name: names\nmonitors: false\npipelines:\n");
+    for (int k = 0; k < 2; k++)
+        o += (size_t)snprintf(yaml + o, sizeof yaml - o,
+                              "  - name: \"%s%s\"\n    inputs: [0]\n    outputs: [1]\n"
+                              "    loadgen: {component: closed, max_queries: 5}\n    stages:\n"
+                              "      - {id: 0, name: \"%s-first\", component: util.noop, outputs: [1]}\n"
+                              "      - {id: 1, name: \"%s-second\", component: util.noop}\n",
+                              prefix, k ? "two" : "one", stage, stage);
+    o += (size_t)snprintf(yaml + o, sizeof yaml - o, "  - name: \"");
+    for (int i = 0; i < 60; i++) o += (size_t)snprintf(yaml + o, sizeof yaml - o, "\xc3\xa9");
+    o += (size_t)snprintf(yaml + o, sizeof yaml - o,
+                          "\xc3\xbc\"\n    inputs: [0]\n    outputs: [0]\n"
+                          "    loadgen: {component: closed, max_queries: 5}\n    stages:\n"
+                          "      - {id: 0, name: \"");
+    for (int i = 0; i < 40; i++) o += (size_t)snprintf(yaml + o, sizeof yaml - o, "\xe5\x90\x8d\xe5\x89\x8d");
+    snprintf(yaml + o, sizeof yaml - o, "\", component: util.noop}\n");
+    const char *cfg = bench(dir, "names.yaml", yaml);
+    const char *script = cb_test_write(dir, "check_names.py",
+        "import csv, json, sys\n"
+        "d = sys.argv[1]\n"
+        "q = '\"' * 100 + ',' * 20\n"
+        "s = 's' * 200\n"
+        "u, w = '\\u00e9' * 60 + '\\u00fc', '\\u540d\\u524d' * 40\n"
+        "want = {(q + 'one', s + '-first'), (q + 'one', s + '-second'), (q + 'two', s + '-first'),\n"
+        "        (q + 'two', s + '-second'), (u, w)}\n"
+        "def rows(f): return list(csv.DictReader(open(d + '/' + f, encoding='utf-8', newline='')))\n"
+        "got = {r['pipeline'] for r in rows('queries.csv')}\n"
+        "assert got == {p for p, _ in want}, 'queries.csv pipelines: %r' % sorted(got)\n"
+        "got = {(r['pipeline'], r['stage']) for r in rows('events.csv')}\n"
+        "assert got == want, 'events.csv (pipeline, stage): %r' % sorted(got)\n"
+        "e, m = json.load(open(d + '/env.json')), json.load(open(d + '/summary.json'))\n"
+        "assert e['wall_start_ns'] == m['wall_start_ns'], 'env.json wall_start_ns %d, summary.json %d' % "
+        "(e['wall_start_ns'], m['wall_start_ns'])\n"
+        "print('ok')\n");
+    const char *modes[] = {"threads", "processes"};
+    for (int k = 0; k < 2; k++) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, CLI " run %s --set collocation.mode=%s -o %s/%s --quiet && python3 %s %s/%s",
+                 cfg, modes[k], dir, modes[k], script, dir, modes[k]);
+        cb_test_sh_ok(cmd);
+    }
+    /* A child's own env.json and summary.json agree too. */
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s/processes/pipelines' && for p in *; do python3 -c 'import json, sys; "
+             "e, m = (json.load(open(sys.argv[1] + f)) for f in (\"/env.json\", \"/summary.json\")); "
+             "assert e[\"wall_start_ns\"] == m[\"wall_start_ns\"], (e[\"wall_start_ns\"], m[\"wall_start_ns\"])' \"$p\" || exit 1; done",
+             dir);
+    cb_test_sh_ok(cmd);
+}
+
 /* ---- the output directory ---------------------------------------------------------------- */
 
 static const char k_small[] =
@@ -684,6 +749,7 @@ static void test_control_characters_escaped(void) {
 
 int main(void) {
     CB_RUN(test_hostile_names);
+    CB_RUN(test_long_names_whole_and_one_wall_start);
     CB_RUN(test_symlink_not_followed);
     CB_RUN(test_foreign_dir_and_own_config);
     CB_RUN(test_two_runs_one_dir);

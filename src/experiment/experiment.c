@@ -551,6 +551,16 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     po.only = -1;
     po.dir = od.path;
     int prc = cb_phase_run(&po, &colo, &e);
+    if (colo.started) {
+        /* env.json's wall_start_ns is summary.json's: the collocated phase's t0, taken once. */
+        ec.wall_ns = colo.wall_start_ns;
+        cb_error ee;
+        cb_error_clear(&ee);
+        if (cb_outdir_write_file(od.path, "env.json", write_env, &ec, &ee) != CB_OK) {
+            say_error(o, &ee);
+            if (!code) code = CB_EIO;
+        }
+    }
     if (prc != CB_OK) {
         if (prc != CB_ESTOPPED) say_error(o, &e);
         code = stop_for(&stop, "collocated", &e, prc, prc == CB_ESTOPPED || colo.interrupted);
@@ -880,9 +890,9 @@ int cb_experiment_child(int fd, FILE *msg) {
     }
     /* The child's own config.yaml (its pipeline) and env.json (its affinity and CUDA/MPS
      * environment), as a run directory has them. */
+    so.argc = 0;
+    env_ctx ec = {&so, cb_clock_wall_ns()};
     {
-        so.argc = 0;
-        env_ctx ec = {&so, cb_clock_wall_ns()};
         if (cb_outdir_write_file(m.out_dir, "config.yaml", write_config, &view, &e) != CB_OK ||
             cb_outdir_write_file(m.out_dir, "env.json", write_env, &ec, &e) != CB_OK) {
             say_error(&so, &e);
@@ -955,6 +965,9 @@ int cb_experiment_child(int fd, FILE *msg) {
     cb_error_clear(&re);
     if (cb_recorder_stop(rec, &re) != CB_OK && !io_stopped) cb_run_state_add_error(&st, re.msg);
     st.record_stall_ns = cb_recorder_stall_ns(rec);
+    /* env.json again, with the run's wall-clock start (its summary's). */
+    ec.wall_ns = st.wall_start_ns;
+    if (cb_outdir_write_file(m.out_dir, "env.json", write_env, &ec, &e) != CB_OK) cb_run_state_add_error(&st, e.msg);
     /* The child's own summary of its pipeline (the parent writes the phase's). */
     cb_phase ph;
     memset(&ph, 0, sizeof ph);

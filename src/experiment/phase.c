@@ -556,6 +556,17 @@ static int child_env(const cb_phase_opts *o, const cb_pipeline_spec *p, size_t i
     return CB_OK;
 }
 
+/* Whether child status ws (state: its child.state, NULL when unreadable) is the outcome of the
+ * stop the parent forwarded after `sigs` signals, not a failure: its run ended interrupted with
+ * no error and nothing abandoned (it then exits 1), or it was killed by the SIGKILL that a fourth
+ * signal sends. */
+static bool child_interrupted(int ws, const cb_run_state *state, int sigs) {
+    if (sigs < 1) return false;
+    if (WIFSIGNALED(ws)) return sigs > 3 && WTERMSIG(ws) == SIGKILL;
+    return WIFEXITED(ws) && WEXITSTATUS(ws) == 1 && state && state->ended && state->interrupted &&
+           state->n_errors == 0 && !state->abandoned;
+}
+
 static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
     const cb_spec *v = &ph->view;
     size_t n = v->n_pipelines;
@@ -695,16 +706,25 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         fputc('\n', o->progress_out ? o->progress_out : stderr);
     }
     /* Gather: each child's state, its status, the merged CSVs, the raw files. */
+    int sigs = ctl_signals(o->ctl);
     for (size_t i = 0; i < n; i++) {
         const char *name = v->pipelines[i].name;
-        cb_child_describe_status(ch[i].wstatus, ph->status[i], sizeof ph->status[0]);
-        ph->status_ptrs[i] = ph->status[i];
-        if (!WIFEXITED(ch[i].wstatus) || WEXITSTATUS(ch[i].wstatus) != 0)
-            cb_phase_add_error(ph, "pipeline '%s': its process (pid %d) %s", name, (int)ch[i].pid, ph->status[i]);
         cb_run_state st;
         cb_error se;
         cb_error_clear(&se);
         int s = cb_run_state_read(ch[i].dir, "child.state", &st, &se);
+        char os[64];
+        cb_child_describe_status(ch[i].wstatus, os, sizeof os);
+        if (child_interrupted(ch[i].wstatus, s == CB_OK ? &st : NULL, sigs)) {
+            /* Stopped by the interrupt the parent forwarded: an interrupt, not a failure. */
+            snprintf(ph->status[i], sizeof ph->status[0], "interrupted (%s)", os);
+            ph->interrupted = true;
+        } else {
+            snprintf(ph->status[i], sizeof ph->status[0], "%s", os);
+            if (!WIFEXITED(ch[i].wstatus) || WEXITSTATUS(ch[i].wstatus) != 0)
+                cb_phase_add_error(ph, "pipeline '%s': its process (pid %d) %s", name, (int)ch[i].pid, os);
+        }
+        ph->status_ptrs[i] = ph->status[i];
         if (s == CB_OK) {
             ph->record_stall_ns += st.record_stall_ns;
             ph->interrupted |= st.interrupted;

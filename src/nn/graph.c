@@ -51,6 +51,9 @@ void cb_nn_model_free(cb_nn_model *m) {
     cb_free(m);
 }
 
+/* The status of a failed call: the code it set in err, never 0 (fallback without err). */
+static int failed(const cb_error *err, int fallback) { return err && err->code ? err->code : fallback; }
+
 /* Appends a node fed by `in` (validated) and returns it, or NULL with err set. */
 static cb_nn_node *cb__node(cb_nn_model *m, cb_nn_op op, int in, const char *name, cb_error *err) {
     if (in < 0 || in >= m->n_nodes) {
@@ -123,39 +126,40 @@ static int cb__out_dim(int in, int k, int s, int p) {
     return (in + 2 * p - k) / s + 1;
 }
 
-static int cb__window(cb_nn_model *m, cb_nn_op op, int in, const char *name, int k, int stride,
-                      int pad, cb_nn_node **out, cb_error *err) {
+/* Appends a window node (convolution or pool) and returns it, or NULL with err set: a pointer,
+ * not a status, so that no caller can use a node that was not made. */
+static cb_nn_node *cb__window(cb_nn_model *m, cb_nn_op op, int in, const char *name, int k,
+                              int stride, int pad, cb_error *err) {
     cb_nn_node *n = cb__node(m, op, in, name, err);
-    if (!n) return err ? err->code : CB_EINVAL;
+    if (!n) return NULL;
     int oh = cb__out_dim(n->h, k, stride, pad), ow = cb__out_dim(n->w, k, stride, pad);
-    if (oh < 1 || ow < 1 || (op != CB_NN_CONV && pad * 2 > k))
-        return cb_error_set(err, CB_EINVAL,
-                            "%s: kernel %d stride %d pad %d does not fit an input of %dx%d",
-                            name && name[0] ? name : "window", k, stride, pad, n->h, n->w);
+    if (oh < 1 || ow < 1 || (op != CB_NN_CONV && pad * 2 > k)) {
+        cb_error_set(err, CB_EINVAL, "%s: kernel %d stride %d pad %d does not fit an input of %dx%d",
+                     name && name[0] ? name : "window", k, stride, pad, n->h, n->w);
+        return NULL;
+    }
     n->kh = n->kw = k;
     n->sh = n->sw = stride;
     n->ph = n->pw = pad;
     n->h = oh;
     n->w = ow;
-    *out = n;
-    return CB_OK;
+    return n;
 }
 
 int cb_nn_conv(cb_nn_model *m, int in, const char *name, int out_c, int k, int stride, int pad,
                int bias, cb_error *err) {
     if (out_c < 1) return cb_error_set(err, CB_EINVAL, "%s: out channels must be >= 1", name);
-    cb_nn_node *n;
-    int rc = cb__window(m, CB_NN_CONV, in, name, k, stride, pad, &n, err);
-    if (rc) return rc;
+    cb_nn_node *n = cb__window(m, CB_NN_CONV, in, name, k, stride, pad, err);
+    if (!n) return failed(err, CB_EINVAL);
     int64_t wd[4] = {out_c, m->nodes[in].c, k, k};
     int64_t bd[1] = {out_c};
     n->c = out_c;
     int pw = cb__param(m, name, "weight", CB_NN_F32, 4, wd, 1, err);
-    if (pw < 0) return err ? err->code : CB_ENOMEM;
+    if (pw < 0) return failed(err, CB_ENOMEM);
     n->param[0] = pw;
     if (bias) {
         int pb = cb__param(m, name, "bias", CB_NN_F32, 1, bd, 1, err);
-        if (pb < 0) return err ? err->code : CB_ENOMEM;
+        if (pb < 0) return failed(err, CB_ENOMEM);
         n->param[1] = pb;
     }
     return m->n_nodes++;
@@ -163,18 +167,18 @@ int cb_nn_conv(cb_nn_model *m, int in, const char *name, int out_c, int k, int s
 
 int cb_nn_bn(cb_nn_model *m, int in, const char *name, cb_error *err) {
     cb_nn_node *n = cb__node(m, CB_NN_BN, in, name, err);
-    if (!n) return err ? err->code : CB_EINVAL;
+    if (!n) return failed(err, CB_EINVAL);
     n->eps = 1e-5f;
     n->momentum = 0.1f;
     int64_t d[1] = {n->c};
     static const char *const names[4] = {"weight", "bias", "running_mean", "running_var"};
     for (int i = 0; i < 4; i++) {
         int p = cb__param(m, name, names[i], CB_NN_F32, 1, d, i < 2, err);
-        if (p < 0) return err ? err->code : CB_ENOMEM;
+        if (p < 0) return failed(err, CB_ENOMEM);
         n->param[i] = p;
     }
     int p = cb__param(m, name, "num_batches_tracked", CB_NN_I64, 0, NULL, 0, err);
-    if (p < 0) return err ? err->code : CB_ENOMEM;
+    if (p < 0) return failed(err, CB_ENOMEM);
     n->param[4] = p;
     /* A fresh BatchNorm2d: weight 1, running_var 1 (the rest zero). */
     float *wt = m->params[n->param[0]].data, *rv = m->params[n->param[3]].data;
@@ -184,27 +188,25 @@ int cb_nn_bn(cb_nn_model *m, int in, const char *name, cb_error *err) {
 
 int cb_nn_relu(cb_nn_model *m, int in, cb_error *err) {
     cb_nn_node *n = cb__node(m, CB_NN_RELU, in, NULL, err);
-    if (!n) return err ? err->code : CB_EINVAL;
+    if (!n) return failed(err, CB_EINVAL);
     return m->n_nodes++;
 }
 
 int cb_nn_maxpool(cb_nn_model *m, int in, int k, int stride, int pad, cb_error *err) {
-    cb_nn_node *n;
-    int rc = cb__window(m, CB_NN_MAXPOOL, in, "maxpool", k, stride, pad, &n, err);
-    return rc ? rc : m->n_nodes++;
+    if (!cb__window(m, CB_NN_MAXPOOL, in, "maxpool", k, stride, pad, err)) return failed(err, CB_EINVAL);
+    return m->n_nodes++;
 }
 
 int cb_nn_avgpool(cb_nn_model *m, int in, int k, int stride, int pad, cb_error *err) {
-    cb_nn_node *n;
-    int rc = cb__window(m, CB_NN_AVGPOOL, in, "avgpool", k, stride, pad, &n, err);
-    return rc ? rc : m->n_nodes++;
+    if (!cb__window(m, CB_NN_AVGPOOL, in, "avgpool", k, stride, pad, err)) return failed(err, CB_EINVAL);
+    return m->n_nodes++;
 }
 
 int cb_nn_add(cb_nn_model *m, int a, int b, cb_error *err) {
     if (b < 0 || b >= m->n_nodes)
         return cb_error_set(err, CB_EINVAL, "node input %d does not exist", b);
     cb_nn_node *n = cb__node(m, CB_NN_ADD, a, NULL, err);
-    if (!n) return err ? err->code : CB_EINVAL;
+    if (!n) return failed(err, CB_EINVAL);
     const cb_nn_node *nb = &m->nodes[b];
     if (nb->c != n->c || nb->h != n->h || nb->w != n->w)
         return cb_error_set(err, CB_EINVAL, "add: shapes [%d, %d, %d] and [%d, %d, %d] differ",
@@ -215,7 +217,7 @@ int cb_nn_add(cb_nn_model *m, int a, int b, cb_error *err) {
 
 int cb_nn_flatten(cb_nn_model *m, int in, cb_error *err) {
     cb_nn_node *n = cb__node(m, CB_NN_FLATTEN, in, NULL, err);
-    if (!n) return err ? err->code : CB_EINVAL;
+    if (!n) return failed(err, CB_EINVAL);
     n->c = n->c * n->h * n->w;
     n->h = n->w = 1;
     return m->n_nodes++;
@@ -229,16 +231,16 @@ int cb_nn_linear(cb_nn_model *m, int in, const char *name, int out_features, int
         return cb_error_set(err, CB_EINVAL, "%s: input must be flat ([N, F, 1, 1]), got %dx%d",
                             name, m->nodes[in].h, m->nodes[in].w);
     cb_nn_node *n = cb__node(m, CB_NN_LINEAR, in, name, err);
-    if (!n) return err ? err->code : CB_EINVAL;
+    if (!n) return failed(err, CB_EINVAL);
     int64_t wd[2] = {out_features, n->c};
     int64_t bd[1] = {out_features};
     n->c = out_features;
     int pw = cb__param(m, name, "weight", CB_NN_F32, 2, wd, 1, err);
-    if (pw < 0) return err ? err->code : CB_ENOMEM;
+    if (pw < 0) return failed(err, CB_ENOMEM);
     n->param[0] = pw;
     if (bias) {
         int pb = cb__param(m, name, "bias", CB_NN_F32, 1, bd, 1, err);
-        if (pb < 0) return err ? err->code : CB_ENOMEM;
+        if (pb < 0) return failed(err, CB_ENOMEM);
         n->param[1] = pb;
     }
     return m->n_nodes++;

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,14 @@
  * 128 x 64 KiB = 8 MiB: tens of milliseconds of records at millions a second. */
 #define CB_BACKLOG_MAX_CHUNKS 128
 #define CB_OUTBUF_BYTES (256u * 1024u)
-#define CB_OUTBUF_FLUSH (CB_OUTBUF_BYTES - 4096u)
+#define CB_OUTBUF_FLUSH (CB_OUTBUF_BYTES - 8192u)
+/* The longest pipeline or stage name the CSVs hold (bytes; pipeline names are shorter still,
+ * CB_SPEC_NAME_MAX): names are written whole, CSV-escaped (at most 2n+2 bytes), so a row of the
+ * longest names, a split name and every number fits the buffer's headroom. */
+#define CB_RECORD_NAME_MAX 1024u
+_Static_assert(2 * (2 * CB_RECORD_NAME_MAX + 2) + (2 * CB_SPLIT_NAME_MAX + 2) + 1024 <=
+                   CB_OUTBUF_BYTES - CB_OUTBUF_FLUSH,
+               "a row of the longest names fits the buffer's headroom");
 
 typedef struct cb_outfile {
     const char *name;                 /* file name, for messages */
@@ -52,10 +60,10 @@ typedef struct cb_outfile {
 } cb_outfile;
 
 typedef struct cb_pipe_rec {
-    char name[160];                   /* CSV-escaped */
-    char (*stage_prefix)[352];        /* "pipeline,stage,stage_id," per stage, CSV-escaped */
-    uint16_t *stage_prefix_len;
-    char splits[CB_MAX_SPLITS][48];   /* CSV-escaped split names; "" without a dataset */
+    char *name;                       /* CSV-escaped, whole */
+    char **stage_prefix;              /* "pipeline,stage,stage_id," per stage, CSV-escaped */
+    size_t *stage_prefix_len;
+    char splits[CB_MAX_SPLITS][2 * CB_SPLIT_NAME_MAX + 2]; /* CSV-escaped; "" without a dataset */
     int n_splits;
     int64_t warmup;
     const cb_metric_def **mdefs;      /* per stage: its declared metrics (names for the CSV) */
@@ -109,6 +117,14 @@ static void csv_escape(char *dst, size_t size, const char *s) {
     }
     dst[o++] = '"';
     dst[o] = '\0';
+}
+
+/* s CSV-escaped in a new allocation (NULL when out of memory). */
+static char *csv_dup(const char *s) {
+    size_t size = 2 * strlen(s) + 3;
+    char *d = cb_malloc(size);
+    if (d) csv_escape(d, size, s);
+    return d;
 }
 
 static inline char *put_str(char *p, const char *s) {
@@ -425,6 +441,22 @@ static void sink_set_splits(void *ctx, size_t pipeline, const cb_splits *splits)
     write_splits(r);
 }
 
+/* Keeps the writer off the load generators' cores when there is a choice: every pipeline is
+ * pinned (cpus) and the process may run on cpus outside all of them. Otherwise (a pipeline not
+ * pinned, or a child process pinned to its pipeline's cpus) the scheduler places it. */
+static void writer_place(cb_recorder *r) {
+    const cb_spec *s = r->spec;
+    cpu_set_t set;
+    if (!s->n_pipelines || sched_getaffinity(0, sizeof set, &set) != 0) return;
+    for (size_t i = 0; i < s->n_pipelines; i++) {
+        const cb_pipeline_spec *ps = &s->pipelines[i];
+        if (!ps->n_cpus) return;
+        for (size_t k = 0; k < ps->n_cpus; k++)
+            if (ps->cpus[k] >= 0 && ps->cpus[k] < CPU_SETSIZE) CPU_CLR(ps->cpus[k], &set);
+    }
+    if (CPU_COUNT(&set) > 0) (void)pthread_setaffinity_np(r->thread, sizeof set, &set);
+}
+
 /* ---- public ------------------------------------------------------------------------------ */
 
 const cb_record_sink *cb_recorder_sink(cb_recorder *r) { return &r->sink; }
@@ -455,22 +487,35 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
         cb_pipe_rec *pr = &r->pipes[i];
         r->splits[i].pipeline = -1;
         pthread_mutex_init(&pr->progress_mu, NULL);
-        csv_escape(pr->name, sizeof pr->name, ps->name);
         pr->warmup = ps->loadgen.warmup_queries;
         size_t ns = ps->n_stages ? ps->n_stages : 1;
+        pr->name = csv_dup(ps->name);
         pr->stage_prefix = cb_calloc(ns, sizeof *pr->stage_prefix);
-        pr->stage_prefix_len = cb_calloc(ns, sizeof(uint16_t));
+        pr->stage_prefix_len = cb_calloc(ns, sizeof *pr->stage_prefix_len);
         pr->mdefs = cb_calloc(ns, sizeof *pr->mdefs);
         pr->n_mdefs = cb_calloc(ns, sizeof *pr->n_mdefs);
         pr->recent = cb_malloc(CB_RECENT * sizeof(int64_t));
-        if (!pr->stage_prefix || !pr->stage_prefix_len || !pr->mdefs || !pr->n_mdefs || !pr->recent)
+        if (!pr->name || !pr->stage_prefix || !pr->stage_prefix_len || !pr->mdefs || !pr->n_mdefs ||
+            !pr->recent)
             goto oom;
+        const char *too_long = strlen(ps->name) > CB_RECORD_NAME_MAX ? ps->name : NULL;
+        for (size_t s = 0; s < ps->n_stages && !too_long; s++)
+            if (strlen(ps->stages[s].name) > CB_RECORD_NAME_MAX) too_long = ps->stages[s].name;
+        if (too_long) {
+            cb_recorder_destroy(r);
+            return cb_error_set(err, CB_EINVAL, "recorder: pipeline '%.64s': the name \"%.32s...\" is longer "
+                                "than the %u bytes the records hold", ps->name, too_long, CB_RECORD_NAME_MAX);
+        }
         for (size_t s = 0; s < ps->n_stages; s++) {
-            char name[160];
-            csv_escape(name, sizeof name, ps->stages[s].name);
-            int k = snprintf(pr->stage_prefix[s], sizeof pr->stage_prefix[s], "%s,%s,%d,", pr->name,
-                             name, ps->stages[s].id);
-            pr->stage_prefix_len[s] = (uint16_t)(k > 0 ? k : 0);
+            char *name = csv_dup(ps->stages[s].name);
+            size_t size = name ? strlen(pr->name) + strlen(name) + 16 : 0;
+            if (name) pr->stage_prefix[s] = cb_malloc(size);
+            if (pr->stage_prefix[s]) {
+                int k = snprintf(pr->stage_prefix[s], size, "%s,%s,%d,", pr->name, name, ps->stages[s].id);
+                pr->stage_prefix_len[s] = k > 0 ? (size_t)k : 0;
+            }
+            cb_free(name);
+            if (!pr->stage_prefix[s]) goto oom;
             pr->mdefs[s] = cb_registry_ops_metrics(ps->stages[s].ops, &pr->n_mdefs[s]);
         }
     }
@@ -502,6 +547,7 @@ int cb_recorder_create(const cb_recorder_opts *opts, cb_recorder **out, cb_error
         return cb_error_set(err, CB_EIO, "recorder: cannot start the writer thread");
     }
     r->thread_started = 1;
+    writer_place(r);
     *out = r;
     return CB_OK;
 oom:
@@ -623,6 +669,8 @@ static void destroy(cb_recorder *r, int free_rings) {
     }
     for (size_t i = 0; r->pipes && i < r->n_pipes; i++) {
         cb_pipe_rec *pr = &r->pipes[i];
+        for (size_t s = 0; pr->stage_prefix && s < r->spec->pipelines[i].n_stages; s++) cb_free(pr->stage_prefix[s]);
+        cb_free(pr->name);
         cb_free(pr->stage_prefix);
         cb_free(pr->stage_prefix_len);
         cb_free(pr->mdefs);
