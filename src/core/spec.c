@@ -1159,7 +1159,11 @@ int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *
     else
         dir[0] = '\0';
     bctx b = {arena, err, dir, 0};
-    int rc = build(&b, doc, reg, spec);
+    /* The reference framework's configs are read through a translated tree (core/compat.c). */
+    cb_doc read = *doc;
+    int rc = cb_compat_translate(doc, reg, arena, &spec->compat, err);
+    read.root = spec->compat.root;
+    if (!rc) rc = build(&b, &read, reg, spec);
     if (rc) {
         cb_arena_destroy(arena);
         return rc;

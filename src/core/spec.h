@@ -17,6 +17,7 @@
 
 #include "colobench/stage.h"
 #include "core/cfgtree.h"
+#include "core/compat.h"
 #include "core/registry.h"
 
 typedef enum cb_policy {
@@ -168,6 +169,7 @@ typedef struct cb_spec {
     cb_trace_spec trace;
     cb_sweep_spec sweep;
     const cb_doc *doc;                 /* borrowed */
+    cb_compat_out compat;              /* a reference framework config's translation and notes */
 } cb_spec;
 
 /* Names that become directory names (the benchmark's, each pipeline's): at most this many

@@ -70,6 +70,7 @@ int cb_bench_load(const cb_bench_opts *o, cb_bench *b, cb_error *err) {
         cb_error_key(err, "monitors.nvml_library");
     }
     if (!rc) {
+        for (size_t i = 0; i < b->spec->compat.n_notes; i++) notice(b, "%s", b->spec->compat.notes[i]);
         for (size_t i = 0; i < cb_registry_n_plugins(b->reg); i++)
             notice(b, "loaded plugin %s (from %s)", cb_registry_plugin_path(b->reg, i),
                    i < from_env ? "COLOBENCH_PLUGIN_PATH" : "plugin_paths");
