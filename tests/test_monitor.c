@@ -170,8 +170,11 @@ static void test_busy_child_cpu(void) {
     const row *sel[512], *rss[512];
     size_t n = select_rows(&rs, "process", "", pid, "cpu_percent", sel, 512);
     size_t n_rss = select_rows(&rs, "process", "", pid, "rss_bytes", rss, 512);
-    CB_CHECK_CMP_INT(n, >=, 8); /* 600 ms / 50 ms = 12, +-40 % */
-    CB_CHECK_CMP_INT(n, <=, 17);
+    /* One sample per period while the child lived (600 ms: 12), however long it took to spawn
+     * and reap it on a loaded machine; a sampler delayed by load samples less, never more. */
+    long span_periods = (long)((t_reaped - t_spawn) / (50 * MS));
+    CB_CHECK_CMP_INT(n, >=, 3);
+    CB_CHECK_CMP_INT((long)n, <=, span_periods + 2);
     /* The child's CPU time as the monitor saw it: each cpu_percent covers the time since the
      * previous sample of the process (rss_bytes is written for every sample, the first
      * included). It equals the CPU time the kernel accounted to the child, except what the
@@ -197,13 +200,14 @@ static void test_busy_child_cpu(void) {
     CB_CHECK(seen_s <= cpu_s * 1.02 + tick_s);
     CB_CHECK(seen_s >= cpu_s - unseen_s - tick_s);
     CB_CHECK(seen_s > 0);
-    /* Spacing of the sample times: the median within +-30 % of the period. */
+    /* Spacing of the sample times: absolute deadlines keep the median at the period; +-50 %
+     * holds when the sampler shares a saturated core. */
     long long gaps[512];
     size_t ng = 0;
     for (size_t i = 1; i < n && i < 512; i++) gaps[ng++] = sel[i]->t_ns - sel[i - 1]->t_ns;
     if (ng) {
         qsort(gaps, ng, sizeof gaps[0], cmp_ll);
-        CB_CHECK_NEAR(gaps[ng / 2], 50 * MS, 15 * MS);
+        CB_CHECK_NEAR(gaps[ng / 2], 50 * MS, 25 * MS);
     }
     CB_CHECK(select_rows(&rs, "process", "", pid, "threads", NULL, 0) > 0);
     CB_CHECK(select_rows(&rs, "process", "", pid, "voluntary_ctx_switches", NULL, 0) > 0);
@@ -1196,12 +1200,12 @@ static void test_cli_monitor(void) {
 
     /* SIGTERM to colobench is forwarded to the command, whose death by it is the exit status. */
     snprintf(cmd, sizeof cmd,
-             CB_TEST_COLOBENCH " monitor -o %s/t -- sleep 5 & p=$!; sleep 0.5; kill -TERM $p; "
+             CB_TEST_COLOBENCH " monitor -o %s/t -- sleep 60 & p=$!; sleep 0.5; kill -TERM $p; "
                                "wait $p",
              dir);
     int64_t t = cb_clock_now_ns();
     CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 128 + SIGTERM);
-    CB_CHECK(cb_clock_now_ns() - t < 4000 * MS);
+    CB_CHECK(cb_clock_now_ns() - t < 30000 * MS); /* not the command's 60 s */
     free(out);
     snprintf(path, sizeof path, "%s/t/summary.json", dir);
     v = py_json(path, "d[\"signal\"]");

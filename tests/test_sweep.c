@@ -4,7 +4,9 @@
  * sweep.json, runs the baseline of replicated pipelines once, adds images/s where the pipelines
  * report images, keeps going past a failed point and stops after the current point on SIGINT.
  *
- * The end-to-end checks measure CPU sharing, so CMake runs this test alone (RUN_SERIAL). */
+ * The end-to-end checks assert each point's figures as computed from its runs; of the CPU
+ * sharing itself only what holds on a loaded machine (three pipelines on one core slow by more
+ * than 1.4). CMake runs this test alone (RUN_SERIAL): other tests would share the core too. */
 #include "harness.h"
 
 #include <stdlib.h>
@@ -216,19 +218,28 @@ static void test_sweep_end_to_end(void) {
         snprintf(cmd, sizeof cmd, "ls %s/out/%s/baseline | tr '\\n' ' '", dir, dirs[i]);
         sh_says(cmd, "fixed spin ", __LINE__);
     }
-    /* sweep.csv: 4 points, in order, with their pipeline counts and plausible measured STP. */
+    /* sweep.csv: 4 points, in order, with their pipeline counts; each point's figures are its
+     * summary.json's (what the code computes, not how fast this machine was). */
     snprintf(p, sizeof p, "%s/out/sweep.csv", dir);
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 5);
     const char *script = cb_test_write(dir, "check.py",
-        "import csv,sys\n"
+        "import csv,json,os,sys\n"
         "rows=list(csv.DictReader(open(sys.argv[1])))\n"
+        "def near(a, b, what, r):\n"
+        "  assert b is not None, '%s: %s is null in %s/summary.json' % (r['dir'], what, r['dir'])\n"
+        "  assert abs(a - b) <= 1e-3 * abs(b), '%s: %s %r in sweep.csv, %r in its summary.json' % (r['dir'], what, a, b)\n"
         "print(' '.join('%s:%s:%s:%s' % (r['dir'], r['status'], r['pipelines'], r['stp']) for r in rows), file=sys.stderr)\n"
         "assert [(r['mode'], r['replicas'], r['dir']) for r in rows] == [('threads','1','threads-x1'),"
         " ('threads','2','threads-x2'), ('processes','1','processes-x1'), ('processes','2','processes-x2')], rows\n"
         "assert [r['pipelines'] for r in rows] == ['2','3','2','3']\n"
         "for r in rows:\n"
         "  assert r['status'] == 'ok', r\n"
-        "  stp=float(r['stp']); assert 0.3 < stp < 2.5, r\n"
+        "  c=json.load(open(os.path.join(os.path.dirname(sys.argv[1]), r['dir'], 'summary.json')))['collocation']\n"
+        "  near(float(r['stp']), c['stp'], 'stp', r)\n"
+        "  sl=[q['slowdown'] for q in c['pipelines']]\n"
+        "  assert None not in sl, '%s: a slowdown is null in its summary.json: %r' % (r['dir'], sl)\n"
+        "  near(float(r['slowdown_mean']), sum(sl) / len(sl), 'slowdown_mean', r)\n"
+        "  near(float(r['slowdown_max']), max(sl), 'slowdown_max', r)\n"
         "  agg=float(r['aggregate_qps']); iso=float(r['isolated_qps']); rel=float(r['relative'])\n"
         "  assert abs(rel - agg/iso) < 1e-3 * rel, r\n"
         "  lo,mean,hi=(float(r['slowdown_'+k]) for k in ('min','mean','max'))\n"
@@ -237,11 +248,12 @@ static void test_sweep_end_to_end(void) {
         "print('ok')\n");
     snprintf(cmd, sizeof cmd, "python3 %s %s", script, p);
     cb_test_sh_ok(cmd);
-    /* Three pipelines sharing one core: each at about a third of its isolated speed. */
+    /* Three pipelines sharing one core: each at about a third of its isolated speed (3); when
+     * another process saturates the cores, 2 to 3: more than 1.4 holds everywhere. */
     snprintf(p, sizeof p, "%s/out/sweep.json", dir);
     double mean = cb_test_py_num(p, "d[\"points\"][3][\"slowdown\"][\"mean\"]");
     printf("# processes x2: mean slowdown %.2f\n", mean);
-    CB_CHECK(mean > 1.8 && mean < 4.5);
+    CB_CHECK(mean > 1.4);
     CB_CHECK_EQ_INT(cb_test_py_num(p, "len(d[\"points\"][3][\"pipelines\"])"), 3);
     /* The replicas' shared baseline: said in its own summary and in the collocated one. */
     snprintf(p, sizeof p, "%s/out/processes-x2/baseline/spin/summary.json", dir);
@@ -307,7 +319,7 @@ static void test_sweep_images(void) {
         "assert [p['relative_to'] for p in pts] == ['threads-x1', 'threads-x1'], pts\n"
         "assert x1['relative'] == 1.0 and x1['stp'] is None and x2['isolated_images_per_s'] is None, pts\n"
         "r=x2['aggregate_images_per_s']/x1['aggregate_images_per_s']\n"
-        "assert abs(x2['relative'] - r) < 1e-9 and 0.2 < r < 5, pts\n"
+        "assert r > 0 and abs(x2['relative'] - r) < 1e-9, pts\n"
         "print('ok')\n");
     snprintf(cmd, sizeof cmd, "python3 %s %s/nobase", script, dir);
     cb_test_sh_ok(cmd);
