@@ -159,8 +159,10 @@ static void test_sigterm_keeps_every_row(void) {
                                      "      - {id: 1, name: s, component: util.sleep, outputs: [], workers: 4, config: {duration_us: 300}}\n");
     char cmd[2048], *out = NULL;
     snprintf(cmd, sizeof cmd,
-             CLI " run %s -o %s/out --quiet & pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo \"exit=$?\"",
-             path, dir);
+             "o=%s/out; " CLI " run %s -o $o --quiet & pid=$!; i=0; "
+             "while [ $i -lt 1200 ] && [ ! -s $o/queries.bin ]; do sleep 0.05; i=$((i+1)); done; "
+             "kill -TERM $pid; wait $pid; echo \"exit=$?\"",
+             dir, path);
     cb_test_sh(cmd, &out);
     CB_CHECK_CONTAINS(out, "exit=1");
     CB_CHECK_CONTAINS(out, "interrupted");
@@ -172,7 +174,7 @@ static void test_sigterm_keeps_every_row(void) {
     if (v) {
         CB_CHECK(!strncmp(v, "True ", 5));
         long total = strtol(v + 5, NULL, 10);
-        CB_CHECK(total > 100);
+        CB_CHECK(total > 0); /* the signal came once queries were recorded */
         snprintf(p, sizeof p, "%s/out/queries.csv", dir);
         CB_CHECK_EQ_INT(cb_test_count_lines(p), total + 1);
         /* every ended query has its two stage rows, except cancelled ones */
