@@ -901,7 +901,7 @@ static void test_colo_under_minimum(void) {
     colo_query(f.q[1], &f.nq[1], 5, 6);     /* b passes its warm-up at 5 ms, */
     colo_query(f.q[1], &f.nq[1], 150, 151); /* its next query after a finished */
     CB_CHECK_EQ_INT(colo_compute(&f), 0);
-    const char *why = "pipeline b has 1 measured query in the common window (0.005-0.100 s), "
+    const char *why = "pipeline b has 1 query in the common window (0.005-0.100 s), "
                       "fewer than the minimum of 2";
     CB_CHECK(f.r.window_overlap);
     CB_CHECK_EQ_INT(f.r.window_start_ns - T0, 5 * MS);
@@ -988,6 +988,43 @@ static void test_colo_long_steps(void) {
     cb_interference_fini(&f.r);
 }
 
+/* A queued load (two in flight, as the offline generator's queue_depth 2): a's warm-up query
+ * 0-40 ms still runs when its first measured query is scheduled (0 ms), so it did work in the
+ * window 20-100 ms (set by b) and counts there: 20/40 + 60/80 (0-80) + 20/40 (80-120) + 20/80
+ * (80-160) = 2 queries over 80 ms = 25 q/s. Its baseline, the same run alone, counts the same
+ * way over its own window 0-160 ms: 4 whole queries = 25 q/s, slowdown 1; its summary's
+ * throughput_qps leaves the warm-up query out (3 / 0.16 s = 18.75). */
+static void test_colo_warmup_work(void) {
+    static const double runs[4][3] = {{0, 0, 0}, {20, 2, 40}, {0, 0, 0}, {20, 2, 40}};
+    static const double a[4][2] = {{0, 40}, {0, 80}, {80, 120}, {80, 160}};
+    colo_fixture f;
+    colo_init(&f, runs);
+    f.pipes[0].loadgen.warmup_queries = 1;
+    for (int i = 0; i < 4; i++) {
+        colo_query(f.q[0], &f.nq[0], a[i][0], a[i][1]);
+        colo_query(f.iq[0], &f.niq[0], a[i][0], a[i][1]);
+    }
+    CB_CHECK_EQ_INT(colo_compute(&f), 0);
+    const cb_interference_pipeline *pa = &f.r.pipelines[0];
+    CB_CHECK_STR_EQ(f.r.unavailable, "");
+    CB_CHECK_EQ_INT(f.r.window_start_ns - T0, 20 * MS);
+    CB_CHECK_EQ_INT(f.r.window_end_ns - T0, 100 * MS);
+    CB_CHECK_EQ_INT(pa->queries_in_window, 4);
+    CB_CHECK_NEAR(pa->progress_in_window, 2.0, 1e-12);
+    CB_CHECK_NEAR(pa->collocated_qps, 25.0, 1e-9);
+    CB_CHECK_NEAR(pa->isolated_qps, 25.0, 1e-9);
+    CB_CHECK_NEAR(pa->slowdown, 1.0, 1e-12);
+    CB_CHECK_EQ_INT(pa->collocated_p50_ns, 80 * MS); /* measured queries only: 80, 40, 80 ms */
+    CB_CHECK_NEAR(f.r.pipelines[1].slowdown, 1.0, 1e-12);
+    CB_CHECK_NEAR(f.r.aggregate_qps, 525.0, 1e-9);
+    cb_pipeline_stats st;
+    CB_CHECK_EQ_INT(cb_pipeline_stats_compute(&f.iso_in[0], 0, &st), 0);
+    CB_CHECK_NEAR(st.throughput_qps, 18.75, 1e-9);
+    cb_pipeline_stats_fini(&st);
+    free(f.table);
+    cb_interference_fini(&f.r);
+}
+
 int main(void) {
     CB_RUN(test_pipeline_stats);
     CB_RUN(test_stage_metrics);
@@ -1000,5 +1037,6 @@ int main(void) {
     CB_RUN(test_colo_no_common_window);
     CB_RUN(test_colo_under_minimum);
     CB_RUN(test_colo_long_steps);
+    CB_RUN(test_colo_warmup_work);
     return cb_test_done();
 }

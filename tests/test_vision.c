@@ -236,15 +236,25 @@ static void test_examples_run(void) {
     CB_CHECK_EQ_INT(run(cmd, &out), 0);
     free(out);
     snprintf(path, sizeof path, "%s/mixed/summary.json", dir);
-    /* Every pipeline has a slowdown, except one with no query inside the common window (a
-     * training step longer than the window, as under sanitizers: its slowdown is null, and
-     * issue 13 gives that case its own figures). */
-    double bad = py_num(path, "sum(1 for p in d[\"collocation\"][\"pipelines\"] if not ("
-                              "(p[\"slowdown\"] is not None and p[\"slowdown\"] > 0) or "
-                              "(p[\"slowdown\"] is None and p[\"queries_in_window\"] == 0)))");
-    double slow = py_num(path, "min([p[\"slowdown\"] for p in d[\"collocation\"][\"pipelines\"] "
-                               "if p[\"slowdown\"] is not None] or [0])");
-    printf("# cpu_mixed: smallest slowdown %.2f\n", slow);
+    /* Every pipeline has a slowdown: queries count by the part of their span inside the common
+     * window, and training's warm-up step and first measured step, queued together (queue
+     * depth 2), both overlap it however long a step takes (sanitizers, a busy machine). Should
+     * one still be unavailable, it says why in the documented words (docs/outputs.md,
+     * collocation) and the counts agree with the reason. */
+    char *fig = py(path, "\", \".join(\"%s %s\" % (p[\"name\"], \"%.2fx\" % p[\"slowdown\"] if "
+                         "p[\"slowdown\"] is not None else \"unavailable: \" + p[\"unavailable\"]) "
+                         "for p in d[\"collocation\"][\"pipelines\"])");
+    printf("# cpu_mixed: %s\n", fig ? fig : "(no collocation figures)");
+    free(fig);
+    double bad = py_num(path, "sum(1 for c in [d[\"collocation\"]] for p in c[\"pipelines\"] "
+                              "for u in [p[\"unavailable\"]] if not ("
+                              "(p[\"slowdown\"] is not None and p[\"slowdown\"] > 0 and "
+                              "u is None) or "
+                              "(p[\"slowdown\"] is None and u is not None and ("
+                              "(not c[\"window_overlap\"] and \"never ran measured load\" in u) or "
+                              "(p[\"queries_in_window\"] < c[\"min_queries_in_window\"] and "
+                              "u.startswith(\"pipeline \" + p[\"name\"] + \" has \")) or "
+                              "u.startswith(\"the baseline of \")))))");
     CB_CHECK_EQ_INT(bad, 0);
 }
 

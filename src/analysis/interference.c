@@ -3,17 +3,18 @@
  *
  * Design: streaming passes over each pipeline's records (record/records.h). Pass 1 over each
  * pipeline's queries finds its warm-up end and finish; the common window follows (it is only
- * known once every pipeline has been read). Pass 2, per pipeline: its queries feed a cb_hist of
- * the latencies of the measured ok queries in the window (their spans overlap it) and the sum
- * of the fractions of their spans inside it (whole queries counted apart, so the sum is exact
- * when every query is whole), and its stage events, per group of at most
- * CB_INTERFERENCE_STAGES_PER_PASS stages, a cb_hist of service times of the runs in it (the
- * median and the exact mean). Then availability is decided once (r->unavailable and each
- * pipeline's): the JSON and the table only print it. Isolated figures come from the
- * ordinary summary statistics of the baseline runs (cb_pipeline_stats_compute), so "isolated"
- * means exactly what summary.json of that run says. Percentiles are exact up to
- * CB_HIST_EXACT_MAX values, else within CB_HIST_REL_ERROR (analysis/hist.h); r->exact says
- * whether all of them were, and the JSON says so ("percentiles_exact").
+ * known once every pipeline has been read). Pass 2, per pipeline: its ok queries in the window
+ * (their spans overlap it) are counted with the sum of the fractions of their spans inside it
+ * (whole queries counted apart, so the sum is exact when every query is whole) and the measured
+ * ones feed a cb_hist of latencies; its stage events, per group of at most
+ * CB_INTERFERENCE_STAGES_PER_PASS stages, feed a cb_hist of service times of the runs in it (the
+ * median and the exact mean). A baseline's rate is the same two query passes over its own
+ * window. Then availability is decided once (r->unavailable and each pipeline's): the JSON and
+ * the table only print it. The other isolated figures come from the ordinary summary statistics
+ * of the baseline runs (cb_pipeline_stats_compute), so they mean exactly what summary.json of
+ * that run says. Percentiles are exact up to CB_HIST_EXACT_MAX values, else within
+ * CB_HIST_REL_ERROR (analysis/hist.h); r->exact says whether all of them were, and the JSON says
+ * so ("percentiles_exact").
  * Memory (per call, whatever the number of records): one 1 MiB read buffer at a time, one
  * latency cb_hist, one service cb_hist per stage of a group (at most 32 * CB_HIST_MAX_BYTES =
  * 9 MiB in the worst case, ~64 KiB each for real latencies), what cb_pipeline_stats_compute uses
@@ -60,12 +61,15 @@ static double overlap_fraction(int64_t s, int64_t e, int64_t ws, int64_t we) {
     return ov <= 0 ? 0.0 : ov >= e - s ? 1.0 : (double)ov / (double)(e - s);
 }
 
-/* Percentiles of the measured ok queries of rec in [ws, we] and their progress (the sum of
- * their fractions inside it); all whole if !window. */
+/* The ok queries of rec in [ws, we]: how many, their progress (the sum of their fractions
+ * inside it) and, when lat is not NULL, the percentiles of the measured ones' latencies. A
+ * warm-up query still running in the window did work there: it counts, but has no latency.
+ * Without a window (!window): the measured ok queries of the whole run, each whole. */
 static int window_queries(const cb_pipeline_record *rec, int64_t warmup, bool window,
-                          int64_t ws, int64_t we, cb_pcts *out, double *progress, cb_error *err) {
-    memset(out, 0, sizeof *out);
-    size_t whole = 0;
+                          int64_t ws, int64_t we, cb_pcts *lat, size_t *queries,
+                          double *progress, cb_error *err) {
+    if (lat) memset(lat, 0, sizeof *lat);
+    size_t whole = 0, n = 0;
     double part = 0;
     cb_hist h;
     cb_hist_init(&h);
@@ -75,19 +79,22 @@ static int window_queries(const cb_pipeline_record *rec, int64_t warmup, bool wi
     size_t nb;
     while (rc == CB_OK && (rc = cb_rec_iter_next(&it, &b, &nb)) > 0) {
         for (const cb_query_event *q = b, *end = q + nb; q < end; q++) {
-            if (cb_query_is_warmup(q, warmup) || q->status != CB_QUERY_OK) continue;
+            bool measured = !cb_query_is_warmup(q, warmup);
+            if (q->status != CB_QUERY_OK || (!window && !measured)) continue;
             double f = window ? overlap_fraction(q->scheduled_ns, q->end_ns, ws, we) : 1.0;
             if (f <= 0) continue;
             if (f < 1) part += f;
             else whole++;
-            cb_hist_add(&h, q->end_ns - q->scheduled_ns);
+            n++;
+            if (lat && measured) cb_hist_add(&h, q->end_ns - q->scheduled_ns);
         }
         rc = CB_OK;
     }
     cb_rec_iter_close(&it);
-    if (rc == CB_OK && cb_hist_pcts(&h, out) != CB_OK)
+    if (rc == CB_OK && lat && cb_hist_pcts(&h, lat) != CB_OK)
         rc = cb_error_set(err, CB_ENOMEM, "out of memory");
     cb_hist_fini(&h);
+    *queries = n;
     *progress = (double)whole + part;
     return rc;
 }
@@ -172,11 +179,25 @@ static void pipeline_reason(cb_interference *out, size_t p) {
                  pname(&spec->pipelines[p]));
     else if (r->queries_in_window < CB_INTERFERENCE_MIN_QUERIES)
         snprintf(r->unavailable, sizeof r->unavailable,
-                 "pipeline %s has %zu measured %s in the common window (%.3f-%.3f s), fewer "
+                 "pipeline %s has %zu %s in the common window (%.3f-%.3f s), fewer "
                  "than the minimum of %d",
                  pname(&spec->pipelines[p]), r->queries_in_window,
                  r->queries_in_window == 1 ? "query" : "queries", rel_s(out->window_start_ns, t0),
                  rel_s(out->window_end_ns, t0), CB_INTERFERENCE_MIN_QUERIES);
+}
+
+/* The baseline's rate by the collocated definition: its progress in its own window (warm-up end
+ * to finish, as in the collocated run) over the window's length; *queries of them in it. */
+static int isolated_rate(const cb_summary_input *iso, double *qps, size_t *queries, cb_error *err) {
+    int64_t warmup = iso->spec->pipelines[0].loadgen.warmup_queries, ws, we;
+    double progress = 0;
+    *qps = 0;
+    *queries = 0;
+    int rc = warmup_and_finish(&iso->pipelines[0], warmup, &ws, &we, err);
+    if (rc != CB_OK || we <= ws) return rc;
+    rc = window_queries(&iso->pipelines[0], warmup, true, ws, we, NULL, queries, &progress, err);
+    *qps = progress / ((double)(we - ws) / 1e9);
+    return rc;
 }
 
 /* Pipeline p's isolated figures from its baseline; false when it has none (or it failed to
@@ -184,8 +205,11 @@ static void pipeline_reason(cb_interference *out, size_t p) {
 static bool isolated_figures(cb_interference *out, size_t p, const cb_summary_input *iso, int *rc) {
     cb_interference_pipeline *r = &out->pipelines[p];
     const cb_pipeline_spec *ps = &out->in->collocated->spec->pipelines[p];
+    size_t queries = 0;
     cb_pipeline_stats st;
-    *rc = cb_pipeline_stats_compute(iso, 0, &st);
+    memset(&st, 0, sizeof st);
+    *rc = isolated_rate(iso, &r->isolated_qps, &queries, &st.err);
+    if (*rc == CB_OK) *rc = cb_pipeline_stats_compute(iso, 0, &st);
     if (*rc == CB_EIO)
         cb_error_set(&out->err, *rc, "baseline of %s: %s", pname(ps), st.err.msg);
     if (*rc != CB_OK) {
@@ -193,7 +217,6 @@ static bool isolated_figures(cb_interference *out, size_t p, const cb_summary_in
         if (*rc != CB_EIO) *rc = CB_OK;
         return false;
     }
-    r->isolated_qps = isfinite(st.throughput_qps) ? st.throughput_qps : 0;
     if (st.measured) {
         r->isolated_p50_ns = st.latency_ns.p50;
         r->isolated_p99_ns = st.latency_ns.p99;
@@ -205,10 +228,12 @@ static bool isolated_figures(cb_interference *out, size_t p, const cb_summary_in
             r->stages[s].isolated_service_mean_ns = st.stages[s].service_ns.mean;
             out->exact = out->exact && st.stages[s].service_ns.exact;
         }
-    if (!r->unavailable[0] && (st.measured < CB_INTERFERENCE_MIN_QUERIES || !(r->isolated_qps > 0)))
+    if (!r->unavailable[0] && (queries < CB_INTERFERENCE_MIN_QUERIES || !(r->isolated_qps > 0)))
         snprintf(r->unavailable, sizeof r->unavailable,
-                 "the baseline of %s measured %zu %s, fewer than the minimum of %d", pname(ps),
-                 st.measured, st.measured == 1 ? "query" : "queries", CB_INTERFERENCE_MIN_QUERIES);
+                 "the baseline of %s has %zu %s in its measured window, fewer than the minimum "
+                 "of %d",
+                 pname(ps), queries, queries == 1 ? "query" : "queries",
+                 CB_INTERFERENCE_MIN_QUERIES);
     cb_pipeline_stats_fini(&st);
     return true;
 }
@@ -260,10 +285,9 @@ int cb_interference_compute(const cb_interference_input *in, cb_interference *ou
         int64_t warmup = ps->loadgen.warmup_queries;
         cb_pcts lat;
         int rc = window_queries(rec, warmup, out->window_overlap, ws, we, &lat,
-                                &r->progress_in_window, &out->err);
+                                &r->queries_in_window, &r->progress_in_window, &out->err);
         if (rc != CB_OK) return rc;
         out->exact = out->exact && lat.exact;
-        r->queries_in_window = lat.n;
         r->collocated_p50_ns = lat.n ? lat.p50 : -1;
         r->collocated_p99_ns = lat.n ? lat.p99 : -1;
         if (out->window_overlap) {

@@ -8,25 +8,28 @@
  *   which every pipeline was running measured load. It exists ("window_overlap") when its end is
  *   after its start; rates are never summed over windows that do not overlap (a pipeline that
  *   ran partly alone would inflate the total).
- * - A query is in the window when its span [scheduled, end] overlaps it (a zero-length span:
- *   when it lies inside); queries_in_window counts them. Each counts for the fraction of its
+ * - A query is in the window when it ended ok and its span [scheduled, end] overlaps the window
+ *   (a zero-length span: when it lies inside); queries_in_window counts them, a warm-up query
+ *   still running in the window included (it did work there: a queued load's first measured
+ *   query is scheduled while the last warm-up one runs). Each counts for the fraction of its
  *   span inside the window (progress_in_window, in queries' worth), so a training step longer
  *   than the window still counts for the part of it the window saw.
  * - collocated_qps: a pipeline's progress_in_window over the window's length; aggregate_qps:
- *   their sum. Collocated latency percentiles and per-stage service times are over the queries
- *   / stage runs in the window. Without a common window, the whole-run figures are used and
- *   every figure below is unavailable.
- * - isolated_qps, isolated latency and stage medians: the pipeline's whole measured run alone.
- *   isolated_qps is the same definition over the baseline's own window (its throughput window,
- *   which holds every one of its measured queries whole): the baseline's throughput_qps.
+ *   their sum. Collocated latency percentiles are over the measured queries in the window,
+ *   per-stage service times over the measured stage runs overlapping it. Without a common
+ *   window, the whole-run figures are used and every figure below is unavailable.
+ * - isolated_qps: the same definition in the baseline run, over its own window (its warm-up end
+ *   to its finish, as above): its throughput_qps, except that a warm-up query still running in
+ *   that window counts for its part there too. Isolated latency and stage medians: the
+ *   baseline's whole measured run (its summary.json).
  * - normalized progress NP = collocated_qps / isolated_qps; slowdown = 1 / NP (2.0 = half
  *   speed); STP = sum of NP (system throughput, in "isolated pipelines' worth"); ANTT = mean of
  *   slowdowns (average normalized turnaround time, for fixed work); fairness = min NP / max NP.
  * - Availability, decided once in cb_interference_compute and printed from there by both the
  *   JSON and the table: a pipeline's slowdown needs the common window, at least
- *   CB_INTERFERENCE_MIN_QUERIES of its queries in it, and a baseline of at least as many
- *   measured queries; aggregate_qps needs the window and every pipeline's minimum; STP, ANTT
- *   and fairness need every slowdown. An unavailable figure is NaN (JSON null, table "-") and
+ *   CB_INTERFERENCE_MIN_QUERIES of its queries in it, and as many in its baseline's window;
+ *   aggregate_qps needs the window and every pipeline's minimum; STP, ANTT and fairness need
+ *   every slowdown. An unavailable figure is NaN (JSON null, table "-") and
  *   `unavailable` (the pipeline's, the block's) says why; "" when nothing is missing (or only
  *   a baseline that was not asked for: "baseline": "none").
  * - percentiles (latency p50/p99, service medians) are exact up to CB_HIST_EXACT_MAX values and
@@ -47,8 +50,8 @@
 #include "analysis/summary.h"
 
 /* A pipeline's collocation figures need at least this many of its queries in the common window
- * (and its baseline as many measured queries): one query alone gives a rate that is only its
- * own duration, whatever the window, or for an open load a single arrival. */
+ * (and as many in its baseline's window): one query alone gives a rate that is only its own
+ * duration, whatever the window, or for an open load a single arrival. */
 #define CB_INTERFERENCE_MIN_QUERIES 2
 /* Bytes of an `unavailable` reason, its NUL included (longer reasons are cut). */
 #define CB_INTERFERENCE_REASON_MAX 512
