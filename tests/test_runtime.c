@@ -6,8 +6,10 @@
 #include <stdlib.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/registry.h"
 #include "core/runtime.h"
+#include "core/schedule.h"
 #include "core/spec.h"
 #include "run_fixture.h"
 
@@ -326,6 +328,118 @@ static void test_poisson_open_loop_latency_from_schedule(void) {
     run_fixture_fini(&f);
 }
 
+/* A generator held back (max_in_flight 1 in front of a 1 ms stage, at 5000/s) issues late: each
+ * query keeps its scheduled arrival, so the lateness is in its latency, as in LoadGen. */
+static void test_late_arrival_keeps_its_schedule(void) {
+    run_fixture f;
+    int ok = run_fixture_ok(&f,
+                      "name: late\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [0]\n"
+                      "    loadgen: {component: poisson, max_queries: 100,\n"
+                      "              config: {rate: 5000, seed: 3, max_in_flight: 1}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: s, component: util.spin, outputs: [], config: {duration_us: 1000}}\n",
+                      NULL, NULL);
+    if (ok) return;
+    cb_pipeline_record r = recs(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 100);
+    int64_t *sched = NULL;
+    size_t n = 0;
+    cb_error e;
+    cb_error_clear(&e);
+    CB_CHECK_EQ_INT(cb_schedule_generate(&f.spec->pipelines[0].loadgen, &sched, &n, &e), CB_OK);
+    int bad = 0;
+    int64_t last_late = 0;
+    for (size_t i = 0; sched && i < r.n_queries; i++) {
+        const cb_query_event *q = &r.queries[i];
+        if (q->query_id >= n || q->scheduled_ns != f.res.t0_ns + sched[q->query_id]) bad++;
+        if (q->end_ns - q->scheduled_ns < q->submit_ns - q->scheduled_ns) bad++;
+        if (q->query_id == 99) last_late = q->submit_ns - q->scheduled_ns;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    /* 99 runs of >= 1 ms precede the last issue; its arrival was due about 20 ms in. */
+    CB_CHECK_CMP_INT(last_late, >, 50000000);
+    cb_free(sched);
+    run_fixture_fini(&f);
+}
+
+/* The pacer's margin follows the wake-up lateness (about its 95th percentile) within [0, cap]. */
+static void test_pacer_margin_follows_lateness(void) {
+    cb_pacer pc;
+    cb_pacer_init(&pc, 50000);
+    CB_CHECK_EQ_INT(pc.margin_ns, 25000);
+    for (int i = 0; i < 1000; i++) cb_pacer_note_wake(&pc, 200000);
+    CB_CHECK_EQ_INT(pc.margin_ns, 50000); /* capped */
+    for (int i = 0; i < 1000; i++) cb_pacer_note_wake(&pc, -5000);
+    CB_CHECK_EQ_INT(pc.margin_ns, 0);
+    /* Nine wakes 10 us late, one 30 us late, repeated: settles near 30 us. */
+    for (int i = 0; i < 10000; i++) cb_pacer_note_wake(&pc, i % 10 == 9 ? 30000 : 10000);
+    CB_CHECK_CMP_INT(pc.margin_ns, >=, 30000 - 10 * CB_PACER_STEP_NS);
+    CB_CHECK_CMP_INT(pc.margin_ns, <=, 30000 + 19 * CB_PACER_STEP_NS);
+    CB_CHECK_EQ_INT((int64_t)pc.sleeps, 12000);
+    /* A spin toward a far deadline stops at the cap; a past deadline is not spun for. */
+    int64_t t0 = cb_clock_now_ns();
+    int64_t end = cb_pacer_spin(&pc, t0 + 10000000000LL);
+    CB_CHECK_CMP_INT(end - t0, >=, 50000);
+    CB_CHECK_EQ_INT((int64_t)pc.spins, 1);
+    CB_CHECK_CMP_INT(pc.spin_ns, >=, 50000);
+    CB_CHECK_EQ_INT(pc.max_spin_ns, pc.spin_ns);
+    cb_pacer_spin(&pc, t0);
+    CB_CHECK_EQ_INT((int64_t)pc.spins, 1);
+}
+
+/* The open-loop driver's figures: one spin at most per arrival (and the start), each counted,
+ * runs done by the driver itself counted, none of it changing what the queries record. */
+static void test_open_loop_driver_stats(void) {
+    cb_registry *reg = NULL;
+    cb_doc *doc = NULL;
+    cb_spec *spec = NULL;
+    cb_error e;
+    cb_error_clear(&e);
+    CB_CHECK_EQ_INT(cb_builtin_registry(&reg, &e), CB_OK);
+    const char *path = cb_test_write(cb_test_tmpdir(), "open.yaml",
+                      "name: open\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [1]\n"
+                      "    loadgen: {component: poisson, max_queries: 300, config: {rate: 3000, seed: 5}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: a, component: util.noop, outputs: [1]}\n"
+                      "      - {id: 1, name: b, component: util.noop, outputs: []}\n");
+    CB_CHECK_EQ_INT(cb_spec_load(path, NULL, 0, reg, &doc, &spec, &e), CB_OK);
+    if (!spec) return;
+    cb_runtime_opts o = CB_RUNTIME_OPTS_DEFAULT;
+    o.spec = spec;
+    cb_runtime *rt = NULL;
+    cb_driver_stats ds;
+    CB_CHECK_EQ_INT(cb_runtime_create(&o, &rt, &e), CB_OK);
+    CB_CHECK_EQ_INT(cb_runtime_driver_stats(rt, 0, &ds), CB_EINVAL); /* not joined yet */
+    CB_CHECK_EQ_INT(cb_runtime_prepare(rt, &e), CB_OK);
+    CB_CHECK_EQ_INT(cb_runtime_start(rt, NULL, &e), CB_OK);
+    cb_run_result res;
+    CB_CHECK_EQ_INT(cb_runtime_join(rt, &res), CB_OK);
+    CB_CHECK_EQ_INT(res.n_errors, 0);
+    CB_CHECK_EQ_INT(cb_runtime_driver_stats(rt, 1, &ds), CB_EINVAL);
+    CB_CHECK_EQ_INT(cb_runtime_driver_stats(rt, 0, &ds), CB_OK);
+    CB_CHECK_EQ_INT(cb_runtime_issued(rt, 0), 300);
+    CB_CHECK_EQ_INT(ds.spin_cap_ns, CB_PACER_SPIN_CAP_NS);
+    CB_CHECK_CMP_INT((int64_t)ds.spins, <=, 301);
+    CB_CHECK_CMP_INT(ds.spin_ns, >=, 0);
+    CB_CHECK_CMP_INT(ds.max_spin_ns, <=, ds.spin_ns);
+    CB_CHECK(ds.margin_ns >= 0 && ds.margin_ns <= ds.spin_cap_ns);
+    CB_CHECK_CMP_INT((int64_t)ds.inline_runs, <=, 600); /* two stages, 300 queries */
+    CB_CHECK_CMP_INT(ds.cpu_ns, >, 0);
+    cb_run_result_fini(&res);
+    cb_runtime_destroy(rt);
+    cb_spec_destroy(spec);
+    cb_doc_destroy(doc);
+    cb_registry_destroy(reg);
+}
+
 static void test_backpressure_bounded_queue(void) {
     run_fixture f;
     int ok = run_fixture_yaml(&f,
@@ -628,6 +742,9 @@ int main(void) {
     CB_RUN(test_failure_stops_pipeline);
     CB_RUN(test_dataset_splits_and_epochs);
     CB_RUN(test_poisson_open_loop_latency_from_schedule);
+    CB_RUN(test_late_arrival_keeps_its_schedule);
+    CB_RUN(test_pacer_margin_follows_lateness);
+    CB_RUN(test_open_loop_driver_stats);
     CB_RUN(test_backpressure_bounded_queue);
     CB_RUN(test_timeout_stops_run);
     CB_RUN(test_first_policy_orders_by_submission);

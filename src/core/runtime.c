@@ -396,6 +396,13 @@ uint64_t cb_runtime_issued(const cb_runtime *rt, size_t pipeline) {
                                   : 0;
 }
 
+int cb_runtime_driver_stats(const cb_runtime *rt, size_t pipeline, cb_driver_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!rt || pipeline >= rt->n_pipes || !rt->pipes[pipeline].joined) return CB_EINVAL;
+    *out = rt->pipes[pipeline].driver_stats;
+    return CB_OK;
+}
+
 /* Copies the result out; prepare_ns becomes the caller's. */
 static int cb__result_out(cb_runtime *rt, cb_run_result *res) {
     pthread_mutex_lock(&rt->err_mu);

@@ -105,6 +105,21 @@ void cb_runtime_start_times(const cb_runtime *rt, int64_t *t0_ns, int64_t *wall_
 /* Queries issued so far by pipeline i's load generator (any thread). */
 uint64_t cb_runtime_issued(const cb_runtime *rt, size_t pipeline);
 
+/* What a pipeline's load generator (driver thread) did, from the start gate to its end. */
+typedef struct cb_driver_stats {
+    int64_t cpu_ns;              /* CPU time of the driver thread (inline stage runs included) */
+    int64_t spin_ns;             /* time spun to reach arrivals (open loop) */
+    int64_t max_spin_ns;         /* the longest single spin */
+    int64_t spin_cap_ns;         /* a spin stops after this long */
+    int64_t margin_ns;           /* the final wake-up margin (sleep to deadline - margin, spin) */
+    uint64_t spins, sleeps;      /* spins and timed sleeps to a deadline's wake point */
+    uint64_t inline_runs;        /* stage runs an open-loop driver did itself (no hand-off) */
+} cb_driver_stats;
+
+/* Pipeline i's driver figures once joined: CB_OK, or CB_EINVAL (no such pipeline, not joined,
+ * or its threads were abandoned). */
+int cb_runtime_driver_stats(const cb_runtime *rt, size_t pipeline, cb_driver_stats *out);
+
 /* Convenience for tests and benchmarks: create, prepare, start (records into sink, which may be
  * NULL), wait, join, destroy. CB_OK when the run happened (stage errors are in res), else the
  * error that stopped it from starting (res is filled either way; cb_run_result_fini it). */

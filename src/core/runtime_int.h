@@ -67,6 +67,7 @@ struct cb_stage_rt {
     int space_waiters;
     pthread_cond_t space_cv;     /* a bounded queue got room */
     /* end of mu */
+    _Atomic int64_t run_est_ns;  /* recent run time (EWMA), 0 = never run; relaxed: a hint */
     const cb_stage_spec *spec;
     cb_pipe *pipe;
     int idx;
@@ -137,6 +138,7 @@ struct cb_pipe {
     int has_splits;
     int64_t *schedule;
     size_t n_schedule;
+    cb_driver_stats driver_stats; /* written by the driver before driver_done, read after */
     char error[1024];
 };
 

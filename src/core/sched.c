@@ -547,8 +547,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
         return;
     }
-    cb_query *q = &it->q;
-    q->hops++;
+    cb_query *q = &it->q; /* q->hops counts router passes: routers add to it, not the runtime */
     int64_t start_ns = cb_clock_now_ns();
     if (atomic_load_explicit(&sh->start_ns, memory_order_relaxed) == 0) {
         int64_t zero = 0;
@@ -562,6 +561,12 @@ static void cb__run_task(cb_worker *w, cb_task t) {
     e.msg[0] = '\0';
     int rc = ss->ops->run(st->states[t.slot], q, &ctx, &e);
     int64_t end_ns = cb_clock_now_ns();
+    /* The stage's recent run time (EWMA, 1/8), for the open-loop driver's cb__fits. Relaxed:
+     * an estimate; concurrent updates may lose one sample. */
+    int64_t est = atomic_load_explicit(&st->run_est_ns, memory_order_relaxed);
+    int64_t run_ns = end_ns - start_ns > 0 ? end_ns - start_ns : 1;
+    atomic_store_explicit(&st->run_est_ns, est ? est + (run_ns - est) / 8 : run_ns,
+                          memory_order_relaxed);
     if (!ss->disable_logs) {
         cb_stage_event ev;
         ev.enqueue_ns = it->enqueue_ns;
@@ -775,16 +780,54 @@ static int cb__stopping(cb_pipe *p) {
            atomic_load_explicit(&p->abort, memory_order_relaxed);
 }
 
-/* Sleeps until t_ns in slices, returning early when the pipeline stops. */
-static void cb__sleep_until(cb_pipe *p, int64_t t_ns) {
+/* Reaches t_ns on time: sleeps (in 20 ms slices, returning early when the pipeline stops) to
+ * the pacer's margin before it, then spins the rest (at most the pacer's cap). */
+static void cb__sleep_until(cb_pipe *p, cb_pacer *pc, int64_t t_ns) {
     for (;;) {
         int64_t now = cb_clock_now_ns();
         if (now >= t_ns || cb__stopping(p)) return;
-        int64_t slice = t_ns - now > 20000000 ? now + 20000000 : t_ns;
-        cb_clock_sleep_until_ns(slice);
+        int64_t wake = t_ns - pc->margin_ns;
+        if (now >= wake) break;
+        if (wake - now > 20000000) {
+            cb_clock_sleep_until_ns(now + 20000000);
+            continue;
+        }
+        cb_clock_sleep_until_ns(wake);
+        cb_pacer_note_wake(pc, cb_clock_now_ns() - wake);
+        break;
     }
+    cb_pacer_spin(pc, t_ns);
 }
 
+/* An open-loop driver runs a task itself, with no hand-off and no wake-up, when the stage's
+ * recent runs were short (CB_INLINE_MAX_NS) and twice that fits before the next arrival;
+ * otherwise a pool thread runs it. A stage never run yet has no estimate and is handed off. */
+#define CB_INLINE_MAX_NS 100000
+
+static int cb__fits(const cb_task *t, int64_t now_ns, int64_t next_ns) {
+    int64_t est = atomic_load_explicit(&t->st->run_est_ns, memory_order_relaxed);
+    return est > 0 && est <= CB_INLINE_MAX_NS && now_ns + 2 * est <= next_ns;
+}
+
+/* Open loop, after an issue: runs the thread's private tasks while they fit before next_ns,
+ * then hands what is left to the pool. Returns the number of runs done here. */
+static uint64_t cb__run_inline(cb_worker *w, int64_t next_ns) {
+    uint64_t n = 0;
+    while (w->has_next) {
+        if (!cb__fits(&w->next, cb_clock_now_ns(), next_ns)) {
+            cb__publish_next(w);
+            break;
+        }
+        w->has_next = 0;
+        cb__run_task(w, w->next);
+        n++;
+    }
+    return n;
+}
+
+/* Issues query id: the first task it claims becomes the thread's private next (closed and
+ * offline drivers run it in cb__driver_wait, open-loop drivers in cb__run_inline or hand it off),
+ * further ones are published. */
 static int cb__issue(cb_worker *w, uint64_t id, int32_t split, int32_t epoch, int64_t batch,
                      int64_t scheduled_ns, int open) {
     cb_pipe *p = w->pipe;
@@ -823,12 +866,7 @@ static int cb__issue(cb_worker *w, uint64_t id, int32_t split, int32_t epoch, in
         it->prev_end_ns = now;
         it->from_stage = -1;
         cb_task t;
-        if (cb__submit(w, &p->stages[ps->input_idx[i]], it, 0, &t)) {
-            if (open)
-                cb__publish(p, t);
-            else
-                cb__offer(w, t);
-        }
+        if (cb__submit(w, &p->stages[ps->input_idx[i]], it, 0, &t)) cb__offer(w, t);
     }
     return CB_OK;
 }
@@ -843,12 +881,16 @@ void *cb__driver_main(void *arg) {
     pthread_setname_np(pthread_self(), name);
     int open = cb_loadgen_is_open(lg->kind);
     if (open) prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake on time, not 50 us late */
+    cb_pacer pc;
+    cb_pacer_init(&pc, CB_PACER_SPIN_CAP_NS);
+    uint64_t inline_runs = 0;
 
     pthread_mutex_lock(&rt->gate_mu); /* the common start gate */
     while (!rt->gate_open) pthread_cond_wait(&rt->gate_cv, &rt->gate_mu);
     pthread_mutex_unlock(&rt->gate_mu);
+    int64_t cpu0 = cb_clock_thread_cpu_ns();
     int64_t start = rt->t0_ns + p->spec->start_delay_ns;
-    if (p->spec->start_delay_ns > 0) cb__sleep_until(p, start);
+    if (p->spec->start_delay_ns > 0) cb__sleep_until(p, &pc, start);
     int64_t deadline = start + lg->timeout_ns;
     atomic_store(&p->deadline_ns, deadline);
     int64_t cap = 0; /* 0 = no bound */
@@ -882,7 +924,7 @@ void *cb__driver_main(void *arg) {
             if (i >= p->n_schedule) break;
             scheduled = start + p->schedule[i];
             if (scheduled >= deadline) break;
-            cb__sleep_until(p, scheduled);
+            cb__sleep_until(p, &pc, scheduled);
             if (cb__stopping(p)) break;
         }
         if (atomic_load(&p->in_flight) >= wait_cap)
@@ -898,7 +940,12 @@ void *cb__driver_main(void *arg) {
                      p->spec->name);
             cb__add_error(rt, msg);
             cb__abort(p);
+            cb__publish_next(w);
             break;
+        }
+        if (open) {
+            int64_t next = i + 1 < p->n_schedule ? start + p->schedule[i + 1] : deadline;
+            inline_runs += cb__run_inline(w, next < deadline ? next : deadline);
         }
     }
     /* Drain: the queries in flight end on their own until the deadline; after a stop, a failure
@@ -917,6 +964,15 @@ void *cb__driver_main(void *arg) {
         int64_t until = aborted ? now + 10000000 : drain_until != INT64_MAX ? drain_until : deadline;
         cb__driver_wait(w, 1, until, 1);
     }
+    cb_driver_stats *ds = &p->driver_stats; /* read by join after driver_done (seq_cst) */
+    ds->cpu_ns = cb_clock_thread_cpu_ns() - cpu0;
+    ds->spin_ns = pc.spin_ns;
+    ds->max_spin_ns = pc.max_spin_ns;
+    ds->spin_cap_ns = pc.cap_ns;
+    ds->margin_ns = pc.margin_ns;
+    ds->spins = pc.spins;
+    ds->sleeps = pc.sleeps;
+    ds->inline_runs = inline_runs;
     pthread_mutex_lock(&p->mu);
     p->shutdown = 1;
     pthread_cond_broadcast(&p->cv);
