@@ -123,8 +123,12 @@ def main(argv):
         if dev == "":
             if "device_us" in a:
                 fail("device_us on a run without device time: %s" % (key,))
-        elif abs(a.get("device_us", -1e300) - int(dev) / 1000.0) > TOL_US:
-            fail("device_us %s != %s for %s" % (a.get("device_us"), int(dev) / 1000.0, key))
+        elif not isinstance(a.get("device_us"), (int, float)):
+            fail("device_us is %s for %s, whose row has device_ns %s"
+                 % ("missing" if "device_us" not in a else "null" if a["device_us"] is None
+                    else repr(a["device_us"]), key, dev))
+        elif abs(a["device_us"] - int(dev) / 1000.0) > TOL_US:
+            fail("device_us %s != %s for %s" % (a["device_us"], int(dev) / 1000.0, key))
         if not isinstance(a.get("warmup"), bool) or "split" not in a:
             fail("args.warmup (bool) / args.split missing for %s" % (key,))
         tname = thread_names.get((e["pid"], e["tid"]))

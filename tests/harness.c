@@ -169,7 +169,21 @@ char *cb_test_py_json(const char *path, const char *expr) {
 
 double cb_test_py_num(const char *path, const char *expr) {
     char *v = cb_test_py_json(path, expr);
-    double d = v ? strtod(v, NULL) : -1e300;
+    char *end = NULL;
+    double d = v ? strtod(v, &end) : -1e300;
+    if (v && (end == v || *end)) {
+        /* Not a number (a null figure): say so, with what the file says about why, instead of
+         * letting a check print a meaningless value. */
+        printf("# %s: %s is %s, not a number%s\n", path, expr, v, strcmp(v, "None") ? "" : " (null)");
+        char *why = cb_test_py_json(
+            path, "\"; \".join(\"%s: %s\" % (k, v) for k, v in (lambda f: f(f, d, \"\"))(lambda f, x, p: "
+                  "[i for k, y in (x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) "
+                  "else []) for i in ([(p + str(k), y)] if str(k) in (\"errors\", \"reason\", \"why\", "
+                  "\"unavailable\") or str(k).endswith(\"_reason\") else f(f, y, p + str(k) + \".\"))]) if v)");
+        if (why && *why) printf("#   the file says: %s\n", why);
+        free(why);
+        d = -1e300;
+    }
     free(v);
     return d;
 }

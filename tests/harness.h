@@ -104,7 +104,9 @@ size_t cb_test_count_lines(const char *path);
  * prints, without the trailing newline (malloc'd; NULL, with the error printed, on failure). */
 char *cb_test_py_json(const char *path, const char *expr);
 
-/* cb_test_py_json read as a number; -1e300 (never a plausible figure) when it fails. */
+/* cb_test_py_json read as a number; -1e300 (never a plausible figure) when it fails or is not a
+ * number (a null figure: it then prints the expression, its value and what the file says about
+ * why: every "errors", "reason", "why", "unavailable" and "*_reason" key). */
 double cb_test_py_num(const char *path, const char *expr);
 
 /* max |a[i] - b[i]| / max |b[i]| over n floats: one relative error for a whole tensor (b is the
