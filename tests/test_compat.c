@@ -69,6 +69,7 @@ static void test_noop_chain(void) {
         CB_CHECK_EQ_INT(splits->ints[0], 1);
     }
     CB_CHECK_STR_EQ(p->stages[1].component, "util.noop");
+    CB_CHECK_EQ_INT(p->stages[1].max_input_queue_depth, 0); /* null: unbounded */
     CB_CHECK_STR_EQ(p->stages[2].component, "util.noop");
     CB_CHECK_EQ_INT(p->stages[2].policy, CB_POLICY_FIRST);
     /* New nodes keep the position of the text they replace. */

@@ -13,7 +13,8 @@
  * `CopyStage` to util.copy; the dataset stage (`dataset_stage_id`) of the `Stage` family, which
  * reports one `train` split of one batch, to util.source with splits {train: 1} and one epoch per
  * query (the reference loops epochs until max_queries) and no split barrier (it has none);
- * `listeners` to `monitors.sources`; `loadgen.is_training` (ignored by the reference) dropped.
+ * `listeners` to `monitors.sources`; `loadgen.is_training` (ignored by the reference) and
+ * `max_input_queue_depth: null` (its "unbounded", colobench's default) dropped.
  * Maxima: CB_COMPAT_MAX_MISSING distinct missing components are named (then "and N more"); the
  * message fits CB_ERROR_MSG_MAX. Time and memory are linear in the nodes visited.
  * Thread-safety: reentrant, no global mutable state. Ownership: see compat.h.
@@ -469,17 +470,22 @@ static int translate_pipeline(tctx *t, cb_node *p, size_t pi) {
     for (size_t j = 0; j < st->n; j++) {
         const cb_node *s0 = st->items[j];
         const struct ref_component *r = ref_find(scalar(cb_node_get(s0, "component")));
-        if (!r || s0->kind != CB_NODE_MAP) continue;
-        int64_t id = -1;
-        bool as_dataset = ds >= 0 && cb_node_scalar_int(cb_node_get(s0, "id"), &id) && id == ds;
+        /* `max_input_queue_depth: null` is the reference's "unbounded", colobench's default. */
+        const cb_node *depth = cb_node_get(s0, "max_input_queue_depth");
+        bool unbounded = depth && cb_node_is_null(depth);
+        if ((!r && !unbounded) || s0->kind != CB_NODE_MAP) continue;
         cb_node *s = map_at(t, s0, s0, 2);
         if (!s) return oom(t);
+        st->items[j] = s;
+        if (unbounded) map_del(s, "max_input_queue_depth");
+        if (!r) continue;
+        int64_t id = -1;
+        bool as_dataset = ds >= 0 && cb_node_scalar_int(cb_node_get(s0, "id"), &id) && id == ds;
         char sp[96];
         snprintf(sp, sizeof sp, "%s.stages[%zu]", path, j);
         /* The reference loops epochs of one batch until max_queries: one epoch per query. */
         int64_t epochs = max_queries > 0 && max_queries < INT32_MAX ? max_queries : INT32_MAX;
         if ((rc = translate_stage(t, s, sp, r, as_dataset, epochs))) return rc;
-        st->items[j] = s;
     }
     if ((rc = map_put(t, p, "stages", st, st0))) return rc;
     if (dsn && lg) {
