@@ -2,9 +2,9 @@
 # bench/gpu_collocation.sh - runs examples/gpu_collocation.yaml (copies of ResNet-18 training on
 # one GPU: 1, 2 and 4 copies, as plain processes and under CUDA MPS, each point with its
 # isolated baseline) into a directory and prints its sweep table (aggregate images/s against
-# one copy alone, STP, ANTT, fairness, slowdowns). The EuroMLSys 2024 study measured, with
-# PyTorch on one H100: 1.33x (2 processes) and 2.05x (4 processes) under MPS, about 1.0x as
-# plain processes.
+# one copy alone, STP, ANTT, fairness, slowdowns). Reference (issue 6, not the EuroMLSys 2024
+# study, which used other models on an A100-40GB): PyTorch ResNet-18 training on one H100 gave
+# 1.33x (2 processes) and 2.05x (4 processes) under MPS, about 1.0x as plain processes.
 #
 #   bench/gpu_collocation.sh [OUT_DIR] [BUILD_DIR]   (default out/gpu_collocation-DATE, build)
 # Extra colobench options through COLOBENCH_ARGS, e.g. "--set sweep.replicas=[1,2]".
