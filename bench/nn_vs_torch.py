@@ -1,20 +1,27 @@
 #!/usr/bin/python3
 """bench/nn_vs_torch.py - colobench's CPU neural-network layer against PyTorch, same machine,
-same run.
+same run: Debian's PyTorch 1.13 and, when `scripts/setup.sh --bench` made .venv-bench/, the
+current PyTorch 2.x from PyPI.
 
 For every configuration of issue 5 (ResNet-18/50 training at 224x224 batch 16 and 32, inference
 batch 1 and 32, ResNet-18 training at 32x32 batch 128; each at 1 and 2 threads) it runs
-build/bench_nn and bench/torch_resnet.py, each configuration in a fresh process, alternating
-the two sides (A B A B ...) `--rounds` times so drift in the machine hits both, and prints the
-best round of each side and the ratio colobench / PyTorch.
+build/bench_nn and bench/torch_resnet.py under each PyTorch, each configuration in a fresh
+process, alternating the sides (1.13, 2.x, colobench, 1.13, ...) `--rounds` times so drift in
+the machine hits all of them, and prints the best round of each side, colobench's ratio to 1.13
+and to the faster of the two PyTorch builds (named in the `faster` column).
 
 PyTorch is measured at its best, not as installed: torch.set_num_threads(N), channels_last
-model and input (for inference the faster of channels_last and contiguous), and glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_ and
-MALLOC_TRIM_THRESHOLD_ set high: stock malloc returns and re-faults the large activation buffers
-every step). colobench gets the same environment.
+model and input (for inference the faster of channels_last and contiguous), inference under
+torch.inference_mode, and glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_ and
+MALLOC_TRIM_THRESHOLD_ set high: stock malloc returns and re-faults the large activation
+buffers every step). PyTorch 2.x is also run under torch.compile (Inductor; freezing for
+inference) and the faster of eager and compiled is kept, named in the `2.x how` column.
+Compilation is excluded (warm-up); `--prime` only compiles every selected configuration,
+so that a later timed run finds it in Inductor's on-disk cache. colobench gets the same environment.
 
 Usage: /usr/bin/python3 bench/nn_vs_torch.py [--build build] [--rounds 2] [--quick]
-       [--only resnet18] [--threads 1,2] [--json FILE]
+       [--only resnet18] [--threads 1,2] [--rows 1-4,9] [--torch2 PYTHON | --no-torch2]
+       [--no-compile] [--prime] [--markdown] [--json FILE]
 """
 import argparse
 import json
@@ -59,6 +66,31 @@ def run_json(cmd, env):
     return json.loads(lines[-1])
 
 
+def parse_rows(text, n):
+    """'1-4,9' -> {0, 1, 2, 3, 8}: 1-based row numbers of the table, as printed."""
+    rows = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            sys.exit("nn_vs_torch: --rows: '%s' is not a row number or range (e.g. 1-4,9)" % part)
+        if not 1 <= first <= last <= n:
+            sys.exit("nn_vs_torch: --rows: '%s' is outside rows 1-%d" % (part, n))
+        rows.update(range(first - 1, last))
+    return rows
+
+
+def best(results):
+    return max(results, key=lambda r: r["images_per_s"])
+
+
+def how(r):
+    """How a PyTorch figure was obtained: compiled or eager, and the layout."""
+    return ("compile" if r.get("compile") else "eager") + (
+        "" if r["layout"] == "channels_last" else " contiguous")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
@@ -67,6 +99,15 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--json", default="")
+    ap.add_argument("--rows", default="", help="1-based rows of the table to run, e.g. 1-4,9")
+    ap.add_argument("--torch2", default=os.path.join(HERE, "..", ".venv-bench", "bin", "python"),
+                    help="Python of PyTorch 2.x (default .venv-bench/, from scripts/setup.sh --bench)")
+    ap.add_argument("--no-torch2", action="store_true", help="Debian's PyTorch only")
+    ap.add_argument("--no-compile", action="store_true", help="PyTorch 2.x eager only")
+    ap.add_argument("--prime", action="store_true",
+                    help="only compile every selected configuration once (fills Inductor's cache; "
+                         "no timing: run it unlocked before the timed run)")
+    ap.add_argument("--markdown", action="store_true", help="also print the rows as a Markdown table")
     ap.add_argument("--winograd", action="store_true",
                     help="also measure colobench training with winograd: true (not PyTorch's algorithm)")
     a = ap.parse_args()
@@ -77,45 +118,87 @@ def main():
     env.pop("OMP_NUM_THREADS", None)
     ours = os.path.join(a.build, "bench_nn")
     theirs = os.path.join(HERE, "torch_resnet.py")
+    torch2 = None if a.no_torch2 else a.torch2
+    if torch2 and not os.access(torch2, os.X_OK):
+        sys.exit("nn_vs_torch: %s not found: run scripts/setup.sh --bench for PyTorch 2.x, "
+                 "or pass --no-torch2" % torch2)
+    table = [(threads, cfg) for threads in [int(t) for t in a.threads.split(",")]
+             for cfg in CONFIGS if not a.only or cfg[0] == a.only]
+    rows = parse_rows(a.rows, len(table)) if a.rows else set(range(len(table)))
+    plan = []
+    for n, (threads, (model, mode, batch, size)) in enumerate(table):
+        if n not in rows:
+            continue
+        steps = steps_for(model, mode, batch, size, threads, a.quick)
+        warm = 2 if steps <= 4 else 3
+        common = ["--model", model, "--mode", mode, "--batch", str(batch), "--threads",
+                  str(threads), "--size", str(size), "--steps", str(steps), "--warmup", str(warm)]
+        layouts = [["--layout", "channels_last"]] + ([["--layout", "contiguous"]] if mode == "infer" else [])
+        variants2 = layouts + ([] if a.no_compile else [["--layout", "channels_last", "--compile"]])
+        plan.append((n, threads, model, mode, batch, size, common, layouts, variants2))
+    if a.prime:
+        if not torch2 or a.no_compile:
+            sys.exit("nn_vs_torch: --prime compiles for PyTorch 2.x: not with --no-torch2 or --no-compile")
+        for n, threads, model, mode, batch, size, common, _, _ in plan:
+            prime = common[:common.index("--steps")] + ["--steps", "1", "--warmup", "1"]
+            r = run_json([torch2, theirs] + prime + ["--compile"], env)
+            print("primed row %d (%s %s b%d, %d threads): first step %.1f s" % (
+                n + 1, model, mode, batch, threads, r["first_step_s"]), flush=True)
+        return
     results = []
-    print("%-9s %-5s %5s %4s %3s | %10s %10s | %6s | %s" % (
-        "model", "mode", "batch", "size", "thr", "torch im/s", "ours im/s", "ratio", "our overhead"))
-    for threads in [int(t) for t in a.threads.split(",")]:
-        for model, mode, batch, size in CONFIGS:
-            if a.only and model != a.only:
-                continue
-            steps = steps_for(model, mode, batch, size, threads, a.quick)
-            warm = 2 if steps <= 4 else 3
-            common = ["--model", model, "--mode", mode, "--batch", str(batch), "--threads",
-                      str(threads), "--size", str(size), "--steps", str(steps), "--warmup", str(warm)]
-            best_t = best_o = None
-            layouts = ["channels_last"] + (["contiguous"] if mode == "infer" else [])
-            for _ in range(a.rounds):
-                t = max((run_json([sys.executable, theirs] + common + ["--layout", l], env) for l in layouts),
-                        key=lambda r: r["images_per_s"])
-                o = run_json([ours] + common + ["--profile"], env)
-                if best_t is None or t["images_per_s"] > best_t["images_per_s"]:
-                    best_t = t
-                if best_o is None or o["images_per_s"] > best_o["images_per_s"]:
-                    best_o = o
-            ratio = best_o["images_per_s"] / best_t["images_per_s"]
-            wino = None
-            if a.winograd and mode == "train":
-                wino = max((run_json([ours] + common + ["--winograd", "1"], env) for _ in range(a.rounds)),
-                           key=lambda r: r["images_per_s"])
-            print("%-9s %-5s %5d %4d %3d | %10.2f %10.2f | %5.2fx | %5.1f%%%s" % (
-                model, mode, batch, size, threads, best_t["images_per_s"], best_o["images_per_s"],
-                ratio, best_o.get("overhead_pct", float("nan")),
-                "" if wino is None else " | winograd %.2f im/s (%.2fx)" % (
-                    wino["images_per_s"], wino["images_per_s"] / best_t["images_per_s"])), flush=True)
-            results.append({"model": model, "mode": mode, "batch": batch, "size": size,
-                            "threads": threads, "torch": best_t, "colobench": best_o, "ratio": ratio,
-                            "colobench_winograd": wino})
+    print("%3s %-9s %-5s %5s %4s %3s | %9s %9s %-11s | %9s | %6s %6s %-4s | %s" % (
+        "row", "model", "mode", "batch", "size", "thr", "1.13 im/s", "2.x im/s", "2.x how",
+        "ours im/s", "/1.13", "/best", "best", "our overhead"))
+    for n, threads, model, mode, batch, size, common, layouts, variants2 in plan:
+        t1 = t2 = o = None
+        t2_all = []
+        for _ in range(a.rounds):
+            r1 = best([run_json([sys.executable, theirs] + common + v, env) for v in layouts])
+            if torch2:
+                runs2 = [run_json([torch2, theirs] + common + v, env) for v in variants2]
+                t2_all += runs2
+                r2 = best(runs2)
+                t2 = r2 if t2 is None else best([t2, r2])
+            ro = run_json([ours] + common + ["--profile"], env)
+            t1 = r1 if t1 is None else best([t1, r1])
+            o = ro if o is None else best([o, ro])
+        fastest = t1 if t2 is None else best([t1, t2])
+        who = "1.13" if fastest is t1 else "2.x"
+        wino = None
+        if a.winograd and mode == "train":
+            wino = best([run_json([ours] + common + ["--winograd", "1"], env) for _ in range(a.rounds)])
+        print("%3d %-9s %-5s %5d %4d %3d | %9.2f %9s %-11s | %9.2f | %5.2fx %5.2fx %-4s | %5.1f%%%s" % (
+            n + 1, model, mode, batch, size, threads, t1["images_per_s"],
+            "-" if t2 is None else "%.2f" % t2["images_per_s"], "-" if t2 is None else how(t2),
+            o["images_per_s"], o["images_per_s"] / t1["images_per_s"],
+            o["images_per_s"] / fastest["images_per_s"], who, o.get("overhead_pct", float("nan")),
+            "" if wino is None else " | winograd %.2f im/s (%.2fx)" % (
+                wino["images_per_s"], wino["images_per_s"] / fastest["images_per_s"])), flush=True)
+        results.append({"row": n + 1, "model": model, "mode": mode, "batch": batch, "size": size,
+                        "threads": threads, "torch": t1, "torch2": t2, "torch2_runs": t2_all,
+                        "colobench": o, "ratio": o["images_per_s"] / t1["images_per_s"],
+                        "ratio_best": o["images_per_s"] / fastest["images_per_s"], "faster": who,
+                        "colobench_winograd": wino})
+    if a.markdown:
+        print("| model | mode | batch | size | threads | PyTorch 1.13 im/s | PyTorch 2.x im/s | 2.x how "
+              "| colobench im/s | ratio to 1.13 | ratio to the faster | faster |")
+        print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
+        for r in results:
+            t2 = r["torch2"]
+            print("| %s | %s | %d | %d | %d | %.2f | %s | %s | %.2f | %.2fx | %.2fx | %s |" % (
+                r["model"].replace("resnet", "ResNet-"), r["mode"], r["batch"], r["size"],
+                r["threads"], r["torch"]["images_per_s"],
+                "-" if t2 is None else "%.2f" % t2["images_per_s"], "-" if t2 is None else how(t2),
+                r["colobench"]["images_per_s"], r["ratio"], r["ratio_best"], r["faster"]))
+    versions = sorted({"%s (oneDNN %s)" % (r["torch"]["torch"], r["torch"].get("onednn"))
+                       for r in results} | {"%s (oneDNN %s)" % (r["torch2"]["torch"], r["torch2"].get("onednn"))
+                                            for r in results if r["torch2"]})
+    print("nn_vs_torch: PyTorch %s" % ", ".join(versions))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
-    worst = min(r["ratio"] for r in results) if results else 0
-    print("nn_vs_torch: %d configurations, lowest ratio %.2fx" % (len(results), worst))
+    worst = min(r["ratio_best"] for r in results) if results else 0
+    print("nn_vs_torch: %d configurations, lowest ratio to the faster PyTorch %.2fx" % (len(results), worst))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,20 @@
 #          the reference-architecture benchmark), python3-torch and python3-torchvision
 #          (reference outputs for the neural-network layer, the PyTorch side of bench/)
 # Idempotent: does nothing when everything is present. Set CB_SETUP_SKIP=1 to skip entirely.
+#
+# --bench (opt-in, not run by CI): also creates .venv-bench/ (gitignored) with current PyTorch
+# and torchvision from PyPI, the second baseline of bench/nn_vs_torch.py beside Debian's 1.13.
+# Several GB (the Linux wheel pulls CUDA libraries). Set CB_BENCH_TORCH to pin a version, e.g.
+# CB_BENCH_TORCH="torch==2.15.0 torchvision"; CB_BENCH_VENV to place the environment elsewhere.
 set -euo pipefail
 [ "${CB_SETUP_SKIP:-0}" = 1 ] && exit 0
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=1 ;;
+    *) echo "setup: unknown argument '$arg' (usage: scripts/setup.sh [--bench])" >&2; exit 2 ;;
+  esac
+done
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in cmake make gcc g++ clang libyaml-dev libclang-rt-14-dev python3 pkg-config procps \
@@ -16,13 +28,27 @@ for p in cmake make gcc g++ clang libyaml-dev libclang-rt-14-dev python3 pkg-con
          python3-torch python3-torchvision; do
   have_pkg "$p" || need+=("$p")
 done
+[ "$bench" = 1 ] && { have_pkg python3-venv || need+=(python3-venv); }
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup: all build and test dependencies present"
-  exit 0
+else
+  echo "setup: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-echo "setup: installing ${need[*]}"
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+[ "$bench" = 1 ] || exit 0
+
+venv="${CB_BENCH_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv-bench}"
+# Debian's interpreter, so both PyTorch builds run on the same Python.
+[ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+# shellcheck disable=SC2086 # CB_BENCH_TORCH is a list of requirements
+"$venv/bin/python" -m pip install --disable-pip-version-check -q ${CB_BENCH_TORCH:-torch torchvision}
+"$venv/bin/python" - <<'PY'
+import re, sys, torch, torchvision
+dnn = re.search(r"(?:MKL-DNN|oneDNN) (v[0-9.]+)", torch.__config__.show())
+print("setup: %s: torch %s (oneDNN %s), torchvision %s" % (
+    sys.prefix, torch.__version__, dnn.group(1) if dnn else "?", torchvision.__version__))
+PY
