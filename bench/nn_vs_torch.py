@@ -22,6 +22,8 @@ so that a later timed run finds it in Inductor's on-disk cache. colobench gets t
 Usage: /usr/bin/python3 bench/nn_vs_torch.py [--build build] [--rounds 2] [--quick]
        [--only resnet18] [--threads 1,2] [--rows 1-4,9] [--torch2 PYTHON | --no-torch2]
        [--no-compile] [--prime] [--markdown] [--json FILE]
+       /usr/bin/python3 bench/nn_vs_torch.py --merge A.json B.json [--markdown] (a run split over
+       commands: each side's best per row)
 """
 import argparse
 import json
@@ -91,6 +93,86 @@ def how(r):
         "" if r["layout"] == "channels_last" else " contiguous")
 
 
+def combine(meta, parts):
+    """One row from the runs of one or more invocations (each a dict of lists of JSON results):
+    each side's best run, colobench's ratios to 1.13 and to the faster PyTorch."""
+    def pick(key, keep=lambda r: True):
+        runs = [r for p in parts for r in (p.get(key) or []) if keep(r)]
+        return best(runs) if runs else None
+    r = dict(meta)
+    r["torch"] = pick("torch")
+    r["torch2_runs"] = [x for p in parts for x in (p.get("torch2_runs") or [])]
+    r["torch2_eager"] = pick("torch2_runs", lambda x: not x.get("compile"))
+    r["torch2_compile"] = pick("torch2_runs", lambda x: x.get("compile"))
+    r["torch2"] = pick("torch2_runs")
+    r["colobench"] = pick("colobench")
+    r["colobench_winograd"] = pick("colobench_winograd")
+    r["faster"] = "2.x" if r["torch2"] and r["torch2"]["images_per_s"] > r["torch"]["images_per_s"] else "1.13"
+    fastest = r["torch2"] if r["faster"] == "2.x" else r["torch"]
+    r["ratio"] = r["colobench"]["images_per_s"] / r["torch"]["images_per_s"]
+    r["ratio_best"] = r["colobench"]["images_per_s"] / fastest["images_per_s"]
+    return r
+
+
+def merge(files):
+    """Rows of several --json files (a run split over commands): each side's best run per row."""
+    by_row = {}
+    for name in files:
+        try:
+            with open(name) as f:
+                rows = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit("nn_vs_torch: --merge: %s: %s" % (name, e))
+        for r in rows:
+            key = (r["model"], r["mode"], r["batch"], r["size"], r["threads"])
+            part = {k: [r[k]] if r.get(k) and k != "torch2_runs" else r.get(k) or []
+                    for k in ("torch", "torch2_runs", "colobench", "colobench_winograd")}
+            by_row.setdefault(key, (r, []))[1].append(part)
+    meta_keys = ("row", "model", "mode", "batch", "size", "threads")
+    return sorted((combine({k: first[k] for k in meta_keys}, parts) for first, parts in by_row.values()),
+                  key=lambda r: r["row"])
+
+
+def fmt(r, key):
+    return "-" if not r.get(key) else "%.2f" % r[key]["images_per_s"]
+
+
+def print_header():
+    print("%3s %-9s %-5s %5s %4s %3s | %9s %9s %9s | %9s | %6s %6s %-4s | %s" % (
+        "row", "model", "mode", "batch", "size", "thr", "1.13 im/s", "2.x eager", "2.x comp",
+        "ours im/s", "/1.13", "/best", "best", "our overhead"), flush=True)
+
+
+def print_row(r):
+    o, w = r["colobench"], r["colobench_winograd"]
+    fastest = r["torch2"] if r["faster"] == "2.x" else r["torch"]
+    print("%3d %-9s %-5s %5d %4d %3d | %9s %9s %9s | %9.2f | %5.2fx %5.2fx %-4s | %5.1f%%%s" % (
+        r["row"], r["model"], r["mode"], r["batch"], r["size"], r["threads"], fmt(r, "torch"),
+        fmt(r, "torch2_eager"), fmt(r, "torch2_compile"), o["images_per_s"], r["ratio"],
+        r["ratio_best"], r["faster"], o.get("overhead_pct", float("nan")),
+        "" if w is None else " | winograd %.2f im/s (%.2fx)" % (
+            w["images_per_s"], w["images_per_s"] / fastest["images_per_s"])), flush=True)
+
+
+def report(results, markdown):
+    if markdown:
+        print("| model | mode | batch | size | threads | PyTorch 1.13 | PyTorch 2.x eager | 2.x compiled "
+              "| colobench | ratio to 1.13 | ratio to the faster | faster |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in results:
+            lay = lambda k: "" if not r.get(k) or r[k]["layout"] == "channels_last" else " (contiguous)"
+            print("| %s | %s | %d | %d | %d | %s%s | %s%s | %s | %.2f | %.2fx | %.2fx | %s%s |" % (
+                r["model"].replace("resnet", "ResNet-"), r["mode"], r["batch"], r["size"], r["threads"],
+                fmt(r, "torch"), lay("torch"), fmt(r, "torch2_eager"), lay("torch2_eager"),
+                fmt(r, "torch2_compile"), r["colobench"]["images_per_s"], r["ratio"], r["ratio_best"],
+                r["faster"], "" if r["faster"] == "1.13" else " " + how(r["torch2"])))
+    versions = sorted({"%s (oneDNN %s)" % (r[k]["torch"], r[k].get("onednn"))
+                       for r in results for k in ("torch", "torch2") if r.get(k)})
+    print("nn_vs_torch: PyTorch %s" % ", ".join(versions))
+    worst = min(r["ratio_best"] for r in results) if results else 0
+    print("nn_vs_torch: %d configurations, lowest ratio to the faster PyTorch %.2fx" % (len(results), worst))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
@@ -110,7 +192,19 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="also print the rows as a Markdown table")
     ap.add_argument("--winograd", action="store_true",
                     help="also measure colobench training with winograd: true (not PyTorch's algorithm)")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                    help="no run: combine the --json files of a run split over commands")
     a = ap.parse_args()
+    if a.merge:
+        results = merge(a.merge)
+        print_header()
+        for r in results:
+            print_row(r)
+        report(results, a.markdown)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     env = dict(os.environ)
     env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 40)
     env["MALLOC_TRIM_THRESHOLD_"] = str(1 << 40)
@@ -146,59 +240,25 @@ def main():
                 n + 1, model, mode, batch, threads, r["first_step_s"]), flush=True)
         return
     results = []
-    print("%3s %-9s %-5s %5s %4s %3s | %9s %9s %-11s | %9s | %6s %6s %-4s | %s" % (
-        "row", "model", "mode", "batch", "size", "thr", "1.13 im/s", "2.x im/s", "2.x how",
-        "ours im/s", "/1.13", "/best", "best", "our overhead"))
+    print_header()
     for n, threads, model, mode, batch, size, common, layouts, variants2 in plan:
-        t1 = t2 = o = None
-        t2_all = []
+        runs = {"torch": [], "torch2_runs": [], "colobench": []}
         for _ in range(a.rounds):
-            r1 = best([run_json([sys.executable, theirs] + common + v, env) for v in layouts])
+            runs["torch"].append(best([run_json([sys.executable, theirs] + common + v, env) for v in layouts]))
             if torch2:
-                runs2 = [run_json([torch2, theirs] + common + v, env) for v in variants2]
-                t2_all += runs2
-                r2 = best(runs2)
-                t2 = r2 if t2 is None else best([t2, r2])
-            ro = run_json([ours] + common + ["--profile"], env)
-            t1 = r1 if t1 is None else best([t1, r1])
-            o = ro if o is None else best([o, ro])
-        fastest = t1 if t2 is None else best([t1, t2])
-        who = "1.13" if fastest is t1 else "2.x"
-        wino = None
+                runs["torch2_runs"] += [run_json([torch2, theirs] + common + v, env) for v in variants2]
+            runs["colobench"].append(run_json([ours] + common + ["--profile"], env))
         if a.winograd and mode == "train":
-            wino = best([run_json([ours] + common + ["--winograd", "1"], env) for _ in range(a.rounds)])
-        print("%3d %-9s %-5s %5d %4d %3d | %9.2f %9s %-11s | %9.2f | %5.2fx %5.2fx %-4s | %5.1f%%%s" % (
-            n + 1, model, mode, batch, size, threads, t1["images_per_s"],
-            "-" if t2 is None else "%.2f" % t2["images_per_s"], "-" if t2 is None else how(t2),
-            o["images_per_s"], o["images_per_s"] / t1["images_per_s"],
-            o["images_per_s"] / fastest["images_per_s"], who, o.get("overhead_pct", float("nan")),
-            "" if wino is None else " | winograd %.2f im/s (%.2fx)" % (
-                wino["images_per_s"], wino["images_per_s"] / fastest["images_per_s"])), flush=True)
-        results.append({"row": n + 1, "model": model, "mode": mode, "batch": batch, "size": size,
-                        "threads": threads, "torch": t1, "torch2": t2, "torch2_runs": t2_all,
-                        "colobench": o, "ratio": o["images_per_s"] / t1["images_per_s"],
-                        "ratio_best": o["images_per_s"] / fastest["images_per_s"], "faster": who,
-                        "colobench_winograd": wino})
-    if a.markdown:
-        print("| model | mode | batch | size | threads | PyTorch 1.13 im/s | PyTorch 2.x im/s | 2.x how "
-              "| colobench im/s | ratio to 1.13 | ratio to the faster | faster |")
-        print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
-        for r in results:
-            t2 = r["torch2"]
-            print("| %s | %s | %d | %d | %d | %.2f | %s | %s | %.2f | %.2fx | %.2fx | %s |" % (
-                r["model"].replace("resnet", "ResNet-"), r["mode"], r["batch"], r["size"],
-                r["threads"], r["torch"]["images_per_s"],
-                "-" if t2 is None else "%.2f" % t2["images_per_s"], "-" if t2 is None else how(t2),
-                r["colobench"]["images_per_s"], r["ratio"], r["ratio_best"], r["faster"]))
-    versions = sorted({"%s (oneDNN %s)" % (r["torch"]["torch"], r["torch"].get("onednn"))
-                       for r in results} | {"%s (oneDNN %s)" % (r["torch2"]["torch"], r["torch2"].get("onednn"))
-                                            for r in results if r["torch2"]})
-    print("nn_vs_torch: PyTorch %s" % ", ".join(versions))
+            runs["colobench_winograd"] = [run_json([ours] + common + ["--winograd", "1"], env)
+                                          for _ in range(a.rounds)]
+        r = combine({"row": n + 1, "model": model, "mode": mode, "batch": batch, "size": size,
+                     "threads": threads}, [runs])
+        print_row(r)
+        results.append(r)
+    report(results, a.markdown)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
-    worst = min(r["ratio_best"] for r in results) if results else 0
-    print("nn_vs_torch: %d configurations, lowest ratio to the faster PyTorch %.2fx" % (len(results), worst))
 
 
 if __name__ == "__main__":
