@@ -247,6 +247,27 @@ static void test_plugin_from_env_runs(void) {
     CB_CHECK_EQ_INT(cb_test_count_lines(p), 101);
 }
 
+/* The README's YAML snippet is a verbatim excerpt of examples/demo.yaml (it had drifted: lines
+ * missing, comments the file did not have). */
+static void test_readme_snippet_is_demo_excerpt(void) {
+    const char *script = cb_test_write(cb_test_tmpdir(), "readme.py",
+        "import sys\n"
+        "src = sys.argv[1]\n"
+        "readme = open(src + '/README.md', encoding='utf-8').read()\n"
+        "demo = open(src + '/examples/demo.yaml', encoding='utf-8').read()\n"
+        "start = readme.index('```yaml\\n') + len('```yaml\\n')\n"
+        "snippet = readme[start:readme.index('```', start)]\n"
+        "if snippet not in demo:\n"
+        "    lines = snippet.splitlines()\n"
+        "    bad = next((l for l in lines if l + '\\n' not in demo), '(every line is, not in this order)')\n"
+        "    sys.exit('README.md: the yaml snippet is not an excerpt of examples/demo.yaml: %r is not in '\n"
+        "             'the file, or not in that order' % bad)\n"
+        "print('ok')\n");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "python3 %s " CB_TEST_SRCDIR, script);
+    cb_test_sh_ok(cmd);
+}
+
 static void test_examples_validate_and_run(void) {
     char *out = NULL;
     /* Every example is a valid benchmark. */
@@ -288,5 +309,6 @@ int main(void) {
     CB_RUN(test_graph_and_stages);
     CB_RUN(test_plugin_from_env_runs);
     CB_RUN(test_examples_validate_and_run);
+    CB_RUN(test_readme_snippet_is_demo_excerpt);
     return cb_test_done();
 }
