@@ -2,12 +2,17 @@
 # The test command: builds and runs the whole suite.
 #   1. release build (gcc): every unit and integration test (ctest: label cpu, and label gpu,
 #      which skips without a CUDA device); the CUDA module is built when the toolkit is present
-#   2. clang build with -Werror (compile check) 
-#   3. ASan+UBSan build: the whole suite
-#   4. TSan build: the runtime, recorder, record files, stage metrics, data stages, monitor,
+#   2. clang build with -Werror (compile check)
+#   3. Release build (gcc -O3, -Werror; compile check, the CUDA module too when the toolkit is
+#      present): warnings that only optimisation finds (maybe-uninitialized) break no build type
+#   4. ASan+UBSan build: the whole suite
+#   5. TSan build: the runtime, recorder, record files, stage metrics, data stages, monitor,
 #      collocation, integrity and CLI tests
-#   5. libFuzzer targets, each run for a bounded time: the config loader (CB_FUZZ_SECONDS, 30)
+#   6. libFuzzer targets, each run for a bounded time: the config loader (CB_FUZZ_SECONDS, 30)
 #      and the safetensors reader and model load (CB_FUZZ_ST_SECONDS, 15)
+# Tests assert what the code computes, or physical outcomes with margins that hold when another
+# process saturates the cores and under sanitizers; the few that measure CPU sharing run alone
+# (ctest RUN_SERIAL). About 11-12 minutes on 2 cores.
 # Usage: scripts/test.sh [--quick]   (--quick: step 1 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +53,10 @@ if [ $quick = 1 ]; then echo "suite: $passed passed, 0 failed, $skipped skipped"
 step "build with clang -Werror"
 cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-clang -j"$jobs"
+
+step "build in Release (gcc -O3) with -Werror"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-release -j"$jobs"
 
 step "ASan+UBSan: whole suite"
 cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug >/dev/null
