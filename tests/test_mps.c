@@ -529,7 +529,7 @@ static void test_start_timeout_cleans_up(void) {
     CB_CHECK_CONTAINS(err.msg, "2000 ms");
     printf("# %s\n", err.msg);
     CB_CHECK_CMP_INT(took, >=, 2000 * 1000000LL);
-    CB_CHECK_CMP_INT(took, <, 10000 * 1000000LL);
+    CB_CHECK_CMP_INT(took, <, 30000 * 1000000LL); /* ended by the timeout, not hung: any load */
     CB_CHECK_EQ_INT(count_prefixed(tmp, "colobench-mps-"), 0);
     CB_CHECK(no_children()); /* the watchdog was dismissed and reaped */
 }
