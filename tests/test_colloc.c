@@ -53,7 +53,7 @@ static void check_interference(const char *dir, const char *summary, bool shared
         "shared = sys.argv[2] == '1'\n"
         "c = d['collocation']\n"
         "def num(x, what):\n"
-        "    assert x is not None, what + ' is null: ' + repr(c.get('errors') or d.get('errors'))\n"
+        "    assert x is not None, what + ' is null: ' + repr(c.get('unavailable') or c.get('errors') or d.get('errors'))\n"
         "    return x\n"
         "def close(a, b, what):\n"
         "    assert abs(a - b) <= 1e-6 * max(abs(a), abs(b)), '%s: %r computed, %r expected' % (what, a, b)\n"
