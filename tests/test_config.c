@@ -149,9 +149,27 @@ static void test_load_file(void) {
     char missing[512];
     snprintf(missing, sizeof missing, "%s/missing.yaml", dir);
     cb_error_clear(&err);
-    CB_CHECK_EQ_INT(cb_doc_load_file(missing, &doc, &err), CB_EIO);
-    CB_CHECK_STR_EQ(err.file, missing);
-    CB_CHECK_CONTAINS(err.msg, "No such file");
+    CB_CHECK_EQ_INT(cb_doc_load_file(missing, &doc, &err), CB_ENOENT);
+    char buf[1024], want[1024];
+    fmt_err(&err, buf, sizeof buf);
+    snprintf(want, sizeof want, "%s:1:1: cannot open: No such file or directory", missing);
+    CB_CHECK_STR_EQ(buf, want); /* errors about the whole file point at 1:1 */
+    /* A directory is not a config (fopen succeeds on one, reading fails). */
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_file(dir, &doc, &err), CB_EIO);
+    fmt_err(&err, buf, sizeof buf);
+    snprintf(want, sizeof want, "%s:1:1: is a directory, not a config file", dir);
+    CB_CHECK_STR_EQ(buf, want);
+    /* The reader the CLI uses gives the same text and the same errors. */
+    char *text = NULL;
+    size_t len = 0;
+    CB_CHECK_EQ_INT(cb_doc_read_file(p, &text, &len, &err), 0);
+    CB_CHECK_EQ_INT(len, 10);
+    CB_CHECK_STR_EQ(text ? text : "", "x: [1, 2]\n");
+    cb_free(text);
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_read_file(dir, &text, &len, &err), CB_EIO);
+    CB_CHECK(text == NULL && err.line == 1 && err.col == 1);
 }
 
 /* ---- scale: loading stays linear (issue 12) --------------------------------------------- */
@@ -368,14 +386,24 @@ static void test_size_limit(void) {
             char buf[1024];
             fmt_err(&err, buf, sizeof buf);
             char want[600];
-            snprintf(want, sizeof want, "%s: file larger than 16777216 bytes", path);
+            snprintf(want, sizeof want,
+                     "%s:1:1: file larger than 16777216 bytes (16 MiB, the maximum)", path);
             CB_CHECK_STR_EQ(buf, want);
         }
+        /* The reader the CLI uses: the same inclusive limit. */
+        char *t = NULL;
+        size_t len = 0;
+        cb_error_clear(&err);
+        CB_CHECK_EQ_INT(cb_doc_read_file(path, &t, &len, &err), extra ? CB_ECONFIG : 0);
+        CB_CHECK_EQ_INT(len, extra ? 0 : max);
+        cb_free(t);
     }
     remove(path);
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(cb_doc_load_string(text, max + 1, "s.yaml", &doc, &err), CB_ECONFIG);
-    CB_CHECK_CONTAINS(err.msg, "document larger than 16777216 bytes");
+    char buf[256];
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "s.yaml:1:1: document larger than 16777216 bytes (16 MiB, the maximum)");
     free(text);
 }
 
@@ -465,6 +493,35 @@ static void test_set(void) {
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(cb_doc_set(doc, "name=[1, 2", &err), CB_ECONFIG);
     CB_CHECK_CONTAINS(err.msg, "--set 'name=[1, 2': value is not valid YAML");
+
+    /* Positions are columns of the whole --set argument: the segment, the value, a value's
+     * item, a syntax error in the value. */
+    char buf[512];
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.3.name=x", &err), CB_ECONFIG);
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "<--set>:1:11: --set 'pipelines.3.name=x': segment '3': index out of "
+                         "range (the sequence has 1 items)");
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "name.x=1", &err), CB_ECONFIG);
+    CB_CHECK_EQ_INT(err.col, 6);
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "name=[1, 2", &err), CB_ECONFIG);
+    CB_CHECK_EQ_INT(err.line, 1);
+    CB_CHECK_EQ_INT(err.col, 11); /* cut short: the end of the argument */
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "name=[1, 2]]", &err), CB_ECONFIG);
+    CB_CHECK_EQ_INT(err.col, 12); /* libyaml's position, in the argument */
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "pipelines.0.stages.sleeper.config={duration_us: 64k}", &err), 0);
+    const cb_node *cfg = cb_node_get(st->items[1], "config");
+    CB_CHECK_EQ_INT(cfg->col, 35);
+    CB_CHECK_EQ_INT(cfg->line, 1);
+    CB_CHECK_EQ_INT(cb_node_get(cfg, "duration_us")->col, 49);
+    CB_CHECK_EQ_INT(cb_doc_set(doc, "fresh.key=", &err), 0);
+    const cb_node *fresh = cb_node_get(doc->root, "fresh");
+    CB_CHECK_EQ_INT(fresh->col, 1);
+    CB_CHECK_EQ_INT(fresh->keys[0]->col, 7);
+    CB_CHECK_EQ_INT(fresh->items[0]->col, 11);
     cb_doc_destroy(doc);
 
     /* on an empty document */
@@ -522,6 +579,49 @@ static void test_write_roundtrip(void) {
     roundtrip("\"quoted root\"\n");
 }
 
+/* "a: &a [[..x..]]" (k brackets) then "b: [[..*a..]]" (j brackets): the alias's copy is nested
+ * 1 + j + k deep. */
+static void nest_text(char *buf, size_t size, int k, int j) {
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, size - off, "a: &a ");
+    for (int i = 0; i < k; i++) buf[off++] = '[';
+    buf[off++] = 'x';
+    for (int i = 0; i < k; i++) buf[off++] = ']';
+    off += (size_t)snprintf(buf + off, size - off, "\nb: ");
+    for (int i = 0; i < j; i++) buf[off++] = '[';
+    off += (size_t)snprintf(buf + off, size - off, "*a");
+    for (int i = 0; i < j; i++) buf[off++] = ']';
+    snprintf(buf + off, size - off, "\n");
+}
+
+/* Nesting counts through aliases: an alias may not copy a deep anchor below the 64-level
+ * limit, and what loads writes back to YAML that loads again. */
+static void test_alias_nesting(void) {
+    char text[512];
+    nest_text(text, sizeof text, 40, 23); /* 64 levels: the maximum */
+    roundtrip(text);
+    nest_text(text, sizeof text, 40, 24); /* 65 */
+    cb_doc *doc = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(text, strlen(text), "t.yaml", &doc, &err), CB_ECONFIG);
+    CB_CHECK(doc == NULL);
+    char buf[512];
+    fmt_err(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "t.yaml:2:28: document nested deeper than 64 levels (counting what "
+                         "aliases copy)");
+    /* The same depth written out, without aliases, is refused alike. */
+    char plain[512];
+    size_t off = 0;
+    for (int i = 0; i < 65; i++) plain[off++] = '[';
+    plain[off++] = 'x';
+    for (int i = 0; i < 65; i++) plain[off++] = ']';
+    plain[off] = '\0';
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_doc_load_string(plain, off, "t.yaml", &doc, &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "document nested deeper than 64 levels");
+}
+
 static void test_suggest(void) {
     CB_CHECK_EQ_INT(cb_edit_distance("workrs", "workers"), 1);
     CB_CHECK_EQ_INT(cb_edit_distance("abc", "acb"), 1);
@@ -547,6 +647,7 @@ int main(void) {
     CB_RUN(test_load_file);
     CB_RUN(test_set);
     CB_RUN(test_write_roundtrip);
+    CB_RUN(test_alias_nesting);
     CB_RUN(test_suggest);
     CB_RUN(test_large_map);
     CB_RUN(test_many_maps);

@@ -497,7 +497,7 @@ static void test_replay_file(void) {
     CB_CHECK_EQ_INT(rc, CB_ECONFIG);
     char buf[1024];
     cb_error_format(&err, buf, sizeof buf);
-    CB_CHECK_CONTAINS(buf, "<--set>:1:1: pipelines[0].loadgen.config.file: cannot read arrival file '");
+    CB_CHECK_CONTAINS(buf, "<--set>:1:37: pipelines[0].loadgen.config.file: cannot read arrival file '");
     CB_CHECK_CONTAINS(buf, "/missing.csv': No such file or directory");
     /* replay without a file */
     EXPECT_ERROR(HEAD "    loadgen: {component: replay}\n    stages: [{id: 0, component: util.noop}]\n",

@@ -40,11 +40,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #define CB_DOC_MAX_DEPTH 64
 #define CB_DOC_MAX_NODES 1000000
-#define CB_DOC_MAX_BYTES (16u * 1024u * 1024u)
+#define CB_DOC_MAX_BYTES_N 16777216 /* 16 MiB, inclusive */
+#define CB_DOC_MAX_BYTES ((size_t)CB_DOC_MAX_BYTES_N)
 #define CB_SET_SEGMENT_MAX 128
 #define CB_HTAB_MIN_SLOTS 64
 
@@ -87,6 +89,16 @@ static int pos_error(loader *L, int line, int col, const char *fmt, const char *
     cb_error_set(L->err, CB_ECONFIG, fmt, arg);
     cb_error_at(L->err, L->file, line, col);
     return CB_ECONFIG;
+}
+
+/* Errors about a file as a whole point at its start, FILE:1:1, like every config error. */
+static int file_error(cb_error *err, int code, const char *path, const char *what, int e) {
+    if (e)
+        cb_error_set(err, code, "%s: %s", what, strerror(e));
+    else
+        cb_error_set(err, code, "%s", what);
+    cb_error_at(err, path, 1, 1);
+    return code;
 }
 
 /* ---- hash tables ------------------------------------------------------------------------ */
@@ -249,7 +261,16 @@ static int append(loader *L, cb_node *coll, size_t *cap, cb_node *key, cb_node *
     return 0;
 }
 
-static cb_node *copy_tree(loader *L, const cb_node *src, int *rc) {
+/* Copies src for an alias; depth is where the copy lands, so nesting counts through aliases
+ * (the copy of a deep anchor under a deep alias is refused at the alias, at *at). */
+static cb_node *copy_tree(loader *L, const cb_node *src, int depth, const yaml_mark_t *at,
+                          int *rc) {
+    if (depth > CB_DOC_MAX_DEPTH) {
+        *rc = pos_error(L, (int)at->line + 1, (int)at->column + 1,
+                        "document nested deeper than %s levels (counting what aliases copy)",
+                        CB__XSTR(CB_DOC_MAX_DEPTH));
+        return NULL;
+    }
     yaml_mark_t mark = {0, (size_t)(src->line - 1), (size_t)(src->col - 1)};
     cb_node *n = new_node(L, src->kind, &mark);
     if (!n) {
@@ -268,8 +289,9 @@ static cb_node *copy_tree(loader *L, const cb_node *src, int *rc) {
             if (!n->keys) goto nomem;
         }
         for (size_t i = 0; i < src->n; i++) {
-            if (src->keys && !(n->keys[i] = copy_tree(L, src->keys[i], rc))) return NULL;
-            if (!(n->items[i] = copy_tree(L, src->items[i], rc))) return NULL;
+            if (src->keys && !(n->keys[i] = copy_tree(L, src->keys[i], depth + 1, at, rc)))
+                return NULL;
+            if (!(n->items[i] = copy_tree(L, src->items[i], depth + 1, at, rc))) return NULL;
         }
     }
     return n;
@@ -323,7 +345,7 @@ static int parse_collection(loader *L, cb_node *coll, int depth) {
 static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out) {
     if (depth > CB_DOC_MAX_DEPTH)
         return pos_error(L, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
-                         "document nested deeper than %s levels", "64");
+                         "document nested deeper than %s levels", CB__XSTR(CB_DOC_MAX_DEPTH));
     cb_node *n = NULL;
     int rc = 0;
     switch (ev->type) {
@@ -353,7 +375,7 @@ static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out) {
         if (!target)
             return pos_error(L, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
                              "unknown anchor '%s'", name);
-        n = copy_tree(L, target, &rc);
+        n = copy_tree(L, target, depth, &ev->start_mark, &rc);
         break;
     }
     default:
@@ -370,11 +392,10 @@ static int parse_node(loader *L, yaml_event_t *ev, int depth, cb_node **out) {
 static int parse_into(cb_arena *arena, const char *file, const char *text, size_t len,
                       cb_node **root, cb_doc_load_stats *stats, cb_error *err) {
     *root = NULL;
-    if (len > CB_DOC_MAX_BYTES) {
-        cb_error_set(err, CB_ECONFIG, "document larger than %u bytes", CB_DOC_MAX_BYTES);
-        cb_error_at(err, file, 0, 0);
-        return CB_ECONFIG;
-    }
+    if (len > CB_DOC_MAX_BYTES)
+        return file_error(err, CB_ECONFIG, file,
+                          "document larger than " CB__XSTR(CB_DOC_MAX_BYTES_N) " bytes (16 MiB, "
+                          "the maximum)", 0);
     loader L;
     memset(&L, 0, sizeof L);
     L.arena = arena;
@@ -435,30 +456,31 @@ int cb_doc_load_string(const char *text, size_t len, const char *name, cb_doc **
     return 0;
 }
 
-int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err) {
-    if (!path || !out) return cb_error_set(err, CB_EINVAL, "cb_doc_load_file: bad arguments");
-    *out = NULL;
+int cb_doc_read_file(const char *path, char **text, size_t *len_out, cb_error *err) {
+    if (!path || !text || !len_out) return cb_error_set(err, CB_EINVAL, "cb_doc_read_file: bad arguments");
+    *text = NULL;
+    *len_out = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        cb_error_set(err, CB_EIO, "cannot open: %s", strerror(e));
-        cb_error_at(err, path, 0, 0);
-        return CB_EIO;
+    if (!f) return file_error(err, errno == ENOENT ? CB_ENOENT : CB_EIO, path, "cannot open", errno);
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        return file_error(err, CB_EIO, path, "is a directory, not a config file", 0);
     }
     /* Reads at most CB_DOC_MAX_BYTES + 1 bytes: one more than the maximum means too large. */
     size_t cap = 4096, len = 0;
-    char *buf = cb_malloc(cap);
+    char *buf = cb_malloc(cap + 1);
     int rc = buf ? 0 : oom(err);
     while (!rc) {
         if (len > CB_DOC_MAX_BYTES) {
-            cb_error_set(err, CB_ECONFIG, "file larger than %u bytes", CB_DOC_MAX_BYTES);
-            cb_error_at(err, path, 0, 0);
-            rc = CB_ECONFIG;
+            rc = file_error(err, CB_ECONFIG, path,
+                            "file larger than " CB__XSTR(CB_DOC_MAX_BYTES_N) " bytes (16 MiB, "
+                            "the maximum)", 0);
             break;
         }
         if (len == cap) {
             size_t ncap = cap * 2 > CB_DOC_MAX_BYTES ? (size_t)CB_DOC_MAX_BYTES + 1 : cap * 2;
-            char *nb = cb_realloc(buf, ncap);
+            char *nb = cb_realloc(buf, ncap + 1);
             if (!nb) {
                 rc = oom(err);
                 break;
@@ -469,15 +491,27 @@ int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err) {
         size_t k = fread(buf + len, 1, cap - len, f);
         len += k;
         if (k == 0) {
-            if (ferror(f)) {
-                cb_error_set(err, CB_EIO, "read error");
-                cb_error_at(err, path, 0, 0);
-                rc = CB_EIO;
-            }
+            if (ferror(f)) rc = file_error(err, CB_EIO, path, "cannot read", errno ? errno : EIO);
             break;
         }
     }
     fclose(f);
+    if (rc) {
+        cb_free(buf);
+        return rc;
+    }
+    buf[len] = '\0';
+    *text = buf;
+    *len_out = len;
+    return 0;
+}
+
+int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err) {
+    if (!path || !out) return cb_error_set(err, CB_EINVAL, "cb_doc_load_file: bad arguments");
+    *out = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = cb_doc_read_file(path, &buf, &len, err);
     if (!rc) rc = cb_doc_load_string(buf, len, path, out, err);
     cb_free(buf);
     return rc;
@@ -547,22 +581,35 @@ static int is_index(const char *s, size_t *out) {
     return 1;
 }
 
-static int set_error(cb_error *err, const char *assignment, const char *seg, const char *fmt,
-                     const char *a1) {
+/* col: 1-based column in the --set argument (KEY=VALUE) where the problem is. */
+static int set_error(cb_error *err, const char *assignment, size_t col, const char *seg,
+                     const char *fmt, const char *a1) {
     char what[256];
     snprintf(what, sizeof what, fmt, a1);
     if (seg)
         cb_error_set(err, CB_ECONFIG, "--set '%s': segment '%s': %s", assignment, seg, what);
     else
         cb_error_set(err, CB_ECONFIG, "--set '%s': %s", assignment, what);
+    cb_error_at(err, "<--set>", 1, col > INT32_MAX ? INT32_MAX : (int)col);
     return CB_ECONFIG;
+}
+
+/* The value was parsed on its own: its first line's columns move right by offset, so positions
+ * are columns of the whole --set argument. */
+static void shift_cols(cb_node *n, int offset) {
+    if (n->line == 1) n->col += offset;
+    for (size_t i = 0; i < n->n; i++) {
+        if (n->keys) shift_cols(n->keys[i], offset);
+        shift_cols(n->items[i], offset);
+    }
 }
 
 int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
     if (!doc || !assignment) return cb_error_set(err, CB_EINVAL, "cb_doc_set: bad arguments");
     const char *eq = strchr(assignment, '=');
-    if (!eq) return set_error(err, assignment, NULL, "expected KEY=VALUE%s", "");
-    if (eq == assignment) return set_error(err, assignment, NULL, "empty key%s", "");
+    if (!eq) return set_error(err, assignment, 1, NULL, "expected KEY=VALUE%s", "");
+    if (eq == assignment) return set_error(err, assignment, 1, NULL, "empty key%s", "");
+    int value_col = (int)(eq + 1 - assignment) + 1; /* the value's column in the argument */
     cb_arena *a = doc->arena;
     const char *file = cb_arena_strdup(a, "<--set>");
     if (!file) return oom(err);
@@ -576,13 +623,18 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
     if (rc == CB_ENOMEM) return oom(err);
     if (rc) {
         char buf[CB_ERROR_MSG_MAX];
-        snprintf(buf, sizeof buf, "value is not valid YAML (column %d: %s)", perr.col, perr.msg);
-        return set_error(err, assignment, NULL, "%s", buf);
+        snprintf(buf, sizeof buf, "value is not valid YAML (%s)", perr.msg);
+        /* libyaml reports a value cut short on the line after it: then the end of the argument */
+        size_t col = perr.line > 1 && !strchr(eq + 1, '\n') ? strlen(assignment) + 1
+                     : perr.line > 1                      ? (size_t)perr.col
+                                                          : (size_t)(perr.col + value_col - 1);
+        return set_error(err, assignment, col, NULL, "%s", buf);
     }
     if (!value) {
         if (!(value = set_new_node(a, CB_NODE_SCALAR, file))) return oom(err);
         value->scalar = "";
     }
+    shift_cols(value, value_col - 1);
     if (!doc->root) {
         if (!(doc->root = set_new_node(a, CB_NODE_MAP, file))) return oom(err);
     }
@@ -595,8 +647,10 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
         size_t seglen = (size_t)(segend - p);
         char seg[CB_SET_SEGMENT_MAX];
         snprintf(seg, sizeof seg, "%.*s", (int)(seglen < sizeof seg ? seglen : sizeof seg - 1), p);
-        if (seglen == 0) return set_error(err, assignment, "", "empty path segment%s", "");
-        if (seglen >= sizeof seg) return set_error(err, assignment, seg, "segment too long%s", "");
+        size_t segcol = (size_t)(p - assignment) + 1;
+        if (seglen == 0) return set_error(err, assignment, segcol, "", "empty path segment%s", "");
+        if (seglen >= sizeof seg)
+            return set_error(err, assignment, segcol, seg, "segment too long%s", "");
         int last = dot == NULL;
         size_t idx = 0;
         if (cur->kind == CB_NODE_MAP) {
@@ -604,7 +658,9 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
             if (last || !child) {
                 cb_node *key = set_new_node(a, CB_NODE_SCALAR, file);
                 if (!key || !(key->scalar = cb_arena_strdup(a, seg))) return oom(err);
+                key->col = (int)segcol;
                 if (!last && !(child = set_new_node(a, CB_NODE_MAP, file))) return oom(err);
+                if (!last) child->col = (int)segcol;
                 if (map_put(a, cur, key, last ? value : child)) return oom(err);
             }
             if (last) return 0;
@@ -616,7 +672,7 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
                     char msg[96];
                     snprintf(msg, sizeof msg, "index out of range (the sequence has %zu items)",
                              cur->n);
-                    return set_error(err, assignment, seg, "%s", msg);
+                    return set_error(err, assignment, segcol, seg, "%s", msg);
                 }
                 slot = &cur->items[idx];
             } else {
@@ -628,7 +684,7 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
                         slot = &cur->items[i];
                 }
                 if (!slot)
-                    return set_error(err, assignment, seg,
+                    return set_error(err, assignment, segcol, seg,
                                      "no element with name or id '%s' in the sequence", seg);
             }
             if (last) {
@@ -637,7 +693,8 @@ int cb_doc_set(cb_doc *doc, const char *assignment, cb_error *err) {
             }
             cur = *slot;
         } else {
-            return set_error(err, assignment, seg, "cannot index into scalar '%s'", cur->scalar);
+            return set_error(err, assignment, segcol, seg, "cannot index into scalar '%s'",
+                             cur->scalar);
         }
         p = dot + 1;
     }

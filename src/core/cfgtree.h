@@ -54,10 +54,15 @@ typedef struct cb_doc {
 } cb_doc;
 
 /* Parses a file / a string. On error: CB_ECONFIG (syntax) or CB_EIO with file:line:col set.
- * Maxima: 16 MiB of text ("file larger than 16777216 bytes" names the file), 64 levels of
- * nesting, 1,000,000 nodes after aliases are copied. Time and memory are linear in the text
- * plus the nodes created (duplicate keys and aliases are found through hash tables). */
+ * Maxima: 16 MiB of text, inclusive (a larger file: "FILE:1:1: file larger than 16777216 bytes
+ * (16 MiB, the maximum)"), 64 levels of nesting counted through aliases, 1,000,000 nodes after
+ * aliases are copied. Time and memory are linear in the text plus the nodes created (duplicate
+ * keys and aliases are found through hash tables). */
 int cb_doc_load_file(const char *path, cb_doc **out, cb_error *err);
+/* Reads a config file's text (at most 16 MiB) into a cb_malloc'd, NUL-terminated buffer, as
+ * cb_doc_load_file does. Errors about the file as a whole (cannot open: CB_ENOENT or CB_EIO; a
+ * directory, unreadable: CB_EIO; too large: CB_ECONFIG) are positioned at FILE:1:1. */
+int cb_doc_read_file(const char *path, char **text, size_t *len, cb_error *err);
 int cb_doc_load_string(const char *text, size_t len, const char *name, cb_doc **out,
                        cb_error *err);
 void cb_doc_destroy(cb_doc *doc);

@@ -41,7 +41,7 @@ int cb_bench_load(const cb_bench_opts *o, cb_bench *b, cb_error *err) {
     }
     size_t from_env = cb_registry_n_plugins(b->reg);
     if (o->config_path) {
-        rc = cb_read_file(o->config_path, CB_BENCH_MAX_TEXT, &b->text, &b->text_len, err);
+        rc = cb_doc_read_file(o->config_path, &b->text, &b->text_len, err); /* 16 MiB */
         if (rc == CB_ENOENT) rc = err ? err->code : CB_ENOENT;
         b->name = cb_strdup(o->config_path);
     } else {
