@@ -255,10 +255,10 @@ def main():
                      "threads": threads}, [runs])
         print_row(r)
         results.append(r)
+        if a.json:  # after every row: a run cut short keeps what it measured
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1)
     report(results, a.markdown)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
