@@ -465,6 +465,12 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
         join(key, sizeof key, path, "name");
         return fail_at(b, cb_node_get(m, "name"), key, "a stage name may not contain control characters");
     }
+    if (strlen(s->name) > CB_SPEC_STAGE_NAME_MAX) {
+        char key[CB_ERROR_KEY_MAX];
+        join(key, sizeof key, path, "name");
+        return fail_at(b, cb_node_get(m, "name"), key, "a stage name is at most %d bytes (every CSV row holds it whole), got %zu",
+                       CB_SPEC_STAGE_NAME_MAX, strlen(s->name));
+    }
 
     s->outputs = NULL;
     s->n_outputs = 0;

@@ -176,6 +176,8 @@ typedef struct cb_spec {
  * bytes; see cb_spec_path_name_problem. */
 #define CB_SPEC_NAME_MAX 128
 #define CB_SPEC_NAME_MAX_STR "128"
+/* A stage's name: at most this many bytes (every CSV row holds it whole). */
+#define CB_SPEC_STAGE_NAME_MAX 1024
 
 /* NULL when name may name a directory of the results, else why not ("starts with '.'"). */
 const char *cb_spec_path_name_problem(const char *name);

@@ -42,10 +42,12 @@
 #define CB_BACKLOG_MAX_CHUNKS 128
 #define CB_OUTBUF_BYTES (256u * 1024u)
 #define CB_OUTBUF_FLUSH (CB_OUTBUF_BYTES - 8192u)
-/* The longest pipeline or stage name the CSVs hold (bytes; pipeline names are shorter still,
- * CB_SPEC_NAME_MAX): names are written whole, CSV-escaped (at most 2n+2 bytes), so a row of the
- * longest names, a split name and every number fits the buffer's headroom. */
+/* The longest pipeline or stage name the CSVs hold (bytes; validate refuses longer ones:
+ * CB_SPEC_NAME_MAX, CB_SPEC_STAGE_NAME_MAX): names are written whole, CSV-escaped (at most 2n+2
+ * bytes), so a row of the longest names, a split name and every number fits the headroom. */
 #define CB_RECORD_NAME_MAX 1024u
+_Static_assert(CB_SPEC_NAME_MAX <= CB_RECORD_NAME_MAX && CB_SPEC_STAGE_NAME_MAX <= CB_RECORD_NAME_MAX,
+               "the records hold every name a benchmark may have");
 _Static_assert(2 * (2 * CB_RECORD_NAME_MAX + 2) + (2 * CB_SPLIT_NAME_MAX + 2) + 1024 <=
                    CB_OUTBUF_BYTES - CB_OUTBUF_FLUSH,
                "a row of the longest names fits the buffer's headroom");
