@@ -204,6 +204,10 @@ static void test_errors_keep_positions(void) {
              head);
     EXPECT_ERROR(text, "bench.yaml:5:79: pipelines[0].stages[0].config.payload_size: expected a "
                        "payload size in bytes (an integer >= 0)");
+    EXPECT_ERROR("pipelines:\n- name: p\n  inputs: [0]\n  dataset_stage_id: 0\n  stages:\n"
+                 "  - {id: 0, component: stages.Stage, config: {x: 1}}\n",
+                 "bench.yaml:6:47: pipelines[0].stages[0].config.x: unknown key for the "
+                 "reference's stages.Stage (it reads no key)");
     /* After translation spec.c still reports at the original text. */
     snprintf(text, sizeof text, "%s  - {id: 0, component: stages.Stage, outputs: [7]}\n", head);
     EXPECT_ERROR(text, "bench.yaml:5:48: pipelines[0].stages[0].outputs[0]: no stage with id 7 in "
@@ -222,6 +226,17 @@ static void test_native_untouched(void) {
         CB_CHECK(spec->compat.root == doc->root);
         CB_CHECK_EQ_INT(spec->compat.n_notes, 0);
         CB_CHECK(spec->pipelines[0].loadgen.split_barrier);
+        cb_spec_destroy(spec);
+        cb_doc_destroy(doc);
+    }
+    /* colobench's alias of the base Stage, with util.noop's parameter: as before. */
+    static const char alias[] = "pipelines:\n- name: p\n  inputs: [0]\n  stages:\n"
+                                "  - {id: 0, component: stages.stage.Stage, "
+                                "config: {log_summary: true}}\n";
+    CB_CHECK_EQ_INT(spec_fixture_build(alias, &doc, &spec), CB_OK);
+    if (spec) {
+        CB_CHECK_STR_EQ(spec->pipelines[0].stages[0].component, "util.noop");
+        CB_CHECK_EQ_INT(param(&spec->pipelines[0].stages[0], "log_summary")->i, 1);
         cb_spec_destroy(spec);
         cb_doc_destroy(doc);
     }

@@ -399,6 +399,9 @@ static int translate_stage(tctx *t, cb_node *st, const char *path, const struct 
     const cb_node *comp = cb_node_get(st, "component");
     const cb_node *value;
     int rc;
+    /* A base Stage keeps its config: util.noop checks it, as for colobench's alias of it. */
+    if (rc_->kind == REF_STAGE && !as_dataset)
+        return map_put(t, st, "component", scalar_at(t, rc_->target, comp), comp);
     if ((rc = ref_config(t, st, path, rc_->kind, &value))) return rc;
     if (rc_->kind != REF_INJECTOR) value = NULL; /* output_dir: nothing to map */
     const cb_node *cpos = cb_node_get(st, "config");
