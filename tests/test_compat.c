@@ -1,6 +1,8 @@
 /* Tests of core/compat.c: the reference framework's configs (our own, in its format, under
  * tests/refconfigs/) load as their colobench equivalents, keep their positions in errors, name
  * every component colobench lacks in one message, and colobench's own configs pass untouched. */
+#include <stdlib.h>
+
 #include "run_fixture.h"
 #include "spec_fixture.h"
 
@@ -246,6 +248,25 @@ static void test_native_untouched(void) {
                  "dataset stage: it reports no splits");
 }
 
+/* scripts/check_reference_configs.sh on our configs (no pipeline_configs/: every YAML). */
+static void test_check_script(void) {
+    char *out = NULL;
+    int rc = cb_test_sh("COLOBENCH=" CB_TEST_BINDIR "/colobench " CB_TEST_SRCDIR
+                        "/scripts/check_reference_configs.sh " CB_TEST_SRCDIR "/tests/refconfigs",
+                        &out);
+    CB_CHECK_EQ_INT(rc, 0);
+    if (!out) return;
+    CB_CHECK_CONTAINS(out, "| file | result | message |\n|---|---|---|\n| cells.yml | rejected | "
+                           "a sweep manifest");
+    CB_CHECK_CONTAINS(out, "| noop_chain.yml | loads |  |\n");
+    CB_CHECK_CONTAINS(out, "| payload_copy.yml | loads | 33: stages.TerminalCapture: runs as "
+                           "util.noop");
+    CB_CHECK_CONTAINS(out, "| two_missing.yml | rejected | needs components colobench does not "
+                           "have: stages.llm_huggingface.MockDataLoader (line 17), ");
+    CB_CHECK_CONTAINS(out, "\n5 files: 3 load, 2 rejected\n");
+    free(out);
+}
+
 int main(void) {
     if (spec_fixture_init() != 0) return 1;
     CB_RUN(test_noop_chain);
@@ -257,6 +278,7 @@ int main(void) {
     CB_RUN(test_many_missing);
     CB_RUN(test_errors_keep_positions);
     CB_RUN(test_native_untouched);
+    CB_RUN(test_check_script);
     cb_registry_destroy(g_reg);
     return cb_test_done();
 }
