@@ -267,12 +267,15 @@ static void read_err(const char *dir, const char *name, const char *text, int li
     CB_CHECK(off == NULL);
     char buf[1200], want[600];
     cb_error_format(&err, buf, sizeof buf);
-    if (line > 0)
-        snprintf(want, sizeof want, "%s:%d: ", path, line);
-    else
-        snprintf(want, sizeof want, "%s: ", path);
+    snprintf(want, sizeof want, "%s:%d:1: ", path, line > 0 ? line : 1);
     CB_CHECK_CONTAINS(buf, want);
     CB_CHECK_CONTAINS(buf, what);
+    /* Checking only (validate): the same error, nothing allocated. */
+    char again[1200];
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_schedule_read_replay(path, 0, NULL, &n, &err), rc);
+    cb_error_format(&err, again, sizeof again);
+    CB_CHECK_STR_EQ(again, buf);
 }
 
 static void test_replay(void) {
@@ -314,6 +317,19 @@ static void test_replay(void) {
     size_t n = 0;
     CB_CHECK_EQ_INT(cb_schedule_read_replay("/nonexistent/x.csv", 0, &off, &n, &err), CB_ENOENT);
     CB_CHECK_CONTAINS(err.file, "/nonexistent/x.csv");
+    /* A directory opens but is not a CSV. */
+    char buf[1200], want[600];
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_schedule_read_replay(dir, 0, &off, &n, &err), CB_ECONFIG);
+    cb_error_format(&err, buf, sizeof buf);
+    snprintf(want, sizeof want, "%s:1:1: is a directory, not a replay CSV file", dir);
+    CB_CHECK_STR_EQ(buf, want);
+    /* Checking only counts the times (max_n bounds it too). */
+    const char *four = cb_test_write(dir, "four.csv", "1\n2\n3\n4\n");
+    CB_CHECK_EQ_INT(cb_schedule_read_replay(four, 0, NULL, &n, &err), 0);
+    CB_CHECK_EQ_INT(n, 4);
+    CB_CHECK_EQ_INT(cb_schedule_read_replay(four, 3, NULL, &n, &err), 0);
+    CB_CHECK_EQ_INT(n, 3);
 
     /* Through cb_schedule_generate: the timeout truncates, max_queries bounds. */
     cb_loadgen_spec lg = make_lg(CB_LOADGEN_REPLAY, 0.0, 0);

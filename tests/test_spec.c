@@ -499,6 +499,24 @@ static void test_replay_file(void) {
     cb_error_format(&err, buf, sizeof buf);
     CB_CHECK_CONTAINS(buf, "<--set>:1:37: pipelines[0].loadgen.config.file: cannot read arrival file '");
     CB_CHECK_CONTAINS(buf, "/missing.csv': No such file or directory");
+    /* validate reads the file as run would: a time that is not a number, times that
+     * decrease, a directory are refused at the config's key, with the CSV's line. */
+    const struct {
+        const char *set, *want;
+    } bad_files[] = {
+        {"pipelines.chain.loadgen.config.file=garbage.csv", "/garbage.csv:2:1: arrival time \"x7\""},
+        {"pipelines.chain.loadgen.config.file=down.csv", "/down.csv:3:1: arrival time \"1\" is earlier"},
+        {"pipelines.chain.loadgen.config.file=.", ":1:1: is a directory, not a replay CSV file"},
+    };
+    cb_test_write(dir, "garbage.csv", "0\nx7\n");
+    cb_test_write(dir, "down.csv", "0\n2\n1\n");
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
+        cb_error_clear(&err);
+        CB_CHECK_EQ_INT(cb_spec_load(path, &bad_files[i].set, 1, g_reg, &doc, &spec, &err), CB_ECONFIG);
+        cb_error_format(&err, buf, sizeof buf);
+        CB_CHECK_CONTAINS(buf, "<--set>:1:37: pipelines[0].loadgen.config.file: arrival file /");
+        CB_CHECK_CONTAINS(buf, bad_files[i].want);
+    }
     /* replay without a file */
     EXPECT_ERROR(HEAD "    loadgen: {component: replay}\n    stages: [{id: 0, component: util.noop}]\n",
                  "bench.yaml:5:14: pipelines[0].loadgen.config.file: the replay load generator needs "

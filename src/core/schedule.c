@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 
@@ -219,7 +220,7 @@ static int replay_next(replay_reader *rd, char *field, bool *skip, cb_error *err
     if (c == EOF) {
         if (ferror(rd->f)) {
             cb_error_set(err, CB_EIO, "read error: %s", strerror(errno));
-            cb_error_at(err, rd->path, rd->line + 1, 0);
+            cb_error_at(err, rd->path, rd->line + 1, 1);
             return CB_EIO;
         }
         rd->eof = true;
@@ -240,7 +241,7 @@ static int replay_next(replay_reader *rd, char *field, bool *skip, cb_error *err
     *skip = field[0] == '\0' || field[0] == '#';
     if (too_long && !*skip) {
         cb_error_set(err, CB_ECONFIG, "first column longer than %d bytes", CB_REPLAY_FIELD_MAX - 1);
-        cb_error_at(err, rd->path, rd->line, 0);
+        cb_error_at(err, rd->path, rd->line, 1);
         return CB_ECONFIG;
     }
     return 1;
@@ -337,17 +338,24 @@ static bool ends_with_ci(const char *s, const char *suffix) {
 
 int cb_schedule_read_replay(const char *path, size_t max_n, int64_t **offsets_ns, size_t *n,
                             cb_error *err) {
-    if (!path || !offsets_ns || !n)
+    if (!path || !n)
         return cb_error_set(err, CB_EINVAL, "cb_schedule_read_replay: NULL argument");
-    *offsets_ns = NULL;
+    if (offsets_ns) *offsets_ns = NULL;
     *n = 0;
     replay_reader rd = {.f = fopen(path, "r"), .path = path};
     if (!rd.f) {
         int e = errno;
         cb_error_set(err, e == ENOENT ? CB_ENOENT : CB_EIO, "cannot open replay file: %s",
                      strerror(e));
-        cb_error_at(err, path, 0, 0);
+        cb_error_at(err, path, 1, 1);
         return e == ENOENT ? CB_ENOENT : CB_EIO;
+    }
+    struct stat sb;
+    if (fstat(fileno(rd.f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(rd.f);
+        cb_error_set(err, CB_ECONFIG, "is a directory, not a replay CSV file");
+        cb_error_at(err, path, 1, 1);
+        return CB_ECONFIG;
     }
     int64_t ns_per_unit = 1000000000; /* seconds unless a header names the unit */
     bool header_possible = true;
@@ -382,7 +390,7 @@ int cb_schedule_read_replay(const char *path, size_t max_n, int64_t **offsets_ns
         header_possible = false;
         if (pr != 0) {
             rc = cb_error_set(err, CB_ECONFIG, "arrival time \"%s\": %s", field, why);
-            cb_error_at(err, path, rd.line, 0);
+            cb_error_at(err, path, rd.line, 1);
             goto fail;
         }
         if (count == 0) {
@@ -391,15 +399,24 @@ int cb_schedule_read_replay(const char *path, size_t max_n, int64_t **offsets_ns
             rc = cb_error_set(err, CB_ECONFIG,
                               "arrival time \"%s\" is earlier than the previous one; times must "
                               "not decrease", field);
-            cb_error_at(err, path, rd.line, 0);
+            cb_error_at(err, path, rd.line, 1);
             goto fail;
         }
         prev = t;
+        if (!offsets_ns) { /* checking only */
+            if (++count > CB_SCHEDULE_MAX_ARRIVALS) {
+                rc = cb_error_set(err, CB_ECONFIG, "more than %zu arrivals; set max_queries",
+                                  CB_SCHEDULE_MAX_ARRIVALS);
+                cb_error_at(err, path, rd.line, 1);
+                goto fail;
+            }
+            continue;
+        }
         if (count == cap) {
             if (cap >= CB_SCHEDULE_MAX_ARRIVALS) {
                 rc = cb_error_set(err, CB_ECONFIG, "more than %zu arrivals; set max_queries",
                                   CB_SCHEDULE_MAX_ARRIVALS);
-                cb_error_at(err, path, rd.line, 0);
+                cb_error_at(err, path, rd.line, 1);
                 goto fail;
             }
             size_t ncap = cap ? cap * 2 : 1024;
@@ -407,7 +424,7 @@ int cb_schedule_read_replay(const char *path, size_t max_n, int64_t **offsets_ns
             int64_t *grown = cb_realloc(off, ncap * sizeof *off);
             if (!grown) {
                 rc = cb_error_set(err, CB_ENOMEM, "out of memory for %zu arrivals", ncap);
-                cb_error_at(err, path, rd.line, 0);
+                cb_error_at(err, path, rd.line, 1);
                 goto fail;
             }
             off = grown;
@@ -417,11 +434,11 @@ int cb_schedule_read_replay(const char *path, size_t max_n, int64_t **offsets_ns
     }
     if (count == 0) {
         rc = cb_error_set(err, CB_ECONFIG, "no arrival times in the replay file");
-        cb_error_at(err, path, 0, 0);
+        cb_error_at(err, path, 1, 1);
         goto fail;
     }
     fclose(rd.f);
-    *offsets_ns = off;
+    if (offsets_ns) *offsets_ns = off;
     *n = count;
     return CB_OK;
 fail:

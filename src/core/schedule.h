@@ -28,7 +28,10 @@ int cb_schedule_generate(const cb_loadgen_spec *lg, int64_t **offsets_ns, size_t
 /* Reads a replay CSV: an optional header line; the first column is the arrival time, in
  * seconds (float) unless the header names it `*_ns` / `*_us` / `*_ms` (then that unit).
  * Times are made relative to the first one and must not decrease. Blank lines and lines
- * starting with '#' are skipped. Errors name file:line. max_n (> 0) bounds the count read. */
+ * starting with '#' are skipped. Errors name file:line (FILE:1:1 for the file as a whole: it
+ * cannot be opened, is a directory, holds no time). max_n (> 0) bounds the count read. With
+ * offsets_ns NULL the file is only checked (nothing is allocated) and *n counts its times:
+ * `validate` reads every replay file so. */
 int cb_schedule_read_replay(const char *path, size_t max_n, int64_t **offsets_ns, size_t *n,
                             cb_error *err);
 

@@ -28,6 +28,7 @@
 
 #include "core/spec.h"
 #include "core/monitor_sources.h"
+#include "core/schedule.h"
 #include "core/suggest.h"
 
 #define CB_SPEC_MAX_PIPELINES 64
@@ -393,10 +394,22 @@ static int read_loadgen(bctx *b, const cb_node *pipe, const char *ppath, cb_load
         if ((rc = get_string(b, c, "file", cpath, 1, &file, &fn)) < 0) return rc;
         if (file && lg->kind == CB_LOADGEN_REPLAY) {
             if (!(lg->file = resolve_path(b, file))) return oom(b->err);
+            join(k, sizeof k, cpath, "file");
             if (access(lg->file, R_OK) != 0) {
                 int e = errno;
-                join(k, sizeof k, cpath, "file");
                 return fail_at(b, fn, k, "cannot read arrival file '%s': %s", lg->file, strerror(e));
+            }
+            /* What run would refuse (a directory, a time that is not a number or decreases),
+             * validate refuses: the file is read once here, nothing kept. */
+            cb_error re;
+            cb_error_clear(&re);
+            size_t count = 0;
+            size_t max_n = lg->max_queries > 0 ? (size_t)lg->max_queries : 0;
+            if ((rc = cb_schedule_read_replay(lg->file, max_n, NULL, &count, &re)) != 0) {
+                if (rc == CB_ENOMEM) return oom(b->err);
+                char why[CB_ERROR_MSG_MAX];
+                cb_error_format(&re, why, sizeof why);
+                return fail_at(b, fn, k, "arrival file %s", why);
             }
         }
     }
