@@ -854,17 +854,22 @@ static int colo_compute(colo_fixture *f) {
     return rc;
 }
 
+/* colo_init, then colo_compute, checking the block's reason is `why`. */
+static void colo_run(colo_fixture *f, const double runs[4][3], const char *why) {
+    colo_init(f, runs);
+    CB_CHECK_EQ_INT(colo_compute(f), 0);
+    CB_CHECK_STR_EQ(f->r.unavailable, why);
+}
+
 /* a runs 0-10 ms, b 20-30 ms: no common window, so no aggregate, STP, ANTT, fairness or slowdown,
  * and the same reason in the JSON and the table. */
 static void test_colo_no_common_window(void) {
     static const double runs[4][3] = {{0, 1, 10}, {20, 1, 10}, {0, 1, 10}, {0, 1, 10}};
-    colo_fixture f;
-    colo_init(&f, runs);
-    CB_CHECK_EQ_INT(colo_compute(&f), 0);
     const char *why = "pipelines a and b never ran measured load at the same time "
                       "(windows 0.000-0.010 s and 0.020-0.030 s)";
+    colo_fixture f;
+    colo_run(&f, runs, why);
     CB_CHECK(!f.r.window_overlap);
-    CB_CHECK_STR_EQ(f.r.unavailable, why);
     CB_CHECK(isnan(f.r.aggregate_qps) && isnan(f.r.stp) && isnan(f.r.antt) && isnan(f.r.fairness));
     for (int p = 0; p < 2; p++) {
         CB_CHECK(isnan(f.r.pipelines[p].slowdown));
@@ -957,9 +962,7 @@ static void test_colo_under_minimum(void) {
 static void test_colo_long_steps(void) {
     static const double runs[4][3] = {{0, 40, 3}, {50, 1, 50}, {0, 20, 5}, {0, 1, 50}};
     colo_fixture f;
-    colo_init(&f, runs);
-    CB_CHECK_EQ_INT(colo_compute(&f), 0);
-    CB_CHECK_STR_EQ(f.r.unavailable, "");
+    colo_run(&f, runs, "");
     CB_CHECK_EQ_INT(f.r.window_start_ns - T0, 50 * MS);
     CB_CHECK_EQ_INT(f.r.window_end_ns - T0, 100 * MS);
     const cb_interference_pipeline *a = &f.r.pipelines[0], *b = &f.r.pipelines[1];
@@ -1025,6 +1028,31 @@ static void test_colo_warmup_work(void) {
     cb_interference_fini(&f.r);
 }
 
+/* b's baseline has one query: the aggregate (collocated only) is there, b's slowdown and with it
+ * STP, ANTT and fairness are not, with the baseline's reason in the JSON and the table. */
+static void test_colo_baseline_under_minimum(void) {
+    static const double runs[4][3] = {{0, 10, 10}, {0, 10, 10}, {0, 10, 10}, {0, 10, 1}};
+    const char *why = "the baseline of b has 1 query in its measured window, fewer than the "
+                      "minimum of 2";
+    colo_fixture f;
+    colo_run(&f, runs, why);
+    CB_CHECK_STR_EQ(f.r.pipelines[1].unavailable, why);
+    CB_CHECK_NEAR(f.r.aggregate_qps, 200.0, 1e-9);
+    CB_CHECK_NEAR(f.r.pipelines[0].slowdown, 1.0, 1e-12);
+    CB_CHECK(isnan(f.r.pipelines[1].slowdown) && isnan(f.r.stp) && isnan(f.r.fairness));
+    char *v = cb_test_py_json(f.json, "[d[\"collocation\"][k] for k in "
+                                      "(\"aggregate_qps\", \"stp\", \"unavailable\")]");
+    char want[300];
+    snprintf(want, sizeof want, "[200, None, '%s']", why);
+    CB_CHECK_STR_EQ(v, want);
+    free(v);
+    snprintf(want, sizeof want, "  aggregate 200.0 q/s   STP, ANTT, fairness unavailable: %s\n",
+             why);
+    CB_CHECK_CONTAINS(f.table, want);
+    free(f.table);
+    cb_interference_fini(&f.r);
+}
+
 int main(void) {
     CB_RUN(test_pipeline_stats);
     CB_RUN(test_stage_metrics);
@@ -1038,5 +1066,6 @@ int main(void) {
     CB_RUN(test_colo_under_minimum);
     CB_RUN(test_colo_long_steps);
     CB_RUN(test_colo_warmup_work);
+    CB_RUN(test_colo_baseline_under_minimum);
     return cb_test_done();
 }
