@@ -105,8 +105,9 @@ __attribute__((format(printf, 2, 3))) static int cb__jerr(cb__jp *p, const char 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return cb_error_set(p->err, CB_EINVAL, "%s: header JSON at byte %zu: %s", p->label,
-                        (size_t)8 + p->pos, msg);
+    cb_error_set(p->err, CB_EINVAL, "%s: header JSON at byte %zu: %s", p->label, (size_t)8 + p->pos,
+                 msg);
+    return CB_EINVAL; /* visibly not 0: callers use what a successful parse filled in */
 }
 
 static void cb__ws(cb__jp *p) {
@@ -130,6 +131,7 @@ static int cb__expect(cb__jp *p, char c, const char *what) {
 
 static int cb__hex4(cb__jp *p, uint32_t *out) {
     uint32_t v = 0;
+    *out = 0; /* defined on every path, errors included */
     if (p->n - p->pos < 4) return cb__jerr(p, "truncated \\u escape");
     for (int i = 0; i < 4; i++) {
         unsigned c = p->s[p->pos];
