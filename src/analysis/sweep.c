@@ -47,6 +47,9 @@ int cb_sweep_point_measure(cb_sweep_point *pt, const cb_summary_input *colo,
     const cb_spec *spec = colo->spec;
     size_t n = spec->n_pipelines < CB_SWEEP_MAX_PIPELINES ? spec->n_pipelines : CB_SWEEP_MAX_PIPELINES;
     pt->n_pipelines = n;
+    /* Several pipelines: their rates over the common window only (interference.h), never
+     * whole-run rates added over spans that differ. */
+    bool windowed = n > 1;
     double q = 0, img = 0;
     bool all_img = n > 0;
     for (size_t p = 0; p < n; p++) {
@@ -55,12 +58,25 @@ int cb_sweep_point_measure(cb_sweep_point *pt, const cb_summary_input *colo,
         rates(colo, p, &sp->qps, &sp->images_per_s);
         sp->slowdown = inter && inter->have_baseline && p < inter->n_pipelines
                            ? inter->pipelines[p].slowdown : NAN;
+        if (windowed) {
+            double wq = inter && inter->window_overlap && p < inter->n_pipelines
+                            ? inter->pipelines[p].collocated_qps : NAN;
+            /* images per query (whole run) at the window's rate */
+            sp->images_per_s = sp->qps > 0 && isfinite(wq) ? sp->images_per_s * wq / sp->qps : NAN;
+            sp->qps = wq;
+        }
         if (isfinite(sp->qps)) q += sp->qps;
         if (isfinite(sp->images_per_s)) img += sp->images_per_s;
         else all_img = false;
     }
     pt->aggregate_qps = q;
-    pt->aggregate_images_per_s = all_img ? img : NAN;
+    if (windowed) {
+        pt->aggregate_qps = inter ? inter->aggregate_qps : NAN;
+        snprintf(pt->unavailable, sizeof pt->unavailable, "%s",
+                 !inter ? "no collocation figures were computed"
+                 : isfinite(inter->aggregate_qps) ? "" : inter->unavailable);
+    }
+    pt->aggregate_images_per_s = all_img && isfinite(pt->aggregate_qps) ? img : NAN;
     if (isolated) {
         /* One baseline per pipeline as written: replicas share theirs. */
         double iq = 0, ii = 0;
@@ -79,8 +95,9 @@ int cb_sweep_point_measure(cb_sweep_point *pt, const cb_summary_input *colo,
         if (ok) {
             pt->isolated_qps = iq;
             pt->isolated_images_per_s = iso_img ? ii : NAN;
-            if (all_img && iso_img && ii > 0) pt->relative = img / ii;
-            else if (iq > 0) pt->relative = q / iq;
+            if (isfinite(pt->aggregate_images_per_s) && iso_img && ii > 0)
+                pt->relative = pt->aggregate_images_per_s / ii;
+            else if (iq > 0) pt->relative = pt->aggregate_qps / iq; /* NaN stays NaN */
             if (isfinite(pt->relative)) snprintf(pt->relative_to, sizeof pt->relative_to, "baseline");
         }
     }
@@ -188,6 +205,8 @@ int cb_sweep_write_json(const char *benchmark, const cb_sweep_point *pts, size_t
         json_num(&j, "stp", p->stp);
         json_num(&j, "antt", p->antt);
         json_num(&j, "fairness", p->fairness);
+        cb_json_key(&j, "unavailable");
+        cb_json_string(&j, p->unavailable[0] ? p->unavailable : NULL);
         cb_json_key(&j, "slowdown");
         cb_json_object_begin(&j);
         json_num(&j, "min", p->slowdown_min);
@@ -247,6 +266,7 @@ void cb_sweep_print_table(const cb_sweep_point *pts, size_t n, FILE *out) {
         fprintf(out, " %7s %6s %6s %8s %21s%s\n", rel, fmt(e, sizeof e, "%.2f", p->stp),
                 fmt(f, sizeof f, "%.2f", p->antt), fmt(g, sizeof g, "%.2f", p->fairness), sl,
                 p->status == CB_SWEEP_FAILED ? "  FAILED" : "");
+        if (p->unavailable[0]) fprintf(out, "  %-10s %4s   unavailable: %s\n", "", "", p->unavailable);
     }
     if (any_x1)
         fprintf(out, "  * no baselines: against the same mode's point with 1 replica (one copy alone)\n");

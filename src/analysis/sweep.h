@@ -2,8 +2,12 @@
  * point (mode x replicas), written as DIR/sweep.csv, DIR/sweep.json and a terminal table.
  *
  * Definitions (also in docs/outputs.md), per point:
- * - aggregate_qps: the sum over its pipelines of their summary throughput_qps;
- *   aggregate_images_per_s: the sum of their images_per_s (NaN unless every pipeline has one).
+ * - aggregate_qps: one pipeline: its summary throughput_qps. Several: the interference
+ *   aggregate_qps over the common window (interference.h), NaN with `unavailable` saying why
+ *   when there is none or a pipeline has too few queries in it; each pipeline's throughput_qps
+ *   is then its collocated_qps, and its images_per_s its whole run's images per query at that
+ *   rate. aggregate_images_per_s: the sum of their images_per_s (NaN unless every pipeline has
+ *   one and the aggregate is known).
  * - isolated_qps / isolated_images_per_s: the sum, over the benchmark's pipelines as written
  *   (replicas counted once: they share one baseline), of their isolated baseline throughput.
  * - relative: aggregate / isolated, in images/s when both are known, else in queries/s (the
@@ -50,6 +54,7 @@ typedef struct cb_sweep_point {
     double relative;
     char relative_to[32];      /* "baseline", "MODE-x1" or "" */
     double stp, antt, fairness;
+    char unavailable[CB_INTERFERENCE_REASON_MAX]; /* why aggregate_qps is NaN; "" otherwise */
     double slowdown_min, slowdown_mean, slowdown_max;
 } cb_sweep_point;
 
