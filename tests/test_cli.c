@@ -270,9 +270,11 @@ static void test_readme_snippet_is_demo_excerpt(void) {
 
 static void test_examples_validate_and_run(void) {
     char *out = NULL;
-    /* Every example is a valid benchmark. */
-    CB_CHECK_EQ_INT(cb_test_sh("for f in " CB_TEST_SRCDIR "/examples/*.yaml; do " CLI
-                               " validate $f || exit 1; done", &out), 0);
+    /* Every example is a valid benchmark (validate checks data paths: the CIFAR example's data
+     * is made by a script, so it gets a directory that exists). */
+    CB_CHECK_EQ_INT(cb_test_sh("for f in " CB_TEST_SRCDIR "/examples/*.yaml; do s=; case $f in "
+                               "*cifar*) s='--set pipelines.0.stages.0.config.path=/';; esac; " CLI
+                               " validate $f $s || exit 1; done", &out), 0);
     CB_CHECK_CONTAINS(out, "router_loop.yaml: ok");
     free(out);
     const char *dir = cb_test_tmpdir();

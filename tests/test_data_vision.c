@@ -148,8 +148,8 @@ static void test_images_splits_layout(void) {
 
     /* errors: no such path, no class folders, no images, a split smaller than a batch */
     snprintf(cfg, sizeof cfg, "path: %s/missing\n", root);
-    CB_CHECK_EQ_INT(inst_open(&x, &cb_stage_data_images, cfg), CB_EIO);
-    CB_CHECK_CONTAINS(x.err.msg, "missing");
+    CB_CHECK_EQ_INT(inst_open(&x, &cb_stage_data_images, cfg), CB_ECONFIG); /* refused when loaded */
+    CB_CHECK_CONTAINS(x.err.msg, "missing: No such file or directory");
     inst_close(&x);
     snprintf(cfg, sizeof cfg, "path: %s/train/dog\n", root);
     CB_CHECK_EQ_INT(inst_open(&x, &cb_stage_data_images, cfg), CB_EINVAL);

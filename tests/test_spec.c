@@ -3,7 +3,9 @@
 #include "harness.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
+#include "core/path.h"
 #include "core/registry.h"
 #include "core/spec.h"
 #include "spec_fixture.h"
@@ -529,6 +531,93 @@ static void test_replay_file(void) {
     CB_CHECK(doc == NULL && spec == NULL);
 }
 
+/* The string value of a stage's parameter key ("" when absent). */
+static const char *param_s(const cb_stage_spec *s, const char *key) {
+    for (size_t i = 0; i < s->ops->n_params; i++)
+        if (!strcmp(s->ops->params[i].key, key)) return s->values[i].s ? s->values[i].s : "";
+    return "";
+}
+
+/* One rule for relative paths: every path of a config (replay files, plugins, stage paths,
+ * --set values) resolves against the config file's directory, whatever the current one; path
+ * parameters are checked when the config is loaded, as run would find them. */
+static void test_path_rule(void) {
+    const char *dir = cb_test_tmpdir();
+    char sub[1024], path[1100];
+    snprintf(sub, sizeof sub, "%s/conf", dir);
+    CB_CHECK_EQ_INT(mkdir(sub, 0755), 0);
+    cb_test_write(sub, "w.safetensors", "not read when loaded");
+    cb_test_write(sub, "arrivals.csv", "0\n1\n");
+    snprintf(path, sizeof path, "%s/data", sub);
+    CB_CHECK_EQ_INT(mkdir(path, 0755), 0);
+    const char *cfg = cb_test_write(
+        sub, "bench.yaml",
+        "pipelines:\n  - name: p\n    inputs: [0]\n    dataset_stage_id: 0\n"
+        "    loadgen: {component: replay, config: {file: arrivals.csv}}\n"
+        "    stages:\n"
+        "      - {id: 0, component: data.cifar, outputs: [1], config: {path: data}}\n"
+        "      - {id: 1, component: vision.infer, outputs: [2], config: {weights: w.safetensors}}\n"
+        "      - {id: 2, component: vision.train, config: {save: out/trained.safetensors}}\n");
+    cb_doc *doc = NULL;
+    cb_spec *spec = NULL;
+    cb_error err;
+    cb_error_clear(&err);
+    char buf[2048], want[2048];
+    int rc = cb_spec_load(cfg, NULL, 0, g_reg, &doc, &spec, &err); /* cwd is not conf/ */
+    cb_error_format(&err, buf, sizeof buf);
+    CB_CHECK_EQ_INT(rc, 0);
+    if (rc) printf("# %s\n", buf);
+    char real[1024];
+    CB_CHECK(realpath(sub, real) != NULL);
+    if (!rc) {
+        const cb_pipeline_spec *p = &spec->pipelines[0];
+        snprintf(want, sizeof want, "%s/arrivals.csv", real);
+        CB_CHECK_STR_EQ(p->loadgen.file, want);
+        snprintf(want, sizeof want, "%s/data", real);
+        CB_CHECK_STR_EQ(param_s(&p->stages[0], "path"), want);
+        snprintf(want, sizeof want, "%s/w.safetensors", real);
+        CB_CHECK_STR_EQ(param_s(&p->stages[1], "weights"), want);
+        snprintf(want, sizeof want, "%s/out/trained.safetensors", real); /* out/ made by the run */
+        CB_CHECK_STR_EQ(param_s(&p->stages[2], "save"), want);
+        cb_spec_destroy(spec);
+        cb_doc_destroy(doc);
+    }
+    /* --set values too; what run would refuse, validate refuses at the value. */
+    const struct {
+        const char *set, *want;
+    } bad[] = {
+        {"pipelines.0.stages.0.config.path=missing", "/conf/missing: No such file or directory"},
+        {"pipelines.0.stages.1.config.weights=data", "/conf/data: is a directory, expected a file"},
+        {"pipelines.0.stages.2.config.save=data", "/conf/data: is a directory, expected a file to write"},
+        {"pipelines.0.stages.2.config.save=w.safetensors/x", "/conf/w.safetensors is not a directory"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cb_error_clear(&err);
+        CB_CHECK_EQ_INT(cb_spec_load(cfg, &bad[i].set, 1, g_reg, &doc, &spec, &err), CB_ECONFIG);
+        cb_error_format(&err, buf, sizeof buf);
+        snprintf(want, sizeof want, "<--set>:1:%d: pipelines[0].stages[%c].config.",
+                 (int)(strchr(bad[i].set, '=') - bad[i].set) + 2, bad[i].set[19]);
+        CB_CHECK_CONTAINS(buf, want);
+        CB_CHECK_CONTAINS(buf, bad[i].want);
+    }
+    /* The directory of a config: its name's, or the current one for a stream. */
+    char d[256];
+    cb_path_config_dir("/dev/stdin", d, sizeof d);
+    CB_CHECK_STR_EQ(d, "");
+    cb_path_config_dir("/proc/self/fd/0", d, sizeof d);
+    CB_CHECK_STR_EQ(d, "");
+    cb_path_config_dir("bench.yaml", d, sizeof d);
+    CB_CHECK_STR_EQ(d, "");
+    cb_path_config_dir("examples/a.yaml", d, sizeof d);
+    CB_CHECK_STR_EQ(d, "examples");
+    cb_path_config_dir("/a.yaml", d, sizeof d);
+    CB_CHECK_STR_EQ(d, "/");
+    CB_CHECK_EQ_INT(cb_path_resolve("/x/y", "/abs", d, sizeof d), 0);
+    CB_CHECK_STR_EQ(d, "/abs");
+    CB_CHECK_EQ_INT(cb_path_resolve("/nonexistent-dir", "a/b", d, sizeof d), 0);
+    CB_CHECK_STR_EQ(d, "/nonexistent-dir/a/b");
+}
+
 static void test_set_override_then_build(void) {
     const char *dir = cb_test_tmpdir();
     const char *path = cb_test_write(dir, "b.yaml",
@@ -610,6 +699,7 @@ int main(void) {
     CB_RUN(test_warmup_leaves_queries);
     CB_RUN(test_merge_in_loop);
     CB_RUN(test_set_override_then_build);
+    CB_RUN(test_path_rule);
     CB_RUN(test_params_direct);
     cb_registry_destroy(g_reg);
     return cb_test_done();

@@ -54,6 +54,9 @@
  *   2026-12-07  cancellation: cb_host.wait_until and cb_host.cancelled appended. A stage that
  *               sleeps or computes for long waits with wait_until or polls cancelled, so a stop
  *               or a timeout ends its run promptly.
+ *   2026-12-07  CB_PARAM_PATH appended: path parameters resolve against the config's directory
+ *               and are checked when the config is loaded (`validate`), not first at prepare.
+ *               A host older than this refuses a table that uses it ("unknown type").
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -81,6 +84,11 @@ typedef enum cb_param_type {
     CB_PARAM_INT_LIST = 5, /* [1, 2, 3], each in [min, max] */
     CB_PARAM_FLOAT_LIST = 6, /* [0.5, 0.25], each in [min, max] */
     CB_PARAM_INT_MAP = 7,  /* {train: 100, val: 10}, values in [min, max], keys in config order */
+    CB_PARAM_PATH = 8,     /* a file-system path, value.s: relative to the config file's directory,
+                              given to the stage absolute; choices says what it must name when the
+                              config is loaded: "file", "dir" or "file|dir" (exists), "out" (a file
+                              to write: its directory exists, it is not a directory). Appended
+                              2026-12-07 */
 } cb_param_type;
 
 typedef struct cb_param_def {

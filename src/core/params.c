@@ -7,7 +7,10 @@
  * parameter takes its configured value or its default. Scalars are typed strictly: an int
  * accepts only a plain decimal integer ("1.5", "64k", "true" and quoted "5" are rejected), a
  * float any plain finite number, a bool only true/false. Defaults are parsed as YAML with the
- * same converters, so a default is exactly as strict as a configured value.
+ * same converters, so a default is exactly as strict as a configured value. A path parameter
+ * (CB_PARAM_PATH) resolves against the config's directory (core/path.h's one rule) and is
+ * checked against what it must name (its choices: file, dir, file|dir, out), so `validate`
+ * refuses a missing data set or a weights path that is a directory as `run` would.
  * Thread-safety: reentrant; the ops table and config are only read. Ownership: values, their
  * strings and arrays are allocated in the caller's arena; nothing else is kept.
  */
@@ -17,10 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
+#include "core/path.h"
 #include "core/spec.h"
 #include "core/suggest.h"
 
 #define CB_PARAMS_MAX 256
+#define CB__PARAMS_STR(x) #x
+#define CB__PARAMS_XSTR(x) CB__PARAMS_STR(x)
 
 static const char *type_name(cb_param_type t) {
     switch (t) {
@@ -32,6 +40,7 @@ static const char *type_name(cb_param_type t) {
     case CB_PARAM_INT_LIST: return "list of integers";
     case CB_PARAM_FLOAT_LIST: return "list of numbers";
     case CB_PARAM_INT_MAP: return "map of integers";
+    case CB_PARAM_PATH: return "path";
     }
     return "value";
 }
@@ -57,6 +66,7 @@ static void expectation(const cb_param_def *d, int element, char *buf, size_t si
 typedef struct ctx {
     const cb_stage_ops *ops;
     const char *keypath;
+    const char *dir; /* the config's directory: relative paths resolve against it ("" = cwd) */
     cb_arena *arena;
     cb_error *err;
     int is_default; /* converting a default_value string: errors are table errors */
@@ -89,6 +99,59 @@ static int value_error(ctx *c, const cb_param_def *d, const cb_node *at, const c
 
 
 
+
+/* What a path parameter must name (its choices): the checks `validate` makes. */
+enum { PATH_FILE = 1, PATH_DIR = 2, PATH_OUT = 4 };
+
+static int path_kind(const char *choices) {
+    if (!choices) return 0;
+    if (!strcmp(choices, "file")) return PATH_FILE;
+    if (!strcmp(choices, "dir")) return PATH_DIR;
+    if (!strcmp(choices, "file|dir")) return PATH_FILE | PATH_DIR;
+    if (!strcmp(choices, "out")) return PATH_OUT;
+    return 0;
+}
+
+/* Resolves a path value (the one rule: core/path.h) and checks that it names what the
+ * parameter needs, as prepare would find it. */
+static int convert_path(ctx *c, const cb_param_def *d, const cb_node *n, const char *key,
+                        cb_param_value *v) {
+    char abs[CB_PATH_MAX];
+    if (cb_path_resolve(c->dir, n->scalar, abs, sizeof abs) != 0)
+        return value_error(c, d, n, key, 0, " (longer than " CB__PARAMS_XSTR(CB_PATH_MAX) " bytes)");
+    if (!(v->s = cb_arena_strdup(c->arena, abs)))
+        return cb_error_set(c->err, CB_ENOMEM, "out of memory");
+    if (c->is_default) return 0;
+    int kind = path_kind(d->choices);
+    struct stat sb;
+    const char *why = NULL;
+    char msg[CB_PATH_MAX + 160];
+    if (kind & PATH_OUT) {
+        /* Written at the end of the run, whose output directory may create its directory: the
+         * path must not be a directory, and its nearest existing ancestor must be one. */
+        char parent[CB_PATH_MAX];
+        snprintf(parent, sizeof parent, "%s", abs);
+        if (stat(abs, &sb) == 0 && S_ISDIR(sb.st_mode)) why = "is a directory, expected a file to write";
+        for (char *slash; !why && (slash = strrchr(parent, '/')) && slash != parent;) {
+            *slash = '\0';
+            if (stat(parent, &sb) != 0) continue;
+            if (!S_ISDIR(sb.st_mode))
+                snprintf(msg, sizeof msg, "%s is not a directory", parent), why = msg;
+            break;
+        }
+    } else if (stat(abs, &sb) != 0) {
+        why = strerror(errno);
+    } else if (S_ISDIR(sb.st_mode) && !(kind & PATH_DIR)) {
+        why = "is a directory, expected a file";
+    } else if (!S_ISDIR(sb.st_mode) && !(kind & PATH_FILE)) {
+        why = "is not a directory";
+    }
+    if (!why) return 0;
+    cb_error_set(c->err, CB_ECONFIG, "%s: %s", abs, why);
+    cb_error_at(c->err, n->file, n->line, n->col);
+    cb_error_key(c->err, key);
+    return CB_ECONFIG;
+}
 
 static int in_bounds(const cb_param_def *d, double v) {
     return !bounded(d) || (v >= d->min && v <= d->max);
@@ -157,6 +220,7 @@ static int convert(ctx *c, const cb_param_def *d, const cb_node *n, const char *
         v->f = (double)v->i;
         return 0;
     case CB_PARAM_STRING:
+    case CB_PARAM_PATH:
         /* `key: null` means "none" for a string with no default (e.g. weights: null). */
         if (n && n->kind == CB_NODE_SCALAR && cb_node_is_null(n) && !d->default_value) {
             v->has_value = 0;
@@ -165,6 +229,7 @@ static int convert(ctx *c, const cb_param_def *d, const cb_node *n, const char *
         }
         if (!n || n->kind != CB_NODE_SCALAR || cb_node_is_null(n))
             return value_error(c, d, n, key, 0, NULL);
+        if (d->type == CB_PARAM_PATH) return convert_path(c, d, n, key, v);
         if (!(v->s = cb_arena_strdup(c->arena, n->scalar))) goto nomem;
         return 0;
     case CB_PARAM_ENUM: {
@@ -241,8 +306,10 @@ static int check_table(ctx *c) {
         if (strlen(d->key) > 64) return table_error(c, d->key, "key longer than 64 characters");
         for (size_t j = 0; j < i; j++)
             if (strcmp(ops->params[j].key, d->key) == 0) return table_error(c, d->key, "duplicate key");
-        if ((unsigned)d->type > (unsigned)CB_PARAM_INT_MAP)
+        if ((unsigned)d->type > (unsigned)CB_PARAM_PATH)
             return table_error(c, d->key, "unknown type");
+        if (d->type == CB_PARAM_PATH && !path_kind(d->choices))
+            return table_error(c, d->key, "a path's choices must be file, dir, file|dir or out");
         if (d->type == CB_PARAM_ENUM && (!d->choices || !d->choices[0]))
             return table_error(c, d->key, "enum without choices");
     }
@@ -271,9 +338,14 @@ static int parse_default(ctx *c, const cb_param_def *d, cb_param_value *v) {
 
 int cb_params_resolve(const cb_stage_ops *ops, const cb_node *config, const char *keypath,
                       cb_arena *arena, cb_param_value **out, cb_error *err) {
+    return cb_params_resolve_at(ops, config, keypath, "", arena, out, err);
+}
+
+int cb_params_resolve_at(const cb_stage_ops *ops, const cb_node *config, const char *keypath,
+                         const char *dir, cb_arena *arena, cb_param_value **out, cb_error *err) {
     if (!ops || !arena || !out) return cb_error_set(err, CB_EINVAL, "cb_params_resolve: bad arguments");
     *out = NULL;
-    ctx c = {ops, keypath ? keypath : "config", arena, err, 0};
+    ctx c = {ops, keypath ? keypath : "config", dir ? dir : "", arena, err, 0};
     int rc = check_table(&c);
     if (rc) return rc;
     cb_param_value *vals = cb_arena_alloc(arena, (ops->n_params + 1) * sizeof *vals);

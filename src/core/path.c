@@ -1,11 +1,13 @@
-/* core/path.c - file-system paths: output directories, and files created without following
- * symbolic links (see path.h).
+/* core/path.c - file-system paths: output directories, files created without following
+ * symbolic links, and the one rule for a config's relative paths (see path.h).
  * Thread-safety: reentrant. Ownership: borrows its arguments. */
 #include "core/path.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,4 +74,33 @@ int cb_path_write_all(int fd, const void *buf, size_t len) {
         len -= (size_t)k;
     }
     return 0;
+}
+
+void cb_path_config_dir(const char *config, char *out, size_t size) {
+    if (!size) return;
+    out[0] = '\0';
+    if (!config || !strncmp(config, "/dev/", 5) || !strncmp(config, "/proc/", 6)) return;
+    const char *slash = strrchr(config, '/');
+    if (!slash) return;
+    size_t len = slash == config ? 1 : (size_t)(slash - config); /* "/x.yaml" -> "/" */
+    if (len >= size) return;
+    memcpy(out, config, len);
+    out[len] = '\0';
+}
+
+int cb_path_resolve(const char *dir, const char *p, char *out, size_t size) {
+    char joined[PATH_MAX], real[PATH_MAX];
+    int n = p[0] != '/' && dir && dir[0]
+                ? snprintf(joined, sizeof joined, "%s%s%s", dir,
+                           dir[strlen(dir) - 1] == '/' ? "" : "/", p)
+                : snprintf(joined, sizeof joined, "%s", p);
+    if (n < 0 || (size_t)n >= sizeof joined) return -ENAMETOOLONG;
+    if (realpath(joined, real)) {
+        n = snprintf(out, size, "%s", real);
+    } else if (joined[0] != '/' && getcwd(real, sizeof real)) { /* absolute even if missing */
+        n = snprintf(out, size, "%s%s%s", real, strcmp(real, "/") ? "/" : "", joined);
+    } else {
+        n = snprintf(out, size, "%s", joined);
+    }
+    return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }

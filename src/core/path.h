@@ -40,4 +40,17 @@ int cb_path_mkdir_at(int dir_fd, const char *name);
 /* Writes all of buf to fd (retrying short writes and EINTR). 0 or a negated errno. */
 int cb_path_write_all(int fd, const void *buf, size_t len);
 
+/* The one rule for relative paths in a config (plugins, replay files, stage paths, --set values
+ * alike): they resolve against the directory of the config file. cb_path_config_dir writes that
+ * directory of the config named `config` into out: its name's directory part, or "" (the
+ * current directory) for a bare name and for a config read from a stream (a name under /dev/ or
+ * /proc/: /dev/stdin, <(...)). It depends on the name only, so a child process (same working
+ * directory, same name) resolves every path the same way. */
+void cb_path_config_dir(const char *config, char *out, size_t size);
+
+/* Resolves p against dir ("" = the current directory): absolute paths stay, relative ones are
+ * joined to dir; the result is made canonical (realpath) when it exists. 0, or -ENAMETOOLONG
+ * (out then holds nothing usable). */
+int cb_path_resolve(const char *dir, const char *p, char *out, size_t size);
+
 #endif

@@ -28,6 +28,7 @@
 
 #include "core/spec.h"
 #include "core/monitor_sources.h"
+#include "core/path.h"
 #include "core/schedule.h"
 #include "core/suggest.h"
 
@@ -206,15 +207,12 @@ static int get_int_list(bctx *b, const cb_node *map, const char *key, const char
     return 1;
 }
 
-/* Resolves a relative path against the config directory and makes it absolute when it exists. */
+/* A path of the config, absolute by the one rule (core/path.h: against the config's
+ * directory). NULL when out of memory or too long. */
 static const char *resolve_path(bctx *b, const char *p) {
-    char joined[PATH_MAX], real[PATH_MAX];
-    if (p[0] != '/' && b->dir[0])
-        snprintf(joined, sizeof joined, "%s/%s", b->dir, p);
-    else
-        snprintf(joined, sizeof joined, "%s", p);
-    const char *use = realpath(joined, real) ? real : joined;
-    return cb_arena_strdup(b->arena, use);
+    char abs[PATH_MAX];
+    if (cb_path_resolve(b->dir, p, abs, sizeof abs) != 0) return NULL;
+    return cb_arena_strdup(b->arena, abs);
 }
 
 /* ---- aliases --------------------------------------------------------------------------- */
@@ -510,7 +508,8 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
     }
     s->config_node = cb_node_get(m, "config");
     join(k, sizeof k, path, "config");
-    if ((rc = cb_params_resolve(s->ops, s->config_node, k, b->arena, &s->values, b->err))) {
+    if ((rc = cb_params_resolve_at(s->ops, s->config_node, k, b->dir, b->arena, &s->values,
+                                   b->err))) {
         if (rc == CB_EINVAL) /* a broken table, not a config mistake: still say where */
             cb_error_at(b->err, comp->file, comp->line, comp->col);
         return rc;
@@ -1167,16 +1166,13 @@ int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *
     spec->arena = arena;
     spec->doc = doc;
     spec->file = cb_arena_strdup(arena, doc->file ? doc->file : "<string>");
-    char *dir = cb_arena_strdup(arena, doc->file ? doc->file : "");
+    char dirbuf[PATH_MAX];
+    cb_path_config_dir(doc->file, dirbuf, sizeof dirbuf);
+    char *dir = cb_arena_strdup(arena, dirbuf);
     if (!spec->file || !dir) {
         cb_arena_destroy(arena);
         return oom(err);
     }
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        slash == dir ? (void)(dir[1] = '\0') : (void)(*slash = '\0');
-    else
-        dir[0] = '\0';
     bctx b = {arena, err, dir, 0};
     /* The reference framework's configs are read through a translated tree (core/compat.c). */
     cb_doc read = *doc;
@@ -1250,7 +1246,8 @@ static void write_value(const cb_param_def *d, const cb_param_value *v, FILE *ou
     case CB_PARAM_INT: fprintf(out, "%lld", (long long)v->i); break;
     case CB_PARAM_FLOAT: yaml_float(v->f, out); break;
     case CB_PARAM_BOOL: fputs(v->i ? "true" : "false", out); break;
-    case CB_PARAM_STRING: yaml_str(v->s ? v->s : "", out); break;
+    case CB_PARAM_STRING:
+    case CB_PARAM_PATH: yaml_str(v->s ? v->s : "", out); break;
     case CB_PARAM_ENUM: yaml_str(v->s ? v->s : "", out); break;
     case CB_PARAM_INT_LIST:
     case CB_PARAM_FLOAT_LIST:

@@ -204,6 +204,11 @@ int cb_spec_write_yaml(const cb_spec *spec, FILE *out);
  * ("pipelines[0].stages[1].config"). Values are allocated in arena. params.c. */
 int cb_params_resolve(const cb_stage_ops *ops, const cb_node *config, const char *keypath,
                       cb_arena *arena, cb_param_value **out, cb_error *err);
+/* The same for a config whose file lies in dir: path parameters (CB_PARAM_PATH) resolve against
+ * dir ("" = the current directory, what cb_params_resolve uses) and are checked against what they
+ * must name (a missing file, a directory where a file is needed: CB_ECONFIG at the value). */
+int cb_params_resolve_at(const cb_stage_ops *ops, const cb_node *config, const char *keypath,
+                         const char *dir, cb_arena *arena, cb_param_value **out, cb_error *err);
 
 /* Graph checks and resolution for one pipeline (graph.c): duplicate and dangling ids, inputs
  * and outputs that name no stage, stages unreachable from the inputs, cycles that pass through

@@ -31,7 +31,7 @@ enum { FMT_UINT8, FMT_FLOAT };
 
 static const cb_param_def cb_cifar_params[P_COUNT] = {
     CB_DATA_COMMON_PARAMS,
-    [P_PATH] = {"path", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,
+    [P_PATH] = {"path", CB_PARAM_PATH, NULL, CB_PARAM_UNBOUNDED, "file|dir",
                 "directory with data_batch_*.bin (train) and test_batch.bin (val), or one .bin "
                 "file (train); required"},
     [P_CLASSES] = {"classes", CB_PARAM_INT, "10", 1, 256, NULL,

@@ -37,7 +37,7 @@ enum { P_PATH = CB_DATA_P_COUNT, P_DECODE, P_COUNT };
 
 static const cb_param_def cb_images_params[P_COUNT] = {
     CB_DATA_COMMON_PARAMS,
-    [P_PATH] = {"path", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,
+    [P_PATH] = {"path", CB_PARAM_PATH, NULL, CB_PARAM_UNBOUNDED, "dir",
                 "root of an ImageFolder tree (class folders, or train/ and val/ with class "
                 "folders); required"},
     [P_DECODE] = {"decode", CB_PARAM_BOOL, "true", CB_PARAM_UNBOUNDED, NULL,

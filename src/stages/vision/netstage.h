@@ -31,7 +31,7 @@ enum {
                        NULL, "output classes (0 = the dataset's, from the first batch)"},          \
     [CB_NP_SHAPE] = {"shape", CB_PARAM_INT_LIST, NULL, 1, 65536, NULL,                             \
                      "input [C, H, W] (unset = the first batch's; set it to build in prepare)"},   \
-    [CB_NP_WEIGHTS] = {"weights", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,                 \
+    [CB_NP_WEIGHTS] = {"weights", CB_PARAM_PATH, NULL, CB_PARAM_UNBOUNDED, "file",                 \
                        "safetensors file with torchvision state-dict names (null = random "        \
                        "initialization as torchvision does it)"},                                  \
     [CB_NP_BATCH_SIZE] = {"batch_size", CB_PARAM_INT, "32", 1, 65536, NULL,                        \

@@ -39,7 +39,7 @@ static const cb_param_def cb_train_params[P_COUNT] = {
     [P_BETA1] = {"beta1", CB_PARAM_FLOAT, "0.9", 0, 1, NULL, "Adam first-moment decay"},
     [P_BETA2] = {"beta2", CB_PARAM_FLOAT, "0.999", 0, 1, NULL, "Adam second-moment decay"},
     [P_EPS] = {"eps", CB_PARAM_FLOAT, "1e-8", 0, 1, NULL, "Adam epsilon"},
-    [P_SAVE] = {"save", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,
+    [P_SAVE] = {"save", CB_PARAM_PATH, NULL, CB_PARAM_UNBOUNDED, "out",
                 "write the trained weights to this safetensors file at the end (null = no)"},
     [P_WINOGRAD] = {"winograd", CB_PARAM_BOOL, "false", CB_PARAM_UNBOUNDED, NULL,
                     "3x3 stride-1 convolutions by Winograd where oneDNN has it (faster, float32 "
