@@ -268,6 +268,45 @@ static void test_readme_snippet_is_demo_excerpt(void) {
     cb_test_sh_ok(cmd);
 }
 
+/* validate on a machine without the config's GPU: a warning, exit 0 (run refuses). And the
+ * path rule through the CLI: relative paths against the config's directory, a config from
+ * stdin against the current one. */
+static void test_validate_device_warning_and_paths(void) {
+    const char *dir = cb_test_tmpdir();
+    char sub[1024], cmd[4096];
+    snprintf(sub, sizeof sub, "%s/cfg", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", sub);
+    cb_test_sh_ok(cmd);
+    cb_test_write(sub, "times.csv", "0\n0.001\n");
+    const char *gpu = cb_test_write(sub, "gpu.yaml",
+                                    "pipelines:\n  - name: g\n    inputs: [0]\n    device: cuda:0\n"
+                                    "    stages: [{id: 0, component: util.noop}]\n");
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "COLOBENCH_NVML_LIBRARY=%s/no-nvml.so " CLI " validate %s", dir, gpu);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    CB_CHECK_CONTAINS(out, "colobench: warning: ");
+    CB_CHECK_CONTAINS(out, "gpu.yaml:4:13: pipelines[0].device: cuda:0 requested, but CUDA devices are unavailable here");
+    CB_CHECK_CONTAINS(out, "gpu.yaml: ok");
+    free(out);
+    snprintf(cmd, sizeof cmd, "COLOBENCH_NVML_LIBRARY=%s/no-nvml.so " CLI " run %s -o %s/gpu_out -q", dir, gpu, dir);
+    CB_CHECK(cb_test_sh(cmd, &out) != 0);
+    free(out);
+    const char *replay = "pipelines:\n  - name: r\n    inputs: [0]\n"
+                         "    loadgen: {component: replay, config: {file: times.csv}}\n"
+                         "    stages: [{id: 0, component: util.noop}]\n";
+    const char *cfg = cb_test_write(sub, "replay.yaml", replay);
+    snprintf(cmd, sizeof cmd, "cd / && " CB_TEST_BINDIR "/colobench validate %s", cfg);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0); /* found next to the config, not in / */
+    free(out);
+    snprintf(cmd, sizeof cmd, "cd %s && " CB_TEST_BINDIR "/colobench validate /dev/stdin < %s", sub, cfg);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0); /* stdin: the current directory */
+    free(out);
+    snprintf(cmd, sizeof cmd, "cd / && " CB_TEST_BINDIR "/colobench validate /dev/stdin < %s", cfg);
+    CB_CHECK(cb_test_sh(cmd, &out) != 0);
+    CB_CHECK_CONTAINS(out, "/times.csv': No such file or directory");
+    free(out);
+}
+
 static void test_examples_validate_and_run(void) {
     char *out = NULL;
     /* Every example is a valid benchmark (validate checks data paths: the CIFAR example's data
@@ -311,6 +350,7 @@ int main(void) {
     CB_RUN(test_graph_and_stages);
     CB_RUN(test_plugin_from_env_runs);
     CB_RUN(test_examples_validate_and_run);
+    CB_RUN(test_validate_device_warning_and_paths);
     CB_RUN(test_readme_snippet_is_demo_excerpt);
     return cb_test_done();
 }

@@ -197,6 +197,7 @@ static int cmd_validate(const cb_cli *cli) {
     int code = load(cli, &b);
     if (code) return code;
     const cb_spec *spec = b.spec;
+    cb_experiment_check_devices(spec, stderr); /* a warning only: run refuses */
     size_t stages = 0;
     for (size_t i = 0; i < spec->n_pipelines; i++) stages += spec->pipelines[i].n_stages;
     printf("%s: ok: benchmark '%s', %zu pipeline%s, %zu stage%s", cli->arg, spec->name, spec->n_pipelines,

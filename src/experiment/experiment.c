@@ -271,9 +271,10 @@ static int open_run_dir(const cb_experiment_opts *o, const char *path, cb_outdir
 
 /* ---- devices -------------------------------------------------------------------------------- */
 
-/* Resolves GPU devices (cuda:N exists, MIG instances exist) before anything starts. */
+/* Resolves GPU devices (cuda:N exists, MIG instances exist) before anything starts; a problem
+ * is said with prefix before it ("" for run, "warning: " for validate). */
 static int check_devices(const cb_experiment_opts *o, const cb_spec *spec, char (*mig)[96],
-                         const char **mig_ptrs) {
+                         const char **mig_ptrs, const char *prefix) {
     bool need = false;
     for (size_t i = 0; i < spec->n_pipelines; i++) need |= spec->pipelines[i].gpu_index >= 0;
     if (!need) return CB_OK;
@@ -306,10 +307,25 @@ static int check_devices(const cb_experiment_opts *o, const cb_spec *spec, char 
         char key[64];
         snprintf(key, sizeof key, "pipelines[%zu].device", p->src_index);
         cb_error_key(&pe, key);
-        say_error(o, &pe);
+        char shown[2048];
+        cb_error_format(&pe, shown, sizeof shown);
+        say(o, "%s%s", prefix, shown);
         code = CB_ECONFIG;
     }
     cb_nvml_close(nv);
+    return code;
+}
+
+int cb_experiment_check_devices(const cb_spec *spec, FILE *msg) {
+    cb_experiment_opts o;
+    memset(&o, 0, sizeof o);
+    o.msg = msg;
+    size_t np = spec->n_pipelines;
+    char(*mig)[96] = cb_calloc(np ? np : 1, sizeof *mig);
+    const char **mig_ptrs = cb_calloc(np ? np : 1, sizeof *mig_ptrs);
+    int code = mig && mig_ptrs ? check_devices(&o, spec, mig, mig_ptrs, "warning: ") : CB_ENOMEM;
+    cb_free(mig);
+    cb_free(mig_ptrs);
     return code;
 }
 
@@ -430,7 +446,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
         code = CB_ENOMEM;
         goto free_out;
     }
-    code = check_devices(o, spec, mig, mig_ptrs);
+    code = check_devices(o, spec, mig, mig_ptrs, "");
     if (code) goto free_out;
     cb_outdir od;
     cb_error e;
@@ -670,7 +686,7 @@ static int run_sweep(const cb_experiment_opts *o, cb_phase_ctl *ctl) {
     size_t np = spec->n_pipelines;
     char(*mig)[96] = cb_calloc(np ? np : 1, sizeof *mig);
     const char **mig_ptrs = cb_calloc(np ? np : 1, sizeof *mig_ptrs);
-    int code = mig && mig_ptrs ? check_devices(o, spec, mig, mig_ptrs) : CB_ENOMEM;
+    int code = mig && mig_ptrs ? check_devices(o, spec, mig, mig_ptrs, "") : CB_ENOMEM;
     cb_free(mig);
     cb_free(mig_ptrs);
     if (code) return code;

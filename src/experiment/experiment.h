@@ -56,6 +56,11 @@ typedef struct cb_experiment_opts {
  * not write its results (messages went to opts->msg, results so far are in the directory). */
 int cb_experiment_run(const cb_experiment_opts *opts);
 
+/* `validate`: checks the benchmark's GPU devices (cuda:N, MIG instances) as run does, and says
+ * the first problem on msg as a warning ("colobench: warning: FILE:LINE:COL: KEY: ..."), so a
+ * config written on one machine for a GPU host still validates. CB_OK, or the problem's code. */
+int cb_experiment_check_devices(const cb_spec *spec, FILE *msg);
+
 /* `run --child-fd FD`: one pipeline of a collocated phase, in the process the parent started
  * for it (experiment/child.h). Returns the process's exit status. */
 int cb_experiment_child(int fd, FILE *msg);
