@@ -85,7 +85,7 @@ static void test_add_checks(void) {
                                        {"n", CB_PARAM_INT, "1", 0, 10, NULL, "n"}};
     static const cb_param_def no_choices[] = {{"m", CB_PARAM_ENUM, "a", CB_PARAM_UNBOUNDED, NULL, "m"}};
     cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.ok", "ok", NULL, 0, 0,
-                        ok_create, NULL, ok_run, NULL, NULL, NULL, NULL, 0};
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, NULL, 0, NULL};
     CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
     CB_CHECK(cb_registry_find(reg, "test.ok") == &ops);
 
@@ -157,7 +157,7 @@ static void test_metric_checks(void) {
         many[i] = (cb_metric_def){names[i], CB_METRIC_COUNT, "", "x"};
     }
     cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.metrics", "ok", NULL, 0, 0,
-                        ok_create, NULL, ok_run, NULL, NULL, NULL, good, 2};
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, good, 2, NULL};
     CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
     size_t n = 0;
     CB_CHECK(cb_registry_ops_metrics(&ops, &n) == good);
@@ -210,6 +210,13 @@ static void test_metric_checks(void) {
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(cb_registry_add(reg, &old_ops, "t", &err), 0);
     CB_CHECK(cb_registry_ops_metrics(&old_ops, &n) == NULL && n == 0);
+    /* Nor its check callback (appended 2026-12-07): a table that ends before it has none. */
+    o = ops;
+    o.check = (int (*)(const cb_stage_args *, cb_error *))(uintptr_t)1;
+    o.struct_size = (uint32_t)offsetof(cb_stage_ops, check);
+    CB_CHECK(cb_registry_ops_check(&o) == NULL);
+    CB_CHECK(cb_registry_ops_check(&old_ops) == NULL);
+    CB_CHECK(cb_registry_ops_check(&cb_stage_util_router) != NULL);
     o = old_ops;
     o.name = "test.tooold";
     o.struct_size = (uint32_t)offsetof(cb_stage_ops, metrics) - 8;

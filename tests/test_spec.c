@@ -618,6 +618,37 @@ static void test_path_rule(void) {
     CB_CHECK_STR_EQ(d, "/nonexistent-dir/a/b");
 }
 
+/* What a stage's create would refuse from its values and the graph alone (cb_stage_ops.check)
+ * is refused when the config is loaded, at the stage's config. */
+static void test_stage_checks(void) {
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: util.router, outputs: [1, 2], "
+                      "config: {weights: [1, 1, 1]}}\n"
+                      "      - {id: 1, component: util.noop}\n      - {id: 2, component: util.noop}\n",
+                 "bench.yaml:6:66: pipelines[0].stages[0].config: weights: 3 weights for 2 outputs "
+                 "(give one per output, or none for uniform)");
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: util.router, outputs: [1], "
+                      "config: {weights: [0]}}\n      - {id: 1, component: util.noop}\n",
+                 "bench.yaml:6:63: pipelines[0].stages[0].config: weights: at least one weight must "
+                 "be > 0");
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: util.router}\n",
+                 "bench.yaml:6:9: pipelines[0].stages[0].config: outputs: a router needs at least 1 "
+                 "output, has 0");
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: vision.train, workers: 2}\n",
+                 "bench.yaml:6:9: pipelines[0].stages[0].config: workers: a training stage holds one "
+                 "model, so it runs one worker (got 2); use threads to give it more cores");
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: vision.train, config: {nesterov: true, optimizer: adam}}\n",
+                 "bench.yaml:6:50: pipelines[0].stages[0].config: nesterov: needs optimizer sgd and "
+                 "momentum > 0");
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: util.source, config: {splits: {}}}\n",
+                 "bench.yaml:6:49: pipelines[0].stages[0].config: splits: expected 1 to 8 splits, got 0");
+    EXPECT_ERROR(HEAD "    stages:\n      - {id: 0, component: vision.preprocess, config: {mean: []}}\n",
+                 "bench.yaml:6:55: pipelines[0].stages[0].config: mean, std: expected 1 to 64 values "
+                 "each, got 0 and 3");
+    EXPECT_BUILDS(HEAD "    stages:\n      - {id: 0, component: util.router, outputs: [1, 2], "
+                       "config: {weights: [1, 0]}}\n"
+                       "      - {id: 1, component: util.noop}\n      - {id: 2, component: util.noop}\n");
+}
+
 static void test_set_override_then_build(void) {
     const char *dir = cb_test_tmpdir();
     const char *path = cb_test_write(dir, "b.yaml",
@@ -700,6 +731,7 @@ int main(void) {
     CB_RUN(test_merge_in_loop);
     CB_RUN(test_set_override_then_build);
     CB_RUN(test_path_rule);
+    CB_RUN(test_stage_checks);
     CB_RUN(test_params_direct);
     cb_registry_destroy(g_reg);
     return cb_test_done();

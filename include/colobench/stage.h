@@ -57,6 +57,8 @@
  *   2026-12-07  CB_PARAM_PATH appended: path parameters resolve against the config's directory
  *               and are checked when the config is loaded (`validate`), not first at prepare.
  *               A host older than this refuses a table that uses it ("unknown type").
+ *   2026-12-07  cb_stage_ops.check appended: parameter checks that need no running (counts,
+ *               combinations), run when the config is loaded.
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -272,6 +274,13 @@ typedef struct cb_stage_ops {
      * CB_STAGE_MAX_METRICS; NULL/0 for none. Checked by the registry like params. */
     const cb_metric_def *metrics;
     size_t n_metrics;
+    /* Appended 2026-12-07: optional. Checks what the parameter table cannot express (counts that
+     * must match the outputs, combinations of values) from args alone, without side effects:
+     * args->host is NULL, args->worker is 0, and nothing may be allocated, opened or started.
+     * The host calls it when the config is loaded (`colobench validate`), once per stage, so such
+     * a mistake is refused before anything runs (create may call it again). CB_ECONFIG with a
+     * message starting with the parameter's key ("weights: 2 weights for 3 outputs"). */
+    int (*check)(const cb_stage_args *args, cb_error *err);
 } cb_stage_ops;
 
 /* The one symbol a plugin exports (a data symbol: no plugin code runs before the checks). */

@@ -33,6 +33,12 @@ static inline const cb_metric_def *cb_registry_ops_metrics(const cb_stage_ops *o
     return ops->metrics;
 }
 
+/* The ops table's check callback when its struct_size covers the field, else NULL (absent). */
+static inline int (*cb_registry_ops_check(const cb_stage_ops *ops))(const cb_stage_args *, cb_error *) {
+    if (!ops || ops->struct_size < offsetof(cb_stage_ops, check) + sizeof ops->check) return NULL;
+    return ops->check;
+}
+
 const char *cb_metric_kind_name(cb_metric_kind kind); /* "count", "gauge", "?" */
 
 /* An empty registry (cb_builtin_registry in stages/builtin.h makes one with the built-ins). */

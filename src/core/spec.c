@@ -29,6 +29,7 @@
 #include "core/spec.h"
 #include "core/monitor_sources.h"
 #include "core/path.h"
+#include "core/registry.h"
 #include "core/schedule.h"
 #include "core/suggest.h"
 
@@ -863,6 +864,38 @@ static int check_path_name(bctx *b, const cb_node *m, const char *key, const cha
                    shown, why);
 }
 
+/* Each stage's own check (cb_stage_ops.check): what its create would refuse from the values and
+ * the graph alone (the count of outputs, combinations), refused when the config is loaded. */
+static int check_stages(bctx *b, const cb_pipeline_spec *p, const char *path) {
+    for (size_t i = 0; i < p->n_stages; i++) {
+        const cb_stage_spec *s = &p->stages[i];
+        int (*check)(const cb_stage_args *, cb_error *) = cb_registry_ops_check(s->ops);
+        if (!check) continue;
+        cb_stage_args a;
+        memset(&a, 0, sizeof a);
+        a.abi_major = CB_STAGE_ABI_MAJOR;
+        a.struct_size = sizeof a;
+        a.values = s->values;
+        a.pipeline = p->name;
+        a.stage = s->name;
+        a.stage_id = s->id;
+        a.workers = s->workers;
+        a.n_outputs = (int)s->n_outputs;
+        a.seed = p->loadgen.seed;
+        a.device = p->device;
+        cb_error se;
+        cb_error_clear(&se);
+        int rc = check(&a, &se);
+        if (rc == 0) continue;
+        if (rc == CB_ENOMEM) return oom(b->err);
+        char k[CB_ERROR_KEY_MAX];
+        snprintf(k, sizeof k, "%s.stages[%zu].config", path, i);
+        return fail_at(b, s->config_node ? s->config_node : s->node, k, "%s",
+                       se.msg[0] ? se.msg : cb_strerror(rc));
+    }
+    return 0;
+}
+
 static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registry *reg,
                          cb_pipeline_spec *p) {
     int rc;
@@ -917,7 +950,8 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
         for (size_t i = 0; i < p->n_stages; i++)
             if (p->stages[i].n_outputs == 0) p->outputs[p->n_outputs++] = p->stages[i].id;
     }
-    return cb_graph_resolve(p, path, b->arena, b->err);
+    if ((rc = cb_graph_resolve(p, path, b->arena, b->err))) return rc;
+    return check_stages(b, p, path);
 }
 
 static const char *const top_keys[] = {"name", "plugin_paths", "pipelines", "collocation",

@@ -14,7 +14,8 @@
  * host, per instance); a draw is one uniform number and a linear scan (outputs are few). The
  * draws come from a cb_rng seeded by the instance's seed: routing is reproducible per worker.
  * Configuration errors the parameter table cannot express (no outputs, weights count differing
- * from the outputs count, all-zero weights) fail create with a message naming the counts.
+ * from the outputs count, all-zero weights) are refused by check when the config is loaded
+ * (and by create), with a message naming the counts.
  *
  * Thread-safety: one instance per worker; the table and rng are private. Ownership: the query is
  * borrowed; host->emit passes it on (the runtime copies what it needs); run returns CB_OK after
@@ -52,6 +53,21 @@ typedef struct cb_router_state {
     cb_rng rng;
 } cb_router_state;
 
+/* What the table cannot say: outputs, one weight per output, a positive total (validate). */
+static int cb_router_check(const cb_stage_args *args, cb_error *err) {
+    const cb_param_value *w = &args->values[P_WEIGHTS];
+    if (args->n_outputs < 1)
+        return cb_util_error(err, CB_ECONFIG, "outputs: a router needs at least 1 output, has 0");
+    if (w->n != 0 && w->n != (size_t)args->n_outputs)
+        return cb_util_error(err, CB_ECONFIG, "weights: %zu weights for %d outputs (give one "
+                             "per output, or none for uniform)", w->n, args->n_outputs);
+    double total = 0;
+    for (size_t i = 0; i < w->n; i++) total += w->floats[i];
+    if (w->n && !(total > 0))
+        return cb_util_error(err, CB_ECONFIG, "weights: at least one weight must be > 0");
+    return CB_OK;
+}
+
 static int cb_router_create(void *state, const cb_stage_args *args, cb_error *err) {
     cb_router_state *s = state;
     const cb_param_value *v = args->values;
@@ -62,12 +78,9 @@ static int cb_router_create(void *state, const cb_stage_args *args, cb_error *er
     s->max_hops = (uint32_t)v[P_MAX_HOPS].i;
     s->n_outputs = args->n_outputs;
     cb_rng_seed(&s->rng, args->seed);
-    if (s->n_outputs < 1)
-        return cb_util_error(err, CB_ECONFIG, "router needs at least 1 output, has 0");
+    int rc = cb_router_check(args, err);
+    if (rc) return rc;
     size_t nw = v[P_WEIGHTS].n;
-    if (nw != 0 && nw != (size_t)s->n_outputs)
-        return cb_util_error(err, CB_ECONFIG, "weights: %zu weights for %d outputs (give one "
-                             "per output, or none for uniform)", nw, s->n_outputs);
     s->cum = s->host->alloc(sizeof(double) * (size_t)s->n_outputs);
     if (!s->cum) return cb_util_error(err, CB_ENOMEM, "out of memory");
     double total = 0;
@@ -75,8 +88,6 @@ static int cb_router_create(void *state, const cb_stage_args *args, cb_error *er
         total += nw ? v[P_WEIGHTS].floats[i] : 1.0;
         s->cum[i] = total;
     }
-    if (!(total > 0))
-        return cb_util_error(err, CB_ECONFIG, "weights: at least one weight must be > 0");
     for (int i = 0; i < s->n_outputs; i++) s->cum[i] /= total;
     s->cum[s->n_outputs - 1] = 1.0;
     return CB_OK;
@@ -130,4 +141,5 @@ const cb_stage_ops cb_stage_util_router = {
     .create = cb_router_create,
     .run = cb_router_run,
     .destroy = cb_router_destroy,
+    .check = cb_router_check,
 };

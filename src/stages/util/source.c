@@ -59,6 +59,25 @@ typedef struct cb_source_state {
     cb_buffer *templ; /* owned reference; NULL when bytes == 0 */
 } cb_source_state;
 
+/* What the table cannot say: 1 to CB_MAX_SPLITS splits, names that fit, none twice. */
+static int cb_source_check(const cb_stage_args *args, cb_error *err) {
+    const cb_param_value *sp = &args->values[P_SPLITS];
+    if (sp->n < 1 || sp->n > CB_MAX_SPLITS)
+        return cb_util_error(err, CB_ECONFIG, "splits: expected 1 to %d splits, got %zu",
+                             CB_MAX_SPLITS, sp->n);
+    for (size_t i = 0; i < sp->n; i++) {
+        const char *name = sp->keys ? sp->keys[i] : NULL;
+        if (!name || !name[0] || strlen(name) >= CB_SPLIT_NAME_MAX)
+            return cb_util_error(err, CB_ECONFIG,
+                                 "splits: split %zu: name must have 1 to %d characters", i,
+                                 CB_SPLIT_NAME_MAX - 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(name, sp->keys[j]) == 0)
+                return cb_util_error(err, CB_ECONFIG, "splits: split \"%s\" given twice", name);
+    }
+    return CB_OK;
+}
+
 static int cb_source_create(void *state, const cb_stage_args *args, cb_error *err) {
     cb_source_state *s = state;
     const cb_param_value *v = args->values;
@@ -68,19 +87,8 @@ static int cb_source_create(void *state, const cb_stage_args *args, cb_error *er
     s->splits = &v[P_SPLITS];
     s->epochs = (int32_t)v[P_EPOCHS].i;
     s->share = (int)v[P_SHARE].i;
-    if (s->splits->n < 1 || s->splits->n > CB_MAX_SPLITS)
-        return cb_util_error(err, CB_ECONFIG, "splits: expected 1 to %d splits, got %zu",
-                             CB_MAX_SPLITS, s->splits->n);
-    for (size_t i = 0; i < s->splits->n; i++) {
-        const char *name = s->splits->keys ? s->splits->keys[i] : NULL;
-        if (!name || !name[0] || strlen(name) >= CB_SPLIT_NAME_MAX)
-            return cb_util_error(err, CB_ECONFIG,
-                                 "splits: split %zu: name must have 1 to %d characters", i,
-                                 CB_SPLIT_NAME_MAX - 1);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(name, s->splits->keys[j]) == 0)
-                return cb_util_error(err, CB_ECONFIG, "splits: split \"%s\" given twice", name);
-    }
+    int rc = cb_source_check(args, err);
+    if (rc) return rc;
     size_t bytes = (size_t)v[P_BYTES].i;
     if (bytes == 0) return CB_OK;
     s->templ = s->host->buffer_new(bytes);
@@ -154,4 +162,5 @@ const cb_stage_ops cb_stage_util_source = {
     .splits = cb_source_splits,
     .metrics = cb_source_metrics,
     .n_metrics = M_COUNT,
+    .check = cb_source_check,
 };

@@ -71,6 +71,15 @@ typedef struct cb_pp_tap {
     int pad;
 } cb_pp_tap;
 
+/* What the table cannot say: 1 to CB_PP_MAX_CHANNELS values of mean and of std. */
+static int cb_pp_check(const cb_stage_args *args, cb_error *err) {
+    size_t n_mean = args->values[P_MEAN].n, n_std = args->values[P_STD].n;
+    if (n_mean < 1 || n_mean > CB_PP_MAX_CHANNELS || n_std < 1 || n_std > CB_PP_MAX_CHANNELS)
+        return cb_util_error(err, CB_ECONFIG, "mean, std: expected 1 to %d values each, got %zu "
+                             "and %zu", CB_PP_MAX_CHANNELS, n_mean, n_std);
+    return CB_OK;
+}
+
 static int cb_pp_create(void *state, const cb_stage_args *args, cb_error *err) {
     cb_pp_state *s = state;
     const cb_param_value *v = args->values;
@@ -83,10 +92,8 @@ static int cb_pp_create(void *state, const cb_stage_args *args, cb_error *err) {
     s->seed = (uint64_t)v[P_SEED].i;
     s->n_mean = v[P_MEAN].n;
     s->n_std = v[P_STD].n;
-    if (s->n_mean < 1 || s->n_mean > CB_PP_MAX_CHANNELS || s->n_std < 1 ||
-        s->n_std > CB_PP_MAX_CHANNELS)
-        return cb_util_error(err, CB_ECONFIG, "mean, std: expected 1 to %d values each, got %zu "
-                             "and %zu", CB_PP_MAX_CHANNELS, s->n_mean, s->n_std);
+    int rc = cb_pp_check(args, err);
+    if (rc) return rc;
     for (size_t i = 0; i < s->n_mean; i++) s->mean[i] = (float)v[P_MEAN].floats[i];
     for (size_t i = 0; i < s->n_std; i++) s->std[i] = (float)v[P_STD].floats[i];
     return CB_OK;
@@ -290,4 +297,5 @@ const cb_stage_ops cb_stage_vision_preprocess = {
     .state_size = sizeof(cb_pp_state),
     .create = cb_pp_create,
     .run = cb_pp_run,
+    .check = cb_pp_check,
 };

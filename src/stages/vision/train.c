@@ -61,14 +61,24 @@ typedef struct cb_train_state {
     int64_t steps;
 } cb_train_state;
 
-static int cb_train_create(void *state, const cb_stage_args *args, cb_error *err) {
-    cb_train_state *s = state;
+/* What the table cannot say: one worker, nesterov's needs (refused when the config is loaded). */
+static int cb_train_check(const cb_stage_args *args, cb_error *err) {
     const cb_param_value *v = args->values;
     if (args->workers > 1)
         return cb_util_error(err, CB_ECONFIG, "workers: a training stage holds one model, so it "
                              "runs one worker (got %d); use threads to give it more cores",
                              args->workers);
-    int rc = cb_netstage_create(&s->ns, args, 1, err);
+    if (v[P_NESTEROV].i && (v[P_OPTIMIZER].i != 0 || !(v[P_MOMENTUM].f > 0)))
+        return cb_util_error(err, CB_ECONFIG, "nesterov: needs optimizer sgd and momentum > 0");
+    return CB_OK;
+}
+
+static int cb_train_create(void *state, const cb_stage_args *args, cb_error *err) {
+    cb_train_state *s = state;
+    const cb_param_value *v = args->values;
+    int rc = cb_train_check(args, err);
+    if (rc) return rc;
+    rc = cb_netstage_create(&s->ns, args, 1, err);
     if (rc) return rc;
     cb_nn_optim *o = &s->ns.opts.optim;
     o->kind = v[P_OPTIMIZER].i == 1 ? CB_NN_ADAM : CB_NN_SGD;
@@ -79,8 +89,6 @@ static int cb_train_create(void *state, const cb_stage_args *args, cb_error *err
     o->beta1 = v[P_BETA1].f;
     o->beta2 = v[P_BETA2].f;
     o->eps = v[P_EPS].f;
-    if (o->nesterov && (o->kind != CB_NN_SGD || o->momentum <= 0))
-        return cb_util_error(err, CB_ECONFIG, "nesterov: needs optimizer sgd and momentum > 0");
     s->save = v[P_SAVE].has_value && v[P_SAVE].s[0] ? v[P_SAVE].s : NULL;
     s->ns.opts.winograd = (int)v[P_WINOGRAD].i;
     return CB_OK;
@@ -152,4 +160,5 @@ const cb_stage_ops cb_stage_vision_train = {
     .destroy = cb_train_destroy,
     .metrics = cb_train_metrics,
     .n_metrics = M_COUNT,
+    .check = cb_train_check,
 };
