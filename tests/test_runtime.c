@@ -492,7 +492,9 @@ static void test_timeout_stops_run(void) {
     CB_CHECK(f.res.timed_out);
     CB_CHECK_EQ_INT(f.res.n_errors, 0);
     cb_pipeline_record r = recs(&f, 0);
-    CB_CHECK_CMP_INT(r.n_queries, >=, 5);
+    /* Each query sleeps >= 20 ms, so at most 10 end in 0.2 s (one more at the boundary); how
+     * many do depends on the machine's load (4 under TSan beside a busy core), so only >= 1. */
+    CB_CHECK_CMP_INT(r.n_queries, >=, 1);
     CB_CHECK_CMP_INT(r.n_queries, <=, 11);
     CB_CHECK_CMP_INT(f.res.end_ns - f.res.t0_ns, <, 1500000000);
     run_fixture_fini(&f);
@@ -590,24 +592,28 @@ static void test_two_pipelines_run_together(void) {
                       "  - name: a\n"
                       "    inputs: [0]\n"
                       "    outputs: [0]\n"
-                      "    loadgen: {component: closed, max_queries: 20}\n"
+                      "    loadgen: {component: closed, timeout: 0.5}\n"
                       "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 2000}}]\n"
                       "  - name: b\n"
                       "    inputs: [0]\n"
                       "    outputs: [0]\n"
-                      "    loadgen: {component: closed, max_queries: 20}\n"
+                      "    loadgen: {component: closed, timeout: 0.5}\n"
                       "    stages: [{id: 0, name: s, component: util.sleep, outputs: [], config: {duration_us: 2000}}]\n",
                       NULL, NULL);
     CB_CHECK_EQ_INT(ok, 0);
     if (ok) return;
     cb_pipeline_record a = recs(&f, 0), b = recs(&f, 1);
-    CB_CHECK_EQ_INT(a.n_queries, 20);
-    CB_CHECK_EQ_INT(b.n_queries, 20);
-    /* They overlap in time: each started before the other finished. */
+    CB_CHECK_CMP_INT(a.n_queries, >=, 1);
+    CB_CHECK_CMP_INT(b.n_queries, >=, 1);
+    /* They overlap in time: each started before the other finished. Both issue until the same
+     * deadline (0.5 s, not a query count: a count of 20 x 2 ms let one pipeline finish before
+     * the other's driver was scheduled on a busy machine under ASan). */
     int64_t a0 = INT64_MAX, a1 = 0, b0 = INT64_MAX, b1 = 0;
-    for (size_t i = 0; i < 20; i++) {
+    for (size_t i = 0; i < a.n_queries; i++) {
         if (a.queries[i].submit_ns < a0) a0 = a.queries[i].submit_ns;
         if (a.queries[i].end_ns > a1) a1 = a.queries[i].end_ns;
+    }
+    for (size_t i = 0; i < b.n_queries; i++) {
         if (b.queries[i].submit_ns < b0) b0 = b.queries[i].submit_ns;
         if (b.queries[i].end_ns > b1) b1 = b.queries[i].end_ns;
     }

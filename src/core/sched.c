@@ -14,8 +14,11 @@
  *   acquire/release and two clock reads, never a wake-up.
  * - Each pipeline has a driver thread (the load generator) and sum(workers) pool threads, enough
  *   for every slot to run at once. Closed and offline drivers run tasks themselves while their
- *   admission bound is reached; open-loop drivers only issue, on an absolute schedule, and
- *   latency counts from the scheduled arrival.
+ *   admission bound is reached. Open-loop drivers issue on an absolute schedule (sleep to a
+ *   margin before each arrival, then a spin of at most CB_PACER_SPIN_CAP_NS: core/clock.h) and
+ *   run a task themselves only when the stage's recent runs are short and twice that fits before
+ *   the next arrival (cb__fits), else hand it to the pool; latency counts from the scheduled
+ *   arrival.
  * - A query carries a token count: one per live path. Fan-out adds tokens, merge folds them,
  *   a path that ends (no emit, drop, error, cancel) returns its token; the last token ends the
  *   query and writes its record.
@@ -561,10 +564,13 @@ static void cb__run_task(cb_worker *w, cb_task t) {
     e.msg[0] = '\0';
     int rc = ss->ops->run(st->states[t.slot], q, &ctx, &e);
     int64_t end_ns = cb_clock_now_ns();
-    /* The stage's recent run time (EWMA, 1/8), for the open-loop driver's cb__fits. Relaxed:
-     * an estimate; concurrent updates may lose one sample. */
+    /* The stage's recent run time (EWMA, 1/8), for the open-loop driver's cb__fits. A sample
+     * counts for at most 4x the estimate, so one run preempted for a time slice does not make a
+     * short stage look long (a stage that got slower takes a few runs to show it). Relaxed: an
+     * estimate; concurrent updates may lose one sample. */
     int64_t est = atomic_load_explicit(&st->run_est_ns, memory_order_relaxed);
     int64_t run_ns = end_ns - start_ns > 0 ? end_ns - start_ns : 1;
+    if (est && run_ns > 4 * est) run_ns = 4 * est;
     atomic_store_explicit(&st->run_est_ns, est ? est + (run_ns - est) / 8 : run_ns,
                           memory_order_relaxed);
     if (!ss->disable_logs) {
@@ -800,13 +806,18 @@ static void cb__sleep_until(cb_pipe *p, cb_pacer *pc, int64_t t_ns) {
 }
 
 /* An open-loop driver runs a task itself, with no hand-off and no wake-up, when the stage's
- * recent runs were short (CB_INLINE_MAX_NS) and twice that fits before the next arrival;
- * otherwise a pool thread runs it. A stage never run yet has no estimate and is handed off. */
+ * recent runs were short (CB_INLINE_MAX_NS) and twice that fits before the next arrival, or
+ * whatever the time when twice that is under CB_INLINE_LATE_NS: handing such a run off costs
+ * the driver about as much as running it, and a pool thread's wake-up costs the query more (a
+ * driver that fell behind catches up faster alone). Otherwise a pool thread runs it. A stage
+ * never run yet has no estimate and is handed off. */
 #define CB_INLINE_MAX_NS 100000
+#define CB_INLINE_LATE_NS 2000
 
 static int cb__fits(const cb_task *t, int64_t now_ns, int64_t next_ns) {
     int64_t est = atomic_load_explicit(&t->st->run_est_ns, memory_order_relaxed);
-    return est > 0 && est <= CB_INLINE_MAX_NS && now_ns + 2 * est <= next_ns;
+    return est > 0 && est <= CB_INLINE_MAX_NS &&
+           (2 * est <= CB_INLINE_LATE_NS || now_ns + 2 * est <= next_ns);
 }
 
 /* Open loop, after an issue: runs the thread's private tasks while they fit before next_ns,
