@@ -305,6 +305,19 @@ static void test_validate_device_warning_and_paths(void) {
     CB_CHECK(cb_test_sh(cmd, &out) != 0);
     CB_CHECK_CONTAINS(out, "/times.csv': No such file or directory");
     free(out);
+    /* Child processes get the config's name and the working directory: they resolve alike. */
+    const char *two = cb_test_write(
+        sub, "two.yaml",
+        "collocation: {mode: processes}\npipelines:\n"
+        "  - {name: a, inputs: [0], loadgen: {component: replay, config: {file: times.csv}},\n"
+        "     stages: [{id: 0, component: util.noop}]}\n"
+        "  - {name: b, inputs: [0], loadgen: {component: replay, config: {file: times.csv}},\n"
+        "     stages: [{id: 0, component: util.noop}]}\n");
+    snprintf(cmd, sizeof cmd, "cd / && " CB_TEST_BINDIR "/colobench run %s -o %s/two -q", two, dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/two/queries.csv", dir);
+    CB_CHECK_EQ_INT(cb_test_count_lines(cmd), 1 + 4); /* 2 arrivals per pipeline */
 }
 
 static void test_examples_validate_and_run(void) {
