@@ -519,6 +519,9 @@ static void test_replay_file(void) {
         CB_CHECK_CONTAINS(buf, "<--set>:1:37: pipelines[0].loadgen.config.file: arrival file /");
         CB_CHECK_CONTAINS(buf, bad_files[i].want);
     }
+    /* A stream is left to run (reading /dev/zero for a line would never end). */
+    EXPECT_BUILDS(HEAD "    loadgen: {component: replay, config: {file: /dev/zero}}\n"
+                       "    stages: [{id: 0, component: util.noop}]\n");
     /* replay without a file */
     EXPECT_ERROR(HEAD "    loadgen: {component: replay}\n    stages: [{id: 0, component: util.noop}]\n",
                  "bench.yaml:5:14: pipelines[0].loadgen.config.file: the replay load generator needs "

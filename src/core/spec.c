@@ -399,12 +399,15 @@ static int read_loadgen(bctx *b, const cb_node *pipe, const char *ppath, cb_load
                 return fail_at(b, fn, k, "cannot read arrival file '%s': %s", lg->file, strerror(e));
             }
             /* What run would refuse (a directory, a time that is not a number or decreases),
-             * validate refuses: the file is read once here, nothing kept. */
+             * validate refuses: a regular file is read once here, nothing kept (a stream such
+             * as a pipe or /dev/zero is left to run: reading it here could block or not end). */
             cb_error re;
             cb_error_clear(&re);
             size_t count = 0;
             size_t max_n = lg->max_queries > 0 ? (size_t)lg->max_queries : 0;
-            if ((rc = cb_schedule_read_replay(lg->file, max_n, NULL, &count, &re)) != 0) {
+            struct stat sb;
+            bool readable = stat(lg->file, &sb) == 0 && (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode));
+            if (readable && (rc = cb_schedule_read_replay(lg->file, max_n, NULL, &count, &re)) != 0) {
                 if (rc == CB_ENOMEM) return oom(b->err);
                 char why[CB_ERROR_MSG_MAX];
                 cb_error_format(&re, why, sizeof why);
