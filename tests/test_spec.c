@@ -603,6 +603,20 @@ static void test_path_rule(void) {
         CB_CHECK_CONTAINS(buf, want);
         CB_CHECK_CONTAINS(buf, bad[i].want);
     }
+    /* monitors.nvml_library: a bare library name is dlopen's to search, a path follows the rule. */
+    const struct {
+        const char *set, *want;
+    } nvml[] = {{"monitors.nvml_library=libnvidia-ml.so.1", "libnvidia-ml.so.1"},
+                {"monitors.nvml_library=lib/libnvidia-ml.so.1", "/lib/libnvidia-ml.so.1"}};
+    for (size_t i = 0; i < sizeof nvml / sizeof nvml[0]; i++) {
+        cb_error_clear(&err);
+        CB_CHECK_EQ_INT(cb_spec_load(cfg, &nvml[i].set, 1, g_reg, &doc, &spec, &err), 0);
+        if (!spec) continue;
+        snprintf(want, sizeof want, "%s%s", i ? real : "", nvml[i].want);
+        CB_CHECK_STR_EQ(spec->monitors.nvml_library, want);
+        cb_spec_destroy(spec);
+        cb_doc_destroy(doc);
+    }
     /* The directory of a config: its name's, or the current one for a stream. */
     char d[256];
     cb_path_config_dir("/dev/stdin", d, sizeof d);

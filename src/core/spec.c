@@ -786,7 +786,11 @@ static int read_monitors(bctx *b, const cb_node *root, cb_spec *spec) {
     if ((rc = get_float(b, m, "period_ms", "monitors", 1.0, 0, 3.6e6, &period_ms)) < 0) return rc;
     ms->period_ns = (int64_t)llround(period_ms * 1e6);
     if ((rc = get_string(b, m, "nvml_library", "monitors", 1, &ms->nvml_library, NULL)) < 0) return rc;
-    if (ms->nvml_library && !(ms->nvml_library = resolve_path(b, ms->nvml_library))) return oom(b->err);
+    /* A bare library name (no '/') is dlopen's to search for, as documented; a path follows
+     * the one rule. */
+    if (ms->nvml_library && strchr(ms->nvml_library, '/') &&
+        !(ms->nvml_library = resolve_path(b, ms->nvml_library)))
+        return oom(b->err);
     const cb_node *src = cb_node_get(m, "sources");
     if (src) {
         if (src->kind != CB_NODE_SEQ) {
