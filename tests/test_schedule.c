@@ -359,6 +359,17 @@ static void test_replay_long_lines(void) {
     snprintf(text + big, 64, "\n");
     read_err(dir, "longfield.csv", text, 1, "longer than");
     free(text);
+    /* A file with no line end (/dev/zero) is refused after CB_REPLAY_LINE_MAX bytes, not read
+     * forever. */
+    int64_t *off = NULL;
+    size_t n = 0;
+    cb_error err;
+    cb_error_clear(&err);
+    CB_CHECK_EQ_INT(cb_schedule_read_replay("/dev/zero", 0, &off, &n, &err), CB_ECONFIG);
+    char buf[512];
+    cb_error_format(&err, buf, sizeof buf);
+    CB_CHECK_STR_EQ(buf, "/dev/zero:1:1: line longer than 1048576 bytes (1 MiB, the maximum)");
+    CB_CHECK(off == NULL);
 }
 
 int main(void) {

@@ -9,7 +9,8 @@
  * before timeout_ns; a schedule past CB_SCHEDULE_MAX_ARRIVALS (100 million, 800 MB of offsets)
  * is a configuration error, detected from the expected count before anything is allocated.
  * Replay files are read by a bounded cursor parser: only the first column is kept (at most
- * CB_REPLAY_FIELD_MAX bytes), the rest of each line is skipped whatever its length. Decimal
+ * CB_REPLAY_FIELD_MAX bytes), the rest of each line is skipped up to CB_REPLAY_LINE_MAX bytes
+ * a line (longer is an error, so a file with no line ends, /dev/zero, cannot hang). Decimal
  * times are converted to nanoseconds exactly (integer and fraction parsed separately), so
  * epoch timestamps keep full precision; exponent notation goes through strtold.
  * Thread-safety: pure functions; the only state is the caller's cb_rng or a local one.
@@ -29,6 +30,7 @@
 
 #define CB_SCHEDULE_MAX_ARRIVALS ((size_t)100000000)
 #define CB_REPLAY_FIELD_MAX 256
+#define CB_REPLAY_LINE_MAX ((size_t)1 << 20)
 
 double cb_rng_gamma(cb_rng *r, double shape) {
     if (!(shape > 0.0) || !isfinite(shape)) return NAN;
@@ -201,11 +203,17 @@ typedef struct replay_reader {
  * empty field with *skip set. */
 static int replay_next(replay_reader *rd, char *field, bool *skip, cb_error *err) {
     if (rd->eof) return 0;
-    size_t len = 0;
+    size_t len = 0, line_bytes = 0;
     bool in_field = true, any = false, too_long = false;
     int c;
     while ((c = getc(rd->f)) != EOF && c != '\n') {
         any = true;
+        if (++line_bytes > CB_REPLAY_LINE_MAX) {
+            cb_error_set(err, CB_ECONFIG, "line longer than %zu bytes (1 MiB, the maximum)",
+                         CB_REPLAY_LINE_MAX);
+            cb_error_at(err, rd->path, rd->line + 1, 1);
+            return CB_ECONFIG;
+        }
         if (!in_field) continue;
         if (c == ',') {
             in_field = false;
