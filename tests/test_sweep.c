@@ -372,7 +372,7 @@ static void test_interrupt_stops_after_current_point(void) {
              "sleep 0.3; kill -INT $pid; wait $pid",
              cfg, dir, dir);
     char *v = run_failing_sweep(cmd, "sweep interrupted", dir, "[q[\"status\"] for q in d[\"points\"]]");
-    CB_CHECK_STR_EQ(v, "['ok', 'failed', 'not_run', 'not_run']");
+    CB_CHECK_STR_EQ(v, "['ok', 'interrupted', 'not_run', 'not_run']");
     free(v);
     snprintf(p, sizeof p, "%s/out/processes-x1", dir);
     struct stat sb;

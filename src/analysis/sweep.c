@@ -11,6 +11,7 @@ const char *cb_sweep_status_name(cb_sweep_status s) {
     case CB_SWEEP_NOT_RUN: return "not_run";
     case CB_SWEEP_OK: return "ok";
     case CB_SWEEP_FAILED: return "failed";
+    case CB_SWEEP_INTERRUPTED: return "interrupted";
     }
     return "?";
 }
@@ -265,7 +266,9 @@ void cb_sweep_print_table(const cb_sweep_point *pts, size_t n, FILE *out) {
         if (images) fprintf(out, " %12s", fmt(d, sizeof d, "%.1f", p->aggregate_images_per_s));
         fprintf(out, " %7s %6s %6s %8s %21s%s\n", rel, fmt(e, sizeof e, "%.2f", p->stp),
                 fmt(f, sizeof f, "%.2f", p->antt), fmt(g, sizeof g, "%.2f", p->fairness), sl,
-                p->status == CB_SWEEP_FAILED ? "  FAILED" : "");
+                p->status == CB_SWEEP_FAILED        ? "  FAILED"
+                : p->status == CB_SWEEP_INTERRUPTED ? "  INTERRUPTED"
+                                                    : "");
         if (p->unavailable[0]) fprintf(out, "  %-10s %4s   unavailable: %s\n", "", "", p->unavailable);
     }
     if (any_x1)

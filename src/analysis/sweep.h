@@ -40,6 +40,7 @@ typedef enum cb_sweep_status {
     CB_SWEEP_NOT_RUN = 0,      /* the sweep stopped (Ctrl-C) before this point */
     CB_SWEEP_OK = 1,
     CB_SWEEP_FAILED = 2,       /* the run failed or could not start; figures may be partial */
+    CB_SWEEP_INTERRUPTED = 3,  /* stopped by Ctrl-C/SIGTERM while it ran; figures are partial */
 } cb_sweep_status;
 
 typedef struct cb_sweep_point {

@@ -768,9 +768,10 @@ static int run_sweep(const cb_experiment_opts *o, cb_phase_ctl *ctl) {
             pcode = run_once(&po, &pb, dir, ctl, &ro);
             cb_bench_fini(&pb);
         }
-        if (pt->status == CB_SWEEP_NOT_RUN || pcode != CB_OK) pt->status = CB_SWEEP_FAILED;
+        if (pt->status == CB_SWEEP_NOT_RUN || pcode != CB_OK)
+            pt->status = ro.interrupted ? CB_SWEEP_INTERRUPTED : CB_SWEEP_FAILED;
         if (pcode != CB_OK) {
-            say(o, "sweep point %s failed%s", pt->dir, ro.interrupted ? ": interrupted" : "");
+            say(o, "sweep point %s %s", pt->dir, ro.interrupted ? "interrupted" : "failed");
             if (!code || pcode == CB_ESTOPPED) code = pcode == CB_ECONFIG ? CB_ESTAGE : pcode;
         }
         if (ro.interrupted) interrupted = true;
