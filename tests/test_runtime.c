@@ -187,6 +187,43 @@ static void test_fanout_and_merge(void) {
     run_fixture_fini(&f);
 }
 
+/* A router sends each query down one branch of a fork whose branches a merge joins: the merge
+ * can never get both. The pipeline fails at once, naming the merge and the query, instead of
+ * waiting forever (no timeout here: a hang would be the test's). */
+static void test_merge_that_cannot_complete(void) {
+    run_fixture f;
+    int ok = run_fixture_yaml(&f,
+                      "name: stuck\n"
+                      "pipelines:\n"
+                      "  - name: p\n"
+                      "    inputs: [0]\n"
+                      "    outputs: [3]\n"
+                      "    loadgen: {component: closed, max_queries: 50, config: {concurrency: 2}}\n"
+                      "    stages:\n"
+                      "      - {id: 0, name: pick, component: util.router, outputs: [1, 2], config: {mode: field, field: id}}\n"
+                      "      - {id: 1, name: left, component: util.noop, outputs: [3]}\n"
+                      "      - {id: 2, name: right, component: util.noop, outputs: [3]}\n"
+                      "      - {id: 3, name: join, component: util.noop, polling_policy: merge}\n",
+                      NULL, NULL);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.res.n_errors, 1); /* the run's result carries the failure */
+    if (f.res.n_errors > 0) {
+        CB_CHECK_CONTAINS(f.res.errors[0], "pipeline 'p': merge stage 'join' (id 3): query ");
+        CB_CHECK_CONTAINS(f.res.errors[0], "can never arrive from all 2 of its inputs");
+    }
+    cb_pipeline_record r = recs(&f, 0);
+    int errors = 0, ok_q = 0;
+    for (size_t i = 0; i < r.n_queries; i++) {
+        errors += r.queries[i].status == CB_QUERY_ERROR;
+        ok_q += r.queries[i].status == CB_QUERY_OK;
+    }
+    CB_CHECK_CMP_INT(errors, >=, 1); /* the query named; others in flight are cancelled */
+    CB_CHECK_EQ_INT(ok_q, 0);
+    for (size_t i = 0; i < r.n_stage_events; i++) CB_CHECK(r.stage_events[i].stage != 3);
+    run_fixture_fini(&f);
+}
+
 static void test_router_loop_terminates(void) {
     run_fixture f;
     int ok = run_fixture_yaml(&f,
@@ -744,6 +781,7 @@ int main(void) {
     CB_RUN(test_workers_bound_concurrency);
     CB_RUN(test_offline_queue_depth_bounds_in_flight);
     CB_RUN(test_fanout_and_merge);
+    CB_RUN(test_merge_that_cannot_complete);
     CB_RUN(test_router_loop_terminates);
     CB_RUN(test_failure_stops_pipeline);
     CB_RUN(test_dataset_splits_and_epochs);

@@ -19,13 +19,19 @@
 #define CB_QF_OUTPUT 1
 #define CB_QF_ERROR 2
 #define CB_QF_CANCEL 4
+#define CB_PATH_PARKED ((int64_t)1 << 32)
 
 typedef struct cb_runtime cb_runtime;
 typedef struct cb_pipe cb_pipe;
 typedef struct cb_stage_rt cb_stage_rt;
 
 typedef struct cb_qshared {
-    _Atomic int32_t tokens;
+    /* Paths of the query: live ones (every path, the token count) in the low 32 bits, those
+     * parked at a merge in the high 32 (CB_PATH_PARKED each). One word, so the change that
+     * leaves every live path parked (no path left to complete a merge) is seen by exactly the
+     * thread that made it. */
+    _Atomic int64_t tokens;
+    _Atomic int32_t parked_at;   /* stage index of the latest merge it parked at; -1 none */
     _Atomic int32_t flags;
     _Atomic int64_t start_ns;
     int64_t scheduled_ns, submit_ns;

@@ -21,7 +21,10 @@
  *   arrival.
  * - A query carries a token count: one per live path. Fan-out adds tokens, merge folds them,
  *   a path that ends (no emit, drop, error, cancel) returns its token; the last token ends the
- *   query and writes its record.
+ *   query and writes its record. The same word counts the paths parked at merges: when every
+ *   path left is parked (an upstream stage sent the query down only some branches of a join),
+ *   no merge can complete, and the thread whose change made it so fails the pipeline naming the
+ *   merge and the query (cb__merge_stuck) instead of letting it wait forever.
  * - Back-pressure: a bounded queue that is full blocks the emitting thread (which keeps its own
  *   slot, as a blocked put would) except along edges that close a cycle, which never block.
  *   Before blocking, the thread publishes its private task so no claimed slot waits on it.
@@ -218,8 +221,51 @@ static inline void cb__rec_stage(cb_worker *w, const cb_stage_event *e) {
 
 /* ---- query end ----------------------------------------------------------------------------- */
 
+static inline int32_t cb__live(int64_t v) { return (int32_t)(v & 0xffffffff); }
+static inline int32_t cb__parked(int64_t v) { return (int32_t)(v >> 32); }
+static inline int cb__stuck(int64_t v) { return cb__live(v) > 0 && cb__live(v) == cb__parked(v); }
+
+/* Every live path of query qid is parked at a merge (stage index at, -1 unknown): none can
+ * complete. Fails the pipeline, once, naming the merge and the query; the abort flushes the
+ * parked parts. The query is marked an error when it is still parked at `at`. Called without
+ * stage locks held, and without touching the query's shared state, which a concurrent flush
+ * may free: it is only reached through the merge's table, under its lock. */
+static void cb__merge_stuck(cb_pipe *p, uint64_t qid, int at) {
+    if (atomic_load(&p->abort)) return; /* everything parked is being cancelled already */
+    const cb_stage_spec *ms = at >= 0 ? p->stages[at].spec : NULL;
+    if (ms) {
+        cb_stage_rt *st = &p->stages[at];
+        pthread_mutex_lock(&st->mu);
+        for (cb_merge_pending *m = st->pending; m; m = m->next)
+            if (m->qid == qid && m->count > 0) {
+                atomic_fetch_or_explicit(&m->parts[0]->sh->flags, CB_QF_ERROR, memory_order_relaxed);
+                break;
+            }
+        pthread_mutex_unlock(&st->mu);
+    }
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&p->failed, &expected, 1)) {
+        snprintf(p->error, sizeof p->error,
+                 "pipeline '%s': merge stage '%s' (id %d): query %llu can never arrive from all "
+                 "%d of its inputs: no path of the query is left to bring the rest (a stage "
+                 "upstream sent it down only some of its branches); to join branches of which "
+                 "only some run, use polling_policy single or first",
+                 p->spec->name, ms ? ms->name : "?", ms ? ms->id : -1, (unsigned long long)qid,
+                 ms ? (int)ms->n_in_edges : 0);
+        cb__add_error(p->rt, p->error);
+    }
+    cb__abort(p);
+}
+
 static void cb__end_path(cb_worker *w, cb_qshared *sh, int64_t now_ns) {
-    if (atomic_fetch_sub_explicit(&sh->tokens, 1, memory_order_acq_rel) != 1) return;
+    /* Read while this path's token keeps sh alive: after the decrement only its merges hold it. */
+    uint64_t qid = sh->id;
+    int at = atomic_load_explicit(&sh->parked_at, memory_order_relaxed);
+    int64_t left = atomic_fetch_sub_explicit(&sh->tokens, 1, memory_order_acq_rel) - 1;
+    if (cb__live(left) != 0) {
+        if (cb__stuck(left)) cb__merge_stuck(w->pipe, qid, at);
+        return;
+    }
     cb_pipe *p = w->pipe;
     int flags = atomic_load_explicit(&sh->flags, memory_order_relaxed);
     cb_query_event e;
@@ -314,7 +360,8 @@ static cb_item *cb__dequeue(cb_stage_rt *st) {
 
 /* Merge policy: adds an arrival; returns the merged item when the query has arrived from every
  * inbound edge, else NULL (the item is parked). Called with st->mu held. */
-static cb_item *cb__merge_arrival(cb_worker *w, cb_stage_rt *st, cb_item *it, int *err) {
+static cb_item *cb__merge_arrival(cb_worker *w, cb_stage_rt *st, cb_item *it, int *err,
+                                  int *stuck) {
     cb_merge_pending **pp = &st->pending, *m;
     for (m = *pp; m; pp = &m->next, m = m->next)
         if (m->qid == it->sh->id) break;
@@ -337,7 +384,13 @@ static cb_item *cb__merge_arrival(cb_worker *w, cb_stage_rt *st, cb_item *it, in
     }
     m->parts[pos] = it;
     m->count++;
-    if (m->count < st->spec->n_in_edges) return NULL;
+    if (m->count < st->spec->n_in_edges) {
+        atomic_store_explicit(&it->sh->parked_at, (int32_t)st->idx, memory_order_relaxed);
+        int64_t v = atomic_fetch_add_explicit(&it->sh->tokens, CB_PATH_PARKED, memory_order_acq_rel) +
+                    CB_PATH_PARKED;
+        *stuck = cb__stuck(v);
+        return NULL;
+    }
     *pp = m->next;
     cb_item *out = m->parts[0];
     cb_query merged = out->q;
@@ -355,7 +408,9 @@ static cb_item *cb__merge_arrival(cb_worker *w, cb_stage_rt *st, cb_item *it, in
     merged.payload = merged.parts[0];
     cb_buffer_ref(merged.payload);
     out->q = merged;
-    atomic_fetch_sub_explicit(&out->sh->tokens, m->count - 1, memory_order_acq_rel);
+    /* The parked parts fold into this one: fewer live and fewer parked paths, in one step. */
+    atomic_fetch_sub_explicit(&out->sh->tokens, (int64_t)(m->count - 1) * (CB_PATH_PARKED + 1),
+                              memory_order_acq_rel);
     for (int i = 1; i < m->count; i++) cb__item_free(w, m->parts[i]);
     cb_free(m);
     return out;
@@ -372,11 +427,13 @@ static int cb__submit(cb_worker *w, cb_stage_rt *st, cb_item *it, int back_edge,
         return 0;
     }
     if (st->spec->policy == CB_POLICY_MERGE) {
-        int err = 0;
+        int err = 0, stuck = 0;
         cb_item *arrived = it;
-        it = cb__merge_arrival(w, st, arrived, &err);
+        uint64_t qid = arrived->sh->id;
+        it = cb__merge_arrival(w, st, arrived, &err, &stuck);
         if (!it) {
             pthread_mutex_unlock(&st->mu);
+            if (stuck) cb__merge_stuck(p, qid, (int)st->idx);
             if (err) { /* no memory to park it: this path ends, cancelled (its token returned) */
                 cb__cancel_item(w, arrived);
                 cb__oom(p, "parking a merge arrival");
@@ -742,7 +799,10 @@ static void cb__flush_merges(cb_worker *w) {
         pthread_mutex_unlock(&st->mu);
         while (m) {
             cb_merge_pending *n = m->next;
-            for (int i = 0; i < m->count; i++) cb__cancel_item(w, m->parts[i]);
+            for (int i = 0; i < m->count; i++) {
+                atomic_fetch_sub_explicit(&m->parts[i]->sh->tokens, CB_PATH_PARKED, memory_order_acq_rel);
+                cb__cancel_item(w, m->parts[i]);
+            }
             cb_free(m);
             m = n;
         }
@@ -846,7 +906,8 @@ static int cb__issue(cb_worker *w, uint64_t id, int32_t split, int32_t epoch, in
     cb_qshared *sh = cb__sh_alloc(w);
     if (!sh) return CB_ENOMEM;
     int64_t now = cb_clock_now_ns();
-    atomic_store_explicit(&sh->tokens, (int32_t)ps->n_inputs, memory_order_relaxed);
+    atomic_store_explicit(&sh->tokens, (int64_t)ps->n_inputs, memory_order_relaxed);
+    atomic_store_explicit(&sh->parked_at, -1, memory_order_relaxed);
     atomic_store_explicit(&sh->flags, 0, memory_order_relaxed);
     atomic_store_explicit(&sh->start_ns, 0, memory_order_relaxed);
     sh->submit_ns = now;
