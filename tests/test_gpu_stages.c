@@ -77,7 +77,7 @@ static int64_t two_spins_wall(int sms) {
     cb_error_clear(&err);
     cb_cuda_spin *s[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++) {
-        int rc = g_cuda.api->spin_create(0, sms, &s[i], &err);
+        int rc = g_cuda.api->spin_create(0, sms, 0, CB_GPU_WAIT_BLOCK, &s[i], &err);
         CB_CHECK_EQ_INT(rc, CB_OK);
         if (rc) {
             printf("# spin_create(sms %d): %s\n", sms, err.msg);
@@ -131,7 +131,7 @@ static void test_spin_sms(void) {
     cb_error err;
     cb_error_clear(&err);
     cb_cuda_spin *s = NULL;
-    CB_CHECK_EQ_INT(g_cuda.api->spin_create(0, g_info.sms + 1, &s, &err), CB_EINVAL);
+    CB_CHECK_EQ_INT(g_cuda.api->spin_create(0, g_info.sms + 1, 0, CB_GPU_WAIT_BLOCK, &s, &err), CB_EINVAL);
     CB_CHECK_CONTAINS(err.msg, "sms:");
     CB_CHECK(s == NULL);
 }

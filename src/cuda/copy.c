@@ -24,6 +24,7 @@ struct cb_cuda_copy {
     size_t bytes;
     cb_cuda_copy_dir dir;
     int pinned;
+    cb_gpu_wait wait;
     void *host;                    /* H2D/D2H: the host side (pinned or cb_malloc'd) */
     void *dev, *dev2;              /* dev2: the D2D destination */
     cudaStream_t stream;
@@ -68,15 +69,17 @@ static int cb__copy_setup(cb_cuda_copy *c, cb_error *err) {
     CB__CUDA(cudaDeviceSynchronize()); /* the memsets are done before the first copy */
     CB__CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     c->have_stream = 1;
-    CB__CUDA(cudaEventCreate(&c->e0));
+    rc = cb__cuda_event_create(&c->e0, CB_GPU_WAIT_SPIN, err); /* only ever timed, not waited on */
+    if (rc) return rc;
     c->have_e0 = 1;
-    CB__CUDA(cudaEventCreate(&c->e1));
+    rc = cb__cuda_event_create(&c->e1, c->wait, err);
+    if (rc) return rc;
     c->have_e1 = 1;
     return CB_OK;
 }
 
 int cb__cuda_copy_create(int ordinal, size_t bytes, cb_cuda_copy_dir dir, int pinned,
-                         cb_cuda_copy **out, cb_error *err) {
+                         cb_gpu_wait wait, cb_cuda_copy **out, cb_error *err) {
     *out = NULL;
     if (bytes == 0) return cb_error_set(err, CB_EINVAL, "bytes: a copy needs at least 1 byte");
     if (dir != CB_CUDA_H2D && dir != CB_CUDA_D2H && dir != CB_CUDA_D2D)
@@ -87,6 +90,7 @@ int cb__cuda_copy_create(int ordinal, size_t bytes, cb_cuda_copy_dir dir, int pi
     c->bytes = bytes;
     c->dir = dir;
     c->pinned = pinned != 0;
+    c->wait = wait;
     int rc = cb__copy_setup(c, err);
     if (rc) {
         cb__cuda_copy_destroy(c);
@@ -111,7 +115,8 @@ int cb__cuda_copy_run(cb_cuda_copy *c, int64_t *device_ns, cb_error *err) {
     CB__CUDA(cudaEventRecord(c->e0, c->stream));
     CB__CUDA(cudaMemcpyAsync(dst, src, c->bytes, kind, c->stream));
     CB__CUDA(cudaEventRecord(c->e1, c->stream));
-    CB__CUDA(cudaEventSynchronize(c->e1));
+    rc = cb__cuda_wait(c->e1, c->wait, "the copy", err);
+    if (rc) return rc;
     float ms = 0.0f;
     CB__CUDA(cudaEventElapsedTime(&ms, c->e0, c->e1));
     *device_ns = (int64_t)llround((double)ms * 1e6);

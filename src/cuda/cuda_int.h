@@ -47,12 +47,20 @@ extern const cb_nn_backend cb__cuda_nn_backend;
  * the current device is per thread). */
 int cb__cuda_set_device(int ordinal, cb_error *err);
 
+/* Waiting for the device (gpu/wait.h): an event made for the policy (timing enabled;
+ * cudaEventBlockingSync for CB_GPU_WAIT_BLOCK), and the wait on it: cudaEventSynchronize
+ * (block), or cudaEventQuery polled in a loop (spin), with sched_yield() between polls (yield).
+ * `what` names the work waited for in the error message. */
+int cb__cuda_event_create(cudaEvent_t *ev, cb_gpu_wait wait, cb_error *err);
+int cb__cuda_wait(cudaEvent_t ev, cb_gpu_wait wait, const char *what, cb_error *err);
+
 /* util.gpu_spin (spin.cu, C linkage) and util.gpu_copy (copy.c): the cb_cuda_api entries. */
-int cb__cuda_spin_create(int ordinal, int sms, cb_cuda_spin **out, cb_error *err);
+int cb__cuda_spin_create(int ordinal, int sms, unsigned flags, cb_gpu_wait wait,
+                         cb_cuda_spin **out, cb_error *err);
 int cb__cuda_spin_run(cb_cuda_spin *s, int64_t duration_ns, int64_t *device_ns, cb_error *err);
 void cb__cuda_spin_destroy(cb_cuda_spin *s);
 int cb__cuda_copy_create(int ordinal, size_t bytes, cb_cuda_copy_dir dir, int pinned,
-                         cb_cuda_copy **out, cb_error *err);
+                         cb_gpu_wait wait, cb_cuda_copy **out, cb_error *err);
 int cb__cuda_copy_run(cb_cuda_copy *c, int64_t *device_ns, cb_error *err);
 void cb__cuda_copy_destroy(cb_cuda_copy *c);
 

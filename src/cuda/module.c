@@ -1,6 +1,17 @@
-/* cuda/module.c - the module's entry table and device queries (see gpu/cuda_api.h). */
+/* cuda/module.c - the module's entry table, device queries, the version check of the CUDA stack
+ * it runs on, and the wait on an event (see gpu/cuda_api.h, gpu/wait.h).
+ *
+ * Version rules (checked by device_count, so before any executor or stage touches a device, and
+ * reported by `colobench devices`): the driver must run at least the CUDA major version the
+ * module was built with (CUDA's minor-version compatibility covers the rest); cuDNN and cuBLAS
+ * must be of the major version built against (their ABI holds within a major version), and
+ * cuDNN must be built for the same CUDA major. Anything else is CB_EABI: a GPU machine whose
+ * stack must be fixed, never a skipped test.
+ */
 #include <cudnn.h>
 #include <cublas_api.h>
+#include <library_types.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +30,71 @@ int cb__cuda_set_device(int ordinal, cb_error *err) {
     return CB_OK;
 }
 
+int cb__cuda_event_create(cudaEvent_t *ev, cb_gpu_wait wait, cb_error *err) {
+    unsigned flags = wait == CB_GPU_WAIT_BLOCK ? cudaEventBlockingSync : cudaEventDefault;
+    CB__CUDA(cudaEventCreateWithFlags(ev, flags));
+    return CB_OK;
+}
+
+int cb__cuda_wait(cudaEvent_t ev, cb_gpu_wait wait, const char *what, cb_error *err) {
+    cudaError_t e;
+    if (wait == CB_GPU_WAIT_BLOCK) {
+        e = cudaEventSynchronize(ev);
+    } else {
+        while ((e = cudaEventQuery(ev)) == cudaErrorNotReady)
+            if (wait == CB_GPU_WAIT_YIELD) sched_yield();
+    }
+    if (e == cudaSuccess) return CB_OK;
+    int rc = cb__cuda_fail(err, e, wait == CB_GPU_WAIT_BLOCK ? "cudaEventSynchronize"
+                                                            : "cudaEventQuery",
+                           __FILE__, __LINE__);
+    cb_error_prefix(err, "waiting for %s", what);
+    return rc;
+}
+
+static int cb__ver3(int major, int minor, int patch) { return major * 10000 + minor * 100 + patch; }
+
+static int cb__versions(cb_cuda_versions *v, cb_error *err) {
+    memset(v, 0, sizeof *v);
+    v->built_runtime = CUDART_VERSION;
+    v->built_cudnn = CUDNN_VERSION;
+    v->built_cublas = cb__ver3(CUBLAS_VER_MAJOR, CUBLAS_VER_MINOR, CUBLAS_VER_PATCH);
+    cudaDriverGetVersion(&v->driver);
+    cudaRuntimeGetVersion(&v->runtime);
+    v->cudnn = (int)cudnnGetVersion();
+    v->cudnn_cudart = (int)cudnnGetCudartVersion();
+    int major = 0, minor = 0, patch = 0;
+    if (cublasGetProperty(MAJOR_VERSION, &major) == CUBLAS_STATUS_SUCCESS &&
+        cublasGetProperty(MINOR_VERSION, &minor) == CUBLAS_STATUS_SUCCESS &&
+        cublasGetProperty(PATCH_LEVEL, &patch) == CUBLAS_STATUS_SUCCESS)
+        v->cublas = cb__ver3(major, minor, patch);
+    if (v->driver == 0) return CB_OK; /* no driver: device_count says so (not a mismatch) */
+    if (v->driver / 1000 < v->built_runtime / 1000)
+        return cb_error_set(err, CB_EABI, "the NVIDIA driver runs CUDA up to %d.%d, older than "
+                            "the CUDA %d.%d this module was built with: update the driver",
+                            v->driver / 1000, v->driver % 1000 / 10, v->built_runtime / 1000,
+                            v->built_runtime % 1000 / 10);
+    if (v->cudnn / 10000 != v->built_cudnn / 10000)
+        return cb_error_set(err, CB_EABI, "cuDNN %d.%d.%d is loaded, this module was built with "
+                            "cuDNN %d.%d.%d (another major version)", v->cudnn / 10000,
+                            v->cudnn / 100 % 100, v->cudnn % 100, v->built_cudnn / 10000,
+                            v->built_cudnn / 100 % 100, v->built_cudnn % 100);
+    if (v->cudnn_cudart / 1000 != v->built_runtime / 1000)
+        return cb_error_set(err, CB_EABI, "the loaded cuDNN was built for CUDA %d.%d, this module "
+                            "for CUDA %d.%d", v->cudnn_cudart / 1000, v->cudnn_cudart % 1000 / 10,
+                            v->built_runtime / 1000, v->built_runtime % 1000 / 10);
+    if (v->cublas / 10000 != v->built_cublas / 10000)
+        return cb_error_set(err, CB_EABI, "cuBLAS %d.%d is loaded, this module was built with "
+                            "cuBLAS %d.%d", v->cublas / 10000, v->cublas / 100 % 100,
+                            v->built_cublas / 10000, v->built_cublas / 100 % 100);
+    return CB_OK;
+}
+
 static int cb__device_count(int *count, cb_error *err) {
     *count = 0;
+    cb_cuda_versions v;
+    int vrc = cb__versions(&v, err);
+    if (vrc) return vrc;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0))
@@ -34,7 +108,7 @@ static int cb__device_count(int *count, cb_error *err) {
         if (drv == 0)
             return cb_error_set(err, CB_EUNSUPPORTED, "no NVIDIA driver on this machine "
                                 "(libcuda.so.1 not found)");
-        return cb_error_set(err, CB_EUNSUPPORTED, "the NVIDIA driver supports CUDA %d.%d, older"
+        return cb_error_set(err, CB_EABI, "the NVIDIA driver supports CUDA %d.%d, older"
                             " than this build's CUDA %d.%d", drv / 1000, drv % 1000 / 10,
                             CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
     }
@@ -57,6 +131,14 @@ static int cb__device_info(int ordinal, cb_cuda_device_info *out, cb_error *err)
     int khz = 0;
     CB__CUDA(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, ordinal));
     out->clock_khz = khz;
+    int cur = 0;
+    CB__CUDA(cudaGetDevice(&cur));
+    CB__CUDA(cudaSetDevice(ordinal));
+    size_t free_b = 0, total_b = 0;
+    cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+    cudaSetDevice(cur);
+    if (e != cudaSuccess) return cb__cuda_fail(err, e, "cudaMemGetInfo", __FILE__, __LINE__);
+    out->free_bytes = (int64_t)free_b;
     return CB_OK;
 }
 
@@ -77,4 +159,5 @@ __attribute__((visibility("default"))) const cb_cuda_api cb_cuda_entry = {
     .copy_create = cb__cuda_copy_create,   /* util.gpu_copy (copy.c) */
     .copy_run = cb__cuda_copy_run,
     .copy_destroy = cb__cuda_copy_destroy,
+    .versions = cb__versions,
 };

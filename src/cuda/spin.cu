@@ -148,7 +148,10 @@ extern "C" void cb__cuda_spin_destroy(cb_cuda_spin *s) {
     cb_free(s);
 }
 
-extern "C" int cb__cuda_spin_create(int ordinal, int sms, cb_cuda_spin **out, cb_error *err) {
+extern "C" int cb__cuda_spin_create(int ordinal, int sms, unsigned flags, cb_gpu_wait wait,
+                                    cb_cuda_spin **out, cb_error *err) {
+    (void)flags;
+    (void)wait;
     *out = NULL;
     cb_cuda_spin *s = (cb_cuda_spin *)cb_calloc(1, sizeof *s);
     if (!s) return cb_error_set(err, CB_ENOMEM, "out of memory");

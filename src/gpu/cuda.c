@@ -54,7 +54,7 @@ static int cb__try(cb_cuda *c, const char *path, char *why, size_t why_size) {
     }
     if (!api->device_count || !api->device_info || !api->nn || !api->spin_create ||
         !api->spin_run || !api->spin_destroy || !api->copy_create || !api->copy_run ||
-        !api->copy_destroy) {
+        !api->copy_destroy || !api->versions) {
         snprintf(why, why_size, "%s lacks entries of its table (a module of another build)", path);
         dlclose(h);
         return -1;
@@ -114,10 +114,13 @@ int cb_cuda_open_device(cb_cuda *c, int ordinal, cb_error *err) {
     int count = 0;
     rc = c->api->device_count(&count, err);
     if (rc) {
+        /* CB_EABI (a CUDA stack the module cannot run on) stays itself: a machine with a GPU
+         * to fix, not one without. */
+        int code = rc == CB_EABI ? CB_EABI : CB_EUNSUPPORTED;
         cb_error_prefix(err, "CUDA devices are unavailable");
-        if (err) err->code = CB_EUNSUPPORTED;
+        if (err) err->code = code;
         cb_cuda_close(c);
-        return CB_EUNSUPPORTED;
+        return code;
     }
     if (ordinal < 0 || ordinal >= count) {
         cb_cuda_close(c);

@@ -33,7 +33,9 @@ int cb_cuda_built(void);
 int cb_cuda_open(cb_cuda *c, cb_error *err);
 
 /* Loads the module and checks that device `ordinal` exists: CB_EUNSUPPORTED with "CUDA devices
- * are unavailable: ..." (no driver, no GPU) or "device cuda:N does not exist (M visible)". */
+ * are unavailable: ..." (no driver, no GPU) or "device cuda:N does not exist (M visible)";
+ * CB_EABI when the machine's CUDA stack cannot run this module (driver older than the CUDA it
+ * was built with, cuDNN/cuBLAS of another major version). */
 int cb_cuda_open_device(cb_cuda *c, int ordinal, cb_error *err);
 
 void cb_cuda_close(cb_cuda *c);    /* a closed or zeroed cb_cuda is a no-op */

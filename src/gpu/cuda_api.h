@@ -24,7 +24,9 @@
 #include "colobench/error.h"
 #include "nn/nn.h"
 
-#define CB_CUDA_API_VERSION 1
+/* Version history: 1 issue 6; 2 issue 14 (versions; device_info.free_bytes; spin_create and
+ * copy_create take the wait policy, spin_create its flags). */
+#define CB_CUDA_API_VERSION 2
 #define CB_CUDA_ENTRY_SYMBOL "cb_cuda_entry"
 
 typedef struct cb_cuda_device_info {
@@ -33,10 +35,23 @@ typedef struct cb_cuda_device_info {
     int sms;                       /* multiprocessors */
     int64_t memory_bytes;          /* total global memory */
     int64_t clock_khz;             /* SM clock (cudaDevAttrClockRate) */
+    int64_t free_bytes;            /* free global memory now (cudaMemGetInfo) */
 } cb_cuda_device_info;
 
-/* util.gpu_spin: a busy kernel on `sms` multiprocessors (one block per SM) that runs for a
- * chosen time, calibrated once against the SM clock. */
+/* The CUDA stack this process runs on, against what the module was built with. Versions are
+ * as the libraries encode them: CUDA 13000 = 13.0; cuDNN 91900 = 9.19.0; cuBLAS 130100 =
+ * 13.1.0 (major * 10000 + minor * 100 + patch). 0 = could not be read. */
+typedef struct cb_cuda_versions {
+    int driver;                    /* cudaDriverGetVersion: the newest CUDA the driver runs */
+    int runtime, built_runtime;    /* cudaRuntimeGetVersion, CUDART_VERSION */
+    int cudnn, built_cudnn;        /* cudnnGetVersion, CUDNN_VERSION */
+    int cudnn_cudart;              /* cudnnGetCudartVersion: the CUDA cuDNN was built for */
+    int cublas, built_cublas;      /* cublasGetProperty, CUBLAS_VERSION's parts */
+} cb_cuda_versions;
+
+/* util.gpu_spin: a busy kernel on `sms` multiprocessors (one block per SM, each taking the
+ * whole SM: all its shared memory and 1024 threads, so no other kernel's block can be resident
+ * there while it runs) that spins on the GPU's nanosecond timer for a chosen time. */
 typedef struct cb_cuda_spin cb_cuda_spin;
 /* util.gpu_copy: host/device copies of a fixed size. */
 typedef struct cb_cuda_copy cb_cuda_copy;
@@ -53,17 +68,22 @@ typedef struct cb_cuda_api {
     const char *build;             /* "CUDA 13.0, cuDNN 9.x.y, cuBLAS 13.x" as compiled */
 
     /* Devices visible to this process (>= 1), or a negative code whose message says why there
-     * are none: no driver, no device, a driver older than the toolkit. */
+     * are none: CB_EUNSUPPORTED for no driver or no device; CB_EABI for a CUDA stack this
+     * module cannot run on (a driver older than the CUDA it was built with, a cuDNN or cuBLAS
+     * of another major version): a machine with a GPU that must be fixed, not skipped. */
     int (*device_count)(int *count, cb_error *err);
     int (*device_info)(int ordinal, cb_cuda_device_info *out, cb_error *err);
 
     /* The cuDNN/cuBLAS backend of src/nn (device "cuda:N"; e->device_index is N). */
     const cb_nn_backend *nn;
 
-    /* util.gpu_spin. create allocates on device `ordinal` and calibrates (untimed setup).
-     * run launches one spin of duration_ns on its stream, waits for it and returns its device
-     * time (CUDA events) in *device_ns. */
-    int (*spin_create)(int ordinal, int sms, cb_cuda_spin **out, cb_error *err);
+    /* util.gpu_spin. create allocates on device `ordinal` and measures the launch overhead
+     * (untimed setup). run launches one spin of duration_ns on its stream, waits for it (as
+     * `wait` says) and returns its device time (CUDA events) in *device_ns. flags:
+     * CB_CUDA_SPIN_LIGHT makes a light kernel instead (one warp per block, no shared memory:
+     * it occupies nothing, so other kernels fit beside it; tests use it as a probe). */
+    int (*spin_create)(int ordinal, int sms, unsigned flags, cb_gpu_wait wait,
+                       cb_cuda_spin **out, cb_error *err);
     int (*spin_run)(cb_cuda_spin *s, int64_t duration_ns, int64_t *device_ns, cb_error *err);
     void (*spin_destroy)(cb_cuda_spin *s);               /* NULL is a no-op */
 
@@ -71,9 +91,16 @@ typedef struct cb_cuda_api {
      * (pinned = 1: cudaHostAlloc; 0: pageable malloc). run does one copy on its stream, waits,
      * and returns the device time of the copy in *device_ns. */
     int (*copy_create)(int ordinal, size_t bytes, cb_cuda_copy_dir dir, int pinned,
-                       cb_cuda_copy **out, cb_error *err);
+                       cb_gpu_wait wait, cb_cuda_copy **out, cb_error *err);
     int (*copy_run)(cb_cuda_copy *c, int64_t *device_ns, cb_error *err);
     void (*copy_destroy)(cb_cuda_copy *c);               /* NULL is a no-op */
+
+    /* Versions of the CUDA stack (driver, runtime, cuDNN, cuBLAS) beside the built ones; CB_OK
+     * when compatible, CB_EABI with the reason when not (out filled either way, as far as it
+     * could be read). Needs no device. */
+    int (*versions)(cb_cuda_versions *out, cb_error *err);
 } cb_cuda_api;
+
+#define CB_CUDA_SPIN_LIGHT 1u
 
 #endif

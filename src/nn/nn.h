@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "colobench/error.h"
+#include "gpu/wait.h"
 
 #define CB_NN_MAX_DIMS 4
 #define CB_NN_NAME_MAX 96
@@ -191,11 +192,24 @@ typedef struct cb_nn_exec_opts {
     int cudnn_benchmark;           /* CUDA: 1 (default when opts come from a stage) times every
                                       cuDNN algorithm once per layer shape at the first call of
                                       that shape and keeps the fastest (cudnnFind*, cached in the
-                                      executor); 0 takes cuDNN's heuristic choice */
+                                      executor); 0 takes cuDNN's heuristic choice (the first
+                                      algorithm whose workspace fits CB_NN_CUDA_WS_MAX_BYTES) */
+    cb_gpu_wait gpu_wait;          /* CUDA: how the calling thread waits for the device at the
+                                      end of a call (gpu/wait.h; default CB_GPU_WAIT_BLOCK: it
+                                      sleeps, leaving its core to collocated work) */
+    int cuda_own_kernels;          /* CUDA: 1 runs batch norm, ReLU and pooling on the
+                                      backend's own kernels instead of cuDNN's (bf16 executors
+                                      always do: cuDNN's legacy API may refuse bf16 there);
+                                      for tests, which check them against the CPU at fp32 */
 } cb_nn_exec_opts;
 /* History of cb_nn_exec_opts (fields are only appended):
  *   issue 5: input_grad, winograd.
- *   issue 6: precision, cudnn_benchmark. */
+ *   issue 6: precision, cudnn_benchmark.
+ *   issue 14: gpu_wait, cuda_own_kernels. */
+
+/* Largest convolution workspace the CUDA backend uses for one layer (cudnnFind's scratch, and
+ * the heuristic path's choice): 1 GiB. */
+#define CB_NN_CUDA_WS_MAX_BYTES ((size_t)1 << 30)
 
 typedef struct cb_nn_result {
     double loss;                   /* mean cross-entropy over the batch */
@@ -213,13 +227,30 @@ typedef struct cb_nn_exec_stats {
                                       optimizer. total_ns - primitive_ns is the time outside
                                       the library: these kernels plus dispatch */
     int64_t device_ns;             /* CUDA: device time of those calls, from CUDA events
-                                      recorded on the executor's stream at the start and end
-                                      of each call (0 on the CPU) */
-    int64_t device_mem_peak_bytes; /* CUDA: peak bytes in use in the executor's own stream-
-                                      ordered memory pool (cudaMemPoolAttrUsedMemHigh) plus
-                                      its fixed allocations (weights, gradients, optimizer
-                                      state); 0 on the CPU */
+                                      recorded on the executor's stream right before the
+                                      first copy of the input to the device and after the
+                                      last result copy: device work only, not the host's copy
+                                      into pinned staging, plan lookup or allocation (0 on the
+                                      CPU) */
+    int64_t device_mem_peak_bytes; /* CUDA: steady-state peak: the most bytes in use in the
+                                      executor's own stream-ordered memory pool during calls
+                                      (cudaMemPoolAttrUsedMemHigh, reset after every plan
+                                      build) plus its fixed allocations (weights, gradients,
+                                      optimizer state); what PyTorch's max_memory_allocated
+                                      shows after warm-up. 0 on the CPU */
     int64_t last_device_ns;        /* device time of the last call alone */
+    /* Appended in issue 14. */
+    int64_t device_mem_plan_peak_bytes; /* CUDA: peak while building plans (cudnnFind's
+                                      scratch and workspace), plus the fixed allocations; the
+                                      pool is trimmed back after each plan build */
+    int64_t copy_in_ns;            /* CUDA: of device_ns, the input's (and labels') host-to-
+                                      device copies (CUDA events around them) */
+    int64_t last_copy_in_ns;       /* that of the last call alone */
+    int64_t last_stage_in_ns;      /* CUDA: host time of the last call's copy of the caller's
+                                      buffers into pinned staging (not in device_ns) */
+    double loss_scale;             /* CUDA fp16 training: GradScaler's current scale (65536
+                                      at first); 0 otherwise */
+    int64_t skipped_steps;         /* CUDA fp16 training: steps skipped for inf/NaN gradients */
 } cb_nn_exec_stats;
 
 typedef struct cb_nn_exec cb_nn_exec;

@@ -76,7 +76,8 @@ static int cb_gpu_copy_prepare(void *state, cb_error *err) {
     if (s->copy) return CB_OK;
     int rc = cb_util_gpu_open(&s->cuda, s->ordinal, err);
     if (rc) return rc;
-    return s->cuda.api->copy_create(s->ordinal, s->bytes, s->dir, s->pinned, &s->copy, err);
+    return s->cuda.api->copy_create(s->ordinal, s->bytes, s->dir, s->pinned, CB_GPU_WAIT_BLOCK,
+                                     &s->copy, err);
 }
 
 static int cb_gpu_copy_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {

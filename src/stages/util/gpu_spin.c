@@ -60,7 +60,7 @@ static int cb_gpu_spin_prepare(void *state, cb_error *err) {
     if (s->spin) return CB_OK;
     int rc = cb_util_gpu_open(&s->cuda, s->ordinal, err);
     if (rc) return rc;
-    return s->cuda.api->spin_create(s->ordinal, s->sms, &s->spin, err);
+    return s->cuda.api->spin_create(s->ordinal, s->sms, 0, CB_GPU_WAIT_BLOCK, &s->spin, err);
 }
 
 static int cb_gpu_spin_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
