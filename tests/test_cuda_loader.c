@@ -116,10 +116,34 @@ static void test_devices(void) {
     cb_cuda_device_info info;
     CB_CHECK_EQ_INT(c.api->device_info(0, &info, &err), CB_OK);
     CB_CHECK(info.name[0] != '\0' && info.sms > 0 && info.memory_bytes > 0 && info.major >= 7);
+    CB_CHECK(info.free_bytes > 0 && info.free_bytes <= info.memory_bytes);
     cb_cuda_close(&c);
     cb_error_clear(&err);
     CB_CHECK_EQ_INT(cb_cuda_open_device(&c, 4000, &err), CB_EUNSUPPORTED);
     CB_CHECK_CONTAINS(err.msg, "does not exist");
+}
+
+/* The versions of the CUDA stack are read without a device: the libraries the module links
+ * (cudart, cuDNN, cuBLAS) are those it was built with here, so they are compatible. */
+static void test_versions(void) {
+    if (!cb_cuda_built()) return;
+    cb_error err;
+    cb_error_clear(&err);
+    cb_cuda c;
+    CB_CHECK_EQ_INT(cb_cuda_open(&c, &err), CB_OK);
+    if (!c.api) return;
+    cb_cuda_versions v;
+    int rc = c.api->versions(&v, &err);
+    printf("# driver %d, runtime %d (built %d), cuDNN %d (built %d, for CUDA %d), cuBLAS %d "
+           "(built %d)\n", v.driver, v.runtime, v.built_runtime, v.cudnn, v.built_cudnn,
+           v.cudnn_cudart, v.cublas, v.built_cublas);
+    CB_CHECK_EQ_INT(rc, CB_OK);
+    CB_CHECK_CMP_INT(v.built_runtime, >=, 13000);
+    CB_CHECK_EQ_INT(v.runtime / 1000, v.built_runtime / 1000);
+    CB_CHECK_EQ_INT(v.cudnn / 10000, v.built_cudnn / 10000);
+    CB_CHECK_EQ_INT(v.cublas / 10000, v.built_cublas / 10000);
+    CB_CHECK_CMP_INT(v.cudnn_cudart, >=, 13000);
+    cb_cuda_close(&c);
 }
 
 static void test_executor_devices(void) {
@@ -238,6 +262,7 @@ static void test_devices_command(void) {
         CB_CHECK_EQ_INT(st, 1);
         CB_CHECK_CONTAINS(out, cb_cuda_built() ? "cuda devices: none: " : "built without CUDA");
     }
+    if (cb_cuda_built()) CB_CHECK_CONTAINS(out, "cuda stack: driver ");
     free(out);
     out = NULL;
     CB_CHECK_EQ_INT(cb_test_sh(CB_TEST_COLOBENCH " devices --bogus 2>&1", &out), 2);
@@ -252,6 +277,7 @@ int main(void) {
     CB_RUN(test_module_path_override);
     CB_RUN(test_module_loads);
     CB_RUN(test_devices);
+    CB_RUN(test_versions);
     CB_RUN(test_executor_devices);
     CB_RUN(test_run_without_device);
     CB_RUN(test_devices_command);

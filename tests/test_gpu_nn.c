@@ -26,6 +26,7 @@
 
 #include "core/rng.h"
 #include "gpu/cuda.h"
+#include "gpu_fixture.h"
 #include "nn/nn.h"
 
 static int g_rc;
@@ -366,13 +367,7 @@ static void test_errors(void) {
 
 int main(void) {
     cb_cuda c;
-    memset(&c, 0, sizeof c);
-    cb_error err;
-    cb_error_clear(&err);
-    if (cb_cuda_open_device(&c, 0, &err)) {
-        cb_test_skip(err.msg);
-        return cb_test_done();
-    }
+    if (gpu_fixture_open(&c, 0)) return cb_test_done();
     CB_RUN(test_layers);
     CB_RUN(test_mlp);
     CB_RUN(test_cnn);

@@ -14,6 +14,7 @@
 #include "core/runtime.h"
 #include "core/spec.h"
 #include "gpu/cuda.h"
+#include "gpu_fixture.h"
 #include "run_fixture.h"
 
 #define MS 1000000LL
@@ -180,10 +181,7 @@ static void test_copy_directions(void) {
 int main(void) {
     cb_error err;
     cb_error_clear(&err);
-    if (cb_cuda_open_device(&g_cuda, 0, &err) != CB_OK) {
-        cb_test_skip(err.msg);
-        return cb_test_done();
-    }
+    if (gpu_fixture_open(&g_cuda, 0)) return cb_test_done();
     if (g_cuda.api->device_info(0, &g_info, &err) != CB_OK) {
         cb__test_fail(__FILE__, __LINE__, "device_info: %s", err.msg);
         cb_cuda_close(&g_cuda);
