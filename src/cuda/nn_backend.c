@@ -9,12 +9,20 @@
  *   staging for `batch` images, then builds the main plan (train step or eval-mode forward at
  *   `batch`) so algorithm search happens before the first timed call.
  * - A call: make the device current; find or build the plan for (kind, n) (least recently used
- *   of CB__CU_MAX_PLANS; the one built at create stays); record the start event; copy the input
- *   (and labels) through pinned memory to pool buffers; enqueue forward, loss, backward and one
- *   fused optimizer kernel; copy results to pinned memory; free the call's buffers
- *   stream-ordered; record the end event; synchronise the stream once; read the results.
- *   stats.last_device_ns is the time between the two events, added to stats.device_ns;
- *   stats.device_mem_peak_bytes is the pool's cudaMemPoolAttrUsedMemHigh plus the fixed arrays.
+ *   of CB__CU_MAX_PLANS; the one built at create stays; after a build the pool is trimmed and
+ *   its high-water mark reset: cb__plan_trim); copy the caller's input (and labels) into pinned
+ *   staging (host time: stats.last_stage_in_ns); allocate the call's buffers from the pool
+ *   (stream-ordered, host side); record the start event; copy the input to the device; record
+ *   the input event; enqueue forward, loss, backward and one fused optimizer kernel; copy
+ *   results to pinned memory; free the call's buffers stream-ordered; record the end event and
+ *   wait for it as opts.gpu_wait says (block: the thread sleeps; spin; yield); read the results.
+ *   stats.last_device_ns is start to end event: device work only (the copies to and from the
+ *   device included, host staging and launch preparation before the first copy excluded);
+ *   stats.last_copy_in_ns is start to input event. stats.device_mem_peak_bytes is the largest
+ *   cudaMemPoolAttrUsedMemHigh seen after a call (the steady state) plus the fixed arrays;
+ *   stats.device_mem_plan_peak_bytes the largest seen after plan builds plus the fixed arrays.
+ *   What device_ns still contains besides kernels: gaps where the device waited for the host
+ *   to enqueue the next kernel (eager execution, as PyTorch's event timing sees too).
  * - Precision: fp32 sets CUDNN_FMA_MATH on every convolution and CUBLAS_COMPUTE_32F (no TF32
  *   anywhere); tf32 sets CUDNN_TENSOR_OP_MATH and CUBLAS_COMPUTE_32F_FAST_TF32. bf16 and fp16
  *   are torch.autocast's mixed precision: 16-bit activations and a 16-bit weight copy
@@ -34,6 +42,7 @@
  */
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "cuda/nn_cuda.h"
@@ -124,8 +133,11 @@ static int cb__params_init(cb__cu *c, cb_error *err) {
 
 static int cb__handles(cb__cu *c, cb_error *err) {
     CB__CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-    CB__CUDA(cudaEventCreate(&c->ev0));
-    CB__CUDA(cudaEventCreate(&c->ev1));
+    /* ev0 and ev_in are only timed, never waited on; ev1 ends every call. */
+    int rc = cb__cuda_event_create(&c->ev0, CB_GPU_WAIT_SPIN, err);
+    if (!rc) rc = cb__cuda_event_create(&c->ev_in, CB_GPU_WAIT_SPIN, err);
+    if (!rc) rc = cb__cuda_event_create(&c->ev1, c->e->opts.gpu_wait, err);
+    if (rc) return rc;
     struct cudaMemPoolProps props;
     memset(&props, 0, sizeof props);
     props.allocType = cudaMemAllocationTypePinned;
@@ -152,6 +164,9 @@ static int cb__handles(cb__cu *c, cb_error *err) {
                                    : CUDNN_DATA_FLOAT;
     c->cdt = c->dt == CB__DT_BF16 ? CUDA_R_16BF : c->dt == CB__DT_F16 ? CUDA_R_16F : CUDA_R_32F;
     c->scale = prec == CB_NN_FP16 && c->e->opts.train ? 65536.0f : 1.0f;
+    /* bf16: PyTorch runs bf16 batch norm, ReLU and pooling on its own kernels, and cuDNN's
+     * legacy API may refuse them; so do we (nn_own.cu). */
+    c->own = c->dt == CB__DT_BF16 || c->e->opts.cuda_own_kernels;
     CB__CUDNN(cudnnCreateActivationDescriptor(&c->relu));
     CB__CUDNN(cudnnSetActivationDescriptor(c->relu, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN,
                                            0.0));
@@ -192,6 +207,7 @@ static int cb__cu_create_impl(cb_nn_exec *e, cb__cu *c, cb_error *err) {
     int rc = cb__cuda_set_device(c->dev, err);
     if (!rc) rc = cb__handles(c, err);
     if (!rc) rc = cb__params_init(c, err);
+    if (!rc && c->d_found) e->stats.loss_scale = c->scale;
     if (!rc) {
         c->nodes = cb_calloc((size_t)m->n_nodes, sizeof *c->nodes);
         if (!c->nodes) rc = cb_error_set(err, CB_ENOMEM, "out of memory");
@@ -200,11 +216,6 @@ static int cb__cu_create_impl(cb_nn_exec *e, cb__cu *c, cb_error *err) {
     if (!rc) rc = cb__staging(c, err);
     cb__cu_plan *p;
     if (!rc) rc = cb__plan(c, o->train ? CB__CU_TRAIN : CB__CU_EVAL, o->batch, &p, err);
-    if (!rc) {
-        cudaError_t ce = cudaStreamSynchronize(c->stream);
-        if (ce != cudaSuccess)
-            rc = cb__cuda_fail(err, ce, "cudaStreamSynchronize", __FILE__, __LINE__);
-    }
     return rc;
 }
 
@@ -230,6 +241,7 @@ static void cb__cu_destroy(cb_nn_exec *e) {
     if (c->blas) cublasDestroy(c->blas);
     if (c->pool) cudaMemPoolDestroy(c->pool);
     if (c->ev0) cudaEventDestroy(c->ev0);
+    if (c->ev_in) cudaEventDestroy(c->ev_in);
     if (c->ev1) cudaEventDestroy(c->ev1);
     if (c->stream) cudaStreamDestroy(c->stream);
     cb_free(c->nodes);
@@ -258,8 +270,26 @@ static int cb__cu_create(cb_nn_exec *e, cb_error *err) {
 
 /* ---- Plans ------------------------------------------------------------------------------ */
 
+/* After a plan build: wait for cudnnFind's work, note the pool's high-water mark as the planning
+ * peak, give the pool's unused memory (the Find scratch and workspace) back to the device and
+ * reset the high-water mark, so that later calls measure their own steady-state peak. Calls
+ * before this one are already in steady_peak (read after each call). */
+static int cb__plan_trim(cb__cu *c, cb_error *err) {
+    CB__CUDA(cudaStreamSynchronize(c->stream));
+    uint64_t high = 0;
+    CB__CUDA(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &high));
+    if ((int64_t)high > c->plan_peak) c->plan_peak = (int64_t)high;
+    CB__CUDA(cudaMemPoolTrimTo(c->pool, 0));
+    uint64_t zero = 0; /* the high-water marks can only be reset to 0 */
+    CB__CUDA(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero));
+    CB__CUDA(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReservedMemHigh, &zero));
+    c->e->stats.device_mem_plan_peak_bytes = c->plan_peak + c->fixed_bytes;
+    return CB_OK;
+}
+
 /* The plan of (kind, n): cached, or built into a free slot, or into the least recently used
- * slot after slot 0 (the plan built at create, which stays). */
+ * slot after slot 0 (the plan built at create, which stays); the pool is trimmed after a
+ * build. */
 static int cb__plan(cb__cu *c, int kind, int n, cb__cu_plan **out, cb_error *err) {
     int victim = -1;
     for (int i = 0; i < CB__CU_MAX_PLANS; i++) {
@@ -275,7 +305,11 @@ static int cb__plan(cb__cu *c, int kind, int n, cb__cu_plan **out, cb_error *err
     cb__cu_plan *p = c->plans[victim];
     if (!p || p->kind != kind || p->n != n) {
         int rc = cb__cu_plan_build(c, kind, n, &p, err);
-        if (rc) return rc;
+        if (!rc) rc = cb__plan_trim(c, err);
+        if (rc) {
+            cb__cu_plan_free(p);
+            return rc;
+        }
         cb__cu_plan_free(c->plans[victim]);
         c->plans[victim] = p;
     }
@@ -316,7 +350,9 @@ static int cb__optimize(cb__cu *c, cb_error *err) {
     return CB_OK;
 }
 
-/* Everything a call enqueues between the start event and the result copies. */
+/* Everything a call enqueues: its buffers (stream-ordered allocations: host work, before the
+ * start event), the start event right before the first copy to the device, the input copies,
+ * the input event, forward, loss, backward, optimizer and the result copies. */
 static int cb__enqueue(cb__cu *c, const cb__cu_plan *p, int has_labels, int want_logits,
                        cb_error *err) {
     const cb_nn_model *m = c->m;
@@ -324,17 +360,15 @@ static int cb__enqueue(cb__cu *c, const cb__cu_plan *p, int has_labels, int want
     int rc = cb__cu_buffers_alloc(c, p, err);
     if (rc) return rc;
     size_t in = (size_t)n * c->in_numel;
-    if (c->dt == CB__DT_F32) {
-        CB__CUDA(cudaMemcpyAsync(c->val[0], c->h_x, in * sizeof(float), cudaMemcpyHostToDevice,
-                                 c->stream));
-    } else { /* autocast: the images enter the first layer as 16-bit */
-        CB__CUDA(cudaMemcpyAsync(c->x32, c->h_x, in * sizeof(float), cudaMemcpyHostToDevice,
-                                 c->stream));
-        CB__CUDA(cb__k_convert(c->val[0], c->dt, c->x32, CB__DT_F32, in, 1.0f, c->stream));
-    }
+    CB__CUDA(cudaEventRecord(c->ev0, c->stream));
+    CB__CUDA(cudaMemcpyAsync(c->dt == CB__DT_F32 ? c->val[0] : (void *)c->x32, c->h_x,
+                             in * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     if (has_labels)
         CB__CUDA(cudaMemcpyAsync(c->d_labels, c->h_labels, (size_t)n * sizeof(int32_t),
                                  cudaMemcpyHostToDevice, c->stream));
+    CB__CUDA(cudaEventRecord(c->ev_in, c->stream));
+    if (c->dt != CB__DT_F32) /* autocast: the images enter the first layer as 16-bit */
+        CB__CUDA(cb__k_convert(c->val[0], c->dt, c->x32, CB__DT_F32, in, 1.0f, c->stream));
     rc = cb__cu_forward(c, p, err);
     if (rc) return rc;
     int out = c->nodes[m->output].buf;
@@ -372,6 +406,40 @@ static int cb__enqueue(cb__cu *c, const cb__cu_plan *p, int has_labels, int want
     return CB_OK;
 }
 
+static int64_t cb__mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Device time between two recorded events, in ns. */
+static int cb__elapsed_ns(cudaEvent_t a, cudaEvent_t b, int64_t *ns, cb_error *err) {
+    float ms = 0;
+    CB__CUDA(cudaEventElapsedTime(&ms, a, b));
+    *ns = (int64_t)((double)ms * 1e6 + 0.5);
+    return CB_OK;
+}
+
+/* The host side of a finished train step: GradScaler.update, num_batches_tracked. */
+static void cb__after_step(cb__cu *c, int n) {
+    if (c->h_found) { /* GradScaler.update (growth_interval 2000, factors 2 and 0.5) */
+        if (*c->h_found) {
+            c->scale *= 0.5f;
+            c->good_steps = 0;
+            c->skipped++;
+            c->opt_steps--; /* the step was skipped: no optimizer state advanced */
+        } else if (++c->good_steps == 2000) {
+            c->scale *= 2.0f;
+            c->good_steps = 0;
+        }
+        c->e->stats.loss_scale = c->scale;
+        c->e->stats.skipped_steps = c->skipped;
+    }
+    for (int i = 1; i < c->m->n_nodes; i++)
+        if (c->m->nodes[i].op == CB_NN_BN && c->nodes[i].live) c->nbt[i]++;
+    if (c->e->opts.input_grad) c->ingrad_n = n;
+}
+
 /* A whole call of kind on n images: labels and logits may be NULL. */
 static int cb__call(cb_nn_exec *e, int kind, const float *x, const int32_t *labels, int n,
                     float *logits, cb_nn_result *r, cb_error *err) {
@@ -380,41 +448,34 @@ static int cb__call(cb_nn_exec *e, int kind, const float *x, const int32_t *labe
     cb__cu_plan *p = NULL;
     if (!rc) rc = cb__plan(c, kind, n, &p, err);
     if (rc) return rc;
-    CB__CUDA(cudaEventRecord(c->ev0, c->stream));
+    int64_t t0 = cb__mono_ns();
     memcpy(c->h_x, x, (size_t)n * c->in_numel * sizeof(float));
     if (labels) memcpy(c->h_labels, labels, (size_t)n * sizeof(int32_t));
+    e->stats.last_stage_in_ns = cb__mono_ns() - t0;
     rc = cb__enqueue(c, p, labels != NULL, logits != NULL, err);
     cb__cu_buffers_free(c); /* stream-ordered: after everything enqueued above */
     cudaError_t ce = cudaEventRecord(c->ev1, c->stream);
-    cudaError_t se = cudaStreamSynchronize(c->stream);
+    if (ce != cudaSuccess) { /* nothing to wait on: wait for the stream itself */
+        cudaStreamSynchronize(c->stream);
+        return rc ? rc : cb__cuda_fail(err, ce, "cudaEventRecord", __FILE__, __LINE__);
+    }
+    int wrc = cb__cuda_wait(c->ev1, e->opts.gpu_wait, "the call's device work", err);
     if (rc) return rc;
-    if (ce != cudaSuccess) return cb__cuda_fail(err, ce, "cudaEventRecord", __FILE__, __LINE__);
-    if (se != cudaSuccess)
-        return cb__cuda_fail(err, se, "cudaStreamSynchronize (the call's kernels)", __FILE__,
-                             __LINE__);
-    float ms = 0;
-    CB__CUDA(cudaEventElapsedTime(&ms, c->ev0, c->ev1));
-    e->stats.last_device_ns = (int64_t)((double)ms * 1e6);
-    e->stats.device_ns += e->stats.last_device_ns;
+    if (wrc) return wrc;
+    int64_t dev_ns = 0, in_ns = 0;
+    rc = cb__elapsed_ns(c->ev0, c->ev1, &dev_ns, err);
+    if (!rc) rc = cb__elapsed_ns(c->ev0, c->ev_in, &in_ns, err);
+    if (rc) return rc;
+    e->stats.last_device_ns = dev_ns;
+    e->stats.device_ns += dev_ns;
+    e->stats.last_copy_in_ns = in_ns;
+    e->stats.copy_in_ns += in_ns;
     uint64_t high = 0;
     CB__CUDA(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &high));
-    e->stats.device_mem_peak_bytes = (int64_t)high + c->fixed_bytes;
+    if ((int64_t)high > c->steady_peak) c->steady_peak = (int64_t)high;
+    e->stats.device_mem_peak_bytes = c->steady_peak + c->fixed_bytes;
     if (logits) memcpy(logits, c->h_logits, (size_t)n * c->m->classes * sizeof(float));
-    if (kind == CB__CU_TRAIN && c->h_found) { /* GradScaler.update */
-        if (*c->h_found) {
-            c->scale *= 0.5f;
-            c->good_steps = 0;
-            c->opt_steps--; /* the step was skipped: no optimizer state advanced */
-        } else if (++c->good_steps == 2000) {
-            c->scale *= 2.0f;
-            c->good_steps = 0;
-        }
-    }
-    if (kind == CB__CU_TRAIN) {
-        for (int i = 1; i < c->m->n_nodes; i++)
-            if (c->m->nodes[i].op == CB_NN_BN && c->nodes[i].live) c->nbt[i]++;
-        if (e->opts.input_grad) c->ingrad_n = n;
-    }
+    if (kind == CB__CU_TRAIN) cb__after_step(c, n);
     if (r) {
         double loss = 0;
         int64_t correct = 0;

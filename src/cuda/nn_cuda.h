@@ -17,7 +17,10 @@
  * convolution algorithms (found once per layer shape and cached in the executor) and the
  * workspace size. A call allocates every activation, activation gradient and the workspace from
  * the pool on the stream (cudaMallocFromPoolAsync), enqueues the whole step, frees them again
- * stream-ordered (the pool keeps the memory: release threshold UINT64_MAX) and synchronises once.
+ * stream-ordered (the pool keeps the memory: release threshold UINT64_MAX) and waits once for
+ * its end event. Plan building (cudnnFind's scratch and up to CB_NN_CUDA_WS_MAX_BYTES of
+ * workspace per layer) is followed by a trim of the pool to what is in use and a reset of its
+ * high-water mark, so that memory is returned and the steady-state peak is what calls use.
  *
  * Layouts: PyTorch's NCHW activations and OIHW conv weights are cuDNN's NCHW / KCRS, and linear
  * weights [out, in] are row-major, so the model's float32 tensors are copied as they are.
@@ -90,7 +93,11 @@ typedef struct cb__cu {
     cudnnHandle_t dnn;
     cublasHandle_t blas;
     cudaMemPool_t pool;
-    cudaEvent_t ev0, ev1;
+    cudaEvent_t ev0, ev_in, ev1;   /* a call's device work: start (before the first copy to the
+                                      device), input copied, end (waited on: e->opts.gpu_wait) */
+    int own;                       /* BN, ReLU, pooling on our kernels (nn_own.h), not cuDNN */
+    int64_t plan_peak;             /* pool high-water mark while building plans (bytes) */
+    int64_t steady_peak;           /* pool high-water mark during calls (bytes) */
     cudnnActivationDescriptor_t relu;
     cudnnMathType_t conv_math;     /* FP32: CUDNN_FMA_MATH; else CUDNN_TENSOR_OP_MATH */
     cublasComputeType_t gemm_compute; /* FP32, BF16, FP16: 32F; TF32: 32F_FAST_TF32 */
@@ -106,6 +113,7 @@ typedef struct cb__cu {
      * inf/NaN flag of the step (device, and its pinned copy). */
     float scale;
     int good_steps;
+    int64_t skipped;               /* steps skipped for inf/NaN gradients */
     int32_t *d_found, *h_found;
     cb__cu_node *nodes;
     /* Parameters: per model param its float offset in W (trainable) or STATS (running
@@ -128,7 +136,8 @@ typedef struct cb__cu {
     int64_t opt_steps;
     /* The call in progress: pool allocations (NULL when not allocated). */
     void **val, **dif;             /* per node (only at buf == itself) */
-    float **save;                  /* BN, train: saved mean and inverse std, 2 x C floats */
+    float **save;                  /* BN, train: saved mean at save, inverse std at save +
+                                      cb__cu_bn_stride(C) (256-byte aligned, as cuDNN wants) */
     void *ws;
     float *x32;                    /* 16-bit executors: the float32 images before conversion */
     float *f32;                    /* 16-bit executors: float32 logits / input gradient */
@@ -156,6 +165,8 @@ int cb__cu_backward(cb__cu *c, const cb__cu_plan *p, cb_error *err);
 /* Weights of conv/linear tensor at float offset off as their compute reads them: W, or the
  * 16-bit copy. */
 const void *cb__cu_wconv(const cb__cu *c, size_t off);
+/* Floats from a BN's saved mean to its saved inverse std: C rounded up to 64 (256 bytes). */
+static inline size_t cb__cu_bn_stride(int c) { return ((size_t)c + 63) / 64 * 64; }
 /* Name of a node for messages ("layer1.0.conv1", or "node 12"). */
 const char *cb__cu_node_name(const cb_nn_model *m, int node, char *buf, size_t size);
 

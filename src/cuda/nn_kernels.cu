@@ -5,8 +5,10 @@
 // matrix products) is cuDNN or cuBLAS (nn_layers.c).
 //
 // Activation kernels take the element type at run time (CB__DT_*) and dispatch to a template
-// instance; arithmetic is float32 (double in the loss). Each wrapper launches on the caller's
-// stream and returns cudaGetLastError(). Grid-stride loops with 256-thread blocks and at most
+// instance; arithmetic is float32 (double in the loss). Each wrapper clears the calling thread's
+// last error first (a non-sticky error left by another call, e.g. cuDNN's workspace probing,
+// must not be blamed on our kernel), launches on the caller's stream and returns
+// cudaGetLastError(): the launch's own error. Grid-stride loops with 256-thread blocks and at most
 // 4096 blocks; element-wise kernels index with size_t.
 #include "cuda/nn_kernels.h"
 
@@ -162,6 +164,7 @@ void with_type(int dt, F f) {
 
 extern "C" cudaError_t cb__k_add(void *y, const void *a, const void *b, int dt, size_t count,
                                  cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (count)
         with_type(dt, [&](auto *t) {
             using T = typename std::remove_pointer<decltype(t)>::type;
@@ -173,6 +176,7 @@ extern "C" cudaError_t cb__k_add(void *y, const void *a, const void *b, int dt, 
 
 extern "C" cudaError_t cb__k_accum(void *dst, const void *src, int dt, size_t count, int beta,
                                    cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (count)
         with_type(dt, [&](auto *t) {
             using T = typename std::remove_pointer<decltype(t)>::type;
@@ -184,6 +188,7 @@ extern "C" cudaError_t cb__k_accum(void *dst, const void *src, int dt, size_t co
 
 extern "C" cudaError_t cb__k_convert(void *dst, int ddt, const void *src, int sdt, size_t count,
                                      float mul, cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (count)
         with_type(ddt, [&](auto *dt_) {
             using D = typename std::remove_pointer<decltype(dt_)>::type;
@@ -198,6 +203,7 @@ extern "C" cudaError_t cb__k_convert(void *dst, int ddt, const void *src, int sd
 
 extern "C" cudaError_t cb__k_bias_rows(void *y, int dt, const float *b, int rows, int cols,
                                        cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     size_t count = (size_t)rows * cols;
     if (count)
         with_type(dt, [&](auto *t) {
@@ -209,6 +215,7 @@ extern "C" cudaError_t cb__k_bias_rows(void *y, int dt, const float *b, int rows
 
 extern "C" cudaError_t cb__k_colsum(float *db, const void *dy, int dt, int rows, int cols,
                                     cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (cols > 0)
         with_type(dt, [&](auto *t) {
             using T = typename std::remove_pointer<decltype(t)>::type;
@@ -220,6 +227,7 @@ extern "C" cudaError_t cb__k_colsum(float *db, const void *dy, int dt, int rows,
 
 extern "C" cudaError_t cb__k_bias_chan(void *y, int dt, const float *b, int n, int c, int hw,
                                        cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     size_t count = (size_t)n * c * hw;
     if (count)
         with_type(dt, [&](auto *t) {
@@ -231,6 +239,7 @@ extern "C" cudaError_t cb__k_bias_chan(void *y, int dt, const float *b, int n, i
 
 extern "C" cudaError_t cb__k_chan_sum(float *db, const void *dy, int dt, int n, int c, int hw,
                                       cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (c > 0)
         with_type(dt, [&](auto *t) {
             using T = typename std::remove_pointer<decltype(t)>::type;
@@ -242,6 +251,7 @@ extern "C" cudaError_t cb__k_chan_sum(float *db, const void *dy, int dt, int n, 
 extern "C" cudaError_t cb__k_xent(const void *z, int dt, const int32_t *labels, int n,
                                   int classes, void *dz, float scale, double *loss_rows,
                                   int32_t *correct, cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (n > 0)
         with_type(dt, [&](auto *t) {
             using T = typename std::remove_pointer<decltype(t)>::type;
@@ -253,6 +263,7 @@ extern "C" cudaError_t cb__k_xent(const void *z, int dt, const int32_t *labels, 
 
 extern "C" cudaError_t cb__k_unscale(float *g, size_t count, float inv, int32_t *found,
                                      cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (count) unscale_kernel<<<blocks_for(count), kThreads, 0, s>>>(g, count, inv, found);
     return cudaGetLastError();
 }
@@ -260,6 +271,7 @@ extern "C" cudaError_t cb__k_unscale(float *g, size_t count, float inv, int32_t 
 extern "C" cudaError_t cb__k_sgd(float *w, const float *g, float *m, size_t count, float lr,
                                  float wd, float mom, int first, int nesterov,
                                  const int32_t *skip, cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (count)
         sgd_kernel<<<blocks_for(count), kThreads, 0, s>>>(w, g, m, count, lr, wd, mom, first,
                                                           nesterov, skip);
@@ -269,6 +281,7 @@ extern "C" cudaError_t cb__k_sgd(float *w, const float *g, float *m, size_t coun
 extern "C" cudaError_t cb__k_adam(float *w, const float *g, float *m1, float *m2, size_t count,
                                   float step, float bc2, float b1, float b2, float eps, float wd,
                                   const int32_t *skip, cudaStream_t s) {
+    (void)cudaGetLastError(); // an earlier non-sticky error is not ours to report
     if (count)
         adam_kernel<<<blocks_for(count), kThreads, 0, s>>>(w, g, m1, m2, count, step, bc2, b1, b2,
                                                            eps, wd, skip);

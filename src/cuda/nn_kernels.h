@@ -1,6 +1,7 @@
 /* cuda/nn_kernels.h - the CUDA backend's own kernels (nn_kernels.cu), as plain C launch
- * wrappers: each enqueues its kernel on `stream` and returns cudaGetLastError() (launch
- * errors; execution errors surface at the call's stream synchronisation). Element counts of 0
+ * wrappers: each clears the thread's last error, enqueues its kernel on `stream` and returns
+ * cudaGetLastError() (launch errors; execution errors surface when the call waits for its end
+ * event). Element counts of 0
  * launch nothing. Shapes are row-major [rows, cols] unless said otherwise. Shared by C (nn_*.c)
  * and nvcc (nn_kernels.cu), so only C types here.
  */

@@ -26,7 +26,9 @@
  * filter, stride, pad, and whether backward algorithms are needed). With cudnn_benchmark the
  * cudnnFind*AlgorithmEx calls time every algorithm on scratch buffers from the pool (they
  * overwrite nothing the executor keeps); otherwise the _v7 heuristic's first algorithm that
- * cuDNN reports as usable is taken.
+ * cuDNN reports as usable with a workspace of at most CB_NN_CUDA_WS_MAX_BYTES is taken (as
+ * PyTorch's heuristic path skips algorithms whose workspace it cannot allocate). Either way the
+ * executor trims its pool after the plan is built (nn_backend.c).
  *
  * Mixed precision (bf16, fp16): every activation and activation gradient, the filters and the
  * GEMM inputs are 16-bit (cuDNN descriptors of c->adt, cuBLAS types c->cdt) and read the 16-bit
@@ -146,12 +148,15 @@ void cb__cu_nodes_fini(cb__cu *c) {
 /* ---- Convolution algorithms ------------------------------------------------------------- */
 
 /* The first algorithm of a cuDNN perf array (fastest first for cudnnFind, best first for the
- * _v7 heuristic) that cuDNN reports as usable, into `out`; s becomes NOT_SUPPORTED when none. */
+ * _v7 heuristic) that cuDNN reports as usable with a workspace of at most
+ * CB_NN_CUDA_WS_MAX_BYTES (the heuristic ranks by expected speed whatever the memory: its first
+ * may want gigabytes per call), into `out`; s becomes NOT_SUPPORTED when none. */
 #define CB__FIRST_OK(perf, got, s, out)                                                            \
     do {                                                                                           \
         int k_ = 0;                                                                                \
         while ((s) == CUDNN_STATUS_SUCCESS && k_ < (got) &&                                        \
-               (perf)[k_].status != CUDNN_STATUS_SUCCESS)                                          \
+               ((perf)[k_].status != CUDNN_STATUS_SUCCESS ||                                       \
+                (perf)[k_].memory > CB_NN_CUDA_WS_MAX_BYTES))                                      \
             k_++;                                                                                  \
         if ((s) == CUDNN_STATUS_SUCCESS && k_ == (got)) (s) = CUDNN_STATUS_NOT_SUPPORTED;          \
         if ((s) == CUDNN_STATUS_SUCCESS) (out) = (perf)[k_].algo;                                  \
@@ -177,8 +182,7 @@ static size_t cb__find_ws(cb__cu *c, cudnnTensorDescriptor_t xd, cudnnFilterDesc
                 c->dnn, xd, yd, cd, wd, (cudnnConvolutionBwdFilterAlgo_t)a, &s) ==
                 CUDNN_STATUS_SUCCESS && s > best)
             best = s;
-    size_t cap = (size_t)1 << 30;
-    return best < cap ? best : cap;
+    return best < CB_NN_CUDA_WS_MAX_BYTES ? best : CB_NN_CUDA_WS_MAX_BYTES;
 }
 
 /* cudnnFind*AlgorithmEx for one layer: scratch x, y, w (and dx, dw: the same buffers, the
@@ -438,8 +442,8 @@ int cb__cu_buffers_alloc(cb__cu *c, const cb__cu_plan *p, cb_error *err) {
         rc = cb__palloc(c, &c->val[i], bytes, err);
         if (!rc && train && cn->has_diff) rc = cb__palloc(c, &c->dif[i], bytes, err);
         if (!rc && train && m->nodes[i].op == CB_NN_BN)
-            rc = cb__palloc(c, (void **)&c->save[i], 2 * (size_t)m->nodes[i].c * sizeof(float),
-                            err);
+            rc = cb__palloc(c, (void **)&c->save[i],
+                            2 * cb__cu_bn_stride(m->nodes[i].c) * sizeof(float), err);
     }
     if (!rc && p->ws_bytes) rc = cb__palloc(c, &c->ws, p->ws_bytes, err);
     if (!rc && c->dt != CB__DT_F32) {
@@ -519,7 +523,7 @@ static int cb__node_fwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
             CB__CUDNN(cudnnBatchNormalizationForwardTraining(
                 c->dnn, CUDNN_BATCHNORM_SPATIAL, &cb__one, &cb__zero, xd, x, yd, y, cn->chan,
                 c->w + cn->w_off, c->w + cn->b_off, (double)nd->momentum, c->stats + cn->rm_off,
-                c->stats + cn->rv_off, (double)nd->eps, save, save + nd->c));
+                c->stats + cn->rv_off, (double)nd->eps, save, save + cb__cu_bn_stride(nd->c)));
         } else {
             CB__CUDNN(cudnnBatchNormalizationForwardInference(
                 c->dnn, CUDNN_BATCHNORM_SPATIAL, &cb__one, &cb__zero, xd, x, yd, y, cn->chan,
@@ -620,7 +624,7 @@ static int cb__node_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
         CB__CUDNN(cudnnBatchNormalizationBackward(
             c->dnn, CUDNN_BATCHNORM_SPATIAL, &cb__one, beta, &cb__one, &cb__zero, xd, x, yd, dy,
             xd, dx, cn->chan, c->w + cn->w_off, c->g + cn->w_off, c->g + cn->b_off,
-            (double)nd->eps, save, save + nd->c));
+            (double)nd->eps, save, save + cb__cu_bn_stride(nd->c)));
         return CB_OK;
     }
     case CB_NN_RELU:

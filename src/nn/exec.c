@@ -38,6 +38,8 @@ int cb_nn_exec_new(cb_nn_model *m, const cb_nn_exec_opts *opts, cb_nn_exec **out
     const char *dev = opts->device && opts->device[0] ? opts->device : "cpu";
     if ((unsigned)opts->precision > CB_NN_FP16)
         return cb_error_set(err, CB_EINVAL, "unknown precision %d", (int)opts->precision);
+    if ((unsigned)opts->gpu_wait > CB_GPU_WAIT_YIELD)
+        return cb_error_set(err, CB_EINVAL, "unknown gpu_wait %d", (int)opts->gpu_wait);
     const cb_nn_backend *be = NULL;
     int index = -1;
     cb_cuda *cuda = NULL;

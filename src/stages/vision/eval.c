@@ -19,13 +19,13 @@ enum { P_COUNT = CB_NP_COMMON };
 
 static const cb_param_def cb_eval_params[P_COUNT] = {CB_NETSTAGE_PARAMS};
 
-enum { M_LOSS, M_ACCURACY, M_IMAGES, M_DEVICE_MEM, M_COUNT };
+enum { M_LOSS, M_ACCURACY, M_IMAGES, M_DEVICE_MEM, M_DEVICE_MEM_PLAN, M_COUNT };
 
 static const cb_metric_def cb_eval_metrics[M_COUNT] = {
     [M_LOSS] = {"loss", CB_METRIC_GAUGE, "", "mean cross-entropy of the batch"},
     [M_ACCURACY] = {"accuracy", CB_METRIC_GAUGE, "ratio", "top-1 accuracy of the batch"},
     [M_IMAGES] = {"images", CB_METRIC_COUNT, "images", "images evaluated"},
-    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRIC,
+    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRICS,
 };
 
 typedef struct cb_eval_state {

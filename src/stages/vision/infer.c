@@ -28,13 +28,13 @@ static const cb_param_def cb_infer_params[P_COUNT] = {
                   "float32)"},
 };
 
-enum { M_IMAGES, M_ACCURACY, M_DEVICE_MEM, M_COUNT };
+enum { M_IMAGES, M_ACCURACY, M_DEVICE_MEM, M_DEVICE_MEM_PLAN, M_COUNT };
 
 static const cb_metric_def cb_infer_metrics[M_COUNT] = {
     [M_IMAGES] = {"images", CB_METRIC_COUNT, "images", "images classified"},
     [M_ACCURACY] = {"accuracy", CB_METRIC_GAUGE, "ratio",
                     "top-1 accuracy of the batch (batches with labels only)"},
-    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRIC,
+    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRICS,
 };
 
 typedef struct cb_infer_state {

@@ -44,6 +44,9 @@ int cb_netstage_create(cb_netstage *ns, const cb_stage_args *args, int train, cb
                              " the CPU backend computes fp32", v[CB_NP_PRECISION].s);
     ns->opts.precision = prec;
     ns->opts.cudnn_benchmark = (int)v[CB_NP_CUDNN_BENCHMARK].i;
+    if (cb_gpu_wait_parse(v[CB_NP_GPU_WAIT].s, &ns->opts.gpu_wait) != 0)
+        return cb_util_error(err, CB_ECONFIG, "gpu_wait: expected %s, got \"%s\"", CB_GPU_WAITS,
+                             v[CB_NP_GPU_WAIT].s);
     ns->opts.batch = (int)v[CB_NP_BATCH_SIZE].i;
     ns->opts.threads = (int)v[CB_NP_THREADS].i;
     ns->opts.train = train;
@@ -121,6 +124,7 @@ void cb_netstage_report_device(cb_netstage *ns, cb_run_ctx *ctx, int mem_metric)
     cb_nn_exec_stats st;
     cb_nn_exec_get_stats(ns->exec, &st);
     ns->host->report(ctx, mem_metric, (double)st.device_mem_peak_bytes);
+    ns->host->report(ctx, mem_metric + 1, (double)st.device_mem_plan_peak_bytes);
     int (*device_time)(cb_run_ctx *, int64_t) = cb_util_host_device_time(ns->host);
     if (device_time) device_time(ctx, st.last_device_ns);
 }

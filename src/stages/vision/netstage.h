@@ -20,7 +20,7 @@
 /* The parameters every model stage has, in this order at the start of its table. */
 enum {
     CB_NP_MODEL, CB_NP_CLASSES, CB_NP_SHAPE, CB_NP_WEIGHTS, CB_NP_BATCH_SIZE, CB_NP_THREADS,
-    CB_NP_DEVICE, CB_NP_SEED, CB_NP_PRECISION, CB_NP_CUDNN_BENCHMARK, CB_NP_COMMON
+    CB_NP_DEVICE, CB_NP_SEED, CB_NP_PRECISION, CB_NP_CUDNN_BENCHMARK, CB_NP_GPU_WAIT, CB_NP_COMMON
 };
 
 #define CB_NETSTAGE_PARAMS                                                                         \
@@ -48,7 +48,12 @@ enum {
                          "only except fp32"},                                                      \
     [CB_NP_CUDNN_BENCHMARK] = {"cudnn_benchmark", CB_PARAM_BOOL, "true", CB_PARAM_UNBOUNDED, NULL, \
                                "CUDA: time every cuDNN algorithm once per layer shape and keep "   \
-                               "the fastest (false: cuDNN's heuristic choice)"}
+                               "the fastest (false: cuDNN's heuristic choice)"},                   \
+    [CB_NP_GPU_WAIT] = {"gpu_wait", CB_PARAM_ENUM, "block", CB_PARAM_UNBOUNDED, CB_GPU_WAITS,      \
+                        "CUDA: how the stage's thread waits for each step's device work: block "   \
+                        "(sleeps, leaving its core to collocated work), spin (polls: a core "      \
+                        "busy, lowest latency, PyTorch's default), yield (polls with "             \
+                        "sched_yield)"}
 
 typedef struct cb_netstage {
     const cb_host *host;
@@ -79,15 +84,20 @@ int cb_netstage_batch(cb_netstage *ns, const cb_query *q, cb_image_batch **out, 
  * batch's accuracy can be reported). */
 int cb_netstage_labels_ok(const cb_netstage *ns, cb_image_batch *b);
 /* After an executor call on a CUDA device: reports the call's device time (CUDA events) as the
- * run's device time (host->device_time, events.csv device_ns) and the executor's peak device
- * memory as metric `mem_metric` (a gauge, bytes). Nothing on the CPU. */
+ * run's device time (host->device_time, events.csv device_ns), the executor's steady-state peak
+ * device memory as metric `mem_metric` and its planning peak as metric `mem_metric + 1` (gauges,
+ * bytes: CB_NETSTAGE_MEM_METRICS declares both, in that order). Nothing on the CPU. */
 void cb_netstage_report_device(cb_netstage *ns, cb_run_ctx *ctx, int mem_metric);
 
-/* The metric every model stage declares for its peak device memory. */
-#define CB_NETSTAGE_MEM_METRIC                                                                     \
+/* The two metrics every model stage declares for its peak device memory, in this order. */
+#define CB_NETSTAGE_MEM_METRICS                                                                    \
     {"device_mem_peak_bytes", CB_METRIC_GAUGE, "bytes",                                            \
-     "peak device memory of the stage's executor (its stream-ordered pool and its parameters); "  \
-     "CUDA only"}
+     "steady-state peak device memory of the stage's executor: the most its stream-ordered pool " \
+     "held in use during steps, plus parameters, gradients and optimizer state (PyTorch's "       \
+     "max_memory_allocated after warm-up); CUDA only"},                                           \
+    {"device_mem_plan_peak_bytes", CB_METRIC_GAUGE, "bytes",                                       \
+     "peak device memory while choosing convolution algorithms (cudnnFind's scratch and "         \
+     "workspace, given back to the device afterwards), plus the fixed arrays; CUDA only"}
 void cb_netstage_destroy(cb_netstage *ns);
 
 #endif

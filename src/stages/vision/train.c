@@ -46,17 +46,22 @@ static const cb_param_def cb_train_params[P_COUNT] = {
                     "error ~5x larger than direct; PyTorch uses direct)"},
 };
 
-enum { M_LOSS, M_ACCURACY, M_IMAGES, M_DEVICE_MEM, M_COUNT };
+enum { M_LOSS, M_ACCURACY, M_IMAGES, M_DEVICE_MEM, M_DEVICE_MEM_PLAN, M_LOSS_SCALE, M_SKIPPED, M_COUNT };
 
 static const cb_metric_def cb_train_metrics[M_COUNT] = {
     [M_LOSS] = {"loss", CB_METRIC_GAUGE, "", "mean cross-entropy of the batch"},
     [M_ACCURACY] = {"accuracy", CB_METRIC_GAUGE, "ratio", "top-1 accuracy of the batch"},
     [M_IMAGES] = {"images", CB_METRIC_COUNT, "images", "images processed"},
-    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRIC,
+    [M_DEVICE_MEM] = CB_NETSTAGE_MEM_METRICS,
+    [M_LOSS_SCALE] = {"loss_scale", CB_METRIC_GAUGE, "",
+                      "GradScaler's loss scale after the step (fp16 on CUDA only)"},
+    [M_SKIPPED] = {"skipped_step", CB_METRIC_COUNT, "steps",
+                   "1 for a step GradScaler skipped (inf/NaN gradients: no update); fp16 only"},
 };
 
 typedef struct cb_train_state {
     cb_netstage ns;
+    int64_t skipped;               /* GradScaler's skipped steps reported so far */
     const char *save;
     int64_t steps;
 } cb_train_state;
@@ -121,6 +126,13 @@ static int cb_train_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err
     s->ns.host->report(ctx, M_ACCURACY, (double)r.correct / (double)b->n);
     s->ns.host->report(ctx, M_IMAGES, (double)b->n);
     cb_netstage_report_device(&s->ns, ctx, M_DEVICE_MEM);
+    cb_nn_exec_stats st;
+    cb_nn_exec_get_stats(s->ns.exec, &st);
+    if (st.loss_scale > 0) {
+        s->ns.host->report(ctx, M_LOSS_SCALE, st.loss_scale);
+        s->ns.host->report(ctx, M_SKIPPED, (double)(st.skipped_steps - s->skipped));
+        s->skipped = st.skipped_steps;
+    }
     return CB_OK;
 }
 
