@@ -199,6 +199,17 @@ static void test_precision_names(void) {
     }
     CB_CHECK_EQ_INT(cb_nn_precision_parse("fp8", &p), CB_EINVAL);
     CB_CHECK_EQ_INT(cb_nn_precision_parse(NULL, &p), CB_EINVAL);
+    const char *waits[] = {"block", "spin", "yield"};
+    for (int i = 0; i < 3; i++) {
+        cb_gpu_wait w = CB_GPU_WAIT_BLOCK;
+        CB_CHECK_EQ_INT(cb_gpu_wait_parse(waits[i], &w), 0);
+        CB_CHECK_EQ_INT(w, i);
+        CB_CHECK_STR_EQ(cb_gpu_wait_name(w), waits[i]);
+    }
+    cb_gpu_wait w = CB_GPU_WAIT_SPIN;
+    CB_CHECK_EQ_INT(cb_gpu_wait_parse("sleep", &w), -1);
+    CB_CHECK_EQ_INT(cb_gpu_wait_parse(NULL, &w), -1);
+    CB_CHECK_EQ_INT(w, CB_GPU_WAIT_SPIN); /* untouched on failure */
 }
 
 /* A whole run that asks for a CUDA device on a machine without one fails before the start with
@@ -244,6 +255,17 @@ static void test_run_without_device(void) {
     CB_CHECK(st > 0);
     CB_CHECK_CONTAINS(out, "fp16.yaml:12:");
     CB_CHECK_CONTAINS(out, "precision: fp16 needs a CUDA device");
+    free(out);
+    /* A wait policy that does not exist: refused at config time, naming the key and choices. */
+    snprintf(yaml, sizeof yaml, tmpl, "gpu_wait: sleep");
+    path = cb_test_write(dir, "wait.yaml", yaml);
+    snprintf(cmd, sizeof cmd, "%s validate %s 2>&1", CB_TEST_COLOBENCH, path);
+    out = NULL;
+    st = cb_test_sh(cmd, &out);
+    CB_CHECK(st > 0);
+    CB_CHECK_CONTAINS(out, "wait.yaml:12:");
+    CB_CHECK_CONTAINS(out, "gpu_wait");
+    CB_CHECK_CONTAINS(out, "block|spin|yield");
     free(out);
 }
 
