@@ -507,6 +507,12 @@ static int cb__cu_train_step(cb_nn_exec *e, const float *x, const int32_t *label
 
 /* ---- Sync and gradients ----------------------------------------------------------------- */
 
+/* Waits, as opts.gpu_wait says, for everything enqueued on the executor's stream. */
+static int cb__finish(cb__cu *c, const char *what, cb_error *err) {
+    CB__CUDA(cudaEventRecord(c->ev1, c->stream));
+    return cb__cuda_wait(c->ev1, c->e->opts.gpu_wait, what, err);
+}
+
 static int cb__cu_sync(cb_nn_exec *e, cb_error *err) {
     cb__cu *c = e->impl;
     cb_nn_model *m = c->m;
@@ -520,7 +526,8 @@ static int cb__cu_sync(cb_nn_exec *e, cb_error *err) {
         CB__CUDA(cudaMemcpyAsync(p->data, src, (size_t)p->numel * sizeof(float),
                                  cudaMemcpyDeviceToHost, c->stream));
     }
-    CB__CUDA(cudaStreamSynchronize(c->stream));
+    rc = cb__finish(c, "the weights' copy to the host", err);
+    if (rc) return rc;
     for (int i = 1; i < m->n_nodes; i++)
         if (m->nodes[i].op == CB_NN_BN)
             *(int64_t *)m->params[m->nodes[i].param[4]].data = c->nbt[i];
@@ -557,8 +564,7 @@ static int cb__cu_grad(cb_nn_exec *e, const char *name, float *out, size_t count
     if (rc) return rc;
     CB__CUDA(cudaMemcpyAsync(out, c->g + c->poff[p - m->params], count * sizeof(float),
                              cudaMemcpyDeviceToHost, c->stream));
-    CB__CUDA(cudaStreamSynchronize(c->stream));
-    return CB_OK;
+    return cb__finish(c, "the gradient's copy to the host", err);
 }
 
 const cb_nn_backend cb__cuda_nn_backend = {
