@@ -5,9 +5,11 @@
  * D2D), and for H2D/D2H a host buffer, pinned (cudaHostAlloc) or pageable (malloc, touched so
  * its pages exist before the first copy), plus its own non-blocking stream and two events. run
  * records an event, issues one cudaMemcpyAsync on the stream, records the second event and
- * waits for it: the device time is the event interval. A pageable copy is staged by the driver
- * through its own pinned buffers (and returns to the host only when staged), so its device time
- * covers that staged transfer; a pinned copy is one DMA.
+ * waits for it as the wait policy says (gpu/wait.h: the end event is made for it with
+ * cb__cuda_event_create and waited on with cb__cuda_wait; the start event is only timed): the
+ * device time is the event interval. A pageable copy is staged by the driver through its own
+ * pinned buffers (and returns to the host only when staged), so its device time covers that
+ * staged transfer; a pinned copy is one DMA.
  *
  * Thread-safety: one object per stage instance, used by one thread at a time; each call makes
  * its device current on the calling thread. Ownership: the object owns its buffers, stream and
@@ -84,6 +86,8 @@ int cb__cuda_copy_create(int ordinal, size_t bytes, cb_cuda_copy_dir dir, int pi
     if (bytes == 0) return cb_error_set(err, CB_EINVAL, "bytes: a copy needs at least 1 byte");
     if (dir != CB_CUDA_H2D && dir != CB_CUDA_D2H && dir != CB_CUDA_D2D)
         return cb_error_set(err, CB_EINVAL, "direction: unknown copy direction %d", (int)dir);
+    if (wait != CB_GPU_WAIT_BLOCK && wait != CB_GPU_WAIT_SPIN && wait != CB_GPU_WAIT_YIELD)
+        return cb_error_set(err, CB_EINVAL, "gpu_wait: unknown wait policy %d", (int)wait);
     cb_cuda_copy *c = cb_calloc(1, sizeof *c);
     if (!c) return cb_error_set(err, CB_ENOMEM, "out of memory");
     c->ordinal = ordinal;
