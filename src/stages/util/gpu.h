@@ -1,5 +1,6 @@
 /* stages/util/gpu.h - what util.gpu_spin and util.gpu_copy share: the device a GPU stage runs
- * on, and whether the host can take its device time. Header-only.
+ * on, how its thread waits for the device (`gpu_wait`, gpu/wait.h), and whether the host can
+ * take its device time. Header-only.
  *
  * The device is the stage's own `device` parameter when set, else the pipeline's device
  * (cb_stage_args.device, when the host's args cover it); it must be cuda:N. Both stages open the
@@ -14,7 +15,15 @@
 
 #include "colobench/stage.h"
 #include "gpu/cuda.h"
+#include "gpu/wait.h"
 #include "stages/util/util.h"
+
+/* The `gpu_wait` parameter of both GPU stages (a cb_param_def initializer). */
+#define CB_UTIL_GPU_WAIT_PARAM                                                                     \
+    {"gpu_wait", CB_PARAM_ENUM, "block", CB_PARAM_UNBOUNDED, CB_GPU_WAITS,                         \
+     "how the stage's thread waits for the device: block (sleeps; the default: leaves its core "  \
+     "to collocated work), spin (polls, burning a core, lowest latency, PyTorch's default), "     \
+     "yield (polls with sched_yield)"}
 
 /* Resolves the stage's CUDA device into *ordinal. `param` is the stage's `device` value. */
 static inline int cb_util_gpu_device(const cb_stage_args *args, const cb_param_value *param,
@@ -30,6 +39,16 @@ static inline int cb_util_gpu_device(const cb_stage_args *args, const cb_param_v
     e.msg[0] = '\0';
     if (cb_cuda_parse_device(dev, ordinal, &e) != CB_OK)
         return cb_util_error(err, CB_ECONFIG, "%s: %s", own ? "device" : "pipeline device", e.msg);
+    return CB_OK;
+}
+
+/* The `gpu_wait` value (CB_UTIL_GPU_WAIT_PARAM) as a policy; the loader has checked the choice,
+ * so an unknown one is an internal error. */
+static inline int cb_util_gpu_wait(const cb_param_value *v, const char *stage, cb_gpu_wait *out,
+                                   cb_error *err) {
+    if (cb_gpu_wait_parse(v->s, out) != 0)
+        return cb_util_error(err, CB_ECONFIG, "%s: gpu_wait: \"%s\" is not one of %s", stage,
+                             v->s ? v->s : "", CB_GPU_WAITS);
     return CB_OK;
 }
 

@@ -3,10 +3,11 @@
  * What: models the data movement of a GPU pipeline (input upload, result download, device
  * staging) to measure PCIe/NVLink or HBM bandwidth alone or under collocation. Each query does
  * one copy of `bytes` in `direction` (h2d, d2h, d2d), from pinned host memory (the default) or
- * pageable memory, on the stage's own non-blocking stream, waits for it, and reports its
- * event-timed device time through host->device_time and the bytes moved as the metric `bytes`
- * (COUNT: summary.json gives the sum and bytes per second over the pipeline's window). The
- * device-side bandwidth of a run is bytes / device_ns.
+ * pageable memory, on the stage's own non-blocking stream, waits for it as `gpu_wait` says
+ * (block: the thread sleeps; spin, yield: it polls), and reports its event-timed device time
+ * through host->device_time and the bytes moved as the metric `bytes` (COUNT: summary.json
+ * gives the sum and bytes per second over the pipeline's window). The device-side bandwidth of
+ * a run is bytes / device_ns.
  *
  * Design: buffers, stream and events are made once in prepare() (src/cuda/copy.c), before the
  * start barrier; on a machine without a GPU the run fails there with the loader's message. Each
@@ -24,7 +25,7 @@
 
 #define CB_GPU_COPY "util.gpu_copy"
 
-enum { P_BYTES, P_DIRECTION, P_PINNED, P_DEVICE, P_COUNT };
+enum { P_BYTES, P_DIRECTION, P_PINNED, P_DEVICE, P_GPU_WAIT, P_COUNT };
 
 static const cb_param_def cb_gpu_copy_params[P_COUNT] = {
     [P_BYTES] = {"bytes", CB_PARAM_INT, "67108864", 1, 68719476736.0, NULL,
@@ -36,6 +37,7 @@ static const cb_param_def cb_gpu_copy_params[P_COUNT] = {
                   "h2d/d2h: page-locked host memory (false: pageable, staged by the driver)"},
     [P_DEVICE] = {"device", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,
                   "cuda:N; default: the pipeline's device (which must then be cuda:N)"},
+    [P_GPU_WAIT] = CB_UTIL_GPU_WAIT_PARAM,
 };
 
 enum { M_BYTES, M_COUNT };
@@ -50,6 +52,7 @@ typedef struct cb_gpu_copy_state {
     cb_cuda_copy_dir dir;
     int pinned;
     int ordinal;
+    cb_gpu_wait wait;
     cb_cuda cuda;        /* the module, open from prepare to destroy */
     cb_cuda_copy *copy;  /* NULL until prepared */
 } cb_gpu_copy_state;
@@ -62,6 +65,8 @@ static int cb_gpu_copy_create(void *state, const cb_stage_args *args, cb_error *
     s->dir = (cb_cuda_copy_dir)v[P_DIRECTION].i;
     s->pinned = (int)v[P_PINNED].i;
     int rc = cb_util_gpu_device(args, &v[P_DEVICE], CB_GPU_COPY, &s->ordinal, err);
+    if (rc) return rc;
+    rc = cb_util_gpu_wait(&v[P_GPU_WAIT], CB_GPU_COPY, &s->wait, err);
     if (rc) return rc;
     rc = cb_util_gpu_check_host(s->host, CB_GPU_COPY, err);
     if (rc) return rc;
@@ -76,7 +81,7 @@ static int cb_gpu_copy_prepare(void *state, cb_error *err) {
     if (s->copy) return CB_OK;
     int rc = cb_util_gpu_open(&s->cuda, s->ordinal, err);
     if (rc) return rc;
-    return s->cuda.api->copy_create(s->ordinal, s->bytes, s->dir, s->pinned, CB_GPU_WAIT_BLOCK,
+    return s->cuda.api->copy_create(s->ordinal, s->bytes, s->dir, s->pinned, s->wait,
                                      &s->copy, err);
 }
 
