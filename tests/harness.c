@@ -51,7 +51,9 @@ void cb_test_skip(const char *why) {
 int cb_test_done(void) {
     printf("1..%d\n%d passed, %d failed\n", g_passed_tests + g_failed_tests, g_passed_tests,
            g_failed_tests);
-    if (g_skipped && g_failed_tests == 0 && g_passed_tests == 0) {
+    /* A check that failed outside any test (a fixture's) fails the file too. */
+    int failed = g_failed_tests ? g_failed_tests : g_failed_checks ? 1 : 0;
+    if (g_skipped && failed == 0 && g_passed_tests == 0) {
         for (int i = 0; i < g_ntmp; i++) {
             char cmd[300];
             snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdirs[i]);
@@ -59,14 +61,14 @@ int cb_test_done(void) {
         }
         return CB_TEST_SKIPPED;
     }
-    if (g_failed_tests == 0) {
+    if (failed == 0) {
         for (int i = 0; i < g_ntmp; i++) {
             char cmd[300];
             snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdirs[i]);
             if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmpdirs[i]);
         }
     }
-    return g_failed_tests > 100 ? 100 : g_failed_tests;
+    return failed > 100 ? 100 : failed;
 }
 
 const char *cb_test_tmpdir(void) {
