@@ -50,7 +50,9 @@ int cb__cuda_set_device(int ordinal, cb_error *err);
 /* Waiting for the device (gpu/wait.h): an event made for the policy (timing enabled;
  * cudaEventBlockingSync for CB_GPU_WAIT_BLOCK), and the wait on it: cudaEventSynchronize
  * (block), or cudaEventQuery polled in a loop (spin), with sched_yield() between polls (yield).
- * `what` names the work waited for in the error message. */
+ * `what` names the work waited for in the error message. An event that is only timed, never
+ * waited on, is made with CB_GPU_WAIT_SPIN (default flags: blocking sync costs nothing there but
+ * is not needed). The wait has no time limit: a kernel that never ends holds its thread. */
 int cb__cuda_event_create(cudaEvent_t *ev, cb_gpu_wait wait, cb_error *err);
 int cb__cuda_wait(cudaEvent_t ev, cb_gpu_wait wait, const char *what, cb_error *err);
 
