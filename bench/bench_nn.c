@@ -7,19 +7,43 @@
  * figure is images / median step time, and the mean is printed too. With --profile the executor
  * times every primitive, and the framework's own overhead (time in a step outside oneDNN
  * primitives) is printed as a share of the step: overhead_pct, split into own_kernels_pct
- * (loss, gradient accumulation, BN statistics, optimizer) and dispatch_pct (everything else). bench/nn_vs_torch.py runs this program and the
- * PyTorch script for every configuration of the issue and prints the ratios.
+ * (loss, gradient accumulation, BN statistics, optimizer) and dispatch_pct (everything else).
+ * bench/nn_vs_torch.py runs this program and the PyTorch script for every configuration of the
+ * issue and prints the ratios; bench/gpu_vs_torch.sh does so on a GPU.
  *
  * On a CUDA device (--device cuda:N) the executor is the cuDNN/cuBLAS backend: --precision picks
- * its arithmetic (fp32 without TF32, tf32, or the mixed bf16/fp16 where implemented) and the
- * output adds device_ms_per_step (CUDA events around each call) and device_mem_peak_bytes (the
- * executor's pool high-water mark plus its fixed arrays). cudnn_benchmark is on, as a stage's
- * default: the first call of each shape (a warm-up step) searches the algorithms.
+ * its arithmetic (fp32 without TF32, tf32, or the mixed bf16/fp16 where implemented).
+ * cudnn_benchmark is on, as a stage's default: the first call of each shape (a warm-up step)
+ * searches the algorithms. --wait picks how this thread waits for the device at the end of each
+ * call (gpu/wait.h): spin by default here, which is how PyTorch waits (cudaDeviceScheduleAuto
+ * spins on a machine with more cores than CUDA contexts), so the two are compared like with
+ * like; a colobench stage's default is block. The input always comes from the host, as in a
+ * pipeline: each call copies the caller's batch (and labels) into pinned staging on the host
+ * (stage_in_ms), then to the device (copy_in_ms_per_step), then computes. The output adds:
+ *   input                        "host" (colobench has no device-resident input)
+ *   gpu_wait                     the wait policy
+ *   device_ms_per_step           device time per step from CUDA events: from right before the
+ *                                first host-to-device copy to after the last result copy (the
+ *                                input copy included; the host's staging copy, plan lookup and
+ *                                allocation not)
+ *   copy_in_ms_per_step          of that, the input's and labels' host-to-device copies; so
+ *                                device_ms_per_step - copy_in_ms_per_step is the device's
+ *                                compute (with any gaps where the device waited for this
+ *                                thread to enqueue the next kernel, which PyTorch's event
+ *                                timing sees too) and the small copy of the results back
+ *   stage_in_ms                  host time of the last step's copy into pinned staging (in
+ *                                step_ms_median, not in device_ms_per_step)
+ *   device_mem_peak_bytes        steady-state peak: the executor's pool high-water mark after
+ *                                the plans were built, plus weights, gradients and optimizer
+ *                                state (what PyTorch's max_memory_allocated shows)
+ *   device_mem_plan_peak_bytes   the peak while building plans (cudnnFind's scratch)
+ * images_per_s is batch / median host wall time of a step, which includes the staging copy and
+ * the wait.
  *
  * Usage: bench_nn [--model resnet18] [--mode train|infer] [--batch 32] [--threads 2]
  *                 [--size 224] [--classes 1000] [--steps 10] [--warmup 3] [--fuse 0|1]
  *                 [--winograd 0|1] [--device cpu|cuda:N] [--precision fp32|tf32|bf16|fp16]
- *                 [--profile]
+ *                 [--wait block|spin|yield] [--profile]
  * Output: one JSON line on stdout.
  */
 #include <stdio.h>
@@ -46,6 +70,7 @@ static int parse_int(const char *s, int *ok) {
 int main(int argc, char **argv) {
     const char *model = "resnet18", *mode = "train", *device = "cpu";
     cb_nn_precision precision = CB_NN_FP32;
+    cb_gpu_wait gpu_wait = CB_GPU_WAIT_SPIN; /* PyTorch's way of waiting: like with like */
     int batch = 32, threads = 2, size = 224, classes = 1000, steps = 10, warmup = 3, fuse = 1;
     int profile = 0, winograd = 0, ok = 1;
     for (int i = 1; i < argc; i++) {
@@ -73,6 +98,11 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_nn: --precision " CB_NN_PRECISIONS ", got %s\n", v);
                 return 2;
             }
+        } else if (strcmp(a, "--wait") == 0) {
+            if (cb_gpu_wait_parse(v, &gpu_wait)) {
+                fprintf(stderr, "bench_nn: --wait " CB_GPU_WAITS ", got %s\n", v);
+                return 2;
+            }
         }
         else { fprintf(stderr, "bench_nn: unknown option %s\n", a); return 2; }
         if (!ok) { fprintf(stderr, "bench_nn: %s: not a number: %s\n", a, v); return 2; }
@@ -97,6 +127,7 @@ int main(int argc, char **argv) {
     o.device = device;
     o.precision = precision;
     o.cudnn_benchmark = 1;
+    o.gpu_wait = gpu_wait;
     o.fuse = fuse;
     o.profile = profile;
     o.winograd = winograd;
@@ -159,11 +190,15 @@ int main(int argc, char **argv) {
                100.0 * (total - prim) / total, 100.0 * kern / total,
                100.0 * (total - prim - kern) / total, prim / steps / 1e6);
     if (strcmp(device, "cpu") != 0)
-        printf(", \"device\": \"%s\", \"precision\": \"%s\", \"device_ms_per_step\": %.3f, "
-               "\"device_mem_peak_bytes\": %lld",
-               device, cb_nn_precision_name(precision),
+        printf(", \"device\": \"%s\", \"precision\": \"%s\", \"input\": \"host\", "
+               "\"gpu_wait\": \"%s\", \"device_ms_per_step\": %.3f, "
+               "\"copy_in_ms_per_step\": %.3f, \"stage_in_ms\": %.3f, "
+               "\"device_mem_peak_bytes\": %lld, \"device_mem_plan_peak_bytes\": %lld",
+               device, cb_nn_precision_name(precision), cb_gpu_wait_name(gpu_wait),
                (double)(s1.device_ns - s0.device_ns) / steps / 1e6,
-               (long long)s1.device_mem_peak_bytes);
+               (double)(s1.copy_in_ns - s0.copy_in_ns) / steps / 1e6,
+               (double)s1.last_stage_in_ns / 1e6, (long long)s1.device_mem_peak_bytes,
+               (long long)s1.device_mem_plan_peak_bytes);
     if (train) printf(", \"loss\": %.4f", loss);
     printf("}\n");
     cb_free(x);
