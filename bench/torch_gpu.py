@@ -4,7 +4,13 @@ colobench's CUDA backend (bench/gpu_vs_torch.sh runs both and prints the ratios)
 
 What it does, as a careful PyTorch user would:
 - torchvision ResNet (random initialization, 1000 classes unless --classes), random input and
-  labels made once on the device (no data loading in the timed loop);
+  labels made once (no data loading in the timed loop), where --input says:
+    device  (default) made once on the GPU and used by every step: the model's step alone;
+    host    made once in pinned host memory (torch.randn(...).pin_memory(); the labels too) and
+            copied to the GPU in every timed step with .to(device, non_blocking=True), as a
+            training loop fed by a DataLoader with pin_memory=True does; this is what
+            colobench's executor does (it copies each batch from pinned staging), so
+            bench/gpu_vs_torch.sh compares colobench with this mode like with like;
 - training: SGD(lr 0.1, momentum 0.9), cross-entropy, zero_grad(set_to_none=True);
 - torch.backends.cudnn.benchmark = True (cuDNN times its algorithms per layer shape once, in
   the warm-up);
@@ -20,10 +26,11 @@ What it does, as a careful PyTorch user would:
 - timing: a CUDA event pair around every step, read after one synchronize at the end (no
   synchronization inside the loop); warm-up steps excluded; images_per_s = batch / median step
   time; images_per_s_wall = batch x steps / wall time of the timed steps (synchronized).
-Prints one JSON line. Exit 1 with a message when CUDA is unavailable.
+Prints one JSON line ("input": "device" or "host" says which mode). Exit 1 with a message when
+PyTorch, torchvision or CUDA is unavailable.
 
 Usage: bench/torch_gpu.py --model resnet18 --batch 64 --size 224 --steps 50 --warmup 10
-       --precision fp32 [--channels-last] [--device cuda:0]
+       --precision fp32 [--input device|host] [--channels-last] [--device cuda:0]
 """
 import argparse
 import json
@@ -42,6 +49,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--input", default="device", choices=["device", "host"],
+                    help="device: inputs made once on the GPU; host: a pinned host batch copied "
+                         "to the GPU in every step (non_blocking)")
     ap.add_argument("--device", default="cuda:0")
     a = ap.parse_args()
     if a.batch < 1 or a.steps < 1 or a.warmup < 0 or a.size < 1:
@@ -77,12 +87,25 @@ def main():
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = getattr(torchvision.models, a.model)(num_classes=a.classes)
     model = model.to(dev, memory_format=fmt).train()
-    x = torch.randn(a.batch, 3, a.size, a.size, device=dev).to(memory_format=fmt)
-    y = torch.randint(0, a.classes, (a.batch,), device=dev)
+    shape = (a.batch, 3, a.size, a.size)
+    if a.input == "device":
+        x_dev = torch.randn(*shape, device=dev).to(memory_format=fmt)
+        y_dev = torch.randint(0, a.classes, (a.batch,), device=dev)
+    else:
+        # Pinned host memory in the model's layout (torch.empty keeps memory_format and
+        # pin_memory together), so the copy is one DMA into a tensor the model takes as it is.
+        x_host = torch.empty(shape, dtype=torch.float32, memory_format=fmt, pin_memory=True)
+        x_host.copy_(torch.randn(*shape))
+        y_host = torch.randint(0, a.classes, (a.batch,)).pin_memory()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     lossf = torch.nn.CrossEntropyLoss()
 
     def step():
+        if a.input == "device":
+            x, y = x_dev, y_dev
+        else:  # inside the timed step, like colobench's copy from its pinned staging
+            x = x_host.to(dev, non_blocking=True)
+            y = y_host.to(dev, non_blocking=True)
         opt.zero_grad(set_to_none=True)
         if amp_dtype is not None:
             with torch.autocast(device_type="cuda", dtype=amp_dtype):
@@ -117,7 +140,7 @@ def main():
     r = {"impl": "pytorch", "torch": torch.__version__, "cuda": torch.version.cuda,
          "cudnn": torch.backends.cudnn.version(), "gpu": torch.cuda.get_device_name(dev),
          "model": a.model, "mode": "train", "batch": a.batch, "size": a.size,
-         "precision": a.precision, "channels_last": a.channels_last,
+         "precision": a.precision, "input": a.input, "channels_last": a.channels_last,
          "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
          "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
          "steps": a.steps, "warmup": a.warmup,
