@@ -38,6 +38,11 @@
  * autocast's cast backward does); linear weight gradients are written float32 by the GEMM;
  * biases are added and reduced by our kernels (float32 bias, 16-bit activations).
  *
+ * Batch norm, ReLU and pooling of bf16 executors (and of any executor with opts.cuda_own_kernels,
+ * which tests use to check them against the CPU at fp32) run on our own kernels (nn_own.cu)
+ * with the same semantics: PyTorch never sends bf16 batch norm to cuDNN, and cuDNN's legacy
+ * API may refuse bf16 there.
+ *
  * The legacy cuDNN API used here is deprecated in cuDNN 9 but complete and supported; the
  * deprecation warnings are silenced for this file only.
  */
@@ -46,6 +51,7 @@
 
 #include "core/alloc.h"
 #include "cuda/nn_cuda.h"
+#include "cuda/nn_own.h"
 
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
@@ -498,12 +504,63 @@ static int cb__linear_fwd(cb__cu *c, int i, int n, const void *x, void *y, cb_er
     return CB_OK;
 }
 
+/* Channels, height and width of node i's value (node 0: the model's input). */
+static void cb__dims(const cb_nn_model *m, int i, int *ch, int *h, int *w) {
+    *ch = i == 0 ? m->in_c : m->nodes[i].c;
+    *h = i == 0 ? m->in_h : m->nodes[i].h;
+    *w = i == 0 ? m->in_w : m->nodes[i].w;
+}
+
+/* BN, ReLU and pooling on our own kernels (c->own: bf16 executors, or tests): the forward
+ * (bwd 0: x -> y), or the backward (bwd 1: dy -> dx, added into dx when accum). */
+static int cb__own_op(cb__cu *c, const cb__cu_plan *p, int i, int bwd, const void *x, void *y,
+                      const void *dy, void *dx, int accum, cb_error *err) {
+    const cb_nn_node *nd = &c->m->nodes[i];
+    const cb__cu_node *cn = &c->nodes[i];
+    int ic, ih, iw;
+    cb__dims(c->m, nd->in[0], &ic, &ih, &iw);
+    int hw = nd->h * nd->w, max = nd->op == CB_NN_MAXPOOL;
+    size_t count = (size_t)p->n * nd->c * hw;
+    float *save = c->save[i], *invstd = save ? save + cb__cu_bn_stride(nd->c) : NULL;
+    const float *gamma = c->w + cn->w_off, *beta = c->w + cn->b_off;
+    if (nd->op == CB_NN_BN && bwd)
+        CB__CUDA(cb__k_bn_bwd(x, dy, dx, c->dt, p->n, nd->c, hw, gamma, save, invstd,
+                              c->g + cn->w_off, c->g + cn->b_off, accum, c->stream));
+    else if (nd->op == CB_NN_BN && p->kind == CB__CU_TRAIN)
+        CB__CUDA(cb__k_bn_train_fwd(x, y, c->dt, p->n, nd->c, hw, gamma, beta, nd->momentum,
+                                    nd->eps, c->stats + cn->rm_off, c->stats + cn->rv_off, save,
+                                    invstd, c->stream));
+    else if (nd->op == CB_NN_BN)
+        CB__CUDA(cb__k_bn_infer_fwd(x, y, c->dt, p->n, nd->c, hw, gamma, beta,
+                                    c->stats + cn->rm_off, c->stats + cn->rv_off, nd->eps,
+                                    c->stream));
+    else if (nd->op == CB_NN_RELU && bwd)
+        CB__CUDA(dx ? cb__k_relu_bwd(y, dy, dx, c->dt, count, accum, c->stream) : cudaSuccess);
+    else if (nd->op == CB_NN_RELU)
+        CB__CUDA(cb__k_relu_fwd(x, y, c->dt, count, c->stream));
+    else if (bwd) /* pooling */
+        CB__CUDA(dx ? cb__k_pool_bwd(x, dy, dx, c->dt, max, p->n, ic, ih, iw, nd->h, nd->w,
+                                     nd->kh, nd->kw, nd->sh, nd->sw, nd->ph, nd->pw, accum,
+                                     c->stream)
+                    : cudaSuccess);
+    else
+        CB__CUDA(cb__k_pool_fwd(x, y, c->dt, max, p->n, ic, ih, iw, nd->h, nd->w, nd->kh, nd->kw,
+                                nd->sh, nd->sw, nd->ph, nd->pw, c->stream));
+    return CB_OK;
+}
+
+static int cb__is_own_op(const cb__cu *c, int op) {
+    return c->own &&
+           (op == CB_NN_BN || op == CB_NN_RELU || op == CB_NN_MAXPOOL || op == CB_NN_AVGPOOL);
+}
+
 static int cb__node_fwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
     const cb_nn_node *nd = &c->m->nodes[i];
     const cb__cu_node *cn = &c->nodes[i];
     int a = nd->in[0];
     void *x = c->val[c->nodes[a].buf], *y = c->val[cn->buf];
     cudnnTensorDescriptor_t xd = p->desc[a], yd = p->desc[i];
+    if (cb__is_own_op(c, nd->op)) return cb__own_op(c, p, i, 0, x, y, NULL, NULL, 0, err);
     switch (nd->op) {
     case CB_NN_CONV:
         CB__CUDNN(cudnnConvolutionForward(c->dnn, &cb__one, xd, x, cn->filt,
@@ -593,6 +650,8 @@ static int cb__node_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
     void *dx = c->dif[a];
     cudnnTensorDescriptor_t xd = p->desc[nd->in[0]], yd = p->desc[i];
     const float *beta = CB__BETA(p->beta[2 * i]);
+    if (cb__is_own_op(c, nd->op))
+        return cb__own_op(c, p, i, 1, x, (void *)y, dy, dx, p->beta[2 * i], err);
     switch (nd->op) {
     case CB_NN_CONV: {
         /* A 16-bit executor's filter gradient is 16-bit (as autocast's), converted into G. */
