@@ -22,8 +22,8 @@
  *   - device statistics (device time, pool peak) are filled in;
  *   - fp32 training on a fixed batch lowers the loss over 20 steps;
  *   - bf16 and fp16 (mixed precision; fp16 with dynamic loss scaling) resnet18: the first loss
- *     within 2e-2 (relative) of fp32's and the loss decreasing over 20 steps on a fixed batch;
- *     tf32: the same with 1e-2.
+ *     within 8e-2 (bf16) and 2e-2 (fp16) (relative) of fp32's and the loss decreasing over 20
+ *     steps on a fixed batch; tf32: the same with 1e-2.
  * Part 2 (large shapes, then the newest paths):
  *   - device time is device work only (stats.last_device_ns + last_stage_in_ns within the wall
  *     time of the call; the input copy's share and bandwidth; device_ns sums the calls);
@@ -106,9 +106,14 @@ static cb_cuda g_cuda; /* opened by main (gpu_fixture_open) for the whole run */
 #define TOL_FP16_GRAD 2e-2
 #define TOL_BF16_GRAD_CNN 1.0
 #define TOL_FP16_GRAD_CNN 0.5
-/* Lower precisions' first resnet18 loss against fp32's (relative). */
+/* Lower precisions' first resnet18 training loss (batch 4, batch statistics) against fp32's,
+ * relative. The emulation above (tf32: convolution and GEMM inputs rounded to 10-bit
+ * mantissas) on train_20's data / the worst of 24 seeds: tf32 2.4e-4 / 5.2e-3, fp16 3.3e-3 /
+ * 5.0e-3, bf16 3.7e-2 / 4.3e-2: batch norm over 4 images (2x2 and 1x1 maps in layer3-4)
+ * magnifies bf16's rounding, so bf16 gets 8e-2 where it had 2e-2 (which this data exceeds). */
 #define TOL_TF32_LOSS 1e-2
-#define TOL_16_LOSS 2e-2
+#define TOL_FP16_LOSS 2e-2
+#define TOL_BF16_LOSS 8e-2
 
 /* ---- Models ------------------------------------------------------------------------------- */
 
@@ -604,8 +609,8 @@ static void check_precision(cb_nn_precision prec, double tol) {
 }
 
 static void test_tf32(void) { check_precision(CB_NN_TF32, TOL_TF32_LOSS); }
-static void test_bf16(void) { check_precision(CB_NN_BF16, TOL_16_LOSS); }
-static void test_fp16(void) { check_precision(CB_NN_FP16, TOL_16_LOSS); }
+static void test_bf16(void) { check_precision(CB_NN_BF16, TOL_BF16_LOSS); }
+static void test_fp16(void) { check_precision(CB_NN_FP16, TOL_FP16_LOSS); }
 
 /* bf16 and fp16 executors against the CPU's fp32: resnet18 inference logits, and the first
  * step's gradients of every parameter (float32 in G: fp16's unscaled) of "smooth" and of the
