@@ -5,7 +5,9 @@
 #          libjpeg-turbo and libpng, OpenMP for clang (libomp-14-dev)
 #   tests: clang's sanitizer/fuzzer runtimes (libclang-rt-14-dev), python3 (JSON checks,
 #          the reference-architecture benchmark), python3-torch and python3-torchvision
-#          (reference outputs for the neural-network layer, the PyTorch side of bench/)
+#          (reference outputs for the neural-network layer, the PyTorch side of bench/),
+#          python3-venv and .venv-test/ (gitignored): Hugging Face tokenizers and tiktoken from
+#          PyPI at pinned versions, the references of tests/test_llm_tokenizer.c
 # Idempotent: does nothing when everything is present. Set CB_SETUP_SKIP=1 to skip entirely.
 #
 # --bench (opt-in, not run by CI): also creates .venv-bench/ (gitignored) with current PyTorch
@@ -25,10 +27,9 @@ need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in cmake make gcc g++ clang libyaml-dev libclang-rt-14-dev python3 pkg-config procps \
          libdnnl-dev libjpeg62-turbo-dev libpng-dev libomp-14-dev python3-numpy \
-         python3-torch python3-torchvision; do
+         python3-torch python3-torchvision python3-venv; do
   have_pkg "$p" || need+=("$p")
 done
-[ "$bench" = 1 ] && { have_pkg python3-venv || need+=(python3-venv); }
 if [ ${#need[@]} -eq 0 ]; then
   echo "setup: all build and test dependencies present"
 else
@@ -38,6 +39,19 @@ else
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# The tokenizer tests' references (Debian's interpreter; skipped when already installed).
+tvenv="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
+tok_pins="tokenizers==0.23.3 tiktoken==0.14.0"
+if "$tvenv/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(any(m.version(p) != v for p, v in (a.split("==") for a in sys.argv[1:])))' $tok_pins \
+    2>/dev/null; then
+  echo "setup: $tvenv: $tok_pins present"
+else
+  [ -x "$tvenv/bin/python" ] || /usr/bin/python3 -m venv "$tvenv"
+  # shellcheck disable=SC2086 # a list of requirements
+  "$tvenv/bin/python" -m pip install --disable-pip-version-check -q $tok_pins
+  echo "setup: $tvenv: installed $tok_pins"
 fi
 [ "$bench" = 1 ] || exit 0
 

@@ -1,0 +1,32 @@
+/* llm/unicode.h - the few Unicode properties the tokenizers' pre-tokenizers need: General
+ * Category classes (letter, number, mark) from a generated table (unicode_tab.c, see
+ * unicode_gen.py for the Unicode version) and White_Space, plus a strict UTF-8 decoder.
+ * Pure functions over constant tables: thread-safe. */
+#ifndef CB_LLM_UNICODE_H
+#define CB_LLM_UNICODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { CB_UNI_OTHER = 0, CB_UNI_LETTER = 1, CB_UNI_NUMBER = 2, CB_UNI_MARK = 3 };
+
+typedef struct cb__uni_range {
+    uint32_t lo, hi;
+    uint8_t cls;
+} cb__uni_range;
+
+extern const char cb__uni_version[];
+extern const size_t cb__uni_nranges;
+extern const cb__uni_range cb__uni_ranges[];
+
+/* CB_UNI_LETTER, CB_UNI_NUMBER, CB_UNI_MARK or CB_UNI_OTHER for a code point. */
+int cb__uni_class(uint32_t cp);
+
+/* 1 when cp has the White_Space property (what \s matches in the reference regex engines). */
+int cb__uni_space(uint32_t cp);
+
+/* Decodes one UTF-8 sequence at s[0..n): returns its length (1-4) and the code point in *cp, or 0
+ * for an invalid sequence (overlong, surrogate, above U+10FFFF, truncated). */
+size_t cb__uni_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
+#endif
