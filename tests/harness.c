@@ -193,9 +193,11 @@ double cb_test_py_num(const char *path, const char *expr) {
 double cb_test_rel_err(const float *a, const float *b, size_t n) {
     double e = 0, s = 1e-30;
     for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
+        if (!isnan(a[i]) != !isnan(b[i])) return INFINITY; /* NaN on one side only */
+        if (fabs(b[i]) > s && isfinite(b[i])) s = fabs(b[i]);
+        if (a[i] == b[i] || (isnan(a[i]) && isnan(b[i]))) continue;
+        double d = fabs((double)a[i] - b[i]); /* inf when one side is infinite */
         if (d > e) e = d;
-        if (fabs(b[i]) > s) s = fabs(b[i]);
     }
     return e / s;
 }

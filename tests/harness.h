@@ -110,7 +110,8 @@ char *cb_test_py_json(const char *path, const char *expr);
 double cb_test_py_num(const char *path, const char *expr);
 
 /* max |a[i] - b[i]| / max |b[i]| over n floats: one relative error for a whole tensor (b is the
- * reference). */
+ * reference). A NaN on one side only, or an infinity against a finite value, is an infinite
+ * error (NaN never compares greater, so it would otherwise pass any tolerance). */
 double cb_test_rel_err(const float *a, const float *b, size_t n);
 
 #endif

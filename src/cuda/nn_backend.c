@@ -270,16 +270,18 @@ static int cb__cu_create(cb_nn_exec *e, cb_error *err) {
 
 /* ---- Plans ------------------------------------------------------------------------------ */
 
-/* After a plan build: wait for cudnnFind's work, note the pool's high-water mark as the planning
- * peak, give the pool's unused memory (the Find scratch and workspace) back to the device and
- * reset the high-water mark, so that later calls measure their own steady-state peak. Calls
- * before this one are already in steady_peak (read after each call). */
+/* After a plan build: wait for cudnnFind's work, note the pool's high-water mark (reset after
+ * every call, so it is this search's alone) as the planning peak, give the pool's memory beyond
+ * the steady state's needs (the Find scratch and workspace) back to the device and reset the
+ * high-water marks, so that later calls measure their own steady-state peak. Keeping the
+ * steady state's bytes spares the next call a re-allocation when plans change mid-run (a
+ * partial last batch). */
 static int cb__plan_trim(cb__cu *c, cb_error *err) {
     CB__CUDA(cudaStreamSynchronize(c->stream));
     uint64_t high = 0;
     CB__CUDA(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &high));
     if ((int64_t)high > c->plan_peak) c->plan_peak = (int64_t)high;
-    CB__CUDA(cudaMemPoolTrimTo(c->pool, 0));
+    CB__CUDA(cudaMemPoolTrimTo(c->pool, (size_t)c->steady_peak));
     uint64_t zero = 0; /* the high-water marks can only be reset to 0 */
     CB__CUDA(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero));
     CB__CUDA(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReservedMemHigh, &zero));
@@ -470,8 +472,11 @@ static int cb__call(cb_nn_exec *e, int kind, const float *x, const int32_t *labe
     e->stats.device_ns += dev_ns;
     e->stats.last_copy_in_ns = in_ns;
     e->stats.copy_in_ns += in_ns;
-    uint64_t high = 0;
+    /* The call's own peak, then a reset (its buffers are free again: in use is 0), so that a
+     * plan built later measures only its own search. */
+    uint64_t high = 0, zero = 0;
     CB__CUDA(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &high));
+    CB__CUDA(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero));
     if ((int64_t)high > c->steady_peak) c->steady_peak = (int64_t)high;
     e->stats.device_mem_peak_bytes = c->steady_peak + c->fixed_bytes;
     if (logits) memcpy(logits, c->h_logits, (size_t)n * c->m->classes * sizeof(float));

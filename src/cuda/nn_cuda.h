@@ -50,6 +50,11 @@ typedef struct cb__cu_algos {
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    /* The math type each was found (or ranked) with, set on the convolution descriptor before
+     * each call, as PyTorch does (cuDNN reports it per algorithm: a tensor-op descriptor may
+     * still be given a non-tensor-op algorithm, and the other way round; fp32 executors stay
+     * CUDNN_FMA_MATH whatever is reported). */
+    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;
     size_t ws_bytes;               /* largest workspace of the algorithms chosen */
 } cb__cu_algos;
 

@@ -157,7 +157,7 @@ void cb__cu_nodes_fini(cb__cu *c) {
  * _v7 heuristic) that cuDNN reports as usable with a workspace of at most
  * CB_NN_CUDA_WS_MAX_BYTES (the heuristic ranks by expected speed whatever the memory: its first
  * may want gigabytes per call), into `out`; s becomes NOT_SUPPORTED when none. */
-#define CB__FIRST_OK(perf, got, s, out)                                                            \
+#define CB__FIRST_OK(perf, got, s, out, math)                                                      \
     do {                                                                                           \
         int k_ = 0;                                                                                \
         while ((s) == CUDNN_STATUS_SUCCESS && k_ < (got) &&                                        \
@@ -165,7 +165,10 @@ void cb__cu_nodes_fini(cb__cu *c) {
                 (perf)[k_].memory > CB_NN_CUDA_WS_MAX_BYTES))                                      \
             k_++;                                                                                  \
         if ((s) == CUDNN_STATUS_SUCCESS && k_ == (got)) (s) = CUDNN_STATUS_NOT_SUPPORTED;          \
-        if ((s) == CUDNN_STATUS_SUCCESS) (out) = (perf)[k_].algo;                                  \
+        if ((s) == CUDNN_STATUS_SUCCESS) {                                                         \
+            (out) = (perf)[k_].algo;                                                               \
+            (math) = (perf)[k_].mathType;                                                          \
+        }                                                                                          \
     } while (0)
 
 /* Largest workspace any algorithm of the three kinds may ask for on this layer (cudnnFind's
@@ -216,7 +219,7 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
         s = cudnnFindConvolutionForwardAlgorithmEx(c->dnn, xd, x, cn->filt, w, cn->conv, yd, y,
                                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf,
                                                    ws, ws_bytes);
-        CB__FIRST_OK(perf, got, s, a->fwd);
+        CB__FIRST_OK(perf, got, s, a->fwd, a->fwd_math);
     }
     if (!rc && s == CUDNN_STATUS_SUCCESS && (needs & 2)) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -224,7 +227,7 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
         s = cudnnFindConvolutionBackwardDataAlgorithmEx(c->dnn, cn->filt, w, yd, y, cn->conv, xd,
                                                         x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
                                                         &got, perf, ws, ws_bytes);
-        CB__FIRST_OK(perf, got, s, a->bwd_data);
+        CB__FIRST_OK(perf, got, s, a->bwd_data, a->bwd_data_math);
     }
     if (!rc && s == CUDNN_STATUS_SUCCESS && (needs & 1)) {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -232,7 +235,7 @@ static int cb__find(cb__cu *c, const cb_nn_node *nd, const cb__cu_node *cn,
         s = cudnnFindConvolutionBackwardFilterAlgorithmEx(
             c->dnn, xd, x, yd, y, cn->conv, cn->filt, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
             &got, perf, ws, ws_bytes);
-        CB__FIRST_OK(perf, got, s, a->bwd_filter);
+        CB__FIRST_OK(perf, got, s, a->bwd_filter, a->bwd_filter_math);
     }
     if (!rc && s != CUDNN_STATUS_SUCCESS) {
         rc = cb__cudnn_fail(err, s, call, __FILE__, __LINE__);
@@ -252,19 +255,19 @@ static int cb__heuristic(cb__cu *c, const cb__cu_node *cn, cudnnTensorDescriptor
     cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     CB__CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, xd, cn->filt, cn->conv, yd,
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, pf));
-    CB__FIRST_OK(pf, got, s, a->fwd);
+    CB__FIRST_OK(pf, got, s, a->fwd, a->fwd_math);
     if (s == CUDNN_STATUS_SUCCESS && (needs & 2)) {
         cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         CB__CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(
             c->dnn, cn->filt, yd, cn->conv, xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, pd));
-        CB__FIRST_OK(pd, got, s, a->bwd_data);
+        CB__FIRST_OK(pd, got, s, a->bwd_data, a->bwd_data_math);
     }
     if (s == CUDNN_STATUS_SUCCESS && (needs & 1)) {
         cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         CB__CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             c->dnn, xd, yd, cn->conv, cn->filt, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got,
             pw));
-        CB__FIRST_OK(pw, got, s, a->bwd_filter);
+        CB__FIRST_OK(pw, got, s, a->bwd_filter, a->bwd_filter_math);
     }
     if (s != CUDNN_STATUS_SUCCESS)
         return cb_error_set(err, CB_EUNSUPPORTED, "the cuDNN heuristic offers no usable "
@@ -296,20 +299,27 @@ static int cb__algos(cb__cu *c, cb__cu_plan *p, int i, cb_error *err) {
                  ? cb__find(c, nd, cn, xd, yd, x_bytes, y_bytes, w_bytes, needs, &a, err)
                  : cb__heuristic(c, cn, xd, yd, needs, &a, err);
     if (rc) return rc;
+    if (c->conv_math == CUDNN_FMA_MATH) /* fp32: never a tensor-op (TF32) algorithm */
+        a.fwd_math = a.bwd_data_math = a.bwd_filter_math = CUDNN_FMA_MATH;
     size_t s = 0;
+    CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, a.fwd_math));
     CB__CUDNN(cudnnGetConvolutionForwardWorkspaceSize(c->dnn, xd, cn->filt, cn->conv, yd, a.fwd,
                                                       &s));
     a.ws_bytes = s;
     if (needs & 2) {
+        CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, a.bwd_data_math));
         CB__CUDNN(cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, cn->filt, yd, cn->conv, xd,
                                                                a.bwd_data, &s));
         if (s > a.ws_bytes) a.ws_bytes = s;
     }
     if (needs & 1) {
+        CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, a.bwd_filter_math));
         CB__CUDNN(cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, xd, yd, cn->conv,
                                                                  cn->filt, a.bwd_filter, &s));
         if (s > a.ws_bytes) a.ws_bytes = s;
     }
+    /* Back to the executor's math type: the next layer shape's search starts from it. */
+    CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, c->conv_math));
     if (c->n_algo == c->cap_algo) {
         int cap = c->cap_algo ? 2 * c->cap_algo : 32;
         cb__cu_algo_entry *grown = cb_realloc(c->algo_cache, (size_t)cap * sizeof *grown);
@@ -563,6 +573,7 @@ static int cb__node_fwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
     if (cb__is_own_op(c, nd->op)) return cb__own_op(c, p, i, 0, x, y, NULL, NULL, 0, err);
     switch (nd->op) {
     case CB_NN_CONV:
+        CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, p->algos[i].fwd_math));
         CB__CUDNN(cudnnConvolutionForward(c->dnn, &cb__one, xd, x, cn->filt,
                                           cb__cu_wconv(c, cn->w_off), cn->conv, p->algos[i].fwd,
                                           c->ws, p->ws_bytes, &cb__zero, yd, y));
@@ -657,6 +668,7 @@ static int cb__node_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
         /* A 16-bit executor's filter gradient is 16-bit (as autocast's), converted into G. */
         int f32 = c->dt == CB__DT_F32;
         void *dw = f32 ? (void *)(c->g + cn->w_off) : (char *)c->g16 + cn->w_off * c->asz;
+        CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, p->algos[i].bwd_filter_math));
         CB__CUDNN(cudnnConvolutionBackwardFilter(c->dnn, &cb__one, xd, x, yd, dy, cn->conv,
                                                  p->algos[i].bwd_filter, c->ws, p->ws_bytes,
                                                  &cb__zero, cn->filt, dw));
@@ -671,6 +683,7 @@ static int cb__node_bwd(cb__cu *c, const cb__cu_plan *p, int i, cb_error *err) {
         else if (cn->b_off != CB__CU_NONE)
             CB__CUDA(cb__k_chan_sum(c->g + cn->b_off, dy, c->dt, p->n, nd->c, nd->h * nd->w,
                                     c->stream));
+        if (dx) CB__CUDNN(cudnnSetConvolutionMathType(cn->conv, p->algos[i].bwd_data_math));
         if (dx)
             CB__CUDNN(cudnnConvolutionBackwardData(c->dnn, &cb__one, cn->filt,
                                                    cb__cu_wconv(c, cn->w_off), yd, dy, cn->conv,
