@@ -891,7 +891,7 @@ static int bpe_large(const cb_tok *t, const unsigned char *s, size_t m, emitter 
         goto out;
     }
     size_t nh = 0;
-    int32_t mid;
+    int32_t mid = -1; /* set by pair_rank whenever it returns a rank */
     for (size_t i = 0; i < m; i++) {
         id[i] = t->byte_id[s[i]];
         len[i] = 1;
