@@ -69,8 +69,15 @@ struct cb_tok {
 
 static uint64_t hash_bytes(const void *p, size_t n) {
     const unsigned char *s = p;
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
+    for (; n >= 8; n -= 8, s += 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     return h ^ (h >> 29);
 }
 
@@ -817,34 +824,36 @@ static inline uint32_t pair_rank(const cb_tok *t, const unsigned char *s, size_t
     return (uint32_t)r;
 }
 
+typedef struct sym {
+    uint32_t start, len, rank; /* rank of merging with the next symbol */
+    int32_t id, merged;        /* merged: the token of that merge */
+} sym;
+
 static void bpe_small(const cb_tok *t, const unsigned char *s, size_t m, emitter *e) {
-    uint32_t start[SMALL_PIECE], len[SMALL_PIECE], rank[SMALL_PIECE];
-    int32_t id[SMALL_PIECE], mid[SMALL_PIECE];
+    sym y[SMALL_PIECE];
     size_t k = m;
-    for (size_t i = 0; i < m; i++) start[i] = (uint32_t)i, len[i] = 1, id[i] = t->byte_id[s[i]];
-    for (size_t i = 0; i + 1 < k; i++) rank[i] = pair_rank(t, s, start[i], 1, 1, id[i], id[i + 1], &mid[i]);
+    for (size_t i = 0; i < m; i++) y[i] = (sym){(uint32_t)i, 1, NO_RANK, t->byte_id[s[i]], -1};
+    for (size_t i = 0; i + 1 < k; i++)
+        y[i].rank = pair_rank(t, s, i, 1, 1, y[i].id, y[i + 1].id, &y[i].merged);
     while (k > 1) {
         size_t best = 0;
         for (size_t i = 1; i + 1 < k; i++)
-            if (rank[i] < rank[best]) best = i;
-        if (rank[best] == NO_RANK) break;
-        id[best] = mid[best];
-        len[best] += len[best + 1];
-        size_t tail = k - best - 2;
-        memmove(start + best + 1, start + best + 2, tail * sizeof *start);
-        memmove(len + best + 1, len + best + 2, tail * sizeof *len);
-        memmove(id + best + 1, id + best + 2, tail * sizeof *id);
-        memmove(rank + best + 1, rank + best + 2, tail * sizeof *rank);
-        memmove(mid + best + 1, mid + best + 2, tail * sizeof *mid);
+            if (y[i].rank < y[best].rank) best = i;
+        if (y[best].rank == NO_RANK) break;
+        y[best].id = y[best].merged;
+        y[best].len += y[best + 1].len;
+        memmove(y + best + 1, y + best + 2, (k - best - 2) * sizeof *y);
         k--;
+        y[best].rank = NO_RANK;
         if (best + 1 < k)
-            rank[best] = pair_rank(t, s, start[best], len[best], len[best + 1], id[best],
-                                   id[best + 1], &mid[best]);
-        if (best > 0)
-            rank[best - 1] = pair_rank(t, s, start[best - 1], len[best - 1], len[best],
-                                       id[best - 1], id[best], &mid[best - 1]);
+            y[best].rank = pair_rank(t, s, y[best].start, y[best].len, y[best + 1].len, y[best].id,
+                                     y[best + 1].id, &y[best].merged);
+        if (best > 0) {
+            sym *p = &y[best - 1];
+            p->rank = pair_rank(t, s, p->start, p->len, y[best].len, p->id, y[best].id, &p->merged);
+        }
     }
-    for (size_t i = 0; i < k; i++) emit(e, id[i]);
+    for (size_t i = 0; i < k; i++) emit(e, y[i].id);
 }
 
 typedef struct heap_ent {
