@@ -15,13 +15,16 @@ Writes into OUTDIR:
   ref.txt                        "NAME MODE TEXT N ID..." per line: MODE hf (tokenizers, added
                                  tokens matched), tt (tiktoken, allowed_special="all"), tto
                                  (tiktoken encode_ordinary)
-  bad_truncated.json, bad_merge.json, bad_pattern.json, bad_nfc.json   malformed or unsupported
+  qwen2nfc.json, texts_nfc/NNN.txt   qwen2.json with the NFC normalizer (as Qwen2's real file
+                                 has; ids in ref.txt, MODE hf) and the NFC of each text
+  bad_truncated.json, bad_merge.json, bad_pattern.json, bad_nfkc.json   malformed or unsupported
 """
 import base64
 import json
 import os
 import random
 import sys
+import unicodedata
 
 import tiktoken
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -132,6 +135,9 @@ def test_texts(rng):
         "the " * 80,
         "?!" * 120,
         "the" * 100,
+        "NFC: A\u030a \u212b \u2126 a\u0323\u0302 a\u0302\u0323 \u1100\u1161\u11a8 \uac00\u11a8 "
+        "\u0958 \ufb01 Tie\u0302\u0301ng Vie\u0323\u0302t o\u0308\u0304 \u0338 =\u0338 "
+        "\u0b47\u0b3e \u0301\u0301x \u05b8\u05b7 q\u0307\u0323",
         "".join(WORDS[:80]),
         " " + "".join(WORDS[40:120]).upper(),
     ]
@@ -183,6 +189,10 @@ def main():
     for i, s in enumerate(texts):
         with open(os.path.join(out, "texts", "%03d.txt" % i), "wb") as f:
             f.write(s.encode("utf-8"))
+    os.makedirs(os.path.join(out, "texts_nfc"), exist_ok=True)
+    for i, s in enumerate(texts):
+        with open(os.path.join(out, "texts_nfc", "%03d.txt" % i), "wb") as f:
+            f.write(unicodedata.normalize("NFC", s).encode("utf-8"))
     with open(os.path.join(out, "texts.count"), "w") as f:
         f.write("%d\n" % len(texts))
     bd = byte_decoder()
@@ -230,9 +240,19 @@ def main():
             with open(os.path.join(out, "bad_pattern.json"), "w", encoding="utf-8") as f:
                 json.dump(bad, f, ensure_ascii=False, indent=1)
             bad = json.loads(text)
-            bad["normalizer"] = {"type": "NFC"}
-            with open(os.path.join(out, "bad_nfc.json"), "w", encoding="utf-8") as f:
+            bad["normalizer"] = {"type": "NFKC"}
+            with open(os.path.join(out, "bad_nfkc.json"), "w", encoding="utf-8") as f:
                 json.dump(bad, f, ensure_ascii=False, indent=1)
+        if kind == "qwen2":
+            doc = json.load(open(path, encoding="utf-8"))
+            doc["normalizer"] = {"type": "NFC"}
+            npath = os.path.join(out, "qwen2nfc.json")
+            with open(npath, "w", encoding="utf-8") as f:
+                json.dump(doc, f, ensure_ascii=False)
+            ntok = Tokenizer.from_file(npath)
+            for i, s in enumerate(texts):
+                ids = ntok.encode(s, add_special_tokens=False).ids
+                ref.append("qwen2nfc hf %d %d %s" % (i, len(ids), " ".join(map(str, ids))))
     with open(os.path.join(out, "ref.txt"), "w") as f:
         f.write("\n".join(ref) + "\n")
 

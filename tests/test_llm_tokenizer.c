@@ -11,12 +11,16 @@
  *   - ids equal to `tokenizers`' (HF loader) and to tiktoken's encode (allowed_special = "all")
  *     and encode_ordinary (tiktoken loader), exactly, on every text;
  *   - decode(encode(x)) == x for every text and both loaders;
- *   - a 100 KB run of one character (and of spaces, digits) encodes and round-trips (the heap
- *     merge: the time is printed, not asserted);
+ *   - Qwen2's NFC normalizer: the qwen2 file with normalizer NFC against `tokenizers` (ids) and
+ *     Python's unicodedata (decode(encode(x)) == NFC(x)), with decomposed, reordered, Hangul
+ *     jamo, singleton and composition-excluded text in the corpus;
+ *   - 100 KB runs of one pattern (letters, spaces, digits, newlines, punctuation) encode and
+ *     round-trip (the heap merge), and 100 KB of combining marks normalize (times printed, not
+ *     asserted);
  *   - caller buffers: CB_EFULL with the count needed; invalid UTF-8 and unknown ids: CB_EINVAL;
  *   - malformed or unsupported files: the error names the file and where (line:col and the JSON
  *     path): a truncated tokenizer.json, a merges entry with an unknown token, an unknown split
- *     pattern, an NFC normalizer, a bad rank file line;
+ *     pattern, an NFKC normalizer, a bad rank file line;
  *   - the chat templates' exact strings, and their special tokens encoding to single ids.
  */
 #include "harness.h"
@@ -32,13 +36,16 @@ static const char *g_dir;
 static cb_error g_err;
 
 static const char *ref_dir(void) {
-    if (g_dir) return g_dir;
+    if (g_dir)
+        return g_dir;
     char *out = NULL;
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "'%s' -c 'import tokenizers, tiktoken' 2>&1", PYTHON);
     if (cb_test_sh(cmd, &out) != 0) {
-        cb__test_fail(__FILE__, __LINE__, "the tokenizer references need %s with tokenizers and "
-                      "tiktoken: run scripts/setup.sh (%s)", PYTHON, out ? out : "");
+        cb__test_fail(__FILE__, __LINE__,
+                      "the tokenizer references need %s with tokenizers and "
+                      "tiktoken: run scripts/setup.sh (%s)",
+                      PYTHON, out ? out : "");
         free(out);
         return NULL;
     }
@@ -56,9 +63,9 @@ static const char *ref_dir(void) {
     return dir;
 }
 
-static char *read_text(int i, size_t *len) {
+static char *read_text(const char *dir, int i, size_t *len) {
     char path[600];
-    snprintf(path, sizeof path, "%s/texts/%03d.txt", g_dir, i);
+    snprintf(path, sizeof path, "%s/%s/%03d.txt", g_dir, dir, i);
     return cb_test_read(path, len);
 }
 
@@ -74,6 +81,7 @@ static int32_t *encode_all(const cb_tok *t, const char *s, size_t len, int allow
     return ids;
 }
 
+/* decode(ids) must be s[0..len). */
 static void check_roundtrip(const cb_tok *t, const char *what, const char *s, size_t len,
                             const int32_t *ids, size_t n) {
     char *back = malloc(len + 1);
@@ -101,7 +109,8 @@ static cb_tok *load_pair(const char *name, int tiktoken) {
         char *f = cb_test_read(path, &len);
         for (char *p = f; p && *p && n_sp < 16;) {
             char *nl = strchr(p, '\n'), *sp1 = strchr(p, ' ');
-            if (!nl || !sp1 || sp1 > nl || (size_t)(nl - sp1) > sizeof texts[0]) break;
+            if (!nl || !sp1 || sp1 > nl || (size_t)(nl - sp1) > sizeof texts[0])
+                break;
             memcpy(texts[n_sp], sp1 + 1, (size_t)(nl - sp1 - 1));
             texts[n_sp][nl - sp1 - 1] = 0;
             sp[n_sp].text = texts[n_sp];
@@ -114,15 +123,18 @@ static cb_tok *load_pair(const char *name, int tiktoken) {
         snprintf(path, sizeof path, "%s/%s.tiktoken", g_dir, name);
         rc = cb_tok_load_tiktoken(path, name, sp, n_sp, &t, &g_err);
     }
-    if (rc) cb__test_fail(__FILE__, __LINE__, "load %s: %s", path, g_err.msg);
+    if (rc)
+        cb__test_fail(__FILE__, __LINE__, "load %s: %s", path, g_err.msg);
     return t;
 }
 
-/* Every line of ref.txt for `name`: compares the ids. */
-static void compare_refs(const char *name) {
-    if (!ref_dir()) return;
-    cb_tok *hf = load_pair(name, 0), *tt = load_pair(name, 1);
-    if (!hf || !tt) {
+/* Every line of ref.txt for `name`: compares the ids. With nfc, the tokenizer normalizes and
+ * decodes to the NFC of each text (texts_nfc/), and there is no tiktoken file. */
+static void compare_refs(const char *name, int nfc) {
+    if (!ref_dir())
+        return;
+    cb_tok *hf = load_pair(name, 0), *tt = nfc ? NULL : load_pair(name, 1);
+    if (!hf || (!nfc && !tt)) {
         cb_tok_free(hf);
         cb_tok_free(tt);
         return;
@@ -136,7 +148,8 @@ static void compare_refs(const char *name) {
     size_t nl0 = strlen(name);
     for (char *p = ref; p && *p;) {
         char *end = strchr(p, '\n');
-        if (!end) break;
+        if (!end)
+            break;
         *end = 0;
         char mode[8] = "";
         int idx = -1;
@@ -144,14 +157,20 @@ static void compare_refs(const char *name) {
         if (strncmp(p, name, nl0) == 0 && p[nl0] == ' ') {
             char *q = p + nl0 + 1;
             size_t ml = strcspn(q, " ");
-            if (ml < sizeof mode) memcpy(mode, q, ml), mode[ml] = 0;
+            if (ml < sizeof mode)
+                memcpy(mode, q, ml), mode[ml] = 0;
             q += ml;
             idx = (int)strtol(q, &q, 10);
             nref = (size_t)strtoul(q, &q, 10);
             size_t len;
-            char *s = read_text(idx, &len);
+            char *s = read_text("texts", idx, &len);
             int allow = strcmp(mode, "tto") != 0;
             const cb_tok *t = strcmp(mode, "hf") == 0 ? hf : tt;
+            if (!t) {
+                cb__test_fail(__FILE__, __LINE__, "%s: no tokenizer for mode %s", name, mode);
+                free(s);
+                break;
+            }
             size_t n = 0;
             int32_t *ids = s ? encode_all(t, s, len, allow, &n) : NULL;
             int same = ids && n == nref;
@@ -159,8 +178,10 @@ static void compare_refs(const char *name) {
                 long want = strtol(q, &q, 10);
                 if (same && ids[k] != want) {
                     if (bad++ < 5)
-                        cb__test_fail(__FILE__, __LINE__, "%s %s text %d: id[%zu] = %d, the "
-                                      "reference has %ld", name, mode, idx, k, ids[k], want);
+                        cb__test_fail(__FILE__, __LINE__,
+                                      "%s %s text %d: id[%zu] = %d, the "
+                                      "reference has %ld",
+                                      name, mode, idx, k, ids[k], want);
                     same = 0;
                 }
             }
@@ -170,17 +191,22 @@ static void compare_refs(const char *name) {
             if (ids && allow) {
                 char what[64];
                 snprintf(what, sizeof what, "%s %s text %d", name, mode, idx);
-                check_roundtrip(t, what, s, len, ids, n);
+                size_t nlen = len;
+                char *ns = nfc ? read_text("texts_nfc", idx, &nlen) : NULL;
+                check_roundtrip(t, what, ns ? ns : s, nlen, ids, n);
+                free(ns);
             }
-            if (strcmp(mode, "hf") == 0) texts_seen++;
+            if (strcmp(mode, "hf") == 0)
+                texts_seen++;
             lines++;
             free(ids);
             free(s);
         }
         p = end + 1;
     }
-    printf("# %s: %d texts, %d comparisons (tokenizers, tiktoken, tiktoken ordinary), %d differ; "
-           "vocab %d\n", name, texts_seen, lines, bad, cb_tok_vocab_size(hf));
+    printf("# %s: %d texts, %d comparisons with the references, %d differ; "
+           "vocab %d\n",
+           name, texts_seen, lines, bad, cb_tok_vocab_size(hf));
     CB_CHECK_CMP_INT(texts_seen, >=, 90);
     CB_CHECK_EQ_INT(bad, 0);
     free(ref);
@@ -188,12 +214,14 @@ static void compare_refs(const char *name) {
     cb_tok_free(tt);
 }
 
-static void test_gpt2(void) { compare_refs("gpt2"); }
-static void test_llama3(void) { compare_refs("llama3"); }
-static void test_qwen2(void) { compare_refs("qwen2"); }
+static void test_gpt2(void) { compare_refs("gpt2", 0); }
+static void test_llama3(void) { compare_refs("llama3", 0); }
+static void test_qwen2(void) { compare_refs("qwen2", 0); }
+static void test_qwen2_nfc(void) { compare_refs("qwen2nfc", 1); }
 
 static void test_long_runs(void) {
-    if (!ref_dir()) return;
+    if (!ref_dir())
+        return;
     static const char *const fill[] = {"a", "the", "inthe", " ", "7", "\n", "!?", " \n"};
     const char *names[] = {"gpt2", "llama3", "qwen2"};
     size_t len = 100 * 1024;
@@ -201,35 +229,59 @@ static void test_long_runs(void) {
     for (int k = 0; k < 3; k++) {
         for (int tk = 0; tk < 2; tk++) {
             cb_tok *t = load_pair(names[k], tk);
-            if (!t) continue;
+            if (!t)
+                continue;
             for (size_t f = 0; f < sizeof fill / sizeof *fill; f++) {
                 size_t fl = strlen(fill[f]);
-                for (size_t i = 0; i < len; i++) s[i] = fill[f][i % fl];
+                for (size_t i = 0; i < len; i++)
+                    s[i] = fill[f][i % fl];
                 struct timespec a, b;
                 clock_gettime(CLOCK_MONOTONIC, &a);
                 size_t n = 0;
                 int32_t *ids = encode_all(t, s, len, 1, &n);
                 clock_gettime(CLOCK_MONOTONIC, &b);
-                if (!ids) continue;
+                if (!ids)
+                    continue;
                 char what[64];
                 snprintf(what, sizeof what, "%s run of \"%s\"", names[k], fill[f]);
                 check_roundtrip(t, what, s, len, ids, n);
                 if (f < 3)
                     printf("# %s (%s): 100 KB of \"%s\": %zu ids in %.1f ms\n", names[k],
                            tk ? "tiktoken" : "hf", fill[f], n,
-                           (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+                           (double)(b.tv_sec - a.tv_sec) * 1e3 +
+                               (double)(b.tv_nsec - a.tv_nsec) / 1e6);
                 free(ids);
             }
             cb_tok_free(t);
         }
     }
+    /* NFC of 100 KB of alternating combining classes: the canonical reordering is linear */
+    cb_tok *t = load_pair("qwen2nfc", 0);
+    if (t) {
+        size_t k = 1;
+        s[0] = 'a';
+        while (k + 4 <= len)
+            memcpy(s + k, "\xcc\xa3\xcc\x82", 4), k += 4; /* U+0323 U+0302 */
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        size_t n = 0;
+        int32_t *ids = encode_all(t, s, k, 1, &n);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        printf("# qwen2nfc: 100 KB of combining marks: %zu ids in %.1f ms\n", n,
+               (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+        CB_CHECK(ids != NULL);
+        free(ids);
+        cb_tok_free(t);
+    }
     free(s);
 }
 
 static void test_buffers_and_bad_input(void) {
-    if (!ref_dir()) return;
+    if (!ref_dir())
+        return;
     cb_tok *t = load_pair("llama3", 0);
-    if (!t) return;
+    if (!t)
+        return;
     const char *s = "Hello world, this is a test<|eot_id|>";
     int32_t ids[64];
     size_t n = 0, need = 0;
@@ -244,7 +296,8 @@ static void test_buffers_and_bad_input(void) {
     /* with allow_special = 0 the special text is ordinary text: more ids, none of them special */
     CB_CHECK_EQ_INT(cb_tok_encode(t, s, strlen(s), 0, ids, 64, &n, &g_err), 0);
     CB_CHECK_CMP_INT(n, >, need);
-    for (size_t i = 0; i < n; i++) CB_CHECK_CMP_INT(ids[i], >=, 8);
+    for (size_t i = 0; i < n; i++)
+        CB_CHECK_CMP_INT(ids[i], >=, 8);
     char out[8];
     size_t len = 0;
     CB_CHECK_EQ_INT(cb_tok_decode(t, ids, n, out, sizeof out, &len, &g_err), CB_EFULL);
@@ -275,28 +328,37 @@ static void check_load_error(const char *file, int tiktoken, int code, const cha
     CB_CHECK_EQ_INT(rc, code);
     CB_CHECK(t == NULL);
     CB_CHECK_CONTAINS(msg, path);
-    if (n1) CB_CHECK_CONTAINS(msg, n1);
-    if (n2) CB_CHECK_CONTAINS(msg, n2);
+    if (n1)
+        CB_CHECK_CONTAINS(msg, n1);
+    if (n2)
+        CB_CHECK_CONTAINS(msg, n2);
 }
 
 static void test_malformed_files(void) {
-    if (!ref_dir()) return;
+    if (!ref_dir())
+        return;
     check_load_error("bad_truncated.json", 0, CB_EINVAL, "JSON: ", " at byte ");
-    check_load_error("bad_merge.json", 0, CB_EINVAL, "model.merges[12]: ", "unknown token \"zzzunknown\"");
-    check_load_error("bad_pattern.json", 0, CB_EUNSUPPORTED,
-                     "pre_tokenizer.pretokenizers[0].pattern.Regex: ", "unknown split pattern \"\\w+|\\s+\"");
-    check_load_error("bad_nfc.json", 0, CB_EUNSUPPORTED, "normalizer: ", "NFC is not implemented");
+    check_load_error("bad_merge.json", 0, CB_EINVAL,
+                     "model.merges[12]: ", "unknown token \"zzzunknown\"");
+    check_load_error(
+        "bad_pattern.json", 0, CB_EUNSUPPORTED,
+        "pre_tokenizer.pretokenizers[0].pattern.Regex: ", "unknown split pattern \"\\w+|\\s+\"");
+    check_load_error("bad_nfkc.json", 0, CB_EUNSUPPORTED,
+                     "normalizer: ", "NFKC is not implemented");
     check_load_error("no_such_file.json", 0, CB_EIO, "cannot open", NULL);
     cb_test_write(g_dir, "bad_rank.tiktoken", "IQ== 0\nIg== 1\nnot*base64 2\n");
     check_load_error("bad_rank.tiktoken", 1, CB_EINVAL, "bad_rank.tiktoken:3:1: ", "base64");
     cb_test_write(g_dir, "bad_rank2.tiktoken", "IQ== 0\nIg== x\n");
-    check_load_error("bad_rank2.tiktoken", 1, CB_EINVAL, "bad_rank2.tiktoken:2:1: ", "with a rank in");
+    check_load_error("bad_rank2.tiktoken", 1, CB_EINVAL,
+                     "bad_rank2.tiktoken:2:1: ", "with a rank in");
     cb_test_write(g_dir, "bad_bytes.tiktoken", "IQ== 0\nIg== 1\n");
     check_load_error("bad_bytes.tiktoken", 1, CB_EINVAL, "no token for byte 0x00", NULL);
     cb_test_write(g_dir, "bad_json.json", "{\"model\": {\"vocab\": {\"a\": 1,}}}");
-    check_load_error("bad_json.json", 0, CB_EINVAL, "bad_json.json:1:29: ", "expected a key at byte 28");
-    cb_test_write(g_dir, "bad_type.json", "{\"model\": {\"type\": \"WordPiece\"}, \"pre_tokenizer\": "
-                                           "{\"type\": \"ByteLevel\"}}");
+    check_load_error("bad_json.json", 0, CB_EINVAL,
+                     "bad_json.json:1:29: ", "expected a key at byte 28");
+    cb_test_write(g_dir, "bad_type.json",
+                  "{\"model\": {\"type\": \"WordPiece\"}, \"pre_tokenizer\": "
+                  "{\"type\": \"ByteLevel\"}}");
     check_load_error("bad_type.json", 0, CB_EUNSUPPORTED, "model.type: ", "BPE");
 }
 
@@ -304,21 +366,26 @@ static void test_chat_templates(void) {
     cb_tok_msg m[] = {{"system", "Be brief."}, {"user", "  Hi there!\n"}};
     char out[512];
     size_t len = 0;
-    CB_CHECK_EQ_INT(cb_tok_chat_render(CB_TOK_CHAT_LLAMA3, m, 2, 1, out, sizeof out - 1, &len, &g_err), 0);
+    CB_CHECK_EQ_INT(
+        cb_tok_chat_render(CB_TOK_CHAT_LLAMA3, m, 2, 1, out, sizeof out - 1, &len, &g_err), 0);
     out[len] = 0;
     CB_CHECK_STR_EQ(out, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief."
                          "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there!<|eot_id|>"
                          "<|start_header_id|>assistant<|end_header_id|>\n\n");
     size_t want = len;
-    CB_CHECK_EQ_INT(cb_tok_chat_render(CB_TOK_CHAT_LLAMA3, m, 2, 1, out, 10, &len, &g_err), CB_EFULL);
+    CB_CHECK_EQ_INT(cb_tok_chat_render(CB_TOK_CHAT_LLAMA3, m, 2, 1, out, 10, &len, &g_err),
+                    CB_EFULL);
     CB_CHECK_EQ_INT(len, want);
-    CB_CHECK_EQ_INT(cb_tok_chat_render(CB_TOK_CHAT_CHATML, m, 2, 1, out, sizeof out - 1, &len, &g_err), 0);
+    CB_CHECK_EQ_INT(
+        cb_tok_chat_render(CB_TOK_CHAT_CHATML, m, 2, 1, out, sizeof out - 1, &len, &g_err), 0);
     out[len] = 0;
     CB_CHECK_STR_EQ(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n  Hi there!\n"
                          "<|im_end|>\n<|im_start|>assistant\n");
-    if (!ref_dir()) return;
+    if (!ref_dir())
+        return;
     cb_tok *t = load_pair("qwen2", 0);
-    if (!t) return;
+    if (!t)
+        return;
     int32_t ids[128];
     size_t n = 0;
     CB_CHECK_EQ_INT(cb_tok_encode(t, out, len, 1, ids, 128, &n, &g_err), 0);
@@ -336,6 +403,7 @@ int main(void) {
     CB_RUN(test_gpt2);
     CB_RUN(test_llama3);
     CB_RUN(test_qwen2);
+    CB_RUN(test_qwen2_nfc);
     CB_RUN(test_long_runs);
     CB_RUN(test_buffers_and_bad_input);
     CB_RUN(test_malformed_files);

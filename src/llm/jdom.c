@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "llm/unicode.h"
 
 struct cb__jdom {
     cb_arena *arena;
@@ -52,7 +53,8 @@ static int fail(parser *p, const char *what) {
 static void skip_ws(parser *p) {
     while (p->pos < p->len) {
         char c = p->s[p->pos];
-        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            break;
         p->pos++;
     }
 }
@@ -61,7 +63,8 @@ static int push(parser *p, const cb__jdom_node *n) {
     if (p->top == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 256;
         cb__jdom_node *s = cb_realloc(p->stack, cap * sizeof *s);
-        if (!s) return cb_error_set(p->err, CB_ENOMEM, "JSON: out of memory");
+        if (!s)
+            return cb_error_set(p->err, CB_ENOMEM, "JSON: out of memory");
         p->stack = s;
         p->cap = cap;
     }
@@ -70,42 +73,21 @@ static int push(parser *p, const cb__jdom_node *n) {
 }
 
 static int hex4(parser *p, uint32_t *v) {
-    if (p->len - p->pos < 4) return fail(p, "truncated \\u escape");
+    if (p->len - p->pos < 4)
+        return fail(p, "truncated \\u escape");
     uint32_t x = 0;
     for (int i = 0; i < 4; i++) {
         char c = p->s[p->pos + (size_t)i];
-        int d = c >= '0' && c <= '9' ? c - '0'
+        int d = c >= '0' && c <= '9'                     ? c - '0'
                 : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
                                                          : -1;
-        if (d < 0) return fail(p, "bad hex digit in \\u escape");
+        if (d < 0)
+            return fail(p, "bad hex digit in \\u escape");
         x = x * 16 + (uint32_t)d;
     }
     p->pos += 4;
     *v = x;
     return 0;
-}
-
-static size_t put_utf8(char *o, uint32_t cp) {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
 }
 
 /* p->pos at the opening quote. The unescaped text is never longer than the escaped one. */
@@ -119,9 +101,11 @@ static int parse_string(parser *p, cb__jdom_node *n) {
         }
         end++;
     }
-    if (end >= p->len) return fail(p, "unterminated string");
+    if (end >= p->len)
+        return fail(p, "unterminated string");
     char *o = cb_arena_alloc(p->arena, end - start + 1);
-    if (!o) return cb_error_set(p->err, CB_ENOMEM, "JSON: out of memory");
+    if (!o)
+        return cb_error_set(p->err, CB_ENOMEM, "JSON: out of memory");
     n->type = CB_JDOM_STR;
     n->v.str = o;
     size_t k = 0;
@@ -139,7 +123,8 @@ static int parse_string(parser *p, cb__jdom_node *n) {
     }
     while (p->pos < end) {
         unsigned char c = (unsigned char)p->s[p->pos];
-        if (c < 0x20) return fail(p, "control character in string");
+        if (c < 0x20)
+            return fail(p, "control character in string");
         if (c != '\\') {
             o[k++] = (char)c;
             p->pos++;
@@ -148,33 +133,56 @@ static int parse_string(parser *p, cb__jdom_node *n) {
         char e = p->s[++p->pos];
         p->pos++;
         switch (e) {
-        case '"': o[k++] = '"'; break;
-        case '\\': o[k++] = '\\'; break;
-        case '/': o[k++] = '/'; break;
-        case 'b': o[k++] = '\b'; break;
-        case 'f': o[k++] = '\f'; break;
-        case 'n': o[k++] = '\n'; break;
-        case 'r': o[k++] = '\r'; break;
-        case 't': o[k++] = '\t'; break;
+        case '"':
+            o[k++] = '"';
+            break;
+        case '\\':
+            o[k++] = '\\';
+            break;
+        case '/':
+            o[k++] = '/';
+            break;
+        case 'b':
+            o[k++] = '\b';
+            break;
+        case 'f':
+            o[k++] = '\f';
+            break;
+        case 'n':
+            o[k++] = '\n';
+            break;
+        case 'r':
+            o[k++] = '\r';
+            break;
+        case 't':
+            o[k++] = '\t';
+            break;
         case 'u': {
             uint32_t cp, lo;
-            if (hex4(p, &cp)) return CB_EINVAL;
-            if (cp >= 0xdc00 && cp <= 0xdfff) return fail(p, "unpaired low surrogate");
+            if (hex4(p, &cp))
+                return CB_EINVAL;
+            if (cp >= 0xdc00 && cp <= 0xdfff)
+                return fail(p, "unpaired low surrogate");
             if (cp >= 0xd800 && cp <= 0xdbff) {
                 if (p->pos + 6 > end || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u')
                     return fail(p, "unpaired high surrogate");
                 p->pos += 2;
-                if (hex4(p, &lo)) return CB_EINVAL;
-                if (lo < 0xdc00 || lo > 0xdfff) return fail(p, "bad low surrogate");
+                if (hex4(p, &lo))
+                    return CB_EINVAL;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return fail(p, "bad low surrogate");
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
-            k += put_utf8(o + k, cp);
+            k += cb__uni_encode(o + k, cp);
             break;
         }
-        default: p->pos -= 2; return fail(p, "bad escape");
+        default:
+            p->pos -= 2;
+            return fail(p, "bad escape");
         }
     }
-    if (p->pos != end) return fail(p, "bad escape at the end of a string");
+    if (p->pos != end)
+        return fail(p, "bad escape at the end of a string");
     n->n = k;
     p->pos = end + 1;
     return 0;
@@ -182,27 +190,36 @@ static int parse_string(parser *p, cb__jdom_node *n) {
 
 static int parse_number(parser *p, cb__jdom_node *n) {
     size_t i = p->pos;
-    if (i < p->len && p->s[i] == '-') i++;
-    if (i >= p->len || p->s[i] < '0' || p->s[i] > '9') return fail(p, "bad number");
+    if (i < p->len && p->s[i] == '-')
+        i++;
+    if (i >= p->len || p->s[i] < '0' || p->s[i] > '9')
+        return fail(p, "bad number");
     if (p->s[i] == '0') {
         i++;
     } else {
-        while (i < p->len && p->s[i] >= '0' && p->s[i] <= '9') i++;
+        while (i < p->len && p->s[i] >= '0' && p->s[i] <= '9')
+            i++;
     }
     if (i < p->len && p->s[i] == '.') {
         size_t d = ++i;
-        while (i < p->len && p->s[i] >= '0' && p->s[i] <= '9') i++;
-        if (i == d) return fail(p, "bad number");
+        while (i < p->len && p->s[i] >= '0' && p->s[i] <= '9')
+            i++;
+        if (i == d)
+            return fail(p, "bad number");
     }
     if (i < p->len && (p->s[i] | 0x20) == 'e') {
         i++;
-        if (i < p->len && (p->s[i] == '+' || p->s[i] == '-')) i++;
+        if (i < p->len && (p->s[i] == '+' || p->s[i] == '-'))
+            i++;
         size_t d = i;
-        while (i < p->len && p->s[i] >= '0' && p->s[i] <= '9') i++;
-        if (i == d) return fail(p, "bad number");
+        while (i < p->len && p->s[i] >= '0' && p->s[i] <= '9')
+            i++;
+        if (i == d)
+            return fail(p, "bad number");
     }
     char buf[64];
-    if (i - p->pos >= sizeof buf) return fail(p, "number too long");
+    if (i - p->pos >= sizeof buf)
+        return fail(p, "number too long");
     memcpy(buf, p->s + p->pos, i - p->pos);
     buf[i - p->pos] = 0;
     n->type = CB_JDOM_NUM;
@@ -215,7 +232,8 @@ static int parse_value(parser *p, cb__jdom_node *n);
 
 /* p->pos at '[' or '{'. */
 static int parse_container(parser *p, cb__jdom_node *n, int obj) {
-    if (++p->depth > CB_JDOM_DEPTH_MAX) return fail(p, "nesting too deep");
+    if (++p->depth > CB_JDOM_DEPTH_MAX)
+        return fail(p, "nesting too deep");
     char close = obj ? '}' : ']';
     size_t base = p->top, count = 0;
     p->pos++;
@@ -227,22 +245,29 @@ static int parse_container(parser *p, cb__jdom_node *n, int obj) {
             cb__jdom_node k = {0}, v = {0};
             skip_ws(p);
             if (obj) {
-                if (p->pos >= p->len || p->s[p->pos] != '"') return fail(p, "expected a key");
+                if (p->pos >= p->len || p->s[p->pos] != '"')
+                    return fail(p, "expected a key");
                 k.off = p->pos;
-                if (parse_string(p, &k)) return CB_EINVAL;
+                if (parse_string(p, &k))
+                    return CB_EINVAL;
                 skip_ws(p);
-                if (p->pos >= p->len || p->s[p->pos] != ':') return fail(p, "expected ':'");
+                if (p->pos >= p->len || p->s[p->pos] != ':')
+                    return fail(p, "expected ':'");
                 p->pos++;
                 skip_ws(p);
             }
             int rc = parse_value(p, &v);
-            if (rc) return rc;
-            if ((obj && push(p, &k)) || push(p, &v)) return CB_ENOMEM;
+            if (rc)
+                return rc;
+            if ((obj && push(p, &k)) || push(p, &v))
+                return CB_ENOMEM;
             count++;
             skip_ws(p);
-            if (p->pos >= p->len) return fail(p, obj ? "unterminated object" : "unterminated array");
+            if (p->pos >= p->len)
+                return fail(p, obj ? "unterminated object" : "unterminated array");
             char c = p->s[p->pos++];
-            if (c == close) break;
+            if (c == close)
+                break;
             if (c != ',') {
                 p->pos--;
                 return fail(p, obj ? "expected ',' or '}'" : "expected ',' or ']'");
@@ -253,11 +278,13 @@ static int parse_container(parser *p, cb__jdom_node *n, int obj) {
     n->n = count;
     if (count) {
         cb__jdom_node *items = cb_arena_alloc(p->arena, count * sizeof *items * (obj ? 2 : 1));
-        if (!items) return cb_error_set(p->err, CB_ENOMEM, "JSON: out of memory");
+        if (!items)
+            return cb_error_set(p->err, CB_ENOMEM, "JSON: out of memory");
         cb__jdom_node *keys = items + count;
         size_t stride = obj ? 2 : 1;
         for (size_t i = 0; i < count; i++) {
-            if (obj) keys[i] = p->stack[base + i * 2];
+            if (obj)
+                keys[i] = p->stack[base + i * 2];
             items[i] = p->stack[base + i * stride + stride - 1];
         }
         n->v.items = items;
@@ -270,23 +297,37 @@ static int parse_container(parser *p, cb__jdom_node *n, int obj) {
 
 static int literal(parser *p, const char *word) {
     size_t l = strlen(word);
-    if (p->len - p->pos < l || memcmp(p->s + p->pos, word, l) != 0) return fail(p, "unexpected character");
+    if (p->len - p->pos < l || memcmp(p->s + p->pos, word, l) != 0)
+        return fail(p, "unexpected character");
     p->pos += l;
     return 0;
 }
 
 static int parse_value(parser *p, cb__jdom_node *n) {
     skip_ws(p);
-    if (p->pos >= p->len) return fail(p, "unexpected end of input");
+    if (p->pos >= p->len)
+        return fail(p, "unexpected end of input");
     n->off = p->pos;
     switch (p->s[p->pos]) {
-    case '{': return parse_container(p, n, 1);
-    case '[': return parse_container(p, n, 0);
-    case '"': return parse_string(p, n);
-    case 't': n->type = CB_JDOM_BOOL; n->v.b = 1; return literal(p, "true");
-    case 'f': n->type = CB_JDOM_BOOL; n->v.b = 0; return literal(p, "false");
-    case 'n': n->type = CB_JDOM_NULL; return literal(p, "null");
-    default: return parse_number(p, n);
+    case '{':
+        return parse_container(p, n, 1);
+    case '[':
+        return parse_container(p, n, 0);
+    case '"':
+        return parse_string(p, n);
+    case 't':
+        n->type = CB_JDOM_BOOL;
+        n->v.b = 1;
+        return literal(p, "true");
+    case 'f':
+        n->type = CB_JDOM_BOOL;
+        n->v.b = 0;
+        return literal(p, "false");
+    case 'n':
+        n->type = CB_JDOM_NULL;
+        return literal(p, "null");
+    default:
+        return parse_number(p, n);
     }
 }
 
@@ -301,7 +342,8 @@ int cb__jdom_parse(const char *text, size_t len, const char *name, cb__jdom **ou
     int rc = parse_value(&p, &d->root);
     if (!rc) {
         skip_ws(&p);
-        if (p.pos != p.len) rc = fail(&p, "trailing characters after the value");
+        if (p.pos != p.len)
+            rc = fail(&p, "trailing characters after the value");
     }
     cb_free(p.stack);
     if (rc) {
@@ -315,16 +357,19 @@ int cb__jdom_parse(const char *text, size_t len, const char *name, cb__jdom **ou
 const cb__jdom_node *cb__jdom_root(const cb__jdom *d) { return &d->root; }
 
 void cb__jdom_free(cb__jdom *d) {
-    if (!d) return;
+    if (!d)
+        return;
     cb_arena_destroy(d->arena);
     cb_free(d);
 }
 
 const cb__jdom_node *cb__jdom_get(const cb__jdom_node *obj, const char *key) {
-    if (!obj || obj->type != CB_JDOM_OBJ) return NULL;
+    if (!obj || obj->type != CB_JDOM_OBJ)
+        return NULL;
     size_t kl = strlen(key);
     for (size_t i = obj->n; i-- > 0;) {
-        if (obj->keys[i].n == kl && memcmp(obj->keys[i].v.str, key, kl) == 0) return &obj->v.items[i];
+        if (obj->keys[i].n == kl && memcmp(obj->keys[i].v.str, key, kl) == 0)
+            return &obj->v.items[i];
     }
     return NULL;
 }

@@ -14,18 +14,25 @@
 
 #define CB_JDOM_DEPTH_MAX 128
 
-typedef enum { CB_JDOM_NULL, CB_JDOM_BOOL, CB_JDOM_NUM, CB_JDOM_STR, CB_JDOM_ARR, CB_JDOM_OBJ } cb__jdom_type;
+typedef enum {
+    CB_JDOM_NULL,
+    CB_JDOM_BOOL,
+    CB_JDOM_NUM,
+    CB_JDOM_STR,
+    CB_JDOM_ARR,
+    CB_JDOM_OBJ
+} cb__jdom_type;
 
 typedef struct cb__jdom_node cb__jdom_node;
 struct cb__jdom_node {
     cb__jdom_type type;
-    size_t off;  /* byte offset of the value in the text */
-    size_t n;    /* string length in bytes (may hold NUL), or the number of items / members */
+    size_t off; /* byte offset of the value in the text */
+    size_t n;   /* string length in bytes (may hold NUL), or the number of items / members */
     union {
         int b;
         double num;
-        const char *str;       /* NUL-terminated after n bytes */
-        cb__jdom_node *items;  /* arrays: n values; objects: n values, keys in `keys` */
+        const char *str;      /* NUL-terminated after n bytes */
+        cb__jdom_node *items; /* arrays: n values; objects: n values, keys in `keys` */
     } v;
     const cb__jdom_node *keys; /* objects: n string nodes, keys[i] names items[i] */
 };

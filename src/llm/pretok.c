@@ -29,26 +29,35 @@ static const char PAT_QWEN2[] =
 
 const char *cb__pretok_pattern(cb__pretok_kind k) {
     switch (k) {
-    case CB_PRETOK_GPT2: return PAT_GPT2;
-    case CB_PRETOK_CL100K: return PAT_CL100K;
-    case CB_PRETOK_QWEN2: return PAT_QWEN2;
-    default: return "";
+    case CB_PRETOK_GPT2:
+        return PAT_GPT2;
+    case CB_PRETOK_CL100K:
+        return PAT_CL100K;
+    case CB_PRETOK_QWEN2:
+        return PAT_QWEN2;
+    default:
+        return "";
     }
 }
 
 cb__pretok_kind cb__pretok_from_pattern(const char *pat, size_t len) {
     for (int k = CB_PRETOK_GPT2; k <= CB_PRETOK_QWEN2; k++) {
         const char *p = cb__pretok_pattern((cb__pretok_kind)k);
-        if (strlen(p) == len && memcmp(p, pat, len) == 0) return (cb__pretok_kind)k;
+        if (strlen(p) == len && memcmp(p, pat, len) == 0)
+            return (cb__pretok_kind)k;
     }
     return CB_PRETOK_NONE;
 }
 
 cb__pretok_kind cb__pretok_from_name(const char *name) {
-    if (!name) return CB_PRETOK_NONE;
-    if (strcmp(name, "gpt2") == 0) return CB_PRETOK_GPT2;
-    if (strcmp(name, "cl100k") == 0 || strcmp(name, "llama3") == 0) return CB_PRETOK_CL100K;
-    if (strcmp(name, "qwen2") == 0) return CB_PRETOK_QWEN2;
+    if (!name)
+        return CB_PRETOK_NONE;
+    if (strcmp(name, "gpt2") == 0)
+        return CB_PRETOK_GPT2;
+    if (strcmp(name, "cl100k") == 0 || strcmp(name, "llama3") == 0)
+        return CB_PRETOK_CL100K;
+    if (strcmp(name, "qwen2") == 0)
+        return CB_PRETOK_QWEN2;
     return CB_PRETOK_NONE;
 }
 
@@ -65,8 +74,10 @@ static int cls_at(const unsigned char *s, size_t n, size_t i, uint32_t *cp, size
         unsigned c = s[i];
         *cp = c;
         *len = 1;
-        if (c == ' ' || (c >= 0x09 && c <= 0x0d)) return C_SPACE;
-        if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return C_L;
+        if (c == ' ' || (c >= 0x09 && c <= 0x0d))
+            return C_SPACE;
+        if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+            return C_L;
         return c >= '0' && c <= '9' ? C_N : C_OTHER;
     }
     *len = cb__uni_decode(s + i, n - i, cp);
@@ -74,7 +85,8 @@ static int cls_at(const unsigned char *s, size_t n, size_t i, uint32_t *cp, size
         *len = 1;
         return C_OTHER;
     }
-    if (cb__uni_space(*cp)) return C_SPACE;
+    if (cb__uni_space(*cp))
+        return C_SPACE;
     int c = cb__uni_class(*cp);
     return c == CB_UNI_MARK ? C_OTHER : c;
 }
@@ -83,14 +95,18 @@ static int cls_at(const unsigned char *s, size_t n, size_t i, uint32_t *cp, size
 static size_t run(const unsigned char *s, size_t n, size_t i, int c, size_t max) {
     uint32_t cp;
     size_t len;
-    for (size_t k = 0; k < max && cls_at(s, n, i, &cp, &len) == c; k++) i += len;
+    for (size_t k = 0; k < max && cls_at(s, n, i, &cp, &len) == c; k++)
+        i += len;
     return i;
 }
 
 static int lower_eq(uint32_t cp, char want, int icase) {
-    if (cp == (uint32_t)want) return 1;
-    if (!icase) return 0;
-    if (cp < 128) return (cp | 0x20) == (uint32_t)want && cp >= 'A';
+    if (cp == (uint32_t)want)
+        return 1;
+    if (!icase)
+        return 0;
+    if (cp < 128)
+        return (cp | 0x20) == (uint32_t)want && cp >= 'A';
     return want == 's' && cp == 0x17f;
 }
 
@@ -104,10 +120,12 @@ static size_t contraction(const unsigned char *s, size_t n, int icase) {
             uint32_t cp;
             size_t len;
             cls_at(s, n, i, &cp, &len);
-            if (!len || !lower_eq(cp, *w, icase)) break;
+            if (!len || !lower_eq(cp, *w, icase))
+                break;
             i += len;
         }
-        if (!*w) return i;
+        if (!*w)
+            return i;
     }
     return 0;
 }
@@ -121,12 +139,14 @@ static size_t space_tail(const unsigned char *s, size_t n, size_t i0) {
         i += len;
         k++;
     }
-    if (i >= n || k < 2) return i - i0; /* to the end, or \s+ of one character */
-    return last - i0;                     /* k-1 characters: the last one goes with what follows */
+    if (i >= n || k < 2)
+        return i - i0; /* to the end, or \s+ of one character */
+    return last - i0;  /* k-1 characters: the last one goes with what follows */
 }
 
 /* The first character's class, code point and length; the length of a contraction there, or 0. */
-static size_t first(const unsigned char *s, size_t n, int icase, int *c, uint32_t *cp, size_t *len) {
+static size_t first(const unsigned char *s, size_t n, int icase, int *c, uint32_t *cp,
+                    size_t *len) {
     *c = cls_at(s, n, 0, cp, len);
     return *cp == '\'' ? contraction(s, n, icase) : 0;
 }
@@ -136,13 +156,16 @@ static size_t next_gpt2(const unsigned char *s, size_t n) {
     size_t len, len1;
     int c;
     size_t k = first(s, n, 0, &c, &cp, &len);
-    if (k) return k;
+    if (k)
+        return k;
     size_t start = 0;
     if (cp == ' ') {
         int c1 = cls_at(s, n, 1, &cp1, &len1);
-        if (c1 == C_L || c1 == C_N || c1 == C_OTHER) c = c1, start = 1;
+        if (c1 == C_L || c1 == C_N || c1 == C_OTHER)
+            c = c1, start = 1;
     }
-    if (c == C_L || c == C_N || c == C_OTHER) return run(s, n, start, c, (size_t)-1);
+    if (c == C_L || c == C_N || c == C_OTHER)
+        return run(s, n, start, c, (size_t)-1);
     return space_tail(s, n, 0);
 }
 
@@ -151,35 +174,46 @@ static size_t next_llama(const unsigned char *s, size_t n, size_t max_digits) {
     size_t len, len1;
     int c;
     size_t k = first(s, n, 1, &c, &cp, &len);
-    if (k) return k;
+    if (k)
+        return k;
     /* [^\r\n\p{L}\p{N}]?\p{L}+ */
-    if (c == C_L) return run(s, n, 0, C_L, (size_t)-1);
+    if (c == C_L)
+        return run(s, n, 0, C_L, (size_t)-1);
     int c1 = cls_at(s, n, len, &cp1, &len1);
-    if (c != C_N && cp != '\r' && cp != '\n' && c1 == C_L) return run(s, n, len, C_L, (size_t)-1);
+    if (c != C_N && cp != '\r' && cp != '\n' && c1 == C_L)
+        return run(s, n, len, C_L, (size_t)-1);
     /* \p{N}{1,3} */
-    if (c == C_N) return run(s, n, 0, C_N, max_digits);
+    if (c == C_N)
+        return run(s, n, 0, C_N, max_digits);
     /* ' ?[^\s\p{L}\p{N}]+[\r\n]*' */
     size_t start = cp == ' ' && c1 == C_OTHER ? len : c == C_OTHER ? 0 : (size_t)-1;
     if (start != (size_t)-1) {
         size_t i = run(s, n, start, C_OTHER, (size_t)-1);
-        while (i < n && (s[i] == '\r' || s[i] == '\n')) i++;
+        while (i < n && (s[i] == '\r' || s[i] == '\n'))
+            i++;
         return i;
     }
     /* \s*[\r\n]+ : up to the last \r or \n of the whitespace run */
     size_t i = 0, end = 0;
     while (cls_at(s, n, i, &cp, &len) == C_SPACE) {
         i += len;
-        if (cp == '\r' || cp == '\n') end = i;
+        if (cp == '\r' || cp == '\n')
+            end = i;
     }
-    if (end) return end;
+    if (end)
+        return end;
     return space_tail(s, n, 0);
 }
 
 size_t cb__pretok_next(cb__pretok_kind k, const unsigned char *s, size_t n) {
     switch (k) {
-    case CB_PRETOK_GPT2: return next_gpt2(s, n);
-    case CB_PRETOK_CL100K: return next_llama(s, n, 3);
-    case CB_PRETOK_QWEN2: return next_llama(s, n, 1);
-    default: return n;
+    case CB_PRETOK_GPT2:
+        return next_gpt2(s, n);
+    case CB_PRETOK_CL100K:
+        return next_llama(s, n, 3);
+    case CB_PRETOK_QWEN2:
+        return next_llama(s, n, 1);
+    default:
+        return n;
     }
 }

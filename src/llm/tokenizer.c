@@ -25,6 +25,7 @@
 
 #include "core/alloc.h"
 #include "llm/jdom.h"
+#include "llm/nfc.h"
 #include "llm/pretok.h"
 #include "llm/unicode.h"
 
@@ -50,6 +51,7 @@ struct cb_tok {
     int kind;
     cb__pretok_kind pretok;
     int whole_word_first; /* look the whole piece up before merging (tiktoken; HF ignore_merges) */
+    int nfc;              /* normalizer NFC: text between added tokens is normalized first */
     int32_t n_ids;        /* 1 + largest id */
     uint32_t *tok_off;    /* [n_ids]: offset in blob, ABSENT when the id has no token */
     uint32_t *tok_len;    /* [n_ids] */
@@ -91,10 +93,13 @@ static uint64_t hash_u64(uint64_t x) {
 static int blob_add(cb_tok *t, const char *s, size_t n, uint32_t *off) {
     if (t->blob_len + n + 1 > t->blob_cap) {
         size_t cap = t->blob_cap ? t->blob_cap * 2 : 1 << 16;
-        while (cap < t->blob_len + n + 1) cap *= 2;
-        if (cap > UINT32_MAX) return CB_ENOMEM;
+        while (cap < t->blob_len + n + 1)
+            cap *= 2;
+        if (cap > UINT32_MAX)
+            return CB_ENOMEM;
         char *b = cb_realloc(t->blob, cap);
-        if (!b) return CB_ENOMEM;
+        if (!b)
+            return CB_ENOMEM;
         t->blob = b;
         t->blob_cap = cap;
     }
@@ -106,29 +111,37 @@ static int blob_add(cb_tok *t, const char *s, size_t n, uint32_t *off) {
 }
 
 static int32_t map_find(const cb_tok *t, const char *s, size_t n) {
-    if (!t->map) return -1;
+    if (!t->map)
+        return -1;
     for (size_t i = hash_bytes(s, n) & t->map_mask;; i = (i + 1) & t->map_mask) {
         uint32_t v = t->map[i];
-        if (!v) return -1;
+        if (!v)
+            return -1;
         int32_t id = (int32_t)(v - 1);
-        if (t->tok_len[id] == n && memcmp(t->blob + t->tok_off[id], s, n) == 0) return id;
+        if (t->tok_len[id] == n && memcmp(t->blob + t->tok_off[id], s, n) == 0)
+            return id;
     }
 }
 
 /* Builds the bytes -> id table over every id that has bytes (ids of added tokens excluded). */
 static int map_build(cb_tok *t, const uint8_t *skip) {
     size_t cap = 16;
-    while (cap < (size_t)t->n_ids * 2) cap *= 2;
+    while (cap < (size_t)t->n_ids * 2)
+        cap *= 2;
     t->map = cb_calloc(cap, sizeof *t->map);
-    if (!t->map) return CB_ENOMEM;
+    if (!t->map)
+        return CB_ENOMEM;
     t->map_mask = cap - 1;
     for (int32_t id = 0; id < t->n_ids; id++) {
-        if (t->tok_off[id] == ABSENT || (skip && skip[id])) continue;
+        if (t->tok_off[id] == ABSENT || (skip && skip[id]))
+            continue;
         const char *s = t->blob + t->tok_off[id];
         size_t n = t->tok_len[id];
-        if (map_find(t, s, n) >= 0) continue; /* the same bytes twice: the first id wins */
+        if (map_find(t, s, n) >= 0)
+            continue; /* the same bytes twice: the first id wins */
         size_t i = hash_bytes(s, n) & t->map_mask;
-        while (t->map[i]) i = (i + 1) & t->map_mask;
+        while (t->map[i])
+            i = (i + 1) & t->map_mask;
         t->map[i] = (uint32_t)id + 1;
     }
     return 0;
@@ -137,8 +150,10 @@ static int map_build(cb_tok *t, const uint8_t *skip) {
 static const pair_ent *pair_find(const cb_tok *t, int32_t a, int32_t b) {
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     for (size_t i = hash_u64(key) & t->pair_mask;; i = (i + 1) & t->pair_mask) {
-        if (t->pairs[i].key == key) return &t->pairs[i];
-        if (!t->pairs[i].key) return NULL;
+        if (t->pairs[i].key == key)
+            return &t->pairs[i];
+        if (!t->pairs[i].key)
+            return NULL;
     }
 }
 
@@ -146,7 +161,8 @@ static const pair_ent *pair_find(const cb_tok *t, int32_t a, int32_t b) {
 static void pair_put(cb_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id) {
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t i = hash_u64(key) & t->pair_mask;
-    while (t->pairs[i].key && t->pairs[i].key != key) i = (i + 1) & t->pair_mask;
+    while (t->pairs[i].key && t->pairs[i].key != key)
+        i = (i + 1) & t->pair_mask;
     t->pairs[i] = (pair_ent){key, rank, id};
 }
 
@@ -155,11 +171,13 @@ static void pair_put(cb_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id)
 static int unicode_to_byte(uint32_t cp) {
     if ((cp >= '!' && cp <= '~') || (cp >= 0xa1 && cp <= 0xac) || (cp >= 0xae && cp <= 0xff))
         return (int)cp;
-    if (cp < 0x100 || cp >= 0x100 + 68) return -1;
+    if (cp < 0x100 || cp >= 0x100 + 68)
+        return -1;
     uint32_t k = 0;
     for (int b = 0; b < 256; b++) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
-        if (!printable && k++ == cp - 0x100) return b;
+        if (!printable && k++ == cp - 0x100)
+            return b;
     }
     return -1;
 }
@@ -172,7 +190,8 @@ static long bytelevel_decode(const char *s, size_t n, char *out) {
         uint32_t cp;
         size_t l = cb__uni_decode((const unsigned char *)s + i, n - i, &cp);
         int b = l ? unicode_to_byte(cp) : -1;
-        if (b < 0) return -1;
+        if (b < 0)
+            return -1;
         out[k++] = (char)b;
         i += l;
     }
@@ -181,7 +200,8 @@ static long bytelevel_decode(const char *s, size_t n, char *out) {
 
 static cb_tok *tok_new(int32_t n_ids) {
     cb_tok *t = cb_calloc(1, sizeof *t);
-    if (!t) return NULL;
+    if (!t)
+        return NULL;
     t->n_ids = n_ids;
     t->tok_off = cb_malloc((size_t)n_ids * sizeof *t->tok_off + 1);
     t->tok_len = cb_calloc((size_t)n_ids + 1, sizeof *t->tok_len);
@@ -190,12 +210,14 @@ static cb_tok *tok_new(int32_t n_ids) {
         return NULL;
     }
     memset(t->tok_off, 0xff, (size_t)n_ids * sizeof *t->tok_off);
-    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    for (int b = 0; b < 256; b++)
+        t->byte_id[b] = -1;
     return t;
 }
 
 void cb_tok_free(cb_tok *t) {
-    if (!t) return;
+    if (!t)
+        return;
     cb_free(t->tok_off);
     cb_free(t->tok_len);
     cb_free(t->blob);
@@ -208,8 +230,10 @@ void cb_tok_free(cb_tok *t) {
 static int added_cmp(const void *a, const void *b) {
     const added_tok *x = a, *y = b;
     unsigned char fx = (unsigned char)x->text[0], fy = (unsigned char)y->text[0];
-    if (fx != fy) return fx < fy ? -1 : 1;
-    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    if (fx != fy)
+        return fx < fy ? -1 : 1;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -217,7 +241,8 @@ static void added_index(cb_tok *t) {
     qsort(t->added, t->n_added, sizeof *t->added, added_cmp);
     size_t k = 0;
     for (int b = 0; b <= 256; b++) {
-        while (b < 256 && k < t->n_added && (unsigned char)t->added[k].text[0] < b) k++;
+        while (b < 256 && k < t->n_added && (unsigned char)t->added[k].text[0] < b)
+            k++;
         t->added_first[b] = (uint32_t)(b == 256 ? t->n_added : k);
     }
 }
@@ -253,7 +278,8 @@ static char *read_file(const char *path, size_t *len, cb_error *err) {
                 return NULL;
             }
             cap = cap ? cap * 2 : 1 << 16;
-            if (cap > CB_TOK_FILE_MAX_BYTES) cap = CB_TOK_FILE_MAX_BYTES;
+            if (cap > CB_TOK_FILE_MAX_BYTES)
+                cap = CB_TOK_FILE_MAX_BYTES;
             char *b = cb_realloc(buf, cap + 1);
             if (!b) {
                 cb_error_set(err, CB_ENOMEM, "out of memory");
@@ -265,7 +291,8 @@ static char *read_file(const char *path, size_t *len, cb_error *err) {
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
-        if (r == 0) break;
+        if (r == 0)
+            break;
     }
     int bad = ferror(f);
     fclose(f);
@@ -299,7 +326,8 @@ static int hf_fail(const hf_ctx *c, const cb__jdom_node *at, const char *key, in
     va_end(ap);
     cb_error_set(c->err, code, "%s", msg);
     int line = 0, col = 0;
-    if (at) cb__jdom_linecol(c->text, c->len, at->off, &line, &col);
+    if (at)
+        cb__jdom_linecol(c->text, c->len, at->off, &line, &col);
     cb_error_at(c->err, c->path, line, col);
     cb_error_key(c->err, key);
     return code;
@@ -336,8 +364,9 @@ static int hf_bytelevel(const hf_ctx *c, const cb__jdom_node *n, const char *key
     const cb__jdom_node *ur = cb__jdom_get(n, "use_regex");
     *regex = !ur || is_true(ur);
     if (is_true(cb__jdom_get(n, "add_prefix_space")))
-        return hf_fail(c, n, key, CB_EUNSUPPORTED, "ByteLevel add_prefix_space = true is not "
-                                                   "supported");
+        return hf_fail(c, n, key, CB_EUNSUPPORTED,
+                       "ByteLevel add_prefix_space = true is not "
+                       "supported");
     return 0;
 }
 
@@ -345,8 +374,9 @@ static int hf_pretok(const hf_ctx *c, const cb__jdom_node *root, cb__pretok_kind
     const cb__jdom_node *pt = cb__jdom_get(root, "pre_tokenizer");
     int regex = 0;
     if (is_null(pt))
-        return hf_fail(c, pt, "pre_tokenizer", CB_EUNSUPPORTED,
-                       "no pre_tokenizer: only byte-level BPE (a ByteLevel pre-tokenizer) is supported");
+        return hf_fail(
+            c, pt, "pre_tokenizer", CB_EUNSUPPORTED,
+            "no pre_tokenizer: only byte-level BPE (a ByteLevel pre-tokenizer) is supported");
     if (is_type(pt, "ByteLevel")) {
         int rc = hf_bytelevel(c, pt, "pre_tokenizer", &regex);
         *kind = regex ? CB_PRETOK_GPT2 : CB_PRETOK_NONE;
@@ -365,10 +395,12 @@ static int hf_pretok(const hf_ctx *c, const cb__jdom_node *root, cb__pretok_kind
         snprintf(key, sizeof key, "pre_tokenizer.pretokenizers[%zu]", i);
         if (is_type(e, "ByteLevel")) {
             int rc = hf_bytelevel(c, e, key, &regex);
-            if (rc) return rc;
+            if (rc)
+                return rc;
             if (regex) {
-                if (have_split) return hf_fail(c, e, key, CB_EUNSUPPORTED,
-                                               "ByteLevel use_regex = true after a Split");
+                if (have_split)
+                    return hf_fail(c, e, key, CB_EUNSUPPORTED,
+                                   "ByteLevel use_regex = true after a Split");
                 *kind = CB_PRETOK_GPT2;
             }
             have_bl = 1;
@@ -402,14 +434,23 @@ static int hf_pretok(const hf_ctx *c, const cb__jdom_node *root, cb__pretok_kind
     return 0;
 }
 
-static int hf_checks(const hf_ctx *c, const cb__jdom_node *root, const cb__jdom_node *model) {
+static int hf_checks(const hf_ctx *c, const cb__jdom_node *root, const cb__jdom_node *model,
+                     int *nfc) {
     const cb__jdom_node *norm = cb__jdom_get(root, "normalizer");
-    if (!is_null(norm)) {
+    const cb__jdom_node *seq = cb__jdom_get(norm, "normalizers");
+    if (is_type(norm, "Sequence") && seq && seq->type == CB_JDOM_ARR && seq->n <= 1) {
+        if (seq->n == 1)
+            norm = &seq->v.items[0]; /* a Sequence of one: the one */
+        else
+            norm = NULL;
+    }
+    if (!is_null(norm) && !is_type(norm, "NFC")) {
         const cb__jdom_node *ty = cb__jdom_get(norm, "type");
         return hf_fail(c, norm, "normalizer", CB_EUNSUPPORTED,
-                       "normalizer %s is not implemented (only null)",
+                       "normalizer %s is not implemented (only null and NFC)",
                        ty && ty->type == CB_JDOM_STR ? ty->v.str : "?");
     }
+    *nfc = !is_null(norm);
     const cb__jdom_node *dec = cb__jdom_get(root, "decoder");
     if (!is_null(dec) && !is_type(dec, "ByteLevel"))
         return hf_fail(c, dec, "decoder", CB_EUNSUPPORTED, "decoder must be ByteLevel or null");
@@ -434,8 +475,8 @@ static int hf_checks(const hf_ctx *c, const cb__jdom_node *root, const cb__jdom_
 }
 
 /* Splits a merges entry ("a b" or ["a", "b"]) into two strings. */
-static int hf_merge_parts(const hf_ctx *c, const cb__jdom_node *e, const char *key,
-                          const char **a, size_t *na, const char **b, size_t *nb) {
+static int hf_merge_parts(const hf_ctx *c, const cb__jdom_node *e, const char *key, const char **a,
+                          size_t *na, const char **b, size_t *nb) {
     if (e->type == CB_JDOM_ARR && e->n == 2 && e->v.items[0].type == CB_JDOM_STR &&
         e->v.items[1].type == CB_JDOM_STR) {
         *a = e->v.items[0].v.str, *na = e->v.items[0].n;
@@ -455,10 +496,13 @@ static int hf_merge_parts(const hf_ctx *c, const cb__jdom_node *e, const char *k
 
 static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
     const cb__jdom_node *model = cb__jdom_get(root, "model");
-    int rc = hf_checks(c, root, model);
-    if (rc) return rc;
+    int nfc = 0;
+    int rc = hf_checks(c, root, model, &nfc);
+    if (rc)
+        return rc;
     cb__pretok_kind kind = CB_PRETOK_NONE;
-    if ((rc = hf_pretok(c, root, &kind))) return rc;
+    if ((rc = hf_pretok(c, root, &kind)))
+        return rc;
     const cb__jdom_node *vocab = cb__jdom_get(model, "vocab");
     const cb__jdom_node *merges = cb__jdom_get(model, "merges");
     const cb__jdom_node *added = cb__jdom_get(root, "added_tokens");
@@ -475,13 +519,17 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
     for (size_t i = 0; i < vocab->n; i++) {
         snprintf(key, sizeof key, "model.vocab[\"%s\"]",
                  quote(vocab->keys[i].v.str, vocab->keys[i].n, q, 64));
-        if ((rc = get_id(c, &vocab->v.items[i], key, &id))) return rc;
-        if (id > max_id) max_id = id;
+        if ((rc = get_id(c, &vocab->v.items[i], key, &id)))
+            return rc;
+        if (id > max_id)
+            max_id = id;
     }
     for (size_t i = 0; i < n_added; i++) {
         snprintf(key, sizeof key, "added_tokens[%zu].id", i);
-        if ((rc = get_id(c, cb__jdom_get(&added->v.items[i], "id"), key, &id))) return rc;
-        if (id > max_id) max_id = id;
+        if ((rc = get_id(c, cb__jdom_get(&added->v.items[i], "id"), key, &id)))
+            return rc;
+        if (id > max_id)
+            max_id = id;
     }
     cb_tok *t = tok_new(max_id + 1);
     uint8_t *is_added = cb_calloc((size_t)max_id + 2, 1);
@@ -492,6 +540,7 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
     }
     t->kind = KIND_HF;
     t->pretok = kind;
+    t->nfc = nfc;
     t->whole_word_first = is_true(cb__jdom_get(model, "ignore_merges"));
     /* added tokens */
     t->added = cb_calloc(n_added + 1, sizeof *t->added);
@@ -533,7 +582,8 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
         const cb__jdom_node *k = &vocab->keys[i];
         id = (int32_t)vocab->v.items[i].v.num;
         snprintf(key, sizeof key, "model.vocab[\"%s\"]", quote(k->v.str, k->n, q, 64));
-        if (is_added[id]) continue; /* the added token's text is what decodes */
+        if (is_added[id])
+            continue; /* the added token's text is what decodes */
         if (t->tok_off[id] != ABSENT) {
             rc = hf_fail(c, &vocab->v.items[i], key, CB_EINVAL, "id %d appears twice", (int)id);
             goto done;
@@ -565,7 +615,8 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
     }
     /* merges: rank = index */
     size_t cap = 16;
-    while (cap < merges->n * 2) cap *= 2;
+    while (cap < merges->n * 2)
+        cap *= 2;
     t->pairs = cb_calloc(cap, sizeof *t->pairs);
     if (!t->pairs) {
         rc = cb_error_set(c->err, CB_ENOMEM, "out of memory");
@@ -577,7 +628,8 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
         const char *a = NULL, *b = NULL;
         size_t na = 0, nb = 0;
         snprintf(key, sizeof key, "model.merges[%zu]", i);
-        if ((rc = hf_merge_parts(c, e, key, &a, &na, &b, &nb))) goto done;
+        if ((rc = hf_merge_parts(c, e, key, &a, &na, &b, &nb)))
+            goto done;
         long la = na <= CB_TOK_TOKEN_MAX_BYTES ? bytelevel_decode(a, na, buf) : -1;
         long lb = la > 0 && nb <= CB_TOK_TOKEN_MAX_BYTES ? bytelevel_decode(b, nb, buf + la) : -1;
         int32_t ia = la > 0 ? map_find(t, buf, (size_t)la) : -1;
@@ -590,13 +642,15 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
         }
         if (im < 0) {
             char q2[200];
-            rc = hf_fail(c, e, key, CB_EINVAL, "the merge of \"%s\" and \"%s\" is not in the vocabulary",
+            rc = hf_fail(c, e, key, CB_EINVAL,
+                         "the merge of \"%s\" and \"%s\" is not in the vocabulary",
                          quote(a, na, q, 64), quote(b, nb, q2, 64));
             goto done;
         }
         pair_put(t, ia, ib, (uint32_t)i, im);
     }
-    for (size_t i = 0; i < t->n_added; i++) t->added[i].text = t->blob + t->tok_off[t->added[i].id];
+    for (size_t i = 0; i < t->n_added; i++)
+        t->added[i].text = t->blob + t->tok_off[t->added[i].id];
     added_index(t);
     rc = 0;
 done:
@@ -633,15 +687,19 @@ int cb_tok_load_hf(const char *path, cb_tok **out, cb_error *err) {
 /* ---- tiktoken rank files ------------------------------------------------------------------- */
 
 static int b64_val(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
     return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
 /* Standard base64 with padding; returns the decoded length or -1. */
 static long b64_decode(const char *s, size_t n, char *out, size_t cap) {
-    if (n % 4) return -1;
+    if (n % 4)
+        return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i += 4) {
         int v[4], pad = 0;
@@ -656,8 +714,10 @@ static long b64_decode(const char *s, size_t n, char *out, size_t cap) {
         }
         uint32_t x = (uint32_t)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
         int m = 3 - pad;
-        if (k + (size_t)m > cap) return -1;
-        for (int j = 0; j < m; j++) out[k++] = (char)(x >> (16 - 8 * j));
+        if (k + (size_t)m > cap)
+            return -1;
+        for (int j = 0; j < m; j++)
+            out[k++] = (char)(x >> (16 - 8 * j));
     }
     return (long)k;
 }
@@ -682,13 +742,17 @@ static int tt_line(const char *text, size_t len, size_t *i, const char **b64, si
     const char *ln = text + *i, *nl = memchr(ln, '\n', len - *i);
     size_t ll = nl ? (size_t)(nl - ln) : len - *i;
     *i += ll + 1;
-    if (ll && ln[ll - 1] == '\r') ll--;
-    if (ll == 0) return 0;
+    if (ll && ln[ll - 1] == '\r')
+        ll--;
+    if (ll == 0)
+        return 0;
     const char *sp1 = memchr(ln, ' ', ll);
-    if (!sp1 || sp1 + 1 == ln + ll) return -1;
+    if (!sp1 || sp1 + 1 == ln + ll)
+        return -1;
     long r = 0;
     for (const char *p = sp1 + 1; p < ln + ll; p++) {
-        if (*p < '0' || *p > '9' || (r = r * 10 + (*p - '0')) >= CB_TOK_VOCAB_MAX) return -1;
+        if (*p < '0' || *p > '9' || (r = r * 10 + (*p - '0')) >= CB_TOK_VOCAB_MAX)
+            return -1;
     }
     *b64 = ln;
     *b64_len = (size_t)(sp1 - ln);
@@ -705,7 +769,8 @@ int cb_tok_load_tiktoken(const char *path, const char *pattern, const cb_tok_spe
                        "unknown pattern \"%s\" (known: gpt2, cl100k, llama3, qwen2)", pattern);
     size_t len = 0;
     char *text = read_file(path, &len, err);
-    if (!text) return tt_fail(err, path, 0, err ? err->code : CB_EIO, "%s", err ? err->msg : "");
+    if (!text)
+        return tt_fail(err, path, 0, err ? err->code : CB_EIO, "%s", err ? err->msg : "");
     /* pass 1: the largest rank */
     int32_t max_id = -1;
     int rc = 0, line = 0;
@@ -717,21 +782,27 @@ int cb_tok_load_tiktoken(const char *path, const char *pattern, const cb_tok_spe
         line++;
         int got = tt_line(text, len, &i, &b64, &b64_len, &id);
         if (got < 0) {
-            rc = tt_fail(err, path, line, CB_EINVAL, "expected \"BASE64 RANK\" with a rank in "
-                         "[0, %d)", CB_TOK_VOCAB_MAX);
+            rc = tt_fail(err, path, line, CB_EINVAL,
+                         "expected \"BASE64 RANK\" with a rank in "
+                         "[0, %d)",
+                         CB_TOK_VOCAB_MAX);
             goto fail;
         }
-        if (got && id > max_id) max_id = id;
+        if (got && id > max_id)
+            max_id = id;
         nlines += (size_t)got;
     }
     for (size_t i = 0; i < n_sp; i++) {
         if (!sp[i].text || !sp[i].text[0] || strlen(sp[i].text) > CB_TOK_TOKEN_MAX_BYTES ||
             sp[i].id < 0 || sp[i].id >= CB_TOK_VOCAB_MAX) {
-            rc = tt_fail(err, path, 0, CB_EINVAL, "special token %zu: empty, too long or id out "
-                         "of range", i);
+            rc = tt_fail(err, path, 0, CB_EINVAL,
+                         "special token %zu: empty, too long or id out "
+                         "of range",
+                         i);
             goto fail;
         }
-        if (sp[i].id > max_id) max_id = sp[i].id;
+        if (sp[i].id > max_id)
+            max_id = sp[i].id;
     }
     if (nlines == 0) {
         rc = tt_fail(err, path, 0, CB_EINVAL, "no ranks");
@@ -750,7 +821,8 @@ int cb_tok_load_tiktoken(const char *path, const char *pattern, const cb_tok_spe
     line = 0;
     for (size_t i = 0; i < len;) {
         line++;
-        if (tt_line(text, len, &i, &b64, &b64_len, &id) == 0) continue;
+        if (tt_line(text, len, &i, &b64, &b64_len, &id) == 0)
+            continue;
         long nb = b64_decode(b64, b64_len, buf, sizeof buf);
         if (nb <= 0) {
             rc = tt_fail(err, path, line, CB_EINVAL, "bad base64 token (or longer than %d bytes)",
@@ -788,7 +860,8 @@ int cb_tok_load_tiktoken(const char *path, const char *pattern, const cb_tok_spe
         cb_tok_free(t);
         goto fail;
     }
-    for (size_t i = 0; i < t->n_added; i++) t->added[i].text = t->blob + t->tok_off[t->added[i].id];
+    for (size_t i = 0; i < t->n_added; i++)
+        t->added[i].text = t->blob + t->tok_off[t->added[i].id];
     added_index(t);
     *out = t;
 fail:
@@ -804,7 +877,8 @@ typedef struct emitter {
 } emitter;
 
 static inline void emit(emitter *e, int32_t id) {
-    if (e->n < e->cap) e->ids[e->n] = id;
+    if (e->n < e->cap)
+        e->ids[e->n] = id;
     e->n++;
 }
 
@@ -814,12 +888,14 @@ static inline uint32_t pair_rank(const cb_tok *t, const unsigned char *s, size_t
                                  size_t lb, int32_t ia, int32_t ib, int32_t *id) {
     if (t->kind == KIND_HF) {
         const pair_ent *p = pair_find(t, ia, ib);
-        if (!p) return NO_RANK;
+        if (!p)
+            return NO_RANK;
         *id = p->id;
         return p->rank;
     }
     int32_t r = map_find(t, (const char *)s + a0, la + lb);
-    if (r < 0) return NO_RANK;
+    if (r < 0)
+        return NO_RANK;
     *id = r;
     return (uint32_t)r;
 }
@@ -832,14 +908,17 @@ typedef struct sym {
 static void bpe_small(const cb_tok *t, const unsigned char *s, size_t m, emitter *e) {
     sym y[SMALL_PIECE];
     size_t k = m;
-    for (size_t i = 0; i < m; i++) y[i] = (sym){(uint32_t)i, 1, NO_RANK, t->byte_id[s[i]], -1};
+    for (size_t i = 0; i < m; i++)
+        y[i] = (sym){(uint32_t)i, 1, NO_RANK, t->byte_id[s[i]], -1};
     for (size_t i = 0; i + 1 < k; i++)
         y[i].rank = pair_rank(t, s, i, 1, 1, y[i].id, y[i + 1].id, &y[i].merged);
     while (k > 1) {
         size_t best = 0;
         for (size_t i = 1; i + 1 < k; i++)
-            if (y[i].rank < y[best].rank) best = i;
-        if (y[best].rank == NO_RANK) break;
+            if (y[i].rank < y[best].rank)
+                best = i;
+        if (y[best].rank == NO_RANK)
+            break;
         y[best].id = y[best].merged;
         y[best].len += y[best + 1].len;
         memmove(y + best + 1, y + best + 2, (k - best - 2) * sizeof *y);
@@ -853,7 +932,8 @@ static void bpe_small(const cb_tok *t, const unsigned char *s, size_t m, emitter
             p->rank = pair_rank(t, s, p->start, p->len, y[best].len, p->id, y[best].id, &p->merged);
         }
     }
-    for (size_t i = 0; i < k; i++) emit(e, y[i].id);
+    for (size_t i = 0; i < k; i++)
+        emit(e, y[i].id);
 }
 
 typedef struct heap_ent {
@@ -878,13 +958,17 @@ static heap_ent heap_pop(heap_ent *h, size_t *n) {
     size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && heap_less(h[c + 1], h[c])) c++;
-        if (!heap_less(h[c], v)) break;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && heap_less(h[c + 1], h[c]))
+            c++;
+        if (!heap_less(h[c], v))
+            break;
         h[i] = h[c];
         i = c;
     }
-    if (*n) h[i] = v;
+    if (*n)
+        h[i] = v;
     return top;
 }
 
@@ -909,31 +993,38 @@ static int bpe_large(const cb_tok *t, const unsigned char *s, size_t m, emitter 
     }
     for (size_t i = 0; i + 1 < m; i++) {
         uint32_t r = pair_rank(t, s, i, 1, 1, id[i], id[i + 1], &mid);
-        if (r != NO_RANK) heap_push(h, &nh, (heap_ent){r, (uint32_t)i});
+        if (r != NO_RANK)
+            heap_push(h, &nh, (heap_ent){r, (uint32_t)i});
     }
     while (nh) {
         heap_ent top = heap_pop(h, &nh);
         uint32_t a = top.pos, b = next[a];
-        if (len[a] == 0 || b == UINT32_MAX) continue; /* merged away, or now last */
+        if (len[a] == 0 || b == UINT32_MAX)
+            continue; /* merged away, or now last */
         uint32_t r = pair_rank(t, s, a, len[a], len[b], id[a], id[b], &mid);
-        if (r != top.rank) continue; /* stale */
+        if (r != top.rank)
+            continue; /* stale */
         id[a] = mid;
         len[a] += len[b];
         len[b] = 0;
         next[a] = next[b];
-        if (next[b] != UINT32_MAX) prev[next[b]] = a;
+        if (next[b] != UINT32_MAX)
+            prev[next[b]] = a;
         if (prev[a] != UINT32_MAX) {
             uint32_t p = prev[a];
             r = pair_rank(t, s, p, len[p], len[a], id[p], id[a], &mid);
-            if (r != NO_RANK) heap_push(h, &nh, (heap_ent){r, p});
+            if (r != NO_RANK)
+                heap_push(h, &nh, (heap_ent){r, p});
         }
         if (next[a] != UINT32_MAX) {
             uint32_t n2 = next[a];
             r = pair_rank(t, s, a, len[a], len[n2], id[a], id[n2], &mid);
-            if (r != NO_RANK) heap_push(h, &nh, (heap_ent){r, a});
+            if (r != NO_RANK)
+                heap_push(h, &nh, (heap_ent){r, a});
         }
     }
-    for (uint32_t i = 0; i != UINT32_MAX; i = next[i]) emit(e, id[i]);
+    for (uint32_t i = 0; i != UINT32_MAX; i = next[i])
+        emit(e, id[i]);
 out:
     cb_free(id);
     cb_free(len);
@@ -963,17 +1054,25 @@ static int bpe_piece(const cb_tok *t, const unsigned char *s, size_t m, emitter 
 }
 
 static int encode_ordinary(const cb_tok *t, const unsigned char *s, size_t n, emitter *e) {
-    for (size_t i = 0; i < n;) {
+    char *norm = NULL;
+    if (t->nfc && !cb__nfc_quick(s, n)) {
+        if (cb__nfc_normalize(s, n, &norm, &n))
+            return CB_ENOMEM;
+        s = (const unsigned char *)norm;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc;) {
         size_t m = cb__pretok_next(t->pretok, s + i, n - i);
-        int rc = bpe_piece(t, s + i, m, e);
-        if (rc) return rc;
+        rc = bpe_piece(t, s + i, m, e);
         i += m;
     }
-    return 0;
+    cb_free(norm);
+    return rc;
 }
 
 /* The longest added token at s[0..n) (special ones only when allowed), or NULL. */
-static const added_tok *added_at(const cb_tok *t, const unsigned char *s, size_t n, int allow_special) {
+static const added_tok *added_at(const cb_tok *t, const unsigned char *s, size_t n,
+                                 int allow_special) {
     for (uint32_t k = t->added_first[s[0]]; k < t->added_first[s[0] + 1]; k++) {
         const added_tok *a = &t->added[k];
         if (a->len <= n && (allow_special || !a->special) && memcmp(a->text, s, a->len) == 0)
@@ -989,40 +1088,48 @@ int cb_tok_encode(const cb_tok *t, const char *text, size_t len, int allow_speci
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         size_t l = s[i] < 0x80 ? 1 : cb__uni_decode(s + i, len - i, &cp);
-        if (!l) return cb_error_set(err, CB_EINVAL, "tokenizer: invalid UTF-8 at byte %zu", i);
+        if (!l)
+            return cb_error_set(err, CB_EINVAL, "tokenizer: invalid UTF-8 at byte %zu", i);
         i += l;
     }
     emitter e = {ids, ids ? cap : 0, 0};
     size_t seg = 0;
     int rc = 0;
     for (size_t i = 0; i < len && !rc; i++) {
-        if (t->added_first[s[i]] == t->added_first[s[i] + 1]) continue;
+        if (t->added_first[s[i]] == t->added_first[s[i] + 1])
+            continue;
         const added_tok *a = added_at(t, s + i, len - i, allow_special);
-        if (!a) continue;
+        if (!a)
+            continue;
         rc = encode_ordinary(t, s + seg, i - seg, &e);
         emit(&e, a->id);
         i += a->len - 1;
         seg = i + 1;
     }
-    if (!rc) rc = encode_ordinary(t, s + seg, len - seg, &e);
+    if (!rc)
+        rc = encode_ordinary(t, s + seg, len - seg, &e);
     *n = e.n;
-    if (rc) return cb_error_set(err, rc, "tokenizer: out of memory");
+    if (rc)
+        return cb_error_set(err, rc, "tokenizer: out of memory");
     if (e.n > cap || (!ids && e.n))
         return cb_error_set(err, CB_EFULL, "tokenizer: %zu ids do not fit in %zu", e.n, cap);
     return 0;
 }
 
-int cb_tok_decode(const cb_tok *t, const int32_t *ids, size_t n, char *out, size_t cap,
-                  size_t *len, cb_error *err) {
+int cb_tok_decode(const cb_tok *t, const int32_t *ids, size_t n, char *out, size_t cap, size_t *len,
+                  cb_error *err) {
     size_t k = 0;
     *len = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_ids || t->tok_off[id] == ABSENT)
-            return cb_error_set(err, CB_EINVAL, "tokenizer: id %d (at %zu) is not in the "
-                                "vocabulary", (int)id, i);
+            return cb_error_set(err, CB_EINVAL,
+                                "tokenizer: id %d (at %zu) is not in the "
+                                "vocabulary",
+                                (int)id, i);
         size_t l = t->tok_len[id];
-        if (out && k + l <= cap) memcpy(out + k, t->blob + t->tok_off[id], l);
+        if (out && k + l <= cap)
+            memcpy(out + k, t->blob + t->tok_off[id], l);
         k += l;
     }
     *len = k;
@@ -1036,7 +1143,8 @@ int32_t cb_tok_vocab_size(const cb_tok *t) { return t->n_ids; }
 int32_t cb_tok_special_id(const cb_tok *t, const char *text) {
     size_t l = strlen(text);
     for (size_t i = 0; i < t->n_added; i++)
-        if (t->added[i].len == l && memcmp(t->added[i].text, text, l) == 0) return t->added[i].id;
+        if (t->added[i].len == l && memcmp(t->added[i].text, text, l) == 0)
+            return t->added[i].id;
     return -1;
 }
 
@@ -1048,7 +1156,8 @@ typedef struct sbuf {
 } sbuf;
 
 static void put(sbuf *b, const char *s, size_t l) {
-    if (b->out && b->n + l <= b->cap) memcpy(b->out + b->n, s, l);
+    if (b->out && b->n + l <= b->cap)
+        memcpy(b->out + b->n, s, l);
     b->n += l;
 }
 
@@ -1060,15 +1169,19 @@ int cb_tok_chat_render(cb_tok_chat fmt, const cb_tok_msg *msgs, size_t n, int ad
     *len = 0;
     if (fmt != CB_TOK_CHAT_LLAMA3 && fmt != CB_TOK_CHAT_CHATML)
         return cb_error_set(err, CB_EINVAL, "chat template: unknown format %d", (int)fmt);
-    if (fmt == CB_TOK_CHAT_LLAMA3) puts_(&b, "<|begin_of_text|>");
+    if (fmt == CB_TOK_CHAT_LLAMA3)
+        puts_(&b, "<|begin_of_text|>");
     for (size_t i = 0; i < n; i++) {
         if (!msgs[i].role || !msgs[i].content)
-            return cb_error_set(err, CB_EINVAL, "chat template: message %zu has no role or content", i);
+            return cb_error_set(err, CB_EINVAL, "chat template: message %zu has no role or content",
+                                i);
         const char *c = msgs[i].content;
         size_t cl = strlen(c);
         if (fmt == CB_TOK_CHAT_LLAMA3) {
-            while (cl && (*c == ' ' || (*c >= '\t' && *c <= '\r'))) c++, cl--;
-            while (cl && (c[cl - 1] == ' ' || (c[cl - 1] >= '\t' && c[cl - 1] <= '\r'))) cl--;
+            while (cl && (*c == ' ' || (*c >= '\t' && *c <= '\r')))
+                c++, cl--;
+            while (cl && (c[cl - 1] == ' ' || (c[cl - 1] >= '\t' && c[cl - 1] <= '\r')))
+                cl--;
             puts_(&b, "<|start_header_id|>");
             puts_(&b, msgs[i].role);
             puts_(&b, "<|end_header_id|>\n\n");

@@ -2,15 +2,15 @@
  *
  * Two loaders build the same object:
  *   - cb_tok_load_hf: a Hugging Face tokenizer.json with model BPE (merges in the "a b" string
- *     form or the [a, b] pair form), normalizer null, pre_tokenizer ByteLevel (use_regex = true:
- *     GPT-2's split) or Sequence[Split(Regex = a known pattern, Isolated), ByteLevel(use_regex =
+ *     form or the [a, b] pair form), normalizer null or NFC, pre_tokenizer ByteLevel (use_regex =
+ * true: GPT-2's split) or Sequence[Split(Regex = a known pattern, Isolated), ByteLevel(use_regex =
  *     false)], decoder ByteLevel or null, added_tokens (special or not). The post_processor is
  *     not applied: cb_tok_encode never adds a BOS token (the chat template writes it).
  *   - cb_tok_load_tiktoken: a tiktoken rank file ("base64-bytes rank" per line) with a named
  *     split pattern and a list of special tokens. Merging is tiktoken's: the adjacent pair whose
  *     concatenation has the lowest rank, repeatedly; ids are ranks.
  * Known split patterns (hand-written matchers, src/llm/pretok.c): GPT-2, cl100k = Llama 3, Qwen2.
- * Anything else (an unknown pattern, a normalizer such as NFC, add_prefix_space, lstrip/rstrip
+ * Anything else (an unknown pattern, a normalizer such as NFKC, add_prefix_space, lstrip/rstrip
  * on added tokens, byte_fallback) is refused at load with CB_EUNSUPPORTED naming the file and
  * the JSON path.
  *
@@ -55,15 +55,16 @@ void cb_tok_free(cb_tok *t); /* NULL is a no-op */
 /* Encodes text[0..len) (valid UTF-8, else CB_EINVAL naming the byte offset) into ids[0..cap).
  * Added tokens are matched first, leftmost and longest first: non-special ones always, special
  * ones only when allow_special is non-zero (else their text is encoded as ordinary text, as
- * tiktoken's encode_ordinary does). *n is the number of ids (also when CB_EFULL). */
+ * tiktoken's encode_ordinary does). With an NFC normalizer the text between added tokens is
+ * normalized first. *n is the number of ids (also when CB_EFULL). */
 int cb_tok_encode(const cb_tok *t, const char *text, size_t len, int allow_special, int32_t *ids,
                   size_t cap, size_t *n, cb_error *err);
 
 /* Writes the bytes of ids[0..n) into out[0..cap) (not NUL-terminated; added tokens as their
  * text, special ones included), *len the byte count (also when CB_EFULL). An id outside the
  * vocabulary is CB_EINVAL. */
-int cb_tok_decode(const cb_tok *t, const int32_t *ids, size_t n, char *out, size_t cap,
-                  size_t *len, cb_error *err);
+int cb_tok_decode(const cb_tok *t, const int32_t *ids, size_t n, char *out, size_t cap, size_t *len,
+                  cb_error *err);
 
 /* 1 + the largest id (vocabulary and added tokens). */
 int32_t cb_tok_vocab_size(const cb_tok *t);
@@ -81,7 +82,7 @@ int32_t cb_tok_special_id(const cb_tok *t, const char *text);
  * Writes the text into out[0..cap) (not NUL-terminated), *len its length (also when CB_EFULL). */
 typedef enum { CB_TOK_CHAT_LLAMA3 = 1, CB_TOK_CHAT_CHATML = 2 } cb_tok_chat;
 typedef struct cb_tok_msg {
-    const char *role;    /* "system", "user", "assistant", ... */
+    const char *role; /* "system", "user", "assistant", ... */
     const char *content;
 } cb_tok_msg;
 int cb_tok_chat_render(cb_tok_chat fmt, const cb_tok_msg *msgs, size_t n, int add_generation_prompt,

@@ -15,9 +15,27 @@ typedef struct cb__uni_range {
     uint8_t cls;
 } cb__uni_range;
 
+typedef struct cb__uni_decomp_ent {
+    uint32_t cp;
+    uint16_t off, len;
+} cb__uni_decomp_ent;
+
+typedef struct cb__uni_comp_ent {
+    uint32_t first, second, composite;
+} cb__uni_comp_ent;
+
 extern const char cb__uni_version[];
+extern const size_t cb__uni_nccc, cb__uni_ndecomp, cb__uni_ncomp, cb__uni_nqc;
+extern const cb__uni_range cb__uni_ccc[];
+extern const cb__uni_decomp_ent cb__uni_decomp[];
+extern const uint32_t cb__uni_decomp_pool[];
+extern const cb__uni_comp_ent cb__uni_comp[];
+extern const cb__uni_range cb__uni_qc[];
 extern const size_t cb__uni_nranges;
 extern const cb__uni_range cb__uni_ranges[];
+
+/* The value of the range of r[0..n) (sorted, disjoint) that holds cp, or 0. */
+int cb__uni_lookup(const cb__uni_range *r, size_t n, uint32_t cp);
 
 /* CB_UNI_LETTER, CB_UNI_NUMBER, CB_UNI_MARK or CB_UNI_OTHER for a code point. */
 int cb__uni_class(uint32_t cp);
@@ -28,5 +46,8 @@ int cb__uni_space(uint32_t cp);
 /* Decodes one UTF-8 sequence at s[0..n): returns its length (1-4) and the code point in *cp, or 0
  * for an invalid sequence (overlong, surrogate, above U+10FFFF, truncated). */
 size_t cb__uni_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
+/* Writes cp (at most U+10FFFF) as UTF-8 into o (room for 4 bytes); returns the length. */
+size_t cb__uni_encode(char *o, uint32_t cp);
 
 #endif
