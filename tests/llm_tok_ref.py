@@ -298,4 +298,5 @@ def main():
         f.write("\n".join(ref) + "\n")
 
 
-main()
+if __name__ == "__main__":
+    main()
