@@ -24,6 +24,8 @@
  *   - malformed or unsupported files: the error names the file and where (line:col and the JSON
  *     path): a truncated tokenizer.json, a merges entry with an unknown token, an unknown split
  *     pattern, an NFKC normalizer, a bad rank file line;
+ *   - out of memory at every allocation of three loads and of encodes that allocate: CB_ENOMEM,
+ *     nothing returned, nothing leaked;
  *   - the chat templates' exact strings, and their special tokens encoding to single ids.
  */
 #include "harness.h"
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/alloc.h"
 #include "llm/tokenizer.h"
 
 #define PYTHON CB_TEST_SRCDIR "/.venv-test/bin/python"
@@ -408,6 +411,51 @@ static void test_malformed_files(void) {
     check_load_error("bad_type.json", 0, CB_EUNSUPPORTED, "model.type: ", "BPE");
 }
 
+/* Out of memory at every allocation of a load and of an encode that allocates (a long piece, NFC):
+ * CB_ENOMEM, nothing returned, nothing leaked (ASan). */
+static void test_out_of_memory(void) {
+    if (!ref_dir())
+        return;
+    char path[600];
+    const char *files[] = {"llama3.json", "qwen2nfc.json", "gpt2.tiktoken"};
+    for (size_t k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/%s", g_dir, files[k]);
+        int failures = 0, ok = 0;
+        for (long n = 1; n < 2000 && !ok; n++) {
+            cb_tok *t = NULL;
+            cb__alloc_fail_after(n);
+            int rc = k == 2 ? cb_tok_load_tiktoken(path, "gpt2", NULL, 0, &t, &g_err)
+                            : cb_tok_load_hf(path, &t, &g_err);
+            cb__alloc_fail_after(0);
+            if (rc == CB_OK) {
+                ok = 1;
+                cb_tok_free(t);
+                break;
+            }
+            failures++;
+            CB_CHECK_EQ_INT(rc, CB_ENOMEM);
+            CB_CHECK(t == NULL);
+        }
+        printf("# %s: %d allocation failures, each CB_ENOMEM\n", files[k], failures);
+        CB_CHECK(ok);
+        CB_CHECK_CMP_INT(failures, >=, 5);
+    }
+    cb_tok *t = load_pair("qwen2nfc", 0);
+    if (!t)
+        return;
+    char text[300];
+    memset(text, 'x', 200);
+    memcpy(text + 200, " e\xcc\x81", 4); /* a 200-byte piece (heap merge), then e + U+0301 */
+    int32_t ids[400];
+    size_t n = 0;
+    cb__alloc_fail_after(1);
+    int rc = cb_tok_encode(t, text, 204, 1, ids, 400, &n, &g_err);
+    cb__alloc_fail_after(0);
+    CB_CHECK_EQ_INT(rc, CB_ENOMEM);
+    CB_CHECK_EQ_INT(cb_tok_encode(t, text, 204, 1, ids, 400, &n, &g_err), 0);
+    cb_tok_free(t);
+}
+
 static void test_chat_templates(void) {
     cb_tok_msg m[] = {{"system", "Be brief."}, {"user", "  Hi there!\n"}};
     char out[512];
@@ -454,6 +502,7 @@ int main(void) {
     CB_RUN(test_long_runs);
     CB_RUN(test_buffers_and_bad_input);
     CB_RUN(test_malformed_files);
+    CB_RUN(test_out_of_memory);
     CB_RUN(test_chat_templates);
     return cb_test_done();
 }

@@ -248,8 +248,9 @@ static int parse_container(parser *p, cb__jdom_node *n, int obj) {
                 if (p->pos >= p->len || p->s[p->pos] != '"')
                     return fail(p, "expected a key");
                 k.off = p->pos;
-                if (parse_string(p, &k))
-                    return CB_EINVAL;
+                int krc = parse_string(p, &k);
+                if (krc)
+                    return krc; /* CB_EINVAL, or CB_ENOMEM */
                 skip_ws(p);
                 if (p->pos >= p->len || p->s[p->pos] != ':')
                     return fail(p, "expected ':'");
