@@ -171,15 +171,11 @@ static void pair_put(cb_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id)
 static int unicode_to_byte(uint32_t cp) {
     if ((cp >= '!' && cp <= '~') || (cp >= 0xa1 && cp <= 0xac) || (cp >= 0xae && cp <= 0xff))
         return (int)cp;
-    if (cp < 0x100 || cp >= 0x100 + 68)
+    /* the others in byte order: 0x00-0x20 (33), 0x7f-0xa0 (34), 0xad */
+    uint32_t k = cp - 0x100;
+    if (cp < 0x100 || k >= 68)
         return -1;
-    uint32_t k = 0;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
-        if (!printable && k++ == cp - 0x100)
-            return b;
-    }
-    return -1;
+    return k < 33 ? (int)k : k < 67 ? (int)(0x7f + k - 33) : 0xad;
 }
 
 /* Byte-level text -> bytes into out (capacity at least n). Returns the length, or -1 when a
@@ -474,6 +470,13 @@ static int hf_checks(const hf_ctx *c, const cb__jdom_node *root, const cb__jdom_
     return 0;
 }
 
+/* The JSON path of a vocabulary entry, for messages. */
+static const char *vocab_key(char *key, size_t cap, const cb__jdom_node *k) {
+    char q[96];
+    snprintf(key, cap, "model.vocab[\"%s\"]", quote(k->v.str, k->n, q, 64));
+    return key;
+}
+
 /* Splits a merges entry ("a b" or ["a", "b"]) into two strings. */
 static int hf_merge_parts(const hf_ctx *c, const cb__jdom_node *e, const char *key, const char **a,
                           size_t *na, const char **b, size_t *nb) {
@@ -517,10 +520,10 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
     /* ids first: the largest sizes the tables */
     int32_t max_id = -1, id = 0;
     for (size_t i = 0; i < vocab->n; i++) {
-        snprintf(key, sizeof key, "model.vocab[\"%s\"]",
-                 quote(vocab->keys[i].v.str, vocab->keys[i].n, q, 64));
-        if ((rc = get_id(c, &vocab->v.items[i], key, &id)))
+        if ((rc = get_id(c, &vocab->v.items[i], "", &id))) {
+            cb_error_key(c->err, vocab_key(key, sizeof key, &vocab->keys[i]));
             return rc;
+        }
         if (id > max_id)
             max_id = id;
     }
@@ -581,16 +584,16 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
     for (size_t i = 0; i < vocab->n; i++) {
         const cb__jdom_node *k = &vocab->keys[i];
         id = (int32_t)vocab->v.items[i].v.num;
-        snprintf(key, sizeof key, "model.vocab[\"%s\"]", quote(k->v.str, k->n, q, 64));
         if (is_added[id])
             continue; /* the added token's text is what decodes */
         if (t->tok_off[id] != ABSENT) {
-            rc = hf_fail(c, &vocab->v.items[i], key, CB_EINVAL, "id %d appears twice", (int)id);
+            rc = hf_fail(c, &vocab->v.items[i], vocab_key(key, sizeof key, k), CB_EINVAL,
+                         "id %d appears twice", (int)id);
             goto done;
         }
         long nb = k->n <= CB_TOK_TOKEN_MAX_BYTES * 2 ? bytelevel_decode(k->v.str, k->n, buf) : -1;
         if (nb <= 0) {
-            rc = hf_fail(c, k, key, CB_EINVAL,
+            rc = hf_fail(c, k, vocab_key(key, sizeof key, k), CB_EINVAL,
                          nb == 0 ? "empty token"
                                  : "not a byte-level token (a character outside GPT-2's byte "
                                    "alphabet, or longer than %d bytes)",
@@ -627,27 +630,32 @@ static int hf_build(const hf_ctx *c, const cb__jdom_node *root, cb_tok **out) {
         const cb__jdom_node *e = &merges->v.items[i];
         const char *a = NULL, *b = NULL;
         size_t na = 0, nb = 0;
-        snprintf(key, sizeof key, "model.merges[%zu]", i);
-        if ((rc = hf_merge_parts(c, e, key, &a, &na, &b, &nb)))
-            goto done;
+        key[0] = 0; /* written when needed: formatting 150k keys costs more than the look-ups */
+        if ((rc = hf_merge_parts(c, e, "", &a, &na, &b, &nb)))
+            goto merge_error;
         long la = na <= CB_TOK_TOKEN_MAX_BYTES ? bytelevel_decode(a, na, buf) : -1;
         long lb = la > 0 && nb <= CB_TOK_TOKEN_MAX_BYTES ? bytelevel_decode(b, nb, buf + la) : -1;
         int32_t ia = la > 0 ? map_find(t, buf, (size_t)la) : -1;
         int32_t ib = lb > 0 ? map_find(t, buf + la, (size_t)lb) : -1;
         int32_t im = ia >= 0 && ib >= 0 ? map_find(t, buf, (size_t)(la + lb)) : -1;
         if (ia < 0 || ib < 0) {
-            rc = hf_fail(c, e, key, CB_EINVAL, "unknown token \"%s\"",
+            rc = hf_fail(c, e, "", CB_EINVAL, "unknown token \"%s\"",
                          ia < 0 ? quote(a, na, q, 64) : quote(b, nb, q, 64));
-            goto done;
+            goto merge_error;
         }
         if (im < 0) {
             char q2[200];
-            rc = hf_fail(c, e, key, CB_EINVAL,
+            rc = hf_fail(c, e, "", CB_EINVAL,
                          "the merge of \"%s\" and \"%s\" is not in the vocabulary",
                          quote(a, na, q, 64), quote(b, nb, q2, 64));
-            goto done;
+            goto merge_error;
         }
         pair_put(t, ia, ib, (uint32_t)i, im);
+        continue;
+    merge_error:
+        snprintf(key, sizeof key, "model.merges[%zu]", i);
+        cb_error_key(c->err, key);
+        goto done;
     }
     for (size_t i = 0; i < t->n_added; i++)
         t->added[i].text = t->blob + t->tok_off[t->added[i].id];
