@@ -153,6 +153,16 @@ def test_texts(rng):
         t.append("".join(rng.choice(POOL) for _ in range(rng.randint(1, 600))))
     for _ in range(10):
         t.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 200))))
+    # code points of many scripts and symbol blocks, all assigned long before Unicode 14
+    blocks = [(0xa0, 0x24f), (0x370, 0x52f), (0x590, 0x6ff), (0x900, 0xdff), (0xe00, 0xeff),
+              (0x1100, 0x11ff), (0x2000, 0x2bff), (0x3000, 0x30ff), (0x4e00, 0x4fff),
+              (0xac00, 0xad00), (0xfb00, 0xfdff), (0xfe30, 0xffef), (0x1d400, 0x1d7ff),
+              (0x1f300, 0x1f64f)]
+    chars = [chr(c) for lo, hi in blocks for c in range(lo, hi + 1)
+             if unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")]
+    for _ in range(20):
+        t.append("".join(rng.choice(chars) if rng.random() < 0.6 else rng.choice(" \n\tab'1")
+                         for _ in range(rng.randint(1, 300))))
     return t
 
 
