@@ -42,6 +42,15 @@ PAT_CL100K = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
               r"""[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 PAT_QWEN2 = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"""
              r"""[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+PAT_O200K = "|".join([  # tiktoken's o200k_base
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
 SPECIALS = ["<|endoftext|>", "<|end|>", "<|begin_of_text|>", "<|start_header_id|>",
             "<|end_header_id|>", "<|eot_id|>", "<|im_start|>", "<|im_end|>"]
 PLAIN_ADDED = "<tool>"  # an added token that is not special
@@ -143,6 +152,8 @@ def test_texts(rng):
         "the " * 80,
         "?!" * 120,
         "the" * 100,
+        "getHTTPResponseCode XMLHttpRequest iPhone McDonald's DON'T Don't dON't ÉCOLE École "
+        "ǅemal ǅEMAL Σίσυφος ΣΊΣΥΦΟΣ ꜰᴀᴋᴇ ʰᵉˡˡᵒ ＡＢＣｄｅｆ e\u0301E\u0301 ÀB\u0301c path/to/file// a/b",
         "NFC: A\u030a \u212b \u2126 a\u0323\u0302 a\u0302\u0323 \u1100\u1161\u11a8 \uac00\u11a8 "
         "\u0958 \ufb01 Tie\u0302\u0301ng Vie\u0323\u0302t o\u0308\u0304 \u0338 =\u0338 "
         "\u0b47\u0b3e \u0301\u0301x \u05b8\u05b7 q\u0307\u0323",
@@ -172,7 +183,7 @@ def train(kind, corpus):
         pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     else:
         model = models.BPE(ignore_merges=(kind == "llama3"))
-        pat = PAT_CL100K if kind == "llama3" else PAT_QWEN2
+        pat = {"llama3": PAT_CL100K, "qwen2": PAT_QWEN2, "o200k": PAT_O200K}[kind]
         pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pat), behavior="isolated"),
                                        pre_tokenizers.ByteLevel(add_prefix_space=False,
                                                                 use_regex=False)])
@@ -247,8 +258,8 @@ def main():
         f.write("%d\n" % len(texts))
     bd = byte_decoder()
     ref = []
-    pats = {"gpt2": PAT_GPT2, "llama3": PAT_CL100K, "qwen2": PAT_QWEN2}
-    for kind in ("gpt2", "llama3", "qwen2"):
+    pats = {"gpt2": PAT_GPT2, "llama3": PAT_CL100K, "qwen2": PAT_QWEN2, "o200k": PAT_O200K}
+    for kind in ("gpt2", "llama3", "qwen2", "o200k"):
         tok = train(kind, corpus)
         path = os.path.join(out, kind + ".json")
         tok.save(path)

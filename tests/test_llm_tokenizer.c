@@ -1,10 +1,10 @@
 /* Tests of the byte-level BPE tokenizers (src/llm/tokenizer.c) against the implementations users
  * trust: Hugging Face `tokenizers` 0.23.3 and `tiktoken` 0.14.0 from PyPI, in the project's
  * .venv-test/ (scripts/setup.sh creates it; without it this test FAILS, it is not skipped).
- * tests/llm_tok_ref.py trains three byte-level BPE tokenizers (vocab 2000) on a generated corpus
+ * tests/llm_tok_ref.py trains four byte-level BPE tokenizers (vocab 2000) on a generated corpus
  * with the split patterns of GPT-2 (ByteLevel use_regex, "a b" merges), Llama 3 (cl100k;
- * [a, b] merges, ignore_merges) and Qwen2, writes their tokenizer.json files and tiktoken rank
- * files made from the same vocabularies, the corpus (prose, accents, CJK, emoji with joiners,
+ * [a, b] merges, ignore_merges), Qwen2 and o200k, writes their tokenizer.json files and tiktoken
+ * rank files made from the same vocabularies, the corpus (prose, accents, CJK, emoji with joiners,
  * RTL, combining marks, whitespace runs, tabs, CR/LF, digits of many lengths and scripts, code,
  * contractions in both cases, special tokens inside text, the empty string, long runs, random
  * mixes of all of these) and the ids each reference gives. Checked here:
@@ -233,6 +233,7 @@ static void test_gpt2(void) { compare_trained("gpt2", 0); }
 static void test_llama3(void) { compare_trained("llama3", 0); }
 static void test_qwen2(void) { compare_trained("qwen2", 0); }
 static void test_qwen2_nfc(void) { compare_trained("qwen2nfc", 1); }
+static void test_o200k(void) { compare_trained("o200k", 0); }
 
 /* Real vocabularies from PyPI packages (real.txt: "NAME PATTERN RANKFILE"): cl100k_base and
  * Qwen's, against tiktoken with each package's own pattern string. */
@@ -272,10 +273,10 @@ static void test_long_runs(void) {
     if (!ref_dir())
         return;
     static const char *const fill[] = {"a", "the", "inthe", " ", "7", "\n", "!?", " \n"};
-    const char *names[] = {"gpt2", "llama3", "qwen2"};
+    const char *names[] = {"gpt2", "llama3", "qwen2", "o200k"};
     size_t len = 100 * 1024;
     char *s = malloc(len);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         for (int tk = 0; tk < 2; tk++) {
             cb_tok *t = load_pair(names[k], tk);
             if (!t)
@@ -498,6 +499,7 @@ int main(void) {
     CB_RUN(test_llama3);
     CB_RUN(test_qwen2);
     CB_RUN(test_qwen2_nfc);
+    CB_RUN(test_o200k);
     CB_RUN(test_real_vocabularies);
     CB_RUN(test_long_runs);
     CB_RUN(test_buffers_and_bad_input);

@@ -1,4 +1,4 @@
-/* llm/pretok.c - the split patterns of GPT-2, cl100k/Llama 3 and Qwen2, matched by hand.
+/* llm/pretok.c - the split patterns of GPT-2, cl100k/Llama 3, Qwen2 and o200k, matched by hand.
  *
  * Each pattern is an alternation tried in order at the current position; the first alternative
  * that matches gives the piece (leftmost-first, as Perl-style engines do). Every code point is a
@@ -7,7 +7,10 @@
  * backtracking cases are resolved in closed form:
  *   \s+(?!\S)   a whitespace run of k characters: all k at the end of the text, else k-1 (k >= 2),
  *               else no match (then \s+ takes the single character);
- *   \s*[\r\n]+  a whitespace run up to and including its last \r or \n, else no match.
+ *   \s*[\r\n]+  a whitespace run up to and including its last \r or \n, else no match;
+ *   o200k's [A]*[B]+ (A = Lu Lt Lm Lo M, B = Ll Lm Lo M, overlapping): the A run, then the B run
+ *               that follows it; when none follows, the A run up to its last character that is
+ *               also in B; the optional leading [^\r\n\p{L}\p{N}] is tried with, then without.
  * Every alternative scans forward only, so a piece costs time linear in its length and a text
  * linear in its length (a whitespace run is scanned at most three times).
  * Case-insensitive contractions (?i:'s|...) accept U+017F (long s), which Unicode case folding
@@ -23,6 +26,11 @@ static const char PAT_GPT2[] =
 static const char PAT_CL100K[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char PAT_O200K[] =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char PAT_QWEN2[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -35,13 +43,15 @@ const char *cb__pretok_pattern(cb__pretok_kind k) {
         return PAT_CL100K;
     case CB_PRETOK_QWEN2:
         return PAT_QWEN2;
+    case CB_PRETOK_O200K:
+        return PAT_O200K;
     default:
         return "";
     }
 }
 
 cb__pretok_kind cb__pretok_from_pattern(const char *pat, size_t len) {
-    for (int k = CB_PRETOK_GPT2; k <= CB_PRETOK_QWEN2; k++) {
+    for (int k = CB_PRETOK_GPT2; k <= CB_PRETOK_O200K; k++) {
         const char *p = cb__pretok_pattern((cb__pretok_kind)k);
         if (strlen(p) == len && memcmp(p, pat, len) == 0)
             return (cb__pretok_kind)k;
@@ -58,6 +68,8 @@ cb__pretok_kind cb__pretok_from_name(const char *name) {
         return CB_PRETOK_CL100K;
     if (strcmp(name, "qwen2") == 0)
         return CB_PRETOK_QWEN2;
+    if (strcmp(name, "o200k") == 0)
+        return CB_PRETOK_O200K;
     return CB_PRETOK_NONE;
 }
 
@@ -83,6 +95,7 @@ static int cls_at(const unsigned char *s, size_t n, size_t i, uint32_t *cp, size
     *len = cb__uni_decode(s + i, n - i, cp);
     if (*len == 0) { /* callers validate UTF-8 first; treat a stray byte as other */
         *len = 1;
+        *cp = 0xfffd;
         return C_OTHER;
     }
     if (cb__uni_space(*cp))
@@ -169,6 +182,18 @@ static size_t next_gpt2(const unsigned char *s, size_t n) {
     return space_tail(s, n, 0);
 }
 
+/* \s*[\r\n]+ (up to the last \r or \n of the whitespace run), then \s+(?!\S) and \s+. */
+static size_t newline_tail(const unsigned char *s, size_t n) {
+    uint32_t cp;
+    size_t len, i = 0, end = 0;
+    while (cls_at(s, n, i, &cp, &len) == C_SPACE) {
+        i += len;
+        if (cp == '\r' || cp == '\n')
+            end = i;
+    }
+    return end ? end : space_tail(s, n, 0);
+}
+
 static size_t next_llama(const unsigned char *s, size_t n, size_t max_digits) {
     uint32_t cp, cp1;
     size_t len, len1;
@@ -193,16 +218,90 @@ static size_t next_llama(const unsigned char *s, size_t n, size_t max_digits) {
             i++;
         return i;
     }
-    /* \s*[\r\n]+ : up to the last \r or \n of the whitespace run */
-    size_t i = 0, end = 0;
-    while (cls_at(s, n, i, &cp, &len) == C_SPACE) {
+    return newline_tail(s, n);
+}
+
+/* o200k: General Categories at s[i] (CB_UNI_GC_*, 0 other), G_SPACE, G_END. */
+enum { G_SPACE = 8, G_END = 9 };
+
+static int gc_at(const unsigned char *s, size_t n, size_t i, uint32_t *cp, size_t *len) {
+    int c = cls_at(s, n, i, cp, len);
+    if (c == C_SPACE || c == C_END)
+        return c == C_SPACE ? G_SPACE : G_END;
+    return c == C_OTHER && *cp < 0x80 ? 0 : cb__uni_gc(*cp);
+}
+
+#define IN_A(g) ((g) == CB_UNI_GC_LU || (g) == CB_UNI_GC_LT || in_ab(g)) /* Lu Lt Lm Lo M */
+#define IN_B(g) ((g) == CB_UNI_GC_LL || in_ab(g))                        /* Ll Lm Lo M */
+static int in_ab(int g) { return g == CB_UNI_GC_LM || g == CB_UNI_GC_LO || g == CB_UNI_GC_M; }
+static int is_l(int g) { return g >= CB_UNI_GC_LU && g <= CB_UNI_GC_LO; }
+
+/* End of the run of characters at i whose class satisfies pred. */
+static size_t gc_run(const unsigned char *s, size_t n, size_t i, int (*pred)(int)) {
+    uint32_t cp;
+    size_t len;
+    while (pred(gc_at(s, n, i, &cp, &len)))
         i += len;
-        if (cp == '\r' || cp == '\n')
-            end = i;
+    return i;
+}
+
+static int pred_a(int g) { return IN_A(g); }
+static int pred_b(int g) { return IN_B(g); }
+static int pred_other(int g) { return g != G_SPACE && g != G_END && !is_l(g) && g != CB_UNI_GC_N; }
+
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d)? after a word ending at end. */
+static size_t word_tail(const unsigned char *s, size_t n, size_t end) {
+    return end < n && s[end] == '\'' ? end + contraction(s + end, n - end, 1) : end;
+}
+
+/* [A]*[B]+ at i: the longest A-run whose continuation starts a B-run, backtracking into the
+ * A-run to its last character that is also in B (Lm, Lo, M). 0 when nothing matches. */
+static size_t word_lower(const unsigned char *s, size_t n, size_t i) {
+    uint32_t cp;
+    size_t len, j = i, last_b = 0;
+    int g;
+    while (g = gc_at(s, n, j, &cp, &len), IN_A(g)) {
+        j += len;
+        if (IN_B(g))
+            last_b = j;
     }
-    if (end)
-        return end;
-    return space_tail(s, n, 0);
+    if (IN_B(g))
+        return word_tail(s, n, gc_run(s, n, j, pred_b));
+    return last_b ? word_tail(s, n, last_b) : 0;
+}
+
+/* [A]+[B]* at i; 0 when nothing matches. */
+static size_t word_upper(const unsigned char *s, size_t n, size_t i) {
+    size_t j = gc_run(s, n, i, pred_a);
+    return j == i ? 0 : word_tail(s, n, gc_run(s, n, j, pred_b));
+}
+
+static size_t next_o200k(const unsigned char *s, size_t n) {
+    uint32_t cp, cp1;
+    size_t len, len1, r;
+    int g = gc_at(s, n, 0, &cp, &len);
+    int g1 = gc_at(s, n, len, &cp1, &len1);
+    /* [^\r\n\p{L}\p{N}]? before each word alternative: with it first, then without */
+    int pre = g != G_END && cp != '\r' && cp != '\n' && !is_l(g) && g != CB_UNI_GC_N;
+    if ((pre && (r = word_lower(s, n, len))) || (r = word_lower(s, n, 0)))
+        return r;
+    if ((pre && (r = word_upper(s, n, len))) || (r = word_upper(s, n, 0)))
+        return r;
+    if (g == CB_UNI_GC_N) { /* \p{N}{1,3} */
+        size_t i = len;
+        for (int k = 1; k < 3 && gc_at(s, n, i, &cp1, &len1) == CB_UNI_GC_N; k++)
+            i += len1;
+        return i;
+    }
+    /* ' ?[^\s\p{L}\p{N}]+[\r\n/]*' */
+    size_t start = cp == ' ' && pred_other(g1) ? len : pred_other(g) ? 0 : (size_t)-1;
+    if (start != (size_t)-1) {
+        size_t i = gc_run(s, n, start, pred_other);
+        while (i < n && (s[i] == '\r' || s[i] == '\n' || s[i] == '/'))
+            i++;
+        return i;
+    }
+    return newline_tail(s, n);
 }
 
 size_t cb__pretok_next(cb__pretok_kind k, const unsigned char *s, size_t n) {
@@ -213,6 +312,8 @@ size_t cb__pretok_next(cb__pretok_kind k, const unsigned char *s, size_t n) {
         return next_llama(s, n, 3);
     case CB_PRETOK_QWEN2:
         return next_llama(s, n, 1);
+    case CB_PRETOK_O200K:
+        return next_o200k(s, n);
     default:
         return n;
     }

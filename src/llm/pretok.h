@@ -12,6 +12,7 @@ typedef enum {
     CB_PRETOK_GPT2,     /* GPT-2 (HF ByteLevel use_regex=true) */
     CB_PRETOK_CL100K,   /* cl100k_base and Llama 3: 1-3 digit groups */
     CB_PRETOK_QWEN2,    /* Qwen2/2.5/3: Llama 3's with single digits */
+    CB_PRETOK_O200K,    /* o200k_base (GPT-4o, gpt-oss): case-aware words */
 } cb__pretok_kind;
 
 /* The pattern string of each kind, as tokenizer.json files and tiktoken spell it. */
@@ -20,7 +21,7 @@ const char *cb__pretok_pattern(cb__pretok_kind k);
 /* The kind whose pattern string is exactly pat, or CB_PRETOK_NONE when unknown. */
 cb__pretok_kind cb__pretok_from_pattern(const char *pat, size_t len);
 
-/* The kind named "gpt2", "cl100k", "llama3" or "qwen2"; CB_PRETOK_NONE when unknown. */
+/* The kind named "gpt2", "cl100k", "llama3", "qwen2" or "o200k"; CB_PRETOK_NONE when unknown. */
 cb__pretok_kind cb__pretok_from_name(const char *name);
 
 /* Length in bytes (> 0) of the piece starting at s[0], s[0..n) being valid UTF-8, n > 0. */

@@ -415,9 +415,10 @@ static int hf_pretok(const hf_ctx *c, const cb__jdom_node *root, cb__pretok_kind
                            "Split needs a Regex pattern (a String pattern is not supported)");
         *kind = cb__pretok_from_pattern(re->v.str, re->n);
         if (*kind == CB_PRETOK_NONE)
-            return hf_fail(c, re, k2, CB_EUNSUPPORTED,
-                           "unknown split pattern \"%s\" (known: GPT-2, cl100k/Llama 3, Qwen2)",
-                           quote(re->v.str, re->n, q, sizeof q));
+            return hf_fail(
+                c, re, k2, CB_EUNSUPPORTED,
+                "unknown split pattern \"%s\" (known: GPT-2, cl100k/Llama 3, Qwen2, o200k)",
+                quote(re->v.str, re->n, q, sizeof q));
         if (!beh || beh->type != CB_JDOM_STR || strcmp(beh->v.str, "Isolated") != 0 ||
             is_true(cb__jdom_get(e, "invert")))
             return hf_fail(c, e, key, CB_EUNSUPPORTED,
@@ -774,7 +775,8 @@ int cb_tok_load_tiktoken(const char *path, const char *pattern, const cb_tok_spe
     cb__pretok_kind kind = cb__pretok_from_name(pattern);
     if (pattern && kind == CB_PRETOK_NONE)
         return tt_fail(err, path, 0, CB_EINVAL,
-                       "unknown pattern \"%s\" (known: gpt2, cl100k, llama3, qwen2)", pattern);
+                       "unknown pattern \"%s\" (known: gpt2, cl100k, llama3, qwen2, o200k)",
+                       pattern);
     size_t len = 0;
     char *text = read_file(path, &len, err);
     if (!text)

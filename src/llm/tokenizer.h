@@ -9,7 +9,8 @@
  *   - cb_tok_load_tiktoken: a tiktoken rank file ("base64-bytes rank" per line) with a named
  *     split pattern and a list of special tokens. Merging is tiktoken's: the adjacent pair whose
  *     concatenation has the lowest rank, repeatedly; ids are ranks.
- * Known split patterns (hand-written matchers, src/llm/pretok.c): GPT-2, cl100k = Llama 3, Qwen2.
+ * Known split patterns (hand-written matchers, src/llm/pretok.c): GPT-2, cl100k = Llama 3, Qwen2,
+ * o200k.
  * Anything else (an unknown pattern, a normalizer such as NFKC, add_prefix_space, lstrip/rstrip
  * on added tokens, byte_fallback) is refused at load with CB_EUNSUPPORTED naming the file and
  * the JSON path.
@@ -45,8 +46,8 @@ typedef struct cb_tok_special {
 
 int cb_tok_load_hf(const char *tokenizer_json_path, cb_tok **out, cb_error *err);
 
-/* pattern: "gpt2", "cl100k", "llama3" (= cl100k), "qwen2", or NULL for no split (the whole text,
- * between special tokens, is one piece). sp: n_sp special tokens, copied. */
+/* pattern: "gpt2", "cl100k", "llama3" (= cl100k), "qwen2", "o200k", or NULL for no split (the whole
+ * text, between special tokens, is one piece). sp: n_sp special tokens, copied. */
 int cb_tok_load_tiktoken(const char *rank_file, const char *pattern, const cb_tok_special *sp,
                          size_t n_sp, cb_tok **out, cb_error *err);
 

@@ -16,13 +16,22 @@ int cb__uni_lookup(const cb__uni_range *r, size_t n, uint32_t cp) {
     return 0;
 }
 
-int cb__uni_class(uint32_t cp) {
+int cb__uni_gc(uint32_t cp) {
     if (cp < 128) {
-        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z')
-            return CB_UNI_LETTER;
-        return cp >= '0' && cp <= '9' ? CB_UNI_NUMBER : CB_UNI_OTHER;
+        if (cp >= 'a' && cp <= 'z')
+            return CB_UNI_GC_LL;
+        if (cp >= 'A' && cp <= 'Z')
+            return CB_UNI_GC_LU;
+        return cp >= '0' && cp <= '9' ? CB_UNI_GC_N : 0;
     }
     return cb__uni_lookup(cb__uni_ranges, cb__uni_nranges, cp);
+}
+
+int cb__uni_class(uint32_t cp) {
+    static const unsigned char coarse[8] = {CB_UNI_OTHER,  CB_UNI_LETTER, CB_UNI_LETTER,
+                                            CB_UNI_LETTER, CB_UNI_LETTER, CB_UNI_LETTER,
+                                            CB_UNI_NUMBER, CB_UNI_MARK};
+    return coarse[cb__uni_gc(cp)];
 }
 
 /* White_Space (PropList.txt, unchanged since Unicode 6.3): what \s matches in Rust's regex and,

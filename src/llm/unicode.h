@@ -10,6 +10,17 @@
 
 enum { CB_UNI_OTHER = 0, CB_UNI_LETTER = 1, CB_UNI_NUMBER = 2, CB_UNI_MARK = 3 };
 
+/* General Categories as the table stores them (cb__uni_gc). */
+enum {
+    CB_UNI_GC_LU = 1,
+    CB_UNI_GC_LL = 2,
+    CB_UNI_GC_LT = 3,
+    CB_UNI_GC_LM = 4,
+    CB_UNI_GC_LO = 5,
+    CB_UNI_GC_N = 6, /* Nd, Nl, No */
+    CB_UNI_GC_M = 7, /* Mn, Mc, Me */
+};
+
 typedef struct cb__uni_range {
     uint32_t lo, hi;
     uint8_t cls;
@@ -39,6 +50,9 @@ int cb__uni_lookup(const cb__uni_range *r, size_t n, uint32_t cp);
 
 /* CB_UNI_LETTER, CB_UNI_NUMBER, CB_UNI_MARK or CB_UNI_OTHER for a code point. */
 int cb__uni_class(uint32_t cp);
+
+/* CB_UNI_GC_* for a code point, 0 for every other category. */
+int cb__uni_gc(uint32_t cp);
 
 /* 1 when cp has the White_Space property (what \s matches in the reference regex engines). */
 int cb__uni_space(uint32_t cp);

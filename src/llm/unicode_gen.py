@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generates src/llm/unicode_tab.c from Python's unicodedata: the General Category ranges the
-pre-tokenizers need (letters L*, numbers N*, marks M*) and the NFC tables of nfc.c (canonical
+pre-tokenizers need (the five letter categories, numbers N*, marks M*) and the NFC tables of nfc.c (canonical
 combining classes, full canonical decompositions, primary compositions, NFC quick-check).
 Run by hand when the tables should follow a newer Unicode:
     python3 src/llm/unicode_gen.py > src/llm/unicode_tab.c
@@ -8,7 +8,7 @@ White_Space is not in unicodedata; its 25 code points are a fixed list in unicod
 import sys
 import unicodedata
 
-CLASSES = {"L": 1, "N": 2, "M": 3}
+GC = {"Lu": 1, "Ll": 2, "Lt": 3, "Lm": 4, "Lo": 5, "N": 6, "M": 7}
 CODE_POINTS = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
 
 
@@ -41,9 +41,13 @@ def main():
               % (sys.version.split()[0], unicodedata.unidata_version))
     out.write('#include "llm/unicode.h"\n\n')
     out.write('const char cb__uni_version[] = "%s";\n' % unicodedata.unidata_version)
-    cls = ranges(lambda cp: CLASSES.get(unicodedata.category(chr(cp))[0], 0))
-    table(out, "General Category: letter (1: L*), number (2: N*) or mark (3: M*).", "cb__uni_range",
-          "cb__uni_ranges", cls, "{0x%05X, 0x%05X, %d}", 3)
+    def gc(cp):
+        c = unicodedata.category(chr(cp))
+        return GC.get(c, GC.get(c[0], 0))
+
+    cls = ranges(gc)
+    table(out, "General Category: Lu 1, Ll 2, Lt 3, Lm 4, Lo 5, N* 6, M* 7 (CB_UNI_GC_*).",
+          "cb__uni_range", "cb__uni_ranges", cls, "{0x%05X, 0x%05X, %d}", 3)
     ccc = ranges(lambda cp: unicodedata.combining(chr(cp)))
     table(out, "Canonical combining classes (non-zero only).", "cb__uni_range", "cb__uni_ccc", ccc,
           "{0x%05X, 0x%05X, %d}", 3)
