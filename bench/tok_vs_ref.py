@@ -27,6 +27,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import llm_tok_ref as ref  # noqa: E402  (corpus pieces, patterns, GPT-2's byte alphabet)
 
 
