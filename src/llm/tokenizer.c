@@ -4,8 +4,9 @@
  * Design. Every token is kept as raw bytes (the byte-level alphabet of GPT-2 is undone at load):
  * id -> bytes in one blob, bytes -> id in an open-addressing hash table, and for Hugging Face
  * files a second table (left id, right id) -> (merge rank, merged id). Encoding splits the text
- * on added tokens (bucketed by first byte, longest first), each stretch between them into
- * pre-tokenizer pieces (pretok.c), and merges each piece:
+ * on added tokens (bucketed by first byte, longest first), normalizes each stretch between them
+ * when the file asks for NFC (nfc.c; text that passes the quick check is used as it is), splits it
+ * into pre-tokenizer pieces (pretok.c), and merges each piece:
  *   - pieces of up to SMALL_PIECE bytes: an array of symbols with the rank of each adjacent pair
  *     cached, the lowest (leftmost on ties) merged and its two neighbours re-ranked: O(m^2) on
  *     tiny m, no allocation;
@@ -13,8 +14,8 @@
  *     entries skipped when popped: O(m log m), so a 100 KB run of one character stays fast.
  * The ordering (lowest rank, then leftmost) is that of both references: Hugging Face's BPE
  * (merge rank) and tiktoken (rank of the concatenation, ids are ranks).
- * No cache: encode allocates nothing for pieces of up to SMALL_PIECE bytes and holds no state,
- * so a shared cb_tok needs no lock. */
+ * No cache: encode allocates nothing for pieces of up to SMALL_PIECE bytes (nor for text that
+ * needs no normalization) and holds no state, so a shared cb_tok needs no lock. */
 #include "llm/tokenizer.h"
 
 #include <errno.h>
