@@ -322,6 +322,16 @@ static void test_determinism(void) {
         diff += h1[i] != h2[i] || h1[i] == 0;
     }
     CB_CHECK_EQ_INT(diff, 0); /* same seed: identical requests */
+    /* made by 3 prefetch threads 8 ahead, or in run: the same requests */
+    static const char *const makers[] = {"workers: 3, prefetch: 8", "prefetch: 0"};
+    for (int m = 0; m < 2; m++) {
+        char c2[512];
+        snprintf(c2, sizeof c2, "%s, %s", cfg, makers[m]);
+        if (run_ok(c2) != 0) return;
+        diff = 0;
+        for (size_t i = 0; i < 300; i++) diff += h1[i] != req_hash(cap_get(i));
+        CB_CHECK_EQ_INT(diff, 0);
+    }
     if (run_ok("num_prompts: 300, input_dist: lognormal, input_len: 64, input_std: 30, "
                "output_dist: uniform, output_len: 50, output_range_ratio: 0.9, "
                "prefix_len: 5, seed: 12") != 0)
