@@ -275,9 +275,9 @@ static void test_synthetic_speed(void) {
         cb_buffer_unref(out);
     }
     double ms = (now_ms() - t0) / n;
+    /* Printed, not checked: a test never depends on the machine's speed or load (a bound here
+     * failed while other builds shared the two cores); speed belongs in bench/. */
     printf("# synthetic: %.1f ms per 32x3x224x224 float batch (one thread)\n", ms);
-    CB_CHECK(ms <
-             (is_sanitized() ? 3000.0 : 250.0)); /* a guard, not a benchmark: cores are shared */
     inst_close(&x);
     CB_CHECK_EQ_INT(inst_open(&x, &cb_stage_data_synthetic, "prefetch: 0\nformat: uint8\n"), CB_OK);
     t0 = now_ms();
