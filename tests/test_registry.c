@@ -48,7 +48,8 @@ static void test_builtins(void) {
                            "util.sleep", "util.source", "util.spin", "util.gpu_spin",
                            "util.gpu_copy", "data.synthetic",
                            "data.cifar", "data.images", "vision.decode", "vision.preprocess",
-                           "vision.train", "vision.infer", "vision.eval", "llm.prompts"};
+                           "vision.train", "vision.infer", "vision.eval", "llm.prompts",
+                           "llm.tokenize", "llm.detokenize"};
     size_t n_names = sizeof names / sizeof names[0];
     CB_CHECK_EQ_INT(cb_registry_count(reg), n_names);
     for (size_t i = 0; i < n_names; i++) {
