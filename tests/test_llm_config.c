@@ -2,7 +2,8 @@
  * llm/lm_weights.c).
  *
  * Presets: exact parameter counts derived by hand below from the shapes (and equal to the counts
- * the model cards publish), the tensor table's names and shapes. config.json: the published
+ * the model cards publish), the tensor table's names and shapes, and both equal to those of the
+ * models Hugging Face transformers builds (when installed). config.json: the published
  * files of the four presets, written here as Hugging Face publishes them, parse to the presets'
  * numbers; errors name file:line:col and the key. Weights: a tiny model written with
  * cb_safetensors_write in float32 and bfloat16, single file and index.json shards, loads back
@@ -284,6 +285,39 @@ static const char k_qwen3_json[] = "{\n"
                                    "  \"vocab_size\": 151936\n"
                                    "}\n";
 
+/* The test sizes as config.json files (what a user would write for them). */
+static const char k_tiny_json[] =
+    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 64,\n"
+    " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,\n"
+    " \"intermediate_size\": 160, \"vocab_size\": 512, \"max_position_embeddings\": 1024,\n"
+    " \"rms_norm_eps\": 1e-6, \"rope_theta\": 1e6, \"tie_word_embeddings\": true,\n"
+    " \"eos_token_id\": 1, \"torch_dtype\": \"float32\"}\n";
+
+static const char k_tiny_llama_json[] =
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 64,\n"
+    " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,\n"
+    " \"intermediate_size\": 160, \"vocab_size\": 512, \"max_position_embeddings\": 1024,\n"
+    " \"rms_norm_eps\": 1e-5, \"rope_theta\": 500000.0, \"tie_word_embeddings\": false,\n"
+    " \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0,\n"
+    "   \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 128},\n"
+    " \"bos_token_id\": 0, \"eos_token_id\": [1], \"torch_dtype\": \"float32\"}\n";
+
+static const char k_tiny_qwen3_json[] =
+    "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", \"hidden_size\": 64,\n"
+    " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,\n"
+    " \"head_dim\": 32, \"intermediate_size\": 160, \"vocab_size\": 512,\n"
+    " \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000,\n"
+    " \"tie_word_embeddings\": true, \"eos_token_id\": 1, \"torch_dtype\": \"float32\"}\n";
+
+/* Every preset and its config.json. */
+static const char *const k_files[7][2] = {{"qwen2.5-0.5b", k_qwen25_json},
+                                          {"llama-3.2-1b", k_llama32_json},
+                                          {"tinyllama-1.1b", k_tinyllama_json},
+                                          {"qwen3-0.6b", k_qwen3_json},
+                                          {"tiny", k_tiny_json},
+                                          {"tiny-llama", k_tiny_llama_json},
+                                          {"tiny-qwen3", k_tiny_qwen3_json}};
+
 static void check_same(const cb_lm_config *a, const cb_lm_config *b, const char *what) {
     cb_lm_config x = *a, y = *b;
     memset(x.name, 0, sizeof x.name);
@@ -298,15 +332,10 @@ static void check_same(const cb_lm_config *a, const cb_lm_config *b, const char 
 }
 
 static void test_json_matches_presets(void) {
-    const char *files[4][2] = {{"qwen2.5-0.5b", k_qwen25_json},
-                               {"llama-3.2-1b", k_llama32_json},
-                               {"tinyllama-1.1b", k_tinyllama_json},
-                               {"qwen3-0.6b", k_qwen3_json}};
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 7; i++) {
         char name[64];
-        snprintf(name, sizeof name, "%s.json", files[i][0]);
-        const char *path = path_in(name);
-        write_text(path, files[i][1]);
+        snprintf(name, sizeof name, "%s.json", k_files[i][0]);
+        const char *path = cb_test_write(g_dir, name, k_files[i][1]);
         cb_lm_config c;
         cb_error err = {0};
         memset(&c, 0, sizeof c);
@@ -314,8 +343,8 @@ static void test_json_matches_presets(void) {
             cb__test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
             continue;
         }
-        cb_lm_config p = preset(files[i][0]);
-        check_same(&c, &p, files[i][0]);
+        cb_lm_config p = preset(k_files[i][0]);
+        check_same(&c, &p, k_files[i][0]);
         CB_CHECK_STR_EQ(c.name, path);
         /* A path resolves to the file. */
         memset(&c, 0, sizeof c);
@@ -443,6 +472,85 @@ static void test_json_errors(void) {
     CB_CHECK_CMP_INT(cb_lm_config_load(path_in("absent.json"), &c, &err), <, 0);
     CB_CHECK_CONTAINS(err.file, "absent.json");
     CB_CHECK_EQ_INT(cb_lm_config_parse("[1]", 3, "a.json", &c, &err), CB_ECONFIG);
+}
+
+/* Sorted "NAME D0 [D1]" lines of c's table, then "params N": llm_model_ref.py's format. */
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static char *table_text(const cb_lm_config *c) {
+    int n = cb_lm_weights_table(c, NULL, 0);
+    cb_lm_tensor_spec *tab = calloc((size_t)n, sizeof *tab);
+    char **lines = calloc((size_t)n, sizeof *lines);
+    size_t cap = (size_t)n * 128 + 64, len = 0;
+    char *text = malloc(cap);
+    cb_lm_weights_table(c, tab, n);
+    for (int i = 0; i < n; i++) {
+        lines[i] = malloc(128);
+        int k = snprintf(lines[i], 128, "%s %lld", tab[i].name, (long long)tab[i].dims[0]);
+        if (tab[i].ndim == 2)
+            snprintf(lines[i] + k, 128 - (size_t)k, " %lld", (long long)tab[i].dims[1]);
+    }
+    qsort(lines, (size_t)n, sizeof *lines, cmp_str);
+    for (int i = 0; i < n; i++) {
+        len += (size_t)snprintf(text + len, cap - len, "%s\n", lines[i]);
+        free(lines[i]);
+    }
+    snprintf(text + len, cap - len, "params %lld\n", (long long)cb_lm_config_params(c));
+    free(lines);
+    free(tab);
+    return text;
+}
+
+/* Every preset's tensor names, shapes and parameter count equal those of the model that
+ * Hugging Face transformers builds from the same config.json (tests/llm_model_ref.py), where a
+ * Python with transformers is at hand (.venv-test or .venv-bench); elsewhere this says so and
+ * compares nothing (the exact counts above still hold). Checked with transformers 5.25.0. */
+static void test_table_vs_transformers(void) {
+    const char *pys[2] = {CB_TEST_SRCDIR "/.venv-test/bin/python",
+                          CB_TEST_SRCDIR "/.venv-bench/bin/python"};
+    const char *py = NULL;
+    char cmd[4096];
+    for (int i = 0; i < 2 && !py; i++) {
+        snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, transformers'", pys[i]);
+        if (cb_test_sh(cmd, NULL) == 0)
+            py = pys[i];
+    }
+    if (!py) {
+        printf("# transformers not installed in .venv-test or .venv-bench: the tables are not "
+               "compared with it\n");
+        return;
+    }
+    const char *dir = cb_test_tmpdir();
+    size_t k = (size_t)snprintf(cmd, sizeof cmd, "'%s' '%s/tests/llm_model_ref.py' '%s'", py,
+                                CB_TEST_SRCDIR, dir);
+    for (int i = 0; i < 7; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.json", k_files[i][0]);
+        cb_test_write(dir, name, k_files[i][1]);
+        k += (size_t)snprintf(cmd + k, sizeof cmd - k, " '%s'", k_files[i][0]);
+    }
+    cb_test_sh_ok(cmd);
+    for (int i = 0; i < 7; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s.ref", dir, k_files[i][0]);
+        char *ref = cb_test_read(path, NULL);
+        cb_lm_config c = preset(k_files[i][0]);
+        char *mine = table_text(&c);
+        if (!ref || strcmp(ref, mine) != 0) { /* show the first line that differs */
+            size_t at = 0, line = 0;
+            while (ref && ref[at] && ref[at] == mine[at])
+                at++;
+            while (at > line && mine[at - 1] != '\n')
+                at--;
+            line = at;
+            cb__test_fail(__FILE__, __LINE__, "%s: transformers has \"%.60s\", colobench \"%.60s\"",
+                          k_files[i][0], ref ? ref + line : "(nothing)", mine + line);
+        }
+        free(ref);
+        free(mine);
+    }
 }
 
 /* ---- Weights ------------------------------------------------------------------------------ */
@@ -869,6 +977,7 @@ int main(void) {
     CB_RUN(test_preset_names);
     CB_RUN(test_table);
     CB_RUN(test_json_matches_presets);
+    CB_RUN(test_table_vs_transformers);
     CB_RUN(test_json_defaults);
     CB_RUN(test_json_errors);
     CB_RUN(test_bf16_rounding);
