@@ -110,6 +110,14 @@ static void test_preset_names(void) {
     CB_CHECK_EQ_INT(cb_lm_config_resolve("qwen-7b", &c, &err), CB_ENOENT);
     CB_CHECK_EQ_INT(cb_lm_config_resolve("tiny", &c, &err), 0);
     CB_CHECK_EQ_INT(c.hidden, 64);
+    /* A directory: its config.json. */
+    cb_test_write(g_dir, "config.json",
+                  "{\"model_type\": \"qwen3\", \"hidden_size\": 32, "
+                  "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+                  "\"intermediate_size\": 8, \"vocab_size\": 10}");
+    CB_CHECK_EQ_INT(cb_lm_config_resolve(g_dir, &c, &err), 0);
+    CB_CHECK_EQ_INT(c.arch, CB_LM_QWEN3);
+    CB_CHECK_EQ_INT(c.head_dim, 16);
 }
 
 /* Sums params over the table: the table and the count agree. */
@@ -370,8 +378,8 @@ static void test_json_defaults(void) {
     CB_CHECK_EQ_INT(c.qkv_bias, 1);
     CB_CHECK_EQ_INT(c.o_bias, 1);
     CB_CHECK_EQ_INT(c.tied, 0);
-    CB_CHECK_EQ_INT(c.bos_id, -1);
-    CB_CHECK_EQ_INT(c.n_eos, 0);
+    CB_CHECK_EQ_INT(c.bos_id, 1); /* LlamaConfig's default */
+    CB_CHECK_EQ_INT(c.n_eos, 0);  /* null: none */
     CB_CHECK_EQ_INT(c.file_dtype, CB_LM_DTYPE_UNSET);
     /* qwen2 ignores attention_bias: q, k, v biased, o not. */
     static const char q2[] =
@@ -383,6 +391,16 @@ static void test_json_defaults(void) {
     CB_CHECK_EQ_INT(c.o_bias, 0);
     CB_CHECK_EQ_INT(c.file_dtype, CB_LM_DTYPE_F32);
     CB_CHECK_EQ_INT(c.max_positions, 32768);
+    CB_CHECK_EQ_INT(c.bos_id, -1); /* Qwen2Config: none */
+    CB_CHECK_EQ_INT(c.n_eos, 0);
+    /* llama with neither key: bos 1, eos 2. */
+    static const char l2[] =
+        "{\"model_type\": \"llama\", \"hidden_size\": 64, \"num_hidden_layers\": 1,\n"
+        " \"num_attention_heads\": 4, \"intermediate_size\": 64, \"vocab_size\": 100}";
+    CB_CHECK_EQ_INT(cb_lm_config_parse(l2, strlen(l2), "l2.json", &c, &err), 0);
+    CB_CHECK_EQ_INT(c.bos_id, 1);
+    CB_CHECK_EQ_INT(c.n_eos, 1);
+    CB_CHECK_EQ_INT(c.eos_ids[0], 2);
 }
 
 /* Replaces the first `from` in base with `to` and parses it: the error. */
@@ -472,6 +490,67 @@ static void test_json_errors(void) {
     CB_CHECK_CMP_INT(cb_lm_config_load(path_in("absent.json"), &c, &err), <, 0);
     CB_CHECK_CONTAINS(err.file, "absent.json");
     CB_CHECK_EQ_INT(cb_lm_config_parse("[1]", 3, "a.json", &c, &err), CB_ECONFIG);
+}
+
+/* transformers 5 writes rope_theta and the scaling into "rope_parameters" (config.to_json_string
+ * of the tiny-llama and tiny configs with transformers 5.25.0, labels and unread keys kept). */
+static const char k_tiny_llama_v5_json[] =
+    "{\n  \"_name_or_path\": \"\",\n  \"architectures\": [\"LlamaForCausalLM\"],\n"
+    "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n  \"bos_token_id\": 0,\n"
+    "  \"chunk_size_feed_forward\": 0,\n  \"dtype\": \"float32\",\n  \"eos_token_id\": 1,\n"
+    "  \"head_dim\": 16,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": 64,\n"
+    "  \"id2label\": {\"0\": \"LABEL_0\", \"1\": \"LABEL_1\"},\n  \"initializer_range\": 0.02,\n"
+    "  \"intermediate_size\": 160,\n  \"max_position_embeddings\": 1024,\n"
+    "  \"mlp_bias\": false,\n  \"model_type\": \"llama\",\n  \"num_attention_heads\": 4,\n"
+    "  \"num_hidden_layers\": 2,\n  \"num_key_value_heads\": 2,\n  \"pad_token_id\": null,\n"
+    "  \"rms_norm_eps\": 1e-05,\n  \"rope_parameters\": {\n    \"factor\": 8.0,\n"
+    "    \"high_freq_factor\": 4.0,\n    \"low_freq_factor\": 1.0,\n"
+    "    \"original_max_position_embeddings\": 128,\n    \"rope_theta\": 500000.0,\n"
+    "    \"rope_type\": \"llama3\"\n  },\n  \"tie_word_embeddings\": false,\n"
+    "  \"transformers_version\": \"5.25.0\",\n  \"use_cache\": true,\n  \"vocab_size\": 512\n}\n";
+
+static const char k_tiny_v5_json[] =
+    "{\n  \"architectures\": [\"Qwen2ForCausalLM\"],\n  \"bos_token_id\": null,\n"
+    "  \"dtype\": \"float32\",\n  \"eos_token_id\": 1,\n  \"head_dim\": 16,\n"
+    "  \"hidden_act\": \"silu\",\n  \"hidden_size\": 64,\n  \"intermediate_size\": 160,\n"
+    "  \"layer_types\": [\"full_attention\", \"full_attention\"],\n"
+    "  \"max_position_embeddings\": 1024,\n  \"max_window_layers\": 28,\n"
+    "  \"model_type\": \"qwen2\",\n  \"num_attention_heads\": 4,\n  \"num_hidden_layers\": 2,\n"
+    "  \"num_key_value_heads\": 2,\n  \"rms_norm_eps\": 1e-06,\n"
+    "  \"rope_parameters\": {\n    \"rope_theta\": 1000000.0,\n    \"rope_type\": \"default\"\n  "
+    "},\n"
+    "  \"sliding_window\": null,\n  \"tie_word_embeddings\": true,\n"
+    "  \"use_sliding_window\": false,\n  \"vocab_size\": 512\n}\n";
+
+static void test_json_transformers5(void) {
+    const char *files[2][2] = {{"tiny-llama", k_tiny_llama_v5_json}, {"tiny", k_tiny_v5_json}};
+    for (int i = 0; i < 2; i++) {
+        cb_lm_config c, p = preset(files[i][0]);
+        cb_error err = {0};
+        int rc = cb_lm_config_parse(files[i][1], strlen(files[i][1]), "v5.json", &c, &err);
+        CB_CHECK_EQ_INT(rc, 0);
+        if (rc)
+            cb__test_fail(__FILE__, __LINE__, "%s: %s", files[i][0], err.msg);
+        else
+            check_same(&c, &p, files[i][0]);
+    }
+    cb_error err;
+    CB_CHECK_EQ_INT(parse_edit(k_tiny_llama_v5_json, "\"llama3\"", "\"yarn\"", &err),
+                    CB_EUNSUPPORTED);
+    CB_CHECK_STR_EQ(err.key, "rope_parameters.rope_type");
+    CB_CHECK_EQ_INT(err.line, 30);
+    CB_CHECK_EQ_INT(parse_edit(k_tiny_llama_v5_json, "\"rope_theta\": 500000.0",
+                               "\"rope_theta\": \"5e5\"", &err),
+                    CB_ECONFIG);
+    CB_CHECK_STR_EQ(err.key, "rope_parameters.rope_theta");
+    CB_CHECK_EQ_INT(parse_edit(k_tiny_v5_json, "\"use_sliding_window\": false",
+                               "\"use_sliding_window\": true", &err),
+                    CB_EUNSUPPORTED);
+    CB_CHECK_STR_EQ(err.key, "use_sliding_window");
+    CB_CHECK_EQ_INT(
+        parse_edit(k_tiny_v5_json, "\"full_attention\"]", "\"sliding_attention\"]", &err),
+        CB_EUNSUPPORTED);
+    CB_CHECK_STR_EQ(err.key, "layer_types[1]");
 }
 
 /* Sorted "NAME D0 [D1]" lines of c's table, then "params N": llm_model_ref.py's format. */
@@ -980,6 +1059,7 @@ int main(void) {
     CB_RUN(test_table_vs_transformers);
     CB_RUN(test_json_defaults);
     CB_RUN(test_json_errors);
+    CB_RUN(test_json_transformers5);
     CB_RUN(test_bf16_rounding);
     CB_RUN(test_random);
     CB_RUN(test_load_roundtrip);

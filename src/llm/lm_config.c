@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/cfgtree.h"
@@ -343,48 +344,86 @@ static void set_defaults(cb_lm_config *c) {
     c->max_positions = llama ? 2048 : 32768;
     c->rms_eps = 1e-6;
     c->rope_theta = 10000.0;
-    c->bos_id = -1;
+    c->bos_id = llama ? 1 : -1; /* LlamaConfig: bos 1, eos 2; Qwen2/3Config: none */
+    c->n_eos = llama;
+    c->eos_ids[0] = llama ? 2 : 0;
 }
 
-static int read_rope_scaling(const ctx *x, const cb__jdom_node *root, cb_lm_config *c) {
-    const cb__jdom_node *rs = cb__jdom_get(root, "rope_scaling"), *t;
-    char b[64];
+/* Rotary settings: transformers 5's "rope_parameters" {rope_theta, rope_type, ...} when
+ * present, else the older top-level rope_theta (read with the table) and "rope_scaling". */
+static int read_rope(const ctx *x, const cb__jdom_node *root, cb_lm_config *c) {
+    const char *name = "rope_parameters";
+    const cb__jdom_node *rs = cb__jdom_get(root, name), *t;
+    char b[64], key[96];
+    int rc;
+    if (is_null(rs))
+        rs = cb__jdom_get(root, name = "rope_scaling");
     if (is_null(rs))
         return 0;
     if (rs->type != CB_JDOM_OBJ)
-        return fail(x, rs, "rope_scaling", CB_ECONFIG, "expected null or an object, got %s",
+        return fail(x, rs, name, CB_ECONFIG, "expected null or an object, got %s",
                     got(rs, b, sizeof b));
-    const char *tkey = "rope_scaling.rope_type";
+    const cb__jdom_node *theta = cb__jdom_get(rs, "rope_theta");
+    snprintf(key, sizeof key, "%s.rope_theta", name);
+    if (!is_null(theta) && (rc = get_num(x, theta, key, &c->rope_theta)))
+        return rc;
+    snprintf(key, sizeof key, "%s.rope_type", name);
     t = cb__jdom_get(rs, "rope_type");
     if (!t) {
         t = cb__jdom_get(rs, "type"); /* the older name */
-        tkey = "rope_scaling.type";
+        snprintf(key, sizeof key, "%s.type", name);
     }
     if (!t || t->type != CB_JDOM_STR)
-        return fail(x, t ? t : rs, tkey, CB_ECONFIG, "expected a string (\"llama3\"), got %s",
+        return fail(x, t ? t : rs, key, CB_ECONFIG, "expected a string (\"llama3\"), got %s",
                     t ? got(t, b, sizeof b) : "nothing");
     if (strcmp(t->v.str, "default") == 0)
         return 0;
     if (strcmp(t->v.str, "llama3") != 0)
-        return fail(x, t, tkey, CB_EUNSUPPORTED,
+        return fail(x, t, key, CB_EUNSUPPORTED,
                     "rope scaling %s is not supported (null, \"default\" or \"llama3\")",
                     got(t, b, sizeof b));
     static const char *const keys[4] = {"factor", "low_freq_factor", "high_freq_factor",
                                         "original_max_position_embeddings"};
     double *dst[3] = {&c->rope_factor, &c->rope_low_freq_factor, &c->rope_high_freq_factor};
     for (int i = 0; i < 4; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "rope_scaling.%s", keys[i]);
+        snprintf(key, sizeof key, "%s.%s", name, keys[i]);
         const cb__jdom_node *n = cb__jdom_get(rs, keys[i]);
         if (!n)
             return fail(x, rs, key, CB_ECONFIG, "missing (required by rope_type llama3)");
-        int rc = i < 3
-                     ? get_num(x, n, key, dst[i])
-                     : get_int(x, n, key, 1, CB_LM_POSITIONS_MAX, &c->rope_original_max_positions);
+        rc = i < 3 ? get_num(x, n, key, dst[i])
+                   : get_int(x, n, key, 1, CB_LM_POSITIONS_MAX, &c->rope_original_max_positions);
         if (rc)
             return rc;
     }
     c->rope_llama3 = 1;
+    return 0;
+}
+
+/* Sliding-window attention (Qwen2/3's use_sliding_window, layer_types other than
+ * "full_attention") is refused: every layer here attends to the whole context. */
+static int read_attention_kind(const ctx *x, const cb__jdom_node *root) {
+    const cb__jdom_node *n = cb__jdom_get(root, "use_sliding_window");
+    int on = 0, rc;
+    char b[64], key[48];
+    if (!is_null(n) && (rc = get_bool(x, n, "use_sliding_window", &on)))
+        return rc;
+    if (on)
+        return fail(x, n, "use_sliding_window", CB_EUNSUPPORTED,
+                    "sliding-window attention is not supported");
+    n = cb__jdom_get(root, "layer_types");
+    if (is_null(n))
+        return 0;
+    if (n->type != CB_JDOM_ARR)
+        return fail(x, n, "layer_types", CB_ECONFIG, "expected an array, got %s",
+                    got(n, b, sizeof b));
+    for (size_t i = 0; i < n->n; i++) {
+        const cb__jdom_node *e = &n->v.items[i];
+        if (e->type == CB_JDOM_STR && strcmp(e->v.str, "full_attention") == 0)
+            continue;
+        snprintf(key, sizeof key, "layer_types[%zu]", i);
+        return fail(x, e, key, CB_EUNSUPPORTED,
+                    "only \"full_attention\" layers are supported, got %s", got(e, b, sizeof b));
+    }
     return 0;
 }
 
@@ -395,8 +434,11 @@ static int read_token_ids(const ctx *x, const cb__jdom_node *root, cb_lm_config 
         if (get_int(x, n, "bos_token_id", 0, c->vocab - 1, &v))
             return CB_ECONFIG;
         c->bos_id = (int32_t)v;
-    }
+    } else if (n)
+        c->bos_id = -1; /* null: none */
     n = cb__jdom_get(root, "eos_token_id");
+    if (n && n->type == CB_JDOM_NULL)
+        c->n_eos = c->eos_ids[0] = 0; /* null: none */
     if (is_null(n))
         return 0;
     const cb__jdom_node *items = n;
@@ -472,8 +514,8 @@ int cb_lm_config_parse(const char *text, size_t len, const char *name, cb_lm_con
         rc = fail(&x, root, "", CB_ECONFIG, "expected an object at the top");
     } else if (!(rc = read_model_type(&x, root, &c))) {
         set_defaults(&c);
-        if (!(rc = read_fields(&x, root, &c)) && !(rc = read_rope_scaling(&x, root, &c)) &&
-            !(rc = read_variants(&x, root, &c))) {
+        if (!(rc = read_fields(&x, root, &c)) && !(rc = read_rope(&x, root, &c)) &&
+            !(rc = read_attention_kind(&x, root)) && !(rc = read_variants(&x, root, &c))) {
             if (!cb__jdom_get(root, "num_key_value_heads"))
                 c.n_kv_heads = c.n_heads;
             if (!cb__jdom_get(root, "head_dim") || is_null(cb__jdom_get(root, "head_dim"))) {
@@ -513,5 +555,13 @@ int cb_lm_config_resolve(const char *model, cb_lm_config *out, cb_error *err) {
             return cb_lm_config_preset(model, out, err);
     if (!strchr(model, '/') && !strstr(model, ".json"))
         return cb_lm_config_preset(model, out, err); /* names the presets */
+    struct stat st;
+    char path[4096];
+    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) { /* a model directory */
+        int n = snprintf(path, sizeof path, "%s/config.json", model);
+        if (n < 0 || (size_t)n >= sizeof path)
+            return cb_error_set(err, CB_EINVAL, "model: path longer than %zu bytes", sizeof path);
+        return cb_lm_config_load(path, out, err);
+    }
     return cb_lm_config_load(model, out, err);
 }

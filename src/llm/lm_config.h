@@ -6,10 +6,12 @@
  * num_attention_heads, num_key_value_heads, head_dim, intermediate_size, vocab_size,
  * rms_norm_eps, rope_theta, rope_scaling (null, {"rope_type": "default"} or Llama 3's
  * {"rope_type": "llama3", factor, low_freq_factor, high_freq_factor,
- * original_max_position_embeddings}), max_position_embeddings, tie_word_embeddings,
- * attention_bias, mlp_bias (false only), hidden_act ("silu" only), bos_token_id, eos_token_id
- * (an integer or a list), torch_dtype (or its newer name dtype). Other keys are ignored. Missing
- * optional keys take transformers' defaults for the model_type. The biases follow the model
+ * original_max_position_embeddings}) or transformers 5's rope_parameters (the same with
+ * rope_theta inside), use_sliding_window and layer_types (full attention only),
+ * max_position_embeddings, tie_word_embeddings, attention_bias, mlp_bias (false only),
+ * hidden_act ("silu" only), bos_token_id, eos_token_id (an integer, a list or null), torch_dtype
+ * (or its newer name dtype). Other keys are ignored. Missing optional keys take transformers'
+ * defaults for the model_type (llama: bos 1, eos 2). The biases follow the model
  * code: llama and qwen3 put attention_bias on q, k, v and o; qwen2 always has q, k, v biases and
  * no o bias; qwen3 adds per-head RMSNorm of q and k (weights of head_dim).
  *
@@ -86,7 +88,8 @@ int cb_lm_config_load(const char *path, cb_lm_config *out, cb_error *err);
 int cb_lm_config_parse(const char *text, size_t len, const char *name, cb_lm_config *out,
                        cb_error *err);
 
-/* A preset name, or else a path to a config.json (the `model` parameter of a stage). */
+/* A preset name, or else a path to a config.json or to a directory holding one (the `model`
+ * parameter of a stage). */
 int cb_lm_config_resolve(const char *model, cb_lm_config *out, cb_error *err);
 
 /* The invariants every loaded config meets (limits, n_kv_heads divides n_heads, even head_dim,
