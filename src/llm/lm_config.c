@@ -553,11 +553,12 @@ int cb_lm_config_resolve(const char *model, cb_lm_config *out, cb_error *err) {
     for (int i = 0; i < N_PRESETS; i++)
         if (strcmp(model, k_presets[i].name) == 0)
             return cb_lm_config_preset(model, out, err);
-    if (!strchr(model, '/') && !strstr(model, ".json"))
-        return cb_lm_config_preset(model, out, err); /* names the presets */
     struct stat st;
     char path[4096];
-    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) { /* a model directory */
+    int exists = stat(model, &st) == 0;
+    if (!exists && !strchr(model, '/') && !strstr(model, ".json"))
+        return cb_lm_config_preset(model, out, err); /* a mistyped preset: names the presets */
+    if (exists && S_ISDIR(st.st_mode)) {             /* a model directory */
         int n = snprintf(path, sizeof path, "%s/config.json", model);
         if (n < 0 || (size_t)n >= sizeof path)
             return cb_error_set(err, CB_EINVAL, "model: path longer than %zu bytes", sizeof path);
