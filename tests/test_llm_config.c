@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "harness.h"
@@ -118,6 +119,20 @@ static void test_preset_names(void) {
     CB_CHECK_EQ_INT(cb_lm_config_resolve(g_dir, &c, &err), 0);
     CB_CHECK_EQ_INT(c.arch, CB_LM_QWEN3);
     CB_CHECK_EQ_INT(c.head_dim, 16);
+    /* A directory named without a slash is a path, not an unknown preset. */
+    char cwd[1024], sub[600];
+    snprintf(sub, sizeof sub, "%s/qwen3-small", g_dir);
+    mkdir(sub, 0755);
+    cb_test_write(sub, "config.json",
+                  "{\"model_type\": \"qwen3\", \"hidden_size\": 32, "
+                  "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+                  "\"intermediate_size\": 8, \"vocab_size\": 10}");
+    if (getcwd(cwd, sizeof cwd) && chdir(g_dir) == 0) {
+        memset(&c, 0, sizeof c);
+        CB_CHECK_EQ_INT(cb_lm_config_resolve("qwen3-small", &c, &err), 0);
+        CB_CHECK_EQ_INT(c.hidden, 32);
+        CB_CHECK_EQ_INT(chdir(cwd), 0);
+    }
 }
 
 /* Sums params over the table: the table and the count agree. */
