@@ -79,10 +79,15 @@ const char *cb_test_tmpdir(void) {
     return g_tmpdirs[g_ntmp++];
 }
 
-const char *cb_test_write(const char *dir, const char *name, const char *text) {
+const char *cb_test_path(const char *dir, const char *name) {
     if (g_npaths >= 64) g_npaths = 0; /* recycled: tests use few paths at once */
     char *p = g_paths[g_npaths++];
     snprintf(p, sizeof g_paths[0], "%s/%s", dir, name);
+    return p;
+}
+
+const char *cb_test_write(const char *dir, const char *name, const char *text) {
+    const char *p = cb_test_path(dir, name);
     FILE *f = fopen(p, "w");
     if (!f) abort();
     fputs(text, f);

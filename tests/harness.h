@@ -82,7 +82,9 @@ void cb_test_skip(const char *why);
  * failed. Returns a static-lifetime string owned by the harness. */
 const char *cb_test_tmpdir(void);
 
-/* Writes text to dir/name; returns the full path (owned by the harness, valid until exit). */
+/* Writes text to dir/name; returns the full path (owned by the harness: cb_test_path's ring). */
+/* "dir/name" in a ring of 64 buffers shared with cb_test_write (valid until 64 more). */
+const char *cb_test_path(const char *dir, const char *name);
 const char *cb_test_write(const char *dir, const char *name, const char *text);
 
 /* Reads a whole file (malloc'd, NUL-terminated; NULL when unreadable). */

@@ -27,36 +27,12 @@
 
 #define MAXQ 8192
 
-typedef struct captured {
-    size_t n;                 /* queries seen */
-    unsigned char *req[MAXQ]; /* copy of each query's payload, by query id */
-} captured;
-
-static captured g_cap; /* one pipeline at a time, one capture worker: no locking needed */
-
-static void cap_reset(void) {
-    for (size_t i = 0; i < MAXQ; i++) free(g_cap.req[i]);
-    memset(&g_cap, 0, sizeof g_cap);
-}
-
-static cb_llm_request *cap_get(size_t id) {
-    return id < MAXQ ? (cb_llm_request *)(void *)g_cap.req[id] : NULL;
-}
+#include "llm_capture.h"
 
 static int cap_create(void *state, const cb_stage_args *args, cb_error *err) { return CB_OK; }
 
 static int cap_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
-    const char *why = NULL;
-    if (cb_llm_request_check(q->payload, &why) != 0 || q->id >= MAXQ) {
-        err->code = CB_EINVAL;
-        snprintf(err->msg, sizeof err->msg, "capture: %s", why ? why : "query id too large");
-        return CB_EINVAL;
-    }
-    unsigned char *c = malloc(q->payload->size_bytes);
-    memcpy(c, q->payload->data, q->payload->size_bytes);
-    free(g_cap.req[q->id]);
-    g_cap.req[q->id] = c;
-    g_cap.n++;
+    if (cap_store(q, err)) return CB_EINVAL;
     return CB_OK;
 }
 

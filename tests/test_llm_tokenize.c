@@ -28,19 +28,7 @@
 
 #define MAXQ 64
 
-static struct {
-    size_t n;
-    unsigned char *req[MAXQ];
-} g_cap; /* one pipeline at a time, one capture worker */
-
-static void cap_reset(void) {
-    for (size_t i = 0; i < MAXQ; i++) free(g_cap.req[i]);
-    memset(&g_cap, 0, sizeof g_cap);
-}
-
-static cb_llm_request *cap_get(size_t id) {
-    return id < MAXQ ? (cb_llm_request *)(void *)g_cap.req[id] : NULL;
-}
+#include "llm_capture.h"
 
 static const cb_param_def k_cap_params[] = {
     {"fill_output", CB_PARAM_BOOL, "false", CB_PARAM_UNBOUNDED, NULL,
@@ -61,17 +49,7 @@ static int cap_create(void *state, const cb_stage_args *args, cb_error *err) {
 
 static int cap_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     cap_state *s = state;
-    const char *why = NULL;
-    if (cb_llm_request_check(q->payload, &why) != 0 || q->id >= MAXQ) {
-        err->code = CB_EINVAL;
-        snprintf(err->msg, sizeof err->msg, "capture: %s", why ? why : "query id too large");
-        return CB_EINVAL;
-    }
-    unsigned char *c = malloc(q->payload->size_bytes);
-    memcpy(c, q->payload->data, q->payload->size_bytes);
-    free(g_cap.req[q->id]);
-    g_cap.req[q->id] = c;
-    g_cap.n++;
+    if (cap_store(q, err)) return CB_EINVAL;
     if (s->fill) { /* output ids = prompt ids, as a stand-in for a generating stage */
         cb_llm_request *r = q->payload->data;
         cb_buffer *b = s->host->buffer_new(

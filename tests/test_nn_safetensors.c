@@ -24,13 +24,7 @@
 
 static const char *g_dir;
 
-static const char *path_in(const char *name) {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, sizeof buf[0], "%s/%s", g_dir, name);
-    return p;
-}
+static const char *path_in(const char *name) { return cb_test_path(g_dir, name); }
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
