@@ -13,9 +13,12 @@
 # Idempotent: does nothing when everything is present. Set CB_SETUP_SKIP=1 to skip entirely.
 #
 # --bench (opt-in, not run by CI): also creates .venv-bench/ (gitignored) with current PyTorch
-# and torchvision from PyPI, the second baseline of bench/nn_vs_torch.py beside Debian's 1.13.
-# Several GB (the Linux wheel pulls CUDA libraries). Set CB_BENCH_TORCH to pin a version, e.g.
-# CB_BENCH_TORCH="torch==2.15.0 torchvision"; CB_BENCH_VENV to place the environment elsewhere.
+# and torchvision from PyPI, the second baseline of bench/nn_vs_torch.py beside Debian's 1.13,
+# and Hugging Face transformers and safetensors (the LLM baseline of bench/llm_vs_torch.py, and
+# tests/llm_forward_ref.py, which wrote tests/data/llm). Several GB (the Linux wheel pulls CUDA
+# libraries). Set CB_BENCH_TORCH to pin a version, e.g. CB_BENCH_TORCH="torch==2.15.0
+# torchvision", CB_BENCH_HF for the Hugging Face packages (e.g. "transformers==5.25.0
+# safetensors"); CB_BENCH_VENV to place the environment elsewhere.
 set -euo pipefail
 [ "${CB_SETUP_SKIP:-0}" = 1 ] && exit 0
 bench=0
@@ -62,9 +65,12 @@ venv="${CB_BENCH_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv-bench}"
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 # shellcheck disable=SC2086 # CB_BENCH_TORCH is a list of requirements
 "$venv/bin/python" -m pip install --disable-pip-version-check -q ${CB_BENCH_TORCH:-torch torchvision}
+# shellcheck disable=SC2086 # CB_BENCH_HF is a list of requirements
+"$venv/bin/python" -m pip install --disable-pip-version-check -q ${CB_BENCH_HF:-transformers safetensors}
 "$venv/bin/python" - <<'PY'
-import re, sys, torch, torchvision
+import re, sys, safetensors, torch, torchvision, transformers
 dnn = re.search(r"(?:MKL-DNN|oneDNN) (v[0-9.]+)", torch.__config__.show())
-print("setup: %s: torch %s (oneDNN %s), torchvision %s" % (
-    sys.prefix, torch.__version__, dnn.group(1) if dnn else "?", torchvision.__version__))
+print("setup: %s: torch %s (oneDNN %s), torchvision %s, transformers %s, safetensors %s" % (
+    sys.prefix, torch.__version__, dnn.group(1) if dnn else "?", torchvision.__version__,
+    transformers.__version__, safetensors.__version__))
 PY
