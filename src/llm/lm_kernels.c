@@ -1,0 +1,395 @@
+/* llm/lm_kernels.c - CPU kernels of the decoder forward pass (see
+ * lm_kernels.h).
+ *
+ * Design. Matrix products are dot products along k: the weights stay as Hugging
+ * Face stores them ([out, in], row-major), so a decode step (one token) streams
+ * every weight row once. The AVX2 micro-kernel takes 4 weight rows and up to 3
+ * tokens (12 accumulators of 8 lanes): each weight vector loaded serves up to 3
+ * tokens, and at one token the 4 rows are 4 independent streams. Each output
+ * element is the 8-lane sum of its products in k order (k = 0, 8, 16, ...), a
+ * fixed horizontal reduction (hsum8), the k % 8 tail with fmaf, then the bias:
+ * nothing depends on how many tokens share the tile, on the thread that
+ * computes it, or on the token block, so batching never changes a result.
+ * bfloat16 weights are widened exactly (shift left 16); with more than 3 tokens
+ * a 4-row panel is widened once into per-thread scratch and the float32 kernel
+ * runs over it (same values, same order: the same bits as widening in the
+ * loop). Tokens are processed in blocks whose activations fit in L2
+ * (MM_X_BLOCK_BYTES), so a weight panel is reused by every token of a block.
+ *
+ * Attention: one work item per (sequence, query head), items spread over
+ * threads dynamically. For each token, the keys of positions 0..p are visited
+ * in chunks of ATTN_CHUNK positions with an online softmax (running max and
+ * sum, rescaled when a chunk raises the max; float32, expf): the chunk
+ * boundaries are fixed multiples of ATTN_CHUNK from position 0, so again the
+ * order depends only on the position.
+ *
+ * Thread-safety: kernels write only their outputs and the per-thread scratch of
+ * their context; a context must not be used by two calls at once. OpenMP
+ * regions use c->threads threads. */
+#include "llm/lm_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LM_X86 1
+#else
+#define LM_X86 0
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#define LM_OMP_PARALLEL _Pragma("omp parallel num_threads(nth)")
+#define LM_OMP_FOR_DYNAMIC _Pragma("omp parallel for num_threads(nth) schedule(dynamic, 1)")
+#define LM_OMP_FOR_STATIC _Pragma("omp parallel for num_threads(nth) schedule(static)")
+static int lm_thread_num(void) { return omp_get_thread_num(); }
+static int lm_num_threads(void) { return omp_get_num_threads(); }
+#else
+#define LM_OMP_PARALLEL (void)nth;
+#define LM_OMP_FOR_DYNAMIC (void)nth;
+#define LM_OMP_FOR_STATIC (void)nth;
+static int lm_thread_num(void) { return 0; }
+static int lm_num_threads(void) { return 1; }
+#endif
+
+#define MM_RT 3                      /* tokens per micro-kernel */
+#define MM_X_BLOCK_BYTES (192 << 10) /* activations of one token block */
+#define ATTN_CHUNK 128               /* positions per online-softmax chunk */
+
+int cb__lm_cpu_avx2(void) {
+#if LM_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+static float *out_row(const cb__lm_mm_part *p, int64_t t) {
+    return p->yrows ? p->yrows[t] : p->y + t * p->ldy;
+}
+
+/* ---- Scalar path (the reference) ------------------------------------------------------------- */
+
+static float w_at(const void *w, int bf16, int64_t i) {
+    return bf16 ? cb_lm_bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+/* Rows r0..r1 of one part for tokens t0..t1: sum in k order, then the bias. */
+static void mm_rows_scalar(const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t k, int bf16,
+                           const cb__lm_mm_part *p, int64_t r0, int64_t r1) {
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xt = x + t * ldx;
+        float *yt = out_row(p, t);
+        for (int64_t r = r0; r < r1; r++) {
+            float s = 0.0f;
+            for (int64_t i = 0; i < k; i++)
+                s += xt[i] * w_at(p->w, bf16, r * k + i);
+            yt[r] = p->bias ? s + p->bias[r] : s;
+        }
+    }
+}
+
+/* ---- AVX2 path ------------------------------------------------------------------------------- */
+
+#if LM_X86
+#define LM_AVX2 __attribute__((target("avx2,fma")))
+#define LM_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+
+LM_AVX2_INLINE __m256 ld_bf16(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+/* The fixed horizontal sum: (lanes 0-3 + lanes 4-7), then pairs, then the last
+ * two. */
+LM_AVX2_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The micro-kernel: RW weight rows (stride ldw, from row r of the part) times
+ * RT tokens. */
+LM_AVX2_INLINE void mm_tile(const float *x, int64_t ldx, const void *w, int64_t ldw, int bf16,
+                            int64_t k, const float *bias, float **yt, int64_t r, const int RW,
+                            const int RT) {
+    __m256 acc[4][MM_RT];
+    for (int i = 0; i < RW; i++)
+        for (int j = 0; j < RT; j++)
+            acc[i][j] = _mm256_setzero_ps();
+    const int64_t k8 = k & ~(int64_t)7;
+    const float *wf = (const float *)w;
+    const uint16_t *wh = (const uint16_t *)w;
+    for (int64_t kk = 0; kk < k8; kk += 8) {
+        __m256 wv[4];
+        for (int i = 0; i < RW; i++)
+            wv[i] = bf16 ? ld_bf16(wh + i * ldw + kk) : _mm256_loadu_ps(wf + i * ldw + kk);
+        for (int j = 0; j < RT; j++) {
+            __m256 xv = _mm256_loadu_ps(x + j * ldx + kk);
+            for (int i = 0; i < RW; i++)
+                acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < RW; i++)
+        for (int j = 0; j < RT; j++) {
+            float s = hsum8(acc[i][j]);
+            for (int64_t kk = k8; kk < k; kk++) {
+                float wk = bf16 ? cb_lm_bf16_to_f32(wh[i * ldw + kk]) : wf[i * ldw + kk];
+                s = fmaf(wk, x[j * ldx + kk], s);
+            }
+            yt[j][r + i] = bias ? s + bias[r + i] : s;
+        }
+}
+
+/* Tokens t0..t1 against rows r0..r0+rw (rw <= 4) of weights w0 (row r0, stride
+ * k). */
+static LM_AVX2 void mm_panel_avx2(const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t k,
+                                  const void *w0, int bf16, int64_t rw, const cb__lm_mm_part *p,
+                                  int64_t r0, float *panel) {
+    if (bf16 && t1 - t0 > MM_RT) { /* widen once, reuse for every token of the block */
+        const uint16_t *wh = (const uint16_t *)w0;
+        const int64_t n = rw * k, n8 = n & ~(int64_t)7;
+        for (int64_t i = 0; i < n8; i += 8)
+            _mm256_storeu_ps(panel + i, ld_bf16(wh + i));
+        for (int64_t i = n8; i < n; i++)
+            panel[i] = cb_lm_bf16_to_f32(wh[i]);
+        w0 = panel;
+        bf16 = 0;
+    }
+    for (int64_t t = t0; t < t1; t += MM_RT) {
+        const int rt = t1 - t < MM_RT ? (int)(t1 - t) : MM_RT;
+        float *yt[MM_RT];
+        for (int j = 0; j < rt; j++)
+            yt[j] = out_row(p, t + j);
+        const float *xt = x + t * ldx;
+        if (rw == 4) {
+            switch (bf16 * 4 + rt) { /* constant arguments: one unrolled kernel each */
+            case 1: mm_tile(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 4, 1); break;
+            case 2: mm_tile(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 4, 2); break;
+            case 3: mm_tile(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 4, 3); break;
+            case 5: mm_tile(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 4, 1); break;
+            case 6: mm_tile(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 4, 2); break;
+            default: mm_tile(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 4, 3); break;
+            }
+            continue;
+        }
+        for (int64_t i = 0; i < rw; i++) { /* the last rows of a part */
+            const void *wi = bf16 ? (const void *)((const uint16_t *)w0 + i * k)
+                                  : (const void *)((const float *)w0 + i * k);
+            for (int j = 0; j < rt; j++) {
+                float *y1[1] = {yt[j]};
+                if (bf16)
+                    mm_tile(xt + j * ldx, ldx, wi, k, 1, k, p->bias, y1, r0 + i, 1, 1);
+                else
+                    mm_tile(xt + j * ldx, ldx, wi, k, 0, k, p->bias, y1, r0 + i, 1, 1);
+            }
+        }
+    }
+}
+#endif
+
+/* ---- Matmul driver --------------------------------------------------------------------------- */
+
+void cb__lm_matmul(const cb__lm_kctx *c, const float *x, int64_t ldx, int64_t t, int64_t k,
+                   cb_lm_dtype wd, const cb__lm_mm_part *parts, int n_parts) {
+    int64_t first[CB__LM_MM_PARTS_MAX + 1]; /* first panel of each part */
+    first[0] = 0;
+    for (int i = 0; i < n_parts; i++)
+        first[i + 1] = first[i] + (parts[i].n + CB__LM_PANEL_ROWS - 1) / CB__LM_PANEL_ROWS;
+    const int64_t n_panels = first[n_parts];
+    int64_t tb = MM_X_BLOCK_BYTES / (k * (int64_t)sizeof(float)) / MM_RT * MM_RT;
+    if (tb < MM_RT)
+        tb = MM_RT;
+    const int bf16 = wd == CB_LM_BF16;
+    int nth = c->threads;
+    if (nth > n_panels)
+        nth = (int)n_panels;
+    if (nth < 1)
+        nth = 1;
+    LM_OMP_PARALLEL {
+        const int tid = lm_thread_num(), nt = lm_num_threads();
+        const int64_t p0 = n_panels * tid / nt, p1 = n_panels * (tid + 1) / nt;
+        float *panel = c->panel ? c->panel + (int64_t)tid * c->panel_floats : NULL;
+        for (int64_t t0 = 0; t0 < t; t0 += tb) {
+            const int64_t t1 = t0 + tb < t ? t0 + tb : t;
+            int part = 0;
+            for (int64_t pi = p0; pi < p1; pi++) {
+                while (pi >= first[part + 1])
+                    part++;
+                const cb__lm_mm_part *p = &parts[part];
+                const int64_t r0 = (pi - first[part]) * CB__LM_PANEL_ROWS;
+                const int64_t r1 = r0 + CB__LM_PANEL_ROWS < p->n ? r0 + CB__LM_PANEL_ROWS : p->n;
+#if LM_X86
+                if (c->avx2) {
+                    const void *w0 = bf16 ? (const void *)((const uint16_t *)p->w + r0 * k)
+                                          : (const void *)((const float *)p->w + r0 * k);
+                    mm_panel_avx2(x, ldx, t0, t1, k, w0, bf16, r1 - r0, p, r0, panel);
+                    continue;
+                }
+#endif
+                mm_rows_scalar(x, ldx, t0, t1, k, bf16, p, r0, r1);
+            }
+        }
+    }
+}
+
+/* ---- Element-wise ---------------------------------------------------------------------------- */
+
+void cb__lm_rmsnorm(const cb__lm_kctx *c, float *y, const float *x, const float *w, int64_t t,
+                    int64_t n, double eps) {
+    int nth = t >= 64 ? c->threads : 1;
+    LM_OMP_FOR_STATIC
+    for (int64_t r = 0; r < t; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        double ss = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            ss += (double)xr[i] * xr[i];
+        const float inv = (float)(1.0 / sqrt(ss / (double)n + eps));
+        for (int64_t i = 0; i < n; i++)
+            yr[i] = (xr[i] * inv) * w[i];
+    }
+}
+
+void cb__lm_rope(float *x, int64_t ld, int64_t t, int64_t n_heads, int64_t hd, const float *cos_t,
+                 const float *sin_t) {
+    const int64_t half = hd / 2;
+    for (int64_t r = 0; r < t; r++) {
+        const float *cr = cos_t + r * half, *sr = sin_t + r * half;
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + r * ld + h * hd;
+            for (int64_t i = 0; i < half; i++) {
+                const float a = v[i], b = v[i + half];
+                v[i] = a * cr[i] - b * sr[i];
+                v[i + half] = b * cr[i] + a * sr[i];
+            }
+        }
+    }
+}
+
+void cb__lm_swiglu(const cb__lm_kctx *c, float *g, const float *u, int64_t t, int64_t n) {
+    const int64_t total = t * n;
+    int nth = total >= 65536 ? c->threads : 1;
+    LM_OMP_FOR_STATIC
+    for (int64_t i = 0; i < total; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ---- Attention ------------------------------------------------------------------------------- */
+
+static float dot_scalar(const float *q, const void *k, int bf16, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        s += q[i] * w_at(k, bf16, i);
+    return s;
+}
+
+static void axpy_scalar(float *acc, float e, const void *v, int bf16, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        acc[i] += e * w_at(v, bf16, i);
+}
+
+#if LM_X86
+static LM_AVX2 float dot_avx2(const float *q, const void *k, int bf16, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 kv = bf16 ? ld_bf16((const uint16_t *)k + i) : _mm256_loadu_ps((const float *)k + i);
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+    }
+    float s = hsum8(acc);
+    for (int64_t i = n8; i < n; i++)
+        s = fmaf(q[i], w_at(k, bf16, i), s);
+    return s;
+}
+
+static LM_AVX2 void axpy_avx2(float *acc, float e, const void *v, int bf16, int64_t n) {
+    const __m256 ev = _mm256_set1_ps(e);
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 vv = bf16 ? ld_bf16((const uint16_t *)v + i) : _mm256_loadu_ps((const float *)v + i);
+        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(ev, vv, _mm256_loadu_ps(acc + i)));
+    }
+    for (int64_t i = n8; i < n; i++)
+        acc[i] = fmaf(e, w_at(v, bf16, i), acc[i]);
+}
+#endif
+
+/* Address of the key (kind 0) or value (kind 1) of position j of kv head g. */
+static const void *kv_at(const cb__lm_attn *a, const int32_t *blocks, int64_t j, int64_t g,
+                         int kind) {
+    const int64_t b = j / a->block_tokens, off = j % a->block_tokens;
+    const int64_t e = (kind ? a->v_off : a->k_off) + (g * a->block_tokens + off) * a->hd;
+    const size_t es = a->kv_dtype == CB_LM_BF16 ? 2 : 4;
+    return a->pool + (size_t)blocks[b] * a->block_bytes + (size_t)e * es;
+}
+
+/* One token's attention for one head: out = softmax(q . K^T * scale) V over
+ * positions 0..p. */
+static void attend_one(const cb__lm_kctx *c, const cb__lm_attn *a, const int32_t *blocks, int64_t g,
+                       int64_t p, const float *q, float *out) {
+    float sc[ATTN_CHUNK];
+    float acc[CB_LM_HEAD_DIM_MAX];
+    const int64_t hd = a->hd;
+    const int bf16 = a->kv_dtype == CB_LM_BF16;
+    float m = -INFINITY, l = 0.0f;
+    memset(acc, 0, (size_t)hd * sizeof(float));
+    for (int64_t j0 = 0; j0 <= p; j0 += ATTN_CHUNK) {
+        const int64_t j1 = j0 + ATTN_CHUNK <= p + 1 ? j0 + ATTN_CHUNK : p + 1;
+        float cm = -INFINITY;
+        for (int64_t j = j0; j < j1; j++) {
+            const void *kp = kv_at(a, blocks, j, g, 0);
+#if LM_X86
+            float s = c->avx2 ? dot_avx2(q, kp, bf16, hd) : dot_scalar(q, kp, bf16, hd);
+#else
+            float s = dot_scalar(q, kp, bf16, hd);
+#endif
+            s *= a->scale;
+            sc[j - j0] = s;
+            cm = s > cm ? s : cm;
+        }
+        if (cm > m) {
+            const float f = expf(m - cm);
+            l *= f;
+            for (int64_t i = 0; i < hd; i++)
+                acc[i] *= f;
+            m = cm;
+        }
+        for (int64_t j = j0; j < j1; j++) {
+            const float e = expf(sc[j - j0] - m);
+            l += e;
+            const void *vp = kv_at(a, blocks, j, g, 1);
+#if LM_X86
+            if (c->avx2)
+                axpy_avx2(acc, e, vp, bf16, hd);
+            else
+                axpy_scalar(acc, e, vp, bf16, hd);
+#else
+            axpy_scalar(acc, e, vp, bf16, hd);
+#endif
+        }
+    }
+    const float inv = 1.0f / l;
+    for (int64_t i = 0; i < hd; i++)
+        out[i] = acc[i] * inv;
+}
+
+void cb__lm_attention(const cb__lm_kctx *c, const cb__lm_attn *a, const cb__lm_attn_seq *seqs,
+                      int n_seqs) {
+    const int64_t items = (int64_t)n_seqs * a->n_heads;
+    const int64_t group = a->n_heads / a->n_kv_heads;
+    int nth = c->threads;
+    LM_OMP_FOR_DYNAMIC
+    for (int64_t it = 0; it < items; it++) {
+        const cb__lm_attn_seq *s = &seqs[it / a->n_heads];
+        const int64_t h = it % a->n_heads, g = h / group;
+        for (int32_t i = 0; i < s->n_tokens; i++) {
+            const int64_t row = s->row0 + i;
+            attend_one(c, a, s->blocks, g, (int64_t)s->pos0 + i, a->q + row * a->q_ld + h * a->hd,
+                       a->out + row * a->out_ld + h * a->hd);
+        }
+    }
+}

@@ -1,0 +1,620 @@
+/* tests/test_llm_forward.c - the decoder forward pass and its paged KV cache
+ * (llm/lm_model.c, llm/lm_kernels.c).
+ *
+ * Oracles: (1) a plain float64 forward pass written here from transformers'
+ * modeling_llama / qwen2 / qwen3 (no cache, whole sequence at once, its own
+ * RoPE and attention), on the three tiny families and on an odd-sized config
+ * that takes every remainder path of the kernels (hidden 60, head_dim 20,
+ * intermediate 90, vocab 301); (2) the model's own scalar path
+ * (cb__lm_model_set_reference) against its AVX2 path; (3) transformers' outputs
+ * where the fixtures of tests/data/llm exist (test_llm_fixtures below). Random
+ * weights are spread wider than lm_weights' normal(0, 0.02) (matrices * 12,
+ * norms and biases random) so that attention is far from uniform and a wrong
+ * position or head shows.
+ *
+ * Invariance (bit-identical logits, memcmp): a sequence alone and inside a
+ * batch with others of different lengths, a prompt in one call and in chunks 5
+ * + 7 + rest, blocks of 4 positions with scattered ids against blocks of 16 in
+ * order. Errors: token id out of range, short block table, budget below one
+ * block (messages checked), and nothing written by a refused call. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "harness.h"
+#include "llm/lm_config.h"
+#include "llm/lm_model.h"
+#include "llm/lm_weights.h"
+
+/* ---- Weights --------------------------------------------------------------------------------- */
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static double urand(void) { /* [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / (double)(1ull << 52) - 1.0;
+}
+
+/* Spreads the seeded weights (the test owns them, so it may write through the
+ * table's pointers): matrices * 12, norms in [0.5, 1.5], biases in [-0.2, 0.2].
+ */
+static void spread(cb_lm_weights *w) {
+    const cb_lm_config *c = cb_lm_weights_config(w);
+    int n = cb_lm_weights_table(c, NULL, 0);
+    cb_lm_tensor_spec *tab = calloc((size_t)n, sizeof *tab);
+    cb_lm_weights_table(c, tab, n);
+    for (int i = 0; i < n; i++) {
+        void *p = (void *)(uintptr_t)cb_lm_weights_get(w, tab[i].kind, tab[i].layer);
+        int64_t count = tab[i].dims[0] * (tab[i].ndim == 2 ? tab[i].dims[1] : 1);
+        int bf16 = cb_lm_weights_dtype_of(w, tab[i].kind) == CB_LM_BF16;
+        int is_norm = strstr(tab[i].name, "norm") != NULL,
+            is_bias = strstr(tab[i].name, "bias") != NULL;
+        for (int64_t j = 0; j < count; j++) {
+            float v;
+            if (is_norm)
+                v = (float)(1.0 + 0.5 * urand());
+            else if (is_bias)
+                v = (float)(0.2 * urand());
+            else
+                v = (bf16 ? cb_lm_bf16_to_f32(((uint16_t *)p)[j]) : ((float *)p)[j]) * 12.0f;
+            if (bf16)
+                ((uint16_t *)p)[j] = cb_lm_f32_to_bf16(v);
+            else
+                ((float *)p)[j] = v;
+        }
+    }
+    free(tab);
+}
+
+static cb_lm_weights *weights_of(const cb_lm_config *c, cb_lm_dtype dt) {
+    cb_lm_weights_opts o = CB_LM_WEIGHTS_OPTS_DEFAULT;
+    o.dtype = dt;
+    o.seed = 7;
+    cb_lm_weights *w = NULL;
+    cb_error err = {0};
+    if (cb_lm_weights_create(c, &o, &w, &err)) {
+        cb__test_fail(__FILE__, __LINE__, "weights %s: %s", c->name, err.msg);
+        return NULL;
+    }
+    spread(w);
+    return w;
+}
+
+static cb_lm_config config_of(const char *preset) {
+    cb_lm_config c;
+    cb_error err = {0};
+    memset(&c, 0, sizeof c);
+    if (cb_lm_config_preset(preset, &c, &err))
+        cb__test_fail(__FILE__, __LINE__, "preset %s: %s", preset, err.msg);
+    return c;
+}
+
+/* Every remainder: hidden 60 (k % 8 = 4), head_dim 20, intermediate 90 (rows %
+ * 4 = 2, and k of the down projection % 8 = 2), vocab 301, GQA 3:1, untied, o
+ * bias (llama attention_bias). */
+static cb_lm_config config_odd(void) {
+    static const char text[] =
+        "{\"model_type\": \"llama\", \"hidden_size\": 60, \"num_hidden_layers\": "
+        "2,"
+        " \"num_attention_heads\": 3, \"num_key_value_heads\": 1, \"head_dim\": "
+        "20,"
+        " \"intermediate_size\": 90, \"vocab_size\": 301, \"rms_norm_eps\": 1e-5,"
+        " \"rope_theta\": 10000.0, \"max_position_embeddings\": 512,"
+        " \"tie_word_embeddings\": false, \"attention_bias\": true}";
+    cb_lm_config c;
+    cb_error err = {0};
+    memset(&c, 0, sizeof c);
+    if (cb_lm_config_parse(text, sizeof text - 1, "odd.json", &c, &err))
+        cb__test_fail(__FILE__, __LINE__, "odd config: %s", err.msg);
+    return c;
+}
+
+/* ---- The float64 reference ------------------------------------------------------------------- */
+
+static double wget(const cb_lm_weights *w, cb_lm_wkind kind, int layer, int64_t i) {
+    const void *p = cb_lm_weights_get(w, kind, layer);
+    if (!p)
+        return 0.0;
+    if (cb_lm_weights_dtype_of(w, kind) == CB_LM_BF16)
+        return cb_lm_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+/* y[n_out] = W x (+ bias) for a [n_out, n_in] matrix. */
+static void ref_linear(const cb_lm_weights *w, cb_lm_wkind kind, cb_lm_wkind bias, int layer,
+                       const double *x, int64_t n_in, int64_t n_out, double *y) {
+    const void *p = cb_lm_weights_get(w, kind, layer);
+    const int bf16 = cb_lm_weights_dtype_of(w, kind) == CB_LM_BF16;
+    for (int64_t o = 0; o < n_out; o++) {
+        double s = 0;
+        for (int64_t i = 0; i < n_in; i++)
+            s += (bf16 ? cb_lm_bf16_to_f32(((const uint16_t *)p)[o * n_in + i])
+                       : ((const float *)p)[o * n_in + i]) *
+                 x[i];
+        y[o] = s + (bias != CB_LM_W_KINDS ? wget(w, bias, layer, o) : 0.0);
+    }
+}
+
+static void ref_rmsnorm(const cb_lm_weights *w, cb_lm_wkind kind, int layer, double *x, int64_t n,
+                        double eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++)
+        ss += x[i] * x[i];
+    double r = 1.0 / sqrt(ss / (double)n + eps);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] * r * wget(w, kind, layer, i);
+}
+
+static double ref_inv_freq(const cb_lm_config *c, int64_t i) {
+    double f = pow(c->rope_theta, -2.0 * (double)i / (double)c->head_dim);
+    if (!c->rope_llama3)
+        return f;
+    double wavelen = 2 * M_PI / f, old = (double)c->rope_original_max_positions;
+    if (wavelen < old / c->rope_high_freq_factor)
+        return f;
+    if (wavelen > old / c->rope_low_freq_factor)
+        return f / c->rope_factor;
+    double s = (old / wavelen - c->rope_low_freq_factor) /
+               (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return (1 - s) * f / c->rope_factor + s * f;
+}
+
+static void ref_rope(const cb_lm_config *c, double *v, int64_t pos) {
+    int64_t half = c->head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double a = v[i], b = v[i + half], ang = (double)pos * ref_inv_freq(c, i);
+        v[i] = a * cos(ang) - b * sin(ang);
+        v[i + half] = b * cos(ang) + a * sin(ang);
+    }
+}
+
+/* The logits after each of ids[from..n) (rows of vocab doubles). */
+static void ref_logits(const cb_lm_weights *w, const int32_t *ids, int from, int n,
+                       double *logits) {
+    const cb_lm_config *c = cb_lm_weights_config(w);
+    const int64_t H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    const int64_t qd = nh * hd, kvd = nkv * hd, I = c->intermediate;
+    const cb_lm_wkind none = CB_LM_W_KINDS;
+    double *x = calloc((size_t)(n * H), sizeof(double)), *xn = malloc((size_t)H * 8);
+    double *q = malloc((size_t)(n * qd) * 8), *k = malloc((size_t)(n * kvd) * 8);
+    double *v = malloc((size_t)(n * kvd) * 8), *att = malloc((size_t)qd * 8);
+    double *tmp = malloc((size_t)(H > I ? H : I) * 8), *g = malloc((size_t)I * 8);
+    double *u = malloc((size_t)I * 8), *sc = malloc((size_t)n * 8);
+    for (int t = 0; t < n; t++)
+        for (int64_t i = 0; i < H; i++)
+            x[t * H + i] = wget(w, CB_LM_W_EMBED, -1, ids[t] * H + i);
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int t = 0; t < n; t++) {
+            memcpy(xn, x + t * H, (size_t)H * 8);
+            ref_rmsnorm(w, CB_LM_W_ATTN_NORM, l, xn, H, c->rms_eps);
+            ref_linear(w, CB_LM_W_Q, c->qkv_bias ? CB_LM_W_Q_BIAS : none, l, xn, H, qd, q + t * qd);
+            ref_linear(w, CB_LM_W_K, c->qkv_bias ? CB_LM_W_K_BIAS : none, l, xn, H, kvd,
+                       k + t * kvd);
+            ref_linear(w, CB_LM_W_V, c->qkv_bias ? CB_LM_W_V_BIAS : none, l, xn, H, kvd,
+                       v + t * kvd);
+            for (int64_t h = 0; h < nh; h++) {
+                if (c->qk_norm)
+                    ref_rmsnorm(w, CB_LM_W_Q_NORM, l, q + t * qd + h * hd, hd, c->rms_eps);
+                ref_rope(c, q + t * qd + h * hd, t);
+            }
+            for (int64_t h = 0; h < nkv; h++) {
+                if (c->qk_norm)
+                    ref_rmsnorm(w, CB_LM_W_K_NORM, l, k + t * kvd + h * hd, hd, c->rms_eps);
+                ref_rope(c, k + t * kvd + h * hd, t);
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            for (int64_t h = 0; h < nh; h++) {
+                int64_t gk = h / (nh / nkv);
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double s = 0;
+                    for (int64_t d = 0; d < hd; d++)
+                        s += q[t * qd + h * hd + d] * k[j * kvd + gk * hd + d];
+                    sc[j] = s / sqrt((double)hd);
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int j = 0; j <= t; j++)
+                    sum += (sc[j] = exp(sc[j] - mx));
+                for (int64_t d = 0; d < hd; d++) {
+                    double s = 0;
+                    for (int j = 0; j <= t; j++)
+                        s += sc[j] / sum * v[j * kvd + gk * hd + d];
+                    att[h * hd + d] = s;
+                }
+            }
+            ref_linear(w, CB_LM_W_O, c->o_bias ? CB_LM_W_O_BIAS : none, l, att, qd, H, tmp);
+            for (int64_t i = 0; i < H; i++)
+                x[t * H + i] += tmp[i];
+            memcpy(xn, x + t * H, (size_t)H * 8);
+            ref_rmsnorm(w, CB_LM_W_MLP_NORM, l, xn, H, c->rms_eps);
+            ref_linear(w, CB_LM_W_GATE, none, l, xn, H, I, g);
+            ref_linear(w, CB_LM_W_UP, none, l, xn, H, I, u);
+            for (int64_t i = 0; i < I; i++)
+                g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            ref_linear(w, CB_LM_W_DOWN, none, l, g, I, H, tmp);
+            for (int64_t i = 0; i < H; i++)
+                x[t * H + i] += tmp[i];
+        }
+    }
+    for (int t = from; t < n; t++) {
+        memcpy(xn, x + (int64_t)t * H, (size_t)H * 8);
+        ref_rmsnorm(w, CB_LM_W_NORM, -1, xn, H, c->rms_eps);
+        ref_linear(w, CB_LM_W_LM_HEAD, none, -1, xn, H, c->vocab, logits + (t - from) * c->vocab);
+    }
+    free(x), free(xn), free(q), free(k), free(v), free(att), free(tmp), free(g), free(u), free(sc);
+}
+
+/* ---- Running the model ----------------------------------------------------------------------- */
+
+typedef struct runner {
+    cb_lm_model *m;
+    cb_lm_kv *kv;
+    int bt;
+} runner;
+
+static runner runner_make(const cb_lm_weights *w, int threads, int block_tokens, int n_blocks) {
+    runner r = {NULL, NULL, block_tokens};
+    cb_error err = {0};
+    if (cb_lm_model_create(w, threads, 512, &r.m, &err))
+        cb__test_fail(__FILE__, __LINE__, "model: %s", err.msg);
+    else if (cb_lm_kv_create(r.m, cb_lm_kv_block_bytes(r.m, block_tokens) * (size_t)n_blocks,
+                             block_tokens, &r.kv, &err))
+        cb__test_fail(__FILE__, __LINE__, "kv: %s", err.msg);
+    return r;
+}
+
+static void runner_free(runner *r) {
+    cb_lm_kv_destroy(r->kv);
+    cb_lm_model_destroy(r->m);
+}
+
+/* One step: tokens[pos0..pos0+n) of a sequence with block table blocks. */
+static int step1(runner *r, const int32_t *ids, int pos0, int n, const int32_t *blocks,
+                 int n_blocks, float *logits) {
+    cb_lm_seq s = {ids + pos0, n, pos0, blocks, n_blocks, logits};
+    cb_error err = {0};
+    int rc = cb_lm_forward(r->m, r->kv, &s, 1, &err);
+    if (rc)
+        cb__test_fail(__FILE__, __LINE__, "forward: %s", err.msg);
+    return rc;
+}
+
+static void prompt_ids(int32_t *ids, int n, int64_t vocab, uint32_t seed) {
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((seed >> 8) % (uint32_t)vocab);
+    }
+}
+
+static double max_abs(const double *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++)
+        m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+
+/* max |got - ref| / max |ref|. */
+static double rel_err(const float *got, const double *ref, int64_t n) {
+    double e = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        e = d > e || d != d ? d : e;
+    }
+    return e / max_abs(ref, n);
+}
+
+/* ---- Against the float64 reference ----------------------------------------------------------- */
+
+/* A prompt of n_prompt tokens in one call, then decode steps (each checked):
+ * rel errors. */
+static void check_family(const cb_lm_config *c, cb_lm_dtype dt, int reference, double tol) {
+    enum { N_PROMPT = 140, N_DECODE = 6, N = N_PROMPT + N_DECODE };
+    cb_lm_weights *w = weights_of(c, dt);
+    if (!w)
+        return;
+    runner r = runner_make(w, 2, 16, 16);
+    if (reference)
+        cb__lm_model_set_reference(r.m, 1);
+    int32_t ids[N], blocks[16];
+    for (int i = 0; i < 16; i++)
+        blocks[i] = cb_lm_kv_alloc(r.kv);
+    prompt_ids(ids, N, c->vocab, 11);
+    float *lg = malloc((size_t)c->vocab * sizeof(float));
+    double *ref = malloc((size_t)(c->vocab * (N_DECODE + 1)) * sizeof(double)), worst = 0;
+    ref_logits(w, ids, N_PROMPT - 1, N, ref);
+    for (int n = N_PROMPT; n <= N; n++) {
+        int pos0 = n == N_PROMPT ? 0 : n - 1;
+        if (step1(&r, ids, pos0, n - pos0, blocks, 16, lg))
+            break;
+        double e = rel_err(lg, ref + (n - N_PROMPT) * c->vocab, c->vocab);
+        worst = e > worst ? e : worst;
+    }
+    printf("# %s %s %s: max |logit - f64 ref| / max |ref| = %.3g (bound %.1g)\n", c->name,
+           dt == CB_LM_BF16 ? "bf16" : "f32", reference ? "scalar" : "fast", worst, tol);
+    CB_CHECK_CMP_INT(worst <= tol, ==, 1);
+    free(lg), free(ref);
+    runner_free(&r);
+    cb_lm_weights_destroy(w);
+}
+
+static void test_f32_vs_f64_reference(void) {
+    const char *presets[] = {"tiny", "tiny-llama", "tiny-qwen3"};
+    for (int i = 0; i < 3; i++) {
+        cb_lm_config c = config_of(presets[i]);
+        check_family(&c, CB_LM_F32, 0, 2e-5);
+        check_family(&c, CB_LM_F32, 1, 2e-5);
+    }
+    cb_lm_config odd = config_odd();
+    check_family(&odd, CB_LM_F32, 0, 2e-5);
+    check_family(&odd, CB_LM_F32, 1, 2e-5);
+}
+
+/* bf16 weights: the reference widens the same bf16 weights, so the error is the
+ * bfloat16 KV cache (keys and values rounded to 8 bits of mantissa) alone. */
+static void test_bf16_vs_f64_reference(void) {
+    const char *presets[] = {"tiny", "tiny-llama", "tiny-qwen3"};
+    for (int i = 0; i < 3; i++) {
+        cb_lm_config c = config_of(presets[i]);
+        check_family(&c, CB_LM_BF16, 0, 5e-2);
+    }
+    cb_lm_config odd = config_odd();
+    check_family(&odd, CB_LM_BF16, 0, 5e-2);
+    check_family(&odd, CB_LM_BF16, 1, 5e-2);
+}
+
+/* ---- Invariance ------------------------------------------------------------------------------ */
+
+typedef struct seqrun {
+    int32_t ids[96];
+    int n_prompt, pos; /* tokens done */
+    int32_t blocks[32];
+} seqrun;
+
+/* Sequence A (prompt 37, then 5 decode steps fed its own greedy token) alone,
+ * then with B and C (prompts 50 and 9 of different content) in the same steps;
+ * the logits of A's steps must be the same bits. dt, block_tokens. */
+static void invariance_batch(const cb_lm_config *c, cb_lm_dtype dt) {
+    cb_lm_weights *w = weights_of(c, dt);
+    if (!w)
+        return;
+    const int64_t V = c->vocab;
+    float *alone = malloc((size_t)(6 * V) * sizeof(float));
+    float *batched = malloc((size_t)(6 * V) * sizeof(float));
+    float *scratch = malloc((size_t)(2 * V) * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        runner r = runner_make(w, 2, 8, 64);
+        seqrun s[3];
+        const int lens[3] = {37, 50, 9};
+        for (int i = 0; i < 3; i++) {
+            prompt_ids(s[i].ids, 96, V, 100 + (uint32_t)i);
+            s[i].n_prompt = lens[i];
+            s[i].pos = 0;
+            for (int b = 0; b < 12; b++)
+                s[i].blocks[b] = cb_lm_kv_alloc(r.kv);
+        }
+        float *out = pass ? batched : alone;
+        for (int stepi = 0; stepi < 6; stepi++) {
+            cb_lm_seq q[3];
+            int n = pass ? 3 : 1;
+            for (int i = 0; i < n; i++) {
+                /* B: prompt in chunks of 20; C: prompt at once; then decode */
+                int todo = s[i].pos < s[i].n_prompt ? s[i].n_prompt - s[i].pos : 1;
+                if (i == 1 && todo > 20)
+                    todo = 20;
+                q[i] = (cb_lm_seq){
+                    s[i].ids + s[i].pos, todo, s[i].pos,
+                    s[i].blocks,         12,   i == 0 ? out + stepi * V : scratch + (i - 1) * V};
+            }
+            /* A sits last in the batch: its rows are not the first of the products.
+             */
+            cb_lm_seq order[3] = {q[1], q[2], q[0]};
+            cb_error err = {0};
+            int rc = cb_lm_forward(r.m, r.kv, pass ? order : q, n, &err);
+            CB_CHECK_EQ_INT(rc, 0);
+            if (rc)
+                break;
+            for (int i = 0; i < n; i++) {
+                s[i].pos += q[i].n_tokens;
+                if (s[i].pos >= s[i].n_prompt) { /* greedy next token */
+                    const float *lg = q[i].logits;
+                    int32_t best = 0;
+                    for (int64_t j = 1; j < V; j++)
+                        best = lg[j] > lg[best] ? (int32_t)j : best;
+                    s[i].ids[s[i].pos] = best;
+                    s[i].n_prompt = s[i].pos; /* decode from here on */
+                }
+            }
+        }
+        runner_free(&r);
+    }
+    CB_CHECK(memcmp(alone, batched, (size_t)(6 * V) * sizeof(float)) == 0);
+    free(alone), free(batched), free(scratch);
+    cb_lm_weights_destroy(w);
+}
+
+static void test_batch_invariance(void) {
+    cb_lm_config c = config_of("tiny-qwen3");
+    invariance_batch(&c, CB_LM_F32);
+    invariance_batch(&c, CB_LM_BF16);
+    cb_lm_config odd = config_odd();
+    invariance_batch(&odd, CB_LM_F32);
+    invariance_batch(&odd, CB_LM_BF16);
+}
+
+/* One call against chunks 5 + 7 + rest, and blocks of 16 in order against
+ * blocks of 4 at scattered ids: the logits after the prompt and after 3 decode
+ * steps, same bits. */
+static void chunks_and_pages(const cb_lm_config *c, cb_lm_dtype dt) {
+    enum { N = 45 };
+    cb_lm_weights *w = weights_of(c, dt);
+    if (!w)
+        return;
+    const int64_t V = c->vocab;
+    int32_t ids[N + 3];
+    prompt_ids(ids, N + 3, V, 5);
+    float *res[3];
+    for (int v = 0; v < 3; v++) {
+        res[v] = malloc((size_t)(4 * V) * sizeof(float));
+        int bt = v == 2 ? 4 : 16;
+        runner r = runner_make(w, 2, bt, 40);
+        int32_t blocks[16];
+        int nb = (N + 3 + bt - 1) / bt;
+        for (int b = 0; b < nb; b++) /* scattered: 3, 10, 17, ... modulo 40 */
+            blocks[b] = v == 2 ? (int32_t)((3 + 7 * b) % 40) : cb_lm_kv_alloc(r.kv);
+        if (v == 1) {
+            step1(&r, ids, 0, 5, blocks, nb, NULL);
+            step1(&r, ids, 5, 7, blocks, nb, NULL);
+            step1(&r, ids, 12, N - 12, blocks, nb, res[v]);
+        } else {
+            step1(&r, ids, 0, N, blocks, nb, res[v]);
+        }
+        for (int d = 0; d < 3; d++)
+            step1(&r, ids, N + d, 1, blocks, nb, res[v] + (d + 1) * V);
+        runner_free(&r);
+    }
+    CB_CHECK(memcmp(res[0], res[1], (size_t)(4 * V) * sizeof(float)) == 0);
+    CB_CHECK(memcmp(res[0], res[2], (size_t)(4 * V) * sizeof(float)) == 0);
+    for (int v = 0; v < 3; v++)
+        free(res[v]);
+    cb_lm_weights_destroy(w);
+}
+
+static void test_chunks_and_paging(void) {
+    cb_lm_config c = config_of("tiny");
+    chunks_and_pages(&c, CB_LM_F32);
+    chunks_and_pages(&c, CB_LM_BF16);
+    cb_lm_config odd = config_odd();
+    chunks_and_pages(&odd, CB_LM_BF16);
+}
+
+/* ---- KV pool and errors ---------------------------------------------------------------------- */
+
+static void test_kv_pool(void) {
+    cb_lm_config c = config_of("tiny");
+    cb_lm_weights *w = weights_of(&c, CB_LM_BF16);
+    cb_lm_model *m = NULL;
+    cb_lm_kv *kv = NULL;
+    cb_error err = {0};
+    CB_CHECK_EQ_INT(cb_lm_model_create(w, 1, 64, &m, &err), 0);
+    CB_CHECK_EQ_INT(cb_lm_model_kv_dtype(m), CB_LM_BF16);
+    /* 2 layers * (k, v) * 32 kv dims * 2 bytes = 256 bytes a position */
+    CB_CHECK_EQ_INT(cb_lm_kv_block_bytes(m, 16), 4096);
+    CB_CHECK_EQ_INT(cb_lm_kv_block_bytes(m, 1), 256);
+    CB_CHECK_EQ_INT(cb_lm_kv_create(m, 4095, 16, &kv, &err), CB_ECONFIG);
+    CB_CHECK_CONTAINS(err.msg, "kv_cache_bytes: 4095 bytes is smaller than one block of 4096");
+    CB_CHECK(kv == NULL);
+    CB_CHECK_EQ_INT(cb_lm_kv_create(m, 4096, 0, &kv, &err), CB_EINVAL);
+    CB_CHECK_EQ_INT(cb_lm_kv_create(m, 3 * 4096 + 100, 16, &kv, &err), 0);
+    CB_CHECK_EQ_INT(cb_lm_kv_n_blocks(kv), 3);
+    CB_CHECK_EQ_INT(cb_lm_kv_block_tokens(kv), 16);
+    CB_CHECK_EQ_INT(cb_lm_kv_alloc(kv), 0);
+    CB_CHECK_EQ_INT(cb_lm_kv_alloc(kv), 1);
+    CB_CHECK_EQ_INT(cb_lm_kv_alloc(kv), 2);
+    CB_CHECK_EQ_INT(cb_lm_kv_alloc(kv), -1);
+    cb_lm_kv_release(kv, 1);
+    cb_lm_kv_release(kv, 1); /* twice: ignored */
+    cb_lm_kv_release(kv, 7); /* out of range: ignored */
+    CB_CHECK_EQ_INT(cb_lm_kv_free_blocks(kv), 1);
+    CB_CHECK_EQ_INT(cb_lm_kv_alloc(kv), 1);
+    CB_CHECK_EQ_INT(cb_lm_kv_free_blocks(kv), 0);
+    /* step_weight_bytes: tiny has 119,360 parameters; a step reads all but the
+     * embedding rows it looks up, and the tied embedding is the head: matrices in
+     * bf16, vectors in f32. */
+    size_t mats = 2 * (64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 160) + 512 * 64;
+    size_t vecs = 2 * (2 * 64 + 64 + 2 * 32) + 64;
+    CB_CHECK_EQ_INT(cb_lm_model_step_weight_bytes(m), mats * 2 + vecs * 4);
+    cb_lm_kv_destroy(kv);
+    cb_lm_model_destroy(m);
+    cb_lm_weights_destroy(w);
+}
+
+static void test_bad_input(void) {
+    cb_lm_config c = config_of("tiny");
+    cb_lm_weights *w = weights_of(&c, CB_LM_F32);
+    runner r = runner_make(w, 1, 4, 4);
+    int32_t ids[20], blocks[4] = {0, 1, 2, 3};
+    prompt_ids(ids, 20, c.vocab, 3);
+    float lg[512], lg2[512];
+    CB_CHECK_EQ_INT(step1(&r, ids, 0, 8, blocks, 4, lg), 0);
+    cb_error err = {0};
+    int32_t bad[2] = {5, 512};
+    cb_lm_seq s = {bad, 2, 8, blocks, 4, lg2};
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "token id 512 (index 1) outside the vocabulary [0, 512)");
+    bad[1] = -1;
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "token id -1");
+    s = (cb_lm_seq){ids + 8, 9, 8, blocks, 4, lg2}; /* positions 0..16 need 5 blocks of 4 */
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "block table of 4 blocks, positions 0..16 need 5");
+    int32_t wrong[4] = {0, 1, 9, 3};
+    s = (cb_lm_seq){ids + 8, 2, 8, wrong, 4, lg2};
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "block id 9 (entry 2) outside the cache's 4 blocks");
+    s = (cb_lm_seq){ids, 0, 0, blocks, 4, lg2};
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "sequence 0 has no tokens");
+    s = (cb_lm_seq){ids, 1, 1024, blocks, 4, lg2};
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "beyond max_positions 1024");
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 0, &err), CB_EINVAL);
+    /* refused calls wrote nothing: the next token decodes as if they never
+     * happened */
+    CB_CHECK_EQ_INT(step1(&r, ids, 8, 1, blocks, 4, lg), 0);
+    runner ok = runner_make(w, 1, 4, 4);
+    CB_CHECK_EQ_INT(step1(&ok, ids, 0, 9, blocks, 4, lg2), 0);
+    CB_CHECK(memcmp(lg, lg2, sizeof lg) == 0);
+    runner_free(&ok);
+    /* model arguments */
+    cb_lm_model *m = NULL;
+    CB_CHECK_EQ_INT(cb_lm_model_create(w, 0, 16, &m, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "threads 0");
+    CB_CHECK_EQ_INT(cb_lm_model_create(w, 1, 0, &m, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "max_step_tokens 0");
+    /* more tokens than max_step_tokens (512) */
+    int32_t *many = calloc(600, sizeof *many);
+    s = (cb_lm_seq){many, 600, 0, blocks, 4, NULL};
+    CB_CHECK_EQ_INT(cb_lm_forward(r.m, r.kv, &s, 1, &err), CB_EINVAL);
+    CB_CHECK_CONTAINS(err.msg, "max_step_tokens 512");
+    free(many);
+    runner_free(&r);
+    cb_lm_weights_destroy(w);
+}
+
+/* Allocation failures at create leave nothing behind (ASan checks the leaks).
+ */
+static void test_alloc_failures(void) {
+    cb_lm_config c = config_of("tiny");
+    cb_lm_weights *w = weights_of(&c, CB_LM_F32);
+    for (long n = 1; n <= 8; n++) {
+        cb_lm_model *m = NULL;
+        cb_lm_kv *kv = NULL;
+        cb_error err = {0};
+        cb__alloc_fail_after(n);
+        int rc = cb_lm_model_create(w, 1, 8, &m, &err);
+        if (rc == 0)
+            rc = cb_lm_kv_create(m, 1 << 16, 16, &kv, &err);
+        cb__alloc_fail_after(0);
+        if (rc)
+            CB_CHECK_EQ_INT(rc, CB_ENOMEM);
+        cb_lm_kv_destroy(kv);
+        cb_lm_model_destroy(m);
+    }
+    cb_lm_weights_destroy(w);
+}
+
+int main(void) {
+    CB_RUN(test_f32_vs_f64_reference);
+    CB_RUN(test_bf16_vs_f64_reference);
+    CB_RUN(test_batch_invariance);
+    CB_RUN(test_chunks_and_paging);
+    CB_RUN(test_kv_pool);
+    CB_RUN(test_bad_input);
+    CB_RUN(test_alloc_failures);
+    return cb_test_done();
+}
