@@ -86,7 +86,7 @@ static void test_add_checks(void) {
                                        {"n", CB_PARAM_INT, "1", 0, 10, NULL, "n"}};
     static const cb_param_def no_choices[] = {{"m", CB_PARAM_ENUM, "a", CB_PARAM_UNBOUNDED, NULL, "m"}};
     cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.ok", "ok", NULL, 0, 0,
-                        ok_create, NULL, ok_run, NULL, NULL, NULL, NULL, 0, NULL};
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, NULL, 0, NULL, NULL};
     CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
     CB_CHECK(cb_registry_find(reg, "test.ok") == &ops);
 
@@ -158,7 +158,7 @@ static void test_metric_checks(void) {
         many[i] = (cb_metric_def){names[i], CB_METRIC_COUNT, "", "x"};
     }
     cb_stage_ops ops = {CB_STAGE_ABI_MAJOR, sizeof(cb_stage_ops), "test.metrics", "ok", NULL, 0, 0,
-                        ok_create, NULL, ok_run, NULL, NULL, NULL, good, 2, NULL};
+                        ok_create, NULL, ok_run, NULL, NULL, NULL, good, 2, NULL, NULL};
     CB_CHECK_EQ_INT(cb_registry_add(reg, &ops, "t", &err), 0);
     size_t n = 0;
     CB_CHECK(cb_registry_ops_metrics(&ops, &n) == good);
@@ -180,7 +180,7 @@ static void test_metric_checks(void) {
         {empty, 1, "t: stage test.bad: metric 0: name '' is not [a-z0-9_]"},
         {noname, 1, "t: stage test.bad: metric 0: name '(null)' is not [a-z0-9_]"},
         {dotted, 1, "t: stage test.bad: metric 0: name 'a.b' is not [a-z0-9_]"},
-        {badkind, 1, "t: stage test.bad: metric 'loss': kind 7 is neither CB_METRIC_COUNT nor CB_METRIC_GAUGE"},
+        {badkind, 1, "t: stage test.bad: metric 'loss': kind 7 is not CB_METRIC_COUNT, CB_METRIC_GAUGE or CB_METRIC_DIST"},
         {twice, 3, "t: stage test.bad: metric 'loss' declared twice"},
         {many, CB_STAGE_MAX_METRICS + 1, "t: stage test.bad declares 17 metrics, at most 16"},
         {NULL, 2, "t: stage test.bad: n_metrics is 2 but metrics is NULL"},

@@ -32,6 +32,8 @@
  *      stream) and calls host->device_time(ctx, ns) from run(); the summary then shows the
  *      stage's device time next to its host service time (util.gpu_spin and util.gpu_copy do;
  *      check host->struct_size covers device_time first).
+ *   7. Many queries in flight in one instance, completed out of order (continuous batching):
+ *      hold them in run() and advance them in step(); see "Held queries" below.
  *
  * Threading: one instance (state) per worker; run() of one instance is never called
  * concurrently, but instances of the same stage run in parallel on different threads.
@@ -59,6 +61,35 @@
  *               A host older than this refuses a table that uses it ("unknown type").
  *   2026-12-07  cb_stage_ops.check appended: parameter checks that need no running (counts,
  *               combinations), run when the config is loaded.
+ *   2026-12-07  held queries (continuous batching): CB_RUN_HELD, cb_held, cb_stage_ops.step and
+ *               cb_host.hold/complete/report_held/arrival_ns appended; CB_METRIC_DIST appended.
+ *               A stage may keep many queries in flight and complete them out of order (an LLM
+ *               engine steps every running request at once); see "Held queries" below. A host
+ *               older than this refuses a metric table that uses CB_METRIC_DIST ("kind 2").
+ *
+ * Held queries (7.): a stage whose work for one query spans many steps shared with other
+ * queries (an LLM engine batching every running request into one forward pass) keeps queries
+ * past their run():
+ *   - run() calls host->hold(ctx), which returns a handle, and returns CB_RUN_HELD. The cb_query
+ *     *q that run() got stays valid, and the stage may go on changing its payload, tag and value,
+ *     until it completes it; the query counts as in flight in the stage meanwhile.
+ *   - While an instance holds queries, the host calls ops->step(state, ctx, err) on that
+ *     instance's worker (never concurrently with its run()) whenever no new query is queued for it:
+ *     new arrivals get run() first, between two steps. One step is one unit of work (one engine
+ *     step: milliseconds, so arrivals join promptly); a step that has nothing to do may wait for
+ *     progress, briefly (host->wait_until). It completes the queries that finished with
+ *     host->complete(ctx, h, rc, msg): CB_OK forwards the query (as the stage left it) to every
+ *     output, CB_RUN_DROP ends its path, a negative code fails the pipeline with msg. The
+ *     query's stage event spans from the start of its run() to its complete(). run() may complete
+ *     held queries too (a stage whose own waiting list is full steps its work inside run()).
+ *   - Metrics of a held query: host->report_held(ctx, h, metric, value), from run() or step().
+ *     Latencies a stage measures itself start at host->arrival_ns(ctx): the query's scheduled
+ *     arrival, read in run().
+ *   - Cancellation: when host->cancelled(ctx), the next step must complete every held query with
+ *     CB_ESTOPPED. A step that fails (negative return), or that completes nothing while the
+ *     pipeline cancels, ends the instance's held queries itself (cancelled); the host then calls
+ *     neither step again nor accepts complete() for them, and the stage must not touch their q.
+ *   - finish() comes after the last held query is completed.
  */
 #ifndef COLOBENCH_STAGE_H
 #define COLOBENCH_STAGE_H
@@ -127,6 +158,9 @@ typedef enum cb_metric_kind {
     CB_METRIC_GAUGE = 1,   /* a level per query (loss, accuracy, learning rate): the summary gives
                               first, last, mean, min, max, and the means of the first and last
                               tenth of the reports (the ends of a loss curve) */
+    CB_METRIC_DIST = 2,    /* appended 2026-12-07: a value per query whose distribution matters (a
+                              latency such as time to first token, in ns): the summary gives n,
+                              mean, min, max and the percentiles p50, p90, p95, p99 */
 } cb_metric_kind;
 
 #define CB_STAGE_MAX_METRICS 16
@@ -180,8 +214,12 @@ typedef struct cb_splits {
 
 typedef struct cb_run_ctx cb_run_ctx;   /* opaque: one stage run in progress */
 
+typedef struct cb_held cb_held;         /* opaque: a query a stage keeps past its run() */
+
 #define CB_EMIT_ALL (-1)
 #define CB_RUN_DROP 1                   /* run() return value: the query ends on this path */
+#define CB_RUN_HELD 2                   /* run() return value: the stage keeps the query (it
+                                           called host->hold); appended 2026-12-07 */
 
 enum { CB_LOG_ERROR = 0, CB_LOG_WARN = 1, CB_LOG_INFO = 2, CB_LOG_DEBUG = 3 };
 
@@ -229,6 +267,21 @@ typedef struct cb_host {
      * cancelling ends its query as cancelled, not as an error. Only from run(), with its ctx. */
     int (*wait_until)(cb_run_ctx *ctx, int64_t deadline_ns);
     int (*cancelled)(const cb_run_ctx *ctx);
+    /* Appended 2026-12-07 (check struct_size): held queries (see "Held queries" above).
+     * hold: from run() only, once per run: the run's query stays with the stage; run() must then
+     * return CB_RUN_HELD. NULL when the stage's ops have no step, or when this run already
+     * holds its query.
+     * complete: from run() or step(), with that call's ctx: ends held query h in this stage as
+     * if its run had returned rc now (CB_OK, CB_RUN_DROP, or a negative code with msg, which may
+     * be NULL). h is invalid afterwards. 0, or CB_EINVAL for a handle this instance does not hold
+     * (nothing done), CB_ESTOPPED when the host has already ended it (cancelled).
+     * report_held: host->report against held query h, from run() or step().
+     * arrival_ns: the scheduled arrival time (the host clock) of the query being run, from
+     * run(): where latencies measured by the stage start, like the host's own. */
+    cb_held *(*hold)(cb_run_ctx *ctx);
+    int (*complete)(cb_run_ctx *ctx, cb_held *h, int rc, const char *msg);
+    int (*report_held)(cb_run_ctx *ctx, cb_held *h, int metric, double value);
+    int64_t (*arrival_ns)(const cb_run_ctx *ctx);
 } cb_host;
 
 /* ---- Stage ops -------------------------------------------------------------------------- */
@@ -281,6 +334,11 @@ typedef struct cb_stage_ops {
      * a mistake is refused before anything runs (create may call it again). CB_ECONFIG with a
      * message starting with the parameter's key ("weights: 2 weights for 3 outputs"). */
     int (*check)(const cb_stage_args *args, cb_error *err);
+    /* Appended 2026-12-07: optional; required by a stage that holds queries (host->hold). One
+     * unit of work for the queries the instance holds; see "Held queries" above. ctx is valid
+     * during the call; host->report is not available in it (no query is being run): use
+     * report_held. A negative return fails the pipeline with err. */
+    int (*step)(void *state, cb_run_ctx *ctx, cb_error *err);
 } cb_stage_ops;
 
 /* The one symbol a plugin exports (a data symbol: no plugin code runs before the checks). */

@@ -11,6 +11,7 @@
  * - Tenths of a gauge that kept every report: the array sorted by (query id, time) (qsort),
  *   then the first and last ceil(n / 10) values summed, so they follow query order whatever
  *   order the worker threads logged them in: exact.
+ * - A DIST adds each finite value, rounded to an integer, to its cb_hist; percentiles at the end.
  * - Pass 2, only for binned gauges: CB_STAGE_METRICS_BINS bins of width w = span / BINS + 1
  *   query ids over [min id, max id] (span = max - min) count and sum the reports; the tenths
  *   take whole bins from each end and the bin straddling the boundary pro rata (stage_metrics.h).
@@ -20,7 +21,8 @@
  * Memory (per call, whatever the number of reports): one 1 MiB read buffer for a file source;
  * per metric of a group ~200 bytes, plus for a gauge up to 24 * 65536 = 1.5 MiB of kept reports
  * or, binned, 8192 * 16 = 128 KiB of bins: at most CB_STAGE_METRICS_PER_PASS * 1.5 MiB = 24 MiB;
- * plus O(declared metrics) for the results.
+ * a DIST keeps a cb_hist (analysis/hist.h) of at most CB_HIST_MAX_BYTES (284 KiB) instead: at
+ * most 16 * 284 KiB = 4.5 MiB per pass; plus O(declared metrics) for the results.
  * Thread-safety: pure functions over borrowed inputs. Ownership: out's arrays are cb_malloc'd and
  * freed by cb_stage_metrics_fini; definitions are borrowed from the ops tables.
  */
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/hist.h"
 #include "core/alloc.h"
 
 #define CB_STAGE_METRICS_PER_PASS 16
@@ -78,6 +81,8 @@ typedef struct split_acc {
 
 typedef struct metric_acc {
     bool gauge;
+    bool dist;               /* CB_METRIC_DIST: percentiles from hist */
+    cb_hist hist;
     size_t n, non_finite;
     csum sum;
     double min, max;
@@ -114,6 +119,7 @@ void cb_stage_metrics_fini(cb_stage_metrics *m) {
 }
 
 static void acc_free(metric_acc *a) {
+    if (a->dist) cb_hist_fini(&a->hist);
     cb_free(a->kept);
     cb_free(a->bin_n);
     cb_free(a->bin_sum);
@@ -163,6 +169,12 @@ static int acc_add(metric_acc *a, const cb_metric_event *e, int n_splits) {
         }
         s->n++;
         csum_add(&s->sum, v);
+    }
+    if (a->dist) {
+        /* Percentiles of the values rounded to integers (ns, bytes, tokens), clamped to int64. */
+        double r = nearbyint(v);
+        int64_t iv = r >= 9.2e18 ? INT64_MAX : r <= -9.2e18 ? INT64_MIN : (int64_t)r;
+        return cb_hist_add(&a->hist, iv);
     }
     if (!a->gauge || a->binned) return CB_OK;
     if (a->n_kept == CB_STAGE_METRICS_EXACT_MAX) { /* too many to keep: bins in pass 2 */
@@ -220,6 +232,8 @@ static void acc_finish(metric_acc *a, int n_splits, cb_metric_stats *st) {
     st->sum = csum_get(&a->sum);
     st->mean = st->first = st->last = st->min = st->max = NAN;
     st->first_tenth_mean = st->last_tenth_mean = NAN;
+    st->p50 = st->p90 = st->p95 = st->p99 = NAN;
+    st->pcts_exact = true;
     st->tenths_exact = !a->binned;
     st->n_splits = a->gauge ? n_splits : 0;
     for (int k = 0; k < st->n_splits; k++) {
@@ -237,6 +251,18 @@ static void acc_finish(metric_acc *a, int n_splits, cb_metric_stats *st) {
     size_t tenth = (a->n + 9) / 10; /* ceil(n / 10) >= 1 */
     if (a->binned) {
         binned_tenths(a, tenth, &st->first_tenth_mean, &st->last_tenth_mean);
+        return;
+    }
+    if (a->dist) {
+        cb_pcts pc;
+        if (cb_hist_pcts(&a->hist, &pc) == CB_OK) {
+            st->p50 = (double)pc.p50;
+            st->p90 = (double)pc.p90;
+            st->p95 = (double)pc.p95;
+            st->p99 = (double)pc.p99;
+            st->pcts_exact = pc.exact;
+        }
+        st->tenths_exact = true; /* not reported for a DIST */
         return;
     }
     if (!a->gauge) {
@@ -289,7 +315,11 @@ static int metric_group(const cb_pipeline_record *rec, cb_stage_metrics *m, size
                         size_t ng, int64_t warmup, int n_splits) {
     metric_acc *acc = cb_calloc(ng, sizeof *acc);
     if (!acc) return cb_error_set(&m->err, CB_ENOMEM, "out of memory");
-    for (size_t i = 0; i < ng; i++) acc[i].gauge = m->stats[g0 + i].def->kind == CB_METRIC_GAUGE;
+    for (size_t i = 0; i < ng; i++) {
+        acc[i].gauge = m->stats[g0 + i].def->kind == CB_METRIC_GAUGE;
+        acc[i].dist = m->stats[g0 + i].def->kind == CB_METRIC_DIST;
+        if (acc[i].dist) cb_hist_init(&acc[i].hist);
+    }
     int rc = metric_pass(rec, m, g0, ng, warmup, n_splits, acc, false, &m->err);
     bool binned = false;
     for (size_t i = 0; rc == CB_OK && i < ng; i++) {
@@ -346,6 +376,8 @@ int cb_stage_metrics_compute(const cb_summary_input *in, size_t pipeline, int64_
             st->per_second = NAN;
             st->mean = st->first = st->last = st->min = st->max = NAN;
             st->first_tenth_mean = st->last_tenth_mean = NAN;
+            st->p50 = st->p90 = st->p95 = st->p99 = NAN;
+            st->pcts_exact = true;
             st->tenths_exact = true;
         }
     }
@@ -402,6 +434,16 @@ void cb_stage_metrics_json(cb_json *j, const cb_stage_metrics *m, size_t s,
             cb_json_double(j, st->per_second);
             cb_json_key(j, "mean");
             cb_json_double(j, st->mean);
+        } else if (st->def->kind == CB_METRIC_DIST) {
+            const struct { const char *k; double v; } g[] = {
+                {"mean", st->mean}, {"min", st->min}, {"p50", st->p50}, {"p90", st->p90},
+                {"p95", st->p95},   {"p99", st->p99}, {"max", st->max}};
+            for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+                cb_json_key(j, g[i].k);
+                cb_json_double(j, g[i].v);
+            }
+            cb_json_key(j, "percentiles_exact");
+            cb_json_bool(j, st->pcts_exact);
         } else {
             const struct { const char *k; double v; } g[] = {
                 {"first", st->first}, {"last", st->last}, {"mean", st->mean}, {"min", st->min},
@@ -459,6 +501,11 @@ void cb_stage_metrics_print(FILE *out, const cb_stage_metrics *m, size_t s, cons
             else
                 w = snprintf(line + off, sizeof line - off, "  %s %s", st->def->name,
                              fmt_num(a, sizeof a, st->sum));
+        } else if (st->def->kind == CB_METRIC_DIST) {
+            char c[32];
+            w = snprintf(line + off, sizeof line - off, "  %s p50 %s p99 %s max %s", st->def->name,
+                         fmt_num(a, sizeof a, st->p50), fmt_num(b, sizeof b, st->p99),
+                         fmt_num(c, sizeof c, st->max));
         } else {
             w = snprintf(line + off, sizeof line - off, "  %s %s -> %s", st->def->name,
                          fmt_num(a, sizeof a, st->first_tenth_mean),

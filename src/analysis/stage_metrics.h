@@ -17,6 +17,9 @@
  *   straddles the tenth's boundary, which contributes pro rata (its sum times the share of its
  *   reports the tenth needs); so only the reports of that one bin at each end are averaged
  *   rather than taken in order (tenths_exact false);
+ * - DIST: mean, min, max (exact) and p50, p90, p95, p99: nearest-rank percentiles of the values
+ *   rounded to integers (analysis/hist.h: exact up to CB_HIST_EXACT_MAX reports, then within
+ *   CB_HIST_REL_ERROR, percentiles_exact says which); no tenths, no by_split;
  * - images_per_s: per_second of the first stage's COUNT metric named "images", if any.
  * Statistics of an empty set are NAN (null in JSON, "-" in the table).
  * Memory is bounded whatever the number of reports (stage_metrics.c states the bound).
@@ -50,6 +53,8 @@ typedef struct cb_metric_stats {
     int n_splits;              /* GAUGE with a dataset: entries of by_split, else 0 */
     cb_split_metric by_split[CB_MAX_SPLITS];
     bool tenths_exact;         /* first/last_tenth_mean exact (n <= CB_STAGE_METRICS_EXACT_MAX) */
+    double p50, p90, p95, p99; /* DIST: nearest-rank percentiles of the values rounded to integers */
+    bool pcts_exact;           /* DIST: exact, else within CB_HIST_REL_ERROR (analysis/hist.h) */
 } cb_metric_stats;
 
 typedef struct cb_stage_metrics {

@@ -91,6 +91,7 @@ const char *cb_metric_kind_name(cb_metric_kind kind) {
     switch (kind) {
     case CB_METRIC_COUNT: return "count";
     case CB_METRIC_GAUGE: return "gauge";
+    case CB_METRIC_DIST: return "dist";
     }
     return "?";
 }
@@ -121,10 +122,10 @@ static int check_metrics(const cb_stage_ops *ops, const char *origin, cb_error *
             return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric %zu: name '%s' is not "
                                 "[a-z0-9_] (1 to 64 characters, e.g. loss)", origin, ops->name, i,
                                 m->name ? m->name : "(null)");
-        if (m->kind != CB_METRIC_COUNT && m->kind != CB_METRIC_GAUGE)
-            return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric '%s': kind %d is neither "
-                                "CB_METRIC_COUNT nor CB_METRIC_GAUGE", origin, ops->name, m->name,
-                                (int)m->kind);
+        if (m->kind != CB_METRIC_COUNT && m->kind != CB_METRIC_GAUGE && m->kind != CB_METRIC_DIST)
+            return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric '%s': kind %d is not "
+                                "CB_METRIC_COUNT, CB_METRIC_GAUGE or CB_METRIC_DIST", origin,
+                                ops->name, m->name, (int)m->kind);
         for (size_t j = 0; j < i; j++)
             if (strcmp(ops->metrics[j].name, m->name) == 0)
                 return cb_error_set(err, CB_EINVAL, "%s: stage %s: metric '%s' declared twice",

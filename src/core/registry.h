@@ -39,7 +39,13 @@ static inline int (*cb_registry_ops_check(const cb_stage_ops *ops))(const cb_sta
     return ops->check;
 }
 
-const char *cb_metric_kind_name(cb_metric_kind kind); /* "count", "gauge", "?" */
+/* The ops table's step callback (held queries) when its struct_size covers the field, else NULL. */
+static inline int (*cb_registry_ops_step(const cb_stage_ops *ops))(void *, cb_run_ctx *, cb_error *) {
+    if (!ops || ops->struct_size < offsetof(cb_stage_ops, step) + sizeof ops->step) return NULL;
+    return ops->step;
+}
+
+const char *cb_metric_kind_name(cb_metric_kind kind); /* "count", "gauge", "dist", "?" */
 
 /* An empty registry (cb_builtin_registry in stages/builtin.h makes one with the built-ins). */
 int cb_registry_create(cb_registry **out, cb_error *err);

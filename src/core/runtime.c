@@ -55,7 +55,8 @@ static int cb__stage_setup(cb_runtime *rt, cb_pipe *p, size_t s, cb_error *err) 
     st->states = cb_calloc((size_t)n, sizeof(void *));
     st->created = cb_calloc((size_t)n, sizeof(int));
     st->args = cb_calloc((size_t)n, sizeof(cb_stage_args));
-    if (!st->free_slots || !st->states || !st->created || !st->args)
+    st->held = cb_calloc((size_t)n, sizeof(cb_held_list));
+    if (!st->free_slots || !st->states || !st->created || !st->args || !st->held)
         return cb_error_set(err, CB_ENOMEM, "out of memory");
     for (int i = n - 1; i >= 0; i--) st->free_slots[st->n_free++] = i;
     for (int i = 0; i < n; i++) {
@@ -107,6 +108,7 @@ static void cb__stage_teardown(cb_stage_rt *st) {
     }
     cb_free(st->states);
     cb_free(st->created);
+    cb_free(st->held);
     cb_free(st->args);
     cb_free(st->free_slots);
     cb_free(st->heap);
@@ -224,6 +226,10 @@ int cb_runtime_create(const cb_runtime_opts *opts, cb_runtime **out, cb_error *e
     rt->host.device_time = cb__host_device_time;
     rt->host.wait_until = cb__host_wait_until;
     rt->host.cancelled = cb__host_cancelled;
+    rt->host.hold = cb__host_hold;
+    rt->host.complete = cb__host_complete;
+    rt->host.report_held = cb__host_report_held;
+    rt->host.arrival_ns = cb__host_arrival_ns;
     rt->res.t0_ns = rt->res.end_ns = 0;
     *out = rt; /* from here on cb_runtime_destroy releases whatever was set up */
     rt->n_pipes = rt->spec->n_pipelines;

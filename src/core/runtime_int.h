@@ -46,12 +46,25 @@ typedef struct cb_item {
     cb_qshared *sh;
     int64_t enqueue_ns, prev_end_ns;
     int from_stage;            /* upstream stage index, -1 for the load generator */
-    struct cb_item *next;      /* queue link or free list */
+    struct cb_item *next;      /* queue link or free list; the held list while held */
+    /* While a stage holds it (host->hold): the list links, the holder and its run's start. */
+    struct cb_item *held_prev;
+    const struct cb_stage_rt *held_st; /* NULL when not held */
+    int held_slot;
+    int64_t run_start_ns;
 } cb_item;
+
+/* The queries one stage instance holds (host->hold), touched only by the thread that has the
+ * instance's slot claimed (run, step and complete all run with the slot claimed), so unlocked. */
+typedef struct cb_held_list {
+    cb_item *head;
+    int64_t n;
+    int broken;                /* the host ended them itself: no more step or complete */
+} cb_held_list;
 
 typedef struct cb_task {
     cb_stage_rt *st;
-    cb_item *it;
+    cb_item *it;               /* NULL: a step of the instance at slot (it holds queries) */
     int slot;
 } cb_task;
 
@@ -81,6 +94,7 @@ struct cb_stage_rt {
     void **states;               /* one per worker */
     int *created;                /* create() succeeded for worker i */
     cb_stage_args *args;         /* one per worker */
+    cb_held_list *held;          /* one per worker: the queries the instance holds */
 };
 
 typedef struct cb_emit_rec {
@@ -104,11 +118,14 @@ typedef struct cb_worker {
 struct cb_run_ctx {
     cb_worker *w;
     cb_stage_rt *st;
-    const cb_qshared *sh;        /* the query being run (id, split, epoch, batch) */
+    const cb_qshared *sh;        /* the query being run (id, split, epoch, batch); NULL in step */
     int slot;                    /* the stage worker running it */
     int explicit_emit;
     int emit_error;
     int64_t device_ns;           /* host->device_time sum; CB_DEVICE_NS_NONE when not called */
+    cb_item *it;                 /* the item being run (host->hold); NULL in step */
+    int held;                    /* host->hold was called in this run */
+    int64_t start_ns;            /* when this run started */
 };
 
 struct cb_pipe {
@@ -182,6 +199,10 @@ int cb__host_report(cb_run_ctx *ctx, int metric, double value);
 int cb__host_device_time(cb_run_ctx *ctx, int64_t device_ns);
 int cb__host_cancelled(const cb_run_ctx *ctx);
 int cb__host_wait_until(cb_run_ctx *ctx, int64_t deadline_ns);
+cb_held *cb__host_hold(cb_run_ctx *ctx);
+int cb__host_complete(cb_run_ctx *ctx, cb_held *h, int rc, const char *msg);
+int cb__host_report_held(cb_run_ctx *ctx, cb_held *h, int metric, double value);
+int64_t cb__host_arrival_ns(const cb_run_ctx *ctx);
 void *cb__pool_main(void *arg);
 void *cb__driver_main(void *arg);
 

@@ -61,6 +61,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/host.h"
+#include "core/registry.h"
 #include "core/ring.h"
 #include "core/runtime_int.h"
 
@@ -86,9 +87,13 @@ static cb_item *cb__item_alloc(cb_worker *w) {
     if (it) {
         w->free_items = it->next;
         w->n_free_items--;
-        return it;
+    } else {
+        it = cb_malloc(sizeof(cb_item));
+        if (!it) return NULL;
     }
-    return cb_malloc(sizeof(cb_item));
+    it->held_st = NULL; /* not held (host->complete checks it) */
+    it->held_prev = NULL;
+    return it;
 }
 
 static void cb__item_free(cb_worker *w, cb_item *it) {
@@ -162,6 +167,12 @@ static void cb__publish(cb_pipe *p, cb_task t) {
 
 /* Keeps the first task as the thread's next one; later ones go to the ready ring. */
 static void cb__offer(cb_worker *w, cb_task t) {
+    /* The load generator's thread never keeps a step of a holding stage: it would step it for as
+     * long as it holds queries instead of issuing. */
+    if (!t.it && w == &w->pipe->workers[w->pipe->n_threads]) {
+        cb__publish(w->pipe, t);
+        return;
+    }
     if (!w->has_next) {
         w->next = t;
         w->has_next = 1;
@@ -481,7 +492,9 @@ static int cb__submit(cb_worker *w, cb_stage_rt *st, cb_item *it, int back_edge,
     return 0;
 }
 
-/* Releases slot of st: returns 1 with the next queued item as a task (slot kept), else 0. */
+/* Releases slot of st: returns 1 with the next queued item as a task (slot kept), or, when the
+ * instance holds queries and none is queued, a step of it (slot kept), else 0. An instance that
+ * holds queries thus keeps its slot claimed until it holds none (held lists need no lock). */
 static int cb__release(cb_stage_rt *st, int slot, cb_task *t) {
     pthread_mutex_lock(&st->mu);
     if (st->qlen > 0) {
@@ -489,6 +502,13 @@ static int cb__release(cb_stage_rt *st, int slot, cb_task *t) {
         t->st = st;
         t->slot = slot;
         if (st->space_waiters) pthread_cond_signal(&st->space_cv);
+        pthread_mutex_unlock(&st->mu);
+        return 1;
+    }
+    if (st->held[slot].n > 0 && !st->held[slot].broken) {
+        t->it = NULL;
+        t->st = st;
+        t->slot = slot;
         pthread_mutex_unlock(&st->mu);
         return 1;
     }
@@ -524,12 +544,11 @@ int cb__host_emit(cb_run_ctx *ctx, int output, const cb_query *q) {
 
 int cb__host_n_outputs(const cb_run_ctx *ctx) { return (int)ctx->st->spec->n_outputs; }
 
-/* host->report: one 64-byte record into this thread's ring, like a stage event: no lock, no
- * allocation while the writer keeps a spare chunk, no formatting. */
-int cb__host_report(cb_run_ctx *ctx, int metric, double value) {
+/* One 64-byte record into this thread's ring, like a stage event: no lock, no allocation while
+ * the writer keeps a spare chunk, no formatting. */
+static int cb__report(cb_run_ctx *ctx, const cb_qshared *sh, int metric, double value) {
     const cb_stage_rt *st = ctx->st;
-    if (metric < 0 || metric >= st->n_metrics) return CB_EINVAL;
-    const cb_qshared *sh = ctx->sh;
+    if (metric < 0 || metric >= st->n_metrics || !sh) return CB_EINVAL;
     cb_metric_event m = {
         .t_ns = cb_clock_now_ns(),
         .query_id = sh->id,
@@ -548,6 +567,11 @@ int cb__host_report(cb_run_ctx *ctx, int metric, double value) {
         return CB_ENOMEM;
     }
     return CB_OK;
+}
+
+/* host->report: against the query being run (none in a step: CB_EINVAL). */
+int cb__host_report(cb_run_ctx *ctx, int metric, double value) {
+    return cb__report(ctx, ctx->sh, metric, value);
 }
 
 /* host->device_time: adds to this run's device time (the ctx is private to the run, so no
@@ -580,21 +604,206 @@ int cb__host_wait_until(cb_run_ctx *ctx, int64_t deadline_ns) {
     return atomic_load(&p->abort) ? CB_ESTOPPED : CB_OK;
 }
 
-static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error *e, int rc) {
-    cb_pipe *p = w->pipe;
-    atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
+/* Fails the pipeline (the first failure names the stage and, when known, the query). */
+static void cb__fail_msg(cb_pipe *p, cb_stage_rt *st, const cb_qshared *sh, const char *msg,
+                         int rc) {
     int expected = 0;
     if (atomic_compare_exchange_strong(&p->failed, &expected, 1)) {
-        snprintf(p->error, sizeof p->error,
-                 "pipeline '%s': stage '%s' (id %d, %s): query %llu: %s", p->spec->name,
-                 st->spec->name, st->spec->id, st->spec->component,
-                 (unsigned long long)it->sh->id, e->msg[0] ? e->msg : cb_strerror(rc));
+        if (sh)
+            snprintf(p->error, sizeof p->error, "pipeline '%s': stage '%s' (id %d, %s): query %llu: %s",
+                     p->spec->name, st->spec->name, st->spec->id, st->spec->component,
+                     (unsigned long long)sh->id, msg && msg[0] ? msg : cb_strerror(rc));
+        else
+            snprintf(p->error, sizeof p->error, "pipeline '%s': stage '%s' (id %d, %s): %s",
+                     p->spec->name, st->spec->name, st->spec->id, st->spec->component,
+                     msg && msg[0] ? msg : cb_strerror(rc));
         cb__add_error(p->rt, p->error);
     }
     cb__abort(p);
 }
 
+static void cb__fail(cb_worker *w, cb_stage_rt *st, cb_item *it, const cb_error *e, int rc) {
+    atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
+    cb__fail_msg(w->pipe, st, it->sh, e->msg, rc);
+}
+
+/* The stage event of one run of it in st. */
+static void cb__rec_run(cb_worker *w, const cb_stage_rt *st, const cb_item *it, int slot,
+                        int64_t start_ns, int64_t end_ns, int64_t device_ns) {
+    if (st->spec->disable_logs) return;
+    const cb_qshared *sh = it->sh;
+    cb_stage_event ev;
+    ev.enqueue_ns = it->enqueue_ns;
+    ev.start_ns = start_ns;
+    ev.end_ns = end_ns;
+    ev.prev_end_ns = it->prev_end_ns;
+    ev.query_id = sh->id;
+    ev.device_ns = device_ns;
+    ev.batch = sh->batch > INT32_MAX ? INT32_MAX : (int32_t)sh->batch;
+    ev.pipeline = w->pipe->index;
+    ev.stage = (uint16_t)st->idx;
+    ev.worker = (int16_t)slot;
+    ev.split = (int16_t)sh->split;
+    ev.epoch = sh->epoch;
+    cb__rec_stage(w, &ev);
+}
+
+/* Ends this path of it here: payloads released, the item freed, the path ended with `flag`
+ * (0, CB_QF_CANCEL) added to the query's flags. */
+static void cb__end_item(cb_worker *w, cb_item *it, int flag, int64_t end_ns) {
+    cb_qshared *sh = it->sh;
+    if (flag) atomic_fetch_or_explicit(&sh->flags, flag, memory_order_relaxed);
+    cb__query_unref_payloads(&it->q);
+    cb__item_free(w, it);
+    cb__end_path(w, sh, end_ns);
+}
+
+/* Forwards it to every output of st: the item itself to the first, copies to the rest. */
+static void cb__forward_all(cb_worker *w, cb_stage_rt *st, cb_item *it, int64_t end_ns) {
+    cb_pipe *p = w->pipe;
+    const cb_stage_spec *ss = st->spec;
+    cb_qshared *sh = it->sh;
+    cb_task nt;
+    int k = (int)ss->n_outputs;
+    if (k > 1) atomic_fetch_add_explicit(&sh->tokens, k - 1, memory_order_relaxed);
+    it->enqueue_ns = end_ns;
+    it->prev_end_ns = end_ns;
+    it->from_stage = st->idx;
+    for (int i = k - 1; i >= 0; i--) {
+        cb_item *x = it;
+        if (i > 0) {
+            x = cb__item_alloc(w);
+            if (!x) { /* out of memory: this path ends, cancelled, and the run stops */
+                cb__oom(p, "forwarding a query");
+                atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
+                cb__end_path(w, sh, end_ns);
+                continue;
+            }
+            *x = *it;
+            cb__query_ref_payloads(&x->q);
+        }
+        if (cb__submit(w, &p->stages[ss->out_idx[i]], x, ss->out_back[i], &nt)) cb__offer(w, nt);
+    }
+}
+
+/* ---- held queries (stage.h "Held queries") -------------------------------------------------- */
+
+static void cb__held_unlink(cb_held_list *hl, cb_item *it) {
+    if (it->held_prev) it->held_prev->next = it->next;
+    else hl->head = it->next;
+    if (it->next) it->next->held_prev = it->held_prev;
+    it->next = it->held_prev = NULL;
+    it->held_st = NULL;
+    hl->n--;
+}
+
+/* host->hold: the item being run joins its instance's held list. */
+cb_held *cb__host_hold(cb_run_ctx *ctx) {
+    if (!ctx || !ctx->it || ctx->held || !cb_registry_ops_step(ctx->st->spec->ops)) return NULL;
+    cb_held_list *hl = &ctx->st->held[ctx->slot];
+    if (hl->broken) return NULL;
+    cb_item *it = ctx->it;
+    it->held_st = ctx->st;
+    it->held_slot = ctx->slot;
+    it->run_start_ns = ctx->start_ns;
+    it->held_prev = NULL;
+    it->next = hl->head;
+    if (hl->head) hl->head->held_prev = it;
+    hl->head = it;
+    hl->n++;
+    ctx->held = 1;
+    return (cb_held *)it;
+}
+
+/* The item behind h when this ctx's instance holds it, else NULL. */
+static cb_item *cb__held_item(const cb_run_ctx *ctx, cb_held *h) {
+    cb_item *it = (cb_item *)h;
+    if (!ctx || !it || it->held_st != ctx->st || it->held_slot != ctx->slot) return NULL;
+    return it;
+}
+
+int cb__host_report_held(cb_run_ctx *ctx, cb_held *h, int metric, double value) {
+    cb_item *it = cb__held_item(ctx, h);
+    if (!it) return CB_EINVAL;
+    return cb__report(ctx, it->sh, metric, value);
+}
+
+int64_t cb__host_arrival_ns(const cb_run_ctx *ctx) { return ctx && ctx->sh ? ctx->sh->scheduled_ns : 0; }
+
+/* host->complete: the held query's run in this stage ends now with rc. */
+int cb__host_complete(cb_run_ctx *ctx, cb_held *h, int rc, const char *msg) {
+    if (!ctx) return CB_EINVAL;
+    cb_held_list *hl = &ctx->st->held[ctx->slot];
+    if (hl->broken) return CB_ESTOPPED;
+    cb_item *it = cb__held_item(ctx, h);
+    if (!it) return CB_EINVAL;
+    cb_worker *w = ctx->w;
+    cb_pipe *p = w->pipe;
+    cb_stage_rt *st = ctx->st;
+    cb__held_unlink(hl, it);
+    int64_t end_ns = cb_clock_now_ns();
+    cb__rec_run(w, st, it, ctx->slot, it->run_start_ns, end_ns, CB_DEVICE_NS_NONE);
+    if (rc == CB_ESTOPPED && atomic_load_explicit(&p->abort, memory_order_relaxed)) {
+        cb__end_item(w, it, CB_QF_CANCEL, end_ns);
+        return CB_OK;
+    }
+    if (rc < 0 || rc > CB_RUN_DROP) {
+        if (rc >= 0) rc = CB_EINVAL, msg = "host->complete: rc is neither CB_OK, CB_RUN_DROP nor an error";
+        atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
+        cb__fail_msg(p, st, it->sh, msg, rc);
+        cb__end_item(w, it, 0, end_ns);
+        return CB_OK;
+    }
+    if (st->spec->is_output && !(atomic_load_explicit(&it->sh->flags, memory_order_relaxed) & CB_QF_OUTPUT))
+        atomic_fetch_or_explicit(&it->sh->flags, CB_QF_OUTPUT, memory_order_relaxed);
+    if (rc == CB_OK && st->spec->n_outputs > 0) cb__forward_all(w, st, it, end_ns);
+    else cb__end_item(w, it, 0, end_ns);
+    return CB_OK;
+}
+
+/* Ends every query the instance still holds, cancelled, and stops its step and complete: the
+ * stage failed, or did not end them while its pipeline cancels. */
+static void cb__held_break(cb_worker *w, cb_stage_rt *st, int slot) {
+    cb_held_list *hl = &st->held[slot];
+    hl->broken = 1;
+    int64_t now = cb_clock_now_ns();
+    while (hl->head) {
+        cb_item *it = hl->head;
+        cb__held_unlink(hl, it);
+        cb__end_item(w, it, CB_QF_CANCEL, now);
+    }
+}
+
+/* One step of the instance at t.slot, which holds queries. */
+static void cb__run_step(cb_worker *w, cb_task t) {
+    cb_pipe *p = w->pipe;
+    cb_stage_rt *st = t.st;
+    cb_held_list *hl = &st->held[t.slot];
+    cb_task nt;
+    int (*step)(void *, cb_run_ctx *, cb_error *) = cb_registry_ops_step(st->spec->ops);
+    if (hl->n > 0 && !hl->broken && step) {
+        int aborting = atomic_load_explicit(&p->abort, memory_order_relaxed);
+        int64_t before = hl->n;
+        cb_run_ctx ctx = {w, st, NULL, t.slot, 0, 0, CB_DEVICE_NS_NONE, NULL, 0, cb_clock_now_ns()};
+        cb_error e;
+        e.code = 0;
+        e.msg[0] = '\0';
+        int rc = step(st->states[t.slot], &ctx, &e);
+        if (rc < 0 && !(rc == CB_ESTOPPED && atomic_load_explicit(&p->abort, memory_order_relaxed))) {
+            cb__fail_msg(p, st, NULL, e.msg[0] ? e.msg : "step failed", rc);
+            cb__held_break(w, st, t.slot);
+        } else if (rc < 0 || (aborting && hl->n > 0 && hl->n >= before)) {
+            cb__held_break(w, st, t.slot);
+        }
+    }
+    if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+}
+
 static void cb__run_task(cb_worker *w, cb_task t) {
+    if (!t.it) {
+        cb__run_step(w, t);
+        return;
+    }
     cb_pipe *p = w->pipe;
     cb_stage_rt *st = t.st;
     cb_item *it = t.it;
@@ -614,7 +823,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         atomic_compare_exchange_strong_explicit(&sh->start_ns, &zero, start_ns,
                                                 memory_order_relaxed, memory_order_relaxed);
     }
-    cb_run_ctx ctx = {w, st, sh, t.slot, 0, 0, CB_DEVICE_NS_NONE};
+    cb_run_ctx ctx = {w, st, sh, t.slot, 0, 0, CB_DEVICE_NS_NONE, it, 0, start_ns};
     w->n_emits = 0;
     cb_error e;
     e.code = 0;
@@ -630,22 +839,29 @@ static void cb__run_task(cb_worker *w, cb_task t) {
     if (est && run_ns > 4 * est) run_ns = 4 * est;
     atomic_store_explicit(&st->run_est_ns, est ? est + (run_ns - est) / 8 : run_ns,
                           memory_order_relaxed);
-    if (!ss->disable_logs) {
-        cb_stage_event ev;
-        ev.enqueue_ns = it->enqueue_ns;
-        ev.start_ns = start_ns;
-        ev.end_ns = end_ns;
-        ev.prev_end_ns = it->prev_end_ns;
-        ev.query_id = sh->id;
-        ev.device_ns = ctx.device_ns;
-        ev.batch = sh->batch > INT32_MAX ? INT32_MAX : (int32_t)sh->batch;
-        ev.pipeline = p->index;
-        ev.stage = (uint16_t)st->idx;
-        ev.worker = (int16_t)t.slot;
-        ev.split = (int16_t)sh->split;
-        ev.epoch = sh->epoch;
-        cb__rec_stage(w, &ev);
+    if (ctx.held || rc == CB_RUN_HELD) {
+        /* The stage keeps the query: its stage event comes with its complete(). Explicit emits
+         * do not apply to a held query. */
+        for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
+        w->n_emits = 0;
+        if (ctx.held && rc == CB_RUN_HELD) {
+            if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+            return;
+        }
+        /* A broken promise: held without CB_RUN_HELD, or CB_RUN_HELD without hold. */
+        if (ctx.held && it->held_st) cb__held_unlink(&st->held[t.slot], it);
+        if (rc >= 0) {
+            rc = CB_EINVAL;
+            snprintf(e.msg, sizeof e.msg, "%s", ctx.held ? "run() called host->hold but did not return CB_RUN_HELD"
+                                                   : "run() returned CB_RUN_HELD without host->hold");
+        }
+        cb__rec_run(w, st, it, t.slot, start_ns, end_ns, ctx.device_ns);
+        cb__fail(w, st, it, &e, rc);
+        cb__end_item(w, it, 0, end_ns);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        return;
     }
+    cb__rec_run(w, st, it, t.slot, start_ns, end_ns, ctx.device_ns);
     if (rc >= 0 && ctx.emit_error) {
         rc = ctx.emit_error;
         snprintf(e.msg, sizeof e.msg, "emit failed: %s", cb_strerror(rc));
@@ -654,21 +870,16 @@ static void cb__run_task(cb_worker *w, cb_task t) {
         /* A cancellable run that gave up because the pipeline is cancelling: a cancellation. */
         for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
         w->n_emits = 0;
-        atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
-        cb__query_unref_payloads(q);
-        cb__item_free(w, it);
+        cb__end_item(w, it, CB_QF_CANCEL, end_ns);
         if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
-        cb__end_path(w, sh, end_ns);
         return;
     }
     if (rc < 0) {
         cb__fail(w, st, it, &e, rc);
         for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
         w->n_emits = 0;
-        cb__query_unref_payloads(q);
-        cb__item_free(w, it);
+        cb__end_item(w, it, 0, end_ns);
         if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
-        cb__end_path(w, sh, end_ns);
         return;
     }
     if (ss->is_output && !(atomic_load_explicit(&sh->flags, memory_order_relaxed) & CB_QF_OUTPUT))
@@ -676,27 +887,7 @@ static void cb__run_task(cb_worker *w, cb_task t) {
 
     cb_stage_rt *stages = p->stages;
     if (!ctx.explicit_emit && rc != CB_RUN_DROP && ss->n_outputs > 0) {
-        /* Forward to every output: the item itself goes to the first, copies to the rest. */
-        int k = (int)ss->n_outputs;
-        if (k > 1) atomic_fetch_add_explicit(&sh->tokens, k - 1, memory_order_relaxed);
-        it->enqueue_ns = end_ns;
-        it->prev_end_ns = end_ns;
-        it->from_stage = st->idx;
-        for (int i = k - 1; i >= 0; i--) {
-            cb_item *x = it;
-            if (i > 0) {
-                x = cb__item_alloc(w);
-                if (!x) { /* out of memory: this path ends, cancelled, and the run stops */
-                    cb__oom(p, "forwarding a query");
-                    atomic_fetch_or_explicit(&sh->flags, CB_QF_CANCEL, memory_order_relaxed);
-                    cb__end_path(w, sh, end_ns);
-                    continue;
-                }
-                *x = *it;
-                cb__query_ref_payloads(&x->q);
-            }
-            if (cb__submit(w, &stages[ss->out_idx[i]], x, ss->out_back[i], &nt)) cb__offer(w, nt);
-        }
+        cb__forward_all(w, st, it, end_ns);
         if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
         return;
     }
