@@ -73,7 +73,7 @@ CTEST_ARGS="-j$jobs" run_ctest build-asan env ASAN_OPTIONS=detect_leaks=1:abort_
 step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation, integrity and CLI tests"
 cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j"$jobs"
-CTEST_ARGS="-R test_(runtime|cli|stages|monitor|colloc|metrics|data|integrity|records)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+CTEST_ARGS="-R test_(runtime|held|cli|stages|monitor|colloc|metrics|data|integrity|records)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
