@@ -22,13 +22,9 @@
 typedef struct cb__lm_kctx {
     int threads;
     int avx2;     /* 1: the AVX2+FMA path; 0: the scalar path */
-    float *panel; /* threads * panel_floats: per-thread scratch of the bf16 matmul */
-    int64_t panel_floats;
 } cb__lm_kctx;
 
-/* Rows of W one panel (one micro-kernel call) covers; the bf16 path widens a
- * panel of CB__LM_PANEL_ROWS * k floats into the thread's scratch, so
- * panel_floats >= that. */
+/* Rows of W one micro-kernel call covers (a panel). */
 #define CB__LM_PANEL_ROWS 4
 
 /* 1 when this CPU runs the AVX2+FMA path. */

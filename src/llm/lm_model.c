@@ -165,12 +165,8 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
     const int64_t T = max_step_tokens, H = c->hidden, qd = cb_lm_config_q_dim(c);
     const int64_t kvd = cb_lm_config_kv_dim(c), I = c->intermediate, half = c->head_dim / 2;
     const int64_t S = min64(T, CB_LM_STEP_SEQS_MAX), C = min64(T, MLP_CHUNK);
-    int64_t kmax = H > qd ? H : qd;
-    kmax = kmax > I ? kmax : I;
-    m->kc.panel_floats = (CB__LM_PANEL_ROWS * kmax + 15) & ~(int64_t)15;
-    const int64_t sizes[] = {T * H,    T * H,    T * qd, T * kvd,
-                             T * kvd,  T * qd,   C * I,  C * I,
-                             T * half, T * half, S * H,  (int64_t)threads * m->kc.panel_floats};
+    const int64_t sizes[] = {T * H, T * H, T * qd,   T * kvd,  T * kvd, T * qd,
+                             C * I, C * I, T * half, T * half, S * H};
     enum { N_ARR = sizeof sizes / sizeof sizes[0] };
     int64_t total = 16;
     for (int i = 0; i < N_ARR; i++)
@@ -181,8 +177,8 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
     if (!m->scratch_raw)
         goto oom;
     float *p = (float *)(((uintptr_t)m->scratch_raw + 63) & ~(uintptr_t)63);
-    float **arr[N_ARR] = {&m->x,    &m->xn, &m->q,     &m->k,     &m->v,    &m->att,
-                          &m->gate, &m->up, &m->cos_t, &m->sin_t, &m->last, &m->kc.panel};
+    float **arr[N_ARR] = {&m->x,    &m->xn, &m->q,     &m->k,     &m->v,   &m->att,
+                          &m->gate, &m->up, &m->cos_t, &m->sin_t, &m->last};
     for (int i = 0; i < N_ARR; i++) {
         *arr[i] = p;
         p += (sizes[i] + 15) & ~(int64_t)15;
