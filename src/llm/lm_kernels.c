@@ -3,13 +3,14 @@
  *
  * Design. Matrix products are dot products along k: the weights stay as Hugging Face stores
  * them ([out, in], row-major), so a decode step (one token) streams every weight row once. The
- * AVX2 micro-kernel (mm_tile4) takes 4 weight rows and up to 3 tokens (12 accumulators of 8
- * lanes, named variables so that -O2 keeps them in registers): each weight vector loaded serves
- * up to 3 tokens, and at one token the kernel prefetches the next 4-row panel linearly, one panel
- * ahead (with the hardware prefetcher alone, 4 interleaved rows read at half the bandwidth a
- * single stream gets on the 2-core EPYC; with it, at the bandwidth). bfloat16 weights are widened
- * in the loop (zero-extend to 32 bits, shift left 16: exact); widening a panel once into scratch
- * and reusing it for more tokens was measured slower at 8 to 128 tokens, so it is not done.
+ * AVX2 micro-kernel (mm_tile3) takes 3 weight rows and up to 4 tokens: 12 accumulators of 8
+ * lanes, 3 weight vectors and a token vector fill the 16 ymm registers exactly (named
+ * variables, so that -O2 keeps them in registers). Each weight vector loaded serves up to 4
+ * tokens; the kernel prefetches the next 3-row panel linearly, one panel ahead (with the
+ * hardware prefetcher alone, interleaved rows streamed at half the bandwidth a single stream
+ * gets on the 2-core EPYC; with it, at about all of it). bfloat16 weights are widened in the
+ * loop (zero-extend to 32 bits, shift left 16: exact); widening a panel once into scratch and
+ * reusing it for more tokens was measured slower at 8 to 128 tokens, so it is not done.
  *
  * Order: each output element is the 8-lane sum of its products in k order (k = 0, 8, 16, ...),
  * a fixed horizontal reduction (hsum8), the k % 8 tail with fmaf, then the bias. Nothing depends
@@ -55,8 +56,10 @@ static int lm_thread_num(void) { return 0; }
 static int lm_num_threads(void) { return 1; }
 #endif
 
-#define MM_RT 3                      /* tokens per micro-kernel */
+#define MM_RT 4                      /* tokens per micro-kernel */
 #define MM_X_BLOCK_BYTES (192 << 10) /* activations of one token block */
+#define MM_PARALLEL_MIN (1 << 16)   /* multiply-adds below which one thread runs */
+#define ATTN_PARALLEL_MIN (1 << 18) /* multiply-adds */
 #define ATTN_CHUNK 128               /* positions per online-softmax chunk */
 
 int cb__lm_cpu_avx2(void) {
@@ -132,52 +135,55 @@ static inline const void *mm_row(const void *w, int bf16, int64_t i) {
     return bf16 ? (const void *)((const uint16_t *)w + i) : (const void *)((const float *)w + i);
 }
 
-/* The micro-kernel: 4 weight rows (stride ldw; rows r..r+3 of the part) times RT <= 3 tokens,
- * twelve named accumulators (named, not an array: kept in registers at -O2 too). bf16 and RT
- * are constants at every call, so each combination compiles to its own unrolled loop. */
-LM_AVX2_INLINE void mm_tile4(const float *x, int64_t ldx, const void *w, int64_t ldw,
+/* The micro-kernel: 3 weight rows (stride ldw; rows r..r+2 of the part) times RT <= 4 tokens:
+ * twelve accumulators, three weight vectors and one token vector, the 16 ymm registers exactly
+ * (named variables, not an array, so -O2 keeps them in registers; 4 rows x 3 tokens needed 17
+ * and spilled one accumulator, whose store-to-load chain halved the speed). bf16 and RT are
+ * constants at every call, so each combination compiles to its own unrolled loop. */
+LM_AVX2_INLINE void mm_tile3(const float *x, int64_t ldx, const void *w, int64_t ldw,
                              const int bf16, int64_t k, const float *bias, float **yt, int64_t r,
                              const int RT) {
-    __m256 a00 = _mm256_setzero_ps(), a10 = a00, a20 = a00, a30 = a00;
-    __m256 a01 = a00, a11 = a00, a21 = a00, a31 = a00;
-    __m256 a02 = a00, a12 = a00, a22 = a00, a32 = a00;
+    __m256 a00 = _mm256_setzero_ps(), a10 = a00, a20 = a00, a01 = a00, a11 = a00, a21 = a00;
+    __m256 a02 = a00, a12 = a00, a22 = a00, a03 = a00, a13 = a00, a23 = a00;
     const int64_t k8 = k & ~(int64_t)7;
     const void *w1 = mm_row(w, bf16, ldw), *w2 = mm_row(w, bf16, 2 * ldw);
-    const void *w3 = mm_row(w, bf16, 3 * ldw);
     for (int64_t kk = 0; kk < k8; kk += 8) {
         { /* the next panel, linearly, one panel ahead (hardware prefetch alone fell to half
-           * the read bandwidth on 4 interleaved rows; this reaches it) */
-            const char *nx = (const char *)mm_row(w, bf16, 4 * ldw + 4 * kk);
+           * the read bandwidth on interleaved rows; this reaches it) */
+            const char *nx = (const char *)mm_row(w, bf16, 3 * ldw + 3 * kk);
             _mm_prefetch(nx, _MM_HINT_T0);
             if (!bf16)
                 _mm_prefetch(nx + 64, _MM_HINT_T0);
         }
         const __m256 v0 = mm_ldw(w, bf16, kk), v1 = mm_ldw(w1, bf16, kk);
-        const __m256 v2 = mm_ldw(w2, bf16, kk), v3 = mm_ldw(w3, bf16, kk);
+        const __m256 v2 = mm_ldw(w2, bf16, kk);
         __m256 xv = _mm256_loadu_ps(x + kk);
         a00 = _mm256_fmadd_ps(v0, xv, a00);
         a10 = _mm256_fmadd_ps(v1, xv, a10);
         a20 = _mm256_fmadd_ps(v2, xv, a20);
-        a30 = _mm256_fmadd_ps(v3, xv, a30);
         if (RT > 1) {
             xv = _mm256_loadu_ps(x + ldx + kk);
             a01 = _mm256_fmadd_ps(v0, xv, a01);
             a11 = _mm256_fmadd_ps(v1, xv, a11);
             a21 = _mm256_fmadd_ps(v2, xv, a21);
-            a31 = _mm256_fmadd_ps(v3, xv, a31);
         }
         if (RT > 2) {
             xv = _mm256_loadu_ps(x + 2 * ldx + kk);
             a02 = _mm256_fmadd_ps(v0, xv, a02);
             a12 = _mm256_fmadd_ps(v1, xv, a12);
             a22 = _mm256_fmadd_ps(v2, xv, a22);
-            a32 = _mm256_fmadd_ps(v3, xv, a32);
+        }
+        if (RT > 3) {
+            xv = _mm256_loadu_ps(x + 3 * ldx + kk);
+            a03 = _mm256_fmadd_ps(v0, xv, a03);
+            a13 = _mm256_fmadd_ps(v1, xv, a13);
+            a23 = _mm256_fmadd_ps(v2, xv, a23);
         }
     }
-    const __m256 acc[3][4] = {{a00, a10, a20, a30}, {a01, a11, a21, a31}, {a02, a12, a22, a32}};
-    const void *rows[4] = {w, w1, w2, w3};
+    const __m256 acc[4][3] = {{a00, a10, a20}, {a01, a11, a21}, {a02, a12, a22}, {a03, a13, a23}};
+    const void *rows[3] = {w, w1, w2};
     for (int j = 0; j < RT; j++)
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 3; i++)
             yt[j][r + i] = mm_finish(acc[j][i], x + j * ldx, rows[i], bf16, k8, k,
                                      bias ? bias + r + i : NULL);
 }
@@ -192,7 +198,7 @@ LM_AVX2_INLINE float mm_dot1(const float *x, const void *w, const int bf16, int6
     return mm_finish(a, x, w, bf16, k8, k, bias);
 }
 
-/* Tokens t0..t1 against rows r0..r0+rw (rw <= 4) of weights w0 (row r0, stride
+/* Tokens t0..t1 against rows r0..r0+rw (rw <= CB__LM_PANEL_ROWS) of weights w0 (row r0, stride
  * k). */
 static LM_AVX2 void mm_panel_avx2(const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t k,
                                   const void *w0, int bf16, int64_t rw, const cb__lm_mm_part *p,
@@ -203,14 +209,16 @@ static LM_AVX2 void mm_panel_avx2(const float *x, int64_t ldx, int64_t t0, int64
         for (int j = 0; j < rt; j++)
             yt[j] = out_row(p, t + j);
         const float *xt = x + t * ldx;
-        if (rw == 4) {
+        if (rw == CB__LM_PANEL_ROWS) {
             switch (bf16 * 4 + rt) { /* constant arguments: one unrolled kernel each */
-            case 1: mm_tile4(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 1); break;
-            case 2: mm_tile4(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 2); break;
-            case 3: mm_tile4(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 3); break;
-            case 5: mm_tile4(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 1); break;
-            case 6: mm_tile4(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 2); break;
-            default: mm_tile4(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 3); break;
+            case 1: mm_tile3(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 1); break;
+            case 2: mm_tile3(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 2); break;
+            case 3: mm_tile3(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 3); break;
+            case 4: mm_tile3(xt, ldx, w0, k, 0, k, p->bias, yt, r0, 4); break;
+            case 5: mm_tile3(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 1); break;
+            case 6: mm_tile3(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 2); break;
+            case 7: mm_tile3(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 3); break;
+            default: mm_tile3(xt, ldx, w0, k, 1, k, p->bias, yt, r0, 4); break;
             }
             continue;
         }
@@ -238,7 +246,10 @@ void cb__lm_matmul(const cb__lm_kctx *c, const float *x, int64_t ldx, int64_t t,
     if (tb < MM_RT)
         tb = MM_RT;
     const int bf16 = wd == CB_LM_BF16;
-    int nth = c->threads;
+    int64_t rows = 0;
+    for (int i = 0; i < n_parts; i++)
+        rows += parts[i].n;
+    int nth = rows * k * t < MM_PARALLEL_MIN ? 1 : c->threads;
     if (nth > n_panels)
         nth = (int)n_panels;
     if (nth < 1)
@@ -414,7 +425,13 @@ void cb__lm_attention(const cb__lm_kctx *c, const cb__lm_attn *a, const cb__lm_a
                       int n_seqs) {
     const int64_t items = (int64_t)n_seqs * a->n_heads;
     const int64_t group = a->n_heads / a->n_kv_heads;
-    int nth = c->threads;
+    /* Multiply-adds of the step (scores and weighted sum): below ATTN_PARALLEL_MIN, one thread
+     * (a parallel region costs more than a decode step's attention over a short context). */
+    int64_t work = 0;
+    for (int s = 0; s < n_seqs; s++)
+        work += (int64_t)seqs[s].n_tokens * (seqs[s].pos0 + seqs[s].n_tokens);
+    work *= 2 * a->n_heads * a->hd;
+    int nth = work < ATTN_PARALLEL_MIN ? 1 : c->threads;
     LM_OMP_FOR_DYNAMIC
     for (int64_t it = 0; it < items; it++) {
         const cb__lm_attn_seq *s = &seqs[it / a->n_heads];

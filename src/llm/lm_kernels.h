@@ -25,7 +25,7 @@ typedef struct cb__lm_kctx {
 } cb__lm_kctx;
 
 /* Rows of W one micro-kernel call covers (a panel). */
-#define CB__LM_PANEL_ROWS 4
+#define CB__LM_PANEL_ROWS 3
 
 /* 1 when this CPU runs the AVX2+FMA path. */
 int cb__lm_cpu_avx2(void);
