@@ -25,6 +25,7 @@
 #include "core/alloc.h"
 #include "harness.h"
 #include "llm/lm_config.h"
+#include "llm/lm_kernels.h"
 #include "llm/lm_model.h"
 #include "llm/lm_weights.h"
 
@@ -642,6 +643,54 @@ static void test_chunks_and_paging(void) {
     chunks_and_pages(&odd, CB_LM_BF16);
 }
 
+/* ---- Kernels -------------------------------------------------------------------------------- */
+
+/* The product kernel alone at a shape the models above do not reach: k = 1003 (a tail), 50 rows
+ * (a partial panel), a bias, 70 tokens (two token blocks of 48 and 22). The 70 tokens in one
+ * call equal 70 calls of one token bit for bit, on 2 threads and on 1; the scalar path agrees to
+ * rounding. */
+static void test_matmul_blocks(void) {
+    enum { N = 50, K = 1003, T = 70 };
+    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * N);
+    float *w32 = malloc(sizeof(float) * N * K);
+    uint16_t *w16 = malloc(sizeof(uint16_t) * N * K);
+    float *y[4];
+    for (int i = 0; i < 4; i++)
+        y[i] = malloc(sizeof(float) * T * N);
+    for (int i = 0; i < T * K; i++)
+        x[i] = (float)urand();
+    for (int i = 0; i < N * K; i++) {
+        w32[i] = (float)urand() * 0.1f;
+        w16[i] = cb_lm_f32_to_bf16(w32[i]);
+    }
+    for (int i = 0; i < N; i++)
+        bias[i] = (float)urand();
+    for (int dt = 0; dt < 2; dt++) {
+        const void *w = dt ? (const void *)w16 : (const void *)w32;
+        cb_lm_dtype wd = dt ? CB_LM_BF16 : CB_LM_F32;
+        cb__lm_kctx two = {2, cb__lm_cpu_avx2()}, one = {1, cb__lm_cpu_avx2()}, ref = {1, 0};
+        cb__lm_mm_part p = {w, bias, N, y[0], N, NULL};
+        cb__lm_matmul(&two, x, K, T, K, wd, &p, 1);
+        p.y = y[1];
+        cb__lm_matmul(&one, x, K, T, K, wd, &p, 1);
+        for (int t = 0; t < T; t++) {
+            p.y = y[2] + t * N;
+            cb__lm_matmul(&two, x + t * K, K, 1, K, wd, &p, 1);
+        }
+        p.y = y[3];
+        cb__lm_matmul(&ref, x, K, T, K, wd, &p, 1);
+        CB_CHECK(memcmp(y[0], y[1], sizeof(float) * T * N) == 0);
+        CB_CHECK(memcmp(y[0], y[2], sizeof(float) * T * N) == 0);
+        double e = cb_test_rel_err(y[0], y[3], (size_t)T * N);
+        printf("# matmul %s [%d x %d] x [%d x %d]^T: fast vs scalar %.3g\n", dt ? "bf16" : "f32",
+               T, K, N, K, e);
+        CB_CHECK_CMP_INT(e < 1e-5, ==, 1);
+    }
+    for (int i = 0; i < 4; i++)
+        free(y[i]);
+    free(x), free(bias), free(w32), free(w16);
+}
+
 /* ---- KV pool and errors ---------------------------------------------------------------------- */
 
 static void test_kv_pool(void) {
@@ -764,6 +813,7 @@ int main(void) {
     CB_RUN(test_llm_fixtures);
     CB_RUN(test_batch_invariance);
     CB_RUN(test_chunks_and_paging);
+    CB_RUN(test_matmul_blocks);
     CB_RUN(test_kv_pool);
     CB_RUN(test_bad_input);
     CB_RUN(test_alloc_failures);
