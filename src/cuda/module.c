@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cuda/cuda_int.h"
+#include "cuda/llm_model.h"
 
 int cb__cuda_fail(cb_error *err, cudaError_t e, const char *call, const char *file, int line) {
     int code = e == cudaErrorMemoryAllocation ? CB_ENOMEM : CB_EIO;
@@ -160,4 +161,8 @@ __attribute__((visibility("default"))) const cb_cuda_api cb_cuda_entry = {
     .copy_run = cb__cuda_copy_run,
     .copy_destroy = cb__cuda_copy_destroy,
     .versions = cb__versions,
+    .lm_create = cb__cuda_lm_create,       /* the LLM forward pass (llm_model.c) */
+    .lm_forward = cb__cuda_lm_forward,
+    .lm_stats = cb__cuda_lm_stats,
+    .lm_destroy = cb__cuda_lm_destroy,
 };

@@ -54,7 +54,8 @@ static int cb__try(cb_cuda *c, const char *path, char *why, size_t why_size) {
     }
     if (!api->device_count || !api->device_info || !api->nn || !api->spin_create ||
         !api->spin_run || !api->spin_destroy || !api->copy_create || !api->copy_run ||
-        !api->copy_destroy || !api->versions) {
+        !api->copy_destroy || !api->versions || !api->lm_create || !api->lm_forward ||
+        !api->lm_stats || !api->lm_destroy) {
         snprintf(why, why_size, "%s lacks entries of its table (a module of another build)", path);
         dlclose(h);
         return -1;

@@ -22,11 +22,13 @@
 #include <stdint.h>
 
 #include "colobench/error.h"
+#include "llm/lm_config.h"
 #include "nn/nn.h"
 
 /* Version history: 1 issue 6; 2 issue 14 (versions; device_info.free_bytes; spin_create and
- * copy_create take the wait policy, spin_create its flags). */
-#define CB_CUDA_API_VERSION 2
+ * copy_create take the wait policy, spin_create its flags); 3 issue 15, 2026-12-07 (the LLM
+ * forward pass: lm_create, lm_forward, lm_stats, lm_destroy and their structs). */
+#define CB_CUDA_API_VERSION 3
 #define CB_CUDA_ENTRY_SYMBOL "cb_cuda_entry"
 
 typedef struct cb_cuda_device_info {
@@ -61,6 +63,62 @@ typedef enum cb_cuda_copy_dir {
     CB_CUDA_D2H = 1,               /* device -> host */
     CB_CUDA_D2D = 2,               /* device -> device (on the same device) */
 } cb_cuda_copy_dir;
+
+/* ---- The LLM forward pass (version 3; src/cuda/llm_model.c, wrapped by src/llm/lm_cuda.h) ---
+ * The contract of cb_lm_forward (llm/lm_model.h) on one device: weights uploaded once, a device
+ * KV pool of fixed-size blocks, one forward call per engine step over a list of sequences. */
+typedef struct cb_cuda_lm cb_cuda_lm;
+
+/* One layer's host tensors (llm/lm_weights.h's table): matrices [out, in] row-major in the
+ * descriptor's dtype, vectors float32; NULL where the config has none. */
+typedef struct cb_cuda_lm_layer {
+    const void *q, *k, *v, *o, *gate, *up, *down;
+    const float *q_bias, *k_bias, *v_bias, *o_bias, *q_norm, *k_norm, *attn_norm, *mlp_norm;
+} cb_cuda_lm_layer;
+
+/* What lm_create uploads and sizes. Every host pointer is borrowed for the call only (the
+ * weights are copied to the device before lm_create returns). */
+typedef struct cb_cuda_lm_desc {
+    uint32_t struct_size;          /* sizeof(cb_cuda_lm_desc) */
+    int ordinal;                   /* device cuda:N */
+    cb_lm_config cfg;              /* checked by cb_lm_config_check */
+    int bf16;                      /* 1: matrices and embedding are bfloat16, 0: float32 */
+    const void *embed;             /* [vocab, hidden] */
+    const void *head;              /* [vocab, hidden]; == embed when tied (uploaded once) */
+    const float *norm;             /* [hidden] */
+    const cb_cuda_lm_layer *layers; /* cfg.n_layers entries */
+    const float *inv_freq;         /* head_dim / 2 RoPE inverse frequencies (llama3 scaled) */
+    size_t kv_budget_bytes;        /* KV pool: floor(budget / block_bytes) blocks (>= 1) */
+    int block_tokens;              /* positions per block, [1, 1024] */
+    int max_step_tokens;           /* tokens of one forward call, [1, 65536] */
+    int max_step_seqs;             /* sequences of one forward call, [1, min(max_step_tokens, 4096)] */
+    cb_gpu_wait wait;              /* how lm_forward waits for its step */
+} cb_cuda_lm_desc;
+
+/* One sequence of a step: the layout of cb_lm_seq (llm/lm_model.h). */
+typedef struct cb_cuda_lm_seq {
+    const int32_t *tokens;         /* n_tokens new ids */
+    int32_t n_tokens;              /* >= 1 */
+    int32_t pos0;                  /* position of tokens[0]; 0..pos0-1 are in the cache */
+    const int32_t *blocks;         /* block table: >= ceil((pos0 + n_tokens) / block_tokens) ids */
+    int32_t n_blocks;
+    float *logits;                 /* NULL, or vocab floats (host): the last token's logits */
+} cb_cuda_lm_seq;
+
+typedef struct cb_cuda_lm_stats {
+    int32_t n_blocks;              /* blocks of the KV pool */
+    int32_t block_tokens;
+    size_t block_bytes;            /* bytes of one block (all layers, keys and values) */
+    size_t weight_bytes;           /* device: the uploaded weights */
+    size_t kv_bytes;               /* device: the KV pool */
+    size_t activation_bytes;       /* device: activations for max_step_tokens, logits, staging */
+    size_t pinned_bytes;           /* host: pinned staging (step inputs, logits) */
+    int bf16;                      /* the device dtype of matrices, activations fed to them, KV */
+    /* the last lm_forward */
+    int64_t total_ns;              /* host time of the call (CLOCK_MONOTONIC) */
+    int64_t device_ns;             /* device time from the inputs' upload to the logits' copy */
+    int32_t tokens, seqs;
+} cb_cuda_lm_stats;
 
 typedef struct cb_cuda_api {
     uint32_t version;              /* CB_CUDA_API_VERSION */
@@ -99,6 +157,19 @@ typedef struct cb_cuda_api {
      * when compatible, CB_EABI with the reason when not (out filled either way, as far as it
      * could be read). Needs no device. */
     int (*versions)(cb_cuda_versions *out, cb_error *err);
+
+    /* ---- version 3: the LLM forward pass (cb_cuda_lm above) ----
+     * lm_create uploads the weights to device d->ordinal and allocates the KV pool, the
+     * activations and the staging; CB_ECONFIG when not even one KV block fits the budget,
+     * CB_ENOMEM (device or pinned memory) naming what, CB_EINVAL for a bad descriptor.
+     * lm_forward runs one step (cb_lm_forward's contract and checks: CB_EINVAL naming the
+     * sequence, nothing written to the cache for a refused call), waits for it and copies each
+     * asked-for last token's logits (float32) to the host. lm_stats fills *out (sizes, and the
+     * figures of the last forward). Objects are used by one thread at a time. */
+    int (*lm_create)(const cb_cuda_lm_desc *d, cb_cuda_lm **out, cb_error *err);
+    int (*lm_forward)(cb_cuda_lm *m, const cb_cuda_lm_seq *seqs, int n_seqs, cb_error *err);
+    void (*lm_stats)(const cb_cuda_lm *m, cb_cuda_lm_stats *out);
+    void (*lm_destroy)(cb_cuda_lm *m);                   /* NULL is a no-op */
 } cb_cuda_api;
 
 #define CB_CUDA_SPIN_LIGHT 1u
