@@ -1,15 +1,13 @@
-/* llm/lm_kernels.h - the CPU kernels of the decoder forward pass (lm_model.c):
- * matrix products against float32 or bfloat16 weights, RMSNorm, rotary
- * embeddings, SwiGLU, attention over the paged KV cache. Internal to src/llm
- * (cb__ prefix).
+/* llm/lm_kernels.h - the CPU kernels of the decoder forward pass (lm_model.c): matrix products
+ * against float32 or bfloat16 weights, RMSNorm, rotary embeddings, SwiGLU, attention over the
+ * paged KV cache. Internal to src/llm (cb__ prefix).
  *
- * Every kernel has two paths: AVX2+FMA (functions compiled with
- * target("avx2,fma"), chosen at run time by cb__lm_kctx.avx2) and a plain
- * scalar one (the reference, and the fallback on CPUs without AVX2). Each
- * output element is computed by one thread in an order fixed by its own inputs
- * alone (never by the number of tokens, by where a row sits in the batch, or by
- * the thread count), so a sequence's results are bit-identical alone or in any
- * batch (lm_kernels.c). */
+ * Every kernel has two paths: AVX2+FMA (functions compiled with target("avx2,fma"), chosen at
+ * run time by cb__lm_kctx.avx2) and a plain scalar one (the reference, and the fallback on CPUs
+ * without AVX2). Each output element is computed by one thread in an order fixed by its own
+ * inputs alone (never by the number of tokens, by where a row sits in the batch, or by the
+ * thread count), so a sequence's results are bit-identical alone or in any batch
+ * (lm_kernels.c). */
 #ifndef CB_LLM_LM_KERNELS_H
 #define CB_LLM_LM_KERNELS_H
 

@@ -1,39 +1,31 @@
-/* llm/lm_model.c - the forward pass of a Llama-family decoder on the CPU and
- * its paged KV cache (see lm_model.h for the contract; the kernels are in
- * lm_kernels.c).
+/* llm/lm_model.c - the forward pass of a Llama-family decoder on the CPU and its paged KV cache
+ * (see lm_model.h for the contract; the kernels are in lm_kernels.c).
  *
- * Design. One forward call is one engine step: the new tokens of all its
- * sequences are rows of one activation matrix (sequence after sequence), so
- * every projection is one matrix product over the whole step (q/k/v in one
- * parallel pass, gate/up in one), which reads each weight once per step however
- * many sequences it holds. Per layer, transformers' modeling_llama /
- * modeling_qwen2 / modeling_qwen3 semantics: RMSNorm, q/k/v (+ bias), per-head
- * q/k RMSNorm (qwen3, before RoPE), RoPE (rotate_half), the step's keys and
- * values written into the cache, causal attention over the cache (GQA), o
- * projection (+ bias), residual; RMSNorm, SwiGLU MLP, residual. Then the final
- * RMSNorm and the output head for the last token of each sequence that asks for
- * logits. Attention reads the step's own keys back from the cache, so a prompt
- * fed in chunks and in one call see the same (possibly bfloat16-rounded) keys:
- * the same bits.
+ * Design. One forward call is one engine step: the new tokens of all its sequences are rows of
+ * one activation matrix (sequence after sequence), so every projection is one matrix product
+ * over the whole step (q/k/v in one parallel pass, gate/up in one), which reads each weight
+ * once per step however many sequences it holds. Per layer, transformers' modeling_llama /
+ * modeling_qwen2 / modeling_qwen3 semantics: RMSNorm, q/k/v (+ bias), per-head q/k RMSNorm
+ * (qwen3, before RoPE), RoPE (rotate_half), the step's keys and values written into the cache,
+ * causal attention over the cache (GQA), o projection (+ bias), residual; RMSNorm, SwiGLU MLP,
+ * residual. Then the final RMSNorm and the output head for the last token of each sequence that
+ * asks for logits. Attention reads the step's own keys back from the cache, so a prompt fed in
+ * chunks and in one call see the same (possibly bfloat16-rounded) keys: the same bits.
  *
- * RoPE: inv_freq as transformers computes it (float32 values; Llama 3 scaling
- * by _compute_llama3_parameters' rule, in double, rounded to float), the angle
- * position * inv_freq rounded to float as transformers' float32 product, its
- * cos and sin in double rounded to float; computed per step for the step's
- * positions (hd/2 pairs per token: no table to bound).
+ * RoPE: inv_freq as transformers computes it (float32 values; Llama 3 scaling by
+ * _compute_llama3_parameters' rule, in double, rounded to float), the angle position * inv_freq
+ * rounded to float as transformers' float32 product, its cos and sin in double rounded to
+ * float; computed per step for the step's positions (hd/2 pairs per token: no table to bound).
  *
- * KV cache: one cb_malloc'd pool, 64-byte aligned blocks. A block holds
- * block_tokens positions as [layer][k|v][kv_head][block_tokens][head_dim]: the
- * keys of one (layer, head) in a block are contiguous rows, which is what
- * attention streams. The free list is a stack of ids.
+ * KV cache: one cb_malloc'd pool, 64-byte aligned blocks. A block holds block_tokens positions
+ * as [layer][k|v][kv_head][block_tokens][head_dim]: the keys of one (layer, head) in a block
+ * are contiguous rows, which is what attention streams. The free list is a stack of ids.
  *
- * Memory: scratch for max_step_tokens tokens allocated at create (one
- * allocation); the MLP runs over chunks of MLP_CHUNK tokens so its [tokens,
- * intermediate] buffers stay bounded.
+ * Memory: scratch for max_step_tokens tokens allocated at create (one allocation); the MLP runs
+ * over chunks of MLP_CHUNK tokens so its [tokens, intermediate] buffers stay bounded.
  *
- * Thread-safety: a model or cache is used by one forward call at a time (the
- * kernels use the model's threads inside the call). Ownership: the model
- * borrows the weights. */
+ * Thread-safety: a model or cache is used by one forward call at a time (the kernels use the
+ * model's threads inside the call). Ownership: the model borrows the weights. */
 #include "llm/lm_model.h"
 
 #include <math.h>
