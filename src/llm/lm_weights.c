@@ -241,9 +241,9 @@ static void fill_random(cb_lm_weights *w, uint64_t seed) {
         int is_norm = s->kind == CB_LM_W_ATTN_NORM || s->kind == CB_LM_W_MLP_NORM ||
                       s->kind == CB_LM_W_Q_NORM || s->kind == CB_LM_W_K_NORM ||
                       s->kind == CB_LM_W_NORM;
-        if (s->ndim == 1) { /* norms 1, biases 0 (the arena is zero) */
-            for (size_t j = 0; is_norm && j < n; j++)
-                ((float *)p)[j] = 1.0f;
+        if (s->ndim == 1) { /* norms 1, biases 0 (the arena is cb_malloc'd: not zeroed) */
+            for (size_t j = 0; j < n; j++)
+                ((float *)p)[j] = is_norm ? 1.0f : 0.0f;
             continue;
         }
         cb_rng r;
