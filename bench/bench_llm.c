@@ -4,7 +4,8 @@
  * Parts, in order:
  *   (a) memory read bandwidth: a STREAM-like read kernel (sum of a float buffer much larger than
  *       the last-level cache, 1 GiB by default, split over the same thread count as the model;
- *       the best of several passes) -> GB/s;
+ *       the best of several passes, measured before and after the model runs, the better of the
+ *       two kept: other work on the machine only ever lowers it) -> GB/s;
  *   then for each precision (f32, bf16; weights random at the preset's real shapes unless
  *   --weights names safetensors):
  *   (b) batch-1 decode tokens/s: after a prompt of --prompt tokens, --steps greedy decode steps of
@@ -14,12 +15,13 @@
  *       cb_lm_model_step_weight_bytes / bandwidth; max tokens/s = bandwidth / step bytes, and
  *       the achieved fraction (b) / max;
  *   (d) prefill tokens/s: the prompt in one forward call (the second of two prompts, so first
- *       touches of scratch are not in it);
+ *       touches of scratch are not in it), with logits of its last token only;
  *   (e) batched decode tokens/s at each --batch size B: B sequences decode one token each per
- *       call; tokens/s = B / median step time. The sequences share the prompt's full KV blocks
+ *       call; tokens/s = B / median time of --batch-steps steps. The sequences share the prompt's full KV blocks
  *       as a common prefix (the model only reads them; each sequence writes its own blocks), so
  *       no B prefills are needed; a memory-bound engine's curve rises almost linearly in B
- *       while the weights dominate the bytes of a step;
+ *       while the weights dominate the bytes of a step. A batch size of 1 in the list gives
+ *       decode_b1_shared, the same over the shared prefix (a check of the method);
  *   (f) engine overhead: the time of a batch-1 step outside matmul and attention (norms, RoPE,
  *       residuals, dispatch: cb_lm_forward_last_stats' total - matmul - attention), per step.
  *
@@ -28,8 +30,11 @@
  * bench/llm_vs_torch.sh divides the two. --json prints one JSON object per precision instead.
  *
  * Usage: bench_llm [--model qwen2.5-0.5b] [--weights PATH] [--precision f32,bf16]
- *                  [--threads N] [--prompt 128] [--steps 32] [--warmup 2] [--batch 1,8,32]
- *                  [--block 16] [--bw-mib 1024] [--bw-passes 10] [--seed 1] [--json]
+ *                  [--threads N] [--prompt 128] [--steps 16] [--batch-steps 6] [--warmup 2]
+ *                  [--batch 8,32] [--block 16] [--bw-mib 1024] [--bw-passes 10] [--seed 1]
+ *                  [--json]
+ * The defaults keep bench/llm_vs_torch.sh (both sides, both precisions) near 5 minutes on a
+ * 2-core machine.
  *
  * Threads: the model's kernels use --threads OpenMP threads (default: the online CPUs); the
  * bandwidth kernel runs an OpenMP parallel region of the same size. Everything is owned by main;
@@ -65,7 +70,7 @@ typedef struct bench_opts {
     const char *model, *weights;
     cb_lm_dtype precisions[2];
     int n_precisions;
-    int threads, prompt, steps, warmup, block_tokens;
+    int threads, prompt, steps, batch_steps, warmup, block_tokens;
     int batches[CB_BENCH_BATCHES];
     int n_batches;
     long bw_mib;
@@ -288,7 +293,8 @@ static int decode_b1(const bench_opts *o, bench_run *r, int64_t vocab, bench_res
 static int decode_batch(const bench_opts *o, bench_run *r, int64_t vocab, int b,
                         const int32_t *shared, int prefix_blocks, int own_blocks,
                         int32_t *tables, cb_rng *rng, double *tok_s, cb_error *err) {
-    int stride = prefix_blocks + own_blocks, n_dec = o->warmup + o->steps, got = 0, rc = 0;
+    int stride = prefix_blocks + own_blocks, n_dec = o->warmup + o->batch_steps, got = 0;
+    int rc = 0;
     cb_lm_forward_stats st;
     for (; got < b; got++) {
         int32_t *tb = tables + (size_t)got * stride;
@@ -315,7 +321,7 @@ static int decode_batch(const bench_opts *o, bench_run *r, int64_t vocab, int b,
     for (int i = 0; i < got; i++)
         release_blocks(r->kv, tables + (size_t)i * stride + prefix_blocks, own_blocks);
     if (!rc)
-        *tok_s = b / (median_ns(r->times + o->warmup, o->steps) * 1e-9);
+        *tok_s = b / (median_ns(r->times + o->warmup, o->batch_steps) * 1e-9);
     return rc;
 }
 
@@ -344,9 +350,9 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
     res->weight_bytes = (double)cb_lm_model_step_weight_bytes(r.m);
     /* Blocks: two prompts with their decode steps, then per batched sequence its steps after
      * the shared prefix (at most one block more than the steps need). */
-    int bt = o->block_tokens, n_dec = o->warmup + o->steps;
+    int bt = o->block_tokens, n_dec = o->warmup + o->steps, n_bdec = o->warmup + o->batch_steps;
     int seq_blocks = ceil_div(o->prompt + n_dec, bt);
-    int prefix_blocks = o->prompt / bt, own_blocks = ceil_div(n_dec, bt) + 1;
+    int prefix_blocks = o->prompt / bt, own_blocks = ceil_div(n_bdec, bt) + 1;
     int pool = 2 * seq_blocks + max_b * own_blocks;
     if (cb_lm_kv_create(r.m, (size_t)pool * cb_lm_kv_block_bytes(r.m, bt), bt, &r.kv, &err)) {
         bench_fini(&r);
@@ -359,7 +365,7 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
     r.tokens = malloc((size_t)max_b * sizeof *r.tokens);
     r.logits = malloc((size_t)max_b * (size_t)vocab * sizeof *r.logits);
     r.seqs = calloc((size_t)max_b, sizeof *r.seqs);
-    r.times = malloc((size_t)n_dec * sizeof *r.times);
+    r.times = malloc((size_t)(n_dec > n_bdec ? n_dec : n_bdec) * sizeof *r.times);
     int32_t *blk_a = r.blocks, *blk_b = r.blocks + seq_blocks;
     if (!r.prompt || !r.blocks || !r.tokens || !r.logits || !r.seqs || !r.times ||
         alloc_blocks(r.kv, blk_a, seq_blocks) || alloc_blocks(r.kv, blk_b, seq_blocks)) {
@@ -435,9 +441,10 @@ static void bench_rows(const bench_opts *o, const bench_result *res, double bw_g
         snprintf(name, sizeof name, "decode_b%d%s", b, b == 1 ? "_shared" : "");
         row = table_add(tab, name, res->batch_tok_s[bi], "tok/s");
         snprintf(row->note, sizeof row->note,
-                 "%.2fx batch 1, %.0f%% of %d x roofline; context %d (shared prefix)",
+                 "%.2fx batch 1, %.0f%% of %d x roofline; median of %d steps, context %d "
+                 "(shared prefix)",
                  res->batch_tok_s[bi] / b1_tok_s, 100.0 * res->batch_tok_s[bi] / (b * roof), b,
-                 res->prefix);
+                 o->batch_steps, res->prefix);
     }
 }
 
@@ -483,6 +490,7 @@ static int usage(void) {
     fprintf(stderr,
             "usage: bench_llm [--model NAME|config.json|DIR] [--weights PATH] "
             "[--precision f32|bf16|f32,bf16] [--threads N] [--prompt N] [--steps N] "
+            "[--batch-steps N] "
             "[--warmup N] [--batch 1,8,32] [--block N] [--bw-mib N] [--bw-passes N] [--seed N] "
             "[--json]\n");
     return 2;
@@ -495,11 +503,12 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
                       .n_precisions = 2,
                       .threads = ncpu > 0 ? (int)ncpu : 1,
                       .prompt = 128,
-                      .steps = 32,
+                      .steps = 16,
+                      .batch_steps = 6,
                       .warmup = 2,
                       .block_tokens = 16,
-                      .batches = {1, 8, 32},
-                      .n_batches = 3,
+                      .batches = {8, 32},
+                      .n_batches = 2,
                       .bw_mib = 1024,
                       .bw_passes = 10,
                       .seed = 1};
@@ -527,6 +536,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
             n = o->prompt = (int)parse_long(v, 1, CB_LM_STEP_TOKENS_MAX);
         else if (strcmp(a, "--steps") == 0)
             n = o->steps = (int)parse_long(v, 1, CB_BENCH_STEPS_MAX / 2);
+        else if (strcmp(a, "--batch-steps") == 0)
+            n = o->batch_steps = (int)parse_long(v, 1, CB_BENCH_STEPS_MAX / 2);
         else if (strcmp(a, "--warmup") == 0)
             n = o->warmup = (int)parse_long(v, 0, CB_BENCH_STEPS_MAX / 2);
         else if (strcmp(a, "--block") == 0)
@@ -598,10 +609,10 @@ int main(int argc, char **argv) {
     }
     double best_bw = bw[0] > bw[1] ? bw[0] : bw[1];
     if (!o.json) {
-        printf("bench_llm: %s (%s), %d threads, prompt %d, decode %d steps after %d warm-up, KV "
-               "blocks of %d tokens\n",
+        printf("bench_llm: %s (%s), %d threads, prompt %d, decode %d steps (batched %d) after %d "
+               "warm-up, KV blocks of %d tokens\n",
                o.model, o.weights ? o.weights : "random weights, seeded", o.threads, o.prompt,
-               o.steps, o.warmup, o.block_tokens);
+               o.steps, o.batch_steps, o.warmup, o.block_tokens);
         printf("%-9s %-24s %12s  %-6s %s\n", "precision", "metric", "value", "unit", "note");
         printf("%-9s %-24s %12.3f  %-6s read kernel over %ld MiB, %d threads, best of %d passes "
                "before (%.2f) and after (%.2f) the model runs (checksum %.0f)\n",

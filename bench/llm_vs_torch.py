@@ -15,22 +15,23 @@ cast with .to(torch.bfloat16), as users run it), logits of the last position onl
 The `how` note of each row names the variant that won and lists the others.
 
 Figures, as bench_llm prints them ("precision metric value unit note"):
-  prefill      tokens/s of one forward call over a --prompt-token prompt (the second of two
-               prompts, each on a fresh cache);
+  prefill      tokens/s of one forward call over a --prompt-token prompt on a fresh cache (the
+               first variant of a model prefills another prompt first, untimed);
   decode_b1    1 / median time of a greedy decode step (one token, argmax fed back), --steps
                steps after --warmup, after the prompt;
-  decode_bN    N sequences decoding together: N / median step time. Like bench_llm, the N
-               sequences share the prompt's context (one prefill, its cache repeated N times
-               along the batch: DynamicCache.batch_repeat_interleave, or the StaticCache tensors
-               repeated likewise), context floor(prompt / 16) * 16 (bench_llm's shared full KV
-               blocks of 16 tokens).
+  decode_bN    N sequences decoding together: N / median time of --batch-steps steps (after
+               --warmup). Like bench_llm, the N sequences share the prompt's context (its cache
+               copied and repeated N times along the batch: DynamicCache.batch_repeat_interleave,
+               or the StaticCache tensors repeated likewise), context floor(prompt / 16) * 16
+               (bench_llm's shared full KV blocks of 16 tokens).
 
 Usage: .venv-bench/bin/python bench/llm_vs_torch.py [--model qwen2.5-0.5b|CONFIG_DIR]
-           [--precision f32,bf16] [--threads N] [--prompt 128] [--steps 32] [--warmup 2]
-           [--batch 1,8,32] [--block 16] [--modes eager,static] [--compile] [--json]
+           [--precision f32,bf16] [--threads N] [--prompt 128] [--steps 16] [--batch-steps 6]
+           [--warmup 2] [--batch 8,32] [--block 16] [--modes eager,static] [--compile] [--json]
 Presets: the shapes of src/llm/lm_config.c's presets (each cites its published config.json).
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -73,6 +74,8 @@ def build(model, dtype):
         cls = conf.architectures[0]
     torch.manual_seed(1)
     m = getattr(transformers, cls)(conf)  # transformers' own init: normal(0, 0.02)
+    if conf.tie_word_embeddings:
+        m.tie_weights()  # one matrix for embedding and head, as from_pretrained leaves it
     return m.to(dtype).eval()
 
 
@@ -115,37 +118,43 @@ def decode(fwd, cache, first, pos0, n_warm, n_steps):
     return statistics.median(times[n_warm:])
 
 
-def measure(model, mode, a, gen):
-    """{metric: tokens/s} of one cache variant."""
+def measure(model, mode, a, prompts, gen, cold):
+    """{metric: tokens/s} of one cache variant. cold: prefill once untimed first (the first
+    variant of a model: first touches and kernel selection are not the figure)."""
     vocab = model.config.vocab_size
-    n_dec = a.warmup + a.steps
+    n_dec, n_bdec = a.warmup + a.steps, a.warmup + a.batch_steps
+    prefix = a.prompt // a.block * a.block
     fwd = model.forward
     if mode == "compile":
         fwd = torch.compile(model.forward, dynamic=False, fullgraph=False)
     res = {}
     with torch.inference_mode():
-        prompts = torch.randint(0, vocab, (2, a.prompt), generator=gen)
-        for k in range(2):  # the second prefill is timed
-            cache = new_cache(model, mode, a.prompt + n_dec)
-            t0 = time.perf_counter()
-            logits = call(model.forward, prompts[k:k + 1], cache, 0)
-            dt = time.perf_counter() - t0
-        res["prefill"] = a.prompt / dt
-        med = decode(fwd, cache, logits.argmax(-1, keepdim=True), a.prompt, a.warmup, a.steps)
-        res["decode_b1"] = 1.0 / med
-        prefix = a.prompt // a.block * a.block
+        if cold:
+            call(model.forward, prompts[0:1], new_cache(model, mode, a.prompt + n_dec), 0)
+        cache = new_cache(model, mode, a.prompt + max(n_dec, n_bdec))
+        t0 = time.perf_counter()
+        logits = call(model.forward, prompts[1:2], cache, 0)
+        res["prefill"] = a.prompt / (time.perf_counter() - t0)
         for b in a.batch:
             if b == 1:
                 continue
-            cache = new_cache(model, mode, prefix + n_dec)
+            if prefix == a.prompt:  # the prompt's cache, copied (no second prefill)
+                bcache = copy.deepcopy(cache)
+            else:
+                bcache = new_cache(model, mode, prefix + n_bdec)
+                if prefix:
+                    call(model.forward, prompts[1:2, :prefix], bcache, 0)
             if prefix:
-                call(model.forward, prompts[1:2, :prefix], cache, 0)
-                repeat_cache(cache, b)
+                repeat_cache(bcache, b)
             first = torch.randint(0, vocab, (b, 1), generator=gen)
-            res[f"decode_b{b}"] = b / decode(fwd, cache, first, prefix, a.warmup, a.steps)
+            res[f"decode_b{b}"] = b / decode(fwd, bcache, first, prefix, a.warmup, a.batch_steps)
+            del bcache
+        med = decode(fwd, cache, logits.argmax(-1, keepdim=True), a.prompt, a.warmup, a.steps)
+        res["decode_b1"] = 1.0 / med
     if mode == "compile":
         torch._dynamo.reset()
-    return res
+    return {m: res[m] for m in ["prefill", "decode_b1"] + [f"decode_b{b}" for b in a.batch
+                                                           if b != 1]}
 
 
 def main():
@@ -154,9 +163,10 @@ def main():
     p.add_argument("--precision", default="f32,bf16")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--prompt", type=int, default=128)
-    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--batch-steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", default="1,8,32")
+    p.add_argument("--batch", default="8,32")
     p.add_argument("--block", type=int, default=16, help="bench_llm's KV block (shared prefix)")
     p.add_argument("--modes", default="eager,static")
     p.add_argument("--compile", action="store_true", help="also try torch.compile")
@@ -175,10 +185,11 @@ def main():
         model = build(a.model, DTYPES[prec])
         build_s = time.perf_counter() - t0
         per_mode = {}
-        for mode in modes:
+        for i, mode in enumerate(modes):
             gen = torch.Generator().manual_seed(1)
+            prompts = torch.randint(0, model.config.vocab_size, (2, a.prompt), generator=gen)
             print(f"llm_vs_torch: {prec} {mode}...", file=sys.stderr, flush=True)
-            per_mode[mode] = measure(model, mode, a, gen)
+            per_mode[mode] = measure(model, mode, a, prompts, gen, cold=i == 0)
         del model
         metrics = list(per_mode[modes[0]])
         best = {m: max(modes, key=lambda md: per_mode[md][m]) for m in metrics}
