@@ -232,7 +232,8 @@ static void check_table(const cb_stage_ops *ops) {
     for (size_t i = 0; i < ops->n_metrics; i++) {
         const cb_metric_def *m = &ops->metrics[i];
         CB_CHECK(key_ok(m->name));
-        CB_CHECK(m->kind == CB_METRIC_COUNT || m->kind == CB_METRIC_GAUGE);
+        CB_CHECK(m->kind == CB_METRIC_COUNT || m->kind == CB_METRIC_GAUGE ||
+                 m->kind == CB_METRIC_DIST);
         CB_CHECK(m->unit != NULL && m->doc && *m->doc);
         for (size_t j = 0; j < i; j++) CB_CHECK(strcmp(m->name, ops->metrics[j].name) != 0);
     }
