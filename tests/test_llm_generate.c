@@ -204,11 +204,13 @@ static void test_loads(void) {
 }
 
 static void test_batch_invariance(void) {
+    /* the last: one waiting request at most, so run() steps the engine itself (back-pressure) */
     const char *gens[] = {GEN ", max_batch: 1", GEN0 ", max_batch: 8, max_tokens_per_step: 16",
                           GEN ", max_batch: 1, temperature: 0.9, top_k: 50, top_p: 0.95",
-                          GEN ", max_batch: 8, temperature: 0.9, top_k: 50, top_p: 0.95"};
-    outputs o[4];
-    for (int k = 0; k < 4; k++) {
+                          GEN ", max_batch: 8, temperature: 0.9, top_k: 50, top_p: 0.95",
+                          GEN ", max_batch: 2, max_waiting: 1"};
+    outputs o[5];
+    for (int k = 0; k < 5; k++) {
         run_fixture f;
         const char *msg;
         int rc = run_gen(CLOSED, PROMPTS, gens[k], &f, &msg);
@@ -220,6 +222,7 @@ static void test_batch_invariance(void) {
     CB_CHECK(same(&o[0], &g_ref));
     CB_CHECK(same(&o[1], &g_ref));
     CB_CHECK(same(&o[2], &o[3]));
+    CB_CHECK(same(&o[4], &g_ref));
     CB_CHECK(!same_q(&o[2], &g_ref, 1)); /* sampling did sample */
 }
 
@@ -270,7 +273,7 @@ static void test_summary(void) {
     char *v = cb_test_py_json(path, "sorted(" GM ")");
     CB_CHECK_STR_EQ(v, "['batch_size', 'engine_overhead', 'itl_max_ns', 'itl_mean_ns', "
                        "'kv_used', 'kv_wait_ns', 'output_tokens', 'prompt_tokens', 'queue_ns', "
-                       "'slo_met', 'tokens', 'tpot_ns', 'ttft_ns']");
+                       "'slo_met', 'step_overhead_ns', 'tokens', 'tpot_ns', 'ttft_ns']");
     free(v);
     v = cb_test_py_json(path, GM "[\"ttft_ns\"][\"kind\"], " GM "[\"ttft_ns\"][\"n\"], "
                         GM "[\"ttft_ns\"][\"p50\"] <= " GM "[\"ttft_ns\"][\"p99\"], "

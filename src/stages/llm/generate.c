@@ -27,8 +27,9 @@
  * stopped admission), queue_ns (arrival to admission), all DIST; batch_size and kv_used (GAUGE:
  * running sequences and fraction of KV blocks in use in the step the request finished in);
  * slo_met (COUNT: 1 when TTFT and TPOT meet `slo`, else 0; its per_second is the goodput; only
- * with slo); engine_overhead (GAUGE: fraction of all engine step time so far spent outside the
- * forward pass: scheduling, sampling, bookkeeping). finish() logs the engine's totals.
+ * with slo); engine_overhead and step_overhead_ns (GAUGE: the fraction of all engine step time
+ * so far, and the mean time per step, spent outside the matmuls and attention: norms, RoPE,
+ * scheduling, sampling, bookkeeping). finish() logs the engine's totals.
  *
  * Thread-safety: one instance per worker; run() and step() of an instance never run
  * concurrently (the host's rule), so the engine and the held table need no lock. Ownership: the
@@ -128,6 +129,7 @@ enum {
     M_KV_USED,
     M_SLO_MET,
     M_OVERHEAD,
+    M_STEP_OVERHEAD,
     M_COUNT
 };
 
@@ -154,7 +156,9 @@ static const cb_metric_def gen_metrics[M_COUNT] = {
     [M_SLO_MET] = {"slo_met", CB_METRIC_COUNT, "requests",
                    "1 when TTFT and TPOT met the slo (per_second: goodput); only with slo"},
     [M_OVERHEAD] = {"engine_overhead", CB_METRIC_GAUGE, "ratio",
-                    "fraction of engine step time so far outside the forward pass"},
+                    "fraction of engine step time so far outside the matmuls and attention"},
+    [M_STEP_OVERHEAD] = {"step_overhead_ns", CB_METRIC_GAUGE, "ns",
+                         "mean time per engine step so far outside the matmuls and attention"},
 };
 
 /* A query the instance holds: the engine request's user pointer. */
@@ -354,9 +358,9 @@ static void report_result(gen_state *s, cb_run_ctx *ctx, held_entry *he,
                   (!s->has_tpot || x->n_output < 2 || tpot <= s->slo_tpot_ns);
         h->report_held(ctx, he->h, M_SLO_MET, met);
     }
-    if (t->step_ns > 0)
-        h->report_held(ctx, he->h, M_OVERHEAD,
-                       (double)(t->step_ns - t->forward_ns) / (double)t->step_ns);
+    double outside = (double)(t->step_ns - t->matmul_ns - t->attention_ns);
+    if (t->step_ns > 0) h->report_held(ctx, he->h, M_OVERHEAD, outside / (double)t->step_ns);
+    if (t->steps > 0) h->report_held(ctx, he->h, M_STEP_OVERHEAD, outside / (double)t->steps);
 }
 
 /* Completes every request the last step (or a cancel) finished. */
@@ -460,11 +464,12 @@ static void gen_finish(void *state) {
     const cb_engine_totals *t = cb_engine_get_totals(s->engine);
     double step_s = (double)t->step_ns / 1e9;
     gen_log(s, CB_LOG_INFO, "llm.generate: %lld steps, %lld prompt and %lld decode tokens; step "
-            "time %.3f s: forward %.3f s (matmul %.3f, attention %.3f), outside the forward "
-            "%.1f%%", (long long)t->steps, (long long)t->prefill_tokens,
+            "time %.3f s: forward %.3f s (matmul %.3f, attention %.3f), outside matmul and "
+            "attention %.1f%%", (long long)t->steps, (long long)t->prefill_tokens,
             (long long)t->decode_tokens, step_s, (double)t->forward_ns / 1e9,
             (double)t->matmul_ns / 1e9, (double)t->attention_ns / 1e9,
-            t->step_ns > 0 ? 100.0 * (double)(t->step_ns - t->forward_ns) / (double)t->step_ns
+            t->step_ns > 0 ? 100.0 * (double)(t->step_ns - t->matmul_ns - t->attention_ns) /
+                                 (double)t->step_ns
                            : 0.0);
 }
 
