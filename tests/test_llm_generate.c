@@ -1,16 +1,18 @@
 /* tests/test_llm_generate.c - llm.generate in real pipelines (the tiny preset, random weights).
  *
  * Pipelines: llm.prompts -> llm.generate -> test.capture, where test.capture (defined here)
- * validates each payload with cb_llm_request_check and keeps a copy by query id
- * (tests/llm_capture.h). The checks: under a closed and an open (Poisson) load every request
- * completes with max_new_tokens output ids (ignore_eos) and its prompt kept; greedy outputs are
- * the same with max_batch 1 and 8, and so are sampled ones (each request's own RNG); requests
- * leave in the order they finish (the capture records it: later short ones overtake); a KV budget
- * that fits two requests at a time completes everything with the same ids and reports KV waits;
- * the metrics add up and summary.json has them (distributions with percentiles, goodput with an
- * slo); a request too long for the context fails the run naming the request while the queries
- * completed before it keep their records; configuration errors (cuda, slo keys, budgets, a
- * text-only request) are refused with their key.
+ * validates each payload with cb_llm_request_check, keeps a copy by query id
+ * (tests/llm_capture.h) and records the completion order. The checks: under a closed and an open
+ * (Poisson) load every request completes with max_new_tokens output ids (ignore_eos) and its
+ * prompt kept, and requests leave in the order they finish (later short ones overtake); greedy
+ * outputs are the same with max_batch 1 and 8, with chunked prefill and with max_waiting 1
+ * (run() steps the engine itself), and sampled ones are the same with max_batch 1 and 8 (each
+ * request's own RNG); a KV budget that fits two or three requests at a time completes everything
+ * with the same ids and reports KV waits; the metrics add up and summary.json has them
+ * (distributions with percentiles, goodput with an slo); token_times has every token's time (the
+ * first at the TTFT); a request too long for the context fails the run naming the request while
+ * the queries completed before it keep their records; configuration errors (cuda, slo keys,
+ * budgets, a text-only request) are refused with their key.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -284,6 +286,60 @@ static void test_summary(void) {
     run_fixture_fini(&f);
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* token_times: one record per output token, numbered from 0 per request, times non-decreasing,
+ * and each request's first at its TTFT (the same values as the ttft_ns reports). */
+static void test_token_times(void) {
+    char path[600], gen[1200];
+    snprintf(path, sizeof path, "%s/tt.bin", cb_test_tmpdir());
+    snprintf(gen, sizeof gen, GEN ", token_times: %s", path);
+    run_fixture f;
+    const char *msg;
+    int rc = run_gen(POISSON, PROMPTS, gen, &f, &msg);
+    CB_CHECK_EQ_INT(rc, 0);
+    if (rc) printf("# %s\n", msg);
+    struct {
+        int64_t index, t_ns;
+        int32_t n, token;
+    } rec[512];
+    FILE *fp = fopen(path, "rb");
+    size_t n = fp ? fread(rec, sizeof rec[0], 512, fp) : 0;
+    if (fp) fclose(fp);
+    size_t outs = 0;
+    for (size_t id = 0; id < MAXQ; id++)
+        if (cap_get(id)) outs += cap_get(id)->n_output_tokens;
+    CB_CHECK_EQ_INT(sizeof rec[0], 24);
+    CB_CHECK_EQ_INT(n, outs);
+    int64_t first[NP], ttft[NP];
+    int next[NP] = {0}, bad = 0, nf = 0, nt = 0;
+    int64_t last[NP] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int k = (int)rec[i].index;
+        if (k < 0 || k >= NP || rec[i].n != next[k] || rec[i].t_ns < last[k]) {
+            bad++;
+            continue;
+        }
+        if (rec[i].n == 0 && nf < NP) first[nf++] = rec[i].t_ns;
+        next[k]++;
+        last[k] = rec[i].t_ns;
+    }
+    CB_CHECK_EQ_INT(bad, 0);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
+    for (size_t i = 0; i < r.n_metrics; i++)
+        if (r.metrics[i].stage == 1 && r.metrics[i].metric == M_TTFT && nt < NP)
+            ttft[nt++] = (int64_t)r.metrics[i].value;
+    CB_CHECK_EQ_INT(nf, NP);
+    CB_CHECK_EQ_INT(nt, NP);
+    qsort(first, (size_t)nf, sizeof first[0], cmp_i64);
+    qsort(ttft, (size_t)nt, sizeof ttft[0], cmp_i64);
+    CB_CHECK(nf == nt && memcmp(first, ttft, sizeof first[0] * (size_t)nf) == 0);
+    run_fixture_fini(&f);
+}
+
 static void test_bad_request(void) {
     /* three requests, then one of 1020 ids + 10 new tokens: over the 1024 positions of tiny */
     const char *dir = cb_test_tmpdir();
@@ -293,7 +349,8 @@ static void test_bad_request(void) {
                                 "{\"prompt_ids\": [4, 5], \"max_tokens\": 3}\n"
                                 "{\"prompt_ids\": [6], \"max_tokens\": 5}\n"
                                 "{\"max_tokens\": 10, \"prompt_ids\": [7");
-    for (int i = 1; i < 1020; i++) k += (size_t)snprintf(text + k, sizeof text - k, ", %d", i % 500);
+    for (int i = 1; i < 1020; i++)
+        k += (size_t)snprintf(text + k, sizeof text - k, ", %d", i % 500);
     snprintf(text + k, sizeof text - k, "]}\n");
     char prompts[800];
     snprintf(prompts, sizeof prompts, "source: jsonl, path: %s, vocab_size: 512, shuffle: false",
@@ -348,6 +405,7 @@ int main(void) {
     CB_RUN(test_batch_invariance);
     CB_RUN(test_kv_pressure);
     CB_RUN(test_summary);
+    CB_RUN(test_token_times);
     CB_RUN(test_bad_request);
     CB_RUN(test_config_errors);
     cap_reset();

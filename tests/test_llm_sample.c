@@ -122,11 +122,10 @@ static void test_kept_sets(void) {
             }
             /* every kept token with probability >= 2% of the kept mass shows up in 400 draws
              * (a miss has probability below 0.98^400 = 3e-4 each; deterministic seeds) */
-            double sum = 0;
-            for (int32_t i = 0; i < m; i++) sum += exp((l[order[i]] - l[order[0]]) / ps[k].temperature);
+            double sum = 0, t = ps[k].temperature;
+            for (int32_t i = 0; i < m; i++) sum += exp((l[order[i]] - l[order[0]]) / t);
             for (int32_t i = 0; i < m; i++)
-                if (!seen[i] && exp((l[order[i]] - l[order[0]]) / ps[k].temperature) / sum > 0.02)
-                    unseen++;
+                if (!seen[i] && exp((l[order[i]] - l[order[0]]) / t) / sum > 0.02) unseen++;
         }
     }
     CB_CHECK_EQ_INT(bad, 0);

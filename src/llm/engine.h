@@ -64,7 +64,8 @@ typedef void (*cb_engine_token_fn)(void *arg, void *user, int32_t n, int32_t tok
 
 typedef struct cb_engine_opts {
     int max_batch;           /* running sequences, in [1, CB_ENGINE_MAX_BATCH] */
-    int max_tokens_per_step; /* tokens of one forward, in [max_batch, the model's max_step_tokens] */
+    int max_tokens_per_step; /* tokens of one forward, in [max_batch, the model's
+                                max_step_tokens] */
     int max_waiting;         /* requests waiting for admission, in [1, CB_ENGINE_MAX_WAITING] */
     uint64_t seed;           /* the stage's seed, mixed into every request's RNG */
     int64_t (*now_ns)(void); /* the clock; NULL = CLOCK_MONOTONIC */

@@ -29,13 +29,16 @@
  * slo_met (COUNT: 1 when TTFT and TPOT meet `slo`, else 0; its per_second is the goodput; only
  * with slo); engine_overhead and step_overhead_ns (GAUGE: the fraction of all engine step time
  * so far, and the mean time per step, spent outside the matmuls and attention: norms, RoPE,
- * scheduling, sampling, bookkeeping). finish() logs the engine's totals.
+ * scheduling, sampling, bookkeeping). finish() logs the engine's totals. Per-token times:
+ * `token_times` writes one 24-byte record per token through a 1 MiB stdio buffer (the engine's
+ * on_token callback; a million tokens are 24 MB), instead of a metric row per token.
  *
  * Thread-safety: one instance per worker; run() and step() of an instance never run
  * concurrently (the host's rule), so the engine and the held table need no lock. Ownership: the
  * instance owns weights, model, KV cache, engine and the held table (freed in destroy); a held
  * query's payload stays the query's until completion replaces it (the old one released).
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +69,7 @@ enum {
     P_IGNORE_EOS,
     P_SEED,
     P_SLO,
+    P_TOKEN_TIMES,
     P_COUNT
 };
 
@@ -113,6 +117,10 @@ static const cb_param_def gen_params[P_COUNT] = {
                 "stage seed mixed with each request's seed (sampling) and seeding random weights"},
     [P_SLO] = {"slo", CB_PARAM_INT_MAP, NULL, 1, 3600000, NULL,
                "service-level objective for slo_met (goodput): {ttft_ms: 500, tpot_ms: 50}"},
+    [P_TOKEN_TIMES] = {"token_times", CB_PARAM_PATH, NULL, CB_PARAM_UNBOUNDED, "out",
+                       "write every token's time: 24-byte little-endian records (int64 request "
+                       "index, int64 ns since the request's arrival, int32 token number, int32 "
+                       "token id); worker N > 0 writes PATH.N"},
 };
 
 enum {
@@ -166,7 +174,19 @@ typedef struct held_entry {
     cb_held *h;
     cb_query *q;
     int64_t arrival_ns;
+    int64_t index; /* the request's */
 } held_entry;
+
+/* One record of token_times (little-endian on the hosts colobench runs on). */
+typedef struct token_time {
+    int64_t index;
+    int64_t t_ns; /* since the request's arrival */
+    int32_t n;    /* 0 = the first output token */
+    int32_t token;
+} token_time;
+_Static_assert(sizeof(token_time) == 24, "token_times record layout");
+
+#define TOKEN_TIMES_BUFFER_BYTES ((size_t)1 << 20) /* stdio buffer of the token_times file */
 
 typedef struct gen_state {
     const cb_host *host;
@@ -184,6 +204,9 @@ typedef struct gen_state {
     held_entry *entries; /* max_waiting + max_batch */
     int32_t *free_entries, n_free;
     int64_t n_held;
+    int worker;
+    FILE *token_times; /* NULL unless token_times is set */
+    int64_t token_times_written;
 } gen_state;
 
 static void gen_log(const gen_state *s, int level, const char *fmt, ...)
@@ -233,6 +256,7 @@ static int gen_create(void *state, const cb_stage_args *args, cb_error *err) {
                              own ? "" : "the pipeline's device ", dev);
     s->host = h;
     s->stage = args->stage;
+    s->worker = args->worker;
     s->v = args->values;
     const cb_param_value *v = args->values;
     s->seed = (uint64_t)v[P_SEED].i;
@@ -256,6 +280,30 @@ static int gen_create(void *state, const cb_stage_args *args, cb_error *err) {
 /* A library error as the stage's: "what: message". */
 static int lib_error(cb_error *err, int rc, const char *what, const cb_error *e) {
     return cb_util_error(err, rc, "%s: %s", what, e->msg);
+}
+
+/* The engine's on_token: one record per token into the token_times file. */
+static void on_token(void *arg, void *user, int32_t n, int32_t token, int64_t t_ns) {
+    gen_state *s = arg;
+    const held_entry *he = user;
+    token_time r = {he->index, t_ns - he->arrival_ns, n, token};
+    s->token_times_written += fwrite(&r, sizeof r, 1, s->token_times) == 1;
+}
+
+static int open_token_times(gen_state *s, cb_error *err) {
+    char path[4096];
+    const char *base = s->v[P_TOKEN_TIMES].s;
+    int len = s->worker > 0 ? snprintf(path, sizeof path, "%s.%d", base, s->worker)
+                            : snprintf(path, sizeof path, "%s", base);
+    if (len < 0 || (size_t)len >= sizeof path)
+        return cb_util_error(err, CB_EINVAL, "token_times: path longer than %zu bytes",
+                             sizeof path - 1);
+    s->token_times = fopen(path, "wb");
+    if (!s->token_times)
+        return cb_util_error(err, CB_EIO, "token_times: cannot create %s: %s", path,
+                             strerror(errno));
+    setvbuf(s->token_times, NULL, _IOFBF, TOKEN_TIMES_BUFFER_BYTES);
+    return CB_OK;
 }
 
 static int gen_prepare(void *state, cb_error *err) {
@@ -289,6 +337,12 @@ static int gen_prepare(void *state, cb_error *err) {
     eo.max_waiting = (int)v[P_MAX_WAITING].i;
     eo.seed = s->seed;
     eo.now_ns = s->host->now_ns;
+    if (v[P_TOKEN_TIMES].has_value) {
+        rc = open_token_times(s, err);
+        if (rc) return rc;
+        eo.on_token = on_token;
+        eo.on_token_arg = s;
+    }
     rc = cb_engine_create(s->model, s->kv, &eo, &s->engine, &e);
     if (rc) return lib_error(err, rc, "engine", &e);
     s->vocab = (int32_t)cfg.vocab;
@@ -440,6 +494,7 @@ static int gen_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     s->n_held++;
     he->q = q;
     he->arrival_ns = er.arrival_ns;
+    he->index = r->index;
     he->h = s->host->hold(ctx);
     if (!he->h) /* cannot happen with step in the ops; the engine's result is then skipped */
         return cb_util_error(err, CB_EINVAL, "request %lld: the host refused to hold the query",
@@ -460,6 +515,9 @@ static int gen_step(void *state, cb_run_ctx *ctx, cb_error *err) {
 
 static void gen_finish(void *state) {
     gen_state *s = state;
+    if (s->token_times && (fflush(s->token_times) != 0 || ferror(s->token_times)))
+        gen_log(s, CB_LOG_WARN, "llm.generate: token_times: write error after %lld records: %s",
+                (long long)s->token_times_written, strerror(errno));
     if (!s->engine) return;
     const cb_engine_totals *t = cb_engine_get_totals(s->engine);
     double step_s = (double)t->step_ns / 1e9;
@@ -476,6 +534,7 @@ static void gen_finish(void *state) {
 static void gen_destroy(void *state) {
     gen_state *s = state;
     cb_engine_destroy(s->engine);
+    if (s->token_times) fclose(s->token_times);
     cb_lm_kv_destroy(s->kv);
     cb_lm_model_destroy(s->model);
     cb_lm_weights_destroy(s->w);
