@@ -11,8 +11,9 @@
  * with the same ids and reports KV waits; the metrics add up and summary.json has them
  * (distributions with percentiles, goodput with an slo); token_times has every token's time (the
  * first at the TTFT); a request too long for the context fails the run naming the request while
- * the queries completed before it keep their records; configuration errors (cuda, slo keys,
- * budgets, a text-only request) are refused with their key.
+ * the queries completed before it keep their records; a timeout cancels the held queries (not an
+ * error); configuration errors (cuda, slo keys, budgets, a text-only request) are refused with
+ * their key.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -378,6 +379,32 @@ static void test_bad_request(void) {
     run_fixture_fini(&f);
 }
 
+/* A timeout while requests are held: the queries in flight get the host's grace period, then
+ * step() completes every held one as cancelled (not failed). 400 requests of 1000 tokens at one
+ * sequence a step are minutes of work for any machine; the run ends a grace period after 0.2 s. */
+static void test_timeout_cancels(void) {
+    run_fixture f;
+    const char *msg;
+    int rc = run_gen("{component: closed, timeout: 0.2, config: {concurrency: 400}}",
+                     "num_prompts: 400, input_len: 8, output_len: 1000, vocab_size: 512",
+                     "model: tiny, precision: f32, max_batch: 1, kv_cache_bytes: 8000000", &f,
+                     &msg);
+    CB_CHECK_EQ_INT(rc, 0);
+    if (rc) printf("# %s\n", msg);
+    CB_CHECK(f.res.timed_out);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
+    size_t cancelled = 0, other = 0;
+    for (size_t i = 0; i < r.n_queries; i++) {
+        cancelled += r.queries[i].status == CB_QUERY_CANCELLED;
+        other += r.queries[i].status != CB_QUERY_CANCELLED && r.queries[i].status != CB_QUERY_OK;
+    }
+    printf("# %zu queries, %zu cancelled\n", r.n_queries, cancelled);
+    CB_CHECK_CMP_INT(cancelled, >, 100); /* 2.2 s of grace: 15 finished here */
+    CB_CHECK_EQ_INT(other, 0);
+    CB_CHECK_CMP_INT(f.res.end_ns - f.res.t0_ns, <, 20000000000LL);
+    run_fixture_fini(&f);
+}
+
 static void expect_fail(const char *prompts, const char *gen, const char *needle) {
     run_fixture f;
     const char *msg;
@@ -407,6 +434,7 @@ int main(void) {
     CB_RUN(test_summary);
     CB_RUN(test_token_times);
     CB_RUN(test_bad_request);
+    CB_RUN(test_timeout_cancels);
     CB_RUN(test_config_errors);
     cap_reset();
     return cb_test_done();
