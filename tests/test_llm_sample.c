@@ -4,8 +4,8 @@
  * below the largest probability keeps that one token; top-k keeps exactly the k largest (ties to
  * lower ids) and top-p the smallest most-probable set reaching p, both checked against a
  * brute-force sort over many random vectors (every drawn token must be in the reference's kept
- * set, and every kept token drawn). Temperature sampling on a vocabulary of 8 matches the softmax
- * distribution: 200000 draws, Pearson's chi-square with 7 degrees of freedom below 60 (its
+ * set, and every kept token drawn), also for a top_k above the heap's limit (quickselect).
+ * Temperature sampling on a vocabulary of 8 matches the softmax distribution: 200000 draws, Pearson's chi-square with 7 degrees of freedom below 60 (its
  * p-value is about 1e-9; with a fixed seed the draws are deterministic anyway, so the bound
  * cannot flake: it guards against a wrong distribution). The same seeds give the same tokens;
  * different request seeds give different streams.
@@ -133,6 +133,33 @@ static void test_kept_sets(void) {
     cb_sampler_destroy(s);
 }
 
+/* A top_k above the heap's limit (4096) takes the quickselect path: the same kept sets. */
+static void test_large_k(void) {
+    enum { N = 6000 };
+    cb_sampler *s = make(N);
+    float *l = malloc(sizeof *l * N);
+    int32_t *order = malloc(sizeof *order * N);
+    char *kept = malloc(N);
+    cb_rng gen;
+    cb_rng_seed(&gen, 9);
+    for (int i = 0; i < N; i++) l[i] = (float)floor(cb_rng_normal(&gen) * 8) / 4; /* ties */
+    const cb_sample_params ps[] = {{1.0, 5000, 1.0}, {0.7, 4500, 0.6}, {1.0, 0, 0.3}};
+    int bad = 0;
+    for (size_t k = 0; k < 3; k++) {
+        int32_t m = ref_kept(l, N, &ps[k], ps[k].temperature, order);
+        memset(kept, 0, N);
+        for (int32_t i = 0; i < m; i++) kept[order[i]] = 1;
+        cb_rng r;
+        cb_sample_rng_seed(&r, 3, k);
+        for (int d = 0; d < 2000; d++) bad += !kept[cb_sample_token(s, l, N, &ps[k], &r)];
+        }
+    CB_CHECK_EQ_INT(bad, 0);
+    free(kept);
+    free(order);
+    free(l);
+    cb_sampler_destroy(s);
+}
+
 static void test_distribution(void) {
     enum { N = 8, DRAWS = 200000 };
     cb_sampler *s = make(N);
@@ -203,6 +230,7 @@ int main(void) {
     CB_RUN(test_greedy);
     CB_RUN(test_params);
     CB_RUN(test_kept_sets);
+    CB_RUN(test_large_k);
     CB_RUN(test_distribution);
     CB_RUN(test_reproducible);
     return cb_test_done();
