@@ -6,9 +6,10 @@
  * brute-force sort over many random vectors (every drawn token must be in the reference's kept
  * set, and every kept token drawn), also for a top_k above the heap's limit (quickselect).
  * Temperature sampling on a vocabulary of 8 matches the softmax distribution: 200000 draws,
- * Pearson's chi-square with 7 degrees of freedom below 60 (its p-value is about 1e-9; with a fixed seed the draws are deterministic anyway, so the bound
- * cannot flake: it guards against a wrong distribution). The same seeds give the same tokens;
- * different request seeds give different streams.
+ * Pearson's chi-square with 7 degrees of freedom below 60 (its p-value is about 1e-9; with a
+ * fixed seed the draws are deterministic anyway, so the bound cannot flake: it guards against a
+ * wrong distribution). The same seeds give the same tokens; different request seeds give
+ * different streams.
  */
 #include <math.h>
 #include <stdlib.h>
