@@ -12,7 +12,7 @@
  *
  * Model: `model` is a preset (qwen2.5-0.5b, llama-3.2-1b, tinyllama-1.1b, qwen3-0.6b, tiny...)
  * or a config.json (or a directory holding one); `weights` a safetensors file, index or
- * directory; without weights the matrices are seeded random at the real shapes (logged at INFO:
+ * directory; without weights the matrices are seeded random at the real shapes (a warning says so:
  * speed runs need the shapes, not trained values). Loaded in prepare (untimed) with the model's
  * scratch and the KV cache of kv_cache_bytes in blocks of block_tokens positions. `threads`:
  * the forward pass's threads (default 1: set it to the cores the pipeline has). device: cpu only
@@ -322,9 +322,12 @@ static int gen_prepare(void *state, cb_error *err) {
                              v[P_WEIGHTS].has_value ? v[P_WEIGHTS].s : NULL, s->seed};
     rc = cb_lm_weights_create(&cfg, &wo, &s->w, &e);
     if (rc) return lib_error(err, rc, "weights", &e);
-    if (cb_lm_weights_random(s->w))
-        gen_log(s, CB_LOG_INFO, "llm.generate: %s with seeded random weights (seed %llu): speed "
-                "figures are real, the text is not", cfg.name, (unsigned long long)s->seed);
+    /* A warning, not info: the host's sink prints warnings only, and a user must see that the
+     * outputs are not a trained model's (issue 15: "say so in the output"). */
+    if (cb_lm_weights_random(s->w) && s->worker == 0)
+        gen_log(s, CB_LOG_WARN, "llm.generate: %s with seeded random weights (seed %llu, no "
+                "`weights` given): speed figures are real, the text is not", cfg.name,
+                (unsigned long long)s->seed);
     rc = cb_lm_model_create(s->w, (int)v[P_THREADS].i, (int)v[P_MAX_TOKENS_PER_STEP].i, &s->model,
                             &e);
     if (rc) return lib_error(err, rc, "model", &e);
