@@ -412,6 +412,14 @@ static void add_rows(float *x, const float *y, int64_t n) {
         x[i] += y[i];
 }
 
+/* A product, its time added to *ns (the stats' matmul_ns: products only). */
+static void matmul_timed(const cb_lm_model *m, const float *x, int64_t ldx, int64_t t, int64_t k,
+                         const cb__lm_mm_part *parts, int n_parts, int64_t *ns) {
+    const int64_t t0 = cb_clock_now_ns();
+    cb__lm_matmul(&m->kc, x, ldx, t, k, m->dtype, parts, n_parts);
+    *ns += cb_clock_now_ns() - t0;
+}
+
 static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seqs,
                           int64_t T, int l, int64_t *mm_ns, int64_t *attn_ns) {
     const cb_lm_config *c = &m->cfg;
@@ -421,12 +429,10 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
     const cb__lm_kctx *kc = &m->kc;
 
     cb__lm_rmsnorm(kc, m->xn, m->x, L->attn_norm, T, H, c->rms_eps);
-    int64_t t0 = cb_clock_now_ns();
     cb__lm_mm_part qkv[3] = {{L->q, L->q_bias, qd, m->q, qd, NULL},
                              {L->k, L->k_bias, kvd, m->k, kvd, NULL},
                              {L->v, L->v_bias, kvd, m->v, kvd, NULL}};
-    cb__lm_matmul(kc, m->xn, H, T, H, m->dtype, qkv, 3);
-    *mm_ns += cb_clock_now_ns() - t0;
+    matmul_timed(m, m->xn, H, T, H, qkv, 3, mm_ns);
     if (L->q_norm) { /* per head, before RoPE */
         cb__lm_rmsnorm(kc, m->q, m->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
         cb__lm_rmsnorm(kc, m->k, m->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
@@ -435,7 +441,7 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
     cb__lm_rope(m->k, kvd, T, c->n_kv_heads, hd, m->cos_t, m->sin_t);
     write_kv(m, kv, seqs, n_seqs, l);
 
-    t0 = cb_clock_now_ns();
+    int64_t t0 = cb_clock_now_ns();
     const int64_t head_elems = kv->block_tokens * hd;
     cb__lm_attn a = {m->q,
                      qd,
@@ -454,9 +460,8 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
     cb__lm_attention(kc, &a, m->aseqs, n_seqs);
     *attn_ns += cb_clock_now_ns() - t0;
 
-    t0 = cb_clock_now_ns();
     cb__lm_mm_part o = {L->o, L->o_bias, H, m->xn, H, NULL};
-    cb__lm_matmul(kc, m->att, qd, T, qd, m->dtype, &o, 1);
+    matmul_timed(m, m->att, qd, T, qd, &o, 1, mm_ns);
     add_rows(m->x, m->xn, T * H);
     cb__lm_rmsnorm(kc, m->xn, m->x, L->mlp_norm, T, H, c->rms_eps);
     for (int64_t r0 = 0; r0 < T; r0 += MLP_CHUNK) {
@@ -464,13 +469,12 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
         float *xr = m->xn + r0 * H;
         cb__lm_mm_part gu[2] = {{L->gate, NULL, I, m->gate, I, NULL},
                                 {L->up, NULL, I, m->up, I, NULL}};
-        cb__lm_matmul(kc, xr, H, n, H, m->dtype, gu, 2);
+        matmul_timed(m, xr, H, n, H, gu, 2, mm_ns);
         cb__lm_swiglu(kc, m->gate, m->up, n, I);
         cb__lm_mm_part d = {L->down, NULL, H, xr, H, NULL}; /* xr is free again */
-        cb__lm_matmul(kc, m->gate, I, n, I, m->dtype, &d, 1);
+        matmul_timed(m, m->gate, I, n, I, &d, 1, mm_ns);
         add_rows(m->x + r0 * H, xr, n * H);
     }
-    *mm_ns += cb_clock_now_ns() - t0;
 }
 
 int cb_lm_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seqs, cb_error *err) {
@@ -503,10 +507,8 @@ int cb_lm_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seq
     }
     if (n_out) {
         cb__lm_rmsnorm(&m->kc, m->last, m->last, m->norm, n_out, H, c->rms_eps);
-        const int64_t t0 = cb_clock_now_ns();
         cb__lm_mm_part head = {m->head, NULL, c->vocab, NULL, 0, m->yrows};
-        cb__lm_matmul(&m->kc, m->last, H, n_out, H, m->dtype, &head, 1);
-        mm_ns += cb_clock_now_ns() - t0;
+        matmul_timed(m, m->last, H, n_out, H, &head, 1, &mm_ns);
     }
     m->stats.total_ns = cb_clock_now_ns() - start;
     m->stats.matmul_ns = mm_ns;
