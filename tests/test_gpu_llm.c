@@ -14,13 +14,17 @@
  * Bounds (what differs between the two paths):
  *   float32 weights: the GPU runs float32 GEMMs (CUBLAS_COMPUTE_32F, no TF32) and float32
  *     kernels, so only summation orders differ: relative errors of a few 1e-7 per dot product,
- *     grown through 2 layers to ~1e-5 of the logits' scale at most; bound 2e-4.
+ *     grown through 2 layers to ~1e-5 of the logits' scale at most (0.3e-6 to 2.2e-6 in the host
+ *     emulation); bound 2e-4.
  *   bfloat16 weights: the GPU rounds the activations fed to each GEMM (normed x, attention
  *     output, SiLU * up) to bfloat16 (relative 2^-9 = 2e-3 each), the CPU keeps them float32;
  *     both keep a bfloat16 KV cache, which rounds the same keys and values unless an
- *     activation's rounding moved one across a bfloat16 boundary. Over 2 layers of 7 GEMMs
- *     this is ~1e-2 of the logits' scale (the CPU's own bfloat16 path is within 5e-2 of a
- *     float64 reference, test_llm_forward); bound 5e-2.
+ *     activation's rounding moved one across a bfloat16 boundary. Through 2 layers of 7 GEMMs
+ *     with these spread weights that is a few 1e-2 of the logits' scale (0.7e-2 to 3.1e-2 in a
+ *     host emulation of the device code over 16-25 token prompts and 4 steps; the CPU's own
+ *     bfloat16 path is within 5e-2 of a float64 reference, test_llm_forward); bound 1e-1. A
+ *     dtype bug (a misread bfloat16, a wrong stride) gives errors of order 1; the float32
+ *     cases, run on the same kernels, are the tight check of the indexing.
  * The measured values are printed for every case; nothing here has run on a device yet, so the
  * first GPU run should record them in docs/internals/llm-cuda.md (and tighten the bounds).
  *
@@ -52,7 +56,7 @@
 #define LEN_MAX (PROMPT + 3 * N_SEQS_MAX + STEPS) /* positions of the longest sequence */
 #define CPU_BT 16
 #define TOL_F32 2e-4
-#define TOL_BF16 5e-2
+#define TOL_BF16 1e-1
 
 /* ---- Weights ------------------------------------------------------------------------------- */
 
