@@ -374,35 +374,43 @@ static const gl_case k_cases[] = {
 };
 #define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
 
-static void test_presets(void) {
-    static const char *const presets[] = {"tiny", "tiny-llama", "tiny-qwen3"};
+/* Every case on the three models `load` makes, in both dtypes. */
+static void run_models(cb_lm_weights *(*load)(const char *, cb_lm_dtype),
+                       const char *const names[3]) {
     for (int d = 0; d < 2; d++)
         for (int i = 0; i < 3; i++) {
-            cb_lm_weights *w = random_weights(presets[i], d ? CB_LM_F32 : CB_LM_BF16);
-            for (int c = 0; c < N_CASES; c++) run_case(w, presets[i], &k_cases[c]);
+            cb_lm_weights *w = load(names[i], d ? CB_LM_F32 : CB_LM_BF16);
+            for (int c = 0; c < N_CASES; c++) run_case(w, names[i], &k_cases[c]);
             cb_lm_weights_destroy(w);
         }
 }
 
+static void test_presets(void) {
+    static const char *const presets[3] = {"tiny", "tiny-llama", "tiny-qwen3"};
+    run_models(random_weights, presets);
+}
+
 static void test_fixtures(void) {
-    static const char *const families[] = {"llama", "qwen2", "qwen3"};
-    for (int d = 0; d < 2; d++)
-        for (int i = 0; i < 3; i++) {
-            cb_lm_weights *w = fixture_weights(families[i], d ? CB_LM_BF16 : CB_LM_F32);
-            for (int c = 0; c < N_CASES; c++) run_case(w, families[i], &k_cases[c]);
-            cb_lm_weights_destroy(w);
-        }
+    static const char *const families[3] = {"llama", "qwen2", "qwen3"};
+    run_models(fixture_weights, families);
 }
 
 /* ---- The pool and bad input ---------------------------------------------------------------- */
 
+/* The "tiny" preset's weights in dt in *w and a pair over them (GPU blocks of 16): 0, or -1
+ * with nothing left open (the failure recorded). */
+static int open_tiny(cb_lm_dtype dt, cb_lm_weights **w, gl_pair *p) {
+    *w = random_weights("tiny", dt);
+    if (*w && pair_open(p, *w, 16) == 0) return 0;
+    cb_lm_weights_destroy(*w);
+    *w = NULL;
+    return -1;
+}
+
 static void test_kv_free_list(void) {
-    cb_lm_weights *w = random_weights("tiny", CB_LM_BF16);
+    cb_lm_weights *w;
     gl_pair p;
-    if (!w || pair_open(&p, w, 16)) {
-        cb_lm_weights_destroy(w);
-        return;
-    }
+    if (open_tiny(CB_LM_BF16, &w, &p)) return;
     const int32_t n = cb_lm_cuda_kv_n_blocks(p.gpu);
     CB_CHECK_EQ_INT(cb_lm_cuda_kv_block_tokens(p.gpu), 16);
     CB_CHECK_EQ_INT(cb_lm_cuda_kv_dtype(p.gpu), CB_LM_BF16);
@@ -432,12 +440,9 @@ static void test_kv_free_list(void) {
 }
 
 static void test_bad_input(void) {
-    cb_lm_weights *w = random_weights("tiny", CB_LM_F32);
+    cb_lm_weights *w;
     gl_pair p;
-    if (!w || pair_open(&p, w, 16)) {
-        cb_lm_weights_destroy(w);
-        return;
-    }
+    if (open_tiny(CB_LM_F32, &w, &p)) return;
     int32_t ids[20] = {0}, blocks[2] = {cb_lm_cuda_kv_alloc(p.gpu), cb_lm_cuda_kv_alloc(p.gpu)};
     cb_error err = {0};
     ids[3] = (int32_t)p.c->vocab;

@@ -190,7 +190,8 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(cb__lk_attn a) {
         l = l * f + cs;
         for (int i = tid; i < hd; i += kAttnThreads) {
             float v = acc[i] * f;
-            for (int jj = 0; jj < n; jj++) v += sc[jj] * ld(kv_row<T>(a, table, head_v, j0 + jj), i);
+            for (int jj = 0; jj < n; jj++)
+                v += sc[jj] * ld(kv_row<T>(a, table, head_v, j0 + jj), i);
             acc[i] = v;
         }
         m = m_new;

@@ -91,7 +91,7 @@ typedef struct cb_cuda_lm_desc {
     size_t kv_budget_bytes;        /* KV pool: floor(budget / block_bytes) blocks (>= 1) */
     int block_tokens;              /* positions per block, [1, 1024] */
     int max_step_tokens;           /* tokens of one forward call, [1, 65536] */
-    int max_step_seqs;             /* sequences of one forward call, [1, min(max_step_tokens, 4096)] */
+    int max_step_seqs;             /* sequences of one call, [1, min(max_step_tokens, 4096)] */
     cb_gpu_wait wait;              /* how lm_forward waits for its step */
 } cb_cuda_lm_desc;
 

@@ -147,7 +147,8 @@ static int create_device(cb_lm_cuda *m, const cb_lm_weights *w, const cb_lm_cuda
 int cb_lm_cuda_create(const cb_lm_weights *w, const cb_lm_cuda_opts *o, cb_lm_cuda **out,
                       cb_error *err) {
     *out = NULL;
-    if (!w || !o) return cb_error_set(err, CB_EINVAL, "lm model (cuda): no %s", w ? "options" : "weights");
+    if (!w || !o)
+        return cb_error_set(err, CB_EINVAL, "lm model (cuda): no %s", w ? "options" : "weights");
     int n_seqs = 0;
     int rc = check_opts(o, &n_seqs, err);
     if (rc) return rc;
