@@ -587,9 +587,10 @@ int main(int argc, char **argv) {
     cb_lm_config cfg;
     if (cb_lm_config_resolve(o.model, &cfg, &err))
         return fail(o.model, &err);
-    if (o.prompt + o.warmup + o.steps > cfg.max_positions) {
+    int most_steps = o.steps > o.batch_steps ? o.steps : o.batch_steps;
+    if (o.prompt + o.warmup + most_steps > cfg.max_positions) {
         fprintf(stderr, "bench_llm: prompt + warmup + steps = %d exceeds %lld positions\n",
-                o.prompt + o.warmup + o.steps, (long long)cfg.max_positions);
+                o.prompt + o.warmup + most_steps, (long long)cfg.max_positions);
         return 2;
     }
     /* The bandwidth before and after the model runs; the better of the two is the roofline's
