@@ -45,6 +45,7 @@
 #include "gpu/cuda.h"
 #include "gpu_fixture.h"
 #include "harness.h"
+#include "llm/engine.h"
 #include "llm/lm_config.h"
 #include "llm/lm_cuda.h"
 #include "llm/lm_model.h"
@@ -473,6 +474,61 @@ static void test_bad_input(void) {
 
 /* ---- Without a device ---------------------------------------------------------------------- */
 
+/* The engine on a CUDA model (cb_lm_model_create_opts with device 0, as llm.generate builds it)
+ * against the same engine on the CPU: 4 requests of different lengths decoded together,
+ * greedy, f32 weights (the products f32 on both sides): the same tokens. */
+static int engine_tokens(const cb_lm_weights *w, int device, int32_t out[4][16]) {
+    cb_lm_model_opts mo = CB_LM_MODEL_OPTS_DEFAULT;
+    mo.max_step_tokens = 64;
+    mo.device = device;
+    mo.max_step_seqs = 4;
+    cb_lm_model *m = NULL;
+    cb_lm_kv *kv = NULL;
+    cb_engine *e = NULL;
+    cb_error err = {0};
+    int rc = cb_lm_model_create_opts(w, &mo, &m, &err);
+    if (!rc) rc = cb_lm_kv_create(m, (size_t)1 << 22, 8, &kv, &err);
+    cb_engine_opts eo = CB_ENGINE_OPTS_DEFAULT;
+    eo.max_batch = 4;
+    eo.max_tokens_per_step = 64;
+    if (!rc) rc = cb_engine_create(m, kv, &eo, &e, &err);
+    static const int32_t lens[4] = {5, 9, 17, 30};
+    int32_t prompt[30];
+    for (int i = 0; i < 30; i++) prompt[i] = (int32_t)((i * 37 + 11) % 512);
+    for (int r = 0; !rc && r < 4; r++) {
+        cb_engine_request q = {prompt + 30 - lens[r], lens[r], 16, 1, CB_SAMPLE_PARAMS_GREEDY,
+                               (uint64_t)r, 0, r, NULL};
+        rc = cb_engine_add(e, &q, &err);
+    }
+    int done = 0;
+    for (int steps = 0; !rc && done < 4 && steps < 1000; steps++) {
+        rc = cb_engine_step(e, &err);
+        for (int i = 0; !rc && i < cb_engine_n_finished(e); i++, done++) {
+            const cb_engine_result *res = cb_engine_finished(e, i);
+            for (int t = 0; t < 16 && t < res->n_output; t++) out[res->index][t] = res->output[t];
+        }
+    }
+    if (rc) printf("# engine on %s: %s\n", device < 0 ? "cpu" : "cuda:0", err.msg);
+    cb_engine_destroy(e);
+    cb_lm_kv_destroy(kv);
+    cb_lm_model_destroy(m);
+    return rc ? rc : done == 4 ? 0 : -1;
+}
+
+static void test_engine_on_cuda(void) {
+    cb_lm_weights *w = random_weights("tiny", CB_LM_F32);
+    if (!w) return;
+    int32_t cpu[4][16] = {{0}}, gpu[4][16] = {{0}};
+    CB_CHECK_EQ_INT(engine_tokens(w, -1, cpu), 0);
+    CB_CHECK_EQ_INT(engine_tokens(w, 0, gpu), 0);
+    int same = 0;
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 16; t++) same += cpu[r][t] == gpu[r][t];
+    printf("# engine, tiny f32, 4 requests x 16 greedy tokens: %d of 64 equal on cuda:0\n", same);
+    CB_CHECK_EQ_INT(same, 64);
+    cb_lm_weights_destroy(w);
+}
+
 /* cb_lm_cuda_create must fail with CB_EUNSUPPORTED and a reason where nothing can run CUDA;
  * a failure is recorded (the skip stands otherwise). */
 static void check_unavailable(void) {
@@ -505,5 +561,6 @@ int main(void) {
     CB_RUN(test_bad_input);
     CB_RUN(test_presets);
     CB_RUN(test_fixtures);
+    CB_RUN(test_engine_on_cuda);
     return cb_test_done();
 }

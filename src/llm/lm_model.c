@@ -33,6 +33,7 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "llm/lm_cuda.h"
 #include "llm/lm_kernels.h"
 
 #define MLP_CHUNK 256 /* tokens per pass of the MLP */
@@ -59,6 +60,7 @@ struct cb_lm_model {
     float **yrows;
     cb__lm_attn_seq *aseqs;
     cb_lm_forward_stats stats;
+    cb_lm_model_opts opts; /* opts.device >= 0: a CUDA model (no CPU scratch) */
 };
 
 struct cb_lm_kv {
@@ -70,6 +72,7 @@ struct cb_lm_kv {
     unsigned char *raw, *base;
     int32_t *free_ids;     /* stack of n_free ids */
     unsigned char *in_use; /* n_blocks flags */
+    cb_lm_cuda *cuda;      /* a CUDA model's device weights and pool: every call goes there */
 };
 
 static size_t elem_bytes(cb_lm_dtype d) { return d == CB_LM_BF16 ? 2 : 4; }
@@ -106,6 +109,35 @@ static const float *vec(const cb_lm_weights *w, cb_lm_wkind kind, int layer) {
     return (const float *)cb_lm_weights_get(w, kind, layer);
 }
 
+int cb_lm_model_create_opts(const cb_lm_weights *w, const cb_lm_model_opts *o, cb_lm_model **out,
+                            cb_error *err) {
+    *out = NULL;
+    if (!o || o->device < 0) {
+        int rc = cb_lm_model_create(w, o ? o->threads : 1, o ? o->max_step_tokens : 512, out, err);
+        if (rc == 0 && o)
+            (*out)->opts = *o;
+        return rc;
+    }
+    if (!w)
+        return cb_error_set(err, CB_EINVAL, "lm model: no weights");
+    if (o->max_step_tokens < 1 || o->max_step_tokens > CB_LM_STEP_TOKENS_MAX)
+        return cb_error_set(err, CB_EINVAL, "lm model: max_step_tokens %d outside [1, %d]",
+                            o->max_step_tokens, CB_LM_STEP_TOKENS_MAX);
+    /* A CUDA model: the configuration and options; the device copy comes with the KV cache. */
+    cb_lm_model *m = cb_calloc(1, sizeof *m);
+    if (!m)
+        return cb_error_set(err, CB_ENOMEM, "lm model: out of memory");
+    m->w = w;
+    m->cfg = *cb_lm_weights_config(w);
+    m->dtype = cb_lm_weights_dtype_of(w, CB_LM_W_EMBED);
+    m->max_step_tokens = o->max_step_tokens;
+    m->opts = *o;
+    *out = m;
+    return 0;
+}
+
+int cb_lm_model_device(const cb_lm_model *m) { return m->opts.device; }
+
 int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens, cb_lm_model **out,
                        cb_error *err) {
     *out = NULL;
@@ -125,6 +157,9 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
     m->cfg = *c;
     m->dtype = cb_lm_weights_dtype_of(w, CB_LM_W_EMBED);
     m->max_step_tokens = max_step_tokens;
+    m->opts = (cb_lm_model_opts)CB_LM_MODEL_OPTS_DEFAULT;
+    m->opts.threads = threads;
+    m->opts.max_step_tokens = max_step_tokens;
     m->kc.threads = threads;
     m->kc.avx2 = cb__lm_cpu_avx2();
     m->layers = cb_calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -244,6 +279,26 @@ int cb_lm_kv_create(const cb_lm_model *m, size_t budget_bytes, int block_tokens,
     cb_lm_kv *kv = cb_calloc(1, sizeof *kv);
     if (!kv)
         return cb_error_set(err, CB_ENOMEM, "kv cache: out of memory");
+    if (m->opts.device >= 0) {
+        cb_lm_cuda_opts co = CB_LM_CUDA_OPTS_DEFAULT;
+        co.ordinal = m->opts.device;
+        co.max_step_tokens = m->max_step_tokens;
+        co.max_step_seqs = m->opts.max_step_seqs;
+        co.kv_budget_bytes = budget_bytes;
+        co.block_tokens = block_tokens;
+        co.wait = (cb_gpu_wait)m->opts.gpu_wait;
+        int rc = cb_lm_cuda_create(m->w, &co, &kv->cuda, err);
+        if (rc) {
+            cb_free(kv);
+            return rc;
+        }
+        kv->block_tokens = block_tokens;
+        kv->n_blocks = cb_lm_cuda_kv_n_blocks(kv->cuda);
+        kv->block_bytes = cb_lm_cuda_kv_block_bytes(kv->cuda);
+        kv->dtype = cb_lm_cuda_kv_dtype(kv->cuda);
+        *out = kv;
+        return 0;
+    }
     kv->block_tokens = block_tokens;
     kv->n_blocks = (int32_t)nb;
     kv->block_bytes = bb;
@@ -270,6 +325,7 @@ int cb_lm_kv_create(const cb_lm_model *m, size_t budget_bytes, int block_tokens,
 void cb_lm_kv_destroy(cb_lm_kv *kv) {
     if (!kv)
         return;
+    cb_lm_cuda_destroy(kv->cuda);
     cb_free(kv->raw);
     cb_free(kv->free_ids);
     cb_free(kv->in_use);
@@ -278,9 +334,13 @@ void cb_lm_kv_destroy(cb_lm_kv *kv) {
 
 int cb_lm_kv_block_tokens(const cb_lm_kv *kv) { return kv->block_tokens; }
 int32_t cb_lm_kv_n_blocks(const cb_lm_kv *kv) { return kv->n_blocks; }
-int32_t cb_lm_kv_free_blocks(const cb_lm_kv *kv) { return kv->n_free; }
+int32_t cb_lm_kv_free_blocks(const cb_lm_kv *kv) {
+    return kv->cuda ? cb_lm_cuda_kv_free_blocks(kv->cuda) : kv->n_free;
+}
 
 int32_t cb_lm_kv_alloc(cb_lm_kv *kv) {
+    if (kv->cuda)
+        return cb_lm_cuda_kv_alloc(kv->cuda);
     if (kv->n_free == 0)
         return -1;
     int32_t b = kv->free_ids[--kv->n_free];
@@ -289,6 +349,10 @@ int32_t cb_lm_kv_alloc(cb_lm_kv *kv) {
 }
 
 void cb_lm_kv_release(cb_lm_kv *kv, int32_t block) {
+    if (kv->cuda) {
+        cb_lm_cuda_kv_release(kv->cuda, block);
+        return;
+    }
     /* An id out of range or already free is ignored (the engine's bug, never a
      * corruption). */
     if (block < 0 || block >= kv->n_blocks || !kv->in_use[block])
@@ -478,6 +542,14 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
 }
 
 int cb_lm_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seqs, cb_error *err) {
+    if ((m->opts.device >= 0) != (kv->cuda != NULL))
+        return cb_error_set(err, CB_EINVAL, "lm forward: a %s model with a %s KV cache",
+                            m->opts.device >= 0 ? "CUDA" : "CPU", kv->cuda ? "CUDA" : "CPU");
+    if (kv->cuda) {
+        int rc = cb_lm_cuda_forward(kv->cuda, seqs, n_seqs, err);
+        cb_lm_cuda_last_stats(kv->cuda, &m->stats);
+        return rc;
+    }
     const int64_t start = cb_clock_now_ns();
     int64_t T = 0;
     int rc = check_step(m, kv, seqs, n_seqs, &T, err);

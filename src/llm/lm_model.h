@@ -47,6 +47,25 @@ typedef struct cb_lm_kv cb_lm_kv;
  * bounds the tokens of one forward call (scratch is sized for it at create). */
 int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
                        cb_lm_model **out, cb_error *err);
+
+/* Where the forward pass runs. device -1: the CPU (this file's kernels, `threads` threads);
+ * N >= 0: CUDA device cuda:N through the CUDA module (llm/lm_cuda.h). A CUDA model is the same
+ * object to its users: its KV cache (cb_lm_kv_create) is the device's pool, created together
+ * with the device copy of the weights (so the device is opened, and its errors surface, at
+ * cb_lm_kv_create: CB_EUNSUPPORTED where there is no module, driver or device), and
+ * cb_lm_forward runs there; every cb_lm_kv_* call and the stats work unchanged. */
+typedef struct cb_lm_model_opts {
+    int threads;         /* CPU: threads of the forward pass */
+    int max_step_tokens; /* tokens of one forward call */
+    int device;          /* -1: CPU; N: cuda:N */
+    int max_step_seqs;   /* CUDA: sequences of one call (0: lm_cuda.h's default) */
+    int gpu_wait;        /* CUDA: cb_gpu_wait (gpu/wait.h): how a forward waits for the device */
+} cb_lm_model_opts;
+#define CB_LM_MODEL_OPTS_DEFAULT {1, 512, -1, 0, 0}
+int cb_lm_model_create_opts(const cb_lm_weights *w, const cb_lm_model_opts *o, cb_lm_model **out,
+                            cb_error *err);
+/* -1 for the CPU, else the CUDA ordinal. */
+int cb_lm_model_device(const cb_lm_model *m);
 void cb_lm_model_destroy(cb_lm_model *m); /* NULL is a no-op */
 const cb_lm_config *cb_lm_model_config(const cb_lm_model *m);
 cb_lm_dtype cb_lm_model_kv_dtype(const cb_lm_model *m);

@@ -15,8 +15,9 @@
  * directory; without weights the matrices are seeded random at the real shapes (a warning says so:
  * speed runs need the shapes, not trained values). Loaded in prepare (untimed) with the model's
  * scratch and the KV cache of kv_cache_bytes in blocks of block_tokens positions. `threads`:
- * the forward pass's threads (default 1: set it to the cores the pipeline has). device: cpu only
- * for now; a cuda device is refused at create (CB_EUNSUPPORTED).
+ * the forward pass's threads (default 1: set it to the cores the pipeline has). device: cpu, or
+ * cuda:N, where the forward pass runs in the CUDA module (llm/lm_cuda.h through lm_model.h's
+ * device option: same engine, same KV semantics; the device opens in prepare, with the KV pool).
  *
  * Metrics per request (reported when it completes; latencies from the query's scheduled
  * arrival, host->arrival_ns): prompt_tokens, output_tokens, tokens (COUNTs: their per_second in
@@ -41,9 +42,11 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "colobench/stage.h"
+#include "gpu/wait.h"
 #include "llm/engine.h"
 #include "llm/lm_config.h"
 #include "llm/lm_model.h"
@@ -70,6 +73,7 @@ enum {
     P_SEED,
     P_SLO,
     P_TOKEN_TIMES,
+    P_GPU_WAIT,
     P_COUNT
 };
 
@@ -85,7 +89,8 @@ static const cb_param_def gen_params[P_COUNT] = {
     [P_PRECISION] = {"precision", CB_PARAM_ENUM, "bf16", CB_PARAM_UNBOUNDED, "f32|bf16",
                      "weights and KV cache precision (activations are float32)"},
     [P_DEVICE] = {"device", CB_PARAM_STRING, NULL, CB_PARAM_UNBOUNDED, NULL,
-                  "cpu (unset: the pipeline's device; cuda is not supported yet)"},
+                  "cpu or cuda:N (unset: the pipeline's device); on cuda the forward pass runs "
+                  "in the CUDA module (cuBLAS and colobench's kernels)"},
     [P_THREADS] = {"threads", CB_PARAM_INT, "1", 1, 1024, NULL,
                    "threads of the forward pass (default 1: give it the pipeline's cores)"},
     [P_MAX_BATCH] = {"max_batch", CB_PARAM_INT, "32", 1, CB_ENGINE_MAX_BATCH, NULL,
@@ -121,6 +126,9 @@ static const cb_param_def gen_params[P_COUNT] = {
                        "write every token's time: 24-byte little-endian records (int64 request "
                        "index, int64 ns since the request's arrival, int32 token number, int32 "
                        "token id); worker N > 0 writes PATH.N"},
+    [P_GPU_WAIT] = {"gpu_wait", CB_PARAM_ENUM, "block", CB_PARAM_UNBOUNDED, CB_GPU_WAITS,
+                    "cuda: how the engine's thread waits for each step's device work (block "
+                    "sleeps, spin and yield poll)"},
 };
 
 enum {
@@ -190,6 +198,7 @@ _Static_assert(sizeof(token_time) == 24, "token_times record layout");
 
 typedef struct gen_state {
     const cb_host *host;
+    int device; /* -1: cpu; N: cuda:N */
     const char *stage;
     const cb_param_value *v;
     uint64_t seed;
@@ -250,10 +259,15 @@ static int gen_create(void *state, const cb_stage_args *args, cb_error *err) {
                              "(stage ABI of 2026-12-07)");
     int own = 0;
     const char *dev = cb_util_stage_device(args, &args->values[P_DEVICE], &own);
-    if (dev && strcmp(dev, "cpu") != 0)
-        return cb_util_error(err, CB_EUNSUPPORTED, "device: %s%s: llm.generate runs on the cpu "
-                             "only for now (the CUDA path is a later step)",
-                             own ? "" : "the pipeline's device ", dev);
+    s->device = -1;
+    if (dev && strcmp(dev, "cpu") != 0) {
+        char *end = NULL;
+        long n = strncmp(dev, "cuda:", 5) == 0 ? strtol(dev + 5, &end, 10) : -1;
+        if (n < 0 || n > 1023 || !end || end == dev + 5 || *end)
+            return cb_util_error(err, CB_ECONFIG, "device: %sexpected cpu or cuda:N, got \"%s\"",
+                                 own ? "" : "the pipeline's device: ", dev);
+        s->device = (int)n;
+    }
     s->host = h;
     s->stage = args->stage;
     s->worker = args->worker;
@@ -325,11 +339,17 @@ static int gen_prepare(void *state, cb_error *err) {
     /* A warning, not info: the host's sink prints warnings only, and a user must see that the
      * outputs are not a trained model's (issue 15: "say so in the output"). */
     if (cb_lm_weights_random(s->w) && s->worker == 0)
-        gen_log(s, CB_LOG_WARN, "llm.generate: %s with seeded random weights (seed %llu, no "
+        gen_log(s, CB_LOG_WARN, "%s with seeded random weights (seed %llu, no "
                 "`weights` given): speed figures are real, the text is not", cfg.name,
                 (unsigned long long)s->seed);
-    rc = cb_lm_model_create(s->w, (int)v[P_THREADS].i, (int)v[P_MAX_TOKENS_PER_STEP].i, &s->model,
-                            &e);
+    cb_lm_model_opts mo = CB_LM_MODEL_OPTS_DEFAULT;
+    mo.threads = (int)v[P_THREADS].i;
+    mo.max_step_tokens = (int)v[P_MAX_TOKENS_PER_STEP].i;
+    mo.device = s->device;
+    mo.max_step_seqs = (int)v[P_MAX_BATCH].i < mo.max_step_tokens ? (int)v[P_MAX_BATCH].i
+                                                                  : mo.max_step_tokens;
+    mo.gpu_wait = (int)v[P_GPU_WAIT].i;
+    rc = cb_lm_model_create_opts(s->w, &mo, &s->model, &e);
     if (rc) return lib_error(err, rc, "model", &e);
     rc = cb_lm_kv_create(s->model, (size_t)v[P_KV_CACHE_BYTES].i, (int)v[P_BLOCK_TOKENS].i, &s->kv,
                          &e);
