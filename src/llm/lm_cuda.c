@@ -16,7 +16,6 @@
  */
 #include "llm/lm_cuda.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -34,30 +33,6 @@ struct cb_lm_cuda {
     unsigned char *in_use;         /* n_blocks flags */
     cb_cuda_lm_seq *seqs;          /* max_step_seqs entries: the step's sequences */
 };
-
-/* ---- RoPE frequencies ---------------------------------------------------------------------- */
-
-/* Llama 3's rule (transformers' _compute_llama3_parameters) for one base frequency f: kept
- * above the high-frequency wavelength bound, divided by factor below the low one, blended in
- * between. */
-static double llama3_scaled(const cb_lm_config *c, double f) {
-    const double orig = (double)c->rope_original_max_positions;
-    const double wavelen = 2.0 * M_PI / f;
-    if (wavelen > orig / c->rope_low_freq_factor) return f / c->rope_factor;
-    if (wavelen < orig / c->rope_high_freq_factor) return f;
-    const double smooth = (orig / wavelen - c->rope_low_freq_factor) /
-                          (c->rope_high_freq_factor - c->rope_low_freq_factor);
-    return (1.0 - smooth) * f / c->rope_factor + smooth * f;
-}
-
-void cb_lm_cuda_rope_inv_freq(const cb_lm_config *c, float *inv) {
-    for (int64_t i = 0; 2 * i < c->head_dim; i++) {
-        /* transformers: arange(0, dim, 2).float() / dim in float32, base ** that, to float */
-        const float expo = (float)(2 * i) / (float)c->head_dim;
-        const double base = (double)(float)(1.0 / pow(c->rope_theta, (double)expo));
-        inv[i] = (float)(c->rope_llama3 ? llama3_scaled(c, base) : base);
-    }
-}
 
 /* ---- Creation ------------------------------------------------------------------------------ */
 
@@ -121,7 +96,7 @@ static int create_device(cb_lm_cuda *m, const cb_lm_weights *w, const cb_lm_cuda
         L->attn_norm = tensor(w, CB_LM_W_ATTN_NORM, l);
         L->mlp_norm = tensor(w, CB_LM_W_MLP_NORM, l);
     }
-    cb_lm_cuda_rope_inv_freq(c, inv);
+    cb_lm_rope_inv_freq(c, inv);
     cb_cuda_lm_desc d;
     memset(&d, 0, sizeof d);
     d.struct_size = sizeof d;

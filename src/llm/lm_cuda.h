@@ -75,8 +75,4 @@ void cb_lm_cuda_last_stats(const cb_lm_cuda *m, cb_lm_forward_stats *out);
  * device times. */
 void cb_lm_cuda_info(const cb_lm_cuda *m, cb_cuda_lm_stats *out);
 
-/* RoPE inverse frequencies of c (head_dim / 2 floats) as transformers computes them, with
- * Llama 3 scaling in double: what lm_model.c computes for the CPU path. */
-void cb_lm_cuda_rope_inv_freq(const cb_lm_config *c, float *inv);
-
 #endif

@@ -81,7 +81,7 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ---- RoPE frequencies ------------------------------------------------------------------------ */
 
-static void rope_inv_freq(const cb_lm_config *c, float *inv) {
+void cb_lm_rope_inv_freq(const cb_lm_config *c, float *inv) {
     const int64_t half = c->head_dim / 2;
     for (int64_t i = 0; i < half; i++) {
         const float e = (float)(2 * i) / (float)c->head_dim; /* transformers: float32 */
@@ -186,7 +186,7 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
     m->embed = cb_lm_weights_get(w, CB_LM_W_EMBED, -1);
     m->head = cb_lm_weights_get(w, CB_LM_W_LM_HEAD, -1);
     m->norm = vec(w, CB_LM_W_NORM, -1);
-    rope_inv_freq(c, m->inv_freq);
+    cb_lm_rope_inv_freq(c, m->inv_freq);
 
     /* Scratch: each array rounded to 16 floats (64 bytes). */
     const int64_t T = max_step_tokens, H = c->hidden, qd = cb_lm_config_q_dim(c);

@@ -66,6 +66,11 @@ int cb_lm_model_create_opts(const cb_lm_weights *w, const cb_lm_model_opts *o, c
                             cb_error *err);
 /* -1 for the CPU, else the CUDA ordinal. */
 int cb_lm_model_device(const cb_lm_model *m);
+
+/* RoPE inverse frequencies of c (head_dim / 2 floats) as transformers computes them (the
+ * exponent in float32, Llama 3 scaling in double): the one rule both the CPU and the CUDA
+ * forward use. */
+void cb_lm_rope_inv_freq(const cb_lm_config *c, float *inv);
 void cb_lm_model_destroy(cb_lm_model *m); /* NULL is a no-op */
 const cb_lm_config *cb_lm_model_config(const cb_lm_model *m);
 cb_lm_dtype cb_lm_model_kv_dtype(const cb_lm_model *m);
