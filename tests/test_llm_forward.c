@@ -693,6 +693,101 @@ static void test_matmul_blocks(void) {
     free(x), free(bias), free(w32), free(w16);
 }
 
+/* The packed product (the layers' matrices) at shapes that take every path: k = 1003 (four
+ * chunks, the last partial), two parts of 50 and 21 rows (partial panels, a part boundary inside
+ * a thread's panels), a bias on one part, 140 tokens (two token blocks of 72 and 68, partial
+ * token tiles), 5 tokens (the few-token path) and 1. Every result equals the scalar path's fmaf
+ * chain bit for bit, on 2 threads and on 1, in one call and token by token. */
+static void test_matmul_packed(void) {
+    enum { K = 1003, T = 140, NA = 50, NB = 21 };
+    float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * NA);
+    float *wa = malloc(sizeof(float) * NA * K), *wb = malloc(sizeof(float) * NB * K);
+    uint16_t *ha = malloc(sizeof(uint16_t) * NA * K), *hb = malloc(sizeof(uint16_t) * NB * K);
+    float *ya[4], *yb[4];
+    for (int i = 0; i < 4; i++)
+        ya[i] = malloc(sizeof(float) * T * NA), yb[i] = malloc(sizeof(float) * T * NB);
+    for (int i = 0; i < T * K; i++)
+        x[i] = (float)urand();
+    for (int i = 0; i < NA * K; i++)
+        wa[i] = (float)urand() * 0.1f, ha[i] = cb_lm_f32_to_bf16(wa[i]);
+    for (int i = 0; i < NB * K; i++)
+        wb[i] = (float)urand() * 0.1f, hb[i] = cb_lm_f32_to_bf16(wb[i]);
+    for (int i = 0; i < NA; i++)
+        bias[i] = (float)urand();
+    for (int dt = 0; dt < 2; dt++) {
+        const cb_lm_dtype wd = dt ? CB_LM_BF16 : CB_LM_F32;
+        void *pa = malloc(cb__lm_packed_bytes(NA, K, wd)), *pb = malloc(cb__lm_packed_bytes(NB, K, wd));
+        CB_CHECK_EQ_INT((int)(cb__lm_packed_bytes(NA, K, wd) % 64), 0);
+        cb__lm_pack(pa, dt ? (const void *)ha : (const void *)wa, NA, K, wd);
+        cb__lm_pack(pb, dt ? (const void *)hb : (const void *)wb, NB, K, wd);
+        cb__lm_kctx two = {2, cb__lm_cpu_avx2()}, one = {1, cb__lm_cpu_avx2()}, ref = {1, 0};
+        cb__lm_mm_part p[2] = {{pa, bias, NA, ya[0], NA, NULL}, {pb, NULL, NB, yb[0], NB, NULL}};
+        cb__lm_matmul_packed(&ref, x, K, T, K, wd, p, 2);
+        p[0].y = ya[1], p[1].y = yb[1];
+        cb__lm_matmul_packed(&two, x, K, T, K, wd, p, 2);
+        p[0].y = ya[2], p[1].y = yb[2];
+        cb__lm_matmul_packed(&one, x, K, T, K, wd, p, 2);
+        for (int t = 0; t < T;) { /* 1, 5, 1, 5, ... tokens a call */
+            const int n = (t / 6) % 2 == 0 && t % 6 == 0 && t + 5 <= T ? 5 : 1;
+            p[0].y = ya[3] + t * NA, p[1].y = yb[3] + t * NB;
+            cb__lm_matmul_packed(&two, x + t * K, K, n, K, wd, p, 2);
+            t += n;
+        }
+        for (int i = 1; i < 4; i++) {
+            CB_CHECK(memcmp(ya[0], ya[i], sizeof(float) * T * NA) == 0);
+            CB_CHECK(memcmp(yb[0], yb[i], sizeof(float) * T * NB) == 0);
+        }
+        /* and the fmaf chain is the product: against a double sum */
+        double worst = 0.0;
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < NA; j++) {
+                double s = bias[j];
+                for (int k = 0; k < K; k++)
+                    s += (double)x[t * K + k] * (dt ? cb_lm_bf16_to_f32(ha[j * K + k]) : wa[j * K + k]);
+                const double e = fabs(s - ya[0][t * NA + j]);
+                worst = e > worst ? e : worst;
+            }
+        printf("# packed matmul %s [%d x %d] x [%d + %d x %d]^T: paths bit-identical, max |y - f64| %.3g\n",
+               dt ? "bf16" : "f32", T, K, NA, NB, K, worst);
+        CB_CHECK_CMP_INT(worst < 1e-4, ==, 1);
+        free(pa), free(pb);
+    }
+    for (int i = 0; i < 4; i++)
+        free(ya[i]), free(yb[i]);
+    free(x), free(bias), free(wa), free(wb), free(ha), free(hb);
+}
+
+/* SwiGLU's fast path (exp8) against expf: within 4 ulp-ish relative error, over the range a
+ * gate takes and its extremes (overflowing e^-g, underflowing), and a row's results do not
+ * depend on the row. */
+static void test_swiglu(void) {
+    enum { T = 3, N = 37 };
+    float g[T * N], u[T * N], g2[T * N];
+    for (int i = 0; i < T * N; i++) {
+        g[i] = (float)(30.0 * urand());
+        u[i] = (float)urand();
+    }
+    g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f, g[3] = -87.5f, g[4] = 88.9f;
+    for (int r = 1; r < T; r++) { /* the same row three times */
+        memcpy(g + r * N, g, sizeof(float) * N);
+        memcpy(u + r * N, u, sizeof(float) * N);
+    }
+    memcpy(g2, g, sizeof g);
+    cb__lm_kctx fast = {2, cb__lm_cpu_avx2()}, ref = {1, 0};
+    cb__lm_swiglu(&fast, g, u, T, N);
+    cb__lm_swiglu(&ref, g2, u, T, N);
+    double worst = 0.0;
+    for (int i = 0; i < T * N; i++) {
+        const double d = fabs((double)g[i] - g2[i]) / (fabs((double)g2[i]) + 1e-30);
+        worst = d > worst ? d : worst;
+        CB_CHECK(isfinite(g[i]));
+    }
+    for (int r = 1; r < T; r++)
+        CB_CHECK(memcmp(g + r * N, g, sizeof(float) * N) == 0);
+    printf("# swiglu fast vs expf: max relative difference %.3g\n", worst);
+    CB_CHECK_CMP_INT(worst < 1e-6, ==, 1);
+}
+
 /* ---- KV pool and errors ---------------------------------------------------------------------- */
 
 static void test_kv_pool(void) {
@@ -816,6 +911,8 @@ int main(void) {
     CB_RUN(test_batch_invariance);
     CB_RUN(test_chunks_and_paging);
     CB_RUN(test_matmul_blocks);
+    CB_RUN(test_matmul_packed);
+    CB_RUN(test_swiglu);
     CB_RUN(test_kv_pool);
     CB_RUN(test_bad_input);
     CB_RUN(test_alloc_failures);

@@ -47,6 +47,32 @@ typedef struct cb__lm_mm_part {
 void cb__lm_matmul(const cb__lm_kctx *c, const float *x, int64_t ldx, int64_t t, int64_t k,
                    cb_lm_dtype wd, const cb__lm_mm_part *parts, int n_parts);
 
+/* ---- Packed products (the layers' matrices) ----
+ *
+ * A matrix [n, k] packed for the broadcast micro-kernel: panels of CB__LM_NR output columns,
+ * panel p holding, for kk = 0..k-1 in order, the CB__LM_NR weights w[p * NR + j][kk] (columns
+ * past n are zeros). float32: in column order. bfloat16: as 8 32-bit words, word i = column i
+ * in its low half and column 8 + i in its high half (so that a shift and a mask widen the 16
+ * columns to two float32 vectors). Panel after panel, so one thread's panels are one stream.
+ *
+ * Order: each output element is the fused multiply-add chain over kk = 0, 1, 2, ... from 0
+ * (fmaf in the scalar path, the same bits), then the bias: a function of its own inputs alone,
+ * as for cb__lm_matmul. */
+#define CB__LM_NR 16
+
+/* Bytes of the packed form of an [n, k] matrix of dtype wd (a multiple of 64). */
+size_t cb__lm_packed_bytes(int64_t n, int64_t k, cb_lm_dtype wd);
+
+/* Packs w [n, k] (row-major, dtype wd) into dst (cb__lm_packed_bytes, any alignment; 64-byte
+ * aligned is best). */
+void cb__lm_pack(void *dst, const void *w, int64_t n, int64_t k, cb_lm_dtype wd);
+
+/* As cb__lm_matmul with packed matrices (parts[i].w from cb__lm_pack; yrows must be NULL).
+ * Above 6 tokens each thread takes an 83 KiB buffer for the call (cb_malloc; without it the
+ * outputs accumulate in y directly: the same bits, slower). */
+void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int64_t t, int64_t k,
+                          cb_lm_dtype wd, const cb__lm_mm_part *parts, int n_parts);
+
 /* y[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * w, per row of n (y may be x). */
 void cb__lm_rmsnorm(const cb__lm_kctx *c, float *y, const float *x, const float *w, int64_t t,
                     int64_t n, double eps);

@@ -21,8 +21,11 @@
  * as [layer][k|v][kv_head][block_tokens][head_dim]: the keys of one (layer, head) in a block
  * are contiguous rows, which is what attention streams. The free list is a stack of ids.
  *
- * Memory: scratch for max_step_tokens tokens allocated at create (one allocation); the MLP runs
- * over chunks of MLP_CHUNK tokens so its [tokens, intermediate] buffers stay bounded.
+ * Memory: the layers' seven matrices packed for the CPU kernels (cb__lm_pack: panels of 16
+ * output columns, k-major) into one allocation the model owns, the weights' matrix bytes again
+ * (cb_lm_model_packed_bytes; the embedding and output head stay in the weights); scratch for
+ * max_step_tokens tokens allocated at create (one allocation); the MLP runs over chunks of
+ * MLP_CHUNK tokens so its [tokens, intermediate] buffers stay bounded.
  *
  * Thread-safety: a model or cache is used by one forward call at a time (the kernels use the
  * model's threads inside the call). Ownership: the model borrows the weights. */
@@ -53,6 +56,8 @@ struct cb_lm_model {
     lm_layer *layers;
     const void *embed, *head;
     const float *norm;
+    void *packed_raw; /* the layers' matrices packed for the CPU kernels (cb__lm_pack) */
+    size_t packed_bytes;
     float inv_freq[CB_LM_HEAD_DIM_MAX / 2];
     /* scratch, in one allocation (scratch_raw) */
     void *scratch_raw;
@@ -138,6 +143,39 @@ int cb_lm_model_create_opts(const cb_lm_weights *w, const cb_lm_model_opts *o, c
 
 int cb_lm_model_device(const cb_lm_model *m) { return m->opts.device; }
 
+/* The layers' seven matrices, packed (cb__lm_pack) into one allocation that the model owns; the
+ * layer pointers move there. Packing runs over the layers on the model's threads. */
+static int pack_layers(cb_lm_model *m) {
+    const cb_lm_config *c = &m->cfg;
+    const int64_t H = c->hidden, qd = cb_lm_config_q_dim(c), kvd = cb_lm_config_kv_dim(c);
+    const int64_t I = c->intermediate;
+    const int64_t shape[7][2] = {{qd, H}, {kvd, H}, {kvd, H}, {H, qd}, {I, H}, {I, H}, {H, I}};
+    size_t per_layer = 0;
+    for (int i = 0; i < 7; i++)
+        per_layer += cb__lm_packed_bytes(shape[i][0], shape[i][1], m->dtype);
+    m->packed_raw = cb_malloc(per_layer * (size_t)c->n_layers + 64);
+    if (!m->packed_raw)
+        return -1;
+    m->packed_bytes = per_layer * (size_t)c->n_layers;
+    unsigned char *base = (unsigned char *)(((uintptr_t)m->packed_raw + 63) & ~(uintptr_t)63);
+    const int nth = m->kc.threads;
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
+#endif
+    for (int l = 0; l < (int)c->n_layers; l++) {
+        lm_layer *L = &m->layers[l];
+        const void **mats[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+        unsigned char *d = base + per_layer * (size_t)l;
+        for (int i = 0; i < 7; i++) {
+            cb__lm_pack(d, *mats[i], shape[i][0], shape[i][1], m->dtype);
+            *mats[i] = d;
+            d += cb__lm_packed_bytes(shape[i][0], shape[i][1], m->dtype);
+        }
+    }
+    return 0;
+}
+
 int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens, cb_lm_model **out,
                        cb_error *err) {
     *out = NULL;
@@ -183,6 +221,11 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
         L->attn_norm = vec(w, CB_LM_W_ATTN_NORM, l);
         L->mlp_norm = vec(w, CB_LM_W_MLP_NORM, l);
     }
+    if (pack_layers(m)) {
+        cb_lm_model_destroy(m);
+        return cb_error_set(err, CB_ENOMEM,
+                            "lm model: out of memory (the packed copy of the layers' matrices)");
+    }
     m->embed = cb_lm_weights_get(w, CB_LM_W_EMBED, -1);
     m->head = cb_lm_weights_get(w, CB_LM_W_LM_HEAD, -1);
     m->norm = vec(w, CB_LM_W_NORM, -1);
@@ -224,6 +267,7 @@ void cb_lm_model_destroy(cb_lm_model *m) {
     if (!m)
         return;
     cb_free(m->scratch_raw);
+    cb_free(m->packed_raw);
     cb_free(m->layers);
     cb_free(m);
 }
@@ -246,6 +290,8 @@ size_t cb_lm_model_step_weight_bytes(const cb_lm_model *m) {
     return (size_t)c->n_layers * ((size_t)mat * es + (size_t)vecs * 4) +
            (size_t)(c->vocab * H) * es + (size_t)H * 4;
 }
+
+size_t cb_lm_model_packed_bytes(const cb_lm_model *m) { return m->packed_bytes; }
 
 void cb__lm_model_set_reference(cb_lm_model *m, int on) { m->kc.avx2 = on ? 0 : cb__lm_cpu_avx2(); }
 
@@ -476,11 +522,15 @@ static void add_rows(float *x, const float *y, int64_t n) {
         x[i] += y[i];
 }
 
-/* A product, its time added to *ns (the stats' matmul_ns: products only). */
+/* A product, its time added to *ns (the stats' matmul_ns: products only). packed: the parts are
+ * the layers' packed matrices (else the output head, as the weights hold it). */
 static void matmul_timed(const cb_lm_model *m, const float *x, int64_t ldx, int64_t t, int64_t k,
-                         const cb__lm_mm_part *parts, int n_parts, int64_t *ns) {
+                         const cb__lm_mm_part *parts, int n_parts, int packed, int64_t *ns) {
     const int64_t t0 = cb_clock_now_ns();
-    cb__lm_matmul(&m->kc, x, ldx, t, k, m->dtype, parts, n_parts);
+    if (packed)
+        cb__lm_matmul_packed(&m->kc, x, ldx, t, k, m->dtype, parts, n_parts);
+    else
+        cb__lm_matmul(&m->kc, x, ldx, t, k, m->dtype, parts, n_parts);
     *ns += cb_clock_now_ns() - t0;
 }
 
@@ -496,7 +546,7 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
     cb__lm_mm_part qkv[3] = {{L->q, L->q_bias, qd, m->q, qd, NULL},
                              {L->k, L->k_bias, kvd, m->k, kvd, NULL},
                              {L->v, L->v_bias, kvd, m->v, kvd, NULL}};
-    matmul_timed(m, m->xn, H, T, H, qkv, 3, mm_ns);
+    matmul_timed(m, m->xn, H, T, H, qkv, 3, 1, mm_ns);
     if (L->q_norm) { /* per head, before RoPE */
         cb__lm_rmsnorm(kc, m->q, m->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
         cb__lm_rmsnorm(kc, m->k, m->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
@@ -525,7 +575,7 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
     *attn_ns += cb_clock_now_ns() - t0;
 
     cb__lm_mm_part o = {L->o, L->o_bias, H, m->xn, H, NULL};
-    matmul_timed(m, m->att, qd, T, qd, &o, 1, mm_ns);
+    matmul_timed(m, m->att, qd, T, qd, &o, 1, 1, mm_ns);
     add_rows(m->x, m->xn, T * H);
     cb__lm_rmsnorm(kc, m->xn, m->x, L->mlp_norm, T, H, c->rms_eps);
     for (int64_t r0 = 0; r0 < T; r0 += MLP_CHUNK) {
@@ -533,10 +583,10 @@ static void layer_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, i
         float *xr = m->xn + r0 * H;
         cb__lm_mm_part gu[2] = {{L->gate, NULL, I, m->gate, I, NULL},
                                 {L->up, NULL, I, m->up, I, NULL}};
-        matmul_timed(m, xr, H, n, H, gu, 2, mm_ns);
+        matmul_timed(m, xr, H, n, H, gu, 2, 1, mm_ns);
         cb__lm_swiglu(kc, m->gate, m->up, n, I);
         cb__lm_mm_part d = {L->down, NULL, H, xr, H, NULL}; /* xr is free again */
-        matmul_timed(m, m->gate, I, n, I, &d, 1, mm_ns);
+        matmul_timed(m, m->gate, I, n, I, &d, 1, 1, mm_ns);
         add_rows(m->x + r0 * H, xr, n * H);
     }
 }
@@ -580,7 +630,7 @@ int cb_lm_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seq
     if (n_out) {
         cb__lm_rmsnorm(&m->kc, m->last, m->last, m->norm, n_out, H, c->rms_eps);
         cb__lm_mm_part head = {m->head, NULL, c->vocab, NULL, 0, m->yrows};
-        matmul_timed(m, m->last, H, n_out, H, &head, 1, &mm_ns);
+        matmul_timed(m, m->last, H, n_out, H, &head, 1, 0, &mm_ns);
     }
     m->stats.total_ns = cb_clock_now_ns() - start;
     m->stats.matmul_ns = mm_ns;
