@@ -13,9 +13,13 @@
  *       next token the argmax); tokens/s = 1 / median step time (warm-up steps excluded);
  *   (c) the roofline: a decode step reads every weight once, so its floor is
  *       cb_lm_model_step_weight_bytes / bandwidth; max tokens/s = bandwidth / step bytes, and
- *       the achieved fraction (b) / max;
- *   (d) prefill tokens/s: the prompt in one forward call (the second of two prompts, so first
- *       touches of scratch are not in it), with logits of its last token only;
+ *       the achieved fraction (b) / max; and, because this machine's bandwidth drifts by a
+ *       third within a minute (a best-of read against a median of steps then says more about
+ *       the drift than about the engine), decode_b1_vs_read_pct: after every measured
+ *       step a 512 MiB read on the same threads, and the median over the steps of the step's
+ *       weight bandwidth / that read's;
+ *   (d) prefill tokens/s: the prompt in one forward call (a second prompt, so first touches of
+ *       scratch are not in it), with logits of its last token only; the median of 3 calls;
  *   (e) batched decode tokens/s at each --batch size B: B sequences decode one token each per
  *       call; tokens/s = B / median time of --batch-steps steps. The sequences share the prompt's full KV blocks
  *       as a common prefix (the model only reads them; each sequence writes its own blocks), so
@@ -175,6 +179,27 @@ static double measure_bandwidth(long mib, int passes, int threads, double *check
     return (double)(per * (size_t)threads * sizeof(float)) / best_ns;
 }
 
+/* GB/s of one read of buf (bytes, written before) over `threads` threads, each its own
+ * contiguous slice: the bandwidth at this moment, for the adjacent-read figure. */
+static double read_pass_gb_s(const float *buf, size_t bytes, int threads, double *checksum) {
+#if defined(__x86_64__)
+    int avx2 = __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
+    size_t per = bytes / sizeof(float) / (size_t)threads / 32 * 32;
+    double sum = 0;
+    int64_t t0 = cb_clock_now_ns();
+    BENCH_OMP("omp parallel for num_threads(threads) schedule(static, 1) reduction(+ : sum)")
+    for (int t = 0; t < threads; t++)
+        sum += read_sum(buf + (size_t)t * per, per, avx2);
+    double ns = (double)(cb_clock_now_ns() - t0);
+    *checksum += sum;
+    return (double)(per * (size_t)threads * sizeof(float)) / ns;
+}
+
+#define PREFILL_REPS 3 /* timed prefills of prompt B; the median is the figure */
+
 /* ---- (b)-(f) the model ------------------------------------------------------------------- */
 
 static int32_t argmax(const float *v, int64_t n) {
@@ -219,6 +244,10 @@ typedef struct bench_run {
     float *logits;
     cb_lm_seq *seqs;
     int64_t *times;
+    float *rbuf; /* the adjacent read passes' buffer (rbuf_bytes, written), or NULL */
+    size_t rbuf_bytes;
+    int64_t *ratios; /* per measured step: 1e6 x step bandwidth / adjacent read */
+    double sink;
 } bench_run;
 
 static void bench_fini(bench_run *r) {
@@ -231,6 +260,8 @@ static void bench_fini(bench_run *r) {
     free(r->logits);
     free(r->seqs);
     free(r->times);
+    free(r->rbuf);
+    free(r->ratios);
     memset(r, 0, sizeof *r);
 }
 
@@ -258,6 +289,7 @@ typedef struct bench_result {
     double load_s, weight_bytes;
     double prefill_tok_s, prefill_cold_tok_s;
     int64_t b1_ns;                                /* median batch-1 step */
+    double b1_adjacent_pct; /* median of step bandwidth / the read pass right after it */
     int64_t overhead_ns, matmul_ns, attention_ns; /* sums over the measured batch-1 steps */
     double batch_tok_s[CB_BENCH_BATCHES];
     int prefix; /* context of the batched sequences */
@@ -281,9 +313,16 @@ static int decode_b1(const bench_opts *o, bench_run *r, int64_t vocab, bench_res
             res->overhead_ns += st.total_ns - st.matmul_ns - st.attention_ns;
             res->matmul_ns += st.matmul_ns;
             res->attention_ns += st.attention_ns;
+            if (r->rbuf) { /* the bandwidth of this moment, right after the step */
+                const double step_gb_s = res->weight_bytes / (double)r->times[s];
+                const double read = read_pass_gb_s(r->rbuf, r->rbuf_bytes, o->threads, &r->sink);
+                r->ratios[s - o->warmup] = (int64_t)(1e6 * step_gb_s / read);
+            }
         }
     }
     res->b1_ns = median_ns(r->times + o->warmup, o->steps);
+    if (r->rbuf)
+        res->b1_adjacent_pct = 1e-4 * (double)median_ns(r->ratios, o->steps);
     return 0;
 }
 
@@ -365,6 +404,18 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
     r.tokens = malloc((size_t)max_b * sizeof *r.tokens);
     r.logits = malloc((size_t)max_b * (size_t)vocab * sizeof *r.logits);
     r.seqs = calloc((size_t)max_b, sizeof *r.seqs);
+    /* the adjacent read passes: 512 MiB (past any cache, about one f32 step of a 0.5B model's
+     * read time), written once; without it the figure is left out */
+    r.rbuf_bytes = (size_t)512 << 20;
+    r.rbuf = aligned_alloc(64, r.rbuf_bytes);
+    r.ratios = malloc((size_t)o->steps * sizeof *r.ratios);
+    if (!r.rbuf || !r.ratios) {
+        free(r.rbuf), free(r.ratios);
+        r.rbuf = NULL, r.ratios = NULL;
+    } else {
+        for (size_t i = 0; i < r.rbuf_bytes / sizeof(float); i++)
+            r.rbuf[i] = (float)(i & 1023) * 0x1p-10f;
+    }
     r.times = malloc((size_t)(n_dec > n_bdec ? n_dec : n_bdec) * sizeof *r.times);
     int32_t *blk_a = r.blocks, *blk_b = r.blocks + seq_blocks;
     if (!r.prompt || !r.blocks || !r.tokens || !r.logits || !r.seqs || !r.times ||
@@ -378,11 +429,13 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
     for (int i = 0; i < 2 * o->prompt; i++)
         r.prompt[i] = (int32_t)(cb_rng_u64(&rng) % (uint64_t)vocab);
 
-    /* (d) prefill: prompt A (cold), then prompt B, timed. */
+    /* (d) prefill: prompt A (cold), then prompt B three times (the same positions rewritten),
+     * the median timed. */
     cb_lm_forward_stats st;
-    for (int k = 0; k < 2; k++) {
+    int64_t pf_ns[PREFILL_REPS];
+    for (int k = 0; k < 1 + PREFILL_REPS; k++) {
         int64_t ns = 0;
-        r.seqs[0] = (cb_lm_seq){.tokens = r.prompt + k * o->prompt,
+        r.seqs[0] = (cb_lm_seq){.tokens = r.prompt + (k ? 1 : 0) * o->prompt,
                                 .n_tokens = o->prompt,
                                 .pos0 = 0,
                                 .blocks = k ? blk_b : blk_a,
@@ -392,8 +445,12 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
             bench_fini(&r);
             return fail("prefill", &err);
         }
-        *(k ? &res->prefill_tok_s : &res->prefill_cold_tok_s) = o->prompt / (ns * 1e-9);
+        if (k)
+            pf_ns[k - 1] = ns;
+        else
+            res->prefill_cold_tok_s = o->prompt / (ns * 1e-9);
     }
+    res->prefill_tok_s = o->prompt / (median_ns(pf_ns, PREFILL_REPS) * 1e-9);
     if (decode_b1(o, &r, vocab, res, &err)) {
         bench_fini(&r);
         return fail("decode", &err);
@@ -424,6 +481,12 @@ static void bench_rows(const bench_opts *o, const bench_result *res, double bw_g
     row = table_add(tab, "decode_b1_roofline_pct", 100.0 * b1_tok_s / roof, "%");
     snprintf(row->note, sizeof row->note, "weights read at %.2f GB/s",
              res->weight_bytes * b1_tok_s / 1e9);
+    if (res->b1_adjacent_pct > 0) {
+        row = table_add(tab, "decode_b1_vs_read_pct", res->b1_adjacent_pct, "%");
+        snprintf(row->note, sizeof row->note,
+                 "median over the steps of the step's weight bandwidth / a 512 MiB read right "
+                 "after it (the machine's bandwidth drifts)");
+    }
     row = table_add(tab, "prefill", res->prefill_tok_s, "tok/s");
     snprintf(row->note, sizeof row->note,
              "%d tokens in one call: %.1f GFLOP/s of weight matmuls; cold first call %.1f tok/s",

@@ -15,8 +15,9 @@ cast with .to(torch.bfloat16), as users run it), logits of the last position onl
 The `how` note of each row names the variant that won and lists the others.
 
 Figures, as bench_llm prints them ("precision metric value unit note"):
-  prefill      tokens/s of one forward call over a --prompt-token prompt on a fresh cache (the
-               first variant of a model prefills another prompt first, untimed);
+  prefill      tokens/s of one forward call over a --prompt-token prompt on a fresh cache, the
+               median of 3 (the first variant of a model prefills another prompt first,
+               untimed);
   decode_b1    1 / median time of a greedy decode step (one token, argmax fed back), --steps
                steps after --warmup, after the prompt;
   decode_bN    N sequences decoding together: N / median time of --batch-steps steps (after
@@ -118,6 +119,9 @@ def decode(fwd, cache, first, pos0, n_warm, n_steps):
     return statistics.median(times[n_warm:])
 
 
+PREFILL_REPS = 3
+
+
 def measure(model, mode, a, prompts, gen, cold):
     """{metric: tokens/s} of one cache variant. cold: prefill once untimed first (the first
     variant of a model: first touches and kernel selection are not the figure)."""
@@ -131,10 +135,13 @@ def measure(model, mode, a, prompts, gen, cold):
     with torch.inference_mode():
         if cold:
             call(model.forward, prompts[0:1], new_cache(model, mode, a.prompt + n_dec), 0)
-        cache = new_cache(model, mode, a.prompt + max(n_dec, n_bdec))
-        t0 = time.perf_counter()
-        logits = call(model.forward, prompts[1:2], cache, 0)
-        res["prefill"] = a.prompt / (time.perf_counter() - t0)
+        ptimes = []
+        for _ in range(PREFILL_REPS):  # the median of a few fresh prefills (bench_llm's rule)
+            cache = new_cache(model, mode, a.prompt + max(n_dec, n_bdec))
+            t0 = time.perf_counter()
+            logits = call(model.forward, prompts[1:2], cache, 0)
+            ptimes.append(time.perf_counter() - t0)
+        res["prefill"] = a.prompt / statistics.median(ptimes)
         for b in a.batch:
             if b == 1:
                 continue

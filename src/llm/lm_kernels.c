@@ -467,6 +467,59 @@ static LM_AVX2 void pk_tokens(const float *x, int64_t ldx, int rt, const void *b
     }
 }
 
+/* One token against two whole panels at once (batch-1 decode): 4 accumulator chains over two
+ * streams, where one panel's 2 chains left the weight stream below the read bandwidth (the
+ * FMA latency, not the loads, set the pace). Full k in registers: the same chain, hence the
+ * same bits, as chunk by chunk. Full panels only (16 columns each). */
+#define PK_PF_AHEAD 4096 /* bytes a stream prefetches ahead */
+LM_AVX2_INLINE void pk_dec2(const float *x, const void *wa, const void *wb, int64_t k, float *ya,
+                            float *yb, const float *bias_a, const float *bias_b, const int BF16) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
+    const int64_t row = BF16 ? 32 : 64; /* bytes of one k */
+    const char *pa = (const char *)wa, *pb = (const char *)wb;
+    for (int64_t kk = 0; kk < k; kk++, pa += row, pb += row) {
+        _mm_prefetch(pa + PK_PF_AHEAD, _MM_HINT_T0);
+        _mm_prefetch(pb + PK_PF_AHEAD, _MM_HINT_T0);
+        __m256 wa0, wa1, wb0, wb1;
+        if (BF16) {
+            const __m256i ra = _mm256_loadu_si256((const __m256i *)(const void *)pa);
+            const __m256i rb = _mm256_loadu_si256((const __m256i *)(const void *)pb);
+            wa0 = _mm256_castsi256_ps(_mm256_slli_epi32(ra, 16));
+            wa1 = _mm256_castsi256_ps(_mm256_and_si256(ra, hi_mask));
+            wb0 = _mm256_castsi256_ps(_mm256_slli_epi32(rb, 16));
+            wb1 = _mm256_castsi256_ps(_mm256_and_si256(rb, hi_mask));
+        } else {
+            wa0 = _mm256_loadu_ps((const float *)(const void *)pa);
+            wa1 = _mm256_loadu_ps((const float *)(const void *)pa + 8);
+            wb0 = _mm256_loadu_ps((const float *)(const void *)pb);
+            wb1 = _mm256_loadu_ps((const float *)(const void *)pb + 8);
+        }
+        const __m256 xv = _mm256_broadcast_ss(x + kk);
+        a0 = _mm256_fmadd_ps(xv, wa0, a0);
+        a1 = _mm256_fmadd_ps(xv, wa1, a1);
+        b0 = _mm256_fmadd_ps(xv, wb0, b0);
+        b1 = _mm256_fmadd_ps(xv, wb1, b1);
+    }
+    if (bias_a)
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(bias_a)),
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(bias_a + 8));
+    if (bias_b)
+        b0 = _mm256_add_ps(b0, _mm256_loadu_ps(bias_b)),
+        b1 = _mm256_add_ps(b1, _mm256_loadu_ps(bias_b + 8));
+    _mm256_storeu_ps(ya, a0), _mm256_storeu_ps(ya + 8, a1);
+    _mm256_storeu_ps(yb, b0), _mm256_storeu_ps(yb + 8, b1);
+}
+
+static LM_AVX2 void pk_dec2_avx2(const float *x, const void *wa, const void *wb, int64_t k,
+                                 float *ya, float *yb, const float *bias_a, const float *bias_b,
+                                 int bf16) {
+    if (bf16)
+        pk_dec2(x, wa, wb, k, ya, yb, bias_a, bias_b, 1);
+    else
+        pk_dec2(x, wa, wb, k, ya, yb, bias_a, bias_b, 0);
+}
+
 /* A bfloat16 chunk of kc packed rows widened to the float32 packed layout (exact). */
 static LM_AVX2 void pk_widen(float *dst, const uint16_t *src, int64_t kc) {
     const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
@@ -490,6 +543,19 @@ static void pk_chunk_avx2(const float *x, int64_t ldx, int64_t t, int64_t k, con
         pk_tokens(x + t0 * ldx + k0, ldx, rt, b, kc, y + t0 * ldy, ldy, ncols, bias, k0 == 0,
                   k0 + kc == k, t0 ? NULL : pf, bf16);
         t0 += rt;
+    }
+}
+
+/* One panel for a few tokens, chunk after chunk, the next chunk of the panel prefetched. */
+static void pk_panel_few(const float *x, int64_t ldx, int64_t t, int64_t k, const char *pw,
+                         int bf16, const cb__lm_mm_part *p, int64_t col, int ncols, int64_t es) {
+    const int64_t kc_max = bf16 ? PK_KC_BF16 : PK_KC_F32;
+    for (int64_t k0 = 0; k0 < k; k0 += kc_max) {
+        const int64_t kc = k - k0 < kc_max ? k - k0 : kc_max;
+        const char *b = pw + k0 * CB__LM_NR * es;
+        pk_chunk_avx2(x, ldx, t, k, b, k0, kc, bf16, p->y + col, p->ldy, ncols,
+                      p->bias ? p->bias + col : NULL,
+                      k0 + kc < k ? b + kc * CB__LM_NR * es : NULL);
     }
 }
 #endif
@@ -531,20 +597,27 @@ void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int
         int ncols;
 #if LM_X86
         if (c->avx2 && t <= PK_MR) {
-            /* A few tokens (decode): panel after panel, chunk after chunk: one stream; the
-             * next chunk is the next bytes. */
-            const int64_t kc_max = bf16 ? PK_KC_BF16 : PK_KC_F32;
-            for (int64_t pi = p0; pi < p1; pi++) {
-                const char *pw = pk_at(&pp, pi, &p, &col, &ncols);
-                const int same_part = pi + 1 < p1 && pi + 1 < pp.first[(p - parts) + 1];
-                const char *end = pw + (same_part ? 2 : 1) * pp.panel_bytes;
-                for (int64_t k0 = 0; k0 < k; k0 += kc_max) {
-                    const int64_t kc = k - k0 < kc_max ? k - k0 : kc_max;
-                    const char *b = pw + k0 * CB__LM_NR * es, *pf = b + kc * CB__LM_NR * es;
-                    pk_chunk_avx2(x, ldx, t, k, b, k0, kc, bf16, p->y + col, p->ldy, ncols,
-                                  p->bias ? p->bias + col : NULL,
-                                  pf + kc_max * CB__LM_NR * es <= end ? pf : NULL);
+            /* A few tokens (decode). One token: the thread's panels as two halves walked side
+             * by side (pk_dec2), each half in memory order. Otherwise, and for a partial panel:
+             * panel after panel, chunk after chunk, one stream, the next chunk prefetched. */
+            const int64_t h = t == 1 ? (p1 - p0 + 1) / 2 : p1 - p0;
+            for (int64_t i = 0; i < h; i++) {
+                const int64_t pa = p0 + i, pb = t == 1 ? p0 + h + i : p1;
+                const cb__lm_mm_part *q = NULL;
+                int64_t colb = 0;
+                int ncolsb = 0;
+                const char *wa = pk_at(&pp, pa, &p, &col, &ncols), *wb = NULL;
+                if (pb < p1)
+                    wb = pk_at(&pp, pb, &q, &colb, &ncolsb);
+                if (wb && ncols == CB__LM_NR && ncolsb == CB__LM_NR) {
+                    pk_dec2_avx2(x, wa, wb, k, p->y + col, q->y + colb,
+                                 p->bias ? p->bias + col : NULL, q->bias ? q->bias + colb : NULL,
+                                 bf16);
+                    continue;
                 }
+                pk_panel_few(x, ldx, t, k, wa, bf16, p, col, ncols, es);
+                if (wb)
+                    pk_panel_few(x, ldx, t, k, wb, bf16, q, colb, ncolsb, es);
             }
         } else if (c->avx2) {
             /* Many tokens: blocks of at most PK_TB tokens, whose [tokens, kc] slice (at most
