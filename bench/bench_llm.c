@@ -7,7 +7,7 @@
  *       the best of several passes, measured before and after the model runs, the better of the
  *       two kept: other work on the machine only ever lowers it) -> GB/s;
  *   then for each precision (f32, bf16; weights random at the preset's real shapes unless
- *   --weights names safetensors):
+ *   --weights names safetensors; held packed for the CPU kernels, as llm.generate loads them):
  *   (b) batch-1 decode tokens/s: after a prompt of --prompt tokens, --steps greedy decode steps of
  *       one token over the paged KV cache (one cb_lm_forward call each, logits of every step, the
  *       next token the argmax); tokens/s = 1 / median step time (warm-up steps excluded);
@@ -374,6 +374,7 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
     wo.dtype = dt;
     wo.path = o->weights;
     wo.seed = o->seed;
+    wo.packed = 1; /* as llm.generate loads them for the CPU */
     int64_t t0 = cb_clock_now_ns();
     if (cb_lm_weights_create(cfg, &wo, &r.w, &err))
         return fail("weights", &err);

@@ -38,7 +38,7 @@ static int rig_make(rig *r, const char *preset, cb_lm_dtype dt, size_t kv_bytes,
         c.n_eos = 1;
         c.eos_ids[0] = *eos;
     }
-    cb_lm_weights_opts wo = {dt, NULL, 1234};
+    cb_lm_weights_opts wo = {dt, NULL, 1234, 1}; /* packed, as llm.generate loads them */
     int rc = cb_lm_weights_create(&c, &wo, &r->w, &e);
     if (!rc) rc = cb_lm_model_create(r->w, 1, 512, &r->m, &e);
     if (!rc)

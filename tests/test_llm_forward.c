@@ -85,6 +85,44 @@ static cb_lm_weights *weights_of(const cb_lm_config *c, cb_lm_dtype dt) {
     return w;
 }
 
+/* The spread weights of weights_of, held packed (cb_lm_weights_opts.packed): a packed twin
+ * whose every matrix is cb__lm_pack of the row twin's. */
+static cb_lm_weights *packed_twin(const cb_lm_weights *rows) {
+    const cb_lm_config *c = cb_lm_weights_config(rows);
+    cb_lm_weights_opts o = CB_LM_WEIGHTS_OPTS_DEFAULT;
+    o.dtype = cb_lm_weights_dtype_of(rows, CB_LM_W_EMBED);
+    o.seed = 99;
+    o.packed = 1;
+    cb_lm_weights *w = NULL;
+    cb_error err = {0};
+    if (cb_lm_weights_create(c, &o, &w, &err)) {
+        cb__test_fail(__FILE__, __LINE__, "packed weights: %s", err.msg);
+        return NULL;
+    }
+    int n = cb_lm_weights_table(c, NULL, 0);
+    cb_lm_tensor_spec *tab = calloc((size_t)n, sizeof *tab);
+    cb_lm_weights_table(c, tab, n);
+    for (int i = 0; i < n; i++) {
+        void *d = (void *)(uintptr_t)cb_lm_weights_get(w, tab[i].kind, tab[i].layer);
+        const void *src = cb_lm_weights_get(rows, tab[i].kind, tab[i].layer);
+        if (tab[i].ndim == 2)
+            cb__lm_pack(d, src, tab[i].dims[0], tab[i].dims[1], o.dtype);
+        else
+            memcpy(d, src, (size_t)tab[i].dims[0] * sizeof(float));
+    }
+    free(tab);
+    return w;
+}
+
+static cb_lm_weights *packed_weights_of(const cb_lm_config *c, cb_lm_dtype dt) {
+    cb_lm_weights *rows = weights_of(c, dt);
+    if (!rows)
+        return NULL;
+    cb_lm_weights *w = packed_twin(rows);
+    cb_lm_weights_destroy(rows);
+    return w;
+}
+
 static cb_lm_config config_of(const char *preset) {
     cb_lm_config c;
     cb_error err = {0};
@@ -531,8 +569,8 @@ typedef struct seqrun {
 /* Sequence A (prompt 37, then 5 decode steps fed its own greedy token) alone,
  * then with B and C (prompts 50 and 9 of different content) in the same steps;
  * the logits of A's steps must be the same bits. dt, block_tokens. */
-static void invariance_batch(const cb_lm_config *c, cb_lm_dtype dt) {
-    cb_lm_weights *w = weights_of(c, dt);
+static void invariance_batch(const cb_lm_config *c, cb_lm_dtype dt, int packed) {
+    cb_lm_weights *w = packed ? packed_weights_of(c, dt) : weights_of(c, dt);
     if (!w)
         return;
     const int64_t V = c->vocab;
@@ -592,11 +630,13 @@ static void invariance_batch(const cb_lm_config *c, cb_lm_dtype dt) {
 
 static void test_batch_invariance(void) {
     cb_lm_config c = config_of("tiny-qwen3");
-    invariance_batch(&c, CB_LM_F32);
-    invariance_batch(&c, CB_LM_BF16);
+    invariance_batch(&c, CB_LM_F32, 0);
+    invariance_batch(&c, CB_LM_BF16, 0);
     cb_lm_config odd = config_odd();
-    invariance_batch(&odd, CB_LM_F32);
-    invariance_batch(&odd, CB_LM_BF16);
+    invariance_batch(&odd, CB_LM_F32, 0);
+    invariance_batch(&odd, CB_LM_BF16, 0);
+    invariance_batch(&odd, CB_LM_F32, 1); /* weights packed: the packed output head too */
+    invariance_batch(&odd, CB_LM_BF16, 1);
 }
 
 /* One call against chunks 5 + 7 + rest, and blocks of 16 in order against
@@ -697,7 +737,8 @@ static void test_matmul_blocks(void) {
  * chunks, the last partial), two parts of 50 and 21 rows (partial panels, a part boundary inside
  * a thread's panels), a bias on one part, 140 tokens (two token blocks of 72 and 68, partial
  * token tiles), 5 tokens (the few-token path) and 1. Every result equals the scalar path's fmaf
- * chain bit for bit, on 2 threads and on 1, in one call and token by token. */
+ * chain bit for bit, on 2 threads and on 1, in one call and token by token, into rows of y or
+ * through row pointers. */
 static void test_matmul_packed(void) {
     enum { K = 1003, T = 140, NA = 50, NB = 21 };
     float *x = malloc(sizeof(float) * T * K), *bias = malloc(sizeof(float) * NA);
@@ -736,6 +777,19 @@ static void test_matmul_packed(void) {
         for (int i = 1; i < 4; i++) {
             CB_CHECK(memcmp(ya[0], ya[i], sizeof(float) * T * NA) == 0);
             CB_CHECK(memcmp(yb[0], yb[i], sizeof(float) * T * NB) == 0);
+        }
+        /* outputs through row pointers (the output head's logits), in reverse order, for 140
+         * tokens and for 5 */
+        float *rows_a[T], *rows_b[T];
+        for (int n = T; n > 0; n = n == T ? 5 : 0) {
+            for (int t = 0; t < n; t++)
+                rows_a[t] = ya[3] + (n - 1 - t) * NA, rows_b[t] = yb[3] + (n - 1 - t) * NB;
+            cb__lm_mm_part r[2] = {{pa, bias, NA, NULL, 0, rows_a}, {pb, NULL, NB, NULL, 0, rows_b}};
+            cb__lm_matmul_packed(&two, x, K, n, K, wd, r, 2);
+            for (int t = 0; t < n; t++) {
+                CB_CHECK(memcmp(rows_a[t], ya[0] + t * NA, sizeof(float) * NA) == 0);
+                CB_CHECK(memcmp(rows_b[t], yb[0] + t * NB, sizeof(float) * NB) == 0);
+            }
         }
         /* and the fmaf chain is the product: against a double sum */
         double worst = 0.0;
@@ -786,6 +840,97 @@ static void test_swiglu(void) {
         CB_CHECK(memcmp(g + r * N, g, sizeof(float) * N) == 0);
     printf("# swiglu fast vs expf: max relative difference %.3g\n", worst);
     CB_CHECK_CMP_INT(worst < 1e-6, ==, 1);
+}
+
+/* Weights loaded packed (as llm.generate loads them for the CPU): each matrix is cb__lm_pack of
+ * the rows (a seeded random model, both precisions), vectors unchanged; a model on them needs no
+ * copy, gives the same greedy tokens as a model on the rows over a prefill and 6 decode steps,
+ * logits within 1e-5 of the largest (the layers' bits are the same; only the output head's
+ * summation order differs: one fmaf chain against 8 lanes); a CUDA model refuses them. */
+static void test_packed_weights(void) {
+    cb_lm_config c = config_odd();
+    for (int dt = 0; dt < 2; dt++) {
+        const cb_lm_dtype wd = dt ? CB_LM_BF16 : CB_LM_F32;
+        cb_lm_weights_opts o = CB_LM_WEIGHTS_OPTS_DEFAULT;
+        o.dtype = wd, o.seed = 7;
+        cb_lm_weights *rows = NULL, *packed = NULL;
+        cb_error err = {0};
+        CB_CHECK_EQ_INT(cb_lm_weights_create(&c, &o, &rows, &err), 0);
+        o.packed = 1;
+        CB_CHECK_EQ_INT(cb_lm_weights_create(&c, &o, &packed, &err), 0);
+        if (!rows || !packed)
+            return;
+        CB_CHECK_EQ_INT(cb_lm_weights_packed(packed), 1);
+        CB_CHECK_EQ_INT(cb_lm_weights_packed(rows), 0);
+        int n = cb_lm_weights_table(&c, NULL, 0), bad = 0;
+        cb_lm_tensor_spec *tab = calloc((size_t)n, sizeof *tab);
+        cb_lm_weights_table(&c, tab, n);
+        for (int i = 0; i < n; i++) {
+            const void *a = cb_lm_weights_get(rows, tab[i].kind, tab[i].layer);
+            const void *b = cb_lm_weights_get(packed, tab[i].kind, tab[i].layer);
+            if (tab[i].ndim == 1) {
+                bad += memcmp(a, b, (size_t)tab[i].dims[0] * sizeof(float)) != 0;
+                continue;
+            }
+            const size_t pb = cb__lm_packed_bytes(tab[i].dims[0], tab[i].dims[1], wd);
+            void *want = malloc(pb);
+            memset(want, 0, pb);
+            cb__lm_pack(want, a, tab[i].dims[0], tab[i].dims[1], wd);
+            bad += memcmp(want, b, pb) != 0;
+            float row[512];
+            cb__lm_packed_row(row, b, tab[i].dims[0], tab[i].dims[1], tab[i].dims[0] - 1, wd);
+            for (int64_t k = 0; k < tab[i].dims[1] && k < 512; k++) {
+                const size_t at = (size_t)(tab[i].dims[0] - 1) * (size_t)tab[i].dims[1] + (size_t)k;
+                const float v = dt ? cb_lm_bf16_to_f32(((const uint16_t *)a)[at]) : ((const float *)a)[at];
+                bad += row[k] != v;
+            }
+            free(want);
+        }
+        CB_CHECK_EQ_INT(bad, 0);
+        free(tab);
+
+        runner ra = runner_make(rows, 2, 8, 32), rb = runner_make(packed, 2, 8, 32);
+        CB_CHECK_EQ_INT((int)cb_lm_model_packed_bytes(rb.m), 0);
+        CB_CHECK(cb_lm_model_packed_bytes(ra.m) > 0);
+        const int64_t V = c.vocab;
+        float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+        int32_t ids[64], blocks[16];
+        for (int i = 0; i < 16; i++)
+            blocks[i] = i;
+        prompt_ids(ids, 20, V, 3u + (uint32_t)dt);
+        double worst = 0.0;
+        int same = 1;
+        for (int step = 0; step < 7; step++) {
+            const int pos0 = step ? 19 + step : 0, len = step ? 1 : 20;
+            step1(&ra, ids, pos0, len, blocks, 16, la);
+            step1(&rb, ids, pos0, len, blocks, 16, lb);
+            double top = 0.0, d = 0.0;
+            int32_t ga = 0, gb = 0;
+            for (int64_t j = 0; j < V; j++) {
+                top = fabs(la[j]) > top ? fabs(la[j]) : top;
+                d = fabs((double)la[j] - lb[j]) > d ? fabs((double)la[j] - lb[j]) : d;
+                ga = la[j] > la[ga] ? (int32_t)j : ga;
+                gb = lb[j] > lb[gb] ? (int32_t)j : gb;
+            }
+            worst = d / top > worst ? d / top : worst;
+            same &= ga == gb;
+            ids[pos0 + len] = ga;
+        }
+        printf("# packed weights %s: logits within %.3g of rows' (relative to the largest), greedy %s\n",
+               dt ? "bf16" : "f32", worst, same ? "equal" : "DIFFERENT");
+        CB_CHECK_CMP_INT(worst < 1e-5, ==, 1);
+        CB_CHECK_EQ_INT(same, 1);
+        runner_free(&ra), runner_free(&rb);
+        free(la), free(lb);
+
+        cb_lm_model_opts mo = CB_LM_MODEL_OPTS_DEFAULT;
+        mo.device = 0;
+        cb_lm_model *m = NULL;
+        CB_CHECK_EQ_INT(cb_lm_model_create_opts(packed, &mo, &m, &err), CB_EINVAL);
+        CB_CHECK_CONTAINS(err.msg, "packed for the CPU kernels");
+        CB_CHECK(m == NULL);
+        cb_lm_weights_destroy(rows), cb_lm_weights_destroy(packed);
+    }
 }
 
 /* ---- KV pool and errors ---------------------------------------------------------------------- */
@@ -913,6 +1058,7 @@ int main(void) {
     CB_RUN(test_matmul_blocks);
     CB_RUN(test_matmul_packed);
     CB_RUN(test_swiglu);
+    CB_RUN(test_packed_weights);
     CB_RUN(test_kv_pool);
     CB_RUN(test_bad_input);
     CB_RUN(test_alloc_failures);

@@ -354,13 +354,22 @@ static float pk_w(const void *pw, int bf16, int64_t kk, int j) {
                 : ((const float *)pw)[kk * CB__LM_NR + j];
 }
 
+void cb__lm_packed_row(float *dst, const void *packed, int64_t n, int64_t k, int64_t r,
+                       cb_lm_dtype wd) {
+    (void)n;
+    const int bf16 = wd == CB_LM_BF16;
+    const char *pw = (const char *)packed + (r / CB__LM_NR) * k * CB__LM_NR * (bf16 ? 2 : 4);
+    for (int64_t kk = 0; kk < k; kk++)
+        dst[kk] = pk_w(pw, bf16, kk, (int)(r % CB__LM_NR));
+}
+
 /* Columns c0..c1 (< NR) of panel pw for tokens t0..t1: the fmaf chain in k order, the bias. */
 static void pk_panel_scalar(const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t k,
                             const void *pw, int bf16, const cb__lm_mm_part *p, int64_t col,
                             int ncols) {
     for (int64_t t = t0; t < t1; t++) {
         const float *xt = x + t * ldx;
-        float *yt = p->y + t * p->ldy;
+        float *yt = out_row(p, t);
         for (int j = 0; j < ncols; j++) {
             float s = 0.0f;
             for (int64_t kk = 0; kk < k; kk++)
@@ -394,23 +403,21 @@ static void pk_panel_scalar(const float *x, int64_t ldx, int64_t t0, int64_t t1,
  * through memory: the same operations in the same order); the last chunk adds the bias. pf:
  * the next chunk, prefetched a line a k (NULL: it is in cache). MR and BF16 are constants at
  * every call. */
-LM_AVX2_INLINE void pk_tile(const float *x, int64_t ldx, const void *b, int64_t kc, float *y,
-                            int64_t ldy, int ncols, const float *bias, int first, int last,
+LM_AVX2_INLINE void pk_tile(const float *x, int64_t ldx, const void *b, int64_t kc,
+                            float *const *yo, int ncols, const float *bias, int first, int last,
                             const char *pf, const int MR, const int BF16) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
     float tmp[PK_MR][CB__LM_NR];
-    float *yr[PK_MR], *const yo = y;
-    int64_t ldr = ldy;
-    if (ncols < CB__LM_NR) { /* a last, partial panel: through tmp */
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < CB__LM_NR; j++)
-                tmp[i][j] = !first && j < ncols ? y[i * ldy + j] : 0.0f;
-        y = &tmp[0][0];
-        ldr = CB__LM_NR;
-    }
+    float *yr[PK_MR];
     for (int i = 0; i < MR; i++)
-        yr[i] = y + i * ldr;
+        yr[i] = yo[i];
+    if (ncols < CB__LM_NR) /* a last, partial panel: through tmp */
+        for (int i = 0; i < MR; i++) {
+            for (int j = 0; j < CB__LM_NR; j++)
+                tmp[i][j] = !first && j < ncols ? yo[i][j] : 0.0f;
+            yr[i] = tmp[i];
+        }
     if (!first) {
         PK_ROWS(PK_LOAD_ROW)
     }
@@ -444,26 +451,26 @@ LM_AVX2_INLINE void pk_tile(const float *x, int64_t ldx, const void *b, int64_t 
     PK_ROWS(PK_STORE_ROW)
     if (ncols < CB__LM_NR)
         for (int i = 0; i < MR; i++)
-            memcpy(yo + i * ldy, tmp[i], (size_t)ncols * sizeof(float));
+            memcpy(yo[i], tmp[i], (size_t)ncols * sizeof(float));
 }
 
 /* Tokens t0..t1 (t1 - t0 <= PK_MR) against one chunk: the kernel for their count. */
 static LM_AVX2 void pk_tokens(const float *x, int64_t ldx, int rt, const void *b, int64_t kc,
-                              float *y, int64_t ldy, int ncols, const float *bias, int first,
-                              int last, const char *pf, int bf16) {
+                              float *const *y, int ncols, const float *bias, int first, int last,
+                              const char *pf, int bf16) {
     switch (bf16 * 8 + rt) { /* constant arguments: one unrolled kernel each */
-    case 1: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 1, 0); break;
-    case 2: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 2, 0); break;
-    case 3: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 3, 0); break;
-    case 4: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 4, 0); break;
-    case 5: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 5, 0); break;
-    case 6: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 6, 0); break;
-    case 9: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 1, 1); break;
-    case 10: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 2, 1); break;
-    case 11: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 3, 1); break;
-    case 12: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 4, 1); break;
-    case 13: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 5, 1); break;
-    default: pk_tile(x, ldx, b, kc, y, ldy, ncols, bias, first, last, pf, 6, 1); break;
+    case 1: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 1, 0); break;
+    case 2: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 2, 0); break;
+    case 3: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 3, 0); break;
+    case 4: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 4, 0); break;
+    case 5: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 5, 0); break;
+    case 6: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 6, 0); break;
+    case 9: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 1, 1); break;
+    case 10: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 2, 1); break;
+    case 11: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 3, 1); break;
+    case 12: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 4, 1); break;
+    case 13: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 5, 1); break;
+    default: pk_tile(x, ldx, b, kc, y, ncols, bias, first, last, pf, 6, 1); break;
     }
 }
 
@@ -532,16 +539,31 @@ static LM_AVX2 void pk_widen(float *dst, const uint16_t *src, int64_t kc) {
 
 /* One chunk (k0, kc) of one panel (column col, ncols valid) for all t tokens, the chunk reused
  * by every token from L1; the first token block prefetches pf (NULL: none). */
+/* Outputs of a chunk: row t at rows[t] + col when rows is set, else y + t * ldy. */
+typedef struct pk_out {
+    float *y;
+    int64_t ldy;
+    float *const *rows;
+    int64_t col;
+} pk_out;
+
+static float *pk_row(const pk_out *o, int64_t t) {
+    return o->rows ? o->rows[t] + o->col : o->y + t * o->ldy;
+}
+
 static void pk_chunk_avx2(const float *x, int64_t ldx, int64_t t, int64_t k, const char *b,
-                          int64_t k0, int64_t kc, int bf16, float *y, int64_t ldy, int ncols,
+                          int64_t k0, int64_t kc, int bf16, const pk_out *o, int ncols,
                           const float *bias, const char *pf) {
     /* tiles as even as they can be (8 tokens: 4 + 4, not 6 + 2: a tile of 2 runs at the
      * latency of its 4 chains, not the throughput of 12) */
     const int64_t n_tiles = (t + PK_MR - 1) / PK_MR, base = t / n_tiles, extra = t % n_tiles;
     for (int64_t i = 0, t0 = 0; i < n_tiles; i++) {
         const int rt = (int)(base + (i < extra));
-        pk_tokens(x + t0 * ldx + k0, ldx, rt, b, kc, y + t0 * ldy, ldy, ncols, bias, k0 == 0,
-                  k0 + kc == k, t0 ? NULL : pf, bf16);
+        float *rows[PK_MR];
+        for (int j = 0; j < rt; j++)
+            rows[j] = pk_row(o, t0 + j);
+        pk_tokens(x + t0 * ldx + k0, ldx, rt, b, kc, rows, ncols, bias, k0 == 0, k0 + kc == k,
+                  t0 ? NULL : pf, bf16);
         t0 += rt;
     }
 }
@@ -553,8 +575,8 @@ static void pk_panel_few(const float *x, int64_t ldx, int64_t t, int64_t k, cons
     for (int64_t k0 = 0; k0 < k; k0 += kc_max) {
         const int64_t kc = k - k0 < kc_max ? k - k0 : kc_max;
         const char *b = pw + k0 * CB__LM_NR * es;
-        pk_chunk_avx2(x, ldx, t, k, b, k0, kc, bf16, p->y + col, p->ldy, ncols,
-                      p->bias ? p->bias + col : NULL,
+        const pk_out o = {p->yrows ? NULL : p->y + col, p->ldy, p->yrows, col};
+        pk_chunk_avx2(x, ldx, t, k, b, k0, kc, bf16, &o, ncols, p->bias ? p->bias + col : NULL,
                       k0 + kc < k ? b + kc * CB__LM_NR * es : NULL);
     }
 }
@@ -610,7 +632,7 @@ void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int
                 if (pb < p1)
                     wb = pk_at(&pp, pb, &q, &colb, &ncolsb);
                 if (wb && ncols == CB__LM_NR && ncolsb == CB__LM_NR) {
-                    pk_dec2_avx2(x, wa, wb, k, p->y + col, q->y + colb,
+                    pk_dec2_avx2(x, wa, wb, k, out_row(p, 0) + col, out_row(q, 0) + colb,
                                  p->bias ? p->bias + col : NULL, q->bias ? q->bias + colb : NULL,
                                  bf16);
                     continue;
@@ -651,8 +673,11 @@ void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int
                                 pf = pk_at(&pp, j0, &pn, &cn, &nn) + (k0 + kc) * CB__LM_NR * es;
                             else if (j1 < p1)
                                 pf = pk_at(&pp, j1, &pn, &cn, &nn);
-                            float *y = cbuf ? cbuf + (pi - j0) * tn * CB__LM_NR
-                                            : p->y + t0 * p->ldy + col;
+                            const pk_out o =
+                                cbuf ? (pk_out){cbuf + (pi - j0) * tn * CB__LM_NR, CB__LM_NR,
+                                                NULL, 0}
+                                     : (pk_out){p->yrows ? NULL : p->y + t0 * p->ldy + col,
+                                                p->ldy, p->yrows ? p->yrows + t0 : NULL, col};
                             const char *b = pw + k0 * CB__LM_NR * es;
                             int wide = bf16;
                             if (bf16 && wbuf && tn > PK_WIDEN_MIN) { /* widened once, read by
@@ -661,9 +686,7 @@ void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int
                                 b = (const char *)wbuf;
                                 wide = 0;
                             }
-                            pk_chunk_avx2(x + t0 * ldx, ldx, tn, k, b, k0, kc, wide, y,
-                                          cbuf ? CB__LM_NR : p->ldy,
-                                          ncols,
+                            pk_chunk_avx2(x + t0 * ldx, ldx, tn, k, b, k0, kc, wide, &o, ncols,
                                           p->bias ? p->bias + col : NULL, pf);
                         }
                     }
@@ -671,7 +694,7 @@ void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int
                         pk_at(&pp, pi, &p, &col, &ncols);
                         const float *src = cbuf + (pi - j0) * tn * CB__LM_NR;
                         for (int64_t i = 0; i < tn; i++)
-                            memcpy(p->y + (t0 + i) * p->ldy + col, src + i * CB__LM_NR,
+                            memcpy(out_row(p, t0 + i) + col, src + i * CB__LM_NR,
                                    (size_t)ncols * sizeof(float));
                     }
                 }

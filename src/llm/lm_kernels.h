@@ -67,7 +67,12 @@ size_t cb__lm_packed_bytes(int64_t n, int64_t k, cb_lm_dtype wd);
  * aligned is best). */
 void cb__lm_pack(void *dst, const void *w, int64_t n, int64_t k, cb_lm_dtype wd);
 
-/* As cb__lm_matmul with packed matrices (parts[i].w from cb__lm_pack; yrows must be NULL).
+/* Row r (< n) of a packed [n, k] matrix, widened to float32 into dst (k floats): the
+ * embedding lookup of a packed tied embedding. */
+void cb__lm_packed_row(float *dst, const void *packed, int64_t n, int64_t k, int64_t r,
+                       cb_lm_dtype wd);
+
+/* As cb__lm_matmul with packed matrices (parts[i].w from cb__lm_pack).
  * Above 6 tokens each thread takes an 83 KiB buffer for the call (cb_malloc; without it the
  * outputs accumulate in y directly: the same bits, slower). */
 void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int64_t t, int64_t k,

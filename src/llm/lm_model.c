@@ -21,9 +21,13 @@
  * as [layer][k|v][kv_head][block_tokens][head_dim]: the keys of one (layer, head) in a block
  * are contiguous rows, which is what attention streams. The free list is a stack of ids.
  *
- * Memory: the layers' seven matrices packed for the CPU kernels (cb__lm_pack: panels of 16
- * output columns, k-major) into one allocation the model owns, the weights' matrix bytes again
- * (cb_lm_model_packed_bytes; the embedding and output head stay in the weights); scratch for
+ * Memory: the products run on matrices packed for the CPU kernels (cb__lm_pack: panels of 16
+ * output columns, k-major). Weights loaded packed (cb_lm_weights_opts.packed, as llm.generate
+ * loads them) are used in place, the output head included (the embedding lookup reads a packed
+ * row back). Weights as rows: the model packs the layers' seven matrices into one allocation of
+ * its own, the weights' matrix bytes again (cb_lm_model_packed_bytes), and the head keeps the
+ * dot-product kernel on the rows (a packed copy of a tied embedding would be 0.5 GB more for
+ * qwen2.5-0.5b in float32). Scratch for
  * max_step_tokens tokens allocated at create (one allocation); the MLP runs over chunks of
  * MLP_CHUNK tokens so its [tokens, intermediate] buffers stay bounded.
  *
@@ -58,6 +62,7 @@ struct cb_lm_model {
     const float *norm;
     void *packed_raw; /* the layers' matrices packed for the CPU kernels (cb__lm_pack) */
     size_t packed_bytes;
+    int head_packed; /* the weights hold every matrix packed: the head too, no copy */
     float inv_freq[CB_LM_HEAD_DIM_MAX / 2];
     /* scratch, in one allocation (scratch_raw) */
     void *scratch_raw;
@@ -125,6 +130,10 @@ int cb_lm_model_create_opts(const cb_lm_weights *w, const cb_lm_model_opts *o, c
     }
     if (!w)
         return cb_error_set(err, CB_EINVAL, "lm model: no weights");
+    if (cb_lm_weights_packed(w))
+        return cb_error_set(err, CB_EINVAL,
+                            "lm model: the weights are packed for the CPU kernels; a CUDA model "
+                            "needs them as rows (cb_lm_weights_opts.packed 0)");
     if (o->max_step_tokens < 1 || o->max_step_tokens > CB_LM_STEP_TOKENS_MAX)
         return cb_error_set(err, CB_EINVAL, "lm model: max_step_tokens %d outside [1, %d]",
                             o->max_step_tokens, CB_LM_STEP_TOKENS_MAX);
@@ -221,7 +230,8 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
         L->attn_norm = vec(w, CB_LM_W_ATTN_NORM, l);
         L->mlp_norm = vec(w, CB_LM_W_MLP_NORM, l);
     }
-    if (pack_layers(m)) {
+    m->head_packed = cb_lm_weights_packed(w);
+    if (!m->head_packed && pack_layers(m)) {
         cb_lm_model_destroy(m);
         return cb_error_set(err, CB_ENOMEM,
                             "lm model: out of memory (the packed copy of the layers' matrices)");
@@ -468,7 +478,9 @@ static void embed_rows(const cb_lm_model *m, const cb_lm_seq *seqs, int n_seqs) 
         for (int32_t i = 0; i < seqs[s].n_tokens; i++, row++) {
             const int64_t id = seqs[s].tokens[i];
             float *x = m->x + row * H;
-            if (m->dtype == CB_LM_BF16) {
+            if (m->head_packed) {
+                cb__lm_packed_row(x, m->embed, m->cfg.vocab, H, id, m->dtype);
+            } else if (m->dtype == CB_LM_BF16) {
                 const uint16_t *e = (const uint16_t *)m->embed + id * H;
                 for (int64_t j = 0; j < H; j++)
                     x[j] = cb_lm_bf16_to_f32(e[j]);
@@ -630,7 +642,7 @@ int cb_lm_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seq
     if (n_out) {
         cb__lm_rmsnorm(&m->kc, m->last, m->last, m->norm, n_out, H, c->rms_eps);
         cb__lm_mm_part head = {m->head, NULL, c->vocab, NULL, 0, m->yrows};
-        matmul_timed(m, m->last, H, n_out, H, &head, 1, 0, &mm_ns);
+        matmul_timed(m, m->last, H, n_out, H, &head, 1, m->head_packed, &mm_ns);
     }
     m->stats.total_ns = cb_clock_now_ns() - start;
     m->stats.matmul_ns = mm_ns;

@@ -44,8 +44,9 @@ typedef struct cb_lm_kv cb_lm_kv;
 #define CB_LM_BLOCK_TOKENS_MAX 1024 /* positions per KV block */
 
 /* Creates a model over w (borrowed: it must outlive the model). threads >= 1. max_step_tokens
- * bounds the tokens of one forward call (scratch is sized for it at create). The model packs
- * the layers' matrices into a copy it owns (cb_lm_model_packed_bytes), on its threads. */
+ * bounds the tokens of one forward call (scratch is sized for it at create). Weights loaded
+ * packed (cb_lm_weights_opts.packed) are used in place; otherwise the model packs the layers'
+ * matrices into a copy it owns (cb_lm_model_packed_bytes), on its threads. */
 int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
                        cb_lm_model **out, cb_error *err);
 
@@ -78,7 +79,8 @@ cb_lm_dtype cb_lm_model_kv_dtype(const cb_lm_model *m);
 /* Bytes of weights one decode step reads (every matrix once; the embedding row excluded unless
  * tied as the output head): the numerator of the memory-bandwidth roofline. */
 size_t cb_lm_model_step_weight_bytes(const cb_lm_model *m);
-/* Bytes of the model's packed copy of the layers' matrices (0 for a CUDA model). */
+/* Bytes of the model's packed copy of the layers' matrices (0 for a CUDA model, and for
+ * weights loaded packed). */
 size_t cb_lm_model_packed_bytes(const cb_lm_model *m);
 
 /* ---- KV cache ---------------------------------------------------------------------------- */

@@ -17,12 +17,14 @@
 #include "core/cfgtree.h"
 #include "core/rng.h"
 #include "llm/jdom.h"
+#include "llm/lm_kernels.h"
 #include "nn/safetensors.h"
 
 struct cb_lm_weights {
     cb_lm_config cfg;
     cb_lm_dtype dtype;
     int random;
+    int packed;
     int n_ignored;
     char first_ignored[CB_LM_TENSOR_NAME_MAX];
     size_t bytes;
@@ -169,6 +171,7 @@ cb_lm_dtype cb_lm_weights_dtype_of(const cb_lm_weights *w, cb_lm_wkind kind) {
 const cb_lm_config *cb_lm_weights_config(const cb_lm_weights *w) { return &w->cfg; }
 size_t cb_lm_weights_bytes(const cb_lm_weights *w) { return w->bytes; }
 int cb_lm_weights_random(const cb_lm_weights *w) { return w->random; }
+int cb_lm_weights_packed(const cb_lm_weights *w) { return w->packed; }
 int cb_lm_weights_ignored(const cb_lm_weights *w, const char **first) {
     if (first)
         *first = w->first_ignored;
@@ -186,7 +189,8 @@ void cb_lm_weights_destroy(cb_lm_weights *w) {
 }
 
 /* The table, offsets and arena for c (contents zero). */
-static int layout(const cb_lm_config *c, cb_lm_dtype dt, cb_lm_weights **out, cb_error *err) {
+static int layout(const cb_lm_config *c, cb_lm_dtype dt, int packed, cb_lm_weights **out,
+                  cb_error *err) {
     int rc = cb_lm_config_check(c, err);
     if (rc)
         return rc;
@@ -195,6 +199,7 @@ static int layout(const cb_lm_config *c, cb_lm_dtype dt, cb_lm_weights **out, cb
         return cb_error_set(err, CB_ENOMEM, "out of memory");
     w->cfg = *c;
     w->dtype = dt;
+    w->packed = packed;
     w->n = cb_lm_weights_table(c, NULL, 0);
     w->tab = cb_calloc((size_t)w->n, sizeof *w->tab);
     w->off = cb_calloc((size_t)w->n, sizeof *w->off);
@@ -204,7 +209,10 @@ static int layout(const cb_lm_config *c, cb_lm_dtype dt, cb_lm_weights **out, cb
     cb_lm_weights_table(c, w->tab, w->n);
     size_t total = 0;
     for (int i = 0; i < w->n; i++) {
-        size_t b = spec_numel(&w->tab[i]) * (dtype_of(w, &w->tab[i]) == CB_LM_F32 ? 4 : 2);
+        const cb_lm_tensor_spec *t = &w->tab[i];
+        size_t b = spec_numel(t) * (dtype_of(w, t) == CB_LM_F32 ? 4 : 2);
+        if (packed && t->ndim == 2)
+            b = cb__lm_packed_bytes(t->dims[0], t->dims[1], dt);
         w->off[i] = total;
         total += (b + 63) & ~(size_t)63;
         if (total > CB_LM_WEIGHTS_MAX_BYTES) {
@@ -479,6 +487,30 @@ done:
     return rc;
 }
 
+/* Every matrix from rows (as loaded or generated, at the start of its slot) to the packed
+ * layout, through one temporary of the largest. */
+static int pack_matrices(cb_lm_weights *w, cb_error *err) {
+    size_t most = 0;
+    for (int i = 0; i < w->n; i++)
+        if (w->tab[i].ndim == 2 && spec_numel(&w->tab[i]) > most)
+            most = spec_numel(&w->tab[i]);
+    const size_t es = w->dtype == CB_LM_F32 ? 4 : 2;
+    void *tmp = cb_malloc(most * es);
+    if (!tmp)
+        return cb_error_set(err, CB_ENOMEM, "weights: out of memory (packing, %zu bytes)",
+                            most * es);
+    for (int i = 0; i < w->n; i++) {
+        const cb_lm_tensor_spec *t = &w->tab[i];
+        if (t->ndim != 2)
+            continue;
+        void *p = w->ptr[slot(&w->cfg, t->kind, t->layer)];
+        memcpy(tmp, p, spec_numel(t) * es);
+        cb__lm_pack(p, tmp, t->dims[0], t->dims[1], w->dtype);
+    }
+    cb_free(tmp);
+    return 0;
+}
+
 int cb_lm_weights_create(const cb_lm_config *c, const cb_lm_weights_opts *o, cb_lm_weights **out,
                          cb_error *err) {
     cb_lm_weights_opts def = CB_LM_WEIGHTS_OPTS_DEFAULT;
@@ -487,11 +519,15 @@ int cb_lm_weights_create(const cb_lm_config *c, const cb_lm_weights_opts *o, cb_
     if (o->dtype != CB_LM_F32 && o->dtype != CB_LM_BF16)
         return cb_error_set(err, CB_EINVAL, "weights: precision must be float32 or bfloat16");
     cb_lm_weights *w = NULL;
-    int rc = layout(c, o->dtype, &w, err);
+    int rc = layout(c, o->dtype, o->packed != 0, &w, err);
     if (rc)
         return rc;
     if (!o->path) {
         fill_random(w, o->seed);
+        if (w->packed && pack_matrices(w, err)) {
+            cb_lm_weights_destroy(w);
+            return CB_ENOMEM;
+        }
         *out = w;
         return 0;
     }
@@ -506,6 +542,8 @@ int cb_lm_weights_create(const cb_lm_config *c, const cb_lm_weights_opts *o, cb_
         rc = cb_error_set(err, CB_EINVAL, "weights: path longer than %zu bytes", sizeof path);
     else
         rc = ends_with(path, ".json") ? load_index(w, path, err) : load_file(w, path, NULL, 0, err);
+    if (!rc && w->packed)
+        rc = pack_matrices(w, err);
     if (rc) {
         cb_lm_weights_destroy(w);
         return rc;

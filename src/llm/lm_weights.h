@@ -105,15 +105,23 @@ typedef struct cb_lm_weights_opts {
     cb_lm_dtype dtype; /* in-memory precision of the matrices */
     const char *path;  /* NULL: seeded random weights */
     uint64_t seed;     /* random weights only */
+    int packed;        /* 1: every matrix in the CPU kernels' packed layout (below) */
 } cb_lm_weights_opts;
 #define CB_LM_WEIGHTS_OPTS_DEFAULT                                                                 \
-    { CB_LM_F32, NULL, 0 }
+    { CB_LM_F32, NULL, 0, 0 }
 
 typedef struct cb_lm_weights cb_lm_weights;
 
 int cb_lm_weights_create(const cb_lm_config *c, const cb_lm_weights_opts *o, cb_lm_weights **out,
                          cb_error *err);
 void cb_lm_weights_destroy(cb_lm_weights *w); /* NULL is a no-op */
+
+/* 1 when the matrices (every 2-D tensor: the layers', the embedding, a separate lm_head) are
+ * held in the packed layout of the CPU kernels (lm_kernels.h, cb__lm_pack: panels of 16 rows,
+ * k-major; each tensor's slot cb__lm_packed_bytes long) instead of rows. A CPU model then uses
+ * them in place, with no copy, the output head included; the CUDA path refuses them. Packing
+ * happens once, after loading or generating, through one temporary of the largest matrix. */
+int cb_lm_weights_packed(const cb_lm_weights *w);
 
 /* A tensor's data (float32 or bfloat16 as cb_lm_weights_dtype_of says), or NULL where the
  * config has none (a bias it lacks, q_norm outside qwen3). layer is ignored for the global

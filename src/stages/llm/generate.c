@@ -332,8 +332,10 @@ static int gen_prepare(void *state, cb_error *err) {
         cb_error_format(&e, m, sizeof m);
         return cb_util_error(err, rc, "model: %s", m);
     }
+    /* On the CPU the matrices are held packed for its kernels (no second copy in the model) */
     cb_lm_weights_opts wo = {v[P_PRECISION].i == 1 ? CB_LM_BF16 : CB_LM_F32,
-                             v[P_WEIGHTS].has_value ? v[P_WEIGHTS].s : NULL, s->seed};
+                             v[P_WEIGHTS].has_value ? v[P_WEIGHTS].s : NULL, s->seed,
+                             s->device < 0};
     rc = cb_lm_weights_create(&cfg, &wo, &s->w, &e);
     if (rc) return lib_error(err, rc, "weights", &e);
     /* A warning, not info: the host's sink prints warnings only, and a user must see that the
