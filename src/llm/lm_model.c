@@ -27,9 +27,9 @@
  * row back). Weights as rows: the model packs the layers' seven matrices into one allocation of
  * its own, the weights' matrix bytes again (cb_lm_model_packed_bytes), and the head keeps the
  * dot-product kernel on the rows (a packed copy of a tied embedding would be 0.5 GB more for
- * qwen2.5-0.5b in float32). Scratch for
- * max_step_tokens tokens allocated at create (one allocation); the MLP runs over chunks of
- * MLP_CHUNK tokens so its [tokens, intermediate] buffers stay bounded.
+ * qwen2.5-0.5b in float32). Scratch for max_step_tokens tokens allocated at create (one
+ * allocation); the MLP runs over chunks of MLP_CHUNK tokens so its [tokens, intermediate]
+ * buffers stay bounded.
  *
  * Thread-safety: a model or cache is used by one forward call at a time (the kernels use the
  * model's threads inside the call). Ownership: the model borrows the weights. */
@@ -62,7 +62,7 @@ struct cb_lm_model {
     const float *norm;
     void *packed_raw; /* the layers' matrices packed for the CPU kernels (cb__lm_pack) */
     size_t packed_bytes;
-    int head_packed; /* the weights hold every matrix packed: the head too, no copy */
+    int w_packed; /* the weights hold every matrix packed: used in place, the head too */
     float inv_freq[CB_LM_HEAD_DIM_MAX / 2];
     /* scratch, in one allocation (scratch_raw) */
     void *scratch_raw;
@@ -230,8 +230,8 @@ int cb_lm_model_create(const cb_lm_weights *w, int threads, int max_step_tokens,
         L->attn_norm = vec(w, CB_LM_W_ATTN_NORM, l);
         L->mlp_norm = vec(w, CB_LM_W_MLP_NORM, l);
     }
-    m->head_packed = cb_lm_weights_packed(w);
-    if (!m->head_packed && pack_layers(m)) {
+    m->w_packed = cb_lm_weights_packed(w);
+    if (!m->w_packed && pack_layers(m)) {
         cb_lm_model_destroy(m);
         return cb_error_set(err, CB_ENOMEM,
                             "lm model: out of memory (the packed copy of the layers' matrices)");
@@ -478,7 +478,7 @@ static void embed_rows(const cb_lm_model *m, const cb_lm_seq *seqs, int n_seqs) 
         for (int32_t i = 0; i < seqs[s].n_tokens; i++, row++) {
             const int64_t id = seqs[s].tokens[i];
             float *x = m->x + row * H;
-            if (m->head_packed) {
+            if (m->w_packed) {
                 cb__lm_packed_row(x, m->embed, m->cfg.vocab, H, id, m->dtype);
             } else if (m->dtype == CB_LM_BF16) {
                 const uint16_t *e = (const uint16_t *)m->embed + id * H;
@@ -534,8 +534,8 @@ static void add_rows(float *x, const float *y, int64_t n) {
         x[i] += y[i];
 }
 
-/* A product, its time added to *ns (the stats' matmul_ns: products only). packed: the parts are
- * the layers' packed matrices (else the output head, as the weights hold it). */
+/* A product, its time added to *ns (the stats' matmul_ns: products only). packed: the parts'
+ * matrices are packed (the layers' always; the head's when the weights are), else rows. */
 static void matmul_timed(const cb_lm_model *m, const float *x, int64_t ldx, int64_t t, int64_t k,
                          const cb__lm_mm_part *parts, int n_parts, int packed, int64_t *ns) {
     const int64_t t0 = cb_clock_now_ns();
@@ -642,7 +642,7 @@ int cb_lm_forward(cb_lm_model *m, cb_lm_kv *kv, const cb_lm_seq *seqs, int n_seq
     if (n_out) {
         cb__lm_rmsnorm(&m->kc, m->last, m->last, m->norm, n_out, H, c->rms_eps);
         cb__lm_mm_part head = {m->head, NULL, c->vocab, NULL, 0, m->yrows};
-        matmul_timed(m, m->last, H, n_out, H, &head, 1, m->head_packed, &mm_ns);
+        matmul_timed(m, m->last, H, n_out, H, &head, 1, m->w_packed, &mm_ns);
     }
     m->stats.total_ns = cb_clock_now_ns() - start;
     m->stats.matmul_ns = mm_ns;
