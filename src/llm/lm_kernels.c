@@ -41,9 +41,14 @@
  *
  * Attention: one work item per (sequence, query head), items spread over threads dynamically.
  * For each token, the keys of positions 0..p are visited in chunks of ATTN_CHUNK positions with
- * an online softmax (running max and sum, rescaled when a chunk raises the max; float32, expf):
- * the chunk boundaries are fixed multiples of ATTN_CHUNK from position 0, so again the order
- * depends only on the position.
+ * an online softmax (running max and sum, rescaled when a chunk raises the max; float32; the
+ * weights e^(s - max) by exp8 on the AVX2 path, expf on the scalar one): the chunk boundaries
+ * are fixed multiples of ATTN_CHUNK from position 0, so again the order depends only on the
+ * position. Scores are taken four keys at a time (dot4_avx2: four independent chains, each
+ * key's operations those of one dot product), and K and V rows are found by walking the blocks
+ * (no division a position). Attention is about 5 % of a 128-token prefill and 17 % of a
+ * 512-token one on qwen2.5-0.5b; a tiled kernel (several queries per pass over the keys) is
+ * the next step.
  *
  * Threads: OpenMP regions of c->threads threads (one thread below MM_PARALLEL_MIN and
  * ATTN_PARALLEL_MIN multiply-adds). A decode step opens about 4 regions a layer; libgomp's
@@ -827,6 +832,35 @@ static LM_AVX2 float dot_avx2(const float *q, const void *k, int bf16, int64_t n
     return s;
 }
 
+/* Four keys' dot products with q at once: four independent chains, each key's operations
+ * exactly dot_avx2's (so the same bits), the latency of one chain hidden by the others. */
+static LM_AVX2 void dot4_avx2(const float *q, const void *const *k, int bf16, int64_t n,
+                              float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t i = 0; i < n8; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        if (bf16) {
+            a0 = _mm256_fmadd_ps(qv, ld_bf16((const uint16_t *)k[0] + i), a0);
+            a1 = _mm256_fmadd_ps(qv, ld_bf16((const uint16_t *)k[1] + i), a1);
+            a2 = _mm256_fmadd_ps(qv, ld_bf16((const uint16_t *)k[2] + i), a2);
+            a3 = _mm256_fmadd_ps(qv, ld_bf16((const uint16_t *)k[3] + i), a3);
+        } else {
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps((const float *)k[0] + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps((const float *)k[1] + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps((const float *)k[2] + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps((const float *)k[3] + i), a3);
+        }
+    }
+    const __m256 acc[4] = {a0, a1, a2, a3};
+    for (int r = 0; r < 4; r++) {
+        float s = hsum8(acc[r]);
+        for (int64_t i = n8; i < n; i++)
+            s = fmaf(q[i], w_at(k[r], bf16, i), s);
+        out[r] = s;
+    }
+}
+
 static LM_AVX2 void axpy_avx2(float *acc, float e, const void *v, int bf16, int64_t n) {
     const __m256 ev = _mm256_set1_ps(e);
     const int64_t n8 = n & ~(int64_t)7;
@@ -839,13 +873,46 @@ static LM_AVX2 void axpy_avx2(float *acc, float e, const void *v, int bf16, int6
 }
 #endif
 
-/* Address of the key (kind 0) or value (kind 1) of position j of kv head g. */
-static const void *kv_at(const cb__lm_attn *a, const int32_t *blocks, int64_t j, int64_t g,
-                         int kind) {
-    const int64_t b = j / a->block_tokens, off = j % a->block_tokens;
-    const int64_t e = (kind ? a->v_off : a->k_off) + (g * a->block_tokens + off) * a->hd;
+/* Where the keys and values of a run of positions are: block blocks[b], offset off in it. A
+ * position's rows without a division: the walk steps through the blocks. */
+typedef struct kv_walk {
+    int64_t b, off;
+} kv_walk;
+
+static kv_walk kv_walk_at(const cb__lm_attn *a, int64_t j) {
+    return (kv_walk){j / a->block_tokens, j % a->block_tokens};
+}
+
+static void kv_next(const cb__lm_attn *a, kv_walk *w) {
+    if (++w->off == a->block_tokens) {
+        w->off = 0;
+        w->b++;
+    }
+}
+
+#if LM_X86
+/* v[i] = e^(v[i] - m) for i < n, 8 lanes at a time with exp8 (a partial last group through a
+ * padded copy, so every element takes the same path whatever n is). */
+static LM_AVX2 void exp_shifted_avx2(float *v, int64_t n, float m) {
+    const __m256 mv = _mm256_set1_ps(m);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(v + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(v + i), mv)));
+    if (i < n) {
+        float t[8] = {0};
+        memcpy(t, v + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(t, exp8(_mm256_sub_ps(_mm256_loadu_ps(t), mv)));
+        memcpy(v + i, t, (size_t)(n - i) * sizeof(float));
+    }
+}
+#endif
+
+/* Address of the key (kind 0) or value (kind 1) at w of kv head g. */
+static const void *kv_row(const cb__lm_attn *a, const int32_t *blocks, const kv_walk *w, int64_t g,
+                          int kind) {
+    const int64_t e = (kind ? a->v_off : a->k_off) + (g * a->block_tokens + w->off) * a->hd;
     const size_t es = a->kv_dtype == CB_LM_BF16 ? 2 : 4;
-    return a->pool + (size_t)blocks[b] * a->block_bytes + (size_t)e * es;
+    return a->pool + (size_t)blocks[w->b] * a->block_bytes + (size_t)e * es;
 }
 
 /* One token's attention for one head: out = softmax(q . K^T * scale) V over
@@ -861,14 +928,28 @@ static void attend_one(const cb__lm_kctx *c, const cb__lm_attn *a, const int32_t
     for (int64_t j0 = 0; j0 <= p; j0 += ATTN_CHUNK) {
         const int64_t j1 = j0 + ATTN_CHUNK <= p + 1 ? j0 + ATTN_CHUNK : p + 1;
         float cm = -INFINITY;
-        for (int64_t j = j0; j < j1; j++) {
-            const void *kp = kv_at(a, blocks, j, g, 0);
+        kv_walk w = kv_walk_at(a, j0);
+        for (int64_t j = j0; j < j1;) {
 #if LM_X86
-            float s = c->avx2 ? dot_avx2(q, kp, bf16, hd) : dot_scalar(q, kp, bf16, hd);
+            if (c->avx2 && j1 - j >= 4) { /* four keys at once */
+                const void *kp[4];
+                for (int r = 0; r < 4; r++, kv_next(a, &w))
+                    kp[r] = kv_row(a, blocks, &w, g, 0);
+                dot4_avx2(q, kp, bf16, hd, sc + (j - j0));
+                j += 4;
+                continue;
+            }
+            float s = c->avx2 ? dot_avx2(q, kv_row(a, blocks, &w, g, 0), bf16, hd)
+                              : dot_scalar(q, kv_row(a, blocks, &w, g, 0), bf16, hd);
 #else
-            float s = dot_scalar(q, kp, bf16, hd);
+            float s = dot_scalar(q, kv_row(a, blocks, &w, g, 0), bf16, hd);
 #endif
-            s *= a->scale;
+            kv_next(a, &w);
+            sc[j - j0] = s;
+            j++;
+        }
+        for (int64_t j = j0; j < j1; j++) {
+            const float s = sc[j - j0] * a->scale;
             sc[j - j0] = s;
             cm = s > cm ? s : cm;
         }
@@ -879,10 +960,18 @@ static void attend_one(const cb__lm_kctx *c, const cb__lm_attn *a, const int32_t
                 acc[i] *= f;
             m = cm;
         }
-        for (int64_t j = j0; j < j1; j++) {
-            const float e = expf(sc[j - j0] - m);
+        kv_walk wv = kv_walk_at(a, j0);
+#if LM_X86
+        if (c->avx2)
+            exp_shifted_avx2(sc, j1 - j0, m);
+        else
+#endif
+            for (int64_t j = j0; j < j1; j++)
+                sc[j - j0] = expf(sc[j - j0] - m);
+        for (int64_t j = j0; j < j1; j++, kv_next(a, &wv)) {
+            const float e = sc[j - j0];
             l += e;
-            const void *vp = kv_at(a, blocks, j, g, 1);
+            const void *vp = kv_row(a, blocks, &wv, g, 1);
 #if LM_X86
             if (c->avx2)
                 axpy_avx2(acc, e, vp, bf16, hd);
