@@ -193,11 +193,14 @@ static void test_loads(void) {
                     CB_CHECK(me->value <= rec.queries[j].end_ns - rec.queries[j].scheduled_ns);
                 }
         }
-        /* requests leave as they finish, not in arrival order (output lengths 3..9) */
+        /* requests leave as they finish, not in arrival order (output lengths 3..9): under the
+         * closed load all 8 are in flight together, so some must overtake; under Poisson
+         * arrivals whether they overlap depends on the machine's speed (a fast engine finishes
+         * each before the next arrives), so only the count is checked there */
         size_t inversions = 0;
         for (size_t i = 0; i + 1 < g_n_order; i++) inversions += g_order[i] > g_order[i + 1];
         CB_CHECK_EQ_INT(g_n_order, NP);
-        CB_CHECK_CMP_INT(inversions, >, 0);
+        if (k == 0) CB_CHECK_CMP_INT(inversions, >, 0);
         cb_metric_stats ttft = gen_stats(&f, M_TTFT);
         CB_CHECK(ttft.p50 > 0 && ttft.p50 <= ttft.p99 && ttft.p99 <= ttft.max);
         if (k == 0) g_ref = o;
