@@ -146,39 +146,6 @@ static float read_sum(const float *p, size_t n, int avx2) {
     return read_sum_base(p, n);
 }
 
-/* Best GB/s (1e9 bytes) of `passes` reads of a buffer of mib MiB over `threads` threads; 0 when
- * the buffer cannot be allocated. Each thread first writes, then reads, its own contiguous
- * slice. *checksum keeps the sums alive. */
-static double measure_bandwidth(long mib, int passes, int threads, double *checksum) {
-    size_t bytes = (size_t)mib << 20, n = bytes / sizeof(float);
-#if defined(__x86_64__)
-    int avx2 = __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
-    float *buf = aligned_alloc(64, bytes);
-    if (!buf)
-        return 0;
-    size_t per = n / (size_t)threads / 32 * 32;
-    double best_ns = 0, sum = 0;
-    BENCH_OMP("omp parallel for num_threads(threads) schedule(static, 1)")
-    for (int t = 0; t < threads; t++)
-        for (size_t i = 0; i < per; i++)
-            buf[(size_t)t * per + i] = (float)(i & 1023) * 0x1p-10f;
-    for (int pass = 0; pass < passes; pass++) {
-        int64_t t0 = cb_clock_now_ns();
-        BENCH_OMP("omp parallel for num_threads(threads) schedule(static, 1) reduction(+ : sum)")
-        for (int t = 0; t < threads; t++)
-            sum += read_sum(buf + (size_t)t * per, per, avx2);
-        double ns = (double)(cb_clock_now_ns() - t0);
-        if (pass == 0 || ns < best_ns)
-            best_ns = ns;
-    }
-    free(buf);
-    *checksum = sum;
-    return (double)(per * (size_t)threads * sizeof(float)) / best_ns;
-}
-
 /* GB/s of one read of buf (bytes, written before) over `threads` threads, each its own
  * contiguous slice: the bandwidth at this moment, for the adjacent-read figure. */
 static double read_pass_gb_s(const float *buf, size_t bytes, int threads, double *checksum) {
@@ -196,6 +163,34 @@ static double read_pass_gb_s(const float *buf, size_t bytes, int threads, double
     double ns = (double)(cb_clock_now_ns() - t0);
     *checksum += sum;
     return (double)(per * (size_t)threads * sizeof(float)) / ns;
+}
+
+/* Writes the read buffer (bytes) over `threads` threads, each its own slice (first touch). */
+static void read_buf_fill(float *buf, size_t bytes, int threads) {
+    size_t per = bytes / sizeof(float) / (size_t)threads / 32 * 32;
+    BENCH_OMP("omp parallel for num_threads(threads) schedule(static, 1)")
+    for (int t = 0; t < threads; t++)
+        for (size_t i = 0; i < per; i++)
+            buf[(size_t)t * per + i] = (float)(i & 1023) * 0x1p-10f;
+}
+
+/* Best GB/s (1e9 bytes) of `passes` reads of a buffer of mib MiB over `threads` threads; 0 when
+ * the buffer cannot be allocated. Each thread first writes, then reads, its own contiguous
+ * slice. *checksum keeps the sums alive. */
+static double measure_bandwidth(long mib, int passes, int threads, double *checksum) {
+    size_t bytes = (size_t)mib << 20;
+    float *buf = aligned_alloc(64, bytes);
+    if (!buf)
+        return 0;
+    read_buf_fill(buf, bytes, threads);
+    double best = 0, sum = 0;
+    for (int pass = 0; pass < passes; pass++) {
+        const double gb_s = read_pass_gb_s(buf, bytes, threads, &sum);
+        best = gb_s > best ? gb_s : best;
+    }
+    free(buf);
+    *checksum = sum;
+    return best;
 }
 
 #define PREFILL_REPS 3 /* timed prefills of prompt B; the median is the figure */
@@ -414,8 +409,7 @@ static int run_precision(const bench_opts *o, const cb_lm_config *cfg, cb_lm_dty
         free(r.rbuf), free(r.ratios);
         r.rbuf = NULL, r.ratios = NULL;
     } else {
-        for (size_t i = 0; i < r.rbuf_bytes / sizeof(float); i++)
-            r.rbuf[i] = (float)(i & 1023) * 0x1p-10f;
+        read_buf_fill(r.rbuf, r.rbuf_bytes, o->threads);
     }
     r.times = malloc((size_t)(n_dec > n_bdec ? n_dec : n_bdec) * sizeof *r.times);
     int32_t *blk_a = r.blocks, *blk_b = r.blocks + seq_blocks;

@@ -368,11 +368,11 @@ void cb__lm_packed_row(float *dst, const void *packed, int64_t n, int64_t k, int
         dst[kk] = pk_w(pw, bf16, kk, (int)(r % CB__LM_NR));
 }
 
-/* Columns c0..c1 (< NR) of panel pw for tokens t0..t1: the fmaf chain in k order, the bias. */
-static void pk_panel_scalar(const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t k,
+/* Columns col..col+ncols of panel pw for tokens 0..n_tok: the fmaf chain in k order, the bias. */
+static void pk_panel_scalar(const float *x, int64_t ldx, int64_t n_tok, int64_t k,
                             const void *pw, int bf16, const cb__lm_mm_part *p, int64_t col,
                             int ncols) {
-    for (int64_t t = t0; t < t1; t++) {
+    for (int64_t t = 0; t < n_tok; t++) {
         const float *xt = x + t * ldx;
         float *yt = out_row(p, t);
         for (int j = 0; j < ncols; j++) {
@@ -710,7 +710,7 @@ void cb__lm_matmul_packed(const cb__lm_kctx *c, const float *x, int64_t ldx, int
         {
             for (int64_t pi = p0; pi < p1; pi++) {
                 const char *pw = pk_at(&pp, pi, &p, &col, &ncols);
-                pk_panel_scalar(x, ldx, 0, t, k, pw, bf16, p, col, ncols);
+                pk_panel_scalar(x, ldx, t, k, pw, bf16, p, col, ncols);
             }
         }
     }
