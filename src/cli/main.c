@@ -9,6 +9,7 @@
  *   colobench stages [NAME] [--markdown]
  *   colobench monitor [--period MS] [-o DIR] [--sources LIST] -- COMMAND [ARGS...]
  *   colobench devices
+ *   colobench serve [--model M] [--port P] ...   (cli/cmd_serve.h)
  *   colobench --version | --help
  *
  * Exit status: 0 success, 1 the run failed (a stage error, a write error, an interrupt),
@@ -24,6 +25,7 @@
 
 #include "cli/cmd_devices.h"
 #include "cli/cmd_monitor.h"
+#include "cli/cmd_serve.h"
 #include "core/alloc.h"
 #include "core/registry.h"
 #include "core/spec.h"
@@ -40,7 +42,7 @@ static const char k_usage[] =
     "usage: colobench COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
-    "  run CONFIG [-o DIR] [--set KEY=VALUE]... [--quiet] [--allow-plugins]\n"
+    "  run CONFIG [-o DIR] [--set KEY=VALUE]... [--quiet] [--allow-plugins] [--allow-servers]\n"
     "                        run a benchmark; results stream into DIR (default out/NAME):\n"
     "                        events.csv, queries.csv, stage_metrics.csv, summary.json,\n"
     "                        config.yaml, env.json (and the raw *.bin records)\n"
@@ -59,6 +61,9 @@ static const char k_usage[] =
     "  monitor [--period MS] [-o DIR] [--sources LIST] -- COMMAND [ARGS...]\n"
     "                        run COMMAND and sample CPU, memory, GPU and perf counters\n"
     "                        into DIR (default out/monitor): metrics.csv, summary.json\n"
+    "  serve [--model M] [--host H] [--port P] ...\n"
+    "                        serve colobench's LLM engine as an OpenAI-compatible HTTP\n"
+    "                        server (colobench serve --help)\n"
     "\n"
     "options:\n"
     "  --set KEY=VALUE       override a config key, e.g. pipelines.0.loadgen.max_queries=50\n"
@@ -66,6 +71,8 @@ static const char k_usage[] =
     "  -q, --quiet           no progress line and no summary table\n"
     "  --allow-plugins       let the config load code: its plugin_paths, its\n"
     "                        monitors.nvml_library, and COLOBENCH_PLUGIN_PATH (off by default)\n"
+    "  --allow-servers       let the config start the commands of its `servers:` (off by\n"
+    "                        default)\n"
     "  --version             print the version\n"
     "  -h, --help            this help\n"
     "\n"
@@ -81,7 +88,7 @@ typedef struct cb_cli {
     const char *out_dir;
     const char **sets;         /* argc entries */
     size_t n_sets;
-    int quiet, dot, markdown, allow_plugins;
+    int quiet, dot, markdown, allow_plugins, allow_servers;
     int child_fd;              /* run --child-fd FD (internal: a collocated pipeline's process) */
     int argc;
     char **argv;
@@ -149,6 +156,8 @@ static int parse_args(int argc, char **argv, cb_cli *cli) {
             cli->markdown = 1;
         } else if (!strcmp(a, "--allow-plugins")) {
             cli->allow_plugins = 1;
+        } else if (!strcmp(a, "--allow-servers")) {
+            cli->allow_servers = 1;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "colobench: unknown option '%s' (see colobench --help)\n", a);
             return -1;
@@ -178,6 +187,7 @@ static int load(const cb_cli *cli, cb_bench *b) {
     o.sets = cli->sets;
     o.n_sets = cli->n_sets;
     o.allow_plugins = cli->allow_plugins;
+    o.allow_servers = cli->allow_servers;
     cb_error e;
     cb_error_clear(&e);
     if (cb_bench_load(&o, b, &e) != CB_OK) {
@@ -303,6 +313,11 @@ int main(int argc, char **argv) {
         return mc;
     }
     if (argc > 1 && !strcmp(argv[1], "devices")) return cb_cli_devices(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "serve")) {
+        /* Before any thread exists: SIGINT/SIGTERM are read by one signal thread only. */
+        cb_signals_block();
+        return cb_cli_serve(argc - 1, argv + 1);
+    }
     cb_cli cli;
     int code;
     if (parse_args(argc, argv, &cli) != 0) code = CB_EXIT_USAGE;
@@ -318,7 +333,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cli.cmd, "stages")) code = cmd_stages(&cli);
     else {
         fprintf(stderr, "colobench: unknown command '%s' (run, validate, graph, summarize, stages, monitor, "
-                        "devices; see --help)\n",
+                        "devices, serve; see --help)\n",
                 cli.cmd);
         code = CB_EXIT_USAGE;
     }

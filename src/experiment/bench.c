@@ -25,6 +25,7 @@ static void notice(cb_bench *b, const char *fmt, ...) {
 int cb_bench_load(const cb_bench_opts *o, cb_bench *b, cb_error *err) {
     memset(b, 0, sizeof *b);
     b->allow_plugins = o->allow_plugins;
+    b->allow_servers = o->allow_servers;
     b->sets = o->sets;
     b->n_sets = o->n_sets;
     int rc = cb_builtin_registry(&b->reg, err);

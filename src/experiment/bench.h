@@ -35,6 +35,7 @@ typedef struct cb_bench_opts {
     const char *const *sets;       /* --set KEY=VALUE, applied in order */
     size_t n_sets;
     bool allow_plugins;            /* plugin_paths and monitors.nvml_library may load code */
+    bool allow_servers;            /* the commands of `servers:` may be started */
 } cb_bench_opts;
 
 typedef struct cb_bench {
@@ -47,6 +48,7 @@ typedef struct cb_bench {
     const char *const *sets;       /* the overrides, borrowed from the options */
     size_t n_sets;
     bool allow_plugins;
+    bool allow_servers;
     /* What the user should know about code loading: plugins loaded (and from where), plugins
      * listed but not loaded, COLOBENCH_PLUGIN_PATH ignored. One line each. */
     size_t n_notices;
