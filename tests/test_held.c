@@ -7,9 +7,15 @@
  * events span run to complete; DIST percentiles in the summary's metrics; an open loop keeps its
  * schedule while the stage holds; a timeout cancels what is held (also from a stage that ignores
  * cancellation); a failed complete or step fails the run with the stage's message; a stage that
- * returns CB_RUN_HELD without hold fails cleanly.
+ * returns CB_RUN_HELD without hold fails cleanly. Waiting steps (host->wait_step): a step that
+ * sleeps with a 30 s deadline returns at once when a thread of the stage calls host->wake, or
+ * when a new query is queued for the stage.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "analysis/stage_metrics.h"
 #include "harness.h"
@@ -20,16 +26,36 @@
 typedef struct hold_state {
     const cb_host *host;
     int mode;        /* 0 normal, 1 never completes (honours cancel), 2 ignores cancel, 3 fails
-                        complete of query 5, 4 step fails, 5 returns HELD without hold */
+                        complete of query 5, 4 step fails, 5 returns HELD without hold, 6 a
+                        thread finishes each query's work after 1 ms and wakes the step, 7 run()
+                        completes what is held and the step waits for the next arrival */
     int n;
     cb_held *h[HOLD_MAX];
     cb_query *q[HOLD_MAX];
     int left[HOLD_MAX], units[HOLD_MAX];
     int max_held;
+    struct wake_job *job[HOLD_MAX]; /* mode 6: the thread doing query i's work */
+    cb_waker *waker;
 } hold_state;
 
+typedef struct wake_job {
+    const cb_host *host;
+    cb_waker *waker;
+    pthread_t thread;
+    atomic_int done;
+} wake_job;
+
+static void *wake_thread(void *arg) {
+    wake_job *j = arg;
+    struct timespec d = {0, 1000000};
+    nanosleep(&d, NULL);
+    atomic_store(&j->done, 1);
+    j->host->wake(j->waker);
+    return NULL;
+}
+
 static const cb_param_def hold_params[] = {
-    {"mode", CB_PARAM_INT, "0", 0, 5, NULL, "behaviour under test"},
+    {"mode", CB_PARAM_INT, "0", 0, 7, NULL, "behaviour under test"},
 };
 static const cb_metric_def hold_metrics[] = {
     {"units", CB_METRIC_DIST, "steps", "steps a query was held"},
@@ -48,6 +74,10 @@ static int hold_create(void *state, const cb_stage_args *a, cb_error *err) {
 static int hold_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     hold_state *s = state;
     if (s->mode == 5) return CB_RUN_HELD;
+    if (s->mode == 7) {
+        for (int i = 0; i < s->n; i++) s->host->complete(ctx, s->h[i], CB_OK, NULL);
+        s->n = 0;
+    }
     if (s->n == HOLD_MAX) return cb_error_set(err, CB_EFULL, "more than %d held", HOLD_MAX);
     if (s->host->arrival_ns(ctx) <= 0) return cb_error_set(err, CB_EINVAL, "no arrival time");
     cb_held *h = s->host->hold(ctx);
@@ -57,9 +87,54 @@ static int hold_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     s->q[s->n] = q;
     s->left[s->n] = 1 + (int)(q->id % 5);
     s->units[s->n] = 0;
+    if (s->mode == 6) {
+        wake_job *j = malloc(sizeof *j);
+        if (!j) return cb_error_set(err, CB_ENOMEM, "out of memory");
+        j->host = s->host;
+        j->waker = s->host->waker(ctx);
+        atomic_init(&j->done, 0);
+        if (pthread_create(&j->thread, NULL, wake_thread, j) != 0) {
+            free(j);
+            return cb_error_set(err, CB_EIO, "pthread_create failed");
+        }
+        s->job[s->n] = j;
+    }
     s->n++;
     if (s->n > s->max_held) s->max_held = s->n;
     return CB_RUN_HELD;
+}
+
+/* Modes 6 and 7: complete what is done, else sleep until woken (30 s deadline, mode 6) or until
+ * the next arrival (a 200 ms deadline completes the last query, mode 7). */
+static int wait_step_mode(hold_state *s, cb_run_ctx *ctx) {
+    const cb_host *host = s->host;
+    int completed = 0;
+    for (int i = 0; i < s->n;) {
+        int done = s->mode == 6 ? atomic_load(&s->job[i]->done) : 0;
+        if (host->cancelled(ctx)) done = 1;
+        if (!done) {
+            i++;
+            continue;
+        }
+        if (s->mode == 6) {
+            pthread_join(s->job[i]->thread, NULL);
+            free(s->job[i]);
+        }
+        host->complete(ctx, s->h[i], host->cancelled(ctx) ? CB_ESTOPPED : CB_OK, NULL);
+        completed++;
+        s->n--;
+        s->h[i] = s->h[s->n];
+        s->q[i] = s->q[s->n];
+        if (s->mode == 6) s->job[i] = s->job[s->n];
+    }
+    if (completed) return CB_OK;
+    int64_t t0 = host->now_ns();
+    host->wait_step(ctx, t0 + (s->mode == 6 ? 30000000000LL : 200000000LL));
+    if (s->mode == 7 && host->now_ns() - t0 >= 200000000LL) { /* nothing arrived: the end */
+        for (int i = 0; i < s->n; i++) host->complete(ctx, s->h[i], CB_OK, NULL);
+        s->n = 0;
+    }
+    return CB_OK;
 }
 
 static int hold_step(void *state, cb_run_ctx *ctx, cb_error *err) {
@@ -71,6 +146,7 @@ static int hold_step(void *state, cb_run_ctx *ctx, cb_error *err) {
         s->n = 0;
         return CB_OK;
     }
+    if (s->mode == 6 || s->mode == 7) return wait_step_mode(s, ctx);
     if (s->mode == 4) return cb_error_set(err, CB_EIO, "engine step failed on purpose");
     host->wait_until(ctx, host->now_ns() + 2000000);
     if (s->mode == 1 || s->mode == 2) return CB_OK;
@@ -282,6 +358,42 @@ static void test_held_without_hold(void) {
     test_failures(5, "run() returned CB_RUN_HELD without host->hold");
 }
 
+/* Mode 6: 200 queries, 4 at a time, each done by a thread after 1 ms that wakes the step; a step
+ * that slept to its 30 s deadline would make this take minutes: under 20 s holds on any machine. */
+static void test_wake_ends_wait_step(void) {
+    char y[1024];
+    yaml_for(y, sizeof y, "{component: closed, max_queries: 200, config: {concurrency: 4}}", 6);
+    run_fixture f;
+    int ok = run_fixture_yaml(&f, y, NULL, &hold_ops);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.rc, CB_OK);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 200);
+    for (size_t i = 0; i < r.n_queries; i++) CB_CHECK_EQ_INT(r.queries[i].status, CB_QUERY_OK);
+    CB_CHECK_CMP_INT(f.res.end_ns - f.res.t0_ns, <, 20000000000LL);
+    run_fixture_fini(&f);
+}
+
+/* Mode 7: 50 arrivals 2 ms apart; each is run while the step sleeps (200 ms deadline) and
+ * completes the one before. Were arrivals not waking the step, each would wait 200 ms (10 s in
+ * all); woken, the run takes about 100 ms + 200 ms. Each query's stage event must end before the
+ * next arrival's + 150 ms, and the run under 5 s. */
+static void test_arrival_ends_wait_step(void) {
+    char y[1024];
+    yaml_for(y, sizeof y, "{component: constant, max_queries: 50, config: {rate: 500}}", 7);
+    run_fixture f;
+    int ok = run_fixture_yaml(&f, y, NULL, &hold_ops);
+    CB_CHECK_EQ_INT(ok, 0);
+    if (ok) return;
+    CB_CHECK_EQ_INT(f.rc, CB_OK);
+    cb_pipeline_record r = run_fixture_records(&f, 0);
+    CB_CHECK_EQ_INT(r.n_queries, 50);
+    for (size_t i = 0; i < r.n_queries; i++) CB_CHECK_EQ_INT(r.queries[i].status, CB_QUERY_OK);
+    CB_CHECK_CMP_INT(f.res.end_ns - f.res.t0_ns, <, 5000000000LL);
+    run_fixture_fini(&f);
+}
+
 int main(void) {
     CB_RUN(test_out_of_order_completion);
     CB_RUN(test_closed_loop_keeps_issuing);
@@ -291,5 +403,7 @@ int main(void) {
     CB_RUN(test_failed_complete);
     CB_RUN(test_failed_step);
     CB_RUN(test_held_without_hold);
+    CB_RUN(test_wake_ends_wait_step);
+    CB_RUN(test_arrival_ends_wait_step);
     return cb_test_done();
 }

@@ -66,6 +66,11 @@
  *               A stage may keep many queries in flight and complete them out of order (an LLM
  *               engine steps every running request at once); see "Held queries" below. A host
  *               older than this refuses a metric table that uses CB_METRIC_DIST ("kind 2").
+ *   2026-12-08  waiting steps: cb_host.wait_step/waker/wake appended. A holding stage whose work
+ *               goes on elsewhere (an HTTP client's transfers on its own I/O thread) sleeps in
+ *               step() until that work progresses (wake, from any thread) or a new query is
+ *               queued for the stage, instead of polling: arrivals are run at once and no core
+ *               spins.
  *
  * Held queries (7.): a stage whose work for one query spans many steps shared with other
  * queries (an LLM engine batching every running request into one forward pass) keeps queries
@@ -77,7 +82,10 @@
  *     instance's worker (never concurrently with its run()) whenever no new query is queued for it:
  *     new arrivals get run() first, between two steps. One step is one unit of work (one engine
  *     step: milliseconds, so arrivals join promptly); a step that has nothing to do may wait for
- *     progress, briefly (host->wait_until). It completes the queries that finished with
+ *     progress, briefly (host->wait_until), or, when the progress is made elsewhere (a thread of
+     the stage's own, the network), until it is told so (host->wait_step and host->wake, which
+     also return as soon as a new query is queued for the stage). It completes the queries that
+     finished with
  *     host->complete(ctx, h, rc, msg): CB_OK forwards the query (as the stage left it) to every
  *     output, CB_RUN_DROP ends its path, a negative code fails the pipeline with msg. The
  *     query's stage event spans from the start of its run() to its complete(). run() may complete
@@ -216,6 +224,8 @@ typedef struct cb_run_ctx cb_run_ctx;   /* opaque: one stage run in progress */
 
 typedef struct cb_held cb_held;         /* opaque: a query a stage keeps past its run() */
 
+typedef struct cb_waker cb_waker;       /* opaque: wakes a stage instance's wait_step */
+
 #define CB_EMIT_ALL (-1)
 #define CB_RUN_DROP 1                   /* run() return value: the query ends on this path */
 #define CB_RUN_HELD 2                   /* run() return value: the stage keeps the query (it
@@ -282,6 +292,19 @@ typedef struct cb_host {
     int (*complete)(cb_run_ctx *ctx, cb_held *h, int rc, const char *msg);
     int (*report_held)(cb_run_ctx *ctx, cb_held *h, int metric, double value);
     int64_t (*arrival_ns)(const cb_run_ctx *ctx);
+    /* Appended 2026-12-08 (check struct_size): waiting steps (see "Held queries").
+     * wait_step: from step() only: sleeps until deadline_ns (the host clock), until a query is
+     * queued for the stage (it is run before the next step), until host->wake(waker) for this
+     * instance, or until the pipeline cancels, whichever is first: 0, or CB_ESTOPPED when
+     * cancelled, CB_EINVAL outside step(). A wake that came before the call makes it return at
+     * once (wakes are not lost; several count as one).
+     * waker: from run() or step(): the instance's wake handle, the same every time, valid until
+     * the instance's finish() returns.
+     * wake: from any thread, any time until then: ends the instance's current or next wait_step.
+     * Lock-based, allocation-free, a few hundred ns. */
+    int (*wait_step)(cb_run_ctx *ctx, int64_t deadline_ns);
+    cb_waker *(*waker)(cb_run_ctx *ctx);
+    void (*wake)(cb_waker *w);
 } cb_host;
 
 /* ---- Stage ops -------------------------------------------------------------------------- */

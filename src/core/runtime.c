@@ -49,15 +49,23 @@ static int cb__stage_setup(cb_runtime *rt, cb_pipe *p, size_t s, cb_error *err) 
     cb_registry_ops_metrics(ss->ops, &n_metrics);
     st->n_metrics = (int)n_metrics; /* <= CB_STAGE_MAX_METRICS: checked by the registry */
     pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->space_cv, NULL);
+    /* Both are waited on with CLOCK_MONOTONIC deadlines. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->space_cv, &ca);
+    pthread_cond_init(&st->step_cv, &ca);
+    pthread_condattr_destroy(&ca);
     int n = ss->workers;
     st->free_slots = cb_calloc((size_t)n, sizeof(int));
     st->states = cb_calloc((size_t)n, sizeof(void *));
     st->created = cb_calloc((size_t)n, sizeof(int));
     st->args = cb_calloc((size_t)n, sizeof(cb_stage_args));
     st->held = cb_calloc((size_t)n, sizeof(cb_held_list));
-    if (!st->free_slots || !st->states || !st->created || !st->args || !st->held)
+    st->wakers = cb_calloc((size_t)n, sizeof(cb_waker));
+    if (!st->free_slots || !st->states || !st->created || !st->args || !st->held || !st->wakers)
         return cb_error_set(err, CB_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) st->wakers[i].st = st;
     for (int i = n - 1; i >= 0; i--) st->free_slots[st->n_free++] = i;
     for (int i = 0; i < n; i++) {
         cb_stage_args *a = &st->args[i];
@@ -109,11 +117,13 @@ static void cb__stage_teardown(cb_stage_rt *st) {
     cb_free(st->states);
     cb_free(st->created);
     cb_free(st->held);
+    cb_free(st->wakers);
     cb_free(st->args);
     cb_free(st->free_slots);
     cb_free(st->heap);
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->space_cv);
+    pthread_cond_destroy(&st->step_cv);
 }
 
 static int cb__pipe_setup(cb_runtime *rt, size_t pi, cb_error *err) {
@@ -230,6 +240,9 @@ int cb_runtime_create(const cb_runtime_opts *opts, cb_runtime **out, cb_error *e
     rt->host.complete = cb__host_complete;
     rt->host.report_held = cb__host_report_held;
     rt->host.arrival_ns = cb__host_arrival_ns;
+    rt->host.wait_step = cb__host_wait_step;
+    rt->host.waker = cb__host_waker;
+    rt->host.wake = cb__host_wake;
     rt->res.t0_ns = rt->res.end_ns = 0;
     *out = rt; /* from here on cb_runtime_destroy releases whatever was set up */
     rt->n_pipes = rt->spec->n_pipelines;

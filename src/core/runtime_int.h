@@ -75,6 +75,12 @@ typedef struct cb_merge_pending {
     struct cb_merge_pending *next;
 } cb_merge_pending;
 
+/* host->waker's handle of one stage instance. */
+struct cb_waker {
+    struct cb_stage_rt *st;
+    int woken;                   /* under st->mu: a wake not yet consumed by a wait_step */
+};
+
 struct cb_stage_rt {
     pthread_mutex_t mu;          /* protects the fields up to "end of mu" */
     cb_item *qhead, *qtail;      /* single: FIFO */
@@ -85,6 +91,9 @@ struct cb_stage_rt {
     int n_free;
     int space_waiters;
     pthread_cond_t space_cv;     /* a bounded queue got room */
+    int step_waiters;            /* instances in host->wait_step */
+    pthread_cond_t step_cv;      /* a query was queued, a wake came, or the pipeline cancels */
+    struct cb_waker *wakers;     /* one per worker: host->waker's handles, woken flag under mu */
     /* end of mu */
     _Atomic int64_t run_est_ns;  /* recent run time (EWMA), 0 = never run; relaxed: a hint */
     const cb_stage_spec *spec;
@@ -203,6 +212,9 @@ cb_held *cb__host_hold(cb_run_ctx *ctx);
 int cb__host_complete(cb_run_ctx *ctx, cb_held *h, int rc, const char *msg);
 int cb__host_report_held(cb_run_ctx *ctx, cb_held *h, int metric, double value);
 int64_t cb__host_arrival_ns(const cb_run_ctx *ctx);
+int cb__host_wait_step(cb_run_ctx *ctx, int64_t deadline_ns);
+cb_waker *cb__host_waker(cb_run_ctx *ctx);
+void cb__host_wake(cb_waker *w);
 void *cb__pool_main(void *arg);
 void *cb__driver_main(void *arg);
 

@@ -488,6 +488,8 @@ static int cb__submit(cb_worker *w, cb_stage_rt *st, cb_item *it, int back_edge,
         cb__cancel_item(w, it);
         return 0;
     }
+    /* An instance sleeping in host->wait_step returns, so the query is run at once. */
+    if (st->step_waiters) pthread_cond_broadcast(&st->step_cv);
     pthread_mutex_unlock(&st->mu);
     return 0;
 }
@@ -602,6 +604,49 @@ int cb__host_wait_until(cb_run_ctx *ctx, int64_t deadline_ns) {
         if (pthread_cond_timedwait(&rt->cancel_cv, &rt->cancel_mu, &ts) == ETIMEDOUT) break;
     pthread_mutex_unlock(&rt->cancel_mu);
     return atomic_load(&p->abort) ? CB_ESTOPPED : CB_OK;
+}
+
+/* A wait_step sleeps in slices of this much, rechecking the pipeline's abort flag (which is set
+ * without the stage's lock): cancellation reaches a waiting step within it. */
+#define CB_WAIT_STEP_SLICE_NS 20000000LL
+
+/* host->wait_step: from step() only (ctx->it is NULL there). */
+int cb__host_wait_step(cb_run_ctx *ctx, int64_t deadline_ns) {
+    if (!ctx || ctx->it) return CB_EINVAL;
+    cb_pipe *p = ctx->w->pipe;
+    cb_stage_rt *st = ctx->st;
+    cb_waker *wk = &st->wakers[ctx->slot];
+    pthread_mutex_lock(&st->mu);
+    st->step_waiters++;
+    for (;;) {
+        if (atomic_load(&p->abort) || st->qlen > 0 || wk->woken) break;
+        int64_t now = cb_clock_now_ns();
+        if (now >= deadline_ns) break;
+        int64_t until = deadline_ns - now > CB_WAIT_STEP_SLICE_NS ? now + CB_WAIT_STEP_SLICE_NS
+                                                                 : deadline_ns;
+        struct timespec ts = {(time_t)(until / 1000000000LL), (long)(until % 1000000000LL)};
+        pthread_cond_timedwait(&st->step_cv, &st->mu, &ts);
+    }
+    wk->woken = 0;
+    st->step_waiters--;
+    pthread_mutex_unlock(&st->mu);
+    return atomic_load(&p->abort) ? CB_ESTOPPED : CB_OK;
+}
+
+/* host->waker: the instance's handle (its slot's). */
+cb_waker *cb__host_waker(cb_run_ctx *ctx) {
+    if (!ctx) return NULL;
+    return &ctx->st->wakers[ctx->slot];
+}
+
+/* host->wake: any thread. */
+void cb__host_wake(cb_waker *wk) {
+    if (!wk) return;
+    cb_stage_rt *st = wk->st;
+    pthread_mutex_lock(&st->mu);
+    wk->woken = 1;
+    if (st->step_waiters) pthread_cond_broadcast(&st->step_cv);
+    pthread_mutex_unlock(&st->mu);
 }
 
 /* Fails the pipeline (the first failure names the stage and, when known, the query). */
