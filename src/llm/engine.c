@@ -410,6 +410,32 @@ void cb_engine_cancel_all(cb_engine *e) {
     }
 }
 
+int cb_engine_cancel(cb_engine *e, void *user) {
+    int32_t used = e->pool_blocks - cb_lm_kv_free_blocks(e->kv);
+    int32_t k = -1;
+    for (int32_t i = 0; i < e->n_running && k < 0; i++)
+        if (e->slots[e->running[i]].user == user) {
+            k = e->running[i];
+            memmove(e->running + i, e->running + i + 1,
+                    sizeof *e->running * (size_t)(e->n_running - i - 1));
+            e->n_running--;
+        }
+    for (int32_t i = 0; i < e->n_waiting && k < 0; i++) {
+        int32_t mw = e->opts.max_waiting;
+        if (e->slots[e->wait_ring[(e->wait_head + i) % mw]].user != user) continue;
+        k = e->wait_ring[(e->wait_head + i) % mw];
+        for (int32_t j = i; j + 1 < e->n_waiting; j++) /* close the gap, order kept */
+            e->wait_ring[(e->wait_head + j) % mw] = e->wait_ring[(e->wait_head + j + 1) % mw];
+        e->n_waiting--;
+    }
+    if (k < 0) return 0;
+    finish(e, k, CB_ENGINE_FINISH_CANCELLED, e->n_running, used);
+    slot *s = &e->slots[k];
+    for (int32_t b = 0; b < s->n_blocks; b++) cb_lm_kv_release(e->kv, s->blocks[b]);
+    s->n_blocks = 0;
+    return 1;
+}
+
 int cb_engine_n_finished(const cb_engine *e) { return e->n_fin; }
 
 const cb_engine_result *cb_engine_finished(const cb_engine *e, int i) {

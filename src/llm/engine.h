@@ -56,7 +56,7 @@ typedef struct cb_engine cb_engine;
 typedef enum cb_engine_finish {
     CB_ENGINE_FINISH_EOS = 0,    /* produced an EOS id (it is the last output id) */
     CB_ENGINE_FINISH_LENGTH = 1, /* produced max_new_tokens */
-    CB_ENGINE_FINISH_CANCELLED = 2 /* cb_engine_cancel_all */
+    CB_ENGINE_FINISH_CANCELLED = 2 /* cb_engine_cancel_all, cb_engine_cancel */
 } cb_engine_finish;
 
 /* The callback on_token: request `user` produced `token` (its n-th output, from 0) at t_ns. */
@@ -145,6 +145,13 @@ int cb_engine_step(cb_engine *e, cb_error *err);
 /* Ends every waiting and running request: they become the finished list (reason CANCELLED),
  * valid until the next step, cancel or destroy. */
 void cb_engine_cancel_all(cb_engine *e);
+
+/* Ends the one waiting or running request whose `user` is user (the first found; a request in
+ * the finished list is not touched): it joins the finished list (reason CANCELLED) next to what
+ * is already there, valid until the next step, cancel or destroy, and its KV blocks return to
+ * the pool now. Returns 1 when a request was cancelled, 0 when none has that user. For a server
+ * whose client went away (serve/serve.c). */
+int cb_engine_cancel(cb_engine *e, void *user);
 
 int cb_engine_n_finished(const cb_engine *e);
 const cb_engine_result *cb_engine_finished(const cb_engine *e, int i);
