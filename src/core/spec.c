@@ -8,6 +8,9 @@
  * A pipeline's `replicas: N` is expanded here into N ordinary pipelines (NAME.1 .. NAME.N, seed
  * + K - 1), so nothing downstream knows about replicas except the labels in cb_pipeline_spec;
  * `sweep` is only read and checked here (each point must load), the CLI runs it.
+ * `servers` are read before the pipelines (bounds in spec.h), so a stage with both a `server`
+ * and a `url` parameter can name one (`server: NAME`): its url is set to the server's URL here,
+ * before the stage's check() (resolve_server_url).
  * Stage configs are resolved by params.c, graphs by graph.c. Relative paths (plugin_paths,
  * loadgen.config.file) resolve against the config file's directory and are stored absolute, so
  * cb_spec_write_yaml's output loads again from anywhere.
@@ -43,6 +46,8 @@ typedef struct bctx {
     cb_error *err;
     const char *dir; /* directory of the config file, "" for none */
     size_t plugins_not_loaded;   /* plugin_paths entries listed but not loaded */
+    const cb_server_spec *servers; /* read before the pipelines: stages name them */
+    size_t n_servers;
 } bctx;
 
 static int oom(cb_error *err) { return cb_error_set(err, CB_ENOMEM, "out of memory"); }
@@ -430,6 +435,8 @@ static int read_loadgen(bctx *b, const cb_node *pipe, const char *ppath, cb_load
     return 0;
 }
 
+static int resolve_server_url(bctx *b, cb_stage_spec *s, const char *path);
+
 static const char *const stage_keys[] = {"id", "name", "component", "outputs", "workers",
                                          "polling_policy", "max_input_queue_depth",
                                          "disable_logs", "config"};
@@ -518,6 +525,7 @@ static int read_stage(bctx *b, const cb_node *m, const char *path, cb_registry *
             cb_error_at(b->err, comp->file, comp->line, comp->col);
         return rc;
     }
+    if ((rc = resolve_server_url(b, s, path))) return rc;
     s->is_router = false;
     for (size_t i = 0; i < s->ops->n_params; i++)
         if (strcmp(s->ops->params[i].key, "max_hops") == 0) s->is_router = true;
@@ -597,6 +605,32 @@ static int parse_device(const char *s, int *gpu, bool *mig) {
     return 0;
 }
 
+/* `cpus` of map m (a pipeline's or a server's): CPU numbers this process may run on. */
+static int read_cpus(bctx *b, const cb_node *m, const char *path, int **cpus, size_t *n_cpus) {
+    int rc;
+    if ((rc = get_int_list(b, m, "cpus", path, 0, CPU_SETSIZE - 1, cpus, n_cpus)) < 0) return rc;
+    if (!*n_cpus) return 0;
+    const cb_node *node = cb_node_get(m, "cpus");
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return 0;
+    for (size_t i = 0; i < *n_cpus; i++) {
+        if (CPU_ISSET((*cpus)[i], &allowed)) continue;
+        char list[256], k[CB_ERROR_KEY_MAX];
+        size_t off = 0;
+        list[0] = '\0';
+        for (int c = 0; c < CPU_SETSIZE && off < sizeof list; c++) {
+            if (!CPU_ISSET(c, &allowed)) continue;
+            int w = snprintf(list + off, sizeof list - off, "%s%d", off ? "," : "", c);
+            if (w > 0) off += (size_t)w;
+        }
+        snprintf(k, sizeof k, "%s.cpus[%zu]", path, i);
+        const cb_node *cn = node->kind == CB_NODE_SEQ ? node->items[i] : node;
+        return fail_at(b, cn, k, "cpu %d is not available here (allowed cpus: %s)", (*cpus)[i], list);
+    }
+    return 0;
+}
+
 /* The per-pipeline collocation keys; the mode itself is resolved against the benchmark's in
  * resolve_collocation (it needs every pipeline). */
 static int read_pipeline_colloc(bctx *b, const cb_node *m, const char *path, cb_pipeline_spec *p) {
@@ -612,30 +646,8 @@ static int read_pipeline_colloc(bctx *b, const cb_node *m, const char *path, cb_
         return fail_at(b, dn, k, "expected cpu, cuda:N, MIG-<uuid>, mig:I or mig:GPU:I, got %s",
                        got(dn, g, sizeof g));
     }
-    if ((rc = get_int_list(b, m, "cpus", path, 0, CPU_SETSIZE - 1, &p->cpus, &p->n_cpus)) < 0)
-        return rc;
+    if ((rc = read_cpus(b, m, path, &p->cpus, &p->n_cpus))) return rc;
     p->cpus_node = cb_node_get(m, "cpus");
-    if (p->n_cpus) {
-        cpu_set_t allowed;
-        CPU_ZERO(&allowed);
-        if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
-            for (size_t i = 0; i < p->n_cpus; i++) {
-                if (CPU_ISSET(p->cpus[i], &allowed)) continue;
-                char list[256];
-                size_t off = 0;
-                for (int c = 0; c < CPU_SETSIZE && off < sizeof list; c++) {
-                    if (!CPU_ISSET(c, &allowed)) continue;
-                    int w = snprintf(list + off, sizeof list - off, "%s%d", off ? "," : "", c);
-                    if (w > 0) off += (size_t)w;
-                }
-                snprintf(k, sizeof k, "%s.cpus[%zu]", path, i);
-                const cb_node *cn = p->cpus_node->kind == CB_NODE_SEQ ? p->cpus_node->items[i]
-                                                                      : p->cpus_node;
-                return fail_at(b, cn, k, "cpu %d is not available here (allowed cpus: %s)",
-                               p->cpus[i], list);
-            }
-        }
-    }
     double delay_s = 0;
     if ((rc = get_float(b, m, "start_delay", path, 0.0, 0, 1e6, &delay_s)) < 0) return rc;
     p->start_delay_ns = (int64_t)llround(delay_s * 1e9);
@@ -961,8 +973,265 @@ static int read_pipeline(bctx *b, const cb_node *m, const char *path, cb_registr
     return check_stages(b, p, path);
 }
 
-static const char *const top_keys[] = {"name", "plugin_paths", "pipelines", "collocation",
-                                       "monitors", "trace", "sweep"};
+static const char *const top_keys[] = {"name", "plugin_paths", "servers", "pipelines",
+                                       "collocation", "monitors", "trace", "sweep"};
+
+/* ---- servers ---------------------------------------------------------------------------- */
+
+static const char *const server_keys[] = {"name", "command", "env", "cwd", "host", "port", "ready",
+                                          "ready_timeout", "stop_timeout", "device", "cpus", "mps"};
+
+/* Bytes [a-z0-9_-], at least one: a server's name names its files (servers/NAME.stdout). */
+static bool server_name_ok(const char *s) {
+    if (!*s || strlen(s) > CB_SERVER_NAME_MAX) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-')) return false;
+    return true;
+}
+
+/* A host name, an IPv4 address or an IPv6 address without brackets: [A-Za-z0-9.:-]. */
+static bool server_host_ok(const char *s) {
+    if (!*s || strlen(s) > CB_SERVER_HOST_MAX) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
+              *s == '-' || *s == ':'))
+            return false;
+    return true;
+}
+
+/* An environment variable's name: [A-Za-z_][A-Za-z0-9_]*. */
+static bool env_name_ok(const char *s) {
+    if (strlen(s) > CB_SERVER_MAX_STRING) return false;
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) return false;
+    for (s++; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+/* A scalar string of at most CB_SERVER_MAX_STRING bytes (empty allowed unless nonempty). */
+static int server_string(bctx *b, const cb_node *n, const char *key, bool nonempty, const char *what,
+                         const char **out) {
+    char g[160];
+    if (n->kind != CB_NODE_SCALAR || cb_node_is_null(n) || (nonempty && !n->scalar[0]))
+        return fail_at(b, n, key, "expected %s, got %s", what, got(n, g, sizeof g));
+    if (strlen(n->scalar) > CB_SERVER_MAX_STRING)
+        return fail_at(b, n, key, "longer than %d bytes", CB_SERVER_MAX_STRING);
+    if (!(*out = cb_arena_strdup(b->arena, n->scalar))) return oom(b->err);
+    return 0;
+}
+
+static int read_server_command(bctx *b, const cb_node *m, const char *path, cb_server_spec *sv) {
+    char k[CB_ERROR_KEY_MAX], g[160];
+    const cb_node *c = cb_node_get(m, "command");
+    join(k, sizeof k, path, "command");
+    if (!c) return fail_at(b, m, path, "missing required key 'command'");
+    if (c->kind != CB_NODE_SEQ || c->n == 0)
+        return fail_at(b, c, k,
+                       "expected a non-empty list of strings (the program and its arguments, run "
+                       "without a shell: [sh, -c, \"...\"] for one), got %s",
+                       c->kind == CB_NODE_SEQ ? "an empty list" : got(c, g, sizeof g));
+    if (c->n > CB_SERVER_MAX_ARGS) return fail_at(b, c, k, "more than %d arguments", CB_SERVER_MAX_ARGS);
+    const char **argv = cb_arena_alloc(b->arena, (c->n + 1) * sizeof *argv);
+    if (!argv) return oom(b->err);
+    for (size_t i = 0; i < c->n; i++) {
+        char ik[CB_ERROR_KEY_MAX];
+        snprintf(ik, sizeof ik, "%s[%zu]", k, i);
+        int rc = server_string(b, c->items[i], ik, i == 0, i == 0 ? "a program name or path" : "a string",
+                               &argv[i]);
+        if (rc) return rc;
+    }
+    argv[c->n] = NULL;
+    sv->command = argv;
+    sv->n_command = c->n;
+    return 0;
+}
+
+static int read_server_env(bctx *b, const cb_node *m, const char *path, cb_server_spec *sv) {
+    char k[CB_ERROR_KEY_MAX], g[160];
+    const cb_node *e = cb_node_get(m, "env");
+    if (!e || cb_node_is_null(e)) return 0;
+    join(k, sizeof k, path, "env");
+    if (e->kind != CB_NODE_MAP) return fail_at(b, e, k, "expected a map of NAME: value, got %s", got(e, g, sizeof g));
+    if (e->n > CB_SERVER_MAX_ENV) return fail_at(b, e, k, "more than %d variables", CB_SERVER_MAX_ENV);
+    const char **names = cb_arena_alloc(b->arena, (e->n + 1) * sizeof *names);
+    const char **values = cb_arena_alloc(b->arena, (e->n + 1) * sizeof *values);
+    if (!names || !values) return oom(b->err);
+    for (size_t i = 0; i < e->n; i++) {
+        const cb_node *key = e->keys[i];
+        char ik[CB_ERROR_KEY_MAX];
+        join(ik, sizeof ik, k, key->scalar);
+        if (!env_name_ok(key->scalar))
+            return fail_at(b, key, ik, "not an environment variable name (letters, digits and '_', not "
+                                       "starting with a digit)");
+        int rc = server_string(b, e->items[i], ik, false, "a string", &values[i]);
+        if (rc) return rc;
+        if (!(names[i] = cb_arena_strdup(b->arena, key->scalar))) return oom(b->err);
+    }
+    sv->env_names = names;
+    sv->env_values = values;
+    sv->n_env = e->n;
+    return 0;
+}
+
+/* What colobench sets itself (device, mps) is not also set through env. */
+static int check_server_env(bctx *b, const cb_node *m, const char *path, const cb_server_spec *sv) {
+    for (size_t i = 0; i < sv->n_env; i++) {
+        const char *n = sv->env_names[i];
+        const char *why = NULL;
+        if (sv->device && !strcmp(n, "CUDA_VISIBLE_DEVICES")) why = "device sets it";
+        else if (sv->mps && !strncmp(n, "CUDA_MPS_", 9)) why = "mps: true sets the MPS variables";
+        if (!why) continue;
+        char k[CB_ERROR_KEY_MAX];
+        snprintf(k, sizeof k, "%s.env.%s", path, n);
+        return fail_at(b, cb_node_get(m, "env")->keys[i], k, "%s: set one or the other", why);
+    }
+    return 0;
+}
+
+static int read_server(bctx *b, const cb_node *m, const char *path, cb_server_spec *sv) {
+    int rc;
+    char k[CB_ERROR_KEY_MAX], g[160];
+    if ((rc = expect_map(b, m, path)) || (rc = check_keys(b, m, path, server_keys, COUNT(server_keys))))
+        return rc;
+    sv->node = m;
+    const cb_node *nn = cb_node_get(m, "name");
+    join(k, sizeof k, path, "name");
+    if (!nn) return fail_at(b, m, path, "missing required key 'name'");
+    if (nn->kind != CB_NODE_SCALAR || cb_node_is_null(nn) || !server_name_ok(nn->scalar))
+        return fail_at(b, nn, k, "expected a name of 1 to %d characters a-z, 0-9, '_' or '-' (it names "
+                                 "servers/NAME.stdout), got %s",
+                       CB_SERVER_NAME_MAX, got(nn, g, sizeof g));
+    if (!(sv->name = cb_arena_strdup(b->arena, nn->scalar))) return oom(b->err);
+    if ((rc = read_server_command(b, m, path, sv)) || (rc = read_server_env(b, m, path, sv))) return rc;
+    const char *cwd = ".";
+    const cb_node *cn = cb_node_get(m, "cwd");
+    join(k, sizeof k, path, "cwd");
+    if (cn && (rc = server_string(b, cn, k, true, "a directory", &cwd))) return rc;
+    if (!(sv->cwd = resolve_path(b, cwd))) return oom(b->err);
+    struct stat sb;
+    if (stat(sv->cwd, &sb) != 0) return fail_at(b, cn ? cn : m, k, "%s: %s", sv->cwd, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return fail_at(b, cn ? cn : m, k, "%s: not a directory", sv->cwd);
+    sv->host = "127.0.0.1";
+    const cb_node *hn = cb_node_get(m, "host");
+    join(k, sizeof k, path, "host");
+    if (hn && (hn->kind != CB_NODE_SCALAR || cb_node_is_null(hn) || !server_host_ok(hn->scalar)))
+        return fail_at(b, hn, k, "expected a host name or an IP address, got %s", got(hn, g, sizeof g));
+    if (hn && !(sv->host = cb_arena_strdup(b->arena, hn->scalar))) return oom(b->err);
+    int64_t port = 0;
+    if ((rc = get_int(b, m, "port", path, 1, 65535, &port)) < 0) return rc;
+    if (rc == 0) return fail_at(b, m, path, "missing required key 'port'");
+    sv->port = (int)port;
+    char url[CB_SERVER_URL_MAX];
+    bool v6 = strchr(sv->host, ':') != NULL;
+    snprintf(url, sizeof url, "http://%s%s%s:%d", v6 ? "[" : "", sv->host, v6 ? "]" : "", sv->port);
+    if (!(sv->url = cb_arena_strdup(b->arena, url))) return oom(b->err);
+    sv->ready = "/health";
+    const cb_node *rn = cb_node_get(m, "ready");
+    join(k, sizeof k, path, "ready");
+    if (rn && (rc = server_string(b, rn, k, true, "an HTTP path such as /health", &sv->ready))) return rc;
+    if (sv->ready[0] != '/')
+        return fail_at(b, rn, k, "expected an HTTP path starting with '/', got %s", got(rn, g, sizeof g));
+    for (const unsigned char *c = (const unsigned char *)sv->ready; *c; c++)
+        if (*c <= 0x20 || *c == 0x7f)
+            return fail_at(b, rn, k, "an HTTP path has no spaces or control characters");
+    double ready_s = 120, stop_s = 10;
+    if ((rc = get_float(b, m, "ready_timeout", path, 0.0, 1, 86400.0, &ready_s)) < 0 ||
+        (rc = get_float(b, m, "stop_timeout", path, 0.0, 0, 3600.0, &stop_s)) < 0)
+        return rc;
+    sv->ready_timeout_ns = (int64_t)llround(ready_s * 1e9);
+    if (sv->ready_timeout_ns <= 0) sv->ready_timeout_ns = 1;
+    sv->stop_timeout_ns = (int64_t)llround(stop_s * 1e9);
+    sv->gpu_index = -1;
+    const cb_node *dn = NULL;
+    if ((rc = get_string(b, m, "device", path, 1, &sv->device, &dn)) < 0) return rc;
+    sv->device_node = dn;
+    if (dn && (parse_device(sv->device, &sv->gpu_index, &sv->device_is_mig) != 0 ||
+               (sv->device_is_mig && strncmp(sv->device, "MIG-", 4) != 0))) {
+        join(k, sizeof k, path, "device");
+        return fail_at(b, dn, k, "expected cpu, cuda:N or MIG-<uuid>, got %s", got(dn, g, sizeof g));
+    }
+    if ((rc = read_cpus(b, m, path, &sv->cpus, &sv->n_cpus))) return rc;
+    if ((rc = get_bool(b, m, "mps", path, &sv->mps)) < 0) return rc;
+    return check_server_env(b, m, path, sv);
+}
+
+/* `servers:`: a list of maps, names unique, no two on one host and port. */
+static int read_servers(bctx *b, const cb_node *root, cb_spec *spec) {
+    char g[160];
+    const cb_node *l = cb_node_get(root, "servers");
+    spec->servers_node = l;
+    if (!l || cb_node_is_null(l)) return 0;
+    if (l->kind != CB_NODE_SEQ) return fail_at(b, l, "servers", "expected a list of servers, got %s", got(l, g, sizeof g));
+    if (l->n > CB_SPEC_MAX_SERVERS) return fail_at(b, l, "servers", "more than %d servers", CB_SPEC_MAX_SERVERS);
+    if (l->n && !(spec->servers = cb_arena_alloc(b->arena, l->n * sizeof *spec->servers))) return oom(b->err);
+    for (size_t i = 0; i < l->n; i++) {
+        cb_server_spec *sv = &spec->servers[i];
+        memset(sv, 0, sizeof *sv);
+        char path[64], k[CB_ERROR_KEY_MAX];
+        snprintf(path, sizeof path, "servers[%zu]", i);
+        int rc = read_server(b, l->items[i], path, sv);
+        if (rc) return rc;
+        for (size_t j = 0; j < i; j++) {
+            const cb_server_spec *o = &spec->servers[j];
+            if (!strcmp(o->name, sv->name)) {
+                join(k, sizeof k, path, "name");
+                return fail_at(b, cb_node_get(sv->node, "name"), k, "duplicate server name '%s' (also servers[%zu])",
+                               sv->name, j);
+            }
+            if (o->port == sv->port && !strcmp(o->host, sv->host)) {
+                join(k, sizeof k, path, "port");
+                return fail_at(b, cb_node_get(sv->node, "port"), k, "servers[%zu] ('%s') listens on %s already", j,
+                               o->name, sv->url);
+            }
+        }
+        spec->n_servers = i + 1;
+    }
+    b->servers = spec->servers;
+    b->n_servers = spec->n_servers;
+    return 0;
+}
+
+/* A stage whose parameters include both `server` and `url` (strings) may name a declared server
+ * instead of a URL (`server: NAME`): its url becomes the server's http://HOST:PORT here, before
+ * the stage's check() and create. */
+static int resolve_server_url(bctx *b, cb_stage_spec *s, const char *path) {
+    size_t si = SIZE_MAX, ui = SIZE_MAX;
+    for (size_t i = 0; i < s->ops->n_params; i++) {
+        const cb_param_def *d = &s->ops->params[i];
+        if (d->type != CB_PARAM_STRING) continue;
+        if (!strcmp(d->key, "server")) si = i;
+        else if (!strcmp(d->key, "url")) ui = i;
+    }
+    if (si == SIZE_MAX || ui == SIZE_MAX || !s->values[si].has_value || !s->values[si].s) return 0;
+    const char *name = s->values[si].s;
+    const cb_node *sn = s->config_node ? cb_node_get(s->config_node, "server") : NULL;
+    char k[CB_ERROR_KEY_MAX];
+    snprintf(k, sizeof k, "%s.config.server", path);
+    if (s->values[ui].is_set)
+        return fail_at(b, sn ? sn : s->node, k, "set server (a server of `servers:`) or url, not both");
+    const char *names[CB_SPEC_MAX_SERVERS];
+    for (size_t i = 0; i < b->n_servers; i++) {
+        names[i] = b->servers[i].name;
+        if (strcmp(names[i], name) != 0) continue;
+        s->values[ui].s = b->servers[i].url;
+        s->values[ui].has_value = 1;
+        s->url_from_server = true;
+        return 0;
+    }
+    if (!b->n_servers)
+        return fail_at(b, sn ? sn : s->node, k, "unknown server '%s': the benchmark declares no `servers:`", name);
+    const char *best = cb_suggest(name, names, b->n_servers);
+    if (best) return fail_at(b, sn ? sn : s->node, k, "unknown server '%s' (did you mean '%s'?)", name, best);
+    char list[CB_SPEC_MAX_SERVERS * (CB_SERVER_NAME_MAX + 2)];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < b->n_servers && off < sizeof list; i++) {
+        int w = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", names[i]);
+        if (w > 0) off += (size_t)w;
+    }
+    return fail_at(b, sn ? sn : s->node, k, "unknown server '%s' (declared servers: %s)", name, list);
+}
 
 /* Replica k (1-based) of a pipeline whose loadgen seed is `seed`: seed + k - 1, modulo 2^63
  * (seeds are integers >= 0 that fit an int64). Replica 1 keeps the pipeline's own seed. */
@@ -1163,6 +1432,7 @@ static int build(bctx *b, const cb_doc *doc, cb_registry *reg, cb_spec *spec) {
         spec->n_plugin_paths = count;
     }
 
+    if ((rc = read_servers(b, root, spec))) return rc;
     const cb_node *pl = cb_node_get(root, "pipelines");
     if (!pl) return fail_at(b, root, "", "missing required key 'pipelines'");
     if (pl->kind != CB_NODE_SEQ || pl->n == 0)
@@ -1214,7 +1484,7 @@ int cb_spec_build(const cb_doc *doc, cb_registry *reg, cb_spec **out, cb_error *
         cb_arena_destroy(arena);
         return oom(err);
     }
-    bctx b = {arena, err, dir, 0};
+    bctx b = {arena, err, dir, 0, NULL, 0};
     /* The reference framework's configs are read through a translated tree (core/compat.c). */
     cb_doc read = *doc;
     int rc = cb_compat_translate(doc, reg, arena, &spec->compat, err);
@@ -1312,6 +1582,57 @@ static void write_value(const cb_param_def *d, const cb_param_value *v, FILE *ou
     }
 }
 
+/* A stage's url set from its `server` is not written: the server's name is, and it resolves
+ * again when the file is loaded (both together would be refused). */
+static bool derived_url(const cb_stage_spec *s, size_t j) {
+    return s->url_from_server && !strcmp(s->ops->params[j].key, "url");
+}
+
+static void write_servers(const cb_spec *spec, FILE *out) {
+    if (!spec->n_servers) return;
+    fputs("servers:\n", out);
+    for (size_t i = 0; i < spec->n_servers; i++) {
+        const cb_server_spec *sv = &spec->servers[i];
+        fputs("  - name: ", out);
+        yaml_str(sv->name, out);
+        fputs("\n    command: [", out);
+        for (size_t a = 0; a < sv->n_command; a++) {
+            if (a) fputs(", ", out);
+            yaml_str(sv->command[a], out);
+        }
+        fputs("]\n", out);
+        if (sv->n_env) {
+            fputs("    env:\n", out);
+            for (size_t e = 0; e < sv->n_env; e++) {
+                fputs("      ", out);
+                yaml_str(sv->env_names[e], out);
+                fputs(": ", out);
+                yaml_str(sv->env_values[e], out);
+                fputc('\n', out);
+            }
+        }
+        fputs("    cwd: ", out);
+        yaml_str(sv->cwd, out);
+        fputs("\n    host: ", out);
+        yaml_str(sv->host, out);
+        fprintf(out, "\n    port: %d\n    ready: ", sv->port);
+        yaml_str(sv->ready, out);
+        fputs("\n    ready_timeout: ", out);
+        yaml_float((double)sv->ready_timeout_ns / 1e9, out);
+        fputs("\n    stop_timeout: ", out);
+        yaml_float((double)sv->stop_timeout_ns / 1e9, out);
+        fputc('\n', out);
+        if (sv->device) {
+            fputs("    device: ", out);
+            yaml_str(sv->device, out);
+            fputc('\n', out);
+        }
+        fputs("    cpus: ", out);
+        int_list(sv->cpus, sv->n_cpus, out);
+        fprintf(out, "\n    mps: %s\n", sv->mps ? "true" : "false");
+    }
+}
+
 int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
     if (!spec || !out) return CB_EINVAL;
     fputs("# resolved by colobench: canonical names, every default filled in\nname: ", out);
@@ -1325,6 +1646,7 @@ int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
             fputc('\n', out);
         }
     }
+    write_servers(spec, out);
     const cb_colloc_spec *c = &spec->collocation;
     fprintf(out, "collocation:\n  mode: %s\n  baseline: %s\n  prepare: %s\n",
             cb_colloc_mode_name(c->mode), c->isolated_baseline ? "isolated" : "none",
@@ -1400,14 +1722,14 @@ int cb_spec_write_yaml(const cb_spec *spec, FILE *out) {
                     s->workers, cb_policy_name(s->policy), (long long)s->max_input_queue_depth,
                     s->disable_logs ? "true" : "false");
             size_t shown = 0;
-            for (size_t j = 0; j < s->ops->n_params; j++) shown += s->values[j].has_value != 0;
+            for (size_t j = 0; j < s->ops->n_params; j++) shown += s->values[j].has_value && !derived_url(s, j);
             if (shown == 0) {
                 fputs("        config: {}\n", out);
                 continue;
             }
             fputs("        config:\n", out);
             for (size_t j = 0; j < s->ops->n_params; j++) {
-                if (!s->values[j].has_value) continue;
+                if (!s->values[j].has_value || derived_url(s, j)) continue;
                 fprintf(out, "          %s: ", s->ops->params[j].key);
                 write_value(&s->ops->params[j], &s->values[j], out);
                 fputc('\n', out);

@@ -103,6 +103,8 @@ typedef struct cb_stage_spec {
     cb_policy policy;            /* default single */
     int64_t max_input_queue_depth; /* 0 = unbounded */
     bool disable_logs;           /* no stage events recorded for this stage */
+    bool url_from_server;        /* its `url` is the URL of the server its `server` names
+                                    (a stage with both parameters; not written back) */
     cb_param_value *values;      /* one per ops->params entry */
     const cb_node *node;         /* the stage map */
     const cb_node *config_node;  /* its `config` map or NULL */
@@ -156,6 +158,41 @@ typedef struct cb_sweep_spec {
     const cb_node *node;               /* the sweep map, NULL when absent */
 } cb_sweep_spec;
 
+/* `servers:` (top level): processes the benchmark needs running while its pipelines run (an
+ * inference server, say), started and stopped by the experiment layer (experiment/servers.h),
+ * and only with --allow-servers (starting one runs a command the config names). Bounds, so a
+ * config (or the fuzzer) cannot make the loader or a start unbounded: */
+#define CB_SPEC_MAX_SERVERS 16        /* servers in a benchmark */
+#define CB_SERVER_MAX_ARGS 256        /* arguments of a command, argv[0] included */
+#define CB_SERVER_MAX_ENV 64          /* entries of a server's `env` */
+#define CB_SERVER_MAX_STRING 4096     /* bytes of one argument, env name or value, ready path */
+#define CB_SERVER_NAME_MAX 64         /* bytes of a name: [a-z0-9_-]+ (it names files) */
+#define CB_SERVER_HOST_MAX 253
+#define CB_SERVER_URL_MAX (CB_SERVER_HOST_MAX + 16) /* "http://[" HOST "]:65535" */
+typedef struct cb_server_spec {
+    const char *name;
+    const char *const *command;    /* argv as written ({host}, {port} replaced when started) */
+    size_t n_command;              /* 1..CB_SERVER_MAX_ARGS */
+    const char *const *env_names;  /* `env`, in config order ({host}, {port} replaced in values) */
+    const char *const *env_values;
+    size_t n_env;
+    const char *cwd;               /* absolute; default: the config file's directory */
+    const char *host;              /* default 127.0.0.1 */
+    int port;                      /* required, 1..65535 */
+    const char *ready;             /* the HTTP path probed until it answers 2xx; default /health */
+    int64_t ready_timeout_ns;      /* default 120 s */
+    int64_t stop_timeout_ns;       /* grace after SIGTERM before SIGKILL; default 10 s */
+    const char *device;            /* NULL (environment inherited), "cpu" (CUDA_VISIBLE_DEVICES
+                                      empty), "cuda:N" or "MIG-<uuid>" */
+    int gpu_index;                 /* N of cuda:N, 0 for a MIG UUID, -1 otherwise */
+    bool device_is_mig;
+    int *cpus; size_t n_cpus;      /* the server's affinity; 0 = unpinned */
+    bool mps;                      /* joins the experiment's CUDA MPS daemon */
+    const char *url;               /* http://HOST:PORT (an IPv6 host in brackets) */
+    const cb_node *node;           /* the server's map */
+    const cb_node *device_node;
+} cb_server_spec;
+
 typedef struct cb_spec {
     cb_arena *arena;
     const char *name;
@@ -168,6 +205,8 @@ typedef struct cb_spec {
     cb_monitors_spec monitors;
     cb_trace_spec trace;
     cb_sweep_spec sweep;
+    cb_server_spec *servers; size_t n_servers;
+    const cb_node *servers_node;       /* the `servers` list, NULL when absent */
     const cb_doc *doc;                 /* borrowed */
     cb_compat_out compat;              /* a reference framework config's translation and notes */
 } cb_spec;

@@ -75,6 +75,10 @@ int cb_bench_load(const cb_bench_opts *o, cb_bench *b, cb_error *err) {
         for (size_t i = 0; i < cb_registry_n_plugins(b->reg); i++)
             notice(b, "loaded plugin %s (from %s)", cb_registry_plugin_path(b->reg, i),
                    i < from_env ? "COLOBENCH_PLUGIN_PATH" : "plugin_paths");
+        if (b->spec->n_servers && !o->allow_servers)
+            notice(b, "the benchmark declares %zu server%s (servers:); `colobench run` starts %s only with "
+                      "--allow-servers (starting a server runs the command the config names)",
+                   b->spec->n_servers, b->spec->n_servers == 1 ? "" : "s", b->spec->n_servers == 1 ? "it" : "them");
         if (b->spec->n_plugins_not_loaded)
             notice(b, "plugin_paths lists %zu plugin%s, not loaded (loading a plugin runs its code: "
                       "pass --allow-plugins if you trust %s)",

@@ -35,6 +35,7 @@
 #include "experiment/env.h"
 #include "experiment/outdir.h"
 #include "experiment/phase.h"
+#include "experiment/servers.h"
 #include "monitor/monitor.h"
 #include "monitor/nvml.h"
 #include "record/recorder.h"
@@ -101,11 +102,16 @@ typedef struct extra_ctx {
     const cb_spec *spec;          /* baselines: the whole benchmark, and */
     size_t baseline_of;           /* the pipeline (replica 1) this baseline ran */
     const cb_summary_input *in;
+    const cb_servers *servers;    /* the run's servers (stopped by now), or NULL */
 } extra_ctx;
 
 static void extra_json(void *arg, cb_json *j) {
     extra_ctx *x = arg;
     if (x->inter) cb_interference_json(x->inter, j);
+    if (x->servers) {
+        cb_json_key(j, "servers");
+        cb_servers_json(x->servers, j);
+    }
     if (x->spec) {
         const cb_pipeline_spec *p = &x->spec->pipelines[x->baseline_of];
         cb_json_key(j, "baseline");
@@ -195,6 +201,7 @@ typedef struct stop_ctx {
     size_t n_baselines;
     char msg[1024];               /* the one error, when set through stop_for */
     const char *msg_ptr;
+    const cb_servers *servers;    /* the run's servers (stopped by now), or NULL */
 } stop_ctx;
 
 /* The run stops in `stage`: because of err (a phase that could not run; NULL for a stop
@@ -236,12 +243,25 @@ static int write_stop_fn(void *arg, FILE *f, cb_error *err) {
     cb_json_array_begin(&j);
     for (size_t i = 0; i < s->n_baselines; i++) cb_json_string(&j, s->baselines[i]);
     cb_json_array_end(&j);
+    if (s->servers) {
+        cb_json_key(&j, "servers");
+        cb_servers_json(s->servers, &j);
+    }
     cb_json_key(&j, "pipelines");
     cb_json_array_begin(&j);
     cb_json_array_end(&j);
     cb_json_object_end(&j);
     int rc = cb_json_finish(&j);
     return rc ? cb_error_set(err, rc, "summary.json: %s", cb_strerror(rc)) : CB_OK;
+}
+
+/* Stops the run's servers (NULL: none); a problem is said. */
+static int stop_servers(const cb_experiment_opts *o, cb_servers *servers) {
+    cb_error e;
+    cb_error_clear(&e);
+    if (cb_servers_stop(servers, &e) == CB_OK) return CB_OK;
+    say_error(o, &e);
+    return CB_EIO;
 }
 
 /* A run never replaces its own benchmark file (`colobench run dir/config.yaml -o dir`). */
@@ -271,12 +291,41 @@ static int open_run_dir(const cb_experiment_opts *o, const char *path, cb_outdir
 
 /* ---- devices -------------------------------------------------------------------------------- */
 
-/* Resolves GPU devices (cuda:N exists, MIG instances exist) before anything starts; a problem
- * is said with prefix before it ("" for run, "warning: " for validate). */
+/* One device of the benchmark (a pipeline's or a server's, named by key at node n): cuda:N must
+ * exist, a MIG instance must resolve (its UUID into mig when given). nv is NULL (nvml_rc and
+ * nvml_err say why) when NVML could not be opened. A problem is said with prefix before it. */
+static int check_device(const cb_experiment_opts *o, cb_nvml *nv, int nvml_rc, const cb_error *nvml_err,
+                        const char *device, bool is_mig, int gpu_index, const cb_node *n, const char *key,
+                        char *mig, size_t mig_size, const char *prefix) {
+    cb_error pe;
+    cb_error_clear(&pe);
+    char scratch[96];
+    if (nvml_rc != CB_OK) {
+        cb_error_set(&pe, CB_ECONFIG, "%s requested, but CUDA devices are unavailable here (%s)", device,
+                     nvml_err->msg);
+    } else if (is_mig) {
+        if (cb_nvml_resolve_mig(nv, device, mig ? mig : scratch, mig ? mig_size : sizeof scratch, &pe) == CB_OK)
+            return CB_OK;
+    } else if (cb_nvml_check_gpu(nv, gpu_index, &pe) == CB_OK) {
+        return CB_OK;
+    }
+    pe.code = CB_ECONFIG;
+    if (n) cb_error_at(&pe, n->file, n->line, n->col);
+    cb_error_key(&pe, key);
+    char shown[2048];
+    cb_error_format(&pe, shown, sizeof shown);
+    say(o, "%s%s", prefix, shown);
+    return CB_ECONFIG;
+}
+
+/* Resolves GPU devices (cuda:N exists, MIG instances exist) of the pipelines and the servers
+ * before anything starts; a problem is said with prefix before it ("" for run, "warning: " for
+ * validate). */
 static int check_devices(const cb_experiment_opts *o, const cb_spec *spec, char (*mig)[96],
                          const char **mig_ptrs, const char *prefix) {
     bool need = false;
     for (size_t i = 0; i < spec->n_pipelines; i++) need |= spec->pipelines[i].gpu_index >= 0;
+    for (size_t i = 0; i < spec->n_servers; i++) need |= spec->servers[i].gpu_index >= 0;
     if (!need) return CB_OK;
     const char *lib = getenv("COLOBENCH_NVML_LIBRARY");
     if (!lib || !*lib) lib = spec->monitors.nvml_library;
@@ -285,32 +334,21 @@ static int check_devices(const cb_experiment_opts *o, const cb_spec *spec, char 
     cb_error_clear(&e);
     int rc = cb_nvml_open(lib, &nv, &e);
     int code = CB_OK;
+    char key[64];
     for (size_t i = 0; i < spec->n_pipelines && code == CB_OK; i++) {
         const cb_pipeline_spec *p = &spec->pipelines[i];
         if (p->gpu_index < 0) continue;
-        cb_error pe;
-        cb_error_clear(&pe);
-        if (rc != CB_OK) {
-            cb_error_set(&pe, CB_ECONFIG, "%s requested, but CUDA devices are unavailable here (%s)",
-                         p->device, e.msg);
-        } else if (p->device_is_mig) {
-            if (cb_nvml_resolve_mig(nv, p->device, mig[i], sizeof mig[i], &pe) == CB_OK) {
-                mig_ptrs[i] = mig[i];
-                continue;
-            }
-        } else if (cb_nvml_check_gpu(nv, p->gpu_index, &pe) == CB_OK) {
-            continue;
-        }
-        pe.code = CB_ECONFIG;
-        const cb_node *n = p->device_node;
-        if (n) cb_error_at(&pe, n->file, n->line, n->col);
-        char key[64];
         snprintf(key, sizeof key, "pipelines[%zu].device", p->src_index);
-        cb_error_key(&pe, key);
-        char shown[2048];
-        cb_error_format(&pe, shown, sizeof shown);
-        say(o, "%s%s", prefix, shown);
-        code = CB_ECONFIG;
+        code = check_device(o, nv, rc, &e, p->device, p->device_is_mig, p->gpu_index, p->device_node, key, mig[i],
+                            sizeof mig[i], prefix);
+        if (code == CB_OK && p->device_is_mig) mig_ptrs[i] = mig[i];
+    }
+    for (size_t i = 0; i < spec->n_servers && code == CB_OK; i++) {
+        const cb_server_spec *sv = &spec->servers[i];
+        if (sv->gpu_index < 0) continue;
+        snprintf(key, sizeof key, "servers[%zu].device", i);
+        code = check_device(o, nv, rc, &e, sv->device, sv->device_is_mig, sv->gpu_index, sv->device_node, key, NULL,
+                            0, prefix);
     }
     cb_nvml_close(nv);
     return code;
@@ -357,7 +395,8 @@ static void print_phase_errors(const cb_experiment_opts *o, const char *what, co
  * iso is given, monitors), trace.json, the tables, the sweep point's figures. Returns the
  * phase's status (CB_OK, CB_ESTOPPED, CB_ESTAGE) or CB_EIO when a file could not be written. */
 static int finish_collocated(const cb_experiment_opts *o, const cb_spec *spec, bool in_process, const char *dir,
-                             cb_phase *colo, cb_phase *iso, const char *const *bdirs, cb_sweep_point *point) {
+                             cb_phase *colo, cb_phase *iso, const char *const *bdirs, cb_sweep_point *point,
+                             const cb_servers *servers) {
     size_t n = spec->n_pipelines;
     int code = CB_OK;
     cb_error e;
@@ -393,7 +432,7 @@ static int finish_collocated(const cb_experiment_opts *o, const cb_spec *spec, b
     cb_interference inter;
     memset(&inter, 0, sizeof inter);
     bool have_inter = colloc_block && cb_interference_compute(&ii, &inter) == CB_OK;
-    extra_ctx x = {have_inter ? &inter : NULL, colo, NULL, 0, &in};
+    extra_ctx x = {have_inter ? &inter : NULL, colo, NULL, 0, &in, servers};
     in.extra_json = extra_json;
     in.extra_arg = &x;
     if (write_summary(dir, &in, &e) != CB_OK) {
@@ -441,6 +480,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     const char **bdirs = cb_calloc(n ? n : 1, sizeof *bdirs);
     const char **done_baselines = cb_calloc(n ? n : 1, sizeof *done_baselines);
     size_t n_done = 0;
+    cb_servers *servers = NULL;
     if (!mig || !mig_ptrs || !iso || !bdir_rel || !bdirs || !done_baselines) {
         say(o, "out of memory");
         code = CB_ENOMEM;
@@ -463,10 +503,11 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     }
     bool in_process = spec->collocation.mode == CB_COLLOC_THREADS;
     cb_logger log = {CB_LOG_WARN, o->msg};
-    stop_ctx stop = {spec, "start", false, NULL, 0, done_baselines, 0, "", NULL};
+    stop_ctx stop = {spec, "start", false, NULL, 0, done_baselines, 0, "", NULL, NULL};
     cb_mps *mps = NULL;
     bool any_mps = false;
     for (size_t i = 0; i < n; i++) any_mps |= spec->pipelines[i].mode == CB_COLLOC_MPS;
+    for (size_t i = 0; i < spec->n_servers; i++) any_mps |= spec->servers[i].mps;
     if (any_mps) {
         cb_mps_opts mo = CB_MPS_OPTS_DEFAULT;
         mo.log = &log;
@@ -482,8 +523,24 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
             say(o, "mps: %s control daemon (pipe directory %s)",
                 cb_mps_started_here(mps) ? "started a private" : "using the running", cb_mps_pipe_dir(mps));
     }
+    /* Servers: up and ready before any load, until after the last phase. */
+    if (spec->n_servers) {
+        stop.servers = NULL;
+        cb_servers_opts so = {spec, &od, mps, ctl, o->msg, o->quiet};
+        int src = cb_servers_create(&so, &servers, &e);
+        if (!src) {
+            stop.servers = servers;
+            src = cb_servers_start(servers, &e);
+        }
+        if (src) {
+            if (src != CB_ESTOPPED) say_error(o, &e);
+            code = stop_for(&stop, "servers", &e, src, src == CB_ESTOPPED);
+            goto stop_out;
+        }
+    }
     cb_phase_opts po;
     memset(&po, 0, sizeof po);
+    po.servers = servers;
     po.bench = bench;
     po.in_process = in_process;
     po.exe = o->exe;
@@ -515,6 +572,11 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
                 code = stop_for(&stop, "baselines", NULL, CB_ESTOPPED, true);
                 goto stop_out;
             }
+            if (cb_servers_check(servers, &e) != CB_OK) {
+                say_error(o, &e);
+                code = stop_for(&stop, "baselines", &e, CB_ESTAGE, false);
+                goto stop_out;
+            }
             char dir[CB_PATH_MAX];
             if ((code = cb_outdir_mkdir(&od, bdir_rel[i], dir, sizeof dir, &e))) {
                 say_error(o, &e);
@@ -538,7 +600,7 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
             }
             cb_summary_input in;
             cb_phase_summary_input(&iso[i], &in);
-            extra_ctx x = {NULL, &iso[i], spec, i, &in};
+            extra_ctx x = {NULL, &iso[i], spec, i, &in, NULL};
             in.extra_json = extra_json;
             in.extra_arg = &x;
             if (write_summary(dir, &in, &e) != CB_OK) {
@@ -559,6 +621,11 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
     /* The collocated phase. */
     if (cb_phase_ctl_stopped(ctl)) {
         code = stop_for(&stop, "baselines", NULL, CB_ESTOPPED, true);
+        goto stop_out;
+    }
+    if (cb_servers_check(servers, &e) != CB_OK) {
+        say_error(o, &e);
+        code = stop_for(&stop, "collocated", &e, CB_ESTAGE, false);
         goto stop_out;
     }
     if (!o->quiet && (n > 1 || spec->collocation.isolated_baseline))
@@ -583,9 +650,11 @@ static int run_once(const cb_experiment_opts *o, const cb_bench *bench, const ch
         cb_phase_fini(&colo);
         goto stop_out;
     }
+    /* The last phase is over: the servers stop before summary.json says how they ended. */
+    if (stop_servers(o, servers) != CB_OK && !code) code = CB_EIO;
     {
         int st = finish_collocated(o, spec, in_process, od.path, &colo, spec->collocation.isolated_baseline ? iso : NULL,
-                                   bdirs, ro->point);
+                                   bdirs, ro->point, servers);
         if (st && (!code || st == CB_ESTOPPED)) code = st;
         ro->interrupted = colo.interrupted;
         if (colo.interrupted) say(o, "interrupted: results up to the stop are in %s", od.path);
@@ -599,11 +668,14 @@ stop_out:
         cb_error se;
         cb_error_clear(&se);
         if (stop.interrupted) ro->interrupted = true;
+        if (stop_servers(o, servers) != CB_OK && !code) code = CB_EIO;
         if (cb_outdir_write_file(od.path, "summary.json", write_stop_fn, &stop, &se) != CB_OK)
             say_error(o, &se);
         if (stop.interrupted) say(o, "interrupted (%s): results so far are in %s", stop.stage, od.path);
     }
 release:
+    cb_servers_destroy(servers); /* stopped by now, on every path above */
+    servers = NULL;
     if (mps) {
         if (cb_mps_release(mps, &e) != CB_OK) {
             say_error(o, &e);
@@ -668,6 +740,7 @@ static int load_point(const cb_bench *base, const char *const *point_sets, size_
     bo.sets = sets;
     bo.n_sets = k;
     bo.allow_plugins = base->allow_plugins;
+    bo.allow_servers = base->allow_servers;
     return cb_bench_load(&bo, out, err);
 }
 
@@ -797,6 +870,21 @@ out:
 
 int cb_experiment_run(const cb_experiment_opts *o) {
     const cb_spec *spec = o->bench->spec;
+    if (spec->n_servers && !o->bench->allow_servers) {
+        /* Starting a server runs a command the config names: only when the user says so. */
+        cb_error e;
+        cb_error_clear(&e);
+        cb_error_set(&e, CB_ECONFIG,
+                     "the benchmark declares %zu server%s to start (%s%s): starting a server runs the "
+                     "command the config names; pass --allow-servers if you trust it",
+                     spec->n_servers, spec->n_servers == 1 ? "" : "s", spec->servers[0].name,
+                     spec->n_servers > 1 ? ", ..." : "");
+        const cb_node *sn = spec->servers_node;
+        if (sn) cb_error_at(&e, sn->file, sn->line, sn->col);
+        cb_error_key(&e, "servers");
+        say_error(o, &e);
+        return CB_ECONFIG;
+    }
     cb_phase_ctl ctl;
     cb_phase_ctl_init(&ctl);
     if (o->signals) cb_sigwatch_set(o->signals, cb_phase_ctl_signal, &ctl);
@@ -1143,7 +1231,7 @@ int cb_experiment_summarize(const char *dir, bool allow_plugins, FILE *out, FILE
         }
         cb_summary_input in;
         cb_phase_summary_input(&iso[i], &in);
-        extra_ctx x = {NULL, &iso[i], spec, i, &in};
+        extra_ctx x = {NULL, &iso[i], spec, i, &in, NULL};
         in.extra_json = extra_json;
         in.extra_arg = &x;
         if (write_summary(bdir, &in, &e) != CB_OK) {
@@ -1156,7 +1244,7 @@ int cb_experiment_summarize(const char *dir, bool allow_plugins, FILE *out, FILE
         if (code) say_error(&so, &e);
     }
     if (!code) {
-        int st = finish_collocated(&so, spec, in_process, dir, &colo, have_baselines ? iso : NULL, bdirs, NULL);
+        int st = finish_collocated(&so, spec, in_process, dir, &colo, have_baselines ? iso : NULL, bdirs, NULL, NULL);
         if (st == CB_EIO) code = CB_EIO;
         else say(&so, "rebuilt %s/summary.json%s", dir, in_process ? "" : " and the merged CSVs");
     }

@@ -406,7 +406,7 @@ static int run_in_process(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
     cb_runtime_start_times(rt, &ph->t0_ns, &ph->wall_start_ns);
     write_state(o, ph, false); /* when the run started, for `colobench summarize` */
     int64_t next_progress = ph->t0_ns + (o->progress == 2 ? 200000000LL : 5000000000LL);
-    bool io_stopped = false;
+    bool io_stopped = false, server_stopped = false;
     for (;;) {
         bool done = cb_runtime_wait(rt, 50000000);
         cb_error re;
@@ -416,6 +416,12 @@ static int run_in_process(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
             cb_phase_add_error(ph, "%s", re.msg);
             cb_runtime_stop(rt, CB_STOP_CANCEL);
             io_stopped = true;
+        }
+        if (!done && !server_stopped && cb_servers_check(o->servers, &re) != CB_OK) {
+            /* A server the pipelines need has ended: a failure, not an interrupt. */
+            cb_phase_add_error(ph, "%s", re.msg);
+            cb_runtime_stop(rt, CB_STOP_CANCEL);
+            server_stopped = true;
         }
         if (done) break;
         int64_t now = cb_clock_now_ns();
@@ -430,7 +436,7 @@ static int run_in_process(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
     ph->t0_ns = res.t0_ns;
     ph->wall_start_ns = res.wall_start_ns;
     ph->end_ns = res.end_ns;
-    ph->interrupted = res.stopped && !io_stopped;
+    ph->interrupted = res.stopped && !io_stopped && !server_stopped;
     ph->timed_out = res.timed_out;
     ph->abandoned = res.abandoned;
     for (size_t i = 0; i < res.n_errors; i++) cb_phase_add_error(ph, "%s", res.errors[i]);
@@ -663,6 +669,7 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
     /* Supervise until every child has exited. */
     int64_t next_progress = ph->t0_ns + (o->progress == 2 ? 200000000LL : 5000000000LL);
     int told = 0;
+    bool server_stopped = false;
     for (;;) {
         size_t live = 0;
         for (size_t i = 0; i < n; i++) {
@@ -684,6 +691,15 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
             }
         }
         if (!live) break;
+        cb_error se;
+        cb_error_clear(&se);
+        if (!server_stopped && cb_servers_check(o->servers, &se) != CB_OK) {
+            /* A server the pipelines need has ended: stop them (they drain, as on a first
+             * signal); a failure, not an interrupt. */
+            cb_phase_add_error(ph, "%s", se.msg);
+            kill_children(ch, n, SIGTERM);
+            server_stopped = true;
+        }
         int sigs = ctl_signals(o->ctl);
         if (sigs > told) {
             ph->interrupted = true;
@@ -705,8 +721,11 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         progress_line(o, ph, NULL, ch, ph->end_ns);
         fputc('\n', o->progress_out ? o->progress_out : stderr);
     }
-    /* Gather: each child's state, its status, the merged CSVs, the raw files. */
+    /* Gather: each child's state, its status, the merged CSVs, the raw files. A child that
+     * stopped for a server's end stopped as on a signal. */
     int sigs = ctl_signals(o->ctl);
+    bool signalled = sigs > 0;
+    if (server_stopped && sigs < 1) sigs = 1;
     for (size_t i = 0; i < n; i++) {
         const char *name = v->pipelines[i].name;
         cb_run_state st;
@@ -717,8 +736,8 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         cb_child_describe_status(ch[i].wstatus, os, sizeof os);
         if (child_interrupted(ch[i].wstatus, s == CB_OK ? &st : NULL, sigs)) {
             /* Stopped by the interrupt the parent forwarded: an interrupt, not a failure. */
-            snprintf(ph->status[i], sizeof ph->status[0], "interrupted (%s)", os);
-            ph->interrupted = true;
+            snprintf(ph->status[i], sizeof ph->status[0], "%s (%s)", signalled ? "interrupted" : "stopped", os);
+            ph->interrupted |= signalled;
         } else {
             snprintf(ph->status[i], sizeof ph->status[0], "%s", os);
             if (!WIFEXITED(ch[i].wstatus) || WEXITSTATUS(ch[i].wstatus) != 0)
@@ -727,7 +746,7 @@ static int run_children(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         ph->status_ptrs[i] = ph->status[i];
         if (s == CB_OK) {
             ph->record_stall_ns += st.record_stall_ns;
-            ph->interrupted |= st.interrupted;
+            ph->interrupted |= st.interrupted && (signalled || !server_stopped);
             ph->timed_out |= st.timed_out;
             ph->abandoned |= st.abandoned;
             for (size_t k = 0; k < st.n_errors; k++) /* runtime errors name their pipeline already */
@@ -776,6 +795,7 @@ int cb_phase_run(const cb_phase_opts *o, cb_phase *ph, cb_error *err) {
         }
         rc = cb_monitor_create(&mo, &ph->monitor, err);
         if (rc) return rc;
+        cb_servers_watch(o->servers, ph->monitor);
     }
     rc = o->in_process ? run_in_process(o, ph, err) : run_children(o, ph, err);
     if (ph->monitor) {

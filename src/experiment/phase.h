@@ -17,6 +17,10 @@
  * (threads) or every child, and stream DIR/metrics.csv.
  * The phase's records are never held in memory: cb_phase.records name the raw files.
  *
+ * Servers (experiment/servers.h): checked in every supervision slice; a server that ends by
+ * itself stops the load at once (in process: cancel; children: SIGTERM, as a first signal
+ * would) and the phase ends with the server's error; it is not marked interrupted.
+ *
  * Stopping: the experiment's signal thread calls cb_phase_ctl_signal: the first SIGINT/SIGTERM
  * stops the load and lets in-flight queries drain, the second cancels them (children: SIGTERM
  * forwarded each time, SIGKILL from the third on), the third gives up on stage runs that do not
@@ -41,6 +45,7 @@
 #include "core/spec.h"
 #include "experiment/bench.h"
 #include "experiment/child.h"
+#include "experiment/servers.h"
 #include "monitor/monitor.h"
 #include "record/records.h"
 
@@ -78,6 +83,9 @@ typedef struct cb_phase_opts {
     bool monitor;                   /* run the monitors (spec->monitors) */
     const char *nvml_library;       /* overrides spec->monitors.nvml_library when set */
     int64_t drain_timeout_ns, abandon_timeout_ns; /* 0 = the runtime's defaults */
+    cb_servers *servers;            /* the benchmark's running servers, or NULL: the monitors
+                                       watch them, and one that ends stops the phase as a
+                                       failure (not an interrupt; results so far are kept) */
 } cb_phase_opts;
 
 #define CB_PHASE_MAX_ERRORS 64
