@@ -70,7 +70,7 @@
  *               goes on elsewhere (an HTTP client's transfers on its own I/O thread) sleeps in
  *               step() until that work progresses (wake, from any thread) or a new query is
  *               queued for the stage, instead of polling: arrivals are run at once and no core
- *               spins.
+ *               spins. CB_RUN_FAILED appended: a query that fails without failing the run.
  *
  * Held queries (7.): a stage whose work for one query spans many steps shared with other
  * queries (an LLM engine batching every running request into one forward pass) keeps queries
@@ -83,13 +83,13 @@
  *     new arrivals get run() first, between two steps. One step is one unit of work (one engine
  *     step: milliseconds, so arrivals join promptly); a step that has nothing to do may wait for
  *     progress, briefly (host->wait_until), or, when the progress is made elsewhere (a thread of
-     the stage's own, the network), until it is told so (host->wait_step and host->wake, which
-     also return as soon as a new query is queued for the stage). It completes the queries that
-     finished with
- *     host->complete(ctx, h, rc, msg): CB_OK forwards the query (as the stage left it) to every
- *     output, CB_RUN_DROP ends its path, a negative code fails the pipeline with msg. The
- *     query's stage event spans from the start of its run() to its complete(). run() may complete
- *     held queries too (a stage whose own waiting list is full steps its work inside run()).
+ *     the stage's own, the network), until it is told so (host->wait_step and host->wake, which
+ *     also return as soon as a new query is queued for the stage). It completes the queries that
+ *     finished with host->complete(ctx, h, rc, msg): CB_OK forwards the query (as the stage left
+ *     it) to every output, CB_RUN_DROP ends its path, CB_RUN_FAILED ends it as failed while the
+ *     pipeline goes on, a negative code fails the pipeline with msg. The query's stage event
+ *     spans from the start of its run() to its complete(). run() may complete held queries too
+ *     (a stage whose own waiting list is full steps its work inside run()).
  *   - Metrics of a held query: host->report_held(ctx, h, metric, value), from run() or step().
  *     Latencies a stage measures itself start at host->arrival_ns(ctx): the query's scheduled
  *     arrival, read in run().
@@ -230,6 +230,11 @@ typedef struct cb_waker cb_waker;       /* opaque: wakes a stage instance's wait
 #define CB_RUN_DROP 1                   /* run() return value: the query ends on this path */
 #define CB_RUN_HELD 2                   /* run() return value: the stage keeps the query (it
                                            called host->hold); appended 2026-12-07 */
+#define CB_RUN_FAILED 3                 /* run() return value or complete() rc: the query failed
+                                           in this stage (a request a server refused): it ends
+                                           here with status "error" and the pipeline goes on (a
+                                           negative code would stop it); the stage reports why
+                                           (a log line, a metric). Appended 2026-12-08 */
 
 enum { CB_LOG_ERROR = 0, CB_LOG_WARN = 1, CB_LOG_INFO = 2, CB_LOG_DEBUG = 3 };
 

@@ -792,8 +792,13 @@ int cb__host_complete(cb_run_ctx *ctx, cb_held *h, int rc, const char *msg) {
         cb__end_item(w, it, CB_QF_CANCEL, end_ns);
         return CB_OK;
     }
+    if (rc == CB_RUN_FAILED) { /* the query failed here; the pipeline goes on */
+        atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
+        cb__end_item(w, it, 0, end_ns);
+        return CB_OK;
+    }
     if (rc < 0 || rc > CB_RUN_DROP) {
-        if (rc >= 0) rc = CB_EINVAL, msg = "host->complete: rc is neither CB_OK, CB_RUN_DROP nor an error";
+        if (rc >= 0) rc = CB_EINVAL, msg = "host->complete: rc is neither CB_OK, CB_RUN_DROP, CB_RUN_FAILED nor an error";
         atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
         cb__fail_msg(p, st, it->sh, msg, rc);
         cb__end_item(w, it, 0, end_ns);
@@ -921,6 +926,14 @@ static void cb__run_task(cb_worker *w, cb_task t) {
     }
     if (rc < 0) {
         cb__fail(w, st, it, &e, rc);
+        for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
+        w->n_emits = 0;
+        cb__end_item(w, it, 0, end_ns);
+        if (cb__release(st, t.slot, &nt)) cb__offer(w, nt);
+        return;
+    }
+    if (rc == CB_RUN_FAILED) { /* the query failed here (status error); the pipeline goes on */
+        atomic_fetch_or_explicit(&it->sh->flags, CB_QF_ERROR, memory_order_relaxed);
         for (int i = 0; i < w->n_emits; i++) cb__query_unref_payloads(&w->emits[i].q);
         w->n_emits = 0;
         cb__end_item(w, it, 0, end_ns);
