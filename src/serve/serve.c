@@ -545,7 +545,7 @@ typedef struct conn {
     int route;
     char *body;
     size_t len, cap;
-    int too_large;
+    int too_large, discard; /* body over the limit; a body nobody reads (dropped) */
     sreq *req; /* the connection's reference, once made */
 } conn;
 
@@ -919,13 +919,39 @@ static int route_of(const char *url) {
     return R_NONE;
 }
 
+/* The answer once the whole request is in (its body, if any, in k). */
+static enum MHD_Result dispatch(cb_serve *s, struct MHD_Connection *c, conn *k, const char *url,
+                                const char *method) {
+    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    switch (k->route) {
+    case R_NONE:
+        return send_error(s, c, 404, NULL, "not_found", NULL,
+                          "Not found: %.200s (colobench serve has /health, /v1/models, "
+                          "/v1/completions and /v1/chat/completions)", url);
+    case R_HEALTH:
+    case R_MODELS:
+        if (!get)
+            return send_error(s, c, 405, NULL, "method_not_allowed", "GET, HEAD",
+                              "%.200s: method %.32s not allowed (GET)", url, method);
+        return k->route == R_HEALTH ? queue_json(c, 200, "", 0, NULL) : send_models(s, c);
+    default:
+        if (strcmp(method, "POST") != 0)
+            return send_error(s, c, 405, NULL, "method_not_allowed", "POST",
+                              "%.200s: method %.32s not allowed (POST)", url, method);
+        return generate(s, c, k);
+    }
+}
+
+/* libmicrohttpd calls this for a request's headers (con_cls NULL), for each piece of its body,
+ * and once more when the body is complete. Answers are queued in that last call: one queued
+ * earlier makes libmicrohttpd close the connection instead of keeping it alive. */
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *version, const char *upload,
                                  size_t *upload_size, void **con_cls) {
     cb_serve *s = cls;
     (void)version;
     conn *k = *con_cls;
-    if (!k) { /* the headers: route, and answer whatever needs no body */
+    if (!k) { /* the headers */
         k = cb_calloc(1, sizeof *k);
         if (!k) return MHD_NO;
         k->srv = s;
@@ -934,32 +960,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         pthread_mutex_lock(&s->mu);
         s->open_requests++;
         pthread_mutex_unlock(&s->mu);
-        int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-        int post = !strcmp(method, "POST");
-        switch (k->route) {
-        case R_NONE:
-            return send_error(s, c, 404, NULL, "not_found", NULL,
-                              "Not found: %.200s (colobench serve has /health, /v1/models, "
-                              "/v1/completions and /v1/chat/completions)", url);
-        case R_HEALTH:
-            if (!get)
-                return send_error(s, c, 405, NULL, "method_not_allowed", "GET, HEAD",
-                                  "%.200s: method %.32s not allowed (GET)", url, method);
-            return queue_json(c, 200, "", 0, NULL);
-        case R_MODELS:
-            if (!get)
-                return send_error(s, c, 405, NULL, "method_not_allowed", "GET, HEAD",
-                                  "%.200s: method %.32s not allowed (GET)", url, method);
-            return send_models(s, c);
-        default:
-            if (!post)
-                return send_error(s, c, 405, NULL, "method_not_allowed", "POST",
-                                  "%.200s: method %.32s not allowed (POST)", url, method);
-        }
+        int gen = (k->route == R_COMPLETIONS || k->route == R_CHAT) && !strcmp(method, "POST");
+        k->discard = !gen; /* only generation requests keep their body */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-        if (cl) {
+        if (gen && cl) {
             char *end = NULL;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
@@ -974,6 +980,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (*upload_size > 0) { /* a piece of the body */
         size_t n = *upload_size;
         *upload_size = 0;
+        if (k->discard) return MHD_YES;
         if (k->too_large || n > s->o.max_body_bytes - k->len) {
             k->too_large = 1;
             return MHD_YES;
@@ -992,7 +999,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         k->body[k->len] = 0;
         return MHD_YES;
     }
-    return generate(s, c, k);
+    return dispatch(s, c, k, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
