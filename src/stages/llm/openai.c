@@ -893,6 +893,7 @@ static int deliver(oai_state *s, cb_run_ctx *ctx) {
     s->done = s->done_tail = NULL;
     pthread_mutex_unlock(&s->mu);
     int n = 0;
+    char fail_msg[sizeof d->msg + 64];
     while (d) {
         xfer *x = d;
         d = d->next;
@@ -906,7 +907,8 @@ static int deliver(oai_state *s, cb_run_ctx *ctx) {
         } else if (x->err != XE_NONE) {
             count_error(s, ctx, x);
             rc = s->on_error == OE_FAIL ? CB_EIO : CB_RUN_FAILED;
-            msg = x->msg;
+            snprintf(fail_msg, sizeof fail_msg, "request %lld: %s", (long long)x->index, x->msg);
+            msg = fail_msg;
         } else {
             report_ok(s, ctx, x);
             s->n_ok++;
@@ -1024,7 +1026,8 @@ static void oai_finish(void *state) {
             s->url, (long long)s->n_requests, (long long)s->n_ok, (long long)errs,
             (long long)s->n_err[XE_CONNECT], (long long)s->n_err[XE_HTTP],
             (long long)s->n_err[XE_TIMEOUT], (long long)s->n_err[XE_STREAM],
-            s->n_counted == 0      ? "from the server's usage"
+            s->n_ok == 0           ? "none (no request succeeded)"
+            : s->n_counted == 0    ? "from the server's usage"
             : s->n_counted == s->n_ok ? "counted as content chunks (the server sent no usage)"
                                       : "from usage where sent, else counted chunks");
 }
