@@ -309,6 +309,24 @@ static void test_ready_timeout(void) {
     free(v);
 }
 
+/* A signal while colobench waits for readiness ends the wait promptly (not after
+ * ready_timeout), the server with it. */
+static void test_signal_during_readiness(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *bench = write_bench(dir, "[sh, -c, \"exec sleep 60\"]", "    ready_timeout: 60\n", SLEEP_STAGE, LONG_LOAD);
+    int64_t t0 = cb_clock_now_ns();
+    pid_t cli = start_run(dir, bench, free_port(), NULL);
+    pid_t pid = read_pid_file(cb_test_path(dir, "out/servers/web.pid"), 30);
+    CB_CHECK(pid > 0);
+    kill(cli, SIGTERM);
+    CB_CHECK_EQ_INT(wait_cli(cli, 60), 1);
+    CB_CHECK_CMP_INT((cb_clock_now_ns() - t0) / 1000000000LL, <, 30); /* not the 60 s timeout */
+    if (pid > 0) CB_CHECK(gone(pid, 5));
+    char *v = cb_test_py_json(cb_test_path(dir, "out/summary.json"), "d[\"stopped_in\"], d[\"interrupted\"]");
+    CB_CHECK_STR_EQ(v, "servers True");
+    free(v);
+}
+
 static void test_exits_before_ready(void) {
     const char *dir = cb_test_tmpdir();
     const char *bench = write_bench(dir, "[sh, -c, \"echo early-exit-marker >&2; sleep 1; exit 3\"]", "", SLEEP_STAGE,
@@ -613,6 +631,7 @@ int main(void) {
     CB_RUN(test_sigterm_mid_run);
     CB_RUN(test_sigkill_mid_run);
     CB_RUN(test_ready_timeout);
+    CB_RUN(test_signal_during_readiness);
     CB_RUN(test_exits_before_ready);
     CB_RUN(test_dies_mid_run_threads);
     CB_RUN(test_dies_mid_run_processes);

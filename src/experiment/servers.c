@@ -67,6 +67,7 @@ typedef struct sup_args {
     bool pin;
     int64_t stop_timeout_ns;
     int status_fd, out_fd, err_fd, null_fd; /* all >= 3 */
+    long max_fd;             /* bound of the closing loop where close_range is missing */
 } sup_args;
 
 typedef enum srv_state { SRV_NEW, SRV_STARTED, SRV_READY, SRV_ENDED } srv_state;
@@ -408,14 +409,20 @@ static void sup_say_errno(int fd, const char *what, const char *path, int e) {
     }
 }
 
+/* Closes descriptors lo..hi (close_range, or one by one up to max_fd where it is missing). */
+static void sup_close_range(unsigned lo, unsigned hi, long max_fd) {
+    if (close_range(lo, hi, 0) == 0) return;
+    for (long fd = lo; fd <= (long)hi && fd < max_fd; fd++) close((int)fd);
+}
+
 /* Closes every descriptor from 3 up except keep[0..n) (sorted ascending). */
-static void sup_close_except(const int *keep, size_t n) {
+static void sup_close_except(const int *keep, size_t n, long max_fd) {
     unsigned lo = 3;
     for (size_t i = 0; i < n; i++) {
-        if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
+        if ((unsigned)keep[i] > lo) sup_close_range(lo, (unsigned)keep[i] - 1, max_fd);
         if ((unsigned)keep[i] + 1 > lo) lo = (unsigned)keep[i] + 1;
     }
-    close_range(lo, ~0U, 0);
+    sup_close_range(lo, ~0U, max_fd);
 }
 
 static void sup_server(const sup_args *a, pid_t sup) __attribute__((noreturn));
@@ -429,7 +436,7 @@ static void sup_server(const sup_args *a, pid_t sup) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != sup) _exit(125);
     if (dup2(a->null_fd, 0) < 0 || dup2(a->out_fd, 1) < 0 || dup2(a->err_fd, 2) < 0) _exit(126);
-    close_range(3, ~0U, 0);
+    sup_close_range(3, ~0U, a->max_fd);
     if (chdir(a->cwd) != 0) {
         sup_say_errno(2, "cannot change to the directory", a->cwd, errno);
         _exit(126);
@@ -469,7 +476,7 @@ static void sup_main(const sup_args *a) {
             keep[j] = keep[j - 1];
             keep[j - 1] = t;
         }
-    sup_close_except(keep, 4);
+    sup_close_except(keep, 4, a->max_fd);
     dup2(a->null_fd, 0);
     dup2(a->null_fd, 1);
     dup2(a->null_fd, 2);
@@ -626,6 +633,8 @@ static int start_one(cb_servers *sv, server *s, cb_error *err) {
         a.out_fd = out_fd;
         a.err_fd = err_fd;
         a.null_fd = null_fd;
+        a.max_fd = sysconf(_SC_OPEN_MAX);
+        if (a.max_fd < 0 || a.max_fd > 65536) a.max_fd = 65536;
         s->start_ns = cb_clock_now_ns();
         pid_t p = fork();
         if (p == 0) sup_main(&a);
