@@ -6,8 +6,8 @@
 #   3. Release build (gcc -O3, -Werror; compile check, the CUDA module too when the toolkit is
 #      present): warnings that only optimisation finds (maybe-uninitialized) break no build type
 #   4. ASan+UBSan build: the whole suite
-#   5. TSan build: the runtime, recorder, record files, stage metrics, data stages, monitor,
-#      collocation, integrity and CLI tests
+#   5. TSan build: the runtime, recorder, record files, stage metrics, data stages, monitor, the
+#      HTTP client (llm.openai against colobench serve), collocation, integrity and CLI tests
 #   6. libFuzzer targets, each run for a bounded time: the config loader (CB_FUZZ_SECONDS, 30)
 #      and the safetensors reader and model load (CB_FUZZ_ST_SECONDS, 15)
 # Tests assert what the code computes, or physical outcomes with margins that hold when another
@@ -70,10 +70,10 @@ cmake --build build-asan -j"$jobs"
 CTEST_ARGS="-j$jobs" run_ctest build-asan env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation, integrity and CLI tests"
+step "TSan: runtime, recorder, stage metrics, data stages, monitor, collocation, integrity, CLI and HTTP client tests"
 cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j"$jobs"
-CTEST_ARGS="-R test_(runtime|held|cli|stages|monitor|colloc|metrics|data|integrity|records)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+CTEST_ARGS="-R test_(runtime|held|cli|stages|monitor|colloc|metrics|data|integrity|records|llm_openai)$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
