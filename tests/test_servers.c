@@ -375,6 +375,41 @@ static void dies_mid_run(const char *mode) {
 static void test_dies_mid_run_threads(void) { dies_mid_run("threads"); }
 static void test_dies_mid_run_processes(void) { dies_mid_run("processes"); }
 
+/* What the server's process gets: {host}/{port} in env values, device: cpu (an empty
+ * CUDA_VISIBLE_DEVICES), mps: true (the MPS daemon's directories: tests/fake_mps's stand-in
+ * daemon), cwd (the config's directory by default), cpus (its affinity). */
+static void test_server_environment(void) {
+    const char *dir = cb_test_tmpdir();
+    const char *bench = write_bench(dir,
+                                    "[sh, -c, \"echo pipe=$CUDA_MPS_PIPE_DIRECTORY cvd=[$CUDA_VISIBLE_DEVICES] a=$A "
+                                    "pwd=$(pwd) $(grep Cpus_allowed_list /proc/self/status) >&2; "
+                                    "exec python3 -m http.server {port} --bind {host}\"]",
+                                    READY_ROOT "    env: {A: \"v{port}\"}\n    device: cpu\n    mps: true\n"
+                                               "    cpus: [0]\n",
+                                    "{id: 0, component: util.noop}", "{max_queries: 5}");
+    int port = free_port();
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "env -u CUDA_MPS_PIPE_DIRECTORY TMPDIR=%s PATH=" CB_TEST_SRCDIR "/tests/fake_mps:$PATH " CLI
+             " run %s -o %s/out -q --allow-servers --set servers.0.port=%d",
+             dir, bench, dir, port);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 0);
+    free(out);
+    char *err = cb_test_read(cb_test_path(dir, "out/servers/web.stderr"), NULL);
+    char want[128];
+    snprintf(want, sizeof want, "a=v%d ", port);
+    CB_CHECK_CONTAINS(err, want);
+    CB_CHECK_CONTAINS(err, "cvd=[]");
+    CB_CHECK_CONTAINS(err, "pipe=/");
+    CB_CHECK(!strstr(err, "pipe= ")); /* the daemon's pipe directory, not empty */
+    char real[4096];
+    CB_CHECK(realpath(dir, real) != NULL);
+    snprintf(cmd, sizeof cmd, "pwd=%s ", real);
+    CB_CHECK_CONTAINS(err, cmd);
+    CB_CHECK_CONTAINS(err, "Cpus_allowed_list: 0\n"); /* echo joined the words */
+    free(err);
+}
+
 /* ---- the flag and config errors ------------------------------------------------------------- */
 
 static void test_needs_allow_servers(void) {
@@ -626,6 +661,7 @@ int main(void) {
     CB_RUN(test_needs_allow_servers);
     CB_RUN(test_config_errors_cli);
     CB_RUN(test_normal_end);
+    CB_RUN(test_server_environment);
     CB_RUN(test_stage_error);
     CB_RUN(test_sigint_mid_run);
     CB_RUN(test_sigterm_mid_run);
