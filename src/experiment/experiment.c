@@ -1,5 +1,7 @@
 /* experiment/experiment.c - a run end to end (see experiment.h): devices, the output directory,
- * config.yaml and env.json, MPS, baselines, the collocated phase, summaries and the trace,
+ * config.yaml and env.json, MPS, the servers (experiment/servers.h: started and ready before the
+ * baselines, stopped after the last phase and before summary.json, on every path; a run refuses
+ * them without --allow-servers), baselines, the collocated phase, summaries and the trace,
  * sweeps, the child side of a collocated phase, and `colobench summarize`.
  *
  * Exit paths: every phase's outcome is collected in a cb_phase; a phase that could not start
