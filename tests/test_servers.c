@@ -465,6 +465,16 @@ static void test_config_errors_cli(void) {
     CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 2);
     CB_CHECK_CONTAINS(out, "bad.yaml:6:11: servers[0].port:");
     free(out);
+    /* `server:` of llm.openai (a stage with server and url) naming no declared server. */
+    bad = cb_test_write(dir, "client.yaml",
+                        "servers:\n  - {name: engine, command: [x], port: 9}\n"
+                        "pipelines:\n  - name: p\n    inputs: [0]\n    stages:\n"
+                        "      - {id: 0, component: llm.openai, config: {server: engin}}\n");
+    snprintf(cmd, sizeof cmd, CLI " run %s -o %s/client --allow-servers", bad, dir);
+    CB_CHECK_EQ_INT(cb_test_sh(cmd, &out), 2);
+    CB_CHECK_CONTAINS(out, "client.yaml:7:57: pipelines[0].stages[0].config.server: unknown server 'engin' (did you "
+                           "mean 'engine'?)");
+    free(out);
     bad = cb_test_write(dir, "nocmd.yaml",
                         "pipelines:\n  - {name: p, inputs: [0], stages: [{id: 0, component: util.noop}]}\n"
                         "servers:\n  - name: a\n    command: [no-such-program-colobench]\n    port: 9\n");
