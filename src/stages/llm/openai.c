@@ -56,7 +56,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "colobench/stage.h"
 #include "llm/jdom.h"
@@ -264,7 +267,9 @@ typedef struct oai_state {
     pthread_mutex_t mu;
     pthread_cond_t done_cv;     /* done list grew, or the cancel was carried out */
     int sync_init;
-    xfer *inbox;                /* under mu: handed to the I/O thread */
+    xfer *inbox, *inbox_tail;   /* under mu: handed to the I/O thread, in arrival order */
+    int epfd, evfd;             /* the I/O thread's epoll set and its wake-up eventfd */
+    int64_t timer_at_ns;        /* the I/O thread's: libcurl's next timeout (-1: none) */
     xfer *done, *done_tail;     /* under mu: ended, for step() or run(), in order */
     int stop;                   /* under mu */
     int cancel_req, cancel_ack; /* under mu: abort every transfer in flight */
@@ -584,77 +589,160 @@ static void push_done(oai_state *s, xfer *x) {
     s->done_tail = x;
 }
 
+/* libcurl's socket callback: keeps the epoll set in step with the sockets it wants watched. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *arg, void *sockp) {
+    (void)e;
+    oai_state *s = arg;
+    struct epoll_event ev = {0};
+    ev.data.fd = fd;
+    if (what == CURL_POLL_REMOVE) {
+        if (sockp) epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+        curl_multi_assign(s->multi, fd, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    if (sockp) {
+        epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+    } else if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+        curl_multi_assign(s->multi, fd, (void *)s); /* any non-NULL marks "in the set" */
+    }
+    return 0;
+}
+
+/* libcurl's timer callback: when it next wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT). */
+static int on_timer(CURLM *m, long timeout_ms, void *arg) {
+    (void)m;
+    oai_state *s = arg;
+    s->timer_at_ns = timeout_ms < 0 ? -1 : mono_ns() + (int64_t)timeout_ms * 1000000LL;
+    return 0;
+}
+
+/* Collects the transfers libcurl finished into *list (in order). */
+static int collect_ended(oai_state *s, xfer **head, xfer **tail) {
+    CURLMsg *m;
+    int left = 0, n = 0;
+    while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE) continue;
+        char *p = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &p);
+        xfer *x = (xfer *)(void *)p;
+        CURLcode rc = m->data.result;
+        curl_multi_remove_handle(s->multi, m->easy_handle);
+        if (!x) continue;
+        x->in_multi = 0;
+        xfer_end(s, x, rc);
+        x->next = NULL;
+        if (*tail) (*tail)->next = x;
+        else *head = x;
+        *tail = x;
+        n++;
+    }
+    return n;
+}
+
+#define IO_EVENTS 64
+
 static void *io_main(void *arg) {
     oai_state *s = arg;
+    struct epoll_event evs[IO_EVENTS];
     for (;;) {
-        pthread_mutex_lock(&s->mu);
-        xfer *in = s->inbox;
-        s->inbox = NULL;
-        int stop = s->stop, cancel = s->cancel_req && !s->cancel_ack;
-        pthread_mutex_unlock(&s->mu);
-        int ended = 0;
-        while (in) {
-            xfer *x = in;
-            in = in->next;
-            x->next = NULL;
-            CURLMcode mc = curl_multi_add_handle(s->multi, x->easy);
-            if (mc == CURLM_OK) {
-                x->in_multi = 1;
+        /* Sleep until a socket is ready, libcurl's timer is due, or run()/stop/cancel signals. */
+        int timeout_ms = 1000;
+        if (s->timer_at_ns >= 0) {
+            int64_t left = s->timer_at_ns - mono_ns();
+            timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+            if (timeout_ms > 1000) timeout_ms = 1000;
+        }
+        int n = epoll_wait(s->epfd, evs, IO_EVENTS, timeout_ms);
+        int running = 0, signalled = 0;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == s->evfd) {
+                signalled = 1;
                 continue;
             }
-            xfer_fail(x, XE_CONNECT, "libcurl: %s", curl_multi_strerror(mc));
-            pthread_mutex_lock(&s->mu);
-            push_done(s, x);
-            pthread_mutex_unlock(&s->mu);
-            ended++;
+            int mask = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                       (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                       (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(s->multi, evs[i].data.fd, mask, &running);
         }
-        if (cancel || stop) {
-            /* Every transfer in flight ends now, cancelled; the worker completes their queries
-             * once it sees the acknowledgement. */
+        if (s->timer_at_ns >= 0 && mono_ns() >= s->timer_at_ns) {
+            s->timer_at_ns = -1;
+            curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        xfer *ended = NULL, *ended_tail = NULL;
+        int n_ended = 0;
+        if (signalled) {
+            uint64_t v;
+            if (read(s->evfd, &v, sizeof v) < 0) { /* EAGAIN: another read took it */ }
             pthread_mutex_lock(&s->mu);
-            for (int i = 0; i < s->max_concurrency; i++) {
-                xfer *x = &s->slots[i];
-                if (!x->in_multi) continue;
-                curl_multi_remove_handle(s->multi, x->easy);
-                x->in_multi = 0;
-                x->err = XE_CANCELLED;
-                snprintf(x->msg, sizeof x->msg, "cancelled");
+            xfer *in = s->inbox;
+            s->inbox = s->inbox_tail = NULL;
+            int stop = s->stop, cancel = s->cancel_req && !s->cancel_ack;
+            pthread_mutex_unlock(&s->mu);
+            while (in) {
+                xfer *x = in;
+                in = in->next;
+                x->next = NULL;
+                CURLMcode mc = curl_multi_add_handle(s->multi, x->easy);
+                if (mc == CURLM_OK) {
+                    x->in_multi = 1;
+                    continue;
+                }
+                xfer_fail(x, XE_CONNECT, "libcurl: %s", curl_multi_strerror(mc));
+                if (ended_tail) ended_tail->next = x;
+                else ended = x;
+                ended_tail = x;
+                n_ended++;
+            }
+            if (cancel || stop) {
+                /* Every transfer in flight ends now, cancelled; the worker completes their
+                 * queries once it sees the acknowledgement. */
+                n_ended += collect_ended(s, &ended, &ended_tail);
+                pthread_mutex_lock(&s->mu);
+                for (xfer *x = ended; x; x = x->next) push_done(s, x);
+                ended = ended_tail = NULL;
+                for (int i = 0; i < s->max_concurrency; i++) {
+                    xfer *x = &s->slots[i];
+                    if (!x->in_multi) continue;
+                    curl_multi_remove_handle(s->multi, x->easy);
+                    x->in_multi = 0;
+                    x->err = XE_CANCELLED;
+                    snprintf(x->msg, sizeof x->msg, "cancelled");
+                    push_done(s, x);
+                }
+                s->cancel_ack = 1;
+                pthread_cond_broadcast(&s->done_cv);
+                pthread_mutex_unlock(&s->mu);
+                if (stop) break;
+                continue;
+            }
+            /* New transfers start at once (libcurl asked for a timeout of 0 when they were
+             * added): connect or send now, not after another epoll_wait. */
+            if (s->timer_at_ns >= 0 && mono_ns() >= s->timer_at_ns) {
+                s->timer_at_ns = -1;
+                curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            }
+        }
+        n_ended += collect_ended(s, &ended, &ended_tail);
+        if (n_ended) {
+            pthread_mutex_lock(&s->mu);
+            for (xfer *x = ended, *next; x; x = next) {
+                next = x->next;
                 push_done(s, x);
             }
-            s->cancel_ack = 1;
-            pthread_cond_broadcast(&s->done_cv);
-            pthread_mutex_unlock(&s->mu);
-            if (stop) break;
-        }
-        int running = 0;
-        curl_multi_perform(s->multi, &running);
-        CURLMsg *m;
-        int left = 0;
-        while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
-            if (m->msg != CURLMSG_DONE) continue;
-            char *p = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &p);
-            xfer *x = (xfer *)(void *)p;
-            CURLcode rc = m->data.result;
-            curl_multi_remove_handle(s->multi, m->easy_handle);
-            if (!x) continue;
-            x->in_multi = 0;
-            xfer_end(s, x, rc);
-            pthread_mutex_lock(&s->mu);
-            push_done(s, x);
-            pthread_mutex_unlock(&s->mu);
-            ended++;
-        }
-        if (ended) {
-            pthread_mutex_lock(&s->mu);
             pthread_cond_broadcast(&s->done_cv);
             cb_waker *w = s->waker;
             pthread_mutex_unlock(&s->mu);
             if (w) s->host->wake(w);
         }
-        curl_multi_poll(s->multi, NULL, 0, running > 0 ? 100 : 1000, NULL);
     }
     return NULL;
+}
+
+/* Tells the I/O thread to look at the inbox and the flags (eventfd; several signals are one). */
+static void io_signal(oai_state *s) {
+    uint64_t one = 1;
+    if (write(s->evfd, &one, sizeof one) < 0) { /* EAGAIN: a signal is pending already */ }
 }
 
 /* ---- the stage ---------------------------------------------------------------------------- */
@@ -774,6 +862,20 @@ static int oai_prepare(void *state, cb_error *err) {
     if (hl && s->auth[0]) hl = curl_slist_append(hl, s->auth);
     s->headers = hl;
     if (!s->slots || !s->multi || !hl) return cb_util_error(err, CB_ENOMEM, "out of memory");
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->epfd < 0 || s->evfd < 0)
+        return cb_util_error(err, CB_EIO, "epoll/eventfd: %s", strerror(errno));
+    struct epoll_event ev = {0};
+    ev.events = EPOLLIN;
+    ev.data.fd = s->evfd;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev) != 0)
+        return cb_util_error(err, CB_EIO, "epoll_ctl: %s", strerror(errno));
+    s->timer_at_ns = -1;
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)s->max_concurrency);
     curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)s->max_concurrency);
     const cb_param_value *v = s->v;
@@ -794,6 +896,9 @@ static int oai_prepare(void *state, cb_error *err) {
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(v[P_TIMEOUT].f * 1000.0 + 0.5));
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(v[P_CONNECT_TIMEOUT].f * 1000.0 + 0.5));
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+        /* No proxy, whatever the environment says: the benchmark measures the server (and
+         * libcurl skips its per-transfer proxy lookups). */
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
         x->next = s->free_list;
         s->free_list = x;
         s->n_free++;
@@ -801,6 +906,7 @@ static int oai_prepare(void *state, cb_error *err) {
     if (pthread_create(&s->io, NULL, io_main, s) != 0)
         return cb_util_error(err, CB_EIO, "cannot start the I/O thread: %s", strerror(errno));
     s->io_started = 1;
+    pthread_setname_np(s->io, "cb-openai-io");
     return CB_OK;
 }
 
@@ -930,7 +1036,7 @@ static void cancel_all(oai_state *s, cb_run_ctx *ctx) {
     s->cancel_req = 1;
     s->cancel_ack = 0;
     pthread_mutex_unlock(&s->mu);
-    curl_multi_wakeup(s->multi);
+    io_signal(s);
     pthread_mutex_lock(&s->mu);
     while (!s->cancel_ack) pthread_cond_wait(&s->done_cv, &s->mu);
     s->cancel_req = 0;
@@ -992,11 +1098,14 @@ static int oai_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     }
     s->n_held++;
     s->n_requests++;
+    x->next = NULL;
     pthread_mutex_lock(&s->mu);
-    x->next = s->inbox;
-    s->inbox = x;
+    int was_empty = s->inbox == NULL;
+    if (s->inbox_tail) s->inbox_tail->next = x;
+    else s->inbox = x;
+    s->inbox_tail = x;
     pthread_mutex_unlock(&s->mu);
-    curl_multi_wakeup(s->multi);
+    if (was_empty) io_signal(s); /* otherwise the I/O thread has a signal to take them with */
     return CB_RUN_HELD;
 }
 
@@ -1038,7 +1147,7 @@ static void oai_destroy(void *state) {
         pthread_mutex_lock(&s->mu);
         s->stop = 1;
         pthread_mutex_unlock(&s->mu);
-        curl_multi_wakeup(s->multi);
+        io_signal(s);
         pthread_join(s->io, NULL);
     }
     for (int i = 0; s->slots && i < s->max_concurrency; i++) {
@@ -1054,6 +1163,8 @@ static void oai_destroy(void *state) {
     }
     free(s->slots);
     if (s->multi) curl_multi_cleanup(s->multi);
+    if (s->epfd > 0) close(s->epfd);
+    if (s->evfd > 0) close(s->evfd);
     curl_slist_free_all(s->headers);
     if (s->sync_init) {
         pthread_mutex_destroy(&s->mu);
