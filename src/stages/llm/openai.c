@@ -66,6 +66,7 @@
 #include "llm/oai_chunk.h"
 #include "llm/request.h"
 #include "llm/sse.h"
+#include "stages/llm/oai_http.h"
 #include "stages/util/util.h"
 
 #define CB_OAI_EVENT_BYTES ((size_t)64 << 10)  /* one SSE event (line + data) */
@@ -93,6 +94,7 @@ enum {
     P_ON_ERROR,
     P_SLO,
     P_MAX_RESPONSE_BYTES,
+    P_HTTP_CLIENT,
     P_COUNT
 };
 
@@ -145,6 +147,10 @@ static const cb_param_def oai_params[P_COUNT] = {
                "service-level objective for slo_met (goodput): {ttft_ms: 500, tpot_ms: 50}"},
     [P_MAX_RESPONSE_BYTES] = {"max_response_bytes", CB_PARAM_INT, "8388608", 1024, 1073741824.0,
                               NULL, "largest non-streamed response body kept"},
+    [P_HTTP_CLIENT] = {"http_client", CB_PARAM_ENUM, "native", CB_PARAM_UNBOUNDED,
+                       "native|libcurl",
+                       "for http:// URLs: colobench's HTTP/1.1 client (a few us a request) or "
+                       "libcurl's (https always uses libcurl)"},
 };
 
 enum {
@@ -238,6 +244,7 @@ typedef struct xfer {
     int done_marker;            /* [DONE] seen */
     int got_json;               /* a non-streamed body parsed */
     long status;
+    cb_h1_req hreq;             /* the native client's request (http_client: native) */
     xfer_err err;
     char msg[CB_OAI_EXCERPT_BYTES + 256];
 } xfer;
@@ -269,6 +276,8 @@ typedef struct oai_state {
     int sync_init;
     xfer *inbox, *inbox_tail;   /* under mu: handed to the I/O thread, in arrival order */
     int epfd, evfd;             /* the I/O thread's epoll set and its wake-up eventfd */
+    cb_h1 *h1;                  /* the native HTTP/1.1 client; NULL: libcurl drives transfers */
+    int native;
     int64_t timer_at_ns;        /* the I/O thread's: libcurl's next timeout (-1: none) */
     xfer *done, *done_tail;     /* under mu: ended, for step() or run(), in order */
     int stop;                   /* under mu */
@@ -515,9 +524,19 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg) {
     return n;
 }
 
+/* The native client's body callback: the same as libcurl's, the status known. */
+static int on_body_native(void *user, long status, const char *data, size_t n) {
+    xfer *x = user;
+    x->status = status;
+    if (on_write((char *)(uintptr_t)data, 1, n, x) == n) return 0;
+    xfer_fail(x, XE_STREAM, "response over max_response_bytes (%zu)", x->resp_cap);
+    return 1;
+}
+
+static void xfer_complete(oai_state *s, xfer *x);
+
 /* The transfer x ended with curl result rc: sort out how. */
 static void xfer_end(oai_state *s, xfer *x, CURLcode rc) {
-    int64_t t_ns = mono_ns();
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     if (rc == CURLE_WRITE_ERROR && !x->sse_buf && x->err == XE_NONE) {
         xfer_fail(x, XE_STREAM, "response over max_response_bytes (%zu)", s->max_response_bytes);
@@ -538,6 +557,33 @@ static void xfer_end(oai_state *s, xfer *x, CURLcode rc) {
                   e == XE_STREAM ? " (the response broke off)" : "");
         return;
     }
+    xfer_complete(s, x);
+}
+
+/* The native client's request of x ended. */
+static void xfer_end_native(oai_state *s, xfer *x) {
+    const cb_h1_req *r = &x->hreq;
+    if (r->status) x->status = r->status;
+    if (r->outcome == CB_H1_ABORTED) {
+        x->err = XE_CANCELLED;
+        snprintf(x->msg, sizeof x->msg, "cancelled");
+        return;
+    }
+    if (r->outcome != CB_H1_OK) {
+        if (x->err == XE_STREAM && r->outcome == CB_H1_BROKEN) return; /* the reader's reason */
+        xfer_err e = r->outcome == CB_H1_CONNECT   ? XE_CONNECT
+                     : r->outcome == CB_H1_TIMEOUT ? XE_TIMEOUT
+                                                   : XE_STREAM;
+        x->err = XE_NONE; /* the transport's cause beats what the partial body said */
+        xfer_fail(x, e, "%s", r->msg);
+        return;
+    }
+    xfer_complete(s, x);
+}
+
+/* A transfer that ended with a complete response: its status, then its body. */
+static void xfer_complete(oai_state *s, xfer *x) {
+    int64_t t_ns = mono_ns();
     if (x->status >= 300) {
         x->err = XE_NONE;
         xfer_fail(x, XE_HTTP, "HTTP %ld: %.*s", x->status, (int)x->excerpt_len, x->excerpt);
@@ -739,6 +785,58 @@ static void *io_main(void *arg) {
     return NULL;
 }
 
+/* Hands the native client's ended requests d to the worker (sorted out here, outside the
+ * lock); ack: a cancel or stop was carried out. */
+static void native_deliver(oai_state *s, cb_h1_req *d, int ack) {
+    for (cb_h1_req *r = d; r; r = r->next) xfer_end_native(s, r->user);
+    if (!d && !ack) return;
+    pthread_mutex_lock(&s->mu);
+    for (cb_h1_req *r = d, *next; r; r = next) {
+        next = r->next;
+        push_done(s, r->user);
+    }
+    if (ack) s->cancel_ack = 1;
+    pthread_cond_broadcast(&s->done_cv);
+    cb_waker *w = s->waker;
+    pthread_mutex_unlock(&s->mu);
+    if (w && d) s->host->wake(w);
+}
+
+/* The I/O thread with the native HTTP/1.1 client (http_client: native). */
+static void *io_main_native(void *arg) {
+    oai_state *s = arg;
+    struct epoll_event evs[IO_EVENTS];
+    int timeout_ms = -1;
+    for (;;) {
+        int n = epoll_wait(s->epfd, evs, IO_EVENTS, timeout_ms < 0 ? 1000 : timeout_ms);
+        int signalled = 0, stop = 0, cancel = 0;
+        for (int i = 0; i < n; i++) {
+            if (!evs[i].data.ptr) signalled = 1;
+            else cb_h1_event(s->h1, evs[i].data.ptr, evs[i].events);
+        }
+        if (signalled) {
+            uint64_t v;
+            if (read(s->evfd, &v, sizeof v) < 0) { /* EAGAIN: taken already */ }
+            pthread_mutex_lock(&s->mu);
+            xfer *in = s->inbox;
+            s->inbox = s->inbox_tail = NULL;
+            stop = s->stop;
+            cancel = s->cancel_req && !s->cancel_ack;
+            pthread_mutex_unlock(&s->mu);
+            for (xfer *x = in, *next; x; x = next) {
+                next = x->next;
+                x->next = NULL;
+                cb_h1_start(s->h1, &x->hreq);
+            }
+            if (cancel || stop) cb_h1_abort_all(s->h1);
+        }
+        timeout_ms = cb_h1_timeouts(s->h1, mono_ns());
+        native_deliver(s, cb_h1_take_done(s->h1), cancel || stop);
+        if (stop) break;
+    }
+    return NULL;
+}
+
 /* Tells the I/O thread to look at the inbox and the flags (eventfd; several signals are one). */
 static void io_signal(oai_state *s) {
     uint64_t one = 1;
@@ -866,44 +964,64 @@ static int oai_prepare(void *state, cb_error *err) {
     s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->epfd < 0 || s->evfd < 0)
         return cb_util_error(err, CB_EIO, "epoll/eventfd: %s", strerror(errno));
+    const cb_param_value *v = s->v;
+    s->native = v[P_HTTP_CLIENT].i == 0 && strncmp(s->url, "http://", 7) == 0;
     struct epoll_event ev = {0};
     ev.events = EPOLLIN;
-    ev.data.fd = s->evfd;
+    if (s->native) ev.data.ptr = NULL; /* the native loop: NULL is the eventfd, else a connection */
+    else ev.data.fd = s->evfd;
     if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev) != 0)
         return cb_util_error(err, CB_EIO, "epoll_ctl: %s", strerror(errno));
-    s->timer_at_ns = -1;
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)s->max_concurrency);
-    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)s->max_concurrency);
-    const cb_param_value *v = s->v;
-    for (int i = 0; i < s->max_concurrency; i++) {
-        xfer *x = &s->slots[i];
-        CURL *e = curl_easy_init();
-        if (!e) return cb_util_error(err, CB_ENOMEM, "out of memory (libcurl handles)");
-        x->easy = e;
-        curl_easy_setopt(e, CURLOPT_URL, s->url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-        curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(v[P_TIMEOUT].f * 1000.0 + 0.5));
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(v[P_CONNECT_TIMEOUT].f * 1000.0 + 0.5));
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
-        /* No proxy, whatever the environment says: the benchmark measures the server (and
-         * libcurl skips its per-transfer proxy lookups). */
-        curl_easy_setopt(e, CURLOPT_PROXY, "");
-        x->next = s->free_list;
-        s->free_list = x;
-        s->n_free++;
+    if (s->native) {
+        char extra[1200];
+        snprintf(extra, sizeof extra, "Content-Type: application/json\r\n%s%s%s",
+                 s->stream ? "Accept: text/event-stream\r\n" : "", s->auth,
+                 s->auth[0] ? "\r\n" : "");
+        cb_error e;
+        cb_error_clear(&e);
+        int rc = cb_h1_create(s->url, extra, s->epfd, s->max_concurrency, on_body_native, &s->h1, &e);
+        memset(extra, 0, sizeof extra);
+        if (rc) return cb_util_error(err, rc, "%s", e.msg);
+        for (int i = 0; i < s->max_concurrency; i++) {
+            xfer *x = &s->slots[i];
+            x->next = s->free_list;
+            s->free_list = x;
+            s->n_free++;
+        }
+    } else {
+        s->timer_at_ns = -1;
+        curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+        curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+        curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)s->max_concurrency);
+        curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)s->max_concurrency);
+        for (int i = 0; i < s->max_concurrency; i++) {
+            xfer *x = &s->slots[i];
+            CURL *e = curl_easy_init();
+            if (!e) return cb_util_error(err, CB_ENOMEM, "out of memory (libcurl handles)");
+            x->easy = e;
+            curl_easy_setopt(e, CURLOPT_URL, s->url);
+            curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
+            curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+            curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+            curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+            curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+            curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+            curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+            curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+            curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(v[P_TIMEOUT].f * 1000.0 + 0.5));
+            curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(v[P_CONNECT_TIMEOUT].f * 1000.0 + 0.5));
+            curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+            /* No proxy, whatever the environment says: the benchmark measures the server (and
+             * libcurl skips its per-transfer proxy lookups). */
+            curl_easy_setopt(e, CURLOPT_PROXY, "");
+            x->next = s->free_list;
+            s->free_list = x;
+            s->n_free++;
+        }
     }
-    if (pthread_create(&s->io, NULL, io_main, s) != 0)
+    if (pthread_create(&s->io, NULL, s->native ? io_main_native : io_main, s) != 0)
         return cb_util_error(err, CB_EIO, "cannot start the I/O thread: %s", strerror(errno));
     s->io_started = 1;
     pthread_setname_np(s->io, "cb-openai-io");
@@ -1084,8 +1202,17 @@ static int oai_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     s->free_list = x->next;
     s->n_free--;
     x->arrival_ns = h->arrival_ns(ctx);
-    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
-    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    if (s->native) {
+        memset(&x->hreq, 0, sizeof x->hreq);
+        x->hreq.body = x->body;
+        x->hreq.body_len = x->body_len;
+        x->hreq.timeout_ns = (int64_t)(s->v[P_TIMEOUT].f * 1e9);
+        x->hreq.connect_timeout_ns = (int64_t)(s->v[P_CONNECT_TIMEOUT].f * 1e9);
+        x->hreq.user = x;
+    } else {
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    }
     x->h = h->hold(ctx);
     if (!x->h) {
         free(x->body);
@@ -1162,6 +1289,7 @@ static void oai_destroy(void *state) {
         free(x->chunk_ns);
     }
     free(s->slots);
+    cb_h1_destroy(s->h1);
     if (s->multi) curl_multi_cleanup(s->multi);
     if (s->epfd > 0) close(s->epfd);
     if (s->evfd > 0) close(s->evfd);
