@@ -508,7 +508,7 @@ static int64_t srv_cpu_ns(const srv *s) {
  * while a run goes on: threads that end take their last sample with them (every 20 ms). */
 enum { TC_IO, TC_WORKERS, TC_LOADGEN, TC_PREFETCH, TC_WRITER, TC_SERVER, TC_OTHER, TC_COUNT };
 static const char *const k_tc_names[TC_COUNT] = {
-    "llm.openai I/O thread (libcurl)", "stage workers (run, step)", "load generator",
+    "llm.openai I/O thread", "stage workers (run, step)", "load generator",
     "llm.prompts prefetch", "recorder writer", "loopback server (bench)", "other (bench main)"};
 
 #define MAX_TIDS 64
@@ -547,8 +547,7 @@ static int task_class(long tid) {
     if (!strncmp(comm, "cb-lg-", 6)) return TC_LOADGEN;
     if (!strncmp(comm, "cb-pf-", 6)) return TC_PREFETCH;
     if (!strncmp(comm, "bench-oai-srv", 13)) return TC_SERVER;
-    /* llm.openai's I/O thread has no name of its own: it keeps the program's */
-    if (!strncmp(comm, "bench_openai", 12) && tid != (long)getpid()) return TC_IO;
+    if (!strncmp(comm, "cb-openai-io", 12)) return TC_IO;
     return TC_OTHER;
 }
 
@@ -589,6 +588,7 @@ typedef struct bench {
     srv server;
     int run_no;
     int workers;                    /* llm.openai instances in the throughput phase */
+    const char *client;             /* llm.openai's http_client: native or libcurl */
 } bench;
 
 typedef struct run_out {
@@ -634,10 +634,11 @@ static int run_client(bench *b, long n, long warmup, int conc, int stream, run_o
             "      - {id: 0, name: prompts, component: llm.prompts, outputs: [1],\n"
             "         config: {num_prompts: %ld, input_len: 4, output_len: %d, vocab_size: 256}}\n"
             "      - {id: 1, name: client, component: llm.openai, outputs: [], workers: %d,\n"
-            "         config: {url: \"http://127.0.0.1:%d%s\", stream: %s, max_concurrency: %d}}\n",
+            "         config: {url: \"http://127.0.0.1:%d%s\", stream: %s, max_concurrency: %d,\n"
+            "                  http_client: %s}}\n",
             n + warmup, warmup, conc, n + warmup, stream ? atomic_load(&b->server.k) : 1,
             conc > 1 ? b->workers : 1, b->server.port, stream ? "/stream" : "",
-            stream ? "true" : "false", conc < 64 ? 64 : conc);
+            stream ? "true" : "false", conc < 64 ? 64 : conc, b->client);
     if (fclose(f)) return -1;
     cb_doc *doc = NULL;
     cb_spec *spec = NULL;
@@ -727,6 +728,10 @@ typedef struct results {
     long coalesced;                          /* streamed requests whose chunk count differs */
     /* the same figures for a plain blocking-socket client: the floor any client pays */
     int64_t raw_lat_p50, raw_lat_p99, raw_first_p50, raw_first_p99, raw_gap_p50, raw_gap_p99;
+    /* the throughput phase again with http_client: libcurl (A/B in the same run) */
+    double curl_rps, curl_cpu_us, curl_io_us;
+    /* the latency phases again with libcurl */
+    int64_t curl_lat_p50, curl_lat_p99, curl_first_p50, curl_first_p99;
 } results;
 
 static int cmp_end(const void *a, const void *b) {
@@ -1054,13 +1059,21 @@ static void print_results(const results *r, double seconds, int k, int64_t gap_n
         snprintf(label, sizeof label, "    %s", k_tc_names[c]);
         printf("%-52s %12.2f %s\n", label, r->class_us[c], "us");
     }
+    printf("%-52s %12.0f %s\n", "  the same with http_client: libcurl", r->curl_rps, "req/s");
+    printf("%-52s %12.2f %s\n", "    client CPU per request (process - server)", r->curl_cpu_us,
+           "us");
+    printf("%-52s %12.2f %s\n", "    llm.openai I/O thread", r->curl_io_us, "us");
     printf("%-52s %12.1f %s\n", "added latency per request p50 (closed 1)", r->lat_p50 / 1e3, "us");
     printf("%-52s %12.1f %s\n", "added latency per request p99", r->lat_p99 / 1e3, "us");
     printf("%-52s %12" PRId64 " %s\n", "  requests", r->lat_n, "req");
+    printf("%-52s %12.1f / %.1f %s\n", "  with http_client: libcurl p50 / p99",
+           r->curl_lat_p50 / 1e3, r->curl_lat_p99 / 1e3, "us");
     printf("%-52s %12.1f / %.1f %s\n", "  plain socket client p50 / p99 (the floor)",
            r->raw_lat_p50 / 1e3, r->raw_lat_p99 / 1e3, "us");
     printf("%-52s %12.1f %s\n", "added latency first streamed token p50", r->first_p50 / 1e3, "us");
     printf("%-52s %12.1f %s\n", "added latency first streamed token p99", r->first_p99 / 1e3, "us");
+    printf("%-52s %12.1f / %.1f %s\n", "  with http_client: libcurl p50 / p99",
+           r->curl_first_p50 / 1e3, r->curl_first_p99 / 1e3, "us");
     printf("%-52s %12.1f / %.1f %s\n", "  plain socket client p50 / p99 (the floor)",
            r->raw_first_p50 / 1e3, r->raw_first_p99 / 1e3, "us");
     printf("%-52s %12.1f %s\n", "client gap - server gap per token p50", r->gap_p50 / 1e3, "us");
@@ -1075,7 +1088,9 @@ static void print_results(const results *r, double seconds, int k, int64_t gap_n
     printf("\nratios (this run; %.0f s phases, K = %d events %.0f us apart):\n", seconds, k,
            (double)gap_ns / 1e3);
     if (r->wrk_rps > 0)
-        printf("  client / wrk requests/s = %.2fx\n", r->rps / r->wrk_rps);
+        printf("  client / wrk requests/s = %.2fx (libcurl: %.2fx)\n", r->rps / r->wrk_rps,
+               r->curl_rps / r->wrk_rps);
+    if (r->curl_rps > 0) printf("  native / libcurl requests/s = %.2fx\n", r->rps / r->curl_rps);
     printf("  client requests/s = %.0f (floor: >= 20000 non-streaming): %s\n", r->rps,
            r->rps >= 20000 ? "met" : "NOT met");
 }
@@ -1115,6 +1130,7 @@ int main(int argc, char **argv) {
     snprintf(b->tmp, sizeof b->tmp, "/tmp/cbopenai-XXXXXX");
     if (!mkdtemp(b->tmp)) return 1;
     b->workers = workers;
+    b->client = "native";
     cb_error err;
     int rc = 1;
     results r;
@@ -1140,6 +1156,23 @@ int main(int argc, char **argv) {
     if (raw_phase(b, n_lat, 0, k_chunks, &r)) goto out;
     if (phase_stream(b, n_stream, k_chunks, (int64_t)(gap_us * 1e3), &r)) goto out;
     if (raw_phase(b, n_stream, 1, k_chunks, &r)) goto out;
+    {
+        /* The same phases with libcurl's client, in the same run. */
+        results c;
+        memset(&c, 0, sizeof c);
+        b->client = "libcurl";
+        if (phase_throughput(b, n_tput, &c)) goto out;
+        if (phase_latency(b, n_lat, &c)) goto out;
+        if (phase_stream(b, n_stream, k_chunks, (int64_t)(gap_us * 1e3), &c)) goto out;
+        b->client = "native";
+        r.curl_rps = c.rps;
+        r.curl_cpu_us = c.cpu_us - c.srv_cpu_us;
+        r.curl_io_us = c.class_us[TC_IO];
+        r.curl_lat_p50 = c.lat_p50;
+        r.curl_lat_p99 = c.lat_p99;
+        r.curl_first_p50 = c.first_p50;
+        r.curl_first_p99 = c.first_p99;
+    }
     print_results(&r, seconds, k_chunks, (int64_t)(gap_us * 1e3));
     printf("  load average after: %.2f (other processes share these cores too)\n", loadavg1());
     if (atomic_load(&b->server.errors))

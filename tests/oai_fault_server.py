@@ -11,6 +11,10 @@ The first path segment picks the behaviour; the rest is the OpenAI path (/v1/com
   /hang/...   one chunk, then nothing (the test kills this process mid-stream)
   /slowok/... waits 1 s, then a complete stream of 4 chunks with usage
   /auth/...   401 unless "Authorization: Bearer $CB_TEST_OAI_KEY", else a complete stream
+  /kaclose/.. an HTTP/1.1 JSON completion with Content-Length and no "Connection: close", then
+              the connection closes anyway (a client that reuses it must start over)
+  /chunky/... an HTTP/1.1 chunked stream written a few bytes at a time, with chunk extensions
+              and a trailer, then the connection closes (as /kaclose)
 Every request appends one line to LOGFILE when it arrives.
 """
 import json
@@ -95,6 +99,39 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(msg)
                 else:
                     self.full_stream()
+            elif mode == "kaclose":
+                body = json.dumps({"id": "cmpl-k", "object": "text_completion", "created": 1,
+                                   "model": "fault",
+                                   "choices": [{"index": 0, "text": " k", "logprobs": None,
+                                                "finish_reason": "length"}],
+                                   "usage": {"prompt_tokens": 4, "completion_tokens": 3,
+                                             "total_tokens": 7}}).encode()
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                self.wfile.flush()
+            elif mode == "chunky":
+                events = []
+                for i in range(4):
+                    events.append("data: " + json.dumps(chunk(" c%d" % i, "length" if i == 3 else None)) + "\n\n")
+                events.append("data: " + json.dumps({"id": "cmpl-f", "object": "text_completion",
+                                                     "created": 1, "model": "fault", "choices": [],
+                                                     "usage": {"prompt_tokens": 4,
+                                                               "completion_tokens": 4,
+                                                               "total_tokens": 8}}) + "\n\n")
+                events.append("data: [DONE]\n\n")
+                wire = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" \
+                       b"Transfer-Encoding: chunked\r\n\r\n"
+                for k, ev in enumerate(events):
+                    data = ev.encode()
+                    ext = b";note=x" if k % 2 else b""
+                    wire += b"%x%s\r\n%s\r\n" % (len(data), ext, data)
+                wire += b"0\r\nX-Trailer: t\r\n\r\n"
+                i, size = 0, 1
+                while i < len(wire):  # pieces of 1 to 7 bytes, each its own write
+                    self.wfile.write(wire[i:i + size])
+                    self.wfile.flush()
+                    i += size
+                    size = size % 7 + 1
             else:
                 self.send_response(404)
                 self.end_headers()

@@ -12,7 +12,9 @@
  * (errors_stream); the server process killed mid-stream (the requests in flight fail as broken
  * streams, later ones as refused connections, and the run ends); an open loop keeps sending on
  * schedule while every response takes a second; the API key from api_key_env reaches the server
- * and a literal key in the config is refused. No speed bounds: only what the runs compute, and
+ * and a literal key in the config is refused; a chunked stream read in pieces of 1-7 bytes and a
+ * kept-alive connection the server closes anyway. Each with colobench's own HTTP/1.1 client and
+ * with libcurl's (http_client). No speed bounds: only what the runs compute, and
  * physical outcomes with wide margins.
  */
 #include <fcntl.h>
@@ -116,6 +118,7 @@ static void server_kill(server *sv) {
     sv->pid = 0;
 }
 
+static const char *g_client = "native"; /* http_client of every run: native, then libcurl */
 static server g_serve; /* colobench serve --model tiny */
 static server g_fault; /* oai_fault_server.py */
 static char g_fault_log[512];
@@ -157,6 +160,9 @@ typedef struct outcome {
 
 static void bench_yaml(char *y, size_t n, const char *loadgen, const char *prompts,
                        const char *client) {
+    char cl[1024];
+    snprintf(cl, sizeof cl, "%s, http_client: %s", client, g_client);
+    client = cl;
     snprintf(y, n,
              "name: oai\n"
              "pipelines:\n"
@@ -394,6 +400,27 @@ static void test_faults(void) {
     free(o);
 }
 
+/* Response framings the native client must read: a chunked stream in pieces of 1-7 bytes with
+ * chunk extensions and a trailer; a kept-alive answer whose connection then closes anyway (the
+ * next request on it must start over on a new connection, never fail). */
+static void test_framings(void) {
+    if (!g_fault.pid) return;
+    outcome *o = fault_run("chunky", 6, NULL, NULL);
+    CB_CHECK_EQ_INT(o->f.rc, CB_OK);
+    CB_CHECK_EQ_INT(o->n_ok, 6);
+    CB_CHECK_NEAR(o->total[M_OUTPUT_TOKENS], 24, 0.5);
+    CB_CHECK_NEAR(o->total[M_CHUNKS], 24, 0.5);
+    run_fixture_fini(&o->f);
+    free(o);
+    o = fault_run("kaclose", 12, "stream: false",
+                  "{component: closed, max_queries: 12, config: {concurrency: 1}}");
+    CB_CHECK_EQ_INT(o->f.rc, CB_OK);
+    CB_CHECK_EQ_INT(o->n_ok, 12);
+    CB_CHECK_NEAR(o->total[M_OUTPUT_TOKENS], 36, 0.5);
+    run_fixture_fini(&o->f);
+    free(o);
+}
+
 /* An open loop against a server that takes a second per response: the requests go out on
  * schedule (20 over 0.5 s), not one per second. */
 static void test_open_loop_slow_server(void) {
@@ -484,13 +511,19 @@ int main(void) {
     setenv("CB_TEST_OAI_KEY", "test-key-4f1c", 1);
     CB_CHECK_EQ_INT(start_serve(), 0);
     CB_CHECK_EQ_INT(start_fault(), 0);
-    CB_RUN(test_serve_stream);
-    CB_RUN(test_serve_chat_nonstream);
-    CB_RUN(test_serve_no_usage);
-    CB_RUN(test_refused);
-    CB_RUN(test_faults);
+    for (int c = 0; c < 2; c++) { /* colobench's HTTP/1.1 client, then libcurl's */
+        g_client = c ? "libcurl" : "native";
+        printf("# http_client: %s\n", g_client);
+        CB_RUN(test_serve_stream);
+        CB_RUN(test_serve_chat_nonstream);
+        CB_RUN(test_serve_no_usage);
+        CB_RUN(test_refused);
+        CB_RUN(test_faults);
+        CB_RUN(test_framings);
+        CB_RUN(test_api_key);
+    }
+    g_client = "native";
     CB_RUN(test_open_loop_slow_server);
-    CB_RUN(test_api_key);
     CB_RUN(test_server_killed_mid_stream);
     server_kill(&g_serve);
     server_kill(&g_fault);
