@@ -13,6 +13,7 @@ The first path segment picks the behaviour; the rest is the OpenAI path (/v1/com
   /auth/...   401 unless "Authorization: Bearer $CB_TEST_OAI_KEY", else a complete stream
   /kaclose/.. an HTTP/1.1 JSON completion with Content-Length and no "Connection: close", then
               the connection closes anyway (a client that reuses it must start over)
+  /emb/...    an embeddings response (/v1/embeddings) whose usage counts the input
   /chunky/... an HTTP/1.1 chunked stream written a few bytes at a time, with chunk extensions
               and a trailer, then the connection closes (as /kaclose)
 Every request appends one line to LOGFILE when it arrives.
@@ -99,6 +100,18 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(msg)
                 else:
                     self.full_stream()
+            elif mode == "emb":
+                req = json.loads(body)
+                n = len(req["input"]) if isinstance(req["input"], list) else len(req["input"].split())
+                msg = json.dumps({"object": "list", "model": "fault",
+                                  "data": [{"object": "embedding", "index": 0,
+                                            "embedding": [0.25, -0.5, 0.125]}],
+                                  "usage": {"prompt_tokens": n, "total_tokens": n}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                self.wfile.write(msg)
             elif mode == "kaclose":
                 body = json.dumps({"id": "cmpl-k", "object": "text_completion", "created": 1,
                                    "model": "fault",

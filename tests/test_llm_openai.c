@@ -12,7 +12,7 @@
  * (errors_stream); the server process killed mid-stream (the requests in flight fail as broken
  * streams, later ones as refused connections, and the run ends); an open loop keeps sending on
  * schedule while every response takes a second; the API key from api_key_env reaches the server
- * and a literal key in the config is refused; a chunked stream read in pieces of 1-7 bytes and a
+ * and a literal key in the config is refused; /v1/embeddings; a chunked stream read in pieces of 1-7 bytes and a
  * kept-alive connection the server closes anyway. Each with colobench's own HTTP/1.1 client and
  * with libcurl's (http_client). No speed bounds: only what the runs compute, and
  * physical outcomes with wide margins.
@@ -410,6 +410,15 @@ static void test_framings(void) {
     CB_CHECK_EQ_INT(o->n_ok, 6);
     CB_CHECK_NEAR(o->total[M_OUTPUT_TOKENS], 24, 0.5);
     CB_CHECK_NEAR(o->total[M_CHUNKS], 24, 0.5);
+    run_fixture_fini(&o->f);
+    free(o);
+    /* /v1/embeddings: never streamed; the prompt's tokens from usage, no output tokens */
+    o = fault_run("emb", 5, "endpoint: embeddings", NULL);
+    CB_CHECK_EQ_INT(o->f.rc, CB_OK);
+    CB_CHECK_EQ_INT(o->n_ok, 5);
+    CB_CHECK_NEAR(o->total[M_PROMPT_TOKENS], 20, 0.5); /* 4 ids each, counted by the server */
+    CB_CHECK_NEAR(o->total[M_OUTPUT_TOKENS], 0, 0.5);
+    CB_CHECK_EQ_INT(o->count[M_TTFT], 0);
     run_fixture_fini(&o->f);
     free(o);
     o = fault_run("kaclose", 12, "stream: false",
