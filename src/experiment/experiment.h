@@ -4,9 +4,12 @@
  * instances exist); the output directory is opened, locked and cleared of an earlier run's
  * files (experiment/outdir.h); config.yaml (the resolved benchmark) and env.json are written
  * first, so every run directory has them whatever happens later; a CUDA MPS daemon is acquired
- * when a pipeline needs one; the isolated baselines run (each pipeline alone, into
- * baseline/NAME); the collocated phase runs; summary.json (with the collocation figures and the
- * monitors) and trace.json are written; the MPS daemon is released. A benchmark with `sweep:`
+ * when a pipeline or a server needs one; the benchmark's servers start and are probed until
+ * ready (experiment/servers.h; only with allow_servers); the isolated baselines run (each
+ * pipeline alone, into baseline/NAME); the collocated phase runs (a server that dies meanwhile
+ * fails it); the servers stop (on every path out of the run); summary.json (with the
+ * collocation figures, the monitors and the servers) and trace.json are written; the MPS daemon
+ * is released. A benchmark with `sweep:`
  * runs every point as such a run into DIR/MODE-xN and writes DIR/sweep.csv and DIR/sweep.json.
  *
  * Whatever stops a run (SIGINT/SIGTERM, a stage error, a full disk, a child that crashes), the
