@@ -52,6 +52,7 @@
 #include "llm/lm_model.h"
 #include "llm/lm_weights.h"
 #include "llm/request.h"
+#include "stages/llm/slo.h"
 #include "stages/util/util.h"
 
 enum {
@@ -120,8 +121,7 @@ static const cb_param_def gen_params[P_COUNT] = {
                       "applies too)"},
     [P_SEED] = {"seed", CB_PARAM_INT, "0", 0, 9007199254740991.0, NULL,
                 "stage seed mixed with each request's seed (sampling) and seeding random weights"},
-    [P_SLO] = {"slo", CB_PARAM_INT_MAP, NULL, 1, 3600000, NULL,
-               "service-level objective for slo_met (goodput): {ttft_ms: 500, tpot_ms: 50}"},
+    [P_SLO] = CB_LLM_SLO_PARAM(),
     [P_TOKEN_TIMES] = {"token_times", CB_PARAM_PATH, NULL, CB_PARAM_UNBOUNDED, "out",
                        "write every token's time: 24-byte little-endian records (int64 request "
                        "index, int64 ns since the request's arrival, int32 token number, int32 "
@@ -202,8 +202,7 @@ typedef struct gen_state {
     const char *stage;
     const cb_param_value *v;
     uint64_t seed;
-    int slo, has_ttft, has_tpot;
-    double slo_ttft_ns, slo_tpot_ns;
+    cb_llm_slo slo;
     cb_sample_params sampling;
     cb_lm_weights *w;
     cb_lm_model *model;
@@ -240,12 +239,7 @@ static int gen_check(const cb_stage_args *args, cb_error *err) {
                              (long long)v[P_MAX_TOKENS_PER_STEP].i, (long long)v[P_MAX_BATCH].i);
     if (!(v[P_TOP_P].f > 0))
         return cb_util_error(err, CB_ECONFIG, "top_p: must be in (0, 1], got 0");
-    for (size_t i = 0; v[P_SLO].has_value && i < v[P_SLO].n; i++)
-        if (strcmp(v[P_SLO].keys[i], "ttft_ms") != 0 && strcmp(v[P_SLO].keys[i], "tpot_ms") != 0)
-            return cb_util_error(err, CB_ECONFIG, "slo: unknown key '%s' (ttft_ms, tpot_ms)",
-                                 v[P_SLO].keys[i]);
-    if (v[P_SLO].has_value && v[P_SLO].n == 0)
-        return cb_util_error(err, CB_ECONFIG, "slo: give ttft_ms and/or tpot_ms");
+    if (cb_llm_slo_check(&v[P_SLO], err) != CB_OK) return CB_ECONFIG;
     return CB_OK;
 }
 
@@ -277,17 +271,7 @@ static int gen_create(void *state, const cb_stage_args *args, cb_error *err) {
     s->sampling.temperature = v[P_TEMPERATURE].f;
     s->sampling.top_k = (int32_t)v[P_TOP_K].i;
     s->sampling.top_p = v[P_TOP_P].f;
-    s->slo = v[P_SLO].has_value;
-    for (size_t i = 0; s->slo && i < v[P_SLO].n; i++) {
-        double ns = (double)v[P_SLO].ints[i] * 1e6;
-        if (strcmp(v[P_SLO].keys[i], "ttft_ms") == 0) {
-            s->has_ttft = 1;
-            s->slo_ttft_ns = ns;
-        } else {
-            s->has_tpot = 1;
-            s->slo_tpot_ns = ns;
-        }
-    }
+    s->slo = cb_llm_slo_from(&v[P_SLO]);
     return CB_OK;
 }
 
@@ -432,11 +416,8 @@ static void report_result(gen_state *s, cb_run_ctx *ctx, held_entry *he,
     h->report_held(ctx, he->h, M_BATCH, x->running_at_finish);
     int32_t pool = cb_lm_kv_n_blocks(s->kv);
     h->report_held(ctx, he->h, M_KV_USED, pool ? (double)x->kv_blocks_used_at_finish / pool : 0);
-    if (s->slo) {
-        int met = (!s->has_ttft || ttft <= s->slo_ttft_ns) &&
-                  (!s->has_tpot || x->n_output < 2 || tpot <= s->slo_tpot_ns);
-        h->report_held(ctx, he->h, M_SLO_MET, met);
-    }
+    if (s->slo.on)
+        h->report_held(ctx, he->h, M_SLO_MET, cb_llm_slo_met(&s->slo, ttft, tpot, x->n_output));
     double outside = (double)(t->step_ns - t->matmul_ns - t->attention_ns);
     if (t->step_ns > 0) h->report_held(ctx, he->h, M_OVERHEAD, outside / (double)t->step_ns);
     if (t->steps > 0) h->report_held(ctx, he->h, M_STEP_OVERHEAD, outside / (double)t->steps);

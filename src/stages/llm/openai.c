@@ -70,6 +70,7 @@
 #include "llm/request.h"
 #include "llm/sse.h"
 #include "stages/llm/oai_http.h"
+#include "stages/llm/slo.h"
 #include "stages/util/util.h"
 
 #define CB_OAI_EVENT_BYTES ((size_t)64 << 10)  /* one SSE event (line + data) */
@@ -146,8 +147,7 @@ static const cb_param_def oai_params[P_COUNT] = {
     [P_ON_ERROR] = {"on_error", CB_PARAM_ENUM, "record", CB_PARAM_UNBOUNDED, "record|fail",
                     "a failed request: record it (counted, its query failed) and go on, or "
                     "fail the run"},
-    [P_SLO] = {"slo", CB_PARAM_INT_MAP, NULL, 1, 3600000, NULL,
-               "service-level objective for slo_met (goodput): {ttft_ms: 500, tpot_ms: 50}"},
+    [P_SLO] = CB_LLM_SLO_PARAM(),
     [P_MAX_RESPONSE_BYTES] = {"max_response_bytes", CB_PARAM_INT, "8388608", 1024, 1073741824.0,
                               NULL, "largest non-streamed response body kept"},
     [P_HTTP_CLIENT] = {"http_client", CB_PARAM_ENUM, "native", CB_PARAM_UNBOUNDED,
@@ -258,8 +258,7 @@ typedef struct oai_state {
     const char *stage;
     int endpoint, prompt_mode, ignore_eos, on_error;
     int stream, include_usage;
-    int slo, has_ttft, has_tpot;
-    double slo_ttft_ns, slo_tpot_ns;
+    cb_llm_slo slo;
     char url[CB_OAI_URL_MAX];
     char auth[1024];            /* "Authorization: Bearer KEY" or "" (never logged) */
     int max_concurrency;
@@ -877,12 +876,7 @@ static int oai_check(const cb_stage_args *args, cb_error *err) {
                                      "environment variable name (the key itself belongs in the "
                                      "environment, not in the config)", n);
     }
-    for (size_t i = 0; v[P_SLO].has_value && i < v[P_SLO].n; i++)
-        if (strcmp(v[P_SLO].keys[i], "ttft_ms") != 0 && strcmp(v[P_SLO].keys[i], "tpot_ms") != 0)
-            return cb_util_error(err, CB_ECONFIG, "slo: unknown key '%s' (ttft_ms, tpot_ms)",
-                                 v[P_SLO].keys[i]);
-    if (v[P_SLO].has_value && v[P_SLO].n == 0)
-        return cb_util_error(err, CB_ECONFIG, "slo: give ttft_ms and/or tpot_ms");
+    if (cb_llm_slo_check(&v[P_SLO], err) != CB_OK) return CB_ECONFIG;
     return CB_OK;
 }
 
@@ -915,17 +909,7 @@ static int oai_create(void *state, const cb_stage_args *args, cb_error *err) {
     /* A base that already ends in /v1 gets the path without it (both spellings are common). */
     if (bl >= 3 && memcmp(base + bl - 3, "/v1", 3) == 0) path += 3;
     snprintf(s->url, sizeof s->url, "%.*s%s", (int)bl, base, path);
-    s->slo = v[P_SLO].has_value;
-    for (size_t i = 0; s->slo && i < v[P_SLO].n; i++) {
-        double ns = (double)v[P_SLO].ints[i] * 1e6;
-        if (strcmp(v[P_SLO].keys[i], "ttft_ms") == 0) {
-            s->has_ttft = 1;
-            s->slo_ttft_ns = ns;
-        } else {
-            s->has_tpot = 1;
-            s->slo_tpot_ns = ns;
-        }
-    }
+    s->slo = cb_llm_slo_from(&v[P_SLO]);
     if (v[P_API_KEY_ENV].has_value) {
         const char *key = getenv(v[P_API_KEY_ENV].s);
         if (!key || !key[0])
@@ -1105,11 +1089,8 @@ static void report_ok(oai_state *s, cb_run_ctx *ctx, xfer *x) {
         for (int i = 1; i < x->n_timed; i++)
             h->report_held(ctx, x->h, M_ITL, (double)(x->chunk_ns[i] - x->chunk_ns[i - 1]));
     }
-    if (s->slo) {
-        int met = (!s->has_ttft || ttft <= s->slo_ttft_ns) &&
-                  (!s->has_tpot || out < 2 || tpot <= s->slo_tpot_ns);
-        h->report_held(ctx, x->h, M_SLO_MET, met);
-    }
+    if (s->slo.on)
+        h->report_held(ctx, x->h, M_SLO_MET, cb_llm_slo_met(&s->slo, ttft, tpot, out));
 }
 
 /* Completes every ended transfer. Returns how many, or a negative code when on_error: fail
