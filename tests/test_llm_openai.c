@@ -32,6 +32,7 @@
 
 #include "harness.h"
 #include "run_fixture.h"
+#include "server_proc.h"
 
 /* llm.openai's metric indices (its table's order). */
 enum {
@@ -54,62 +55,11 @@ enum {
     M_COUNT
 };
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#define now_ns test_server_now_ns
 
-/* ---- server processes ------------------------------------------------------------------------ */
+/* ---- server processes (tests/server_proc.h) ------------------------------------------------ */
 
-typedef struct server {
-    pid_t pid;
-    int port;
-    char url[64];
-    char log_path[512];
-} server;
-
-/* Starts argv (stdout and stderr to a log) and reads its port after `key` in the log (60 s: ASan
- * builds start slowly on a busy machine). 0 or -1. */
-static int server_start(server *sv, const char *name, const char *const *argv, const char *key) {
-    memset(sv, 0, sizeof *sv);
-    snprintf(sv->log_path, sizeof sv->log_path, "%s", cb_test_path(cb_test_tmpdir(), name));
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(sv->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd < 0 || nul < 0) _exit(127);
-        dup2(nul, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    sv->pid = pid;
-    for (int64_t t0 = now_ns(); now_ns() - t0 < 60000000000LL;) {
-        char *log = cb_test_read(sv->log_path, NULL);
-        const char *at = log ? strstr(log, key) : NULL;
-        if (at && strchr(at, '\n')) {
-            sv->port = (int)strtol(at + strlen(key), NULL, 10);
-            snprintf(sv->url, sizeof sv->url, "http://127.0.0.1:%d", sv->port);
-            free(log);
-            return 0;
-        }
-        free(log);
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            sv->pid = 0;
-            break;
-        }
-        usleep(20000);
-    }
-    char *log = cb_test_read(sv->log_path, NULL);
-    printf("# server %s did not start: %s\n", name, log ? log : "(no log)");
-    free(log);
-    if (sv->pid) kill(sv->pid, SIGKILL), waitpid(sv->pid, NULL, 0);
-    sv->pid = 0;
-    return -1;
-}
+typedef test_server server;
 
 static void server_kill(server *sv) {
     if (!sv->pid) return;
@@ -126,7 +76,7 @@ static char g_fault_log[512];
 static int start_serve(void) {
     const char *argv[] = {CB_TEST_COLOBENCH, "serve", "--model", "tiny", "--port", "0",
                           "--seed", "1", "--kv-cache-bytes", "16777216", NULL};
-    return server_start(&g_serve, "serve.log", argv, "listening on http://127.0.0.1:");
+    return test_server_start(&g_serve, "serve.log", argv, "listening on http://127.0.0.1:");
 }
 
 static int start_fault(void) {
@@ -134,7 +84,7 @@ static int start_fault(void) {
              cb_test_path(cb_test_tmpdir(), "fault_requests.log"));
     const char *argv[] = {"python3", CB_TEST_SRCDIR "/tests/oai_fault_server.py", g_fault_log,
                           NULL};
-    return server_start(&g_fault, "fault.log", argv, "READY ");
+    return test_server_start(&g_fault, "fault.log", argv, "READY ");
 }
 
 /* ---- runs ------------------------------------------------------------------------------------ */

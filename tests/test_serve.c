@@ -44,94 +44,27 @@
 #include "llm/engine.h"
 #include "llm/jdom.h"
 #include "serve/serve.h"
+#include "server_proc.h"
 
 #define PYTHON CB_TEST_SRCDIR "/.venv-test/bin/python"
 #define KV_BYTES "16777216"
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#define now_ns test_server_now_ns
 
-/* ---- a server process ----------------------------------------------------------------------- */
+/* ---- a server process: tests/server_proc.h ------------------------------------------------ */
 
-typedef struct server {
-    pid_t pid;
-    int port;
-    char url[64];
-    char err_path[512];
-} server;
+typedef test_server server;
 
-/* Starts colobench serve with args (NULL-terminated, after "serve") and reads its port from the
- * listening line (60 s: ASan builds load slowly on a busy machine). 0 or -1. */
+/* colobench serve with args (NULL-terminated, after "serve"). 0 or -1. */
 static int server_start(server *sv, const char *name, const char *const *args) {
-    memset(sv, 0, sizeof *sv);
-    snprintf(sv->err_path, sizeof sv->err_path, "%s", cb_test_path(cb_test_tmpdir(), name));
     const char *argv[32] = {CB_TEST_COLOBENCH, "serve"};
     int n = 2;
     for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(sv->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int nul = open("/dev/null", O_RDWR);
-        if (fd < 0 || nul < 0) _exit(127);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        dup2(fd, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    sv->pid = pid;
-    const char *key = "listening on http://127.0.0.1:";
-    for (int64_t t0 = now_ns(); now_ns() - t0 < 60000000000LL;) {
-        char *log = cb_test_read(sv->err_path, NULL);
-        const char *at = log ? strstr(log, key) : NULL;
-        if (at && strchr(at, '\n')) {
-            sv->port = (int)strtol(at + strlen(key), NULL, 10);
-            snprintf(sv->url, sizeof sv->url, "http://127.0.0.1:%d", sv->port);
-            free(log);
-            return 0;
-        }
-        free(log);
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            sv->pid = 0;
-            break;
-        }
-        usleep(20000);
-    }
-    char *log = cb_test_read(sv->err_path, NULL);
-    printf("# server did not start: %s\n", log ? log : "(no log)");
-    free(log);
-    if (sv->pid) kill(sv->pid, SIGKILL), waitpid(sv->pid, NULL, 0);
-    sv->pid = 0;
-    return -1;
+    return test_server_start(sv, name, argv, "listening on http://127.0.0.1:");
 }
 
-/* Sends sig and waits for the exit (at most 5 s, then SIGKILL): the exit status (-1 when it was
- * killed or timed out), and the time it took in *ms. */
-static int server_stop(server *sv, int sig, double *ms) {
-    if (!sv->pid) return -1;
-    int64_t t0 = now_ns();
-    kill(sv->pid, sig);
-    int st = 0;
-    while (waitpid(sv->pid, &st, WNOHANG) == 0) {
-        if (now_ns() - t0 > 5000000000LL) {
-            kill(sv->pid, SIGKILL);
-            waitpid(sv->pid, &st, 0);
-            sv->pid = 0;
-            printf("# server did not exit within 5 s of signal %d\n", sig);
-            return -1;
-        }
-        usleep(5000);
-    }
-    if (ms) *ms = (double)(now_ns() - t0) / 1e6;
-    sv->pid = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#define server_stop test_server_stop
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */
 
@@ -345,7 +278,7 @@ static void test_start(void) {
     g_up = server_start(&g_sv, "main.err", args) == 0;
     CB_CHECK(g_up);
     CB_CHECK_CMP_INT(g_sv.port, >, 0);
-    char *log = cb_test_read(g_sv.err_path, NULL);
+    char *log = cb_test_read(g_sv.log_path, NULL);
     CB_CHECK_CONTAINS(log, "colobench serve: listening on http://127.0.0.1:");
     CB_CHECK_CONTAINS(log, "(model tiny)\n");
     CB_CHECK_CONTAINS(log, "seeded random weights");
@@ -641,7 +574,7 @@ static void test_sigterm(void) {
     double ms = 0;
     CB_CHECK_EQ_INT(server_stop(&g_sv, SIGTERM, &ms), 0);
     printf("# exit %.0f ms after SIGTERM\n", ms);
-    char *log = cb_test_read(g_sv.err_path, NULL);
+    char *log = cb_test_read(g_sv.log_path, NULL);
     CB_CHECK_CONTAINS(log, "colobench serve: stopped (SIGTERM)");
     CB_CHECK_CONTAINS(log, "0 cancelled (client gone)");
     free(log);
@@ -745,7 +678,7 @@ static void test_disconnect_and_stop(void) {
         printf("# the stream got %d events before the stop\n", ev.n);
     }
     free(job.raw);
-    char *log = cb_test_read(sv.err_path, NULL);
+    char *log = cb_test_read(sv.log_path, NULL);
     CB_CHECK_CONTAINS(log, "3 requests: 1 finished, 1 cancelled (client gone), 1 aborted");
     free(log);
 }
