@@ -55,6 +55,7 @@ struct cb_h1 {
     cb_h1_conn *idle;        /* LIFO */
     cb_h1_conn **all;        /* max_conns slots (NULL: free) */
     cb_h1_req *active;       /* doubly linked */
+    int64_t next_check_ns;   /* no deadline of an active request is before this */
     cb_h1_req *done, *done_tail;
     char rbuf[H1_READ_BYTES];
 };
@@ -124,6 +125,7 @@ int cb_h1_create(const char *url, const char *extra_headers, int epfd, int max_c
     h->epfd = epfd;
     h->max_conns = max_conns;
     h->on_body = on_body;
+    h->next_check_ns = INT64_MAX;
     h->all = calloc((size_t)max_conns, sizeof *h->all);
     if (!h->all) {
         free(h);
@@ -265,6 +267,9 @@ void cb_h1_start(cb_h1 *h, cb_h1_req *r) {
     r->start_ns = h1_now();
     r->deadline_ns = r->start_ns + r->timeout_ns;
     r->connect_deadline_ns = r->start_ns + r->connect_timeout_ns;
+    int64_t first = r->connect_deadline_ns < r->deadline_ns ? r->connect_deadline_ns
+                                                            : r->deadline_ns;
+    if (first < h->next_check_ns) h->next_check_ns = first;
     r->prev = NULL;
     r->next = h->active;
     if (h->active) h->active->prev = r;
@@ -290,7 +295,9 @@ static int retry_fresh(cb_h1 *h, cb_h1_conn *c) {
     r->retried = 1;
     c->req = NULL;
     conn_close(h, c);
+    r->connected = 0;
     r->connect_deadline_ns = h1_now() + r->connect_timeout_ns;
+    if (r->connect_deadline_ns < h->next_check_ns) h->next_check_ns = r->connect_deadline_ns;
     conn_open(h, r);
     return 1;
 }
@@ -598,6 +605,11 @@ void cb_h1_event(cb_h1 *h, void *ptr, uint32_t events) {
 }
 
 int cb_h1_timeouts(cb_h1 *h, int64_t now) {
+    if (!h->active) return -1;
+    if (now < h->next_check_ns) { /* nothing due: no scan (O(1) per wake-up) */
+        int64_t ms = (h->next_check_ns - now + 999999) / 1000000;
+        return ms > 1000 ? 1000 : (int)ms;
+    }
     int64_t next = INT64_MAX;
     for (cb_h1_req *r = h->active, *nx; r; r = nx) {
         nx = r->next;
@@ -617,6 +629,7 @@ int cb_h1_timeouts(cb_h1 *h, int64_t now) {
         else req_end(h, r, CB_H1_TIMEOUT, "timed out after %.3f s",
                      (double)(now - r->start_ns) / 1e9);
     }
+    h->next_check_ns = next;
     if (next == INT64_MAX) return -1;
     int64_t ms = (next - now + 999999) / 1000000;
     return ms > 1000 ? 1000 : (int)ms;
