@@ -466,8 +466,21 @@ static void test_server_killed_mid_stream(void) {
     free(o);
 }
 
+/* The enum above mirrors llm.openai's metric table: checked by name, so a reordered table fails
+ * here instead of reading the wrong metric. */
+static void test_metric_indices(void) {
+    static const char *const names[M_COUNT] = {
+        "prompt_tokens", "output_tokens", "tokens", "ttft_ns", "tpot_ns", "itl_mean_ns",
+        "itl_max_ns", "slo_met", "itl_ns", "chunks", "tokens_counted", "errors",
+        "errors_connect", "errors_http", "errors_timeout", "errors_stream"};
+    CB_CHECK_EQ_INT(cb_stage_llm_openai.n_metrics, M_COUNT);
+    for (int i = 0; i < M_COUNT && (size_t)i < cb_stage_llm_openai.n_metrics; i++)
+        CB_CHECK_STR_EQ(cb_stage_llm_openai.metrics[i].name, names[i]);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
+    CB_RUN(test_metric_indices);
     setenv("CB_TEST_OAI_KEY", "test-key-4f1c", 1);
     CB_CHECK_EQ_INT(start_serve(), 0);
     CB_CHECK_EQ_INT(start_fault(), 0);

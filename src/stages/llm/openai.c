@@ -235,11 +235,12 @@ typedef struct xfer {
     /* the I/O thread's while in flight */
     cb_sse sse;
     char *sse_buf;              /* CB_OAI_EVENT_BYTES, allocated on first use */
-    char *resp;                 /* non-streamed body, grown up to max_response_bytes */
-    size_t resp_len, resp_cap;
+    char *resp;                 /* non-streamed body, grown (doubling) up to resp_max */
+    size_t resp_len, resp_cap, resp_max;
     char excerpt[CB_OAI_EXCERPT_BYTES + 1]; /* the body's first bytes */
     size_t excerpt_len;
-    int64_t *chunk_ns;          /* content chunk times (max_chunks) */
+    int64_t *chunk_ns;          /* content chunk times (max_chunks of chunk_cap) */
+    size_t chunk_cap;
     int n_timed;                /* chunk times kept */
     int64_t n_chunks;           /* content chunks */
     int64_t first_ns, last_ns, itl_sum_ns, itl_max_ns;
@@ -519,8 +520,17 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg) {
         if (rc == CB_EFULL) xfer_fail(x, XE_STREAM, "malformed stream: %s", e.msg);
         return n;
     }
-    if (x->resp_len + n > x->resp_cap)
-        return 0; /* over max_response_bytes: curl ends the transfer with a write error */
+    if (x->resp_len + n > x->resp_cap) {
+        if (x->resp_len + n > x->resp_max)
+            return 0; /* over max_response_bytes: the transfer ends with a write error */
+        size_t cap = x->resp_cap ? x->resp_cap : 4096;
+        while (cap < x->resp_len + n) cap *= 2;
+        if (cap > x->resp_max) cap = x->resp_max;
+        char *p = realloc(x->resp, cap + 1);
+        if (!p) return 0;
+        x->resp = p;
+        x->resp_cap = cap;
+    }
     memcpy(x->resp + x->resp_len, data, n);
     x->resp_len += n;
     return n;
@@ -531,7 +541,7 @@ static int on_body_native(void *user, long status, const char *data, size_t n) {
     xfer *x = user;
     x->status = status;
     if (on_write((char *)(uintptr_t)data, 1, n, x) == n) return 0;
-    xfer_fail(x, XE_STREAM, "response over max_response_bytes (%zu)", x->resp_cap);
+    xfer_fail(x, XE_STREAM, "response over max_response_bytes (%zu)", x->resp_max);
     return 1;
 }
 
@@ -620,6 +630,10 @@ static void xfer_complete(oai_state *s, xfer *x) {
     cb__jdom *doc = NULL;
     cb_error e;
     cb_error_clear(&e);
+    if (x->resp_len == 0) {
+        xfer_fail(x, XE_STREAM, "empty response body");
+        return;
+    }
     if (cb_oai_chunk_parse(x->resp, x->resp_len, "response", &c, &doc, &e) != CB_OK) {
         xfer_fail(x, XE_STREAM, "malformed response: %s", e.msg);
         return;
@@ -1029,19 +1043,20 @@ static int xfer_reset(oai_state *s, xfer *x) {
     x->done_marker = 0;
     x->got_json = 0;
     x->resp_len = 0;
-    free(x->chunk_ns);
-    x->chunk_ns = NULL;
+    x->resp_max = s->max_response_bytes;
     if (s->stream) {
         if (!x->sse_buf && !(x->sse_buf = malloc(CB_OAI_EVENT_BYTES))) return CB_ENOMEM;
         cb_sse_init(&x->sse, x->sse_buf, CB_OAI_EVENT_BYTES);
-        /* Chunk times: at most max_tokens + 16, and never more than 1 M (8 MB). */
+        /* Chunk times: at most max_tokens + 16, and never more than 1 M (8 MB); the slot keeps
+         * the largest array it needed. */
         size_t n = (size_t)x->max_chunks < ((size_t)1 << 20) ? (size_t)x->max_chunks : (size_t)1 << 20;
         x->max_chunks = (int)n;
-        if (!(x->chunk_ns = malloc(n * sizeof *x->chunk_ns))) return CB_ENOMEM;
-    } else if (!x->resp) {
-        size_t cap = s->max_response_bytes;
-        if (!(x->resp = malloc(cap + 1))) return CB_ENOMEM;
-        x->resp_cap = cap;
+        if (n > x->chunk_cap) {
+            int64_t *c = realloc(x->chunk_ns, n * sizeof *c);
+            if (!c) return CB_ENOMEM;
+            x->chunk_ns = c;
+            x->chunk_cap = n;
+        }
     }
     return CB_OK;
 }
