@@ -350,9 +350,10 @@ static void test_faults(void) {
     free(o);
 }
 
-/* Response framings the native client must read: a chunked stream in pieces of 1-7 bytes with
- * chunk extensions and a trailer; a kept-alive answer whose connection then closes anyway (the
- * next request on it must start over on a new connection, never fail). */
+/* Response framings both clients must read: a chunked stream in pieces of 1-7 bytes with chunk
+ * extensions and a trailer; /v1/embeddings. The native client: a kept-alive answer whose
+ * connection then closes anyway (the next request on it must start over on a new connection,
+ * never fail). */
 static void test_framings(void) {
     if (!g_fault.pid) return;
     outcome *o = fault_run("chunky", 6, NULL, NULL);
@@ -371,6 +372,10 @@ static void test_framings(void) {
     CB_CHECK_EQ_INT(o->count[M_TTFT], 0);
     run_fixture_fini(&o->f);
     free(o);
+    /* The retry on a connection the server closed is the native client's own (libcurl retries
+     * some such requests and fails others, "Failed sending data to the peer", depending on when
+     * the close lands): checked for the native client only. */
+    if (strcmp(g_client, "native") != 0) return;
     o = fault_run("kaclose", 12, "stream: false",
                   "{component: closed, max_queries: 12, config: {concurrency: 1}}");
     CB_CHECK_EQ_INT(o->f.rc, CB_OK);
