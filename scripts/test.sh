@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s  [+%d s]\n' "$*" "$SECONDS"; }
 passed=0
 skipped=0
 # Runs ctest in a build dir with extra args, adding its test count to `passed` and the tests it
@@ -93,4 +93,4 @@ step "fuzz the safetensors reader and model load for ${CB_FUZZ_ST_SECONDS:-15} s
 echo "fuzz: no crash"
 passed=$((passed + 1))
 echo
-echo "suite: $passed passed, 0 failed, $skipped skipped (GPU tests without a CUDA device)"
+echo "suite: $passed passed, 0 failed, $skipped skipped (GPU tests without a CUDA device) in $SECONDS s"
