@@ -12,7 +12,7 @@
 #      and the safetensors reader and model load (CB_FUZZ_ST_SECONDS, 15)
 # Tests assert what the code computes, or physical outcomes with margins that hold when another
 # process saturates the cores and under sanitizers; the few that measure CPU sharing run alone
-# (ctest RUN_SERIAL). About 16 minutes on 2 cores.
+# (ctest RUN_SERIAL). About 17 minutes on 2 cores (each step prints when it started).
 # Usage: scripts/test.sh [--quick]   (--quick: step 1 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
