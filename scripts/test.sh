@@ -12,7 +12,7 @@
 #      and the safetensors reader and model load (CB_FUZZ_ST_SECONDS, 15)
 # Tests assert what the code computes, or physical outcomes with margins that hold when another
 # process saturates the cores and under sanitizers; the few that measure CPU sharing run alone
-# (ctest RUN_SERIAL). About 17 minutes on 2 cores (each step prints when it started).
+# (ctest RUN_SERIAL). About 16-17 minutes on 2 cores (each step prints when it started).
 # Usage: scripts/test.sh [--quick]   (--quick: step 1 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,7 +75,7 @@ cmake -S . -B build-tsan -DCMAKE_C_COMPILER=clang -DCB_SANITIZE=thread -DCB_CUDA
 tsan_tests=(runtime held cli stages monitor colloc metrics data integrity records llm_openai)
 # Only these tests (and what they run: colobench, plugins, fakes) are built with TSan.
 cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]/#/test_}"
-CTEST_ARGS="-R test_($(IFS='|'; echo "${tsan_tests[*]}"))\$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+CTEST_ARGS="-j$jobs -R test_($(IFS='|'; echo "${tsan_tests[*]}"))\$" run_ctest build-tsan env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 step "fuzz the config loader for ${CB_FUZZ_SECONDS:-30} s"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCB_FUZZ=ON -DCB_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
