@@ -9,11 +9,15 @@
  * answers joined to their own question, the number of rounds a loop goes, the path of every
  * query in the records), never speed.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "llm/lm_config.h"
+#include "llm/lm_model.h"
+#include "llm/lm_weights.h"
 #include "llm/request.h"
 #include "rag/item.h"
 #include "run_fixture.h"
@@ -26,6 +30,7 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned char *g_cap[CAP_MAX];
 static size_t g_cap_len[CAP_MAX];
 static int64_t g_cap_tag[CAP_MAX];
+static double g_cap_value[CAP_MAX];
 static int g_ncap;
 
 static void cap_reset(void) {
@@ -91,6 +96,7 @@ static int t_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
         memcpy(g_cap[g_ncap], q->payload->data, q->payload->size_bytes);
         g_cap_len[g_ncap] = q->payload->size_bytes;
         g_cap_tag[g_ncap] = q->tag;
+        g_cap_value[g_ncap] = q->value;
         g_ncap++;
     }
     pthread_mutex_unlock(&g_mu);
@@ -288,7 +294,59 @@ static void test_loop_yes(void) { run_loop(1000, 1, 0, 3); }
 static void test_loop_no(void) { run_loop(-1000, 1, 3, 0); }
 static void test_loop_usefulness_no(void) { run_loop(-1000, 0, 3, 0); }
 
+/* The grade is the model's own: p_yes equals the two-way softmax of the logits of 'y' and 'n'
+ * (bytes tokenizer) after the rendered prompt, run here through the model directly with the
+ * same seed. */
+static void test_grade_logits(void) {
+    cap_reset();
+    const char *yaml =
+        "name: t\n"
+        "pipelines:\n"
+        "  - name: p\n"
+        "    inputs: [0]\n"
+        "    loadgen: {component: closed, max_queries: 1}\n"
+        "    stages:\n"
+        "      - {id: 0, name: src, component: test.rag, outputs: [1]}\n"
+        "      - {id: 1, name: grade, component: rag.grade, outputs: [2],\n"
+        "         config: {kind: usefulness, model: tiny, precision: f32, seed: 7,\n"
+        "                  template: \"Q: {question} A: {answer}?\"}}\n"
+        "      - {id: 2, name: cap, component: test.rag, config: {mode: capture}}\n";
+    run_fixture f;
+    if (run_fixture_ok(&f, yaml, NULL, &t_ops) == 0 && g_ncap == 1) {
+        const char *prompt = "Q: What is Velmora known for? (0) A: ?";
+        cb_error e;
+        cb_error_clear(&e);
+        cb_lm_config cfg;
+        cb_lm_weights *w = NULL;
+        cb_lm_model *m = NULL;
+        cb_lm_kv *kv = NULL;
+        CB_CHECK_EQ_INT(cb_lm_config_resolve("tiny", &cfg, &e), 0);
+        cb_lm_weights_opts wo = {CB_LM_F32, NULL, 7, 1};
+        CB_CHECK_EQ_INT(cb_lm_weights_create(&cfg, &wo, &w, &e), 0);
+        CB_CHECK_EQ_INT(cb_lm_model_create(w, 1, 256, &m, &e), 0);
+        CB_CHECK_EQ_INT(cb_lm_kv_create(m, 1 << 20, 16, &kv, &e), 0);
+        int32_t ids[64], blocks[8];
+        int n = (int)strlen(prompt);
+        for (int i = 0; i < n; i++) ids[i] = (unsigned char)prompt[i];
+        for (int i = 0; i < 8; i++) blocks[i] = cb_lm_kv_alloc(kv);
+        float *logits = calloc((size_t)cfg.vocab, sizeof(float));
+        cb_lm_seq seq = {ids, n, 0, blocks, 8, logits};
+        CB_CHECK_EQ_INT(cb_lm_forward(m, kv, &seq, 1, &e), 0);
+        double d = (double)logits['y'] - (double)logits['n'];
+        double p = 1.0 / (1.0 + exp(-d));
+        printf("# p_yes %.9f, the stage's %.9f\n", p, g_cap_value[0]);
+        CB_CHECK(fabs(p - g_cap_value[0]) < 1e-6);
+        CB_CHECK_EQ_INT(g_cap_tag[0], d > 0);
+        free(logits);
+        cb_lm_kv_destroy(kv);
+        cb_lm_model_destroy(m);
+        cb_lm_weights_destroy(w);
+    }
+    run_fixture_fini(&f);
+}
+
 int main(void) {
+    CB_RUN(test_grade_logits);
     CB_RUN(test_prompt_budget);
     CB_RUN(test_prompt_over_budget);
     CB_RUN(test_fork_join);
