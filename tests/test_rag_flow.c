@@ -23,7 +23,7 @@
 #include "run_fixture.h"
 #include "stages/util/util.h"
 
-/* ---- test.rag --------------------------------------------------------------------------------- */
+/* ---- test.rag -------------------------------------------------------------------------------- */
 
 #define CAP_MAX 64
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -127,7 +127,7 @@ static size_t count_stage(run_fixture *f, int stage) {
     return n;
 }
 
-/* ---- rag.prompt ------------------------------------------------------------------------------- */
+/* ---- rag.prompt ------------------------------------------------------------------------------ */
 
 /* Bytes tokenizer: a token is a byte. The fixed part of the template below is 10 + the question,
  * each passage entry "[n] " + text + "\n". A budget that fits the fixed part, passage 1 and 20
@@ -200,7 +200,7 @@ static void test_prompt_over_budget(void) {
     run_fixture_fini(&f);
 }
 
-/* ---- rag.prompt -> llm.generate + carry -> rag.answer ----------------------------------------- */
+/* ---- rag.prompt -> llm.generate + carry -> rag.answer ---------------------------------------- */
 
 static void test_fork_join(void) {
     cap_reset();
@@ -218,7 +218,8 @@ static void test_fork_join(void) {
         "         config: {model: tiny, precision: f32, max_batch: 4, max_tokens_per_step: 256,\n"
         "                  kv_cache_bytes: 4194304}}\n"
         "      - {id: 3, name: carry, component: util.noop, outputs: [4]}\n"
-        "      - {id: 4, name: answer, component: rag.answer, outputs: [5], polling_policy: merge}\n"
+        "      - {id: 4, name: answer, component: rag.answer, outputs: [5],\n"
+        "         polling_policy: merge}\n"
         "      - {id: 5, name: cap, component: test.rag, config: {mode: capture}}\n";
     run_fixture f;
     if (run_fixture_ok(&f, yaml, NULL, &t_ops) == 0) {
@@ -244,7 +245,7 @@ static void test_fork_join(void) {
     run_fixture_fini(&f);
 }
 
-/* ---- rag.grade + util.router + rag.rewrite: a bounded retry loop ------------------------------ */
+/* ---- rag.grade + util.router + rag.rewrite: a bounded retry loop ----------------------------- */
 
 static void run_loop(double bias, int kind_relevance, int want_rewrites, int want_hits) {
     cap_reset();

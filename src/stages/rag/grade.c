@@ -39,6 +39,7 @@
 #include "llm/lm_model.h"
 #include "llm/lm_weights.h"
 #include "rag/item.h"
+#include "stages/rag/promptbuild.h"
 #include "stages/rag/ragtok.h"
 #include "stages/util/util.h"
 
@@ -179,7 +180,8 @@ static int grade_check(const cb_stage_args *args, cb_error *err) {
     if (v[G_MAX_STEP_TOKENS].i < v[G_MAX_PROMPT_TOKENS].i)
         return cb_util_error(err, CB_ECONFIG, "max_step_tokens: %lld is below max_prompt_tokens "
                              "%lld (one prompt must fit one forward call)",
-                             (long long)v[G_MAX_STEP_TOKENS].i, (long long)v[G_MAX_PROMPT_TOKENS].i);
+                             (long long)v[G_MAX_STEP_TOKENS].i,
+                             (long long)v[G_MAX_PROMPT_TOKENS].i);
     if (args->n_outputs < 1)
         return cb_util_error(err, CB_ECONFIG, "outputs: rag.grade needs an output (a "
                              "util.router with mode: field, field: tag)");
@@ -276,20 +278,6 @@ static int grade_prepare(void *state, cb_error *err) {
     return CB_OK;
 }
 
-static int grow(const cb_host *h, void **buf, size_t *cap, size_t need, size_t elem, size_t max) {
-    if (need <= *cap) return CB_OK;
-    if (need > max) return CB_EFULL;
-    size_t n = *cap * 2 > need ? *cap * 2 : need;
-    if (n > max) n = max;
-    void *p = h->alloc(n * elem);
-    if (!p) return CB_ENOMEM;
-    if (*cap) memcpy(p, *buf, *cap * elem);
-    h->free(*buf);
-    *buf = p;
-    *cap = n;
-    return CB_OK;
-}
-
 typedef struct tbuf {
     const cb_host *h;
     char **p;
@@ -297,7 +285,8 @@ typedef struct tbuf {
 } tbuf;
 
 static int tput(tbuf *b, const char *p, size_t n) {
-    if (grow(b->h, (void **)b->p, b->cap, b->len + n + 1, 1, (size_t)CB_RAG_MAX_TEXT_BYTES * 4))
+    if (cb_rag_grow(b->h, (void **)b->p, b->cap, b->len + n + 1, 1,
+                    (size_t)CB_RAG_MAX_TEXT_BYTES * 4))
         return CB_ENOMEM;
     memcpy(*b->p + b->len, p, n);
     b->len += n;
@@ -357,11 +346,12 @@ static int add_seq(grade_state *s, int qi, const cb_rag_view *it, int hit, cb_er
     const cb_host *h = s->host;
     size_t len = 0;
     if (render(s, it, hit, &len)) return cb_util_error(err, CB_ENOMEM, "grading prompt too long");
-    if (grow(h, (void **)&s->seqs, &s->seqs_cap, s->n_seqs + 1, sizeof *s->seqs, (size_t)1 << 24))
+    if (cb_rag_grow(h, (void **)&s->seqs, &s->seqs_cap, s->n_seqs + 1, sizeof *s->seqs,
+                    (size_t)1 << 24))
         return cb_util_error(err, CB_ENOMEM, "out of memory for grading sequences");
     size_t need = s->ids_len + len + 16, n = 0;
     for (;;) {
-        if (grow(h, (void **)&s->ids, &s->ids_cap, need, sizeof(int32_t), (size_t)1 << 28))
+        if (cb_rag_grow(h, (void **)&s->ids, &s->ids_cap, need, sizeof(int32_t), (size_t)1 << 28))
             return cb_util_error(err, CB_ENOMEM, "out of memory for grading ids");
         int rc = rag_tok_encode(&s->tok, s->text, len, s->ids + s->ids_len,
                                 s->ids_cap - s->ids_len, &n, err);

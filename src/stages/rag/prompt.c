@@ -32,66 +32,9 @@
 #include "colobench/stage.h"
 #include "llm/request.h"
 #include "rag/item.h"
+#include "stages/rag/promptbuild.h"
 #include "stages/rag/ragtok.h"
 #include "stages/util/util.h"
-
-#define PROMPT_TEXT_MAX_BYTES ((size_t)CB_LLM_MAX_PROMPT_BYTES)
-
-#define DEFAULT_TEMPLATE                                                                     \
-    "Answer the question using the passages below. Say so if they do not contain the "     \
-    "answer.\n\nPassages:\n{passages}\nQuestion: {question}\nAnswer:"
-
-/* ---- shared ----------------------------------------------------------------------------------- */
-
-typedef struct scratch {
-    const cb_host *host;
-    int32_t *ids;
-    size_t ids_cap;
-    char *text;
-    size_t text_len, text_cap;
-} scratch;
-
-static int grow(const cb_host *host, void **buf, size_t *cap, size_t need, size_t elem,
-                size_t max) {
-    if (need <= *cap) return CB_OK;
-    if (need > max) return CB_EFULL;
-    size_t n = *cap * 2 > need ? *cap * 2 : need;
-    if (n > max) n = max;
-    void *p = host->alloc(n * elem);
-    if (!p) return CB_ENOMEM;
-    if (*cap) memcpy(p, *buf, *cap * elem);
-    host->free(*buf);
-    *buf = p;
-    *cap = n;
-    return CB_OK;
-}
-
-static int text_put(scratch *s, const char *p, size_t n) {
-    int rc = grow(s->host, (void **)&s->text, &s->text_cap, s->text_len + n + 1, 1,
-                  PROMPT_TEXT_MAX_BYTES + 1);
-    if (rc) return rc;
-    memcpy(s->text + s->text_len, p, n);
-    s->text_len += n;
-    s->text[s->text_len] = 0;
-    return CB_OK;
-}
-
-/* Encodes text into s->ids (grown as needed, up to max ids: past it the ids are a prefix and
- * *n says how many the whole text has). */
-static int encode(scratch *s, const rag_tok *t, const char *text, size_t len, size_t max,
-                  size_t *n, cb_error *err) {
-    if (grow(s->host, (void **)&s->ids, &s->ids_cap, 1024, sizeof(int32_t), CB_LLM_MAX_PROMPT_TOKENS))
-        return cb_util_error(err, CB_ENOMEM, "out of memory for prompt ids");
-    for (;;) {
-        int rc = rag_tok_encode(t, text, len, s->ids, s->ids_cap, n, err);
-        if (rc != CB_EFULL) return rc;
-        if (s->ids_cap >= max) return CB_OK; /* a prefix is enough */
-        size_t want = *n < max ? *n : max;
-        rc = grow(s->host, (void **)&s->ids, &s->ids_cap, want, sizeof(int32_t),
-                  CB_LLM_MAX_PROMPT_TOKENS);
-        if (rc) return cb_util_error(err, CB_ENOMEM, "out of memory for %zu prompt ids", want);
-    }
-}
 
 static void report(const cb_host *h, cb_run_ctx *ctx, int metric, double value) {
     if (h->struct_size >= offsetof(cb_host, report) + sizeof h->report && h->report)
@@ -109,7 +52,7 @@ static void stage_log(const cb_host *h, const char *stage, const char *fmt, ...)
     h->log(CB_LOG_WARN, stage, msg);
 }
 
-/* ---- rag.prompt ------------------------------------------------------------------------------- */
+/* ---- rag.prompt ------------------------------------------------------------------------------ */
 
 enum {
     R_TEMPLATE = P_SHARED_COUNT,
@@ -152,12 +95,9 @@ typedef struct prompt_state {
     const cb_param_value *v;
     const char *tmpl;
     rag_tok tok;
-    size_t budget;
-    uint32_t max_passages, max_new;
+    uint32_t max_new;
     int ignore_eos, n_outputs;
-    scratch sc;
-    char *piece;      /* one passage entry, decoded after cutting */
-    size_t piece_cap;
+    cb_rag_pb pb;
 } prompt_state;
 
 static int prompt_check(const cb_stage_args *args, cb_error *err) {
@@ -176,124 +116,20 @@ static int prompt_create(void *state, const cb_stage_args *args, cb_error *err) 
     s->host = args->host;
     s->name = args->stage;
     s->v = v;
-    s->tmpl = v[R_TEMPLATE].has_value ? v[R_TEMPLATE].s : DEFAULT_TEMPLATE;
-    s->budget = (size_t)v[R_MAX_PROMPT_TOKENS].i;
-    s->max_passages = (uint32_t)v[R_MAX_PASSAGES].i;
+    s->pb.host = args->host;
+    s->pb.tok = &s->tok;
+    s->pb.tmpl = v[R_TEMPLATE].has_value ? v[R_TEMPLATE].s : CB_RAG_DEFAULT_TEMPLATE;
+    s->pb.budget = (size_t)v[R_MAX_PROMPT_TOKENS].i;
+    s->pb.max_passages = (uint32_t)v[R_MAX_PASSAGES].i;
     s->max_new = (uint32_t)v[R_MAX_NEW_TOKENS].i;
     s->ignore_eos = (int)v[R_IGNORE_EOS].i;
     s->n_outputs = args->n_outputs;
-    s->sc.host = args->host;
     return CB_OK;
 }
 
 static int prompt_prepare(void *state, cb_error *err) {
     prompt_state *s = state;
     return rag_tok_load(&s->tok, s->v, s->host, err);
-}
-
-/* Renders the template into s->sc.text with `passages` (np bytes) for {passages}. */
-static int render(prompt_state *s, const cb_rag_view *it, const char *passages, size_t np) {
-    s->sc.text_len = 0;
-    int rc = text_put(&s->sc, "", 0);
-    const char *p = s->tmpl;
-    while (!rc && *p) {
-        const char *b = strchr(p, '{');
-        if (!b) {
-            rc = text_put(&s->sc, p, strlen(p));
-            break;
-        }
-        rc = text_put(&s->sc, p, (size_t)(b - p));
-        if (rc) break;
-        const char *val = NULL;
-        size_t n = 0, klen = 0;
-        if (!strncmp(b, "{question}", 10)) {
-            val = it->question, n = it->question_bytes, klen = 10;
-        } else if (!strncmp(b, "{query}", 7)) {
-            klen = 7;
-            val = it->query_bytes ? it->query : it->question;
-            n = it->query_bytes ? it->query_bytes : it->question_bytes;
-        } else if (!strncmp(b, "{passages}", 10)) {
-            val = passages, n = np, klen = 10;
-        } else if (!strncmp(b, "{answer}", 8)) {
-            val = it->answer, n = it->answer_bytes, klen = 8;
-        }
-        if (klen) {
-            rc = text_put(&s->sc, val, n);
-            p = b + klen;
-        } else {
-            rc = text_put(&s->sc, "{", 1);
-            p = b + 1;
-        }
-    }
-    return rc;
-}
-
-/* The passages block within `budget` tokens into *out (s->piece-backed growing buffer kept in
- * pass); *used the passages put in, *cut those cut or left out. */
-typedef struct block {
-    char *p;
-    size_t len, cap;
-} block;
-
-static int block_put(const cb_host *h, block *b, const char *p, size_t n) {
-    int rc = grow(h, (void **)&b->p, &b->cap, b->len + n + 1, 1, PROMPT_TEXT_MAX_BYTES + 1);
-    if (rc) return rc;
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return CB_OK;
-}
-
-static int build_block(prompt_state *s, const cb_rag_view *it, size_t budget, block *out,
-                       uint32_t *used, uint32_t *cut, cb_error *err) {
-    out->len = 0;
-    *used = *cut = 0;
-    uint32_t n = it->n_hits;
-    if (s->max_passages && n > s->max_passages) {
-        *cut += n - s->max_passages;
-        n = s->max_passages;
-    }
-    size_t left = budget;
-    for (uint32_t i = 0; i < n; i++) {
-        const cb_rag_hit *h = &it->hits[i];
-        char head[32];
-        int hl = snprintf(head, sizeof head, "[%u] ", i + 1);
-        size_t mark = out->len;
-        if (block_put(s->host, out, head, (size_t)hl) ||
-            block_put(s->host, out, it->passages + h->text_off, h->text_bytes) ||
-            block_put(s->host, out, "\n", 1))
-            return cb_util_error(err, CB_ENOMEM, "out of memory for the passages");
-        size_t ntok = 0;
-        int rc = encode(&s->sc, &s->tok, out->p + mark, out->len - mark, left + 1, &ntok, err);
-        if (rc) return rc;
-        if (ntok <= left) {
-            left -= ntok;
-            (*used)++;
-            continue;
-        }
-        /* Cut this entry to the tokens left (decoded back, so ids and text agree). */
-        out->len = mark;
-        *cut += n - i;
-        if (left > 0) {
-            size_t need = 0;
-            rc = grow(s->host, (void **)&s->piece, &s->piece_cap, left * 16 + 64, 1,
-                      PROMPT_TEXT_MAX_BYTES);
-            if (rc) return cb_util_error(err, CB_ENOMEM, "out of memory for a cut passage");
-            rc = rag_tok_decode(&s->tok, s->sc.ids, left, s->piece, s->piece_cap, &need, err);
-            if (rc == CB_EFULL) {
-                rc = grow(s->host, (void **)&s->piece, &s->piece_cap, need, 1,
-                          PROMPT_TEXT_MAX_BYTES);
-                if (!rc) rc = rag_tok_decode(&s->tok, s->sc.ids, left, s->piece, s->piece_cap,
-                                             &need, err);
-            }
-            if (rc) return rc;
-            if (block_put(s->host, out, s->piece, need) || block_put(s->host, out, "\n", 1))
-                return cb_util_error(err, CB_ENOMEM, "out of memory for the passages");
-            (*used)++;
-        }
-        break;
-    }
-    return CB_OK;
 }
 
 static int prompt_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
@@ -303,38 +139,20 @@ static int prompt_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) 
     char why[160];
     if (cb_rag_item_view(q->payload, &it, why, sizeof why))
         return cb_util_error(err, CB_EINVAL, "query %llu: %s", (unsigned long long)q->id, why);
-    /* The fixed part: the template with no passages. */
-    size_t nfix = 0;
-    if (render(s, &it, "", 0)) return cb_util_error(err, CB_ENOMEM, "prompt text too long");
-    int rc = encode(&s->sc, &s->tok, s->sc.text, s->sc.text_len, s->budget + 1, &nfix, err);
-    if (rc) return rc;
-    if (nfix > s->budget) {
+    cb_rag_pb *pb = &s->pb;
+    int rc = cb_rag_pb_build(pb, &it, err);
+    if (rc < 0) return rc;
+    if (rc == 1) {
         stage_log(h, s->name, "question %lld: the prompt without passages has %zu tokens, over "
-                  "max_prompt_tokens %zu: the query fails", (long long)it.index, nfix, s->budget);
+                  "max_prompt_tokens %zu: the query fails", (long long)it.index, pb->fixed,
+                  pb->budget);
         return CB_RUN_FAILED;
     }
-    block b = {0};
-    uint32_t used = 0, cut = 0;
-    size_t room = s->budget - nfix, n = 0;
-    /* Tokens do not add up exactly across the joins: shrink the room until the whole fits. */
-    for (int round = 0; round < 4; round++) {
-        rc = build_block(s, &it, room, &b, &used, &cut, err);
-        if (!rc && render(s, &it, b.p ? b.p : "", b.len)) rc = CB_ENOMEM;
-        if (!rc) rc = encode(&s->sc, &s->tok, s->sc.text, s->sc.text_len, CB_LLM_MAX_PROMPT_TOKENS,
-                             &n, err);
-        if (rc || n <= s->budget) break;
-        size_t over = n - s->budget;
-        room = room > over ? room - over : 0;
-    }
-    h->free(b.p);
-    if (rc) return rc == CB_ENOMEM ? cb_util_error(err, rc, "out of memory for the prompt") : rc;
-    if (n > s->budget || n > s->sc.ids_cap)
-        return cb_util_error(err, CB_EINVAL, "question %lld: the prompt has %zu tokens, over "
-                             "max_prompt_tokens %zu", (long long)it.index, n, s->budget);
-    size_t bytes = cb_llm_request_bytes((uint32_t)n, 0, s->sc.text_len);
+    size_t n = pb->n;
+    size_t bytes = cb_llm_request_bytes((uint32_t)n, 0, pb->text_len);
     cb_buffer *rb = bytes ? h->buffer_new(bytes) : NULL;
     if (!rb) return cb_util_error(err, CB_ENOMEM, "out of memory for the request");
-    cb_llm_request *r = cb_llm_request_init(rb, (uint32_t)n, 0, s->sc.text_len);
+    cb_llm_request *r = cb_llm_request_init(rb, (uint32_t)n, 0, pb->text_len);
     r->index = it.index;
     r->seed = (uint64_t)it.index * 0x9e3779b97f4a7c15ull + it.rewrites;
     r->max_new_tokens = s->max_new;
@@ -343,11 +161,11 @@ static int prompt_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) 
     r->split = q->split;
     r->epoch = q->epoch;
     r->batch = q->batch;
-    memcpy(cb_llm_request_prompt_ids(r), s->sc.ids, n * sizeof(int32_t));
-    memcpy(cb_llm_request_text(r), s->sc.text, s->sc.text_len);
+    memcpy(cb_llm_request_prompt_ids(r), pb->ids, n * sizeof(int32_t));
+    memcpy(cb_llm_request_text(r), pb->text, pb->text_len);
     report(h, ctx, RM_PROMPT_TOKENS, (double)n);
-    report(h, ctx, RM_PASSAGES, (double)used);
-    report(h, ctx, RM_CUT, (double)cut);
+    report(h, ctx, RM_PASSAGES, (double)pb->used);
+    report(h, ctx, RM_CUT, (double)pb->cut);
     if (s->n_outputs == 2) {
         cb_query req = *q;
         req.payload = rb;
@@ -365,11 +183,7 @@ static int prompt_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) 
 static void prompt_destroy(void *state) {
     prompt_state *s = state;
     rag_tok_free(&s->tok);
-    if (s->host) {
-        s->host->free(s->sc.ids);
-        s->host->free(s->sc.text);
-        s->host->free(s->piece);
-    }
+    cb_rag_pb_free(&s->pb);
 }
 
 const cb_stage_ops cb_stage_rag_prompt = {
@@ -389,7 +203,7 @@ const cb_stage_ops cb_stage_rag_prompt = {
     .check = prompt_check,
 };
 
-/* ---- rag.answer ------------------------------------------------------------------------------- */
+/* ---- rag.answer ------------------------------------------------------------------------------ */
 
 enum { A_INTO = P_SHARED_COUNT, A_COUNT };
 enum { INTO_ANSWER, INTO_QUERY };
@@ -473,11 +287,11 @@ static int answer_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) 
         return cb_util_error(err, CB_EINVAL, "query %llu: %s", (unsigned long long)q->id, why);
     size_t len = 0;
     const int32_t *out = cb_llm_request_output_ids(req);
-    if (grow(h, (void **)&s->text, &s->text_cap, 4096, 1, CB_RAG_MAX_TEXT_BYTES))
+    if (cb_rag_grow(h, (void **)&s->text, &s->text_cap, 4096, 1, CB_RAG_MAX_TEXT_BYTES))
         return cb_util_error(err, CB_ENOMEM, "out of memory for the answer");
     int rc = rag_tok_decode(&s->tok, out, req->n_output_tokens, s->text, s->text_cap, &len, err);
     if (rc == CB_EFULL) {
-        if (grow(h, (void **)&s->text, &s->text_cap, len, 1, CB_RAG_MAX_TEXT_BYTES))
+        if (cb_rag_grow(h, (void **)&s->text, &s->text_cap, len, 1, CB_RAG_MAX_TEXT_BYTES))
             return cb_util_error(err, CB_ENOMEM, "answer of %zu bytes: over %u", len,
                                  CB_RAG_MAX_TEXT_BYTES);
         rc = rag_tok_decode(&s->tok, out, req->n_output_tokens, s->text, s->text_cap, &len, err);
