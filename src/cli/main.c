@@ -25,6 +25,7 @@
 
 #include "cli/cmd_devices.h"
 #include "cli/cmd_monitor.h"
+#include "cli/cmd_rag.h"
 #include "cli/cmd_serve.h"
 #include "core/alloc.h"
 #include "core/registry.h"
@@ -313,6 +314,7 @@ int main(int argc, char **argv) {
         return mc;
     }
     if (argc > 1 && !strcmp(argv[1], "devices")) return cb_cli_devices(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "rag")) return cb_cli_rag(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "serve")) {
         /* Before any thread exists: SIGINT/SIGTERM are read by one signal thread only. */
         cb_signals_block();
