@@ -176,16 +176,20 @@ static int questions_prepare(void *state, cb_error *err) {
         if (why[0]) return cb_util_error(err, CB_ECONFIG, "%s", why);
         return CB_OK;
     }
+    if (s->qs) return CB_OK; /* splits() read it already */
     int64_t want = s->n;
     s->n = 0;
     return load_file(s, s->v[Q_FILE].s, want, err);
 }
 
+/* The host asks for the splits before prepare: a file is read then (once). */
 static int questions_splits(void *state, cb_splits *out, cb_error *err) {
     questions_state *s = state;
-    (void)err;
+    if (s->v[Q_FILE].has_value && !s->qs) {
+        int rc = questions_prepare(state, err);
+        if (rc) return rc;
+    }
     int64_t n = s->n;
-    if (s->v[Q_FILE].has_value && !s->qs) n = s->v[Q_NUM].i ? s->v[Q_NUM].i : 1;
     out->epochs = (int32_t)s->v[Q_EPOCHS].i;
     out->n = 1;
     snprintf(out->split[0].name, sizeof out->split[0].name, "questions");
