@@ -51,7 +51,8 @@ static void test_builtins(void) {
                            "vision.train", "vision.infer", "vision.eval", "llm.prompts",
                            "llm.tokenize", "llm.detokenize", "llm.generate", "llm.openai",
                            "rag.prompt", "rag.answer", "rag.grade", "rag.rewrite", "rag.lookup",
-                           "rag.keyword", "rag.fuse", "rag.questions", "rag.retrieve"};
+                           "rag.keyword", "rag.fuse", "rag.questions", "rag.retrieve",
+                           "rag.embed"};
     size_t n_names = sizeof names / sizeof names[0];
     CB_CHECK_EQ_INT(cb_registry_count(reg), n_names);
     for (size_t i = 0; i < n_names; i++) {

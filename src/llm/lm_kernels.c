@@ -804,6 +804,52 @@ void cb__lm_swiglu(const cb__lm_kctx *c, float *g, const float *u, int64_t t, in
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* GELU (the erf form): x / 2 (1 + erf(x / sqrt 2)). The AVX2 path takes erf from Abramowitz and
+ * Stegun 7.1.26 (|error| <= 1.5e-7; exp8 for the exponential), the scalar path from erff. For the
+ * BERT encoder (rag/encoder.c), whose feed-forward applies it to every intermediate value. */
+#if LM_X86
+static LM_AVX2 void gelu_avx2(float *x, int64_t i0, int64_t i1) {
+    const __m256 p = _mm256_set1_ps(0.3275911f), one = _mm256_set1_ps(1.0f),
+                 half = _mm256_set1_ps(0.5f), rs2 = _mm256_set1_ps(0.70710678118654752f),
+                 sign = _mm256_set1_ps(-0.0f), a1 = _mm256_set1_ps(0.254829592f),
+                 a2 = _mm256_set1_ps(-0.284496736f), a3 = _mm256_set1_ps(1.421413741f),
+                 a4 = _mm256_set1_ps(-1.453152027f), a5 = _mm256_set1_ps(1.061405429f);
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i), z = _mm256_mul_ps(v, rs2);
+        const __m256 az = _mm256_andnot_ps(sign, z);
+        const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, az, one));
+        __m256 poly = _mm256_fmadd_ps(a5, t, a4);
+        poly = _mm256_fmadd_ps(poly, t, a3);
+        poly = _mm256_fmadd_ps(poly, t, a2);
+        poly = _mm256_fmadd_ps(poly, t, a1);
+        poly = _mm256_mul_ps(poly, t);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(az, az)));
+        const __m256 erfa = _mm256_fnmadd_ps(poly, e, one);
+        const __m256 erf = _mm256_or_ps(erfa, _mm256_and_ps(z, sign));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf)));
+    }
+    for (; i < i1; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+#endif
+
+void cb__lm_gelu(const cb__lm_kctx *c, float *x, int64_t t, int64_t n) {
+    const int64_t total = t * n;
+#if LM_X86
+    if (c->avx2) {
+        int nth = t > 1 && total >= 16384 ? c->threads : 1;
+        LM_OMP_FOR_STATIC
+        for (int64_t r = 0; r < t; r++)
+            gelu_avx2(x + r * n, 0, n);
+        return;
+    }
+#endif
+    int nth = total >= 4096 ? c->threads : 1;
+    LM_OMP_FOR_STATIC
+    for (int64_t i = 0; i < total; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
 /* ---- Attention ------------------------------------------------------------------------------- */
 
 static float dot_scalar(const float *q, const void *k, int bf16, int64_t n) {
@@ -830,6 +876,11 @@ static LM_AVX2 float dot_avx2(const float *q, const void *k, int bf16, int64_t n
     for (int64_t i = n8; i < n; i++)
         s = fmaf(q[i], w_at(k, bf16, i), s);
     return s;
+}
+
+/* The dot product of n floats, for attention outside the paged cache (rag/encoder.c). */
+float cb__lm_dot(const cb__lm_kctx *c, const float *a, const float *b, int64_t n) {
+    return c->avx2 ? dot_avx2(a, b, 0, n) : dot_scalar(a, b, 0, n);
 }
 
 /* Four keys' dot products with q at once: four independent chains, each key's operations
@@ -904,6 +955,16 @@ static LM_AVX2 void exp_shifted_avx2(float *v, int64_t n, float m) {
         _mm256_storeu_ps(t, exp8(_mm256_sub_ps(_mm256_loadu_ps(t), mv)));
         memcpy(v + i, t, (size_t)(n - i) * sizeof(float));
     }
+}
+
+/* v[i] = e^(v[i] - m) for i < n, and their sum (the softmax of rag/encoder.c's attention). */
+float cb__lm_exp_shifted(const cb__lm_kctx *c, float *v, int64_t n, float m) {
+    if (c->avx2) exp_shifted_avx2(v, n, m);
+    else
+        for (int64_t i = 0; i < n; i++) v[i] = expf(v[i] - m);
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += v[i];
+    return sum;
 }
 #endif
 

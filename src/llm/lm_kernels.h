@@ -90,6 +90,15 @@ void cb__lm_rope(float *x, int64_t ld, int64_t t, int64_t n_heads, int64_t hd, c
 /* g[i] = silu(g[i]) * u[i] for t rows of n. */
 void cb__lm_swiglu(const cb__lm_kctx *c, float *g, const float *u, int64_t t, int64_t n);
 
+/* x = GELU(x) (erf form) for t rows of n (lm_kernels.c: erf within 1.5e-7 on the AVX2 path). */
+void cb__lm_gelu(const cb__lm_kctx *c, float *x, int64_t t, int64_t n);
+
+/* v[i] = e^(v[i] - m) for i < n (exp8 on the AVX2 path); returns their sum. */
+float cb__lm_exp_shifted(const cb__lm_kctx *c, float *v, int64_t n, float m);
+
+/* sum a[i] * b[i] over n floats. */
+float cb__lm_dot(const cb__lm_kctx *c, const float *a, const float *b, int64_t n);
+
 /* Attention of one step over the paged cache (the keys and values of the step's
  * tokens already written). For each sequence and query head, each of its
  * n_tokens tokens (position pos0 + i) attends to positions 0..pos0 + i of its

@@ -334,67 +334,157 @@ int cb_rag_encoder_dim(const cb_rag_encoder *e) { return e->hidden; }
 
 /* ---- forward ------------------------------------------------------------------------------------ */
 
-/* x[r] = LayerNorm(x[r] + add[r]) * w + b for t rows of n (add may be NULL). */
+/* x[r] = LayerNorm(x[r] + add[r]) * w + b for t rows of n (add may be NULL): the mean and the
+ * variance (of the deviations, two passes) in float32 over 8 partial sums, as PyTorch's
+ * vectorized layer_norm sums. */
 static void layernorm(const cb_rag_encoder *e, float *x, const float *add, const float *w,
                       const float *b, int64_t t, int64_t n) {
 #pragma omp parallel for num_threads(e->kc.threads) schedule(static)
     for (int64_t r = 0; r < t; r++) {
         float *y = x + r * n;
-        if (add)
-            for (int64_t i = 0; i < n; i++) y[i] += add[r * n + i];
-        double mean = 0, var = 0;
-        for (int64_t i = 0; i < n; i++) mean += y[i];
+        if (add) {
+            const float *a = add + r * n;
+            for (int64_t i = 0; i < n; i++) y[i] += a[i];
+        }
+        float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t n8 = n & ~(int64_t)7;
+        for (int64_t i = 0; i < n8; i += 8)
+            for (int k = 0; k < 8; k++) p[k] += y[i + k];
+        double mean = 0;
+        for (int k = 0; k < 8; k++) mean += p[k];
+        for (int64_t i = n8; i < n; i++) mean += y[i];
         mean /= (double)n;
-        for (int64_t i = 0; i < n; i++) var += ((double)y[i] - mean) * ((double)y[i] - mean);
+        const float m = (float)mean;
+        float q[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t i = 0; i < n8; i += 8)
+            for (int k = 0; k < 8; k++) q[k] += (y[i + k] - m) * (y[i + k] - m);
+        double var = 0;
+        for (int k = 0; k < 8; k++) var += q[k];
+        for (int64_t i = n8; i < n; i++) var += (double)(y[i] - m) * (y[i] - m);
         var /= (double)n;
-        float inv = (float)(1.0 / sqrt(var + e->eps)), m = (float)mean;
+        const float inv = (float)(1.0 / sqrt(var + e->eps));
         for (int64_t i = 0; i < n; i++) y[i] = (y[i] - m) * inv * w[i] + b[i];
     }
 }
 
-static void gelu(const cb_rag_encoder *e, float *x, int64_t n) {
-#pragma omp parallel for num_threads(e->kc.threads) schedule(static)
-    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+/* One text's head: out[i] = softmax(q_i K^T * scale) V for i < L. kt: d * L floats (K of the head
+ * transposed, so the scores of a query are 8 keys a vector), s: L floats. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma"))) static void attn_head_avx2(
+    const cb__lm_kctx *kc, const float *q0, const float *k0, const float *v0, int64_t ld,
+    int64_t L, int64_t d, float scale, float *kt, float *s, float *o0, int64_t ldo) {
+    for (int64_t j = 0; j < L; j++)
+        for (int64_t c = 0; c < d; c++) kt[c * L + j] = k0[j * ld + c];
+    const int64_t L8 = L & ~(int64_t)7, d8 = d & ~(int64_t)7;
+    for (int64_t i = 0; i < L; i++) {
+        const float *q = q0 + i * ld;
+        int64_t j = 0;
+        for (; j + 32 <= L8; j += 32) { /* four independent chains */
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t c = 0; c < d; c++) {
+                const __m256 qc = _mm256_set1_ps(q[c]);
+                const float *r = kt + c * L + j;
+                a0 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r), a0);
+                a1 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r + 8), a1);
+                a2 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r + 16), a2);
+                a3 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r + 24), a3);
+            }
+            const __m256 sc = _mm256_set1_ps(scale);
+            _mm256_storeu_ps(s + j, _mm256_mul_ps(a0, sc));
+            _mm256_storeu_ps(s + j + 8, _mm256_mul_ps(a1, sc));
+            _mm256_storeu_ps(s + j + 16, _mm256_mul_ps(a2, sc));
+            _mm256_storeu_ps(s + j + 24, _mm256_mul_ps(a3, sc));
+        }
+        for (; j < L8; j += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t c = 0; c < d; c++)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(q[c]), _mm256_loadu_ps(kt + c * L + j), acc);
+            _mm256_storeu_ps(s + j, _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
+        }
+        for (; j < L; j++) {
+            float acc = 0;
+            for (int64_t c = 0; c < d; c++) acc = fmaf(q[c], kt[c * L + j], acc);
+            s[j] = acc * scale;
+        }
+        float mx = s[0];
+        for (int64_t jj = 1; jj < L; jj++) mx = s[jj] > mx ? s[jj] : mx;
+        const float inv = 1.0f / cb__lm_exp_shifted(kc, s, L, mx);
+        float *o = o0 + i * ldo;
+        if (d == 32) { /* the heads of MiniLM and bge-small: the output in four registers */
+            __m256 o_0 = _mm256_setzero_ps(), o_1 = o_0, o_2 = o_0, o_3 = o_0;
+            for (int64_t jj = 0; jj < L; jj++) {
+                const float *v = v0 + jj * ld;
+                const __m256 w = _mm256_set1_ps(s[jj] * inv);
+                o_0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), o_0);
+                o_1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), o_1);
+                o_2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), o_2);
+                o_3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), o_3);
+            }
+            _mm256_storeu_ps(o, o_0);
+            _mm256_storeu_ps(o + 8, o_1);
+            _mm256_storeu_ps(o + 16, o_2);
+            _mm256_storeu_ps(o + 24, o_3);
+            continue;
+        }
+        for (int64_t c = 0; c < d; c++) o[c] = 0;
+        for (int64_t jj = 0; jj < L; jj++) {
+            const float *v = v0 + jj * ld;
+            const __m256 w = _mm256_set1_ps(s[jj] * inv);
+            for (int64_t c = 0; c < d8; c += 8)
+                _mm256_storeu_ps(o + c, _mm256_fmadd_ps(w, _mm256_loadu_ps(v + c),
+                                                        _mm256_loadu_ps(o + c)));
+            for (int64_t c = d8; c < d; c++) o[c] = fmaf(s[jj] * inv, v[c], o[c]);
+        }
+    }
+}
+#endif
+
+static void attn_head_scalar(const float *q0, const float *k0, const float *v0, int64_t ld,
+                             int64_t L, int64_t d, float scale, float *s, float *o0, int64_t ldo) {
+    for (int64_t i = 0; i < L; i++) {
+        const float *q = q0 + i * ld;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < L; j++) {
+            float acc = 0;
+            for (int64_t c = 0; c < d; c++) acc = fmaf(q[c], k0[j * ld + c], acc);
+            s[j] = acc * scale;
+            mx = s[j] > mx ? s[j] : mx;
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < L; j++) sum += (s[j] = expf(s[j] - mx));
+        const float inv = 1.0f / sum;
+        float *o = o0 + i * ldo;
+        for (int64_t c = 0; c < d; c++) o[c] = 0;
+        for (int64_t j = 0; j < L; j++)
+            for (int64_t c = 0; c < d; c++) o[c] = fmaf(s[j] * inv, v0[j * ld + c], o[c]);
+    }
 }
 
-/* Self-attention of every text and head: ctx = softmax(q k^T / sqrt(d)) v over the text. */
+/* Self-attention of every text and head, in parallel over (text, head) pairs. */
 static void attention(const cb_rag_encoder *e, const int64_t *offs, const int32_t *lens, int n) {
     const int64_t H = e->hidden, d = H / e->heads, ld = 3 * H;
     const float scale = 1.0f / sqrtf((float)d);
     int64_t pairs = (int64_t)n * e->heads;
 #pragma omp parallel num_threads(e->kc.threads)
     {
-        float *p = cb_malloc(sizeof(float) * (size_t)e->max_tokens);
+        float *buf = cb_malloc(sizeof(float) * (size_t)e->max_tokens * (size_t)(d + 1));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ph = 0; ph < pairs; ph++) {
+            if (!buf) continue;
             int s = (int)(ph / e->heads), h = (int)(ph % e->heads);
-            int64_t r0 = offs[s], L = lens[s];
-            for (int64_t i = 0; i < L && p; i++) {
-                const float *qi = e->qkv + (r0 + i) * ld + h * d;
-                float mx = -INFINITY;
-                for (int64_t j = 0; j < L; j++) {
-                    const float *kj = e->qkv + (r0 + j) * ld + H + h * d;
-                    float acc = 0;
-                    for (int64_t c = 0; c < d; c++) acc += qi[c] * kj[c];
-                    p[j] = acc * scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                float sum = 0;
-                for (int64_t j = 0; j < L; j++) {
-                    p[j] = expf(p[j] - mx);
-                    sum += p[j];
-                }
-                float inv = 1.0f / sum;
-                float *o = e->ctx + (r0 + i) * H + h * d;
-                for (int64_t c = 0; c < d; c++) o[c] = 0;
-                for (int64_t j = 0; j < L; j++) {
-                    const float *vj = e->qkv + (r0 + j) * ld + 2 * H + h * d;
-                    float w = p[j] * inv;
-                    for (int64_t c = 0; c < d; c++) o[c] += w * vj[c];
-                }
+            const float *q = e->qkv + offs[s] * ld + h * d;
+            float *o = e->ctx + offs[s] * H + h * d;
+#if defined(__x86_64__) || defined(__i386__)
+            if (e->kc.avx2) {
+                attn_head_avx2(&e->kc, q, q + H, q + 2 * H, ld, lens[s], d, scale,
+                               buf + e->max_tokens, buf, o, H);
+                continue;
             }
+#endif
+            attn_head_scalar(q, q + H, q + 2 * H, ld, lens[s], d, scale, buf, o, H);
         }
-        cb_free(p);
+        cb_free(buf);
     }
 }
 
@@ -456,7 +546,7 @@ int cb_rag_encoder_encode_ids(cb_rag_encoder *e, const int32_t *ids, const int64
         layernorm(e, e->x, e->tmp, y->ln1w, y->ln1b, T, H);
         cb__lm_mm_part i1 = {y->i, y->ib, I, e->mid, I, NULL};
         cb__lm_matmul_packed(&e->kc, e->x, H, T, H, CB_LM_F32, &i1, 1);
-        gelu(e, e->mid, T * I);
+        cb__lm_gelu(&e->kc, e->mid, T, I);
         cb__lm_mm_part o2 = {y->out, y->outb, H, e->tmp, H, NULL};
         cb__lm_matmul_packed(&e->kc, e->mid, I, T, I, CB_LM_F32, &o2, 1);
         layernorm(e, e->x, e->tmp, y->ln2w, y->ln2b, T, H);
