@@ -182,9 +182,6 @@ static int grade_check(const cb_stage_args *args, cb_error *err) {
                              "%lld (one prompt must fit one forward call)",
                              (long long)v[G_MAX_STEP_TOKENS].i,
                              (long long)v[G_MAX_PROMPT_TOKENS].i);
-    if (args->n_outputs < 1)
-        return cb_util_error(err, CB_ECONFIG, "outputs: rag.grade needs an output (a "
-                             "util.router with mode: field, field: tag)");
     return rag_tok_check(v, err);
 }
 
