@@ -36,7 +36,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 for p in cmake make gcc g++ clang libyaml-dev libclang-rt-14-dev python3 pkg-config procps \
          libdnnl-dev libjpeg62-turbo-dev libpng-dev libomp-14-dev python3-numpy \
          python3-torch python3-torchvision python3-venv libcurl4-openssl-dev \
-         libmicrohttpd-dev wrk libfaiss-dev libsqlite3-dev; do
+         libmicrohttpd-dev wrk libfaiss-dev libopenblas0-openmp libsqlite3-dev; do
   have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -1,416 +1,456 @@
-/* rag/wordpiece.c - BERT's WordPiece tokenizer (wordpiece.h), as Hugging Face tokenizers'
- * BertNormalizer + BertPreTokenizer + WordPiece + [CLS]/[SEP] template.
+/* rag/wordpiece.c - BERT's WordPiece tokenizer, matching Hugging Face tokenizers' BertNormalizer
+ * (clean_text, handle_chinese_chars, strip_accents = lowercase, lowercase), BertPreTokenizer,
+ * WordPiece ("##", max_input_chars_per_word 100, [UNK]) and the [CLS] $A [SEP] template.
  *
- * Encoding walks the text once, code point by code point (invalid UTF-8 bytes are dropped like
- * control characters), into a per-call buffer of normalized code points, then splits words and
- * matches pieces greedily, longest first, against an open-addressing hash table of the
- * vocabulary (FNV-1a over the piece's UTF-8 bytes; "##" continuations are separate entries, as
- * in vocab.txt). Unicode data: rag/wp_unicode.h (punctuation, other, Mn, lowercase) and
- * llm/unicode.h (White_Space, canonical decompositions for NFD).
+ * Design: one pass over the text. Each code point's class (rag/wp_tab.h: kept, punctuation,
+ * dropped, whitespace, mapped, Hangul, CJK) comes from a table generated from tokenizers itself,
+ * with an ASCII fast path; normalized code points are appended as UTF-8 to a fixed word buffer
+ * (a word over 100 characters is [UNK] whatever it holds, so the buffer never needs more than 100
+ * characters), and a finished word is split greedily, longest match first, by probing an
+ * open-addressing hash table of the vocabulary (FNV-1a; a continuation is hashed as "##" then
+ * the piece, so no copy is made). Encoding allocates nothing and stops once max_tokens is full.
+ * The special tokens [PAD] [UNK] [CLS] [SEP] [MASK] written in the text are those tokens (as
+ * tokenizers' added tokens are). Invalid UTF-8 bytes are dropped one at a time (Hugging Face
+ * cannot receive them at all).
+ * Without do_lower_case, the table still lowercases and strips accents: only lowercasing
+ * tokenizers are supported now (cb_wp_load refuses do_lower_case = 0).
  *
- * Limits: a word of more than 100 code points is [UNK] (max_input_chars_per_word); a call
- * allocates (cb_malloc) its scratch of 4 code points per input byte, freed before it returns.
- */
+ * Ownership and threads: cb_wordpiece owns its token bytes, offsets and table; immutable after
+ * loading, so any number of threads may encode with it at once. Limits: CB_WP_FILE_MAX_BYTES,
+ * CB_WP_VOCAB_MAX tokens, CB_WP_TOKEN_MAX_BYTES per token. */
 #include "rag/wordpiece.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/rng.h"
-#include "llm/unicode.h"
-#include "rag/wp_unicode.h"
+#include "rag/wp_tab.h"
 
-#define WP_MAX_WORD_CHARS 100
+#define WP_WORD_MAX_CHARS 100 /* tokenizers' max_input_chars_per_word */
+#define WP_WORD_MAX_BYTES (WP_WORD_MAX_CHARS * 4)
 
 struct cb_wordpiece {
-    char *arena;        /* tokens, NUL-terminated */
-    uint32_t *offs;     /* token id -> offset in arena */
-    uint32_t *lens;
+    char *bytes;       /* all tokens, back to back */
+    uint32_t *off;     /* token id -> offset in bytes; off[n] = end */
+    int32_t *slots;    /* hash table of ids, -1 empty; cap a power of two */
+    uint32_t cap;
     int32_t n;
-    int32_t *table;     /* open addressing: token ids, -1 empty */
-    uint32_t mask;
-    int lower;
-    int32_t unk, cls, sep;
+    int32_t unk, cls, sep, pad;
+    size_t max_len_bytes; /* longest token */
+    int32_t special[5];   /* ids of [PAD] [UNK] [CLS] [SEP] [MASK] (-1 when absent) */
 };
 
-static uint32_t fnv(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+/* tokenizers' added tokens of BERT models: matched in the raw text before normalization */
+static const char *const wp_special[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+
+static uint32_t fnv(uint32_t h, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
+#define FNV0 2166136261u
 
-static int32_t lookup(const cb_wordpiece *t, const char *s, size_t n) {
-    for (uint32_t i = fnv(s, n) & t->mask;; i = (i + 1) & t->mask) {
-        int32_t id = t->table[i];
-        if (id < 0) return -1;
-        if (t->lens[id] == n && !memcmp(t->arena + t->offs[id], s, n)) return id;
+/* The id of pre + s (pre is "" or "##"), or -1. */
+static int32_t find2(const cb_wordpiece *t, const char *pre, size_t np, const char *s, size_t n) {
+    uint32_t h = fnv(fnv(FNV0, pre, np), s, n);
+    for (uint32_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        int32_t id = t->slots[i];
+        if (id < 0)
+            return -1;
+        const char *tok = t->bytes + t->off[id];
+        size_t tl = t->off[id + 1] - t->off[id];
+        if (tl == np + n && memcmp(tok, pre, np) == 0 && memcmp(tok + np, s, n) == 0)
+            return id;
     }
 }
 
 int32_t cb_wp_id(const cb_wordpiece *t, const char *token) {
-    return lookup(t, token, strlen(token));
+    return t ? find2(t, "", 0, token, strlen(token)) : -1;
 }
-int32_t cb_wp_vocab_size(const cb_wordpiece *t) { return t->n; }
+int32_t cb_wp_vocab_size(const cb_wordpiece *t) { return t ? t->n : 0; }
 
 void cb_wp_free(cb_wordpiece *t) {
-    if (!t) return;
-    cb_free(t->arena);
-    cb_free(t->offs);
-    cb_free(t->lens);
-    cb_free(t->table);
+    if (!t)
+        return;
+    cb_free(t->bytes);
+    cb_free(t->off);
+    cb_free(t->slots);
     cb_free(t);
 }
 
-/* Builds the table over tokens in arena (n of them, NUL-separated, in id order). A duplicate
- * keeps its first id (vocab.txt has none; Hugging Face would keep the last). */
-static int build(cb_wordpiece *t, const char *file, cb_error *err) {
-    uint32_t cap = 1;
-    while (cap < (uint32_t)t->n * 2u) cap <<= 1;
-    t->mask = cap - 1;
-    t->table = cb_malloc(sizeof(int32_t) * cap);
-    if (!t->table) return cb_error_set(err, CB_ENOMEM, "%s: out of memory", file);
-    memset(t->table, 0xff, sizeof(int32_t) * cap);
+/* Builds the table over t->bytes/off[0..n]; a repeated token keeps its last id, as tokenizers'
+ * WordPiece::read_file does (its vocabulary is a map filled line by line). */
+static int build(cb_wordpiece *t, const char *where, cb_error *err) {
+    uint32_t cap = 16;
+    while (cap < (uint32_t)t->n * 2u)
+        cap <<= 1;
+    t->cap = cap;
+    t->slots = cb_malloc(cap * sizeof *t->slots);
+    if (!t->slots)
+        return cb_error_set(err, CB_ENOMEM, "%s: out of memory", where);
+    memset(t->slots, 0xff, cap * sizeof *t->slots);
     for (int32_t id = 0; id < t->n; id++) {
-        const char *s = t->arena + t->offs[id];
-        uint32_t i = fnv(s, t->lens[id]) & t->mask;
-        while (t->table[i] >= 0) {
-            int32_t o = t->table[i];
-            if (t->lens[o] == t->lens[id] && !memcmp(t->arena + t->offs[o], s, t->lens[id]))
+        const char *tok = t->bytes + t->off[id];
+        size_t tl = t->off[id + 1] - t->off[id];
+        if (tl > t->max_len_bytes)
+            t->max_len_bytes = tl;
+        uint32_t i = fnv(FNV0, tok, tl) & (cap - 1);
+        for (;; i = (i + 1) & (cap - 1)) {
+            int32_t o = t->slots[i];
+            if (o < 0 || (t->off[o + 1] - t->off[o] == tl &&
+                          memcmp(t->bytes + t->off[o], tok, tl) == 0))
                 break;
-            i = (i + 1) & t->mask;
         }
-        if (t->table[i] < 0) t->table[i] = id;
+        t->slots[i] = id;
     }
-    t->unk = cb_wp_id(t, "[UNK]");
-    t->cls = cb_wp_id(t, "[CLS]");
-    t->sep = cb_wp_id(t, "[SEP]");
-    const char *miss = t->unk < 0 ? "[UNK]" : t->cls < 0 ? "[CLS]" : t->sep < 0 ? "[SEP]"
-                       : cb_wp_id(t, "[PAD]") < 0 ? "[PAD]" : NULL;
-    if (miss)
-        return cb_error_set(err, CB_ECONFIG, "%s: no %s token (not a BERT vocabulary)", file,
-                            miss);
-    return CB_OK;
+    for (int k = 0; k < 5; k++)
+        t->special[k] = cb_wp_id(t, wp_special[k]);
+    static const char *const names[4] = {"[UNK]", "[CLS]", "[SEP]", "[PAD]"};
+    int32_t *dst[4] = {&t->unk, &t->cls, &t->sep, &t->pad};
+    for (int k = 0; k < 4; k++) {
+        *dst[k] = cb_wp_id(t, names[k]);
+        if (*dst[k] < 0)
+            return cb_error_set(err, CB_ECONFIG, "%s: the vocabulary has no %s token", where,
+                                names[k]);
+    }
+    return 0;
 }
 
 int cb_wp_load(const char *vocab_path, int do_lower_case, cb_wordpiece **out, cb_error *err) {
     *out = NULL;
+    if (!do_lower_case)
+        return cb_error_set(err, CB_EUNSUPPORTED,
+                            "%s: only lowercasing WordPiece tokenizers (do_lower_case) are "
+                            "supported", vocab_path);
     FILE *f = fopen(vocab_path, "rb");
-    if (!f) return cb_error_set(err, CB_ENOENT, "%s: %s", vocab_path, strerror(errno));
+    if (!f)
+        return cb_error_set(err, CB_EIO, "%s: cannot open: %s", vocab_path, strerror(errno));
     cb_wordpiece *t = cb_calloc(1, sizeof *t);
-    char *buf = cb_malloc(CB_WP_FILE_MAX_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, CB_WP_FILE_MAX_BYTES + 1, f) : 0;
-    fclose(f);
-    int rc = CB_OK;
-    if (!t || !buf) rc = cb_error_set(err, CB_ENOMEM, "%s: out of memory", vocab_path);
-    else if (n > CB_WP_FILE_MAX_BYTES)
-        rc = cb_error_set(err, CB_ECONFIG, "%s: over %u bytes", vocab_path, CB_WP_FILE_MAX_BYTES);
-    else if (n == 0)
-        rc = cb_error_set(err, CB_ECONFIG, "%s: empty", vocab_path);
-    int32_t lines = 0;
-    for (size_t i = 0; !rc && i < n; i++) lines += buf[i] == '\n';
-    if (!rc && buf[n - 1] != '\n') lines++;
-    if (!rc && lines > CB_WP_VOCAB_MAX)
-        rc = cb_error_set(err, CB_ECONFIG, "%s: %d tokens, over %d", vocab_path, (int)lines,
+    char *text = cb_malloc(CB_WP_FILE_MAX_BYTES + 1);
+    int rc = 0;
+    if (!t || !text) {
+        rc = cb_error_set(err, CB_ENOMEM, "%s: out of memory", vocab_path);
+        goto done;
+    }
+    size_t len = fread(text, 1, CB_WP_FILE_MAX_BYTES + 1, f);
+    if (ferror(f)) {
+        rc = cb_error_set(err, CB_EIO, "%s: read error", vocab_path);
+        goto done;
+    }
+    if (len > CB_WP_FILE_MAX_BYTES) {
+        rc = cb_error_set(err, CB_ECONFIG, "%s: larger than %u bytes", vocab_path,
+                          (unsigned)CB_WP_FILE_MAX_BYTES);
+        goto done;
+    }
+    if (len == 0) {
+        rc = cb_error_set(err, CB_ECONFIG, "%s: empty vocabulary", vocab_path);
+        goto done;
+    }
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    lines += text[len - 1] != '\n';
+    if (lines > CB_WP_VOCAB_MAX) {
+        rc = cb_error_set(err, CB_ECONFIG, "%s: more than %d tokens", vocab_path,
                           CB_WP_VOCAB_MAX);
-    if (!rc) {
-        t->offs = cb_malloc(sizeof(uint32_t) * (size_t)lines);
-        t->lens = cb_malloc(sizeof(uint32_t) * (size_t)lines);
-        if (!t->offs || !t->lens) rc = cb_error_set(err, CB_ENOMEM, "%s: out of memory", vocab_path);
+        goto done;
     }
-    size_t a = 0;
-    for (int32_t id = 0; !rc && a < n; id++) {
-        size_t b = a;
-        while (b < n && buf[b] != '\n') b++;
-        size_t e = b;
-        if (e > a && buf[e - 1] == '\r') e--;
-        if (memchr(buf + a, 0, e - a))
-            rc = cb_error_set(err, CB_ECONFIG, "%s:%d: a NUL byte", vocab_path, (int)id + 1);
-        else if (e - a > CB_WP_TOKEN_MAX_BYTES)
-            rc = cb_error_set(err, CB_ECONFIG, "%s:%d: token of %zu bytes, over %d", vocab_path,
-                              (int)id + 1, e - a, CB_WP_TOKEN_MAX_BYTES);
-        else if (e == a)
-            rc = cb_error_set(err, CB_ECONFIG, "%s:%d: an empty token", vocab_path, (int)id + 1);
-        if (rc) break;
-        buf[e] = 0;
-        t->offs[id] = (uint32_t)a;
-        t->lens[id] = (uint32_t)(e - a);
-        t->n = id + 1;
-        a = b + 1;
+    t->off = cb_malloc((lines + 1) * sizeof *t->off);
+    t->bytes = cb_malloc(len + 1);
+    if (!t->off || !t->bytes) {
+        rc = cb_error_set(err, CB_ENOMEM, "%s: out of memory", vocab_path);
+        goto done;
     }
-    if (!rc) {
-        t->arena = buf;
-        buf = NULL;
-        t->lower = do_lower_case;
-        rc = build(t, vocab_path, err);
+    size_t w = 0, pos = 0;
+    for (size_t line = 0; line < lines; line++) {
+        size_t e = pos;
+        while (e < len && text[e] != '\n')
+            e++;
+        size_t b = e; /* tokenizers trims trailing whitespace (trim_end; ASCII here) */
+        while (b > pos && (text[b - 1] == ' ' || (text[b - 1] >= '\t' && text[b - 1] <= '\r')))
+            b--;
+        if (memchr(text + pos, '\0', e - pos)) {
+            rc = cb_error_set(err, CB_ECONFIG, "%s:%zu: NUL byte in a token", vocab_path,
+                              line + 1);
+            goto done;
+        }
+        if (b - pos > CB_WP_TOKEN_MAX_BYTES) {
+            rc = cb_error_set(err, CB_ECONFIG, "%s:%zu: token longer than %d bytes", vocab_path,
+                              line + 1, CB_WP_TOKEN_MAX_BYTES);
+            goto done;
+        }
+        t->off[line] = (uint32_t)w;
+        memcpy(t->bytes + w, text + pos, b - pos);
+        w += b - pos;
+        pos = e + 1;
     }
-    cb_free(buf);
+    t->n = (int32_t)lines;
+    t->off[lines] = (uint32_t)w;
+    rc = build(t, vocab_path, err);
+done:
+    fclose(f);
+    cb_free(text);
     if (rc) {
         cb_wp_free(t);
         return rc;
     }
     *out = t;
-    return CB_OK;
+    return 0;
 }
 
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Made-up vocabulary: [PAD] 0, [unused0..98] 1-99, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103
+ * (from 0 to 4 when n < 104), the printable ASCII characters that survive lowercasing, "##" and
+ * each lowercase letter or digit, then pieces of 2 or more letters: piece i is i's bijective
+ * base-26 numeral (so no two are equal) with letters rotated by the seed, and "##" before it when
+ * the seeded generator says so. Every token is at most 15 bytes. */
 int cb_wp_synthetic(int32_t n, uint64_t seed, cb_wordpiece **out, cb_error *err) {
     *out = NULL;
-    if (n < 1000 || n > CB_WP_VOCAB_MAX)
-        return cb_error_set(err, CB_EINVAL, "synthetic vocabulary of %d tokens: need [1000, %d]",
-                            (int)n, CB_WP_VOCAB_MAX);
+    if (n < 4 || n > CB_WP_VOCAB_MAX)
+        return cb_error_set(err, CB_EINVAL, "synthetic vocabulary: %d tokens (4 to %d)", n,
+                            CB_WP_VOCAB_MAX);
     cb_wordpiece *t = cb_calloc(1, sizeof *t);
-    size_t cap = (size_t)n * 12 + 64;
-    if (t) {
-        t->arena = cb_malloc(cap);
-        t->offs = cb_malloc(sizeof(uint32_t) * (size_t)n);
-        t->lens = cb_malloc(sizeof(uint32_t) * (size_t)n);
-    }
-    if (!t || !t->arena || !t->offs || !t->lens) {
+    if (!t || !(t->bytes = cb_malloc((size_t)n * 16)) ||
+        !(t->off = cb_malloc(((size_t)n + 1) * sizeof *t->off))) {
         cb_wp_free(t);
-        return cb_error_set(err, CB_ENOMEM, "out of memory");
+        return cb_error_set(err, CB_ENOMEM, "synthetic vocabulary: out of memory");
     }
-    cb_rng r;
-    cb_rng_seed(&r, seed);
-    size_t k = 0;
-    int32_t next_ascii = 0;
-    for (int32_t id = 0; id < n; id++) {
-        char tok[16];
-        int len;
-        if (id == 0) len = snprintf(tok, sizeof tok, "[PAD]");
-        else if (id == 100) len = snprintf(tok, sizeof tok, "[UNK]");
-        else if (id == 101) len = snprintf(tok, sizeof tok, "[CLS]");
-        else if (id == 102) len = snprintf(tok, sizeof tok, "[SEP]");
-        else if (id == 103) len = snprintf(tok, sizeof tok, "[MASK]");
-        else if (id < 100) len = snprintf(tok, sizeof tok, "[unused%d]", (int)id);
-        else if (next_ascii < 2 * 94) { /* every printable ASCII character, whole and "##" */
-            int c = 33 + next_ascii % 94;
-            len = next_ascii < 94 ? snprintf(tok, sizeof tok, "%c", c)
-                                  : snprintf(tok, sizeof tok, "##%c", c);
-            next_ascii++;
-        } else { /* made-up pieces: 2-6 lowercase letters, half of them continuations */
-            int m = 2 + (int)(cb_rng_u64(&r) % 5), cont = (int)(cb_rng_u64(&r) & 1);
-            len = 0;
-            if (cont) tok[len++] = '#', tok[len++] = '#';
-            for (int j = 0; j < m; j++) tok[len++] = (char)('a' + cb_rng_u64(&r) % 26);
-            tok[len] = 0;
+    size_t w = 0;
+    int32_t id = 0;
+    char buf[16];
+    int k;
+#define ADD(str, len_)                                                                         \
+    do {                                                                                       \
+        if (id < n) {                                                                          \
+            t->off[id++] = (uint32_t)w;                                                        \
+            memcpy(t->bytes + w, (str), (len_));                                               \
+            w += (len_);                                                                       \
+        }                                                                                      \
+    } while (0)
+    ADD("[PAD]", 5);
+    if (n >= 104) {
+        for (int i = 0; i < 99; i++) {
+            k = snprintf(buf, sizeof buf, "[unused%d]", i);
+            ADD(buf, (size_t)k);
         }
-        memcpy(t->arena + k, tok, (size_t)len + 1);
-        t->offs[id] = (uint32_t)k;
-        t->lens[id] = (uint32_t)len;
-        k += (size_t)len + 1;
     }
+    ADD("[UNK]", 5);
+    ADD("[CLS]", 5);
+    ADD("[SEP]", 5);
+    ADD("[MASK]", 6);
+    for (int c = 33; c < 127; c++) {
+        buf[0] = (char)c;
+        if (c < 'A' || c > 'Z')
+            ADD(buf, 1);
+    }
+    for (int c = 33; c < 127; c++) {
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+            buf[0] = '#', buf[1] = '#', buf[2] = (char)c;
+            ADD(buf, 3);
+        }
+    }
+    uint64_t s = seed;
+    int rot = (int)(seed % 26);
+    for (uint64_t i = 27; id < n; i++) {
+        char body[12];
+        int l = 0;
+        for (uint64_t v = i; v > 0; v = (v - 1) / 26)
+            body[l++] = (char)('a' + ((int)((v - 1) % 26) + rot) % 26);
+        k = 0;
+        if (splitmix(&s) & 1)
+            buf[k++] = '#', buf[k++] = '#';
+        memcpy(buf + k, body, (size_t)l);
+        ADD(buf, (size_t)(k + l));
+    }
+#undef ADD
     t->n = n;
-    t->lower = 1;
+    t->off[n] = (uint32_t)w;
     int rc = build(t, "synthetic vocabulary", err);
     if (rc) {
         cb_wp_free(t);
         return rc;
     }
     *out = t;
-    return CB_OK;
-}
-
-/* ---- encoding ---------------------------------------------------------------------------------- */
-
-static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < r[mid][0]) hi = mid;
-        else if (cp > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
     return 0;
 }
 
-static const uint32_t *lower_of(uint32_t cp) {
-    size_t lo = 0, hi = cb__wp_lower_n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < cb__wp_lower[mid][0]) hi = mid;
-        else if (cp > cb__wp_lower[mid][0]) lo = mid + 1;
-        else return &cb__wp_lower[mid][1];
-    }
-    return NULL;
-}
-
-static const cb__uni_decomp_ent *decomp_of(uint32_t cp) {
-    size_t lo = 0, hi = cb__uni_ndecomp;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < cb__uni_decomp[mid].cp) hi = mid;
-        else if (cp > cb__uni_decomp[mid].cp) lo = mid + 1;
-        else return &cb__uni_decomp[mid];
-    }
-    return NULL;
-}
-
-static int is_chinese(uint32_t cp) {
-    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
-           (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B73F) ||
-           (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) ||
-           (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
-}
-
-static int is_ws(uint32_t cp) { return cp == '\t' || cp == '\n' || cp == '\r' || cb__uni_space(cp); }
-
-static int is_punct(uint32_t cp) {
-    if (cp < 128)
-        return (cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) ||
-               (cp >= 123 && cp <= 126);
-    return in_ranges(cb__wp_punct, cb__wp_punct_n, cp);
-}
-
-/* Appends cp to the normalized text: accents stripped (NFD, Mn dropped) then lowercased. */
-static size_t push_norm(const cb_wordpiece *t, uint32_t *o, size_t k, uint32_t cp) {
-    uint32_t d[32];
-    int nd = 0;
-    if (t->lower) { /* strip_accents follows lowercase in BertNormalizer */
-        if (cp >= 0xAC00 && cp <= 0xD7A3) { /* Hangul syllables: algorithmic NFD */
-            uint32_t s = cp - 0xAC00;
-            d[nd++] = 0x1100 + s / 588;
-            d[nd++] = 0x1161 + (s % 588) / 28;
-            if (s % 28) d[nd++] = 0x11A7 + s % 28;
-        } else {
-            const cb__uni_decomp_ent *e = cp >= 0xC0 ? decomp_of(cp) : NULL;
-            if (e && e->len <= 32)
-                for (int j = 0; j < e->len; j++) d[nd++] = cb__uni_decomp_pool[e->off + j];
-            else
-                d[nd++] = cp;
-        }
-    } else {
-        d[nd++] = cp;
-    }
-    for (int j = 0; j < nd; j++) {
-        uint32_t c = d[j];
-        if (t->lower && c >= 0x300 && in_ranges(cb__wp_mn, cb__wp_mn_n, c)) continue;
-        if (t->lower) {
-            if (c < 128) {
-                if (c >= 'A' && c <= 'Z') c += 32;
-            } else {
-                const uint32_t *l = lower_of(c);
-                if (l) {
-                    o[k++] = l[0];
-                    if (l[1]) o[k++] = l[1];
-                    if (l[2]) o[k++] = l[2];
-                    continue;
-                }
-            }
-        }
-        o[k++] = c;
-    }
-    return k;
-}
-
-typedef struct wp_out {
+/* Encoding state: the word being gathered and the ids written so far. */
+typedef struct wp_enc {
+    const cb_wordpiece *t;
     int32_t *ids;
-    int n, max; /* max pieces (max_tokens - 2) */
-} wp_out;
+    int n, room; /* ids written; the most pieces (max_tokens - 1, [SEP] after) */
+    char word[WP_WORD_MAX_BYTES];
+    size_t wlen;
+    int wchars;
+} wp_enc;
 
-/* One word: cps[0..n) -> pieces. */
-static void word(const cb_wordpiece *t, const uint32_t *cps, size_t n, char *u8, wp_out *o) {
-    if (o->n >= o->max) return;
-    if (n > WP_MAX_WORD_CHARS) {
-        o->ids[o->n++] = t->unk;
+static void emit(wp_enc *e, int32_t id) {
+    if (e->n < e->room)
+        e->ids[e->n++] = id;
+}
+
+/* Splits the gathered word greedily, longest piece first; no split at all gives [UNK]. */
+static void flush(wp_enc *e) {
+    if (e->wchars == 0)
+        return;
+    const cb_wordpiece *t = e->t;
+    if (e->wchars > WP_WORD_MAX_CHARS) {
+        emit(e, t->unk);
+        e->wlen = 0, e->wchars = 0;
         return;
     }
-    /* UTF-8 of the word with each code point's byte offset. */
-    size_t off[WP_MAX_WORD_CHARS + 1];
-    size_t b = 2; /* room for "##" in front */
-    for (size_t i = 0; i < n; i++) {
-        off[i] = b;
-        b += cb__uni_encode(u8 + b, cps[i] > 0x10FFFF ? 0xFFFD : cps[i]);
-    }
-    off[n] = b;
-    int32_t pieces[WP_MAX_WORD_CHARS];
-    int np = 0;
-    size_t start = 0;
+    const char *w = e->word;
+    size_t n = e->wlen, start = 0;
+    int first = e->n;
     while (start < n) {
-        size_t end = n;
+        size_t end = n, np = start ? 2 : 0;
+        if (end - start + np > t->max_len_bytes)
+            end = start + (t->max_len_bytes > np ? t->max_len_bytes - np : 0);
+        while (end > start && end < n && ((unsigned char)w[end] & 0xc0) == 0x80)
+            end--; /* a character boundary */
         int32_t id = -1;
         while (end > start) {
-            const char *s = u8 + off[start];
-            size_t len = off[end] - off[start];
-            if (start > 0) {
-                char *p = u8 + off[start] - 2;
-                char save0 = p[0], save1 = p[1];
-                p[0] = '#', p[1] = '#';
-                id = lookup(t, p, len + 2);
-                p[0] = save0, p[1] = save1;
-            } else {
-                id = lookup(t, s, len);
-            }
-            if (id >= 0) break;
-            end--;
+            id = find2(t, "##", np, w + start, end - start);
+            if (id >= 0)
+                break;
+            do
+                end--;
+            while (end > start && ((unsigned char)w[end] & 0xc0) == 0x80);
         }
         if (id < 0) {
-            o->ids[o->n++] = t->unk;
-            return;
+            e->n = first < e->n ? first : e->n;
+            emit(e, t->unk);
+            break;
         }
-        pieces[np++] = id;
+        emit(e, id);
         start = end;
     }
-    for (int i = 0; i < np && o->n < o->max; i++) o->ids[o->n++] = pieces[i];
+    e->wlen = 0, e->wchars = 0;
+}
+
+/* Appends a normalized code point: a split, a word of its own, or part of the word. */
+static void put(wp_enc *e, uint32_t cp, int punct) {
+    if (cp == ' ') {
+        flush(e);
+        return;
+    }
+    if (punct) {
+        flush(e);
+        e->wlen = cb__uni_encode(e->word, cp);
+        e->wchars = 1;
+        flush(e);
+        return;
+    }
+    if (e->wchars++ < WP_WORD_MAX_CHARS)
+        e->wlen += cb__uni_encode(e->word + e->wlen, cp);
+}
+
+static const cb__uni_decomp_ent *map_of(uint32_t cp) {
+    size_t lo = 0, hi = cb__wp_nmap;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cp < cb__wp_map[mid].cp)
+            hi = mid;
+        else if (cp > cb__wp_map[mid].cp)
+            lo = mid + 1;
+        else
+            return &cb__wp_map[mid];
+    }
+    return NULL;
+}
+
+/* ASCII classes: whitespace, dropped controls, punctuation, letters folded to lower case. */
+static int ascii_class(unsigned c) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+        return CB_WP_C_SPACE;
+    if (c < 32 || c == 127)
+        return CB_WP_C_DROP; /* VT and FF too: controls are removed before whitespace is */
+    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+        (c >= 123 && c <= 126))
+        return CB_WP_C_PUNCT;
+    return CB_WP_C_KEEP;
 }
 
 int cb_wp_encode(const cb_wordpiece *t, const char *text, size_t len, int32_t *ids,
                  int max_tokens) {
-    if (max_tokens < 2) return -1;
-    uint32_t *cps = cb_malloc(sizeof(uint32_t) * (len * 4 + 4));
-    char *u8 = cb_malloc(WP_MAX_WORD_CHARS * 4 + 8);
-    if (!cps || !u8) {
-        cb_free(cps);
-        cb_free(u8);
+    if (!t || max_tokens < 2)
         return -1;
-    }
-    /* Normalize: clean (drop NUL, U+FFFD, other; whitespace -> ' '), Chinese characters spaced,
-     * accents stripped and lowercase. */
-    size_t k = 0;
+    wp_enc e;
+    e.t = t, e.ids = ids, e.n = 0, e.room = max_tokens - 1, e.wlen = 0, e.wchars = 0;
+    emit(&e, t->cls);
     const unsigned char *s = (const unsigned char *)text;
-    for (size_t i = 0; i < len;) {
-        uint32_t cp;
-        size_t m = cb__uni_decode(s + i, len - i, &cp);
-        if (!m) { /* invalid UTF-8: the byte is dropped */
+    for (size_t i = 0; i < len && e.n < e.room;) {
+        uint32_t cp = s[i];
+        int cls;
+        if (cp == '[') {
+            int k = 0;
+            for (; k < 5; k++) {
+                size_t l = strlen(wp_special[k]);
+                if (t->special[k] >= 0 && len - i >= l && memcmp(s + i, wp_special[k], l) == 0)
+                    break;
+            }
+            if (k < 5) {
+                flush(&e);
+                emit(&e, t->special[k]);
+                i += strlen(wp_special[k]);
+                continue;
+            }
+        }
+        if (cp < 0x80) {
             i++;
-            continue;
+            cls = ascii_class(cp);
+            if (cls == CB_WP_C_KEEP && cp >= 'A' && cp <= 'Z')
+                cp += 32;
+        } else {
+            size_t l = cb__uni_decode(s + i, len - i, &cp);
+            if (!l) {
+                i++; /* an invalid byte: dropped */
+                continue;
+            }
+            i += l;
+            cls = cb__uni_lookup(cb__wp_ranges, cb__wp_nranges, cp);
         }
-        i += m;
-        if (cp == 0 || cp == 0xFFFD) continue;
-        if (is_ws(cp)) {
-            cps[k++] = ' ';
-            continue;
+        switch (cls) {
+        case CB_WP_C_KEEP:
+            put(&e, cp, 0);
+            break;
+        case CB_WP_C_PUNCT:
+            put(&e, cp, 1);
+            break;
+        case CB_WP_C_SPACE:
+            put(&e, ' ', 0);
+            break;
+        case CB_WP_C_CJK:
+            put(&e, cp, 1);
+            break;
+        case CB_WP_C_HANGUL: {
+            uint32_t si = cp - 0xAC00;
+            put(&e, 0x1100 + si / 588, 0);
+            put(&e, 0x1161 + (si % 588) / 28, 0);
+            if (si % 28)
+                put(&e, 0x11A7 + si % 28, 0);
+            break;
         }
-        if (in_ranges(cb__wp_other, cb__wp_other_n, cp)) continue;
-        if (is_chinese(cp)) {
-            cps[k++] = ' ';
-            cps[k++] = cp;
-            cps[k++] = ' ';
-            continue;
+        case CB_WP_C_MAP: {
+            const cb__uni_decomp_ent *m = map_of(cp);
+            for (unsigned j = 0; m && j < m->len; j++) {
+                uint32_t o = cb__wp_pool[m->off + j];
+                put(&e, o & ~CB_WP_POOL_PUNCT, (o & CB_WP_POOL_PUNCT) != 0);
+            }
+            break;
         }
-        k = push_norm(t, cps, k, cp);
+        default: /* CB_WP_C_DROP */
+            break;
+        }
     }
-    /* Pre-tokenize (whitespace splits, punctuation isolated) and match words. */
-    wp_out o = {ids + 1, 0, max_tokens - 2};
-    size_t i = 0;
-    while (i < k && o.n < o.max) {
-        if (cps[i] == ' ' || is_ws(cps[i])) {
-            i++;
-            continue;
-        }
-        if (is_punct(cps[i])) {
-            word(t, cps + i, 1, u8, &o);
-            i++;
-            continue;
-        }
-        size_t a = i;
-        while (i < k && !(cps[i] == ' ' || is_ws(cps[i])) && !is_punct(cps[i])) i++;
-        word(t, cps + a, i - a, u8, &o);
-    }
-    cb_free(cps);
-    cb_free(u8);
-    ids[0] = t->cls;
-    ids[o.n + 1] = t->sep;
-    return o.n + 2;
+    flush(&e);
+    ids[e.n++] = t->sep;
+    return e.n;
 }
