@@ -230,7 +230,7 @@ static void test_pipeline(void) {
         /* BM25 finds the entity's passage for every question; the fused top 4 keeps it. */
         CB_CHECK(n_hit[1] == 30 && hit_sum[1] == 30);
         CB_CHECK(n_hit[3] == 30 && hit_sum[3] == 30);
-        CB_CHECK(passages == 30 * 4);
+        CB_CHECK(passages >= 30 && passages <= 30 * 4); /* 1..4 fused hits looked up each */
     }
     run_fixture_fini(&f);
     /* A broken questions file: the error names the file, line and key. */

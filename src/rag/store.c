@@ -166,8 +166,41 @@ int cb_rag_store_each(cb_rag_store *s,
     return CB_OK;
 }
 
-/* The FTS5 expression of query's words into s->q: "w1" OR "w2" ... ; 0 words leaves it empty. */
+static int fts_words(cb_rag_store *s, const char *query, size_t len, int keep_stop,
+                     cb_error *err);
+
+/* Words so common that OR-ing them in makes FTS5 score almost every passage (a query "what is X
+ * known for" would touch the whole corpus): left out unless the query has nothing else. */
+static const char *const k_stop[] = {
+    "a", "about", "after", "all", "also", "an", "and", "are", "as", "at", "be", "been", "but",
+    "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her",
+    "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "more", "most", "my", "no",
+    "not", "of", "on", "or", "our", "she", "so", "some", "than", "that", "the", "their", "them",
+    "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where",
+    "which", "who", "whom", "whose", "why", "will", "with", "would", "you", "your"};
+
+static int is_stop(const char *w, size_t n) {
+    if (n > 5) return 0;
+    char low[8];
+    for (size_t i = 0; i < n; i++) low[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] + 32 : w[i]);
+    low[n] = 0;
+    for (size_t i = 0; i < sizeof k_stop / sizeof k_stop[0]; i++)
+        if (!strcmp(low, k_stop[i])) return 1;
+    return 0;
+}
+
+/* The FTS5 expression of query's words into s->q: "w1" OR "w2" ... (stop words left out when
+ * other words remain); 0 words leaves it empty. */
 static int fts_expr(cb_rag_store *s, const char *query, size_t len, cb_error *err) {
+    for (int keep_stop = 0; keep_stop < 2; keep_stop++) {
+        int rc = fts_words(s, query, len, keep_stop, err);
+        if (rc || s->q[0]) return rc;
+    }
+    return CB_OK;
+}
+
+static int fts_words(cb_rag_store *s, const char *query, size_t len, int keep_stop,
+                     cb_error *err) {
     size_t need = CB_RAG_FTS_MAX_WORDS * (CB_RAG_FTS_WORD_MAX_BYTES + 6) + 1;
     if (s->q_cap < need) {
         s->q = cb_malloc(need);
@@ -192,6 +225,7 @@ static int fts_expr(cb_rag_store *s, const char *query, size_t len, cb_error *er
             i++;
         }
         size_t n = i - a;
+        if (!keep_stop && is_stop(query + a, n)) continue;
         if (n > CB_RAG_FTS_WORD_MAX_BYTES) n = CB_RAG_FTS_WORD_MAX_BYTES;
         while (n > 0 && a + n < i && ((unsigned char)query[a + n] & 0xC0) == 0x80) n--;
         if (words) {
