@@ -199,7 +199,8 @@ static void test_real_encoder_finds_answers(void) {
              "    stages:\n"
              "      - {id: 0, name: q, component: rag.questions, outputs: [1],\n"
              "         config: {file: %s/questions.jsonl}}\n"
-             "      - {id: 1, name: embed, component: rag.embed, outputs: [2], config: {threads: 2}}\n"
+             "      - {id: 1, name: embed, component: rag.embed, outputs: [2],\n"
+             "         config: {threads: 2}}\n"
              "      - {id: 2, name: retrieve, component: rag.retrieve,\n"
              "         config: {corpus: %s/corpus.jsonl, k: 5, threads: 2}}\n",
              tmp, tmp);

@@ -213,9 +213,11 @@ static void test_pipeline(void) {
              "         config: {corpus: %s/corpus.jsonl, k: 5}}\n"
              "      - {id: 2, name: kw2, component: rag.keyword, outputs: [3],\n"
              "         config: {corpus: %s/corpus.jsonl, k: 3}}\n"
-             "      - {id: 3, name: fuse, component: rag.fuse, outputs: [4], polling_policy: merge,\n"
+             "      - {id: 3, name: fuse, component: rag.fuse, outputs: [4],\n"
+             "         polling_policy: merge,\n"
              "         config: {k: 4}}\n"
-             "      - {id: 4, name: lookup, component: rag.lookup, config: {corpus: %s/corpus.jsonl}}\n",
+             "      - {id: 4, name: lookup, component: rag.lookup,\n"
+             "         config: {corpus: %s/corpus.jsonl}}\n",
              dir, dir, dir, dir);
     run_fixture f;
     if (run_fixture_ok(&f, yaml, NULL, NULL) == 0) {

@@ -55,7 +55,7 @@ struct cb_rag_encoder {
     int64_t ids_cap, n_cap;
 };
 
-/* ---- configuration ------------------------------------------------------------------------------ */
+/* ---- configuration --------------------------------------------------------------------------- */
 
 typedef struct known_model {
     const char *name;
@@ -146,7 +146,7 @@ static int read_config(cb_rag_encoder *e, const char *dir, cb_error *err) {
     return CB_OK;
 }
 
-/* ---- weights ------------------------------------------------------------------------------------ */
+/* ---- weights --------------------------------------------------------------------------------- */
 
 typedef struct wsrc {
     cb_safetensors *st;
@@ -178,8 +178,9 @@ static int load(wsrc *w, const char *name, int64_t rows, int64_t cols, float *ds
         return cb_error_set(err, CB_ECONFIG, "%s: %s: expected F32 [%lld%s%lld], got %s with %d "
                             "dims [%lld, ...]", w->path, t->name, (long long)rows,
                             cols ? ", " : "", (long long)cols,
-                            cb_safetensors_dtype_name(t->dtype) ? cb_safetensors_dtype_name(t->dtype)
-                                                                 : "?",
+                            cb_safetensors_dtype_name(t->dtype)
+                                ? cb_safetensors_dtype_name(t->dtype)
+                                : "?",
                             t->ndim, t->ndim ? (long long)t->dims[0] : 0ll);
     memcpy(dst, t->data, sizeof(float) * (size_t)n);
     return CB_OK;
@@ -256,7 +257,7 @@ static int load_weights(cb_rag_encoder *e, const char *dir, uint64_t seed, cb_er
     return rc;
 }
 
-/* ---- open / free -------------------------------------------------------------------------------- */
+/* ---- open / free ----------------------------------------------------------------------------- */
 
 int cb_rag_encoder_open(const cb_rag_encoder_opts *o, cb_rag_encoder **out, cb_error *err) {
     *out = NULL;
@@ -332,7 +333,7 @@ void cb_rag_encoder_free(cb_rag_encoder *e) {
 
 int cb_rag_encoder_dim(const cb_rag_encoder *e) { return e->hidden; }
 
-/* ---- forward ------------------------------------------------------------------------------------ */
+/* ---- forward --------------------------------------------------------------------------------- */
 
 /* x[r] = LayerNorm(x[r] + add[r]) * w + b for t rows of n (add may be NULL): the mean and the
  * variance (of the deviations, two passes) in float32 over 8 partial sums, as PyTorch's

@@ -124,16 +124,13 @@ extern "C" int cb_vindex_search(cb_vindex *v, int64_t n, const float *x, int k, 
         return cb_error_set(err, CB_EINVAL, "k %d: must be in [1, %d]", k, CB_VINDEX_MAX_K);
     try {
         faiss::Index *ix = v->index.get();
-        faiss::SearchParametersIVF ivfp;
-        const faiss::SearchParameters *params = nullptr;
-        if (faiss::IndexIVF *ivf = ivf_of(ix)) {
-            ivfp.nprobe = nprobe > 0 ? (size_t)nprobe : ivf->nprobe;
-            params = &ivfp;
-        }
+        // The per-call settings go on the index itself (one index per stage instance): FAISS
+        // 1.7.3's IndexIDMap refuses SearchParameters.
+        if (faiss::IndexIVF *ivf = ivf_of(ix))
+            if (nprobe > 0) ivf->nprobe = (size_t)nprobe;
         if (faiss::IndexHNSW *h = hnsw_of(ix))
             if (ef_search > 0) h->hnsw.efSearch = ef_search;
-        // An IDMap passes the parameters on to the index it wraps.
-        ix->search(n, x, k, scores, reinterpret_cast<faiss::Index::idx_t *>(ids), params);
+        ix->search(n, x, k, scores, reinterpret_cast<faiss::Index::idx_t *>(ids));
         if (v->metric == CB_VINDEX_L2)
             for (int64_t i = 0; i < n * k; i++) scores[i] = -scores[i];
         return CB_OK;

@@ -145,7 +145,11 @@ static inline cb_buffer *cb_rag_item_build(const cb_host *host, const cb_rag_vie
 /* Checks the payload and fills v with pointers into it (valid while the buffer is). 0, or -1
  * with the reason in why (why_cap bytes, may be 0). */
 static inline int cb_rag_item_view(const cb_buffer *b, cb_rag_view *v, char *why, size_t why_cap) {
-#define CB_RAG__BAD(...) do { if (why_cap) snprintf(why, why_cap, __VA_ARGS__); return -1; } while (0)
+#define CB_RAG__BAD(...)                                                                     \
+    do {                                                                                     \
+        if (why_cap) snprintf(why, why_cap, __VA_ARGS__);                                    \
+        return -1;                                                                           \
+    } while (0)
     if (!b || !b->data || b->kind != CB_BUFFER_HOST || b->size_bytes < sizeof(cb_rag_item))
         CB_RAG__BAD("not a RAG item (payload missing or %zu bytes; rag.questions makes items)",
                     b ? b->size_bytes : (size_t)0);

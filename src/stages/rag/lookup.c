@@ -65,9 +65,11 @@ enum { S_STORE, S_CORPUS, S_COUNT };
                   "or a corpus (.jsonl / .txt file or folder) loaded at prepare into memory"}
 
 static int store_check(const cb_param_value *v, cb_error *err) {
-    if (v[S_STORE].has_value == v[S_CORPUS].has_value)
-        return cb_util_error(err, CB_ECONFIG, "store: give store (an SQLite store) or corpus (a "
-                             "corpus file or folder), one of them");
+    if (!v[S_STORE].has_value && !v[S_CORPUS].has_value)
+        return cb_util_error(err, CB_ECONFIG, "store: is required (a colobench RAG store; or give "
+                             "corpus, a corpus file or folder)");
+    if (v[S_STORE].has_value && v[S_CORPUS].has_value)
+        return cb_util_error(err, CB_ECONFIG, "store: give store or corpus, not both");
     return CB_OK;
 }
 
@@ -121,7 +123,7 @@ static int answer_hit(const cb_rag_view *it, const cb_rag_hit *hits, uint32_t n)
     return 0;
 }
 
-/* ---- rag.lookup -------------------------------------------------------------------------------- */
+/* ---- rag.lookup ------------------------------------------------------------------------------ */
 
 enum { L_MAX_PASSAGES = S_COUNT, L_MAX_BYTES, L_ON_MISSING, L_COUNT };
 enum { MISS_FAIL, MISS_SKIP, MISS_ERROR };
@@ -262,7 +264,7 @@ const cb_stage_ops cb_stage_rag_lookup = {
     .check = lookup_check,
 };
 
-/* ---- rag.keyword ------------------------------------------------------------------------------- */
+/* ---- rag.keyword ----------------------------------------------------------------------------- */
 
 enum { K_K = S_COUNT, K_COUNT };
 
@@ -358,7 +360,7 @@ const cb_stage_ops cb_stage_rag_keyword = {
     .check = keyword_check,
 };
 
-/* ---- rag.fuse ---------------------------------------------------------------------------------- */
+/* ---- rag.fuse -------------------------------------------------------------------------------- */
 
 enum { F_METHOD, F_K, F_RRF_K, F_WEIGHTS, F_COUNT };
 enum { FUSE_RRF, FUSE_WEIGHTED };

@@ -58,8 +58,8 @@ typedef struct questions_state {
 static int questions_check(const cb_stage_args *args, cb_error *err) {
     const cb_param_value *v = args->values;
     if (!v[Q_FILE].has_value && v[Q_NUM].i == 0)
-        return cb_util_error(err, CB_ECONFIG, "num_questions: synthetic questions need a count "
-                             "(or give file, a questions file)");
+        return cb_util_error(err, CB_ECONFIG, "num_questions: is required for synthetic "
+                             "questions (or give file, a questions file)");
     return CB_OK;
 }
 

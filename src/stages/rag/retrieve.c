@@ -166,9 +166,12 @@ static int retrieve_check(const cb_stage_args *args, cb_error *err) {
     const cb_param_value *v = args->values;
     int sources = (v[V_VECTORS].i != 0) + v[V_STORE].has_value + v[V_CORPUS].has_value +
                   v[V_INDEX_FILE].has_value;
+    if (sources == 0)
+        return cb_util_error(err, CB_ECONFIG, "vectors: is required (vectors: random; or give "
+                             "store, corpus or index_file)");
     if (sources != 1)
-        return cb_util_error(err, CB_ECONFIG, "vectors: give exactly one of vectors: random, "
-                             "store, corpus or index_file (got %d)", sources);
+        return cb_util_error(err, CB_ECONFIG, "vectors: give one of vectors: random, store, "
+                             "corpus and index_file (got %d)", sources);
     if (v[V_INDEX_FILE].has_value && v[V_SAVE_INDEX].has_value)
         return cb_util_error(err, CB_ECONFIG, "save_index: the index is loaded from index_file");
     return CB_OK;
