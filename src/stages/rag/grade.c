@@ -41,6 +41,7 @@
 #include "rag/item.h"
 #include "stages/rag/promptbuild.h"
 #include "stages/rag/ragtok.h"
+#include "stages/rag/held.h"
 #include "stages/util/util.h"
 
 enum {
@@ -115,11 +116,6 @@ static const cb_metric_def grade_metrics[GM_COUNT] = {
     [GM_BATCH] = {"batch", CB_METRIC_GAUGE, "queries", "queries graded in the same step"},
 };
 
-typedef struct held_q {
-    cb_query *q;
-    cb_held *h;
-} held_q;
-
 /* One grading sequence: its ids live in the instance's id arena at off. */
 typedef struct gseq {
     int32_t query;  /* index into held */
@@ -143,8 +139,7 @@ typedef struct grade_state {
     cb_lm_weights *w;
     cb_lm_model *model;
     cb_lm_kv *kv;
-    held_q *held;
-    int n_held;
+    rag_held hb;
     gseq *seqs;
     size_t seqs_cap, n_seqs;
     int32_t *ids;         /* arena of every sequence's ids this step */
@@ -264,11 +259,10 @@ static int grade_prepare(void *state, cb_error *err) {
     rc = cb_lm_kv_create(s->model, (size_t)blocks * cb_lm_kv_block_bytes(s->model, bt), bt, &s->kv,
                          &e);
     if (rc) return lib_err(err, rc, "kv", &e);
-    s->held = h->alloc(sizeof *s->held * (size_t)s->max_batch);
     s->logits = h->alloc(sizeof(float) * (size_t)s->vocab * (size_t)s->max_call_seqs);
     s->blocks = h->alloc(sizeof(int32_t) * (size_t)blocks);
     s->calls = h->alloc(sizeof *s->calls * (size_t)s->max_call_seqs);
-    if (!s->held || !s->logits || !s->blocks || !s->calls)
+    if (rag_held_init(&s->hb, h, s->max_batch) || !s->logits || !s->blocks || !s->calls)
         return cb_util_error(err, CB_ENOMEM, "out of memory for the grader's buffers");
     glog(s, CB_LOG_INFO, "rag.grade %s: %s, yes %d, no %d, %d threads", v[G_KIND].s, cfg.name,
          (int)s->yes_id, (int)s->no_id, (int)v[G_THREADS].i);
@@ -419,27 +413,19 @@ static int run_call(grade_state *s, size_t a, size_t b, cb_error *err) {
     return CB_OK;
 }
 
-static void complete_all(grade_state *s, cb_run_ctx *ctx, int rc, const char *msg) {
-    for (int i = 0; i < s->n_held; i++) s->host->complete(ctx, s->held[i].h, rc, msg);
-    s->n_held = 0;
-}
-
 /* Grades every held query and completes them. */
 static int grade_all(grade_state *s, cb_run_ctx *ctx, cb_error *err) {
     const cb_host *h = s->host;
-    if (h->cancelled(ctx)) {
-        complete_all(s, ctx, CB_ESTOPPED, NULL);
-        return CB_OK;
-    }
+    if (rag_held_cancelled(&s->hb, h, ctx)) return CB_OK;
     s->n_seqs = 0;
     s->ids_len = 0;
     int rc = CB_OK;
-    for (int qi = 0; qi < s->n_held && !rc; qi++) {
+    for (int qi = 0; qi < s->hb.n && !rc; qi++) {
         cb_rag_view it;
         char why[160];
-        if (cb_rag_item_view(s->held[qi].q->payload, &it, why, sizeof why)) {
+        if (cb_rag_item_view(s->hb.at[qi].q->payload, &it, why, sizeof why)) {
             rc = cb_util_error(err, CB_EINVAL, "query %llu: %s",
-                               (unsigned long long)s->held[qi].q->id, why);
+                               (unsigned long long)s->hb.at[qi].q->id, why);
             break;
         }
         if (s->kind == K_RELEVANCE)
@@ -457,13 +443,13 @@ static int grade_all(grade_state *s, cb_run_ctx *ctx, cb_error *err) {
         a = b;
     }
     if (rc) {
-        complete_all(s, ctx, rc, err ? err->msg : NULL);
+        rag_held_complete(&s->hb, s->host, ctx, rc, err ? err->msg : NULL);
         return rc;
     }
     size_t si = 0;
-    for (int qi = 0; qi < s->n_held; qi++) {
-        cb_query *q = s->held[qi].q;
-        cb_held *hh = s->held[qi].h;
+    for (int qi = 0; qi < s->hb.n; qi++) {
+        cb_query *q = s->hb.at[qi].q;
+        cb_held *hh = s->hb.at[qi].h;
         cb_rag_view it;
         cb_rag_item_view(q->payload, &it, NULL, 0);
         int yes = 0, kept = 0, nseq = 0;
@@ -510,33 +496,29 @@ static int grade_all(grade_state *s, cb_run_ctx *ctx, cb_error *err) {
         h->report_held(ctx, hh, GM_PROMPT_TOKENS, tokens);
         h->report_held(ctx, hh, GM_SEQS, nseq);
         if (s->kind == K_RELEVANCE) h->report_held(ctx, hh, GM_KEPT, kept);
-        h->report_held(ctx, hh, GM_BATCH, s->n_held);
+        h->report_held(ctx, hh, GM_BATCH, s->hb.n);
     }
     if (rc) {
-        complete_all(s, ctx, rc, err ? err->msg : NULL);
+        rag_held_complete(&s->hb, s->host, ctx, rc, err ? err->msg : NULL);
         return rc;
     }
-    complete_all(s, ctx, CB_OK, NULL);
+    rag_held_complete(&s->hb, s->host, ctx, CB_OK, NULL);
     return CB_OK;
 }
 
 static int grade_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     grade_state *s = state;
-    cb_held *hh = s->host->hold(ctx);
-    if (!hh) return cb_util_error(err, CB_EINVAL, "the host refused to hold query %llu",
-                                  (unsigned long long)q->id);
-    s->held[s->n_held].q = q;
-    s->held[s->n_held].h = hh;
-    s->n_held++;
-    /* A full batch is graded at once (a failure has completed every held query, this one too,
+    int rc = rag_held_add(&s->hb, s->host, q, ctx, err);
+    if (rc < 0) return rc;
+    /* A full batch is processed at once (a failure completes every held query, this one too,
      * with the error, which fails the pipeline). */
-    if (s->n_held >= s->max_batch) (void)grade_all(s, ctx, err);
+    if (rc) (void)grade_all(s, ctx, err);
     return CB_RUN_HELD;
 }
 
 static int grade_step(void *state, cb_run_ctx *ctx, cb_error *err) {
     grade_state *s = state;
-    if (s->n_held == 0) return CB_OK;
+    if (s->hb.n == 0) return CB_OK;
     return grade_all(s, ctx, err);
 }
 
@@ -547,7 +529,7 @@ static void grade_destroy(void *state) {
     cb_lm_model_destroy(s->model);
     cb_lm_weights_destroy(s->w);
     if (s->host) {
-        s->host->free(s->held);
+        rag_held_free(&s->hb, s->host);
         s->host->free(s->seqs);
         s->host->free(s->ids);
         s->host->free(s->text);

@@ -44,6 +44,7 @@
 #include "rag/store.h"
 #include "rag/vindex.h"
 #include "stages/rag/promptbuild.h"
+#include "stages/rag/held.h"
 #include "stages/util/util.h"
 
 enum {
@@ -131,11 +132,6 @@ static const cb_metric_def retrieve_metrics[VM_COUNT] = {
                    "check_recall: the share of the exact top k returned"},
 };
 
-typedef struct held_q {
-    cb_query *q;
-    cb_held *h;
-} held_q;
-
 typedef struct retrieve_state {
     const cb_host *host;
     const cb_param_value *v;
@@ -143,8 +139,7 @@ typedef struct retrieve_state {
     int worker, k, max_batch, threads, nprobe, ef_search, check_recall;
     cb_vindex *ix, *exact;
     int dim;
-    held_q *held;
-    int n_held;
+    rag_held hb;
     float *x, *scores, *exact_scores;
     int64_t *ids, *exact_ids;
     cb_rag_hit *hits;
@@ -461,7 +456,6 @@ static int retrieve_prepare(void *state, cb_error *err) {
     rlog(s, CB_LOG_INFO, "index %s, built or loaded in %.2f s", cb_vindex_describe(s->ix),
          (double)(cb_clock_now_ns() - t0) / 1e9);
     size_t b = (size_t)s->max_batch, k = (size_t)s->k;
-    s->held = h->alloc(sizeof *s->held * b);
     s->x = h->alloc(sizeof(float) * b * (size_t)s->dim);
     s->scores = h->alloc(sizeof(float) * b * k);
     s->ids = h->alloc(sizeof(int64_t) * b * k);
@@ -470,30 +464,22 @@ static int retrieve_prepare(void *state, cb_error *err) {
         s->exact_scores = h->alloc(sizeof(float) * b * k);
         s->exact_ids = h->alloc(sizeof(int64_t) * b * k);
     }
-    if (!s->held || !s->x || !s->scores || !s->ids || !s->hits ||
+    if (rag_held_init(&s->hb, h, s->max_batch) || !s->x || !s->scores || !s->ids || !s->hits ||
         (s->check_recall && (!s->exact_scores || !s->exact_ids)))
         return cb_util_error(err, CB_ENOMEM, "out of memory for batches of %d", s->max_batch);
     return CB_OK;
 }
 
-static void complete_all(retrieve_state *s, cb_run_ctx *ctx, int rc, const char *msg) {
-    for (int i = 0; i < s->n_held; i++) s->host->complete(ctx, s->held[i].h, rc, msg);
-    s->n_held = 0;
-}
-
 static int search_all(retrieve_state *s, cb_run_ctx *ctx, cb_error *err) {
     const cb_host *h = s->host;
-    if (h->cancelled(ctx)) {
-        complete_all(s, ctx, CB_ESTOPPED, NULL);
-        return CB_OK;
-    }
-    int n = s->n_held, rc = CB_OK;
+    if (rag_held_cancelled(&s->hb, h, ctx)) return CB_OK;
+    int n = s->hb.n, rc = CB_OK;
     for (int i = 0; i < n && !rc; i++) {
         cb_rag_view it;
         char why[160];
-        if (cb_rag_item_view(s->held[i].q->payload, &it, why, sizeof why))
+        if (cb_rag_item_view(s->hb.at[i].q->payload, &it, why, sizeof why))
             rc = cb_util_error(err, CB_EINVAL, "query %llu: %s",
-                               (unsigned long long)s->held[i].q->id, why);
+                               (unsigned long long)s->hb.at[i].q->id, why);
         else if ((int)it.dim != s->dim)
             rc = cb_util_error(err, CB_ECONFIG, "question %lld: the query embedding has %u "
                                "floats, the index %d (the encoder and the index must match%s)",
@@ -512,7 +498,7 @@ static int search_all(retrieve_state *s, cb_run_ctx *ctx, cb_error *err) {
         cb_vindex_search(s->exact, n, s->x, s->k, 0, 0, s->exact_scores, s->exact_ids, &e))
         rc = cb_util_error(err, CB_EINVAL, "%s", e.msg);
     for (int i = 0; i < n && !rc; i++) {
-        cb_query *q = s->held[i].q;
+        cb_query *q = s->hb.at[i].q;
         cb_rag_view it;
         cb_rag_item_view(q->payload, &it, NULL, 0);
         uint32_t m = 0;
@@ -534,7 +520,7 @@ static int search_all(retrieve_state *s, cb_run_ctx *ctx, cb_error *err) {
         }
         h->buffer_unref(q->payload);
         q->payload = nb;
-        cb_held *hh = s->held[i].h;
+        cb_held *hh = s->hb.at[i].h;
         if (it.answer_id >= 0) {
             int hit = 0;
             for (uint32_t j = 0; j < m; j++) hit |= s->hits[j].id == it.answer_id;
@@ -552,25 +538,23 @@ static int search_all(retrieve_state *s, cb_run_ctx *ctx, cb_error *err) {
             if (total) h->report_held(ctx, hh, VM_RECALL, (double)found / total);
         }
     }
-    complete_all(s, ctx, rc ? rc : CB_OK, rc && err ? err->msg : NULL);
+    rag_held_complete(&s->hb, s->host, ctx, rc ? rc : CB_OK, rc && err ? err->msg : NULL);
     return rc;
 }
 
 static int retrieve_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
     retrieve_state *s = state;
-    cb_held *hh = s->host->hold(ctx);
-    if (!hh) return cb_util_error(err, CB_EINVAL, "the host refused to hold query %llu",
-                                  (unsigned long long)q->id);
-    s->held[s->n_held].q = q;
-    s->held[s->n_held].h = hh;
-    s->n_held++;
-    if (s->n_held >= s->max_batch) (void)search_all(s, ctx, err);
+    int rc = rag_held_add(&s->hb, s->host, q, ctx, err);
+    if (rc < 0) return rc;
+    /* A full batch is processed at once (a failure completes every held query, this one too,
+     * with the error, which fails the pipeline). */
+    if (rc) (void)search_all(s, ctx, err);
     return CB_RUN_HELD;
 }
 
 static int retrieve_step(void *state, cb_run_ctx *ctx, cb_error *err) {
     retrieve_state *s = state;
-    if (s->n_held == 0) return CB_OK;
+    if (s->hb.n == 0) return CB_OK;
     return search_all(s, ctx, err);
 }
 
@@ -579,7 +563,7 @@ static void retrieve_destroy(void *state) {
     cb_vindex_free(s->ix);
     cb_vindex_free(s->exact);
     if (!s->host) return;
-    s->host->free(s->held);
+    rag_held_free(&s->hb, s->host);
     s->host->free(s->x);
     s->host->free(s->scores);
     s->host->free(s->ids);
