@@ -161,8 +161,7 @@ static int embed_all(embed_state *s, cb_run_ctx *ctx, cb_error *err) {
             rc = cb_util_error(err, CB_ENOMEM, "out of memory for the item");
             break;
         }
-        h->buffer_unref(q->payload);
-        q->payload = nb;
+        cb_rag_item_replace(h, q, nb);
         /* The batch's tokens, shared out by text (the encoder counts the whole batch). */
         h->report_held(ctx, s->hb.at[i].h, EM_TOKENS, (double)tokens / n);
         h->report_held(ctx, s->hb.at[i].h, EM_BATCH, n);

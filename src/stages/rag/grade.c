@@ -486,8 +486,7 @@ static int grade_all(grade_state *s, cb_run_ctx *ctx, cb_error *err) {
             rc = cb_util_error(err, CB_ENOMEM, "out of memory for the graded item");
             break;
         }
-        h->buffer_unref(q->payload);
-        q->payload = nb;
+        cb_rag_item_replace(h, q, nb);
         q->tag = yes;
         double p = nseq ? 1.0 / (1.0 + exp(-best)) : 0.0;
         q->value = p;

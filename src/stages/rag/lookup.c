@@ -110,8 +110,7 @@ static int view_item(const cb_query *q, cb_rag_view *it, cb_error *err) {
 static int replace(const cb_host *h, cb_query *q, const cb_rag_view *v, cb_error *err) {
     cb_buffer *nb = cb_rag_item_build(h, v);
     if (!nb) return cb_util_error(err, CB_ENOMEM, "out of memory for the item");
-    h->buffer_unref(q->payload);
-    q->payload = nb;
+    cb_rag_item_replace(h, q, nb);
     return CB_OK;
 }
 
@@ -460,8 +459,7 @@ static int fuse_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) {
         q->parts[p] = NULL;
     }
     q->nparts = 0;
-    h->buffer_unref(q->payload);
-    q->payload = nb;
+    cb_rag_item_replace(h, q, nb);
     if (hit >= 0) report(h, ctx, 0, hit);
     return CB_OK;
 }

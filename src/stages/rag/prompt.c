@@ -315,8 +315,7 @@ static int answer_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err) 
         q->parts[i] = NULL;
     }
     q->nparts = 0;
-    h->buffer_unref(q->payload);
-    q->payload = nb;
+    cb_rag_item_replace(h, q, nb);
     return CB_OK;
 }
 

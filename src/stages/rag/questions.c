@@ -216,8 +216,7 @@ static int questions_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *er
     v.query_bytes = v.question_bytes;
     cb_buffer *b = cb_rag_item_build(s->host, &v);
     if (!b) return cb_util_error(err, CB_ENOMEM, "out of memory for the item");
-    s->host->buffer_unref(q->payload);
-    q->payload = b;
+    cb_rag_item_replace(s->host, q, b);
     return CB_OK;
 }
 

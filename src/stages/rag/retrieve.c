@@ -518,8 +518,7 @@ static int search_all(retrieve_state *s, cb_run_ctx *ctx, cb_error *err) {
             rc = cb_util_error(err, CB_ENOMEM, "out of memory for the item");
             break;
         }
-        h->buffer_unref(q->payload);
-        q->payload = nb;
+        cb_rag_item_replace(h, q, nb);
         cb_held *hh = s->hb.at[i].h;
         if (it.answer_id >= 0) {
             int hit = 0;

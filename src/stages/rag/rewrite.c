@@ -127,8 +127,7 @@ static int rewrite_run(void *state, cb_query *q, cb_run_ctx *ctx, cb_error *err)
                       .question_bytes = it.question_bytes, .query = s->buf, .query_bytes = len};
     cb_buffer *nb = cb_rag_item_build(h, &nv);
     if (!nb) return cb_util_error(err, CB_ENOMEM, "out of memory for the item");
-    h->buffer_unref(q->payload);
-    q->payload = nb;
+    cb_rag_item_replace(h, q, nb);
     return CB_OK;
 }
 
